@@ -1,0 +1,3 @@
+from sysctl_doctor.cli import main
+
+main()

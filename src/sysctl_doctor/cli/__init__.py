@@ -1,0 +1,92 @@
+"""The command-line layer: parse arguments, call the pipeline, render.
+
+Nothing below this package prints or exits. Every command module under
+`sysctl_doctor.cli` registers one click command (or group); `main()` turns
+`DoctorError` into ``error: …`` and exit 2, and never lets a traceback reach
+the user (set SYSCTL_DOCTOR_DEBUG=1 to see one).
+
+Exit codes: 0 clean, 1 findings (at error level), 2 usage or I/O error,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import List, Optional
+
+import click
+
+from sysctl_doctor import __version__
+from sysctl_doctor.errors import DoctorError
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class DefaultCommandGroup(click.Group):
+    """A group whose bare invocation runs its default command (`check`)."""
+
+    default_command = "check"
+
+    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
+        if not args or (args[0].startswith("-") and args[0] not in ("--help", "-h", "--version")):
+            if self.default_command in self.commands:
+                args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sysctl-doctor")
+def cli() -> None:
+    """Will your kernel settings be in effect after the next boot?
+
+    A bare `sysctl-doctor` runs `check` on this host.
+    """
+
+
+def _register() -> None:
+    # One import per command module; each module defines `command`.
+    modules: tuple = ()
+    for module in modules:
+        cli.add_command(module.command)
+
+
+_register()
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Console-script entry point."""
+    debug = os.environ.get("SYSCTL_DOCTOR_DEBUG") == "1"
+    try:
+        code = cli.main(args=argv, prog_name="sysctl-doctor", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = EXIT_ERROR
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    except DoctorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        code = EXIT_ERROR
+    except BrokenPipeError:
+        # Output piped into `head` and closed: not an error of ours.
+        sys.stderr.close()
+        code = EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        if debug:
+            raise
+        click.echo(
+            f"internal error: {type(exc).__name__}: {exc}\n"
+            "(this is a bug in sysctl-doctor; rerun with SYSCTL_DOCTOR_DEBUG=1 for a traceback)",
+            err=True,
+        )
+        code = EXIT_ERROR
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

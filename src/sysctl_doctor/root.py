@@ -1,0 +1,185 @@
+"""A confined, read-only view of a filesystem: the live `/` or an image directory.
+
+Every path the tool reads goes through a `Root`. Paths are given as they are
+seen *inside* the root ("/etc/sysctl.d/x.conf"). Symlinks are resolved inside
+the root the way systemd's chase() does with a root directory: an absolute
+target is re-rooted, ``..`` stops at the root, and a chain of more than
+`MAX_SYMLINK_HOPS` links is reported as a loop. Nothing ever escapes the root.
+
+A link that ends at ``/dev/null`` is a *mask* (systemd's convention); it is
+reported as `PathKind.NULL` whether or not the root has a /dev.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Union
+
+from sysctl_doctor.errors import DoctorError
+
+MAX_SYMLINK_HOPS = 40  # the kernel's and systemd's limit
+DEV_NULL = "/dev/null"
+
+
+class RootError(DoctorError):
+    """A path cannot be resolved inside the root (symlink loop, bad root)."""
+
+
+class PathKind(enum.Enum):
+    MISSING = "missing"
+    FILE = "file"
+    DIR = "dir"
+    NULL = "null"  # /dev/null, or a link to it: a mask
+    OTHER = "other"  # device, socket, fifo
+
+
+@dataclass(frozen=True)
+class ChasedPath:
+    """Where an inside path really leads, still inside the root."""
+
+    requested: str  # as asked, normalised ("/etc/sysctl.d/99-sysctl.conf")
+    resolved: str  # after following links ("/etc/sysctl.conf")
+    host: Path  # the host path to open
+    kind: PathKind
+
+    @property
+    def is_link(self) -> bool:
+        return self.requested != self.resolved
+
+
+def _components(path: str) -> List[str]:
+    return [c for c in path.split("/") if c not in ("", ".")]
+
+
+class Root:
+    """A confined view of the filesystem under `path`."""
+
+    def __init__(self, path: Union[str, Path] = "/") -> None:
+        host = Path(os.path.abspath(os.fspath(path)))
+        if not host.is_dir():
+            raise RootError(f"--root {os.fspath(path)}: not a directory")
+        self.path = Path(os.path.realpath(host))
+
+    @property
+    def is_live(self) -> bool:
+        """True when this root is the running system's `/`."""
+        return self.path == Path("/")
+
+    def __repr__(self) -> str:
+        return f"Root({str(self.path)!r})"
+
+    def host_path(self, inside: str) -> Path:
+        """The host path of an already-resolved inside path."""
+        parts = _components(inside)
+        return self.path.joinpath(*parts) if parts else self.path
+
+    def chase(self, path: str, *, follow_final: bool = True) -> ChasedPath:
+        """Resolve `path` inside the root, following links (but never out of it)."""
+        if not path.startswith("/"):
+            path = "/" + path
+        todo = _components(path)
+        done: List[str] = []
+        hops = 0
+        while todo:
+            name = todo.pop(0)
+            if name == "..":
+                if done:
+                    done.pop()
+                continue
+            host = self.path.joinpath(*done, name)
+            try:
+                st = os.lstat(host)
+            except OSError:
+                # Missing (or unreadable) component: the rest is taken literally.
+                done.append(name)
+                done.extend(c for c in todo if c != "..")
+                todo = []
+                break
+            if stat.S_ISLNK(st.st_mode) and (todo or follow_final):
+                hops += 1
+                if hops > MAX_SYMLINK_HOPS:
+                    raise RootError(f"{path}: too many levels of symbolic links (a loop?)")
+                try:
+                    target = os.readlink(host)
+                except OSError as exc:
+                    raise RootError(f"{path}: cannot read link: {exc.strerror}") from exc
+                if target.startswith("/"):
+                    done = []
+                todo = _components(target) + todo
+                continue
+            done.append(name)
+        resolved = "/" + "/".join(done)
+        return ChasedPath(
+            requested="/" + "/".join(_components(path)),
+            resolved=resolved,
+            host=self.host_path(resolved),
+            kind=self._kind(resolved, follow_final),
+        )
+
+    def _kind(self, resolved: str, follow_final: bool) -> PathKind:
+        if resolved == DEV_NULL:
+            return PathKind.NULL
+        host = self.host_path(resolved)
+        try:
+            st = os.stat(host) if follow_final else os.lstat(host)
+        except OSError:
+            return PathKind.MISSING
+        if stat.S_ISREG(st.st_mode):
+            return PathKind.FILE
+        if stat.S_ISDIR(st.st_mode):
+            return PathKind.DIR
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3):
+            return PathKind.NULL
+        return PathKind.OTHER
+
+    def kind(self, path: str) -> PathKind:
+        return self.chase(path).kind
+
+    def exists(self, path: str) -> bool:
+        return self.chase(path).kind is not PathKind.MISSING
+
+    def listdir(self, path: str) -> List[str]:
+        """Names in a directory inside the root, sorted; [] when it is missing."""
+        chased = self.chase(path)
+        if chased.kind is not PathKind.DIR:
+            return []
+        try:
+            return sorted(os.listdir(chased.host))
+        except OSError:
+            return []
+
+    def read_bytes(self, path: str) -> bytes:
+        """The bytes of a file inside the root.
+
+        Raises `OSError` (with the inside path as filename) when it is missing,
+        unreadable or not a regular file; a /dev/null mask reads as empty.
+        """
+        chased = self.chase(path)
+        if chased.kind is PathKind.NULL:
+            return b""
+        if chased.kind is PathKind.DIR:
+            raise IsADirectoryError(21, "Is a directory", path)
+        if chased.kind is PathKind.MISSING:
+            raise FileNotFoundError(2, "No such file or directory", path)
+        try:
+            with open(chased.host, "rb") as handle:
+                return handle.read()
+        except OSError as exc:
+            raise type(exc)(exc.errno, exc.strerror, path) from None
+
+    def read_text(self, path: str) -> str:
+        """A file decoded as UTF-8 with undecodable bytes replaced."""
+        return self.read_bytes(path).decode("utf-8", errors="replace")
+
+    def readlink(self, path: str) -> Optional[str]:
+        """The raw target of a link inside the root, or None if `path` is no link."""
+        chased_parent = self.chase(os.path.dirname(path) or "/")
+        host = chased_parent.host / os.path.basename(path)
+        try:
+            return os.readlink(host)
+        except OSError:
+            return None

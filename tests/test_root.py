@@ -1,0 +1,90 @@
+"""Root confines every path to the root directory, like systemd's chase()."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sysctl_doctor.root import PathKind, Root, RootError
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    (tmp_path / "etc/sysctl.d").mkdir(parents=True)
+    (tmp_path / "etc/sysctl.conf").write_text("a.b = 1\n")
+    (tmp_path / "usr/lib/sysctl.d").mkdir(parents=True)
+    (tmp_path / "usr/lib/sysctl.d/10-x.conf").write_text("c.d = 2\n")
+    return tmp_path
+
+
+def test_relative_link_is_followed(tree: Path) -> None:
+    os.symlink("../sysctl.conf", tree / "etc/sysctl.d/99-sysctl.conf")
+    root = Root(tree)
+    chased = root.chase("/etc/sysctl.d/99-sysctl.conf")
+    assert chased.resolved == "/etc/sysctl.conf"
+    assert chased.kind is PathKind.FILE
+    assert root.read_text("/etc/sysctl.d/99-sysctl.conf") == "a.b = 1\n"
+
+
+def test_absolute_link_is_rerooted(tree: Path) -> None:
+    os.symlink("/usr/lib/sysctl.d/10-x.conf", tree / "etc/sysctl.d/10-x.conf")
+    root = Root(tree)
+    assert root.chase("/etc/sysctl.d/10-x.conf").host == tree / "usr/lib/sysctl.d/10-x.conf"
+    assert root.read_text("/etc/sysctl.d/10-x.conf") == "c.d = 2\n"
+
+
+def test_link_to_host_file_does_not_escape(tree: Path) -> None:
+    os.symlink("/etc/passwd", tree / "etc/sysctl.d/evil.conf")
+    root = Root(tree)
+    chased = root.chase("/etc/sysctl.d/evil.conf")
+    assert chased.host == tree / "etc/passwd"
+    assert chased.kind is PathKind.MISSING
+    with pytest.raises(FileNotFoundError):
+        root.read_bytes("/etc/sysctl.d/evil.conf")
+
+
+def test_dotdot_is_clamped_at_root(tree: Path) -> None:
+    os.symlink("../../../../../../../../etc/passwd", tree / "etc/sysctl.d/up.conf")
+    root = Root(tree)
+    assert root.chase("/etc/sysctl.d/up.conf").host == tree / "etc/passwd"
+    assert root.chase("/../../../etc/sysctl.conf").host == tree / "etc/sysctl.conf"
+
+
+def test_loop_is_a_clear_error(tree: Path) -> None:
+    os.symlink("b.conf", tree / "etc/sysctl.d/a.conf")
+    os.symlink("a.conf", tree / "etc/sysctl.d/b.conf")
+    root = Root(tree)
+    with pytest.raises(RootError, match="too many levels of symbolic links"):
+        root.chase("/etc/sysctl.d/a.conf")
+
+
+def test_link_to_dev_null_is_a_mask_even_without_dev(tree: Path) -> None:
+    os.symlink("/dev/null", tree / "etc/sysctl.d/10-x.conf")
+    root = Root(tree)
+    assert root.kind("/etc/sysctl.d/10-x.conf") is PathKind.NULL
+    assert root.read_bytes("/etc/sysctl.d/10-x.conf") == b""
+
+
+def test_directory_where_file_expected(tree: Path) -> None:
+    (tree / "etc/sysctl.d/dir.conf").mkdir()
+    root = Root(tree)
+    assert root.kind("/etc/sysctl.d/dir.conf") is PathKind.DIR
+    with pytest.raises(IsADirectoryError):
+        root.read_bytes("/etc/sysctl.d/dir.conf")
+
+
+def test_listdir_missing_is_empty(tree: Path) -> None:
+    root = Root(tree)
+    assert root.listdir("/run/sysctl.d") == []
+    assert root.listdir("/usr/lib/sysctl.d") == ["10-x.conf"]
+
+
+def test_root_must_be_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(RootError, match="not a directory"):
+        Root(tmp_path / "nope")
+
+
+def test_live_root() -> None:
+    assert Root("/").is_live
