@@ -88,3 +88,16 @@ def test_root_must_be_a_directory(tmp_path: Path) -> None:
 
 def test_live_root() -> None:
     assert Root("/").is_live
+
+
+def test_host_sysctl_change_restores_on_error(tmp_path: Path) -> None:
+    from sysctl_doctor.live import HostSysctlChange
+
+    key = tmp_path / "net/netfilter/nf_log_all_netns"
+    key.parent.mkdir(parents=True)
+    key.write_text("0\n")
+    with pytest.raises(RuntimeError):
+        with HostSysctlChange({"net/netfilter/nf_log_all_netns": "1"}, proc_sys=tmp_path):
+            assert key.read_text() == "1\n"
+            raise RuntimeError("boom")
+    assert key.read_text() == "0\n"
