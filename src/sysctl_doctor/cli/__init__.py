@@ -49,7 +49,9 @@ def cli() -> None:
 
 def _register() -> None:
     # One import per command module; each module defines `command`.
-    modules: tuple = ()
+    from sysctl_doctor.cli import conntrack
+
+    modules: tuple = (conntrack,)
     for module in modules:
         cli.add_command(module.command)
 

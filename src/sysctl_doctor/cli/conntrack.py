@@ -1,0 +1,20 @@
+"""`sysctl-doctor conntrack …`: which packets conntrack treats as INVALID, and why."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group("conntrack")
+def command() -> None:
+    """Find and explain conntrack INVALID packets: replay, logs, stats, debug."""
+
+
+def _register() -> None:
+    # One import per subcommand module; each defines `command`.
+    subcommands: tuple = ()
+    for module in subcommands:
+        command.add_command(module.command)
+
+
+_register()

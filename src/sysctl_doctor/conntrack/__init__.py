@@ -1,0 +1,1 @@
+"""Conntrack diagnosis: kernel log lines, the TCP window model, replay of captures, live counters."""
