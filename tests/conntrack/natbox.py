@@ -185,6 +185,18 @@ table ip sdtcp_nat {
     def flush(self) -> None:
         subprocess.run(["ip", "netns", "exec", self.nat, "conntrack", "-F"], capture_output=True)
 
+    def entry_state(self, cport: int) -> tuple:
+        """(TCP state, (ASSURED/UNREPLIED…)) of the nat ns's entry for a client port, ("NONE", ()) if none."""
+        out = subprocess.run(["ip", "netns", "exec", self.nat, "conntrack", "-L", "-p", "tcp",
+                              "--orig-src", CLIENT_IP, "--orig-port-src", str(cport)],
+                             capture_output=True, text=True).stdout
+        lines = [line for line in out.splitlines() if line.startswith("tcp")]
+        if not lines:
+            return "NONE", ()
+        words = lines[0].split()
+        status = tuple(sorted(w.strip("[]") for w in words if w in ("[ASSURED]", "[UNREPLIED]")))
+        return words[3], status
+
     # -- the kernel's verdicts -----------------------------------------------------
     def invalid_count(self) -> int:
         assert self._stat_file is not None

@@ -113,6 +113,16 @@ def window_cases() -> Dict[str, List[Step]]:
             ("s", F_ACK, SI + 700, CI + 700, WIN, 0, b""),
             ("s", AP, SI + 700 + 500_000, CI + 700, WIN, 100, b""),
         ],
+        # tools/testing/selftests/net/netfilter/packetdrill/conntrack_syn_challenge_ack.pkt:
+        # SYN, challenge ACK of an old incarnation, RST answering it, SYN again, SYN/ACK, ACK
+        "syn_challenge_ack": [
+            ("c", F_SYN, 643160522, 0, 65535, 0, tcp_options(mss=1460, sack_perm=True, wscale=8)),
+            ("s", F_ACK, 145824453, 643160523, 240, 0, b""),
+            ("c", F_RST, 643160523, 0, 0, 0, b""),
+            ("c", F_SYN, 643160522, 0, 65535, 0, tcp_options(mss=1460, sack_perm=True, wscale=8)),
+            ("s", F_SYN | F_ACK, 77, 643160523, 250, 0, tcp_options(mss=1460, wscale=0)),
+            ("c", F_ACK, 643160523, 78, 256, 0, b""),
+        ],
         "ack_without_syn_after_synack": [
             ("c", F_SYN, CI, 0, WIN, 0, b""),
             ("c", F_ACK, CI + 1, SI + 1, WIN, 0, b""),

@@ -83,6 +83,7 @@ def test_model_agrees_with_kernel(natbox, tmp_path, run: str) -> None:
     kmsg.read()
     capture_path = str(tmp_path / f"{run}.pcap")
     capture = Capture(box.nat, capture_path, linktype)
+    kernel_entries: Dict[int, tuple] = {}
     expected: Dict[tuple, deque] = defaultdict(deque)
     names: Dict[tuple, str] = {}
     kernel_results: List[tuple] = []
@@ -93,6 +94,7 @@ def test_model_agrees_with_kernel(natbox, tmp_path, run: str) -> None:
                 expected[key].append(_kernel_result(kv))
                 kernel_results.append(_kernel_result(kv))
                 names[key] = name
+            kernel_entries[42000 + i] = box.entry_state(42000 + i)
     finally:
         capture.stop()
     injected = sum(len(q) for q in expected.values())
@@ -114,10 +116,15 @@ def test_model_agrees_with_kernel(natbox, tmp_path, run: str) -> None:
         if (v.verdict, v.message) != kernel:
             mismatches.append(f"[{names[key]}] frame {v.frame} {v.flags} seq={v.seq} ack={v.ack}: "
                               f"model {v.verdict} {v.message!r} != kernel {kernel[0]} {kernel[1]!r}")
+    for flow in replay.summary.flows:
+        if flow.sport in kernel_entries and flow.src.startswith("10.231.1."):
+            model = (flow.state, tuple(sorted(flow.status)))
+            if model != kernel_entries[flow.sport]:
+                mismatches.append(f"flow from port {flow.sport}: model entry {model} != kernel {kernel_entries[flow.sport]}")
     assert not replay.summary.diagnostics
     assert seen == injected, f"capture holds {seen} of the {injected} injected segments"
     if os.environ.get("SDTCP_VERBOSE"):
-        print(run, seen, sorted(set(kernel_results), key=str))
+        print(run, seen, sorted(set(kernel_results), key=str), kernel_entries)
     assert not mismatches, "\n".join(mismatches)
 
     # the scenarios must reach the branches they are about, or agreement proves little

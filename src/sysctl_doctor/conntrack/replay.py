@@ -106,6 +106,7 @@ class FlowSummary:
     state: str = "NONE"
     examples: List[PacketVerdict] = field(default_factory=list)  # the first non-accepted packets
     nat: Optional[str] = None  # "src:port -> dst:port" as it left the NAT box, when learnt
+    status: List[str] = field(default_factory=list)  # "ASSURED" / "UNREPLIED" of the live entry
 
     def to_json(self) -> dict:
         return {
@@ -113,7 +114,7 @@ class FlowSummary:
             "dport": self.dport, "first_frame": self.first_frame, "last_frame": self.last_frame,
             "packets": self.packets, "accept": self.accept, "ignore": self.ignore,
             "invalid": self.invalid, "entries": self.entries, "state": self.state,
-            "nat": self.nat,
+            "nat": self.nat, "status": self.status,
         }
 
 
@@ -275,8 +276,13 @@ class Replay:
             flow.ignore += 1
         else:
             flow.invalid += 1
-        state = entry.ct.state_name if entry is not None and entry.keys else "NONE"
+        live = entry is not None and bool(entry.keys)
+        state = entry.ct.state_name if live else "NONE"
         flow.state = state
+        if live:
+            flow.status = (["ASSURED"] if entry.ct.assured else []) + ([] if entry.ct.seen_reply else ["UNREPLIED"])
+        else:
+            flow.status = []
         v = PacketVerdict(
             frame=frame, time=ts, verdict=verdict, message=message, flow=flow.index,
             direction="reply" if direction == REPLY else "original",
