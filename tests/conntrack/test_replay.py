@@ -267,3 +267,31 @@ def test_cli_text_and_exit_codes(seed_pcap, tmp_path) -> None:
 
 def test_ack_flag_constant() -> None:
     assert F_ACK == 0x10
+
+
+def test_fast_path_equals_general_path(tmp_path, monkeypatch) -> None:
+    """The inlined ESTABLISHED fast path must decide and update exactly like the general code."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_replay", os.path.join(os.path.dirname(__file__), "..", "..", "bench", "replay.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    path = str(tmp_path / "mix.pcap")
+    bench.generate(path, 30_000, 40)
+    settings = settings_from_sysctls({"nf_conntrack_tcp_timeout_established": "100",
+                                      "nf_conntrack_tcp_max_retrans": "1"})
+
+    def run():
+        r = Replay(path, legacy_profile(), settings)
+        out = [(v.frame, v.verdict, v.message, v.state) for v in r.packets()]
+        return out, [(f.state, f.status, f.invalid) for f in r.summary.flows]
+
+    fast = run()
+    from sysctl_doctor.conntrack import tcp_model
+
+    monkeypatch.setattr(tcp_model.TcpTracker, "_established_ack", lambda self, *a: None)
+    general = run()
+    assert fast == general
+    assert any(v == "invalid" for _, v, _, _ in fast[0])  # the stale segments are there

@@ -96,10 +96,15 @@ def command(file: str, kernel: Optional[str], sysctls: Tuple[str, ...], what_ifs
     out = click.get_text_stream("stdout")
     if fmt == "json":
         out.write(json.dumps(header)[:-1] + ', "packets": [')
-        first = True
+        batch: List[str] = []
+        sep = "\n  "
         for v in packets():
-            out.write(("\n  " if first else ",\n  ") + json.dumps(v.to_json()))
-            first = False
+            batch.append(sep + v.json_line())
+            sep = ",\n  "
+            if len(batch) >= 4096:
+                out.write("".join(batch))
+                batch = []
+        out.write("".join(batch))
         summary = main.summary
         tail = {
             "flows": [fl.to_json() for fl in summary.flows],
