@@ -83,15 +83,15 @@ def generate(path: str, packets: int, flows: int, payload: int = 64) -> int:
     return written
 
 
-def run_measured(args, stdout=subprocess.DEVNULL):  # output goes to /dev/null for both tools
-    """Wall seconds, max RSS (KiB) and output of one child."""
+def run_measured(args, out_path):
+    """Wall seconds, CPU seconds, max RSS (KiB), exit status and stderr of one child; stdout to out_path."""
     start = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=stdout, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    with open(out_path, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
     stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return elapsed, usage.ru_maxrss, proc.returncode, stderr
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, os.waitstatus_to_exitcode(status), stderr
 
 
 def parse_only_ours(path: str) -> tuple:
@@ -141,25 +141,31 @@ def main() -> int:
         print(f"capture: {n} packets, {opts.flows} flows, {size / 1e6:.0f} MB, generated in "
               f"{time.perf_counter() - t0:.1f} s")
 
-        ts_time, ts_rss, ts_rc, ts_err = run_measured(
-            [tshark, "-n", "-r", path, "-Y", "tcp.analysis.spurious_retransmission"])
+        out = os.path.join(tmpdir, "out")
+        ts_time, ts_cpu, ts_rss, ts_rc, ts_err = run_measured(
+            [tshark, "-n", "-r", path, "-Y", "tcp.analysis.spurious_retransmission"], out)
         if ts_rc != 0:
             print(f"tshark failed ({ts_rc}): {ts_err.strip()[:300]}", file=sys.stderr)
             return 2
+        with open(out, "rb") as f:
+            flagged = sum(1 for _ in f)
         ours = [sys.executable, "-m", "sysctl_doctor", "conntrack", "replay", path, "--kernel", "5.10"]
-        our_time, our_rss, our_rc, our_err = run_measured(ours)
-        js_time, js_rss, js_rc, js_err = run_measured(ours + ["--format", "json"])
+        our_time, our_cpu, our_rss, our_rc, our_err = run_measured(ours, out)
+        with open(out, encoding="utf-8") as f:
+            verdict_line = next((line.strip() for line in f if line.startswith("verdicts:")), "?")
+        js_time, js_cpu, js_rss, js_rc, js_err = run_measured(ours + ["--format", "json"], out)
         for rc, err in ((our_rc, our_err), (js_rc, js_err)):
             if rc not in (0, 1):
                 print(f"replay failed ({rc}): {err.strip()[:300]}", file=sys.stderr)
                 return 2
-        print(f"tshark -Y tcp.analysis.spurious_retransmission:   {ts_time:7.2f} s  "
-              f"{n / ts_time:10.0f} pkt/s  max RSS {ts_rss / 1024:7.1f} MiB")
-        print(f"sysctl-doctor conntrack replay (text):            {our_time:7.2f} s  "
-              f"{n / our_time:10.0f} pkt/s  max RSS {our_rss / 1024:7.1f} MiB")
-        print(f"sysctl-doctor conntrack replay --format json:     {js_time:7.2f} s  "
-              f"{n / js_time:10.0f} pkt/s  max RSS {js_rss / 1024:7.1f} MiB  (every packet's verdict to stdout)")
-        print(f"ratio tshark/replay: text {ts_time / our_time:.2f}x, json {ts_time / js_time:.2f}x")
+        print(f"tshark -Y tcp.analysis.spurious_retransmission: {ts_time:6.2f} s wall {ts_cpu:6.2f} s CPU "
+              f"{n / ts_time:9.0f} pkt/s  max RSS {ts_rss / 1024:6.1f} MiB  ({flagged} packets flagged)")
+        print(f"sysctl-doctor conntrack replay (text):          {our_time:6.2f} s wall {our_cpu:6.2f} s CPU "
+              f"{n / our_time:9.0f} pkt/s  max RSS {our_rss / 1024:6.1f} MiB  ({verdict_line})")
+        print(f"sysctl-doctor conntrack replay --format json:   {js_time:6.2f} s wall {js_cpu:6.2f} s CPU "
+              f"{n / js_time:9.0f} pkt/s  max RSS {js_rss / 1024:6.1f} MiB  (every packet's verdict)")
+        print(f"ratio tshark/replay, wall: text {ts_time / our_time:.2f}x, json {ts_time / js_time:.2f}x; "
+              f"CPU: text {ts_cpu / our_cpu:.2f}x, json {ts_cpu / js_cpu:.2f}x")
 
         ours_parse, m1 = parse_only_ours(path)
         print(f"parse only, our struct reader: {ours_parse:6.2f} s ({m1} TCP packets)")
