@@ -151,3 +151,9 @@ def liberal_cases() -> Dict[str, List[Step]]:
 def ignore_rst_cases() -> Dict[str, List[Step]]:
     cases = window_cases()
     return {k: cases[k] for k in ("rst_below_maxack", "rst_not_exact")}
+
+
+def ipv6_cases() -> Dict[str, List[Step]]:
+    cases = window_cases()
+    return {k: cases[k] for k in ("in_window", "seq_over", "seq_under_seed", "ack_over", "rst_below_maxack",
+                                  "window_scaling", "sack", "pickup")}
