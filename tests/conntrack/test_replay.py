@@ -243,7 +243,8 @@ def test_cli_json_contract(seed_pcap) -> None:
     assert doc["packets"][0]["frame"] == 1
     assert all(set(p) >= {"frame", "verdict", "message"} for p in doc["packets"])
     assert doc["packets"][203]["verdict"] == "invalid" and doc["packets"][203]["message"] == SEED_LEGACY
-    assert doc["packets"][0]["message"] is None
+    assert doc["packets"][0] == {"frame": 1, "verdict": "accept", "message": None, "flow": 0}
+    assert doc["packets"][203]["src"] == "10.231.2.2" and doc["packets"][203]["seq"] == 2_060_000
     liberal, newer = doc["what_if"]
     assert liberal["invalid"] == 0 and liberal["packets"] == [
         {"frame": 204, "from": "invalid", "to": "accept", "message": None}]

@@ -78,9 +78,14 @@ def command(file: str, kernel: Optional[str], sysctls: Tuple[str, ...], what_ifs
         streams = [main.packets()] + [r.packets() for r in others]
         for row in zip(*streams):
             base = row[0]
+            if base.copy_of is not None:  # a forwarded copy mirrors its original: counted once
+                yield base
+                continue
             for i, alt in enumerate(row[1:]):
                 if (alt.verdict, alt.message) != (base.verdict, base.message):
                     key = f"{base.verdict}->{alt.verdict}"
+                    if base.verdict == alt.verdict:
+                        key += " (other message)"
                     changed_counts[i][key] = changed_counts[i].get(key, 0) + 1
                     if len(changes[i]) < MAX_CHANGES_SHOWN:
                         changes[i].append((base, alt))
@@ -208,7 +213,7 @@ def _render_text(header, main, alternatives, others, changes, changed_counts, as
         console.print(Text(f"what if {label}: {v['invalid']} invalid -> {o['invalid']} invalid, "
                            f"{v['ignore']} ignore -> {o['ignore']} ignore", style="bold"))
         for key, count in sorted(changed_counts[i].items()):
-            console.print(Text(f"  {count} packets {key.replace('->', ' -> ')}"))
+            console.print(Text(f"  {count} packet{'s' if count != 1 else ''} {key.replace('->', ' -> ')}"))
         for b, a in changes[i][:10]:
             console.print(Text(f"  frame {b.frame:>7}: {b.verdict} -> {a.verdict}"
                                + (f" ({a.message})" if a.message else "")))
