@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple, Union
+from typing import BinaryIO, Callable, Iterator, List, Tuple, Union
 
 from sysctl_doctor.conntrack.tcp_model import Segment
 from sysctl_doctor.errors import Diagnostic, DoctorError

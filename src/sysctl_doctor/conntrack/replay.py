@@ -347,8 +347,7 @@ class Replay:
 
     def _record(self, frame: int, ts: float, pkt: pcap.TcpPacket, flow: FlowSummary, direction: int,
                 verdict: str, message: Optional[str], entry: Optional[_Entry]) -> PacketVerdict:
-        summary = self.summary
-        summary.verdicts[verdict] += 1
+        self.summary.verdicts[verdict] += 1
         flow.packets += 1
         flow.last_frame = frame
         if verdict == ACCEPT:
@@ -360,10 +359,7 @@ class Replay:
         if entry is not None and entry.keys:
             ct = entry.ct
             state = STATE_NAMES[ct.state]
-            if ct.assured:
-                flow.status = _ASSURED
-            else:
-                flow.status = _UNREPLIED if not ct.seen_reply else _NOSTATUS
+            flow.status = _ASSURED if ct.assured else _UNREPLIED if not ct.seen_reply else _NOSTATUS
         else:
             state = "NONE"
             flow.status = _NOSTATUS
