@@ -48,6 +48,10 @@ def test_seed_incident_is_ignored_from_6_1(seed_pcap) -> None:
     assert message.startswith("SEQ is under lower bound ") and message.endswith("(already ACKed data retransmitted)")
 
 
+def test_replay_capture_takes_a_version_string(seed_pcap) -> None:
+    assert _not_accepted(replay_capture(seed_pcap, "5.10")) == [(204, "invalid", SEED_LEGACY)]
+
+
 def test_seed_incident_be_liberal_accepts(seed_pcap) -> None:
     verdicts = replay_capture(seed_pcap, profile_for("5.10"), {"net.netfilter.nf_conntrack_tcp_be_liberal": "1"})
     assert _not_accepted(verdicts) == []

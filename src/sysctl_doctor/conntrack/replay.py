@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from sysctl_doctor.conntrack import pcap
 from sysctl_doctor.conntrack.profiles import KernelProfile
@@ -393,9 +393,17 @@ class Replay:
                              original.state, copy_of=original.frame)
 
 
-def replay_capture(path: str, profile: KernelProfile, sysctls: Optional[Mapping[str, str]] = None,
+def replay_capture(path: str, profile: Union[KernelProfile, str], sysctls: Optional[Mapping[str, str]] = None,
                    settings: Optional[TcpSettings] = None) -> List[PacketVerdict]:
-    """Every TCP packet's verdict (a list; use `Replay(...).packets()` to stream)."""
+    """Every TCP packet's verdict (a list; use `Replay(...).packets()` to stream).
+
+    `profile` is a KernelProfile or a kernel version ("5.10", "6.18", a uname release);
+    `sysctls` maps conntrack TCP sysctls (any spelling) to values; unset ones are the kernel defaults.
+    """
+    if isinstance(profile, str):
+        from sysctl_doctor.conntrack.profiles import profile_for
+
+        profile = profile_for(profile)
     if settings is None:
         settings = settings_from_sysctls(sysctls or {})
     elif sysctls:
