@@ -4,7 +4,7 @@
     .venv/bin/python bench/replay.py [--packets 1000000] [--flows 2000] [--keep FILE]
 
 Generates a capture (Ethernet pcap: `--flows` connections interleaved, each a
-handshake then data and ACKs, with a stale segment 80 KB below the window every
+handshake then data and ACKs, all with TCP timestamps, with a stale segment 80 KB below the window every
 100th step), then runs, side by side on the same file, alternating, `--rounds`
 times each (best time kept — the machine is shared):
 
@@ -40,6 +40,7 @@ def generate(path: str, packets: int, flows: int, payload: int = 64) -> int:
     rec = struct.Struct("<IIII")
     ip = struct.Struct("!BBHHHBBH4s4s")
     tcp = struct.Struct("!HHIIBBHHH")
+    ts_opt = struct.Struct("!BBBBII")  # NOP NOP TS: what Linux puts on every segment
     state = []
     for i in range(flows):
         c = bytes([10, 231, 100 + (i >> 8) % 100, i & 0xFF])
@@ -71,7 +72,9 @@ def generate(path: str, packets: int, flows: int, payload: int = 64) -> int:
                         segs.append((server, c, 6379, cport, sseq - 80_000, cseq, F_ACK | F_PSH, 65535, data))
                 st[4] = step + 1
                 for src, dst, sp, dp, seq, ack, flags, win, body in segs:
-                    seg = tcp.pack(sp, dp, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 0x50, flags, win, 0, 0) + body
+                    opts = ts_opt.pack(1, 1, 8, 10, written & 0xFFFFFFFF, (written - 1) & 0xFFFFFFFF)
+                    seg = (tcp.pack(sp, dp, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 0x80, flags, win, 0, 0)
+                           + opts + body)
                     pkt = ip.pack(0x45, 0, 20 + len(seg), written & 0xFFFF, 0x4000, 64, 6, 0, src, dst) + seg
                     frame = eth + pkt
                     t += 0.00001

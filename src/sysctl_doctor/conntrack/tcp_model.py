@@ -543,7 +543,9 @@ class TcpTracker:
     # -- nf_conntrack_tcp_packet() ---------------------------------------------
     def packet(self, ct: Connection, direction: int, seg: Segment, now: float) -> Outcome:
         """The verdict for `seg` on an existing (or just created) entry; updates `ct`."""
-        if ct.state == ESTABLISHED and seg.flags & 0x17 == F_ACK and not seg.options and ct.assured:
+        options = seg.options
+        if (ct.state == ESTABLISHED and seg.flags & 0x17 == F_ACK and ct.assured
+                and (not options or (len(options) == 12 and options[:4] == _TS_ONLY))):
             fast = self._established_ack(ct, direction, seg, now)
             if fast is not None:
                 return fast
@@ -659,8 +661,9 @@ class TcpTracker:
         return _ACCEPTED
 
     def _established_ack(self, ct: Connection, direction: int, seg: Segment, now: float) -> Optional[Outcome]:
-        """The common case — a plain ACK/data segment, in window, on an assured ESTABLISHED entry —
-        done inline; exactly what packet() and in_window() do for it. None: take the general path."""
+        """The common case — a plain ACK/data segment without options but timestamps, in window, on an
+        assured ESTABLISHED entry — done inline; exactly what packet() and in_window() do for it (no SACK
+        block: sack == ack). None: take the general path."""
         sender = ct.seen[direction]
         receiver = ct.seen[1 - direction]
         if sender.td_maxwin == 0:
