@@ -194,8 +194,7 @@ def main() -> int:
                   f"ours is {dpkt_parse / ours_parse:.2f}x faster")
         return 0
     finally:
-        if not opts.keep:
-            shutil.rmtree(tmpdir, ignore_errors=True)
+        shutil.rmtree(tmpdir, ignore_errors=True)  # a --keep capture lives outside it
 
 
 if __name__ == "__main__":
