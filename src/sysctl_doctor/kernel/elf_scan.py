@@ -129,6 +129,18 @@ class _Section:
     info: int
 
 
+def check_elf_bounds(data: bytes) -> None:
+    """Cheap sanity check without parsing: ELF64 LE magic, and the section header table inside the file."""
+    if len(data) < 64 or data[:4] != b"\x7fELF":
+        raise ModuleReadError("not an ELF file")
+    if data[4] != 2 or data[5] != 1:
+        raise ModuleReadError("not a 64-bit little-endian ELF file")
+    shoff = struct.unpack_from("<Q", data, 0x28)[0]
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    if shentsize != 64 or shoff + shnum * 64 > len(data):
+        raise ModuleReadError("truncated ELF file (section headers past the end)")
+
+
 class Elf:
     """The parts of an ELF64 little-endian relocatable file the scan needs."""
 
@@ -459,6 +471,7 @@ def scan_module_bytes(raw: bytes, file: str, name: str, need_modinfo: bool = Fal
         data = decompress(raw, file)
         wanted = any(p in data for p in PREFILTER)
         if not wanted and not need_modinfo:
+            check_elf_bounds(data)  # a truncated or foreign file is reported even when skipped
             return None
         elf = Elf(data)
         scan = ModuleScan(name=name, file=file)
