@@ -111,3 +111,19 @@ def test_driver_and_top_level_directories(real_index):
     assert (p.module, p.evidence[:4]) == ("i915", "elf:")
     assert real_index.provider("coda.timeout").module == "coda"
     assert real_index.provider("dev.raid.speed_limit_min").module == "md_mod"
+
+
+def test_curated_table_agrees_with_the_module_files(real_index):
+    """Where a root ships no module files the curated table answers: it must say what the ELF scan says."""
+    from sysctl_doctor.kernel.curated import matching_rules
+
+    disagree = []
+    for path in sorted(real_index.elf_keys()):
+        mod = real_index.provider(path).module
+        entry = next(e for e in real_index.data.scans[mod].entries if e.path == path)
+        scope = "init" if entry.init_netns_only else ("netns" if entry.per_netns else "global")
+        rules = [r for r, _i in matching_rules(path) if r.kind in (ProviderKind.MODULE, ProviderKind.BUILTIN)]
+        got = (rules[0].module, rules[0].scope) if rules else (None, None)
+        if got != (mod, scope):
+            disagree.append((path, (mod, scope), got))
+    assert not disagree, disagree[:10]
