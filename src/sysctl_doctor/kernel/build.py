@@ -12,7 +12,7 @@ from sysctl_doctor.kernel.elf_scan import scan_module_file
 from sysctl_doctor.kernel.index import MODE_ELF, MODE_METADATA, MODE_NONE, IndexData
 from sysctl_doctor.kernel.model import ModuleScan
 from sysctl_doctor.kernel.modules_tree import MODULE_SUFFIXES, module_name, read_modules_metadata
-from sysctl_doctor.root import Root
+from sysctl_doctor.root import PathKind, Root
 
 Progress = Callable[[int, int], None]
 POOL_THRESHOLD = 64  # fewer module files than this: scan in-process
@@ -31,7 +31,14 @@ def list_module_files(root: Root, moddir: str) -> Tuple[List[Tuple[str, str]], L
             host = os.path.join(dirpath, fname)
             rel = os.path.relpath(host, base)
             if fname.endswith(MODULE_SUFFIXES):
-                if not os.path.islink(host):
+                if os.path.islink(host):
+                    # e.g. updates/dkms/x.ko -> /var/lib/dkms/...: follow it inside the root only
+                    chased = root.chase(f"{moddir}/{rel}")
+                    if chased.kind is PathKind.FILE:
+                        out.append((str(chased.host), rel))
+                    else:
+                        diags.append(Diagnostic(f"module link leads nowhere inside the root ({chased.resolved})", f"{moddir}/{rel}"))
+                else:
                     out.append((host, rel))
             else:
                 diags.append(Diagnostic("unknown module compression (not .ko, .ko.xz, .ko.zst, .ko.gz): skipped", f"{moddir}/{rel}"))
