@@ -36,9 +36,17 @@ def tree_510():
 
 
 @pytest.fixture(scope="session")
-def session_cache(tmp_path_factory):
-    """A private XDG cache dir for the whole session (indexes of the big trees are built once)."""
-    path = tmp_path_factory.mktemp("xdg-cache")
+def session_cache():
+    """The index cache for the real trees, kept next to the trees in the test cache.
+
+    Its key includes the scanner's source, so after any change to the scanner the first run scans the
+    trees again; unchanged code reuses the result (the 6.12 .ko.xz tree costs seconds to decompress).
+    Tests of the scan itself (test_module_files) always use a fresh private cache.
+    """
+    from kernel_trees import cache_root
+
+    path = cache_root() / "xdg-cache"
+    path.mkdir(parents=True, exist_ok=True)
     old = os.environ.get("XDG_CACHE_HOME")
     os.environ["XDG_CACHE_HOME"] = str(path)
     yield path
