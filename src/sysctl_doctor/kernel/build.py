@@ -103,7 +103,7 @@ def build_index_data(
     )
     if not files:
         if meta.files:
-            diags.append(Diagnostic(f"no module files under {moddir} (metadata only): module keys come from the curated table", moddir))
+            diags.append(Diagnostic("no module files (metadata only): module keys come from the curated table", moddir))
         data.partial = True
     need_modinfo = not meta.has_dep
     if not meta.has_dep:
