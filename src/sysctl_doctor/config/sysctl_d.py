@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from sysctl_doctor.config.model import (
     ConfigLine,
@@ -79,8 +79,7 @@ _BACKUP_SUFFIXES = frozenset(
 # --------------------------------------------------------------------------- lines
 
 
-@dataclass(frozen=True)
-class ParsedLine:
+class ParsedLine(NamedTuple):
     """One meaningful line of a sysctl.d file."""
 
     line: int
@@ -169,9 +168,9 @@ def parse_systemd_line(lineno: int, raw: bytes) -> Optional[ParsedLine]:
         ignore = p[:1] == b"-"
         key = p[1 if ignore else 0 : eq].strip(_SYSTEMD_WS)
         value = p[eq + 1 :].strip(_SYSTEMD_WS)
-        return ParsedLine(lineno, "assignment", _decode(key), _decode(value), ignore, _decode(p))
+        return ParsedLine(lineno, "assignment", _decode(key), _decode(value), ignore)
     if p[:1] == b"-":
-        return ParsedLine(lineno, "exclusion", _decode(p[1:].strip(_SYSTEMD_WS)), None, False, _decode(p))
+        return ParsedLine(lineno, "exclusion", _decode(p[1:].strip(_SYSTEMD_WS)), None, False)
     return ParsedLine(lineno, "invalid", text=_decode(p))
 
 
@@ -183,23 +182,27 @@ def parse_procps_line(lineno: int, raw: bytes) -> Optional[ParsedLine]:
     if len(key) < 2 or key[:1] in (b"#", b";"):
         return None
     eq = key.find(b"=")
-    text = _decode(key.rstrip(_C_SPACE))
     if eq < 0:
         if key[:1] == b"-":
-            return ParsedLine(lineno, "exclusion", _decode(_c_rstrip(key[1:])), None, False, text)
-        return ParsedLine(lineno, "invalid", text=text)
+            return ParsedLine(lineno, "exclusion", _decode(_c_rstrip(key[1:])), None, False)
+        return ParsedLine(lineno, "invalid", text=_decode(key.rstrip(_C_SPACE)))
     name, value = key[:eq], key[eq + 1 :]
     ignore = name[:1] == b"-"
     if ignore:
         name = name[1:]
     value = _c_rstrip(_c_lstrip(value))
-    return ParsedLine(lineno, "assignment", _decode(_c_rstrip(name)), _decode(value), ignore, text)
+    return ParsedLine(lineno, "assignment", _decode(_c_rstrip(name)), _decode(value), ignore)
 
 
 def parse_sysctl_bytes(data: bytes, flavor: Flavor, file: str) -> ParsedFile:
     """Parse one file's bytes the way `flavor` does. Never raises on any input."""
     out = ParsedFile()
     bad_bytes = 0
+    try:
+        data.decode("utf-8")
+        check_utf8 = False
+    except UnicodeDecodeError:
+        check_utf8 = True
     if flavor == "systemd":
         lines: Iterator[Tuple[int, bytes]] = systemd_lines(data)
         parse = parse_systemd_line
@@ -227,7 +230,8 @@ def parse_sysctl_bytes(data: bytes, flavor: Flavor, file: str) -> ParsedFile:
                 out.diagnostics.append(Diagnostic(msg + _shorten(parsed.text), file, lineno))
                 continue
             try:
-                raw.decode("utf-8")
+                if check_utf8:
+                    raw.decode("utf-8")
             except UnicodeDecodeError:
                 bad_bytes += 1
                 if bad_bytes <= MAX_BYTE_DIAGNOSTICS:
@@ -264,6 +268,8 @@ def _has_surrogates(text: str) -> bool:
 def path_simplify(path: str) -> str:
     """systemd's path_simplify(): drop empty and "." components and trailing slashes."""
     if not path:
+        return path
+    if "//" not in path and not path.endswith("/") and "." not in path:
         return path
     absolute = path.startswith("/")
     parts = [c for c in path.split("/") if c not in ("", ".")]
@@ -436,22 +442,30 @@ def _glob_one(pattern: str, keys: KeyTree) -> List[str]:
     comps = [c for c in pattern.split("/") if c not in ("", ".")]
     if not comps:
         return []
-    regexes = [_component_regex(c) for c in comps]
-    literal_dot = [c.startswith(".") or c.startswith("\\.") for c in comps]
-    found = []
-    for path in (*keys.paths, *keys.directories):
-        parts = path.split("/")
-        if len(parts) != len(comps):
-            continue
-        for part, rx, dot_ok in zip(parts, regexes, literal_dot):
-            if part.startswith(".") and not dot_ok:
-                break
-            if not rx.fullmatch(part):
-                break
+    children = keys.children()
+    everything = keys.paths | keys.directories
+    level = [""]
+    for comp in comps:
+        nxt = []
+        if not any(ch in comp for ch in "*?[\\"):
+            for base in level:
+                cand = f"{base}/{comp}" if base else comp
+                if cand in everything:
+                    nxt.append(cand)
         else:
-            found.append(path)
-    found.sort(key=_sort_key)
-    return found
+            rx = _component_regex(comp)
+            dot_ok = comp.startswith(".") or comp.startswith("\\.")
+            for base in level:
+                for name in children.get(base, ()):
+                    if name.startswith(".") and not dot_ok:
+                        continue
+                    if rx.fullmatch(name):
+                        nxt.append(f"{base}/{name}" if base else name)
+        level = nxt
+        if not level:
+            return []
+    level.sort(key=_sort_key)
+    return level
 
 
 def _sort_key(name: str) -> bytes:
@@ -474,6 +488,47 @@ def _hidden_or_backup(name: str) -> bool:
         return True
     dot = name.rfind(".")
     return dot >= 0 and name[dot + 1 :] in _BACKUP_SUFFIXES
+
+
+def _entries(root: Root, directory: str, diags: List[Diagnostic]) -> List[Tuple[str, PathKind]]:
+    """(name, kind) of each entry of a directory inside the root, sorted by name.
+
+    Plain files and directories take their kind from the directory entry; links are
+    resolved inside the root (a link to /dev/null is a mask)."""
+    try:
+        chased = root.chase(directory)
+    except DoctorError as exc:
+        diags.append(Diagnostic(f"cannot resolve directory: {exc}", directory))
+        return []
+    if chased.kind is not PathKind.DIR:
+        return []
+    try:
+        with os.scandir(chased.host) as it:
+            entries = list(it)
+    except OSError as exc:
+        diags.append(Diagnostic(f"cannot list directory: {exc.strerror}", directory))
+        return []
+    out = []
+    for entry in entries:
+        kind = None
+        try:
+            if not entry.is_symlink():
+                if entry.is_file(follow_symlinks=False):
+                    kind = PathKind.FILE
+                elif entry.is_dir(follow_symlinks=False):
+                    kind = PathKind.DIR
+        except OSError:
+            kind = None
+        if kind is None:
+            path = f"{directory.rstrip('/')}/{entry.name}"
+            try:
+                kind = root.chase(path).kind
+            except DoctorError as exc:
+                kind = PathKind.MISSING
+                diags.append(Diagnostic(f"cannot resolve: {exc}", path))
+        out.append((entry.name, kind))
+    out.sort(key=lambda item: _sort_key(item[0]))
+    return out
 
 
 @dataclass
@@ -499,17 +554,8 @@ def _discover(root: Root, flavor: Flavor) -> Tuple[List[_Candidate], List[Ignore
     else:
         dirs = list(PROCPS_DIRS)
     for d in dirs:
-        try:
-            names = root.listdir(d)
-        except DoctorError:
-            names = []
-        for name in names:
+        for name, kind in _entries(root, d, diags):
             path = f"{d.rstrip('/')}/{name}"
-            try:
-                kind = root.chase(path).kind
-            except DoctorError as exc:
-                kind = PathKind.MISSING
-                diags.append(Diagnostic(f"cannot resolve: {exc}", path))
             if flavor == "systemd":
                 if not name.endswith(".conf"):
                     if kind is not PathKind.DIR:
@@ -547,22 +593,6 @@ def _discover(root: Root, flavor: Flavor) -> Tuple[List[_Candidate], List[Ignore
 
 
 # --------------------------------------------------------------------------- loading
-
-
-@dataclass
-class _Entry:
-    path: str
-    key: str
-    value: Optional[str]
-    origin: Origin
-    ignore_failure: bool
-    overrides: List[OverriddenLine] = field(default_factory=list)
-    repeats: List[OverriddenLine] = field(default_factory=list)
-
-    def as_overridden(self) -> List[OverriddenLine]:
-        kind = "assignment" if self.value is not None else "exclusion"
-        own = OverriddenLine(self.origin.file, self.origin.line, self.value or "", kind)
-        return [*self.overrides, own, *self.repeats]
 
 
 def load_sysctl_config(root: Root, flavor: Flavor) -> SysctlConfig:
@@ -652,31 +682,41 @@ def _resolves_to(root: Root, path: str, target: str) -> bool:
 
 
 def _apply_systemd(config: SysctlConfig, parsed: List[Tuple[str, List[ParsedLine]]]) -> None:
-    table: Dict[str, _Entry] = {}  # insertion-ordered, like systemd's OrderedHashmap
+    # One insertion-ordered map path -> entry, like systemd's OrderedHashmap. Entries are
+    # SysctlAssignments; value None marks an exclusion until they are split at the end.
+    table: Dict[str, SysctlAssignment] = {}
+    history = config.history
+    normalized: Dict[str, Tuple[str, str]] = {}
     for path, lines in parsed:
         for pl in lines:
             origin = Origin(path, pl.line)
-            norm = systemd_normalize(pl.key)
-            key = path_to_key(norm)
-            config.history.append(ConfigLine(origin, key, norm, pl.value, pl.ignore_failure))
+            cached = normalized.get(pl.key)
+            if cached is None:
+                norm = systemd_normalize(pl.key)
+                cached = normalized[pl.key] = (norm, path_to_key(norm))
+            norm, key = cached
+            value = pl.value
+            history.append(ConfigLine(origin, key, norm, value, pl.ignore_failure))
             existing = table.get(norm)
             if existing is not None:
-                if existing.value == pl.value:
+                if existing.value == value:
                     existing.ignore_failure = existing.ignore_failure or pl.ignore_failure
-                    existing.repeats.append(OverriddenLine(path, pl.line, pl.value or "",
-                                                           "assignment" if pl.value is not None else "exclusion"))
+                    existing.repeats.append(OverriddenLine(path, pl.line, value or "",
+                                                           "assignment" if value is not None else "exclusion"))
                     continue
                 del table[norm]
-                table[norm] = _Entry(norm, key, pl.value, origin, pl.ignore_failure, existing.as_overridden())
+                own = OverriddenLine(existing.origin.file, existing.origin.line, existing.value or "",
+                                     "assignment" if existing.value is not None else "exclusion")
+                overrides = [*existing.overrides, own, *existing.repeats]
             else:
-                table[norm] = _Entry(norm, key, pl.value, origin, pl.ignore_failure)
+                overrides = []
+            table[norm] = SysctlAssignment(key, value, origin, pl.ignore_failure,  # type: ignore[arg-type]
+                                           overrides, is_glob(norm), [], norm)
     for entry in table.values():
         if entry.value is None:
             config.exclusions.append(SysctlExclusion(entry.key, entry.origin, tuple(entry.overrides), entry.path))
         else:
-            config.assignments.append(SysctlAssignment(
-                key=entry.key, value=entry.value, origin=entry.origin, ignore_failure=entry.ignore_failure,
-                overrides=entry.overrides, is_glob=is_glob(entry.path), repeats=entry.repeats, path=entry.path))
+            config.assignments.append(entry)
 
 
 def _apply_procps(config: SysctlConfig, parsed: List[Tuple[str, List[ParsedLine]]]) -> None:
@@ -768,6 +808,8 @@ def effective_settings(
 
 
 def _canonical(path: str) -> str:
+    if "//" not in path and "/." not in path and not path.startswith((".", "/")) and not path.endswith("/"):
+        return path
     return "/".join(c for c in path.split("/") if c not in ("", "."))
 
 
@@ -782,8 +824,11 @@ def _link_overrides(writes: List[EffectiveSetting], beaten_globs: Dict[str, List
             continue
         k = _canonical(w.path)
         a = w.assignment
-        over: List[OverriddenLine] = list(a.overrides)
         prev = last.get(k)
+        if prev is None and not a.overrides and (a.is_glob or w.path not in beaten_globs):
+            last[k] = w
+            continue
+        over: List[OverriddenLine] = list(a.overrides)
         if prev is not None:
             prev.final = False
             over.extend(prev.overrides)
