@@ -70,3 +70,14 @@ def test_dotted_key_round_trips_to_the_same_path(first, rest):
 @given(st.text(alphabet="ab*?[]!{},", max_size=8))
 def test_glob_matcher_never_raises(pattern):
     glob_matches(pattern + "/x", KeyTree(frozenset({"a/x", "b/x", "ab/x"}), frozenset({"a", "b", "ab"})), braces=True)
+
+
+@given(st.text(alphabet="ab*?[]!{},.", max_size=6), st.sampled_from(["a", "b", "ab", ".a", "a.b", "ba"]))
+def test_path_glob_agrees_with_tree_glob(pattern, name):
+    # The whole-path matcher (used without a key tree) and the tree walk agree.
+    from sysctl_doctor.config.sysctl_d import glob_matches_path
+
+    pat, path = f"k/{pattern}/x", f"k/{name}/x"
+    tree = KeyTree.of({path})
+    for braces in (False, True):
+        assert glob_matches_path(pat, path, braces) == bool(glob_matches(pat, tree, braces=braces)), (pat, path)

@@ -135,7 +135,10 @@ def render_text(doc: Dict[str, Any]) -> List[List[Segment]]:
         assign = f"{s['key']} = {s['value']}"
         style = "dim" if not s["final"] or s["exists"] is False else "bold"
         add([("  ", None), (assign, style), (" " * max(1, width - len(assign)) + f" {s['file']}:{s['line']}", None)])
-        if s["glob"]:
+        if s["glob"] and s["glob"] == s["key"]:
+            add([("      a glob: expanded against /proc/sys when applied; keys with their own line are skipped",
+                  None)])
+        elif s["glob"]:
             add([(f"      from the glob {s['glob']}", None)])
         for o in s["overrides"]:
             add([(f"      beats {o['file']}:{o['line']} (= {o['value']})", None)])

@@ -328,8 +328,10 @@ _CLASSES = {
 }
 
 
-def _component_regex(comp: str) -> "re.Pattern[str]":
-    """POSIX glob (fnmatch without FNM_PERIOD relaxations) for one path component."""
+def _component_regex(comp: str, in_path: bool = False) -> "re.Pattern[str]":
+    """POSIX glob (fnmatch without FNM_PERIOD relaxations) for one path component
+    (`in_path`: as part of a whole-path regex, so nothing may match a slash)."""
+    anychar = "[^/]" if in_path else "."
     out: List[str] = []
     i, n = 0, len(comp)
     while i < n:
@@ -339,9 +341,9 @@ def _component_regex(comp: str) -> "re.Pattern[str]":
             i += 2
             continue
         if c == "*":
-            out.append(".*")
+            out.append(anychar + "*")
         elif c == "?":
-            out.append(".")
+            out.append(anychar)
         elif c == "[":
             j = i + 1
             negate = j < n and comp[j] in "!^"
@@ -379,6 +381,8 @@ def _component_regex(comp: str) -> "re.Pattern[str]":
                 out.append(re.escape("["))
             else:
                 body = "".join(items)
+                if negate and in_path:
+                    body += "/"
                 out.append(f"[{'^' if negate else ''}{body}]" if body else ("[^/]" if negate else "(?!)"))
                 i = j + 1
                 continue
@@ -436,6 +440,25 @@ def glob_matches(pattern: str, keys: KeyTree, braces: bool = False) -> List[str]
             if path not in found:
                 found.append(path)
     return found
+
+
+_PATH_REGEX_CACHE: Dict[Tuple[str, bool], "re.Pattern[str]"] = {}
+
+
+def glob_matches_path(pattern: str, path: str, braces: bool = False) -> bool:
+    """Would glob(3) of /proc/sys/<pattern> return /proc/sys/<path> if it existed?"""
+    rx = _PATH_REGEX_CACHE.get((pattern, braces))
+    if rx is None:
+        alternatives = []
+        for pat in expand_braces(pattern) if braces else [pattern]:
+            parts = []
+            for comp in (c for c in pat.split("/") if c not in ("", ".")):
+                no_dot = "" if comp.startswith(".") or comp.startswith("\\.") else "(?!\\.)"
+                parts.append(no_dot + "(?:" + _component_regex(comp, in_path=True).pattern + ")")
+            alternatives.append("/".join(parts))
+        rx = re.compile("(?:" + "|".join(alternatives) + ")" if alternatives else "(?!)", re.DOTALL)
+        _PATH_REGEX_CACHE[(pattern, braces)] = rx
+    return rx.fullmatch(path) is not None
 
 
 def _glob_one(pattern: str, keys: KeyTree) -> List[str]:
@@ -785,6 +808,7 @@ def effective_settings(
     else:
         named = {a.path for a in config.assignments} | {e.path for e in config.exclusions}
         exists = procps_key_exists
+    globs = [a for a in config.assignments if a.is_glob] if keys is None else []
     for a in config.assignments:
         if a.is_glob:
             if keys is None:
@@ -801,6 +825,11 @@ def effective_settings(
         else:
             if not under_prefix(a.path, norm_prefixes):
                 continue
+            if globs:  # no key tree: a glob that would match this key is beaten by this line
+                canonical = _canonical(a.path)
+                for g in globs:
+                    if glob_matches_path(g.path, canonical, braces=config.flavor == "systemd"):
+                        beaten_globs.setdefault(a.path, []).append(g)
             writes.append(EffectiveSetting(a.key, a.value, a, None if keys is None else exists(a.path, keys),
                                            path=a.path))
     _link_overrides(writes, beaten_globs, config.files)
