@@ -57,7 +57,8 @@ def config_section(ctx: ExplainContext) -> ExplainSection:
     ctx.extra["key_story"] = story
     lines = [printable(story.summary), ""]
     if story.lines:
-        lines.append("Lines that set it, in apply order:")
+        never = any(ln.verdict == "not applied" for ln in story.lines)
+        lines.append("Lines that set it, in apply order" + ("; then lines in files never read:" if never else ":"))
     for ln in story.lines:
         mark = "=>" if ln.verdict == WINS else "  "
         what = f"-{ln.key}" if ln.value is None else f"{'-' if ln.ignore_failure else ''}{ln.key} = {ln.value}"
