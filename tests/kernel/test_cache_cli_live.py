@@ -142,3 +142,14 @@ def test_a_built_in_modules_keys_are_built_in(tmp_path, private_cache):
     assert p.per_netns
     q = index.provider("net.bridge.bridge-nf-call-iptables")
     assert (q.kind, q.module, q.requires) == (ProviderKind.MODULE, "br_netfilter", ["bridge"])
+
+
+def test_explain_shows_the_provider(private_cache):
+    res = _cli("explain", "net.netfilter.nf_conntrack_tcp_be_liberal", "--root", str(EXAMPLE), "--format", "json")
+    assert res.returncode == 0, res.stderr
+    section = json.loads(res.stdout)["sections"][-1]
+    assert section["data"]["kind"] == "module" and section["data"]["module"] == "nf_conntrack"
+    assert section["data"]["kernel"] == "6.1.0-56-amd64"
+    assert any(line.startswith("provided by module nf_conntrack (kernel/net/netfilter/nf_conntrack.ko)") for line in section["lines"])
+    text = _cli("explain", "net.nf_conntrack_max", "--root", str(EXAMPLE))
+    assert text.returncode == 0 and "init network namespace only" in text.stdout

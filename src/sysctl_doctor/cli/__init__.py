@@ -50,9 +50,9 @@ def cli() -> None:
 def _register() -> None:
     # One import per command module; each module defines `command`.
     from sysctl_doctor.cli import conntrack
-    from sysctl_doctor.cli import index
+    from sysctl_doctor.cli import explain, index, show
 
-    modules: tuple = (conntrack, index)
+    modules: tuple = (conntrack, show, explain, index)
     for module in modules:
         cli.add_command(module.command)
 
