@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Dict, List, Optional, Tuple
 
 from sysctl_doctor.errors import Diagnostic
@@ -52,22 +53,31 @@ def _run_scans(jobs: List[Tuple[str, str, str, bool]], progress: Optional[Progre
         progress(0, total)
     workers = min(os.cpu_count() or 1, 8)
     if total < POOL_THRESHOLD or workers < 2:
-        for i, job in enumerate(jobs, 1):
-            res = scan_module_file(*job)
-            if res is not None:
-                results.append(res)
-            if progress:
-                progress(i, total)
-        return results
+        return _run_serial(jobs, progress)
     chunk = max(1, min(32, total // (workers * 8)))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        done = 0
-        for res in pool.map(_scan_star, jobs, chunksize=chunk):
-            done += 1
-            if res is not None:
-                results.append(res)
-            if progress and (done % 25 == 0 or done == total):
-                progress(done, total)
+    try:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            done = 0
+            for res in pool.map(_scan_star, jobs, chunksize=chunk):
+                done += 1
+                if res is not None:
+                    results.append(res)
+                if progress and (done % 25 == 0 or done == total):
+                    progress(done, total)
+        return results
+    except (OSError, NotImplementedError, BrokenProcessPool):
+        # No usable process pool here (no /dev/shm, seccomp, a worker killed): scan in-process.
+        return _run_serial(jobs, progress)
+
+
+def _run_serial(jobs: List[Tuple[str, str, str, bool]], progress: Optional[Progress]) -> List[dict]:
+    results: List[dict] = []
+    for i, job in enumerate(jobs, 1):
+        res = scan_module_file(*job)
+        if res is not None:
+            results.append(res)
+        if progress:
+            progress(i, len(jobs))
     return results
 
 
