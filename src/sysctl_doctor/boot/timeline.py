@@ -76,20 +76,33 @@ class BootTimeline:
         return [load for load in self.loads if load.relation == relation]
 
     def events(self) -> List[str]:
-        """The timeline as ordered one-line events (for display)."""
-        out: List[str] = []
-        for load in self.loads_by_relation(BEFORE):
-            out.append(f"{load.by}: loads {load.module} ({load.evidence})")
+        """The timeline as ordered one-line events (for display), one per loader and relation."""
+        groups: Dict[tuple, List[ModuleLoad]] = {}
+        for load in self.loads:
+            groups.setdefault((load.relation, load.by), []).append(load)
+
+        def line(relation: str) -> List[str]:
+            out = []
+            for (rel, by), loads in groups.items():
+                if rel != relation:
+                    continue
+                modules = ", ".join(dict.fromkeys(l.module for l in loads))
+                evidence = "; ".join(dict.fromkeys(l.evidence for l in loads))
+                how = {BEFORE: "before", RACE: "in a RACE with", AFTER: "after"}[relation]
+                out.append(f"{by}: loads {modules} {how} {self.sysctl_step} ({evidence})")
+            return out
+
+        out = line(BEFORE)
         state = "runs" if self.sysctl_runs else "DOES NOT RUN"
         out.append(f"{self.sysctl_step}: {state}: applies sysctl.d ({self.sysctl_note})")
-        for load in self.loads_by_relation(RACE):
-            out.append(f"{load.by}: loads {load.module} in a RACE with {self.sysctl_step} ({load.evidence})")
-        for load in self.loads_by_relation(AFTER):
-            out.append(f"{load.by}: loads {load.module} after {self.sysctl_step} ({load.evidence})")
+        out += line(RACE) + line(AFTER)
         for rerun in self.reruns:
             what = rerun.rule.matches("KERNEL")
-            target = what[0].value if what and rerun.subsystem == "module" else ("each interface" if rerun.subsystem == "net" else "any module")
-            out.append(f"udev ({rerun.rule.where}): re-runs systemd-sysctl when {rerun.subsystem} {target} appears")
+            if rerun.subsystem == "net":
+                target = "each new interface"
+            else:
+                target = f"module {what[0].value}" if what else "any module"
+            out.append(f"udev ({rerun.rule.where}): re-runs systemd-sysctl for {target}")
         return out
 
 
@@ -217,8 +230,9 @@ def _systemd(root: Root, cmdline: KernelCmdline) -> BootTimeline:
                 relation, ordering = AFTER, _chain_text(chain)
             else:
                 relation = RACE
-                ordering = (f"{loader.unit} ({transaction.why_member(loader.unit)}) has no ordering against "
-                            f"{SYSCTL_UNIT} in {loader.unit_file or 'its unit file'} or drop-ins")
+                files = ", ".join(p for p in [loader.unit_file, *transaction.members[loader.unit].dropins] if p)
+                ordering = (f"{loader.unit} is started at boot ({transaction.why_member(loader.unit)}) and neither "
+                            f"its unit file nor its drop-ins ({files or 'none found'}) order it against {SYSCTL_UNIT}")
         for module, evidence in loader.modules.items():
             timeline.loads.append(ModuleLoad(module, loader.unit, relation, f"{evidence.where} `{evidence.text}`",
                                              evidence.why, ordering))

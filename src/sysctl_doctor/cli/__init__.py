@@ -49,9 +49,9 @@ def cli() -> None:
 
 def _register() -> None:
     # One import per command module; each module defines `command`.
-    from sysctl_doctor.cli import conntrack
+    from sysctl_doctor.cli import check, conntrack
 
-    modules: tuple = (conntrack,)
+    modules: tuple = (check, conntrack)
     for module in modules:
         cli.add_command(module.command)
 
