@@ -49,9 +49,9 @@ def cli() -> None:
 
 def _register() -> None:
     # One import per command module; each module defines `command`.
-    from sysctl_doctor.cli import check, conntrack
+    from sysctl_doctor.cli import check, conntrack, fix
 
-    modules: tuple = (check, conntrack)
+    modules: tuple = (check, conntrack, fix)
     for module in modules:
         cli.add_command(module.command)
 
