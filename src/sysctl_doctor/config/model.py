@@ -126,6 +126,9 @@ class SysctlConfig:
     # Every line that took part, in file order, including ones later replaced:
     # (origin, dotted key, value or None for an exclusion). `explain` reads it.
     history: List[Tuple[Origin, str, Optional[str]]] = field(default_factory=list)
+    # Every file the flavour opens, in order (files + masks + directories; procps also
+    # names files it then fails to open).
+    opened: List[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

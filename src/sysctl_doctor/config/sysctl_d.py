@@ -384,15 +384,61 @@ def _component_regex(comp: str) -> "re.Pattern[str]":
         return re.compile(re.escape(comp), re.DOTALL)
 
 
-def glob_matches(pattern: str, keys: KeyTree) -> List[str]:
-    """Slash paths in `keys` that glob(3) would return for /proc/sys/<pattern>, sorted like glob."""
+def expand_braces(pattern: str) -> List[str]:
+    """glob(3) GLOB_BRACE expansion ("a{b,c}d" -> "abd", "acd"; nested braces too)."""
+    depth = 0
+    start = -1
+    for i, c in enumerate(pattern):
+        if c == "\\":
+            continue
+        if c == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif c == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                body = pattern[start + 1 : i]
+                alts, level, last = [], 0, 0
+                for j, ch in enumerate(body):
+                    if ch == "{":
+                        level += 1
+                    elif ch == "}":
+                        level -= 1
+                    elif ch == "," and level == 0:
+                        alts.append(body[last:j])
+                        last = j + 1
+                alts.append(body[last:])
+                if len(alts) == 1:
+                    return [pattern]
+                head, tail = pattern[:start], pattern[i + 1 :]
+                out: List[str] = []
+                for alt in alts:
+                    out.extend(expand_braces(head + alt + tail))
+                return out
+    return [pattern]
+
+
+def glob_matches(pattern: str, keys: KeyTree, braces: bool = False) -> List[str]:
+    """Slash paths (files and directories) in `keys` that glob(3) returns for
+    /proc/sys/<pattern>, sorted like glob; `braces` = GLOB_BRACE (systemd)."""
+    patterns = expand_braces(pattern) if braces else [pattern]
+    found: List[str] = []
+    for pat in patterns:
+        for path in _glob_one(pat, keys):
+            if path not in found:
+                found.append(path)
+    return found
+
+
+def _glob_one(pattern: str, keys: KeyTree) -> List[str]:
     comps = [c for c in pattern.split("/") if c not in ("", ".")]
     if not comps:
         return []
     regexes = [_component_regex(c) for c in comps]
     literal_dot = [c.startswith(".") or c.startswith("\\.") for c in comps]
     found = []
-    for path in keys.paths:
+    for path in (*keys.paths, *keys.directories):
         parts = path.split("/")
         if len(parts) != len(comps):
             continue
@@ -526,12 +572,22 @@ def load_sysctl_config(root: Root, flavor: Flavor) -> SysctlConfig:
     read_paths: List[str] = []
     sources: List[Tuple[str, bytes]] = []
 
+    opened: List[str] = []
+
     def read(cand: _Candidate) -> None:
+        # What the tool opens (systemd logs "Parsing", procps prints "* Applying"):
+        # systemd silently skips a name whose open fails with ENOENT (a dangling link).
+        if flavor == "procps" or cand.kind is not PathKind.MISSING:
+            opened.append(cand.path)
         if cand.kind is PathKind.NULL:
             ignored.append(IgnoredFile(cand.path, "a mask (link to /dev/null): nothing is read from it"))
             return
         if cand.kind is PathKind.MISSING:
             ignored.append(IgnoredFile(cand.path, "dangling symlink: the target does not exist (silently skipped)"))
+            return
+        if cand.kind is PathKind.OTHER:
+            ignored.append(IgnoredFile(cand.path, "not a regular file (device, fifo or socket): not read"))
+            diagnostics.append(Diagnostic("not a regular file (device, fifo or socket); not read", cand.path))
             return
         if cand.kind is PathKind.DIR:
             ignored.append(IgnoredFile(cand.path, "a directory, not a file"))
@@ -567,7 +623,7 @@ def load_sysctl_config(root: Root, flavor: Flavor) -> SysctlConfig:
             "-> ../sysctl.conf link: its settings are not applied at boot"))
 
     config = SysctlConfig(flavor=flavor, files=read_paths, assignments=[], exclusions=[],
-                          ignored_files=ignored, diagnostics=diagnostics)
+                          ignored_files=ignored, diagnostics=diagnostics, opened=opened)
     parsed = []
     for path, data in sources:
         pf = parse_sysctl_bytes(data, flavor, path)
@@ -693,13 +749,14 @@ def effective_settings(
             if keys is None:
                 writes.append(EffectiveSetting(a.key, a.value, a, None, path=a.path))
                 continue
-            for match in glob_matches(a.path, keys):
+            for match in glob_matches(a.path, keys, braces=config.flavor == "systemd"):
                 if not under_prefix(match, norm_prefixes):
                     continue
                 if match in named:
                     beaten_globs.setdefault(match, []).append(a)
                     continue
-                writes.append(EffectiveSetting(path_to_key(match), a.value, a, True, path=match))
+                # A directory matched by the glob is tried and fails (EISDIR / EINVAL).
+                writes.append(EffectiveSetting(path_to_key(match), a.value, a, match in keys.paths, path=match))
         else:
             if not under_prefix(a.path, norm_prefixes):
                 continue

@@ -2,11 +2,12 @@
 
 A module's `struct ctl_table` arrays sit in a data section. Their pointers are filled in at load time
 from RELA relocations, so the relocations tell the table's shape without the kernel's headers:
-an entry has a relocation at +0 to a string (`procname`), a `mode` at +20 (u16), and at +32 a
-relocation to a function (`proc_handler`: proc_dointvec… or a static handler). Those offsets are
-the same on x86-64 in 5.10, 6.1 and 6.12 (include/linux/sysctl.h: procname, data, maxlen, mode,
-child|type, proc_handler, …; 64 bytes per entry). A directory entry (6.1 and older) has no handler
-but a relocation at +24 to its child table.
+an entry has a relocation at +0 to a string (`procname`), a `mode` at +20 (u16), and a relocation
+to a function (`proc_handler`: proc_dointvec… or a static handler) at +32 in the 64-byte entry of
+5.10-6.10 (include/linux/sysctl.h: procname, data, maxlen, mode, child|type, proc_handler, …) or at
++24 in the 56-byte entry of 6.11+ (child and type removed). A directory entry (6.5 and older) has no
+handler but a relocation at +24 to its child table. Each module is tried with both layouts and the
+one that finds more entries wins.
 
 Which directory a table lives in is the string passed, in the same function, to the register call
 (register_net_sysctl[_sz](net, "net/netfilter", table), register_sysctl[_sz]("fs/nfs", table),
@@ -42,10 +43,26 @@ STT_SECTION = 3
 SHN_UNDEF = 0
 SHN_LORESERVE = 0xFF00
 
-ENTRY_SIZE = 64
 OFF_MODE = 20
-OFF_CHILD = 24
-OFF_HANDLER = 32
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """Where `struct ctl_table` keeps its pointers (x86-64); the scan picks the one that fits a module."""
+
+    name: str
+    size: int
+    handler: int
+    child: Optional[int]
+
+
+LAYOUTS = (
+    # <= 6.5: procname, data, maxlen, mode, child, proc_handler, poll, extra1, extra2
+    # 6.6-6.10: the same size with `enum type` where child was (no child tables any more)
+    TableLayout("ctl_table-64", 64, 32, 24),
+    # 6.11+: child/type gone: procname, data, maxlen, mode, proc_handler, poll, extra1, extra2
+    TableLayout("ctl_table-56", 56, 24, None),
+)
 
 REGISTER_NET = ("register_net_sysctl", "register_net_sysctl_sz")
 REGISTER_PATH = ("register_sysctl", "register_sysctl_sz", "register_sysctl_init", "__register_sysctl_init")
@@ -238,6 +255,28 @@ class _Scanner:
         return bool(sec.flags & SHF_ALLOC) and not sec.flags & (SHF_EXECINSTR | SHF_STRINGS)
 
 
+def _entries(elf: "Elf", sc: "_Scanner", data_relocs: Dict[int, Dict[int, Target]], layout: TableLayout) -> Dict[Tuple[int, int], Tuple[str, Optional[Tuple[int, int]]]]:
+    entries: Dict[Tuple[int, int], Tuple[str, Optional[Tuple[int, int]]]] = {}
+    for secidx, relocs in data_relocs.items():
+        body = elf.section_bytes(elf.sections[secidx])
+        for off, tgt in relocs.items():
+            if off + layout.size > len(body):
+                continue
+            mode = struct.unpack_from("<H", body, off + OFF_MODE)[0]
+            if mode == 0 or mode & ~0o777:
+                continue
+            procname = sc.string(tgt)
+            if procname is None:
+                continue
+            if sc.is_function(relocs.get(off + layout.handler)):
+                entries[(secidx, off)] = (procname, None)
+            elif layout.child is not None and mode & 0o111:
+                child = relocs.get(off + layout.child)
+                if sc.is_data(child):
+                    entries[(secidx, off)] = (procname, (child[1], child[2]))  # type: ignore[index,arg-type]
+    return entries
+
+
 def scan_elf(elf: Elf, name: str, file: str) -> ModuleScan:
     """The sysctl keys `elf` registers, with the directories it passes to the register calls."""
     sc = _Scanner(elf)
@@ -261,24 +300,16 @@ def scan_elf(elf: Elf, name: str, file: str) -> ModuleScan:
                     m[off] = tgt
 
     # 1. ctl_table entries: (section, offset) -> (procname, child target or None)
-    entries: Dict[Tuple[int, int], Tuple[str, Optional[Tuple[int, int]]]] = {}
-    for secidx, relocs in data_relocs.items():
-        body = elf.section_bytes(elf.sections[secidx])
-        for off, tgt in relocs.items():
-            procname = sc.string(tgt)
-            if procname is None or off + ENTRY_SIZE > len(body):
-                continue
-            mode = struct.unpack_from("<H", body, off + OFF_MODE)[0]
-            if mode == 0 or mode & ~0o777:
-                continue
-            if sc.is_function(relocs.get(off + OFF_HANDLER)):
-                entries[(secidx, off)] = (procname, None)
-            else:
-                child = relocs.get(off + OFF_CHILD)
-                if sc.is_data(child) and mode & 0o111:
-                    entries[(secidx, off)] = (procname, (child[1], child[2]))  # type: ignore[index,arg-type]
+    best: Dict[Tuple[int, int], Tuple[str, Optional[Tuple[int, int]]]] = {}
+    layout = LAYOUTS[0]
+    for candidate in LAYOUTS:
+        found = _entries(elf, sc, data_relocs, candidate)
+        if len(found) > len(best):
+            best, layout = found, candidate
+    entries = best
     if not entries:
         return scan
+    ENTRY_SIZE = layout.size
 
     # 2. tables: runs of entries 64 bytes apart, split where code or a parent points inside a run
     starts: Set[Tuple[int, int]] = set()
