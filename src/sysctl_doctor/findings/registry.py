@@ -63,6 +63,8 @@ def _example_text(example) -> List[str]:
     for path, content in example.files.items():
         if isinstance(content, tuple):
             changes.append(f"    {path} -> {content[1]}")
+        elif path.startswith(("/usr/lib/modules/", "/lib/modules/")):
+            changes.append(f"    {path}: (module metadata, {len(content.splitlines())} lines)")
         else:
             body = content.rstrip("\n").replace("\n", "\n      ")
             changes.append(f"    {path}:\n      {body}")

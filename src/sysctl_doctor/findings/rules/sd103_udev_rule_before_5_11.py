@@ -10,6 +10,21 @@ from sysctl_doctor.findings.model import ERROR, Example, Finding, Rule
 _RULE_TEXT = ('ACTION=="add", SUBSYSTEM=="module", KERNEL=="nf_conntrack", '
               'RUN+="/usr/lib/systemd/systemd-sysctl --prefix=/net/netfilter"\n')
 
+_DEP_5_10 = (
+    "kernel/lib/libcrc32c.ko:\n"
+    "kernel/net/ipv4/netfilter/nf_defrag_ipv4.ko:\n"
+    "kernel/net/ipv6/netfilter/nf_defrag_ipv6.ko:\n"
+    "kernel/net/netfilter/nfnetlink.ko:\n"
+    "kernel/net/netfilter/nf_tables.ko: kernel/net/netfilter/nfnetlink.ko\n"
+    "kernel/net/netfilter/nf_conntrack.ko: kernel/net/ipv6/netfilter/nf_defrag_ipv6.ko "
+    "kernel/net/ipv4/netfilter/nf_defrag_ipv4.ko kernel/lib/libcrc32c.ko\n"
+    "kernel/net/netfilter/nft_ct.ko: kernel/net/netfilter/nf_tables.ko kernel/net/netfilter/nfnetlink.ko "
+    "kernel/net/netfilter/nf_conntrack.ko kernel/net/ipv6/netfilter/nf_defrag_ipv6.ko "
+    "kernel/net/ipv4/netfilter/nf_defrag_ipv4.ko kernel/lib/libcrc32c.ko\n"
+    "kernel/net/netfilter/nf_nat.ko: kernel/net/netfilter/nf_conntrack.ko kernel/net/ipv6/netfilter/nf_defrag_ipv6.ko "
+    "kernel/net/ipv4/netfilter/nf_defrag_ipv4.ko kernel/lib/libcrc32c.ko\n"
+)
+
 RULE = Rule(
     code="SD103",
     name="udev-module-rule-races-init",
@@ -27,7 +42,10 @@ RULE = Rule(
     ),
     example=Example(
         "A Debian 11 (kernel 5.10) node where only a udev rule re-applies be_liberal when nf_conntrack loads.",
-        files={"/etc/udev/rules.d/90-conntrack.rules": _RULE_TEXT},
+        files={"/etc/udev/rules.d/90-conntrack.rules": _RULE_TEXT,
+               # excerpt of Debian 11's 5.10 modules.dep (the netfilter lines the example needs)
+               "/usr/lib/modules/5.10.0-30-amd64/modules.dep": _DEP_5_10,
+               "/usr/lib/modules/5.10.0-30-amd64/modules.builtin": "kernel/net/ipv4/tcp_cubic.ko\n"},
         kernel="5.10.0-30-amd64",
     ),
     passing=Example(

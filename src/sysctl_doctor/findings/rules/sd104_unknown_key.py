@@ -19,8 +19,8 @@ RULE = Rule(
     ),
     fix="Correct the key's spelling (the finding suggests the nearest known key) or remove the line.",
     example=Example(
-        "A typo in a drop-in.",
-        files={"/etc/sysctl.d/60-forward.conf": "net.ipv4.ip_forwad = 1\n"},
+        "A typo in a drop-in (netfliter for netfilter).",
+        files={"/etc/sysctl.d/60-conntrack.conf": "net.netfliter.nf_conntrack_tcp_be_liberal = 1\n"},
     ),
     passing=Example("The incident node: every key is known."),
 )
