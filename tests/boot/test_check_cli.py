@@ -1,0 +1,79 @@
+"""`sysctl-doctor check` as a user runs it: exit codes, the JSON contract, the incident end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from boot.rootfs import INCIDENT, copy_incident
+
+KEY = "net.netfilter.nf_conntrack_tcp_be_liberal"
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "sysctl_doctor", *args], capture_output=True, text=True, env=env)
+
+
+def test_incident_json_contract_and_exit_1() -> None:
+    proc = run("check", "--root", str(INCIDENT), "--format", "json")
+    assert proc.returncode == 1, proc.stderr
+    data = json.loads(proc.stdout)
+    assert set(data) == {"keys", "findings"}
+    for entry in data["keys"]:
+        assert set(entry) == {"key", "configured", "file", "line", "provider", "boot", "after_late_load", "live", "findings"}
+        assert set(entry["provider"]) == {"kind", "module"}
+        assert entry["provider"]["kind"] in ("builtin", "module", "interface", "autoload", "unknown")
+        assert set(entry["boot"]) == {"applied", "value"} and isinstance(entry["boot"]["applied"], bool)
+        assert set(entry["after_late_load"]) == {"value"}
+        assert entry["live"] is None  # an offline root has no live values
+    for finding in data["findings"]:
+        assert set(finding) == {"code", "severity", "key", "message", "fix"}
+    entry = next(e for e in data["keys"] if e["key"] == KEY)
+    assert entry["configured"] == "1" and entry["line"] == 71
+    assert entry["provider"] == {"kind": "module", "module": "nf_conntrack"}
+    assert entry["boot"] == {"applied": False, "value": "0"}
+    assert entry["after_late_load"] == {"value": "0"}
+    assert "SD101" in entry["findings"]
+    sd101 = next(f for f in data["findings"] if f["code"] == "SD101")
+    assert sd101["severity"] == "error" and sd101["key"] == KEY
+    assert "nftables.service" in sd101["message"] and "/etc/nftables.conf:9" in sd101["message"]
+    forward = next(e for e in data["keys"] if e["key"] == "net.ipv4.ip_forward")
+    assert forward["boot"] == {"applied": True, "value": "1"}
+
+
+def test_text_output_table_chain_and_findings() -> None:
+    proc = run("--root", str(INCIDENT))  # a bare sysctl-doctor runs check
+    assert proc.returncode == 1
+    out = proc.stdout
+    assert "\x1b[" not in out  # plain when piped
+    assert "NOT GUARANTEED (race)" in out
+    assert "could not write net.netfilter.nf_conntrack_tcp_be_liberal: key absent" in out
+    assert "error SD101" in out and "fix:" in out
+    assert "nftables.service: loads" in out
+
+
+def test_fixed_ordering_exits_0(tmp_path: Path) -> None:
+    root = copy_incident(tmp_path / "r", {"/etc/modules": "nf_conntrack\n"})
+    proc = run("check", "--root", str(root), "--format", "json")
+    assert proc.returncode == 0, proc.stdout
+    entry = next(e for e in json.loads(proc.stdout)["keys"] if e["key"] == KEY)
+    assert entry["boot"] == {"applied": True, "value": "1"}
+
+
+def test_bad_root_is_exit_2_without_traceback(tmp_path: Path) -> None:
+    proc = run("check", "--root", str(tmp_path / "missing"))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "not a directory" in proc.stderr
+
+
+def test_live_host_check_runs_and_reports_live_values() -> None:
+    proc = run("check", "--format", "json")
+    assert proc.returncode in (0, 1), proc.stderr
+    data = json.loads(proc.stdout)
+    for entry in data["keys"]:
+        if entry["provider"]["kind"] == "builtin" and "*" not in entry["key"]:
+            assert entry["live"] is not None, entry
