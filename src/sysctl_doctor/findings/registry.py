@@ -56,7 +56,7 @@ def run_rules(analysis) -> List[Finding]:
     return findings
 
 
-def _example_text(example) -> List[str]:
+def example_text(example) -> List[str]:
     lines = [example.description]
     base = "examples/incident" if example.base == "incident" else "an empty root"
     changes = []
@@ -99,10 +99,10 @@ def rule_doc(code: str) -> str:
         rule.fix,
         "",
         "Fires on:",
-        *_example_text(rule.example),
+        *example_text(rule.example),
     ]
     if rule.passing is not None:
-        parts += ["", "Does not fire on:", *_example_text(rule.passing)]
+        parts += ["", "Does not fire on:", *example_text(rule.passing)]
     return "\n".join(parts) + "\n"
 
 
