@@ -77,3 +77,55 @@ def test_live_host_check_runs_and_reports_live_values() -> None:
     for entry in data["keys"]:
         if entry["provider"]["kind"] == "builtin" and "*" not in entry["key"]:
             assert entry["live"] is not None, entry
+
+
+OPENRC_FILES = {
+    "/sbin/openrc": "openrc",
+    "/etc/init.d/sysctl": "#!/sbin/openrc-run\ndepend() {\n\tbefore bootmisc logger\n\tkeyword -prefix -vserver\n}\n",
+    "/etc/init.d/modules": "#!/sbin/openrc-run\ndepend() {\n\tuse isapnp\n\tbefore hwclock\n}\n",
+    "/etc/init.d/iptables": "#!/sbin/openrc-run\ndepend() {\n\tbefore net\n}\n",
+    "/etc/runlevels/boot/sysctl": ("link", "/etc/init.d/sysctl"),
+    "/etc/runlevels/boot/modules": ("link", "/etc/init.d/modules"),
+    "/etc/runlevels/default/iptables": ("link", "/etc/init.d/iptables"),
+    "/var/lib/iptables/rules-save": "*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -o eth0 -j MASQUERADE\nCOMMIT\n",
+    "/etc/sysctl.d/local.conf": f"{KEY} = 1\n",
+}
+
+
+def test_openrc_root_check_and_fix(tmp_path: Path) -> None:
+    from boot.rootfs import make_root
+
+    root = make_root(tmp_path / "openrc", OPENRC_FILES)
+    proc = run("check", "--root", str(root), "--format", "json")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    data = json.loads(proc.stdout)
+    entry = next(e for e in data["keys"] if e["key"] == KEY)
+    assert entry["boot"] == {"applied": False, "value": "0"}
+    sd101 = next(f for f in data["findings"] if f["code"] == "SD101")
+    # the default runlevel starts after boot: iptables loads nf_conntrack after sysctl ran
+    assert "iptables (openrc)" in sd101["message"] and "/var/lib/iptables/rules-save:1 `*nat`" in sd101["message"]
+    fixed = subprocess.run([sys.executable, "-m", "sysctl_doctor", "fix", "--root", str(root)], capture_output=True, text=True)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert 'modules="${modules} nf_conntrack"' in (root / "etc/conf.d/modules").read_text()
+    assert 'rc_after="modules"' in (root / "etc/conf.d/sysctl").read_text()
+    after = json.loads(run("check", "--root", str(root), "--format", "json").stdout)
+    assert next(e for e in after["keys"] if e["key"] == KEY)["boot"] == {"applied": True, "value": "1"}
+
+
+def test_sysvinit_procps_flavour_reads_etc_sysctl_conf_last(tmp_path: Path) -> None:
+    from boot.rootfs import make_root
+
+    root = make_root(tmp_path / "sysv", {
+        "/sbin/init": "sysvinit", "/etc/inittab": "id:2:initdefault:\n",
+        "/etc/init.d/procps": "#!/bin/sh\n### BEGIN INIT INFO\n# Provides: procps\n# Required-Start: mountkernfs $local_fs\n"
+                              "# Should-Start: udev module-init-tools\n### END INIT INFO\n",
+        "/etc/init.d/kmod": "#!/bin/sh\n### BEGIN INIT INFO\n# Provides: kmod module-init-tools\n### END INIT INFO\n",
+        "/etc/rcS.d/S01kmod": ("link", "../init.d/kmod"), "/etc/rcS.d/S02procps": ("link", "../init.d/procps"),
+        "/etc/modules": "nf_conntrack\n",
+        "/etc/sysctl.d/10-a.conf": f"{KEY} = 0\n",
+        "/etc/sysctl.conf": f"{KEY} = 1\n",
+    })
+    proc = run("check", "--root", str(root), "--format", "json")
+    data = json.loads(proc.stdout)
+    entry = next(e for e in data["keys"] if e["key"] == KEY)
+    assert entry["file"] == "/etc/sysctl.conf" and entry["boot"] == {"applied": True, "value": "1"}
