@@ -93,6 +93,11 @@ class BootTimeline:
             return out
 
         out = line(BEFORE)
+        if not any(load.by == self.modules_step for load in self.loads):
+            files = ", ".join(self.modules_load.files) or "no modules-load.d files"
+            place = {BEFORE: "before", RACE: "unordered with", AFTER: "after"}.get(self.modules_step_relation)
+            where = f"{place} {self.sysctl_step}" if place else self.modules_step_relation
+            out.append(f"{self.modules_step} ({where}): loads nothing ({files})")
         state = "runs" if self.sysctl_runs else "DOES NOT RUN"
         out.append(f"{self.sysctl_step}: {state}: applies sysctl.d ({self.sysctl_note})")
         out += line(RACE) + line(AFTER)

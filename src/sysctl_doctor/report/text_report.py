@@ -61,9 +61,13 @@ def render_check_text(report, console: Console, verbose: bool = False) -> None:
                 console.print(f"    → {escape(step)}")
     if report.findings:
         console.print("\n[bold]Findings[/bold]")
+        shown_fixes = set()
         for f in report.findings:
-            where = f" {f.where()}" if f.where() else ""
+            where = f" {f.where()}" if f.where() and f.where() not in f.message else ""
             console.print(f"  [{_SEVERITY_STYLE.get(f.severity, '')}]{f.severity} {f.code}[/]{escape(where)}: {escape(f.message)}")
+            if (f.code, f.fix) in shown_fixes:
+                continue
+            shown_fixes.add((f.code, f.fix))
             console.print(f"    fix: {escape(f.fix)}")
     console.print("\n[bold]Boot timeline[/bold]")
     for event in timeline.events():
