@@ -102,3 +102,12 @@ def test_describe_provider_names_module_file_and_dependents(real_index):
     assert "provided by module nf_conntrack (kernel/net/netfilter/nf_conntrack.ko" in text
     assert "also loaded as a dependency of nf_nat" in text
     assert "per network namespace" in text
+
+
+def test_driver_and_top_level_directories(real_index):
+    # 6.12 registers these with register_sysctl_sz("dev/i915", …) and register_sysctl("coda", …) and a
+    # 56-byte ctl_table; 6.1 with child tables under a root table
+    p = real_index.provider("dev.i915.perf_stream_paranoid")
+    assert (p.module, p.evidence[:4]) == ("i915", "elf:")
+    assert real_index.provider("coda.timeout").module == "coda"
+    assert real_index.provider("dev.raid.speed_limit_min").module == "md_mod"

@@ -16,7 +16,7 @@ from typing import Optional
 
 from sysctl_doctor.root import Root
 
-SCHEMA = 3  # bump when the scanner or IndexData changes
+SCHEMA = 4  # bump when the scanner or IndexData changes
 META_FILES = ("modules.dep", "modules.builtin", "modules.builtin.modinfo", "modules.softdep", "modules.alias", "modules.order")
 
 
