@@ -182,6 +182,8 @@ def _systemd(root: Root, cmdline: KernelCmdline) -> BootTimeline:
     sysctl_runs = not sysctl_unit.masked and SYSCTL_UNIT in transaction
     if sysctl_unit.masked:
         sysctl_note = f"masked: {sysctl_unit.masked_by}"
+    elif not sysctl_runs:
+        sysctl_note = "no unit pulls it into the boot (its sysinit.target.wants link is missing)"
     elif sysctl_unit.fragment is None:
         sysctl_note = "no unit file in the root (assumed as shipped by systemd: After=systemd-modules-load.service)"
     else:
@@ -199,6 +201,9 @@ def _systemd(root: Root, cmdline: KernelCmdline) -> BootTimeline:
     if modules_unit.masked:
         timeline.modules_step_relation = "masked"
         timeline.modules_step_note = f"masked: {modules_unit.masked_by}"
+    elif MODULES_LOAD_UNIT not in transaction:
+        timeline.modules_step_relation = "disabled"
+        timeline.modules_step_note = "no unit pulls it into the boot (its sysinit.target.wants link is missing)"
     elif sysctl_unit.fragment is None and modules_unit.fragment is None:
         timeline.modules_step_note = "no unit files in the root: systemd's shipped ordering assumed"
     else:
@@ -218,7 +223,7 @@ def _systemd(root: Root, cmdline: KernelCmdline) -> BootTimeline:
     timeline.diagnostics.extend(modules_load.diagnostics)
     requests: List[ModuleRequest] = list(modules_load.requests)
     requests.extend(r for r in cmdline.module_requests() if not r.source.startswith("kernel command line rd."))
-    if timeline.modules_step_relation != "masked":
+    if timeline.modules_step_relation not in ("masked", "disabled"):
         for request in requests:
             evidence = request.source + (f" (via {request.via})" if request.via else "")
             timeline.loads.append(ModuleLoad(request.module, MODULES_LOAD_UNIT, timeline.modules_step_relation,

@@ -33,14 +33,8 @@ UNIT_PATH: Tuple[str, ...] = (
 
 SYSCTL_UNIT = "systemd-sysctl.service"
 MODULES_LOAD_UNIT = "systemd-modules-load.service"
-# Units every systemd boot starts whatever the root's link farm says (they are
-# pulled in by sysinit.target, which is itself always part of the boot).
-ALWAYS_PULLED: Tuple[str, ...] = (
-    "sysinit.target",
-    "basic.target",
-    SYSCTL_UNIT,
-    MODULES_LOAD_UNIT,
-)
+# Targets every systemd boot reaches whatever the root's link farm says.
+ALWAYS_PULLED: Tuple[str, ...] = ("sysinit.target", "basic.target")
 # When a root lacks these unit files (a partial image), systemd 252's shipped ordering is assumed.
 SHIPPED_ORDERING = {
     SYSCTL_UNIT: "[Unit]\nDefaultDependencies=no\nAfter=systemd-modules-load.service\nBefore=sysinit.target shutdown.target\n",
@@ -290,7 +284,10 @@ class SystemdUnits:
         return names
 
     def boot_transaction(self) -> "BootTransaction":
-        seeds = [self.default_target(), "multi-user.target", *ALWAYS_PULLED]
+        seeds = [self.default_target(), "multi-user.target", "sysinit.target", "basic.target"]
+        if self.unit("sysinit.target").fragment is None:
+            # a partial root without systemd's own targets: assume what sysinit.target.wants ships
+            seeds += [SYSCTL_UNIT, MODULES_LOAD_UNIT]
         members: Dict[str, Unit] = {}
         pulled_from: Dict[str, str] = {}
         queue = deque(seeds)
@@ -386,7 +383,7 @@ class BootTransaction:
             return "part of every systemd boot"
         parent = self.pulled_from.get(name)
         if parent is None:
-            return "started at boot"
+            return "assumed started at boot (the root has no sysinit.target to pull it)"
         link = self.units.wanted_link(parent, name)
         if link:
             return f"enabled: {link}"

@@ -143,6 +143,9 @@ def plan_fix(root: Root, report, method: str = "modules-load") -> FixPlan:
         if timeline.modules_step_relation == "masked":
             raise DoctorError(f"{timeline.modules_step} is masked ({timeline.modules_step_note}): unmask it, "
                               "or use --method udev")
+        if timeline.modules_step_relation == "disabled":
+            plan.notes.append(f"{timeline.modules_step} is not started at boot ({timeline.modules_step_note}): "
+                              "run `systemctl add-wants sysinit.target systemd-modules-load.service`, or use --method udev")
         if modules:
             old = _read(root, MODULES_LOAD_FILE)
             present = {line.strip().replace("-", "_") for line in (old or "").splitlines()}
