@@ -115,6 +115,21 @@ class IgnoredFile:
     reason: str
 
 
+@dataclass(frozen=True)
+class ConfigLine:
+    """One line that took part (assignment or exclusion), whether or not it survived."""
+
+    origin: Origin
+    key: str  # normalised dotted form
+    path: str  # slash form as the flavour uses it
+    value: Optional[str]  # None: an exclusion ("-key")
+    ignore_failure: bool = False
+
+    @property
+    def is_glob(self) -> bool:
+        return is_glob(self.path)
+
+
 @dataclass
 class SysctlConfig:
     flavor: Flavor
@@ -123,9 +138,8 @@ class SysctlConfig:
     exclusions: List[SysctlExclusion]
     ignored_files: List[IgnoredFile]
     diagnostics: List[Diagnostic]  # non-assignment lines, bad bytes, unreadable files (file:line)
-    # Every line that took part, in file order, including ones later replaced:
-    # (origin, dotted key, value or None for an exclusion). `explain` reads it.
-    history: List[Tuple[Origin, str, Optional[str]]] = field(default_factory=list)
+    # Every line that took part, in apply (file) order, including ones later replaced.
+    history: List[ConfigLine] = field(default_factory=list)
     # Every file the flavour opens, in order (files + masks + directories; procps also
     # names files it then fails to open).
     opened: List[str] = field(default_factory=list)
@@ -171,6 +185,17 @@ class KeyTree:
                 if not st.st_mode & stat.S_IWUSR:
                     read_only.add(child)
         return cls(frozenset(files), frozenset(dirs), frozenset(read_only))
+
+    @classmethod
+    def of(cls, paths: "Union[FrozenSet[str], set, list, tuple]") -> "KeyTree":
+        """A tree holding exactly these key files (and their parent directories)."""
+        files = frozenset(paths)
+        dirs = set()
+        for p in files:
+            parts = p.split("/")
+            for i in range(1, len(parts)):
+                dirs.add("/".join(parts[:i]))
+        return cls(files, frozenset(dirs))
 
     def __contains__(self, path: object) -> bool:
         return path in self.paths

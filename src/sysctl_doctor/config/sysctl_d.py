@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from sysctl_doctor.config.model import (
+    ConfigLine,
     EffectiveSetting,
     Flavor,
     IgnoredFile,
@@ -657,7 +658,7 @@ def _apply_systemd(config: SysctlConfig, parsed: List[Tuple[str, List[ParsedLine
             origin = Origin(path, pl.line)
             norm = systemd_normalize(pl.key)
             key = path_to_key(norm)
-            config.history.append((origin, key, pl.value))
+            config.history.append(ConfigLine(origin, key, norm, pl.value, pl.ignore_failure))
             existing = table.get(norm)
             if existing is not None:
                 if existing.value == pl.value:
@@ -685,7 +686,7 @@ def _apply_procps(config: SysctlConfig, parsed: List[Tuple[str, List[ParsedLine]
             origin = Origin(path, pl.line)
             ppath = procps_path(pl.key)
             key = path_to_key(ppath)
-            config.history.append((origin, key, pl.value))
+            config.history.append(ConfigLine(origin, key, ppath, pl.value, pl.ignore_failure))
             if pl.value is None:
                 config.exclusions.append(SysctlExclusion(key, origin, (), ppath))
                 continue
