@@ -19,3 +19,18 @@ def test_every_rule_has_a_section() -> None:
     text = DOC.read_text()
     for rule in all_rules():
         assert f"\n## {rule.code}\n" in text and rule.rationale in text
+
+
+def test_explain_code_prints_the_rule_doc() -> None:
+    import subprocess
+    import sys
+
+    from sysctl_doctor.findings import rule_doc
+
+    proc = subprocess.run([sys.executable, "-m", "sysctl_doctor", "explain", "SD101"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("SD101 (module-loaded-after-sysctl) [error]")
+    for line in rule_doc("SD101").splitlines():
+        assert line.strip() in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "sysctl_doctor", "explain", "SD999"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown finding code" in bad.stderr

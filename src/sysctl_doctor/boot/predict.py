@@ -190,8 +190,12 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     if kind is ProviderKind.INTERFACE:
         iface = provider.interface or ""
         p.module = provider.module
-        rerun = next((r for r in timeline.reruns if r.subsystem == "net" and r.covers_key(path, iface)), None)
-        if rerun is not None:
+        rerun = next((r for r in timeline.reruns if r.subsystem == "net" and r.covers_key(path, iface)
+                      and r.rule.matches_value("KERNEL", iface) is not False), None)
+        if iface == "lo":
+            p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, APPLIED
+            p.chain = ["lo exists in every network namespace from its creation, before the sysctl step", written]
+        elif rerun is not None:
             p.rerun = rerun
             p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, APPLIED_ON_HOTPLUG
             p.chain = [f"{key} exists once interface {iface} appears",
