@@ -129,3 +129,33 @@ def test_sysvinit_procps_flavour_reads_etc_sysctl_conf_last(tmp_path: Path) -> N
     data = json.loads(proc.stdout)
     entry = next(e for e in data["keys"] if e["key"] == KEY)
     assert entry["file"] == "/etc/sysctl.conf" and entry["boot"] == {"applied": True, "value": "1"}
+
+
+def test_grub_modules_load_makes_the_key_apply(tmp_path: Path) -> None:
+    root = copy_incident(tmp_path / "r", {
+        "/etc/default/grub": 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX="modules_load=nf_conntrack"\n'})
+    entry = next(e for e in json.loads(run("check", "--root", str(root), "--format", "json").stdout)["keys"] if e["key"] == KEY)
+    assert entry["boot"] == {"applied": True, "value": "1"}
+    # --cmdline replaces what the root says
+    proc = run("check", "--root", str(root), "--format", "json", "--cmdline", "quiet")
+    entry = next(e for e in json.loads(proc.stdout)["keys"] if e["key"] == KEY)
+    assert entry["boot"]["applied"] is False
+
+
+def test_kubelet_node_loads_conntrack_after_sysctl(tmp_path: Path) -> None:
+    root = copy_incident(tmp_path / "r", {
+        "/usr/lib/systemd/system/kubelet.service":
+            "[Unit]\nWants=network-online.target\nAfter=network-online.target\n[Service]\nExecStart=/usr/bin/kubelet\n"
+            "[Install]\nWantedBy=multi-user.target\n",
+        "/etc/systemd/system/multi-user.target.wants/kubelet.service": ("link", "/lib/systemd/system/kubelet.service"),
+        "/etc/sysctl.d/k8s.conf": "net.bridge.bridge-nf-call-iptables = 1\n",
+    })
+    (root / "etc/systemd/system/sysinit.target.wants/nftables.service").unlink()
+    data = json.loads(run("check", "--root", str(root), "--format", "json").stdout)
+    bridge = next(e for e in data["keys"] if e["key"] == "net.bridge.bridge-nf-call-iptables")
+    assert bridge["provider"] == {"kind": "module", "module": "br_netfilter"}
+    # not written in time, but br_netfilter's default is already 1: the value after boot is right
+    assert bridge["boot"] == {"applied": True, "value": "1"}
+    assert not [f for f in data["findings"] if f["code"] == "SD101" and f["key"] == bridge["key"]]
+    finding = next(f for f in data["findings"] if f["code"] == "SD101" and f["key"] == KEY)
+    assert "kubelet.service" in finding["message"] and "runs after systemd-sysctl.service" in finding["message"]

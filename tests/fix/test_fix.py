@@ -140,3 +140,27 @@ def test_now_refused_on_an_offline_root(tmp_path: Path) -> None:
     root = copy_incident(tmp_path / "r")
     proc = run("fix", "--root", str(root), "--now")
     assert proc.returncode == 2 and "--now" in proc.stderr
+
+
+def test_now_sets_the_value_in_a_private_network_namespace(require_root) -> None:
+    """apply_now against the real kernel, in a network namespace of its own (the host is untouched)."""
+    import shutil
+    import textwrap
+
+    if shutil.which("unshare") is None:
+        pytest.skip("NEEDS unshare (util-linux)")
+    host_before = Path("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal").read_text()
+    child = textwrap.dedent(f"""
+        from pathlib import Path
+        from sysctl_doctor.fix.plan import FixPlan, NowAction
+        from sysctl_doctor.fix.apply import apply_now
+        key = "net/netfilter/nf_conntrack_tcp_be_liberal"
+        want = "0" if Path("/proc/sys", key).read_text().strip() == "1" else "1"
+        done = apply_now(FixPlan("modules-load", now=[NowAction("nf_conntrack", {{key: want}})]))
+        assert Path("/proc/sys", key).read_text().strip() == want, done
+        print("\\n".join(done))
+    """)
+    proc = subprocess.run(["unshare", "--net", sys.executable, "-c", child], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "nf_conntrack already loaded (or built in)" in proc.stdout
+    assert Path("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal").read_text() == host_before

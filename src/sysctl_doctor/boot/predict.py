@@ -42,6 +42,7 @@ UNKNOWN_KEY = "unknown-key"
 NO_HOTPLUG = "interface-not-reapplied"
 NOT_RUN = "sysctl-step-not-run"
 GLOB = "glob"
+DEFAULT_MATCHES = "default-matches"  # not written in time, but the kernel default is the configured value
 
 UDEV_MODULE_EVENT_SAFE = (5, 11)  # module "add" uevent after the module's init since Linux 5.11
 
@@ -230,6 +231,13 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
         p.chain = [f"{first.module} loaded by {_load_text(first)}{via} before {step} ({first.ordering})", written]
         return p
     absent = f"{step} could not write {key}: key absent ({module} not loaded yet)"
+    constant = kernel_default(path)
+    if (p.racing or p.late) and constant is not None and _values_equal(constant, setting.value):
+        load = (p.racing or p.late)[0]
+        p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, DEFAULT_MATCHES
+        p.chain = [absent, f"{module} loaded by {_load_text(load)}",
+                   f"its kernel default is already {constant}, the configured value"]
+        return p
     if rerun is not None and (p.racing or p.late):
         trigger = (p.racing or p.late)[0]
         safe = version is None or version >= UDEV_MODULE_EVENT_SAFE

@@ -20,6 +20,7 @@ _VERDICT = {
     "interface-not-reapplied": ("only if the interface exists at boot", "yellow"),
     "sysctl-step-not-run": ("NOT APPLIED (sysctl step does not run)", "red"),
     "glob": ("glob (expanded at boot)", "cyan"),
+    "default-matches": ("kernel default = configured", "green"),
 }
 _SEVERITY_STYLE = {ERROR: "bold red", WARNING: "yellow", INFO: "cyan"}
 
