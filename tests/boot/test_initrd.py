@@ -80,3 +80,18 @@ def test_image_decides_over_the_configured_list(tmp_path: Path) -> None:
     root3 = copy_incident(tmp_path / "c", {"/etc/initramfs-tools/modules": "nf_conntrack\n"})
     entry = next(e for e in run_check(root3)["keys"] if e["key"] == KEY)
     assert entry["boot"] == {"applied": True, "value": "1"}
+
+
+def test_newc_archive_is_read_by_real_cpio(tmp_path: Path) -> None:
+    from sysctl_doctor.boot.initrd import newc_archive
+
+    if shutil.which("cpio") is None:
+        pytest.skip("NEEDS cpio: apt-get install cpio")
+    data = newc_archive({"conf/modules": "ext4\nnf_conntrack\n", "conf/x": "abc"}).encode()
+    listing = subprocess.run(["cpio", "-it", "--quiet"], input=data, capture_output=True, check=True).stdout
+    assert listing.decode().split() == ["conf/modules", "conf/x"]
+    out = tmp_path / "x"
+    out.mkdir()
+    subprocess.run(["cpio", "-id", "--quiet"], input=data, cwd=out, check=True)
+    assert (out / "conf/modules").read_text() == "ext4\nnf_conntrack\n"
+    assert [m for m, _ in read_initrd("/i", data).loads] == ["ext4", "nf_conntrack"]

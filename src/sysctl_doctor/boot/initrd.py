@@ -181,11 +181,27 @@ def refine_timeline_with_image(root, timeline, kernel: Optional[str]) -> Optiona
     in_image = {module for module, _ in contents.loads}
     for load in listed:
         if load.module not in in_image:
-            timeline.diagnostics.append(Diagnostic(
-                f"{load.module} is listed for the initramfs ({load.evidence}) but {image} does not load it: "
-                "rebuild the image (update-initramfs -u / dracut -f)", image))
+            timeline.stale_initramfs.append((load.module, load.evidence, image))
     timeline.loads = [l for l in timeline.loads if l.by != "initramfs"]
     early = [ModuleLoad(module, "initramfs", BEFORE, where, "the initramfs image loads it before init starts",
                         "the initramfs runs before the real root's init") for module, where in contents.loads]
     timeline.loads[:0] = early
     return contents
+
+
+def newc_archive(files: Dict[str, str]) -> str:
+    """An uncompressed newc cpio archive of text files (valid as an initramfs: the kernel and
+    initramfs-tools' COMPRESS=cat accept it). Used to describe example roots in plain text."""
+    out = []
+    ino = 1
+    for name, text in list(files.items()) + [(TRAILER, "")]:
+        data = text.encode()
+        mode = 0o100644 if name != TRAILER else 0
+        fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0]
+        header = "070701" + "".join(f"{v:08x}" for v in fields)
+        entry = header + name + "\0"
+        entry += "\0" * (_align4(len(entry)) - len(entry))
+        entry += text + "\0" * (_align4(len(data)) - len(data))
+        out.append(entry)
+        ino += 1
+    return "".join(out)

@@ -71,6 +71,8 @@ class BootTimeline:
     cmdline: KernelCmdline = field(default_factory=lambda: KernelCmdline("", ""))
     loaders: List[OnDemandLoader] = field(default_factory=list)
     diagnostics: List[Diagnostic] = field(default_factory=list)
+    # (module, where it is listed, image) for modules listed for the initramfs that its image does not load
+    stale_initramfs: List[tuple] = field(default_factory=list)
 
     def loads_by_relation(self, relation: str) -> List[ModuleLoad]:
         return [load for load in self.loads if load.relation == relation]
