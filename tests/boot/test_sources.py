@@ -140,3 +140,17 @@ def test_openrc_sysctl_and_modules_unordered_unless_conf_d(tmp_path: Path) -> No
     assert [(l.module, l.relation, l.evidence) for l in timeline.loads] == [("nf_conntrack", RACE, "/etc/conf.d/modules:1")]
     fixed = make_root(tmp_path / "b", {**files, "/etc/conf.d/sysctl": 'rc_after="modules"\n'})
     assert load_openrc(Root(fixed)).relation("modules", "sysctl") == "before"
+
+
+def test_udev_rule_running_procps_sysctl_p(tmp_path: Path) -> None:
+    root = make_root(tmp_path, {
+        "/etc/udev/rules.d/99-bridge.rules":
+            'ACTION=="add", SUBSYSTEM=="module", KERNEL=="br_netfilter", RUN+="/sbin/sysctl -p /etc/sysctl.d/99-bridge.conf"\n'
+            'ACTION=="add", SUBSYSTEM=="module", KERNEL=="sctp", RUN+="/sbin/sysctl --system"\n',
+        "/etc/sysctl.d/99-bridge.conf": "net.bridge.bridge-nf-call-iptables = 0\n",
+    })
+    reruns = {r.rule.line: r for r in sysctl_reruns(Root(root))}
+    assert reruns[1].matches_module("br_netfilter")
+    assert reruns[1].covers_key("net/bridge/bridge-nf-call-iptables", "br_netfilter")
+    assert not reruns[1].covers_key("net/bridge/bridge-nf-call-ip6tables", "br_netfilter")
+    assert reruns[2].covers_key("net/sctp/rto_min", "sctp")

@@ -103,7 +103,13 @@ def analyze(
     if flavor is None and system == "systemd":
         chosen_flavor = default_flavor(root)
     config = load_sysctl_config(root, chosen_flavor)
-    settings = effective_settings(config, None)
+    key_tree = None
+    if live is not None:
+        # on the running host globs expand against the keys that exist now (as systemd-sysctl would)
+        from sysctl_doctor.config.model import KeyTree
+
+        key_tree = KeyTree.from_dir(live.proc_sys)
+    settings = effective_settings(config, key_tree)
     index = _index(root, kernel, live)
     timeline = build_timeline(
         root, system, cmdline, live.proc_sys.parent / "cmdline" if live is not None else None
