@@ -154,3 +154,39 @@ def test_udev_rule_running_procps_sysctl_p(tmp_path: Path) -> None:
     assert reruns[1].covers_key("net/bridge/bridge-nf-call-iptables", "br_netfilter")
     assert not reruns[1].covers_key("net/bridge/bridge-nf-call-ip6tables", "br_netfilter")
     assert reruns[2].covers_key("net/sctp/rto_min", "sctp")
+
+
+def _real_debian_init_scripts(tmp_path: Path) -> dict:
+    """procps' init script from this Debian host and kmod's from its Debian package (apt-get download)."""
+    import os
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if not Path("/etc/init.d/procps").is_file():
+        pytest.skip("NEEDS Debian's procps init script at /etc/init.d/procps")
+    cache = Path(os.environ.get("SYSCTL_DOCTOR_TEST_CACHE", Path(__file__).resolve().parents[2] / ".cache")) / "debs"
+    cache.mkdir(parents=True, exist_ok=True)
+    debs = sorted(cache.glob("kmod_*.deb"))
+    if not debs:
+        if shutil.which("apt-get") is None:
+            pytest.skip("NEEDS apt-get to download Debian's kmod package")
+        proc = subprocess.run(["apt-get", "download", "kmod"], cwd=cache, capture_output=True, text=True)
+        debs = sorted(cache.glob("kmod_*.deb"))
+        if proc.returncode != 0 or not debs:
+            pytest.skip(f"NEEDS Debian's kmod package (apt-get download failed: {proc.stderr.strip()[-200:]})")
+    out = tmp_path / "kmod-deb"
+    subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(out)], check=True)
+    return {"/etc/init.d/procps": Path("/etc/init.d/procps").read_text(),
+            "/etc/init.d/kmod": (out / "etc/init.d/kmod").read_text()}
+
+
+def test_real_debian_sysvinit_headers_leave_kmod_and_procps_unordered(tmp_path: Path) -> None:
+    scripts = _real_debian_init_scripts(tmp_path)
+    root = make_root(tmp_path / "root", {
+        **scripts, "/sbin/init": "sysvinit", "/etc/inittab": "id:2:initdefault:\n",
+        "/etc/rcS.d/S01kmod": ("link", "../init.d/kmod"), "/etc/rcS.d/S01procps": ("link", "../init.d/procps"),
+    })
+    # procps asks for "module-init-tools" (the old name); kmod provides only "kmod"
+    assert load_sysvinit(Root(root)).relation("kmod", "procps") == "unordered"
