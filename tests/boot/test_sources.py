@@ -190,3 +190,16 @@ def test_real_debian_sysvinit_headers_leave_kmod_and_procps_unordered(tmp_path: 
     })
     # procps asks for "module-init-tools" (the old name); kmod provides only "kmod"
     assert load_sysvinit(Root(root)).relation("kmod", "procps") == "unordered"
+
+
+def test_keepalived_lvs_loads_ip_vs_with_the_config_line(tmp_path: Path) -> None:
+    root = make_root(tmp_path, {
+        "/usr/lib/systemd/system/systemd-sysctl.service": (INCIDENT / "usr/lib/systemd/system/systemd-sysctl.service").read_text(),
+        "/usr/lib/systemd/system/keepalived.service":
+            "[Unit]\nAfter=network-online.target\n[Service]\nExecStart=/usr/sbin/keepalived --dont-fork $DAEMON_ARGS\n",
+        "/etc/systemd/system/multi-user.target.wants/keepalived.service": ("link", "/lib/systemd/system/keepalived.service"),
+        "/etc/keepalived/keepalived.conf": "global_defs {\n}\nvirtual_server 10.0.0.1 80 {\n  lb_algo rr\n}\n",
+    })
+    loads = [l for l in build_timeline(Root(root)).loads if l.by == "keepalived.service"]
+    assert [(l.module, l.relation, l.evidence) for l in loads] == [
+        ("ip_vs", AFTER, "/etc/keepalived/keepalived.conf:3 `virtual_server 10.0.0.1 80 {`")]
