@@ -159,3 +159,10 @@ def test_kubelet_node_loads_conntrack_after_sysctl(tmp_path: Path) -> None:
     assert not [f for f in data["findings"] if f["code"] == "SD101" and f["key"] == bridge["key"]]
     finding = next(f for f in data["findings"] if f["code"] == "SD101" and f["key"] == KEY)
     assert "kubelet.service" in finding["message"] and "runs after systemd-sysctl.service" in finding["message"]
+
+
+def test_module_alias_in_modules_load_counts(tmp_path: Path) -> None:
+    # modules.alias (real Debian 6.1 metadata): "alias ip_conntrack nf_conntrack"
+    root = copy_incident(tmp_path / "r", {"/etc/modules-load.d/old.conf": "ip_conntrack\n"})
+    entry = next(e for e in json.loads(run("check", "--root", str(root), "--format", "json").stdout)["keys"] if e["key"] == KEY)
+    assert entry["boot"] == {"applied": True, "value": "1"}

@@ -94,12 +94,11 @@ class _Loads:
     def closure(self, module: str) -> List[str]:
         if module not in self._closure:
             deps: List[str] = []
+            canonical = module
             if self.index is not None:
-                try:
-                    deps = [module_name(d) for d in self.index.dependencies(module)]
-                except Exception:  # noqa: BLE001 - an index without the module: no closure
-                    deps = []
-            self._closure[module] = [module] + deps
+                canonical = module_name(self.index.normalize_module(module))  # aliases, "-"/"_"
+                deps = [module_name(d) for d in self.index.dependencies(module)]
+            self._closure[module] = list(dict.fromkeys([module, canonical] + deps))
         return self._closure[module]
 
     def loading(self, module: str) -> List[ModuleLoad]:
