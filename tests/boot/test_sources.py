@@ -203,3 +203,30 @@ def test_keepalived_lvs_loads_ip_vs_with_the_config_line(tmp_path: Path) -> None
     loads = [l for l in build_timeline(Root(root)).loads if l.by == "keepalived.service"]
     assert [(l.module, l.relation, l.evidence) for l in loads] == [
         ("ip_vs", AFTER, "/etc/keepalived/keepalived.conf:3 `virtual_server 10.0.0.1 80 {`")]
+
+
+def test_sysvinit_fix_writes_an_insserv_override(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    scripts = _real_debian_init_scripts(tmp_path)
+    key = "net.netfilter.nf_conntrack_tcp_be_liberal"
+    root = make_root(tmp_path / "root", {
+        **scripts, "/sbin/init": "sysvinit", "/etc/inittab": "id:2:initdefault:\n",
+        "/etc/rcS.d/S01kmod": ("link", "../init.d/kmod"), "/etc/rcS.d/S01procps": ("link", "../init.d/procps"),
+        "/etc/sysctl.conf": f"{key} = 1\n", "/etc/modules": "# /etc/modules\n",
+    })
+
+    def entry() -> dict:
+        out = subprocess.run([sys.executable, "-m", "sysctl_doctor", "check", "--root", str(root), "--format", "json"],
+                             capture_output=True, text=True).stdout
+        return next(e for e in json.loads(out)["keys"] if e["key"] == key)
+
+    assert entry()["boot"]["applied"] is False
+    proc = subprocess.run([sys.executable, "-m", "sysctl_doctor", "fix", "--root", str(root)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (root / "etc/modules").read_text().endswith("nf_conntrack\n")
+    override = (root / "etc/insserv/overrides/procps").read_text()
+    assert override.startswith("### BEGIN INIT INFO") and "kmod" in override and "insserv" in proc.stdout
+    assert entry()["boot"] == {"applied": True, "value": "1"}
