@@ -57,7 +57,8 @@ def config_section(ctx: ExplainContext) -> ExplainSection:
     ctx.extra["key_story"] = story
     lines = [printable(story.summary), ""]
     if story.lines:
-        lines.append("Lines that set it, in apply order:")
+        never = any(ln.verdict == "not applied" for ln in story.lines)
+        lines.append("Lines that set it, in apply order" + ("; then lines in files never read:" if never else ":"))
     for ln in story.lines:
         mark = "=>" if ln.verdict == WINS else "  "
         what = f"-{ln.key}" if ln.value is None else f"{'-' if ln.ignore_failure else ''}{ln.key} = {ln.value}"
@@ -141,16 +142,17 @@ def explain_code(code: str) -> ExplainSection:
 
 
 def _render(sections: List[ExplainSection]) -> None:
-    from rich.console import Console
-    from rich.markup import escape
+    from sysctl_doctor.cli.show import emit
 
-    out = Console(highlight=False, soft_wrap=True)
+    lines: List[list] = []
     for i, s in enumerate(sections):
         if i:
-            out.print()
-        out.print(f"[bold]{escape(s.title)}[/]")
+            lines.append([])
+        lines.append([(s.title, "bold")])
         for line in s.lines:
-            out.print(f"  {escape(line)}" if line else "")
+            style = "bold" if line.startswith("=>") else None
+            lines.append([(f"  {line}" if line else "", style)])
+    emit(lines)
 
 
 @click.command("explain")
@@ -165,9 +167,9 @@ def command(subject: str, root_dir: str, flavor: Optional[str], proc_sys: Option
         root, config, keys, tree_dir = load_for_cli(root_dir, flavor, proc_sys)
         sections = explain_key(ExplainContext(subject, root, config, keys, tree_dir))
     if fmt == "json":
-        import json
+        from sysctl_doctor.cli.show import dump_json
 
-        click.echo(json.dumps({"subject": subject, "sections": [
-            {"title": s.title, "lines": s.lines, "data": s.data} for s in sections]}, indent=2))
+        dump_json({"subject": subject, "sections": [
+            {"title": s.title, "lines": s.lines, "data": s.data} for s in sections]})
     else:
         _render(sections)

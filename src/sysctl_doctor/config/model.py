@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import FrozenSet, List, Literal, Optional, Tuple, Union
+from typing import Dict, FrozenSet, List, Literal, NamedTuple, Optional, Tuple, Union
 
 from sysctl_doctor.errors import Diagnostic
 
@@ -26,7 +26,7 @@ GLOB_CHARS = "*?["
 
 def is_glob(key: str) -> bool:
     """True when `key` holds a glob character (both tools use ``*?[``)."""
-    return any(c in key for c in GLOB_CHARS)
+    return "*" in key or "?" in key or "[" in key
 
 
 def swap_separators(key: str) -> str:
@@ -35,15 +35,20 @@ def swap_separators(key: str) -> str:
     ``net.ipv4.conf.eth0/100.rp_filter`` -> ``net/ipv4/conf/eth0.100/rp_filter``;
     a key whose first separator is already a slash is left alone.
     """
-    for i, c in enumerate(key):
-        if c == "/":
-            return key
-        if c == ".":
-            return key[:i] + key[i:].translate(_SWAP)
-    return key
+    dot = key.find(".")
+    if dot < 0:
+        return key
+    slash = key.find("/", 0, dot)
+    if slash >= 0:
+        return key
+    return key[:dot] + _swap_all(key[dot:])
 
 
-_SWAP = str.maketrans({".": "/", "/": "."})
+def _swap_all(text: str) -> str:
+    # Three C-level replaces beat str.translate by far on short keys.
+    if "/" not in text:
+        return text.replace(".", "/")
+    return text.replace(".", "\0").replace("/", ".").replace("\0", "/")
 
 
 def key_to_path(key: str) -> str:
@@ -53,7 +58,7 @@ def key_to_path(key: str) -> str:
 
 def path_to_key(path: str) -> str:
     """Slash path relative to /proc/sys -> dotted key (dots in names become slashes)."""
-    return path.translate(_SWAP)
+    return _swap_all(path)
 
 
 @dataclass(frozen=True)
@@ -115,8 +120,7 @@ class IgnoredFile:
     reason: str
 
 
-@dataclass(frozen=True)
-class ConfigLine:
+class ConfigLine(NamedTuple):
     """One line that took part (assignment or exclusion), whether or not it survived."""
 
     origin: Origin
@@ -127,7 +131,7 @@ class ConfigLine:
 
     @property
     def is_glob(self) -> bool:
-        return is_glob(self.path)
+        return "*" in self.path or "?" in self.path or "[" in self.path
 
 
 @dataclass
@@ -199,6 +203,17 @@ class KeyTree:
 
     def __contains__(self, path: object) -> bool:
         return path in self.paths
+
+    def children(self) -> Dict[str, List[str]]:
+        """Directory ("" for the top) -> names in it (files and directories); built once."""
+        cached = self.__dict__.get("_children")
+        if cached is None:
+            cached = {}
+            for p in (*self.paths, *self.directories):
+                parent, _, name = p.rpartition("/")
+                cached.setdefault(parent, []).append(name)
+            object.__setattr__(self, "_children", cached)
+        return cached
 
 
 @dataclass
