@@ -127,3 +127,29 @@ def test_cli_index_json_and_text(private_cache, tree_61, tmp_path):
     assert text.returncode == 0 and "net.bridge.bridge-nf-call-iptables (per netns)" in text.stdout
     bad = _cli("index", "--root", str(root), "--kernel", "0.0-nope")
     assert bad.returncode == 2 and "error: --kernel 0.0-nope" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_built_in_modules_keys_are_built_in(tmp_path, private_cache):
+    moddir = tmp_path / "usr/lib/modules/6.1.0-custom"
+    moddir.mkdir(parents=True)
+    (tmp_path / "lib").symlink_to("usr/lib")
+    (moddir / "modules.dep").write_text("kernel/net/bridge/br_netfilter.ko: kernel/net/bridge/bridge.ko\n")
+    (moddir / "modules.builtin").write_text("kernel/net/netfilter/nf_conntrack.ko\n")
+    index = load_module_index(Root(tmp_path))
+    assert index.kernel == "6.1.0-custom"
+    p = index.provider("net.netfilter.nf_conntrack_tcp_be_liberal")
+    assert (p.kind, p.module, p.evidence) == (ProviderKind.BUILTIN, "nf_conntrack", "modules.builtin")
+    assert p.per_netns
+    q = index.provider("net.bridge.bridge-nf-call-iptables")
+    assert (q.kind, q.module, q.requires) == (ProviderKind.MODULE, "br_netfilter", ["bridge"])
+
+
+def test_explain_shows_the_provider(private_cache):
+    res = _cli("explain", "net.netfilter.nf_conntrack_tcp_be_liberal", "--root", str(EXAMPLE), "--format", "json")
+    assert res.returncode == 0, res.stderr
+    section = json.loads(res.stdout)["sections"][-1]
+    assert section["data"]["kind"] == "module" and section["data"]["module"] == "nf_conntrack"
+    assert section["data"]["kernel"] == "6.1.0-56-amd64"
+    assert any(line.startswith("provided by module nf_conntrack (kernel/net/netfilter/nf_conntrack.ko)") for line in section["lines"])
+    text = _cli("explain", "net.nf_conntrack_max", "--root", str(EXAMPLE))
+    assert text.returncode == 0 and "init network namespace only" in text.stdout

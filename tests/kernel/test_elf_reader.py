@@ -6,7 +6,6 @@ import io
 import lzma
 from pathlib import Path
 
-import pytest
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 

@@ -146,3 +146,20 @@ def test_unknown_kernel_version_is_an_error_when_others_exist(tree_61, tmp_path,
     root = make_tree(tree_61, tmp_path / "root")
     with pytest.raises(DoctorError, match="no /lib/modules/9.9"):
         load_module_index(Root(root), "9.9")
+
+
+def test_module_links_are_followed_inside_the_root_only(tree_61, tmp_path, private_cache):
+    root = make_tree(tree_61, tmp_path / "root")
+    store = root / "var/lib/dkms"
+    store.mkdir(parents=True)
+    real = Path(tree_61) / "lib/modules" / tree_61.kver / "kernel/net/netfilter/ipvs/ip_vs_lblc.ko"
+    shutil.copyfile(real, store / "ip_vs_lblc.ko")
+    updates = root / "lib/modules" / KVER / "updates"
+    updates.mkdir()
+    (updates / "ip_vs_lblc.ko").symlink_to("/var/lib/dkms/ip_vs_lblc.ko")  # absolute: re-rooted
+    outside = tmp_path / "outside.ko"
+    shutil.copyfile(real, outside)
+    (updates / "escape.ko").symlink_to("../../../../../outside.ko")  # ".." stops at the root
+    index = load_module_index(Root(root), KVER)
+    assert index.provider("net.ipv4.vs.lblc_expiration").module == "ip_vs_lblc"
+    assert any("escape.ko" in str(d) and "leads nowhere" in str(d) for d in index.diagnostics)

@@ -102,8 +102,31 @@ def _rules(flavor: str) -> str:
             "line is written in order (the last write wins); a glob skips keys named by any line.")
 
 
+def provider_section(ctx: ExplainContext) -> Optional[ExplainSection]:
+    """Who makes the key exist in the kernel the root boots (sysctl_doctor.kernel)."""
+    import dataclasses
+
+    from sysctl_doctor.kernel import describe_provider, load_module_index, path_to_key
+    from sysctl_doctor.live import LiveHost
+
+    if any(c in ctx.key for c in "*?["):
+        return None  # a glob has no single provider
+    story = ctx.extra.get("key_story")
+    value = getattr(story, "final_value", None)
+    index = load_module_index(ctx.root, None, LiveHost() if ctx.root.is_live else None)
+    provider = index.provider(ctx.key, value)
+    lines = describe_provider(provider, index)
+    if index.partial:
+        lines.append(f"(the index of kernel {index.kernel} is partial: {index.mode}; see `sysctl-doctor index`)")
+    data = dataclasses.asdict(provider)
+    data.update(kind=provider.kind.value, kernel=index.kernel, index_mode=index.mode, index_partial=index.partial)
+    return ExplainSection(title=f"{path_to_key(provider.key)} in kernel {index.kernel}: {provider.kind.value}",
+                          lines=lines, data=data)
+
+
 # Sections of `explain KEY`, in order. Other branches append theirs (see module docstring).
-KEY_SECTIONS: List[SectionFunction] = [config_section]
+KEY_SECTIONS: List[SectionFunction] = [config_section, provider_section]
+
 
 def finding_section(code: str) -> Optional[ExplainSection]:
     """A finding rule's documentation (sysctl_doctor.findings), generated from the rule itself."""

@@ -11,7 +11,7 @@ one that finds more entries wins.
 
 Which directory a table lives in is the string passed, in the same function, to the register call
 (register_net_sysctl[_sz](net, "net/netfilter", table), register_sysctl[_sz]("fs/nfs", table),
-register_sysctl_table(root_table), register_sysctl_paths(path, table)). A table is tied to the call
+register_sysctl_table(root_table)). A table is tied to the call
 it precedes; a call whose first argument is `&init_net` registers an init-netns-only table.
 
 The ELF reader here is deliberately minimal (ELF64 little-endian, RELA): measured on Debian 6.1's
@@ -372,7 +372,7 @@ def scan_elf(elf: Elf, name: str, file: str) -> ModuleScan:
         entries = _entries(elf, sc, data_relocs, candidates, layout)
         if not entries:
             continue
-        keys, loose, dirs = _resolve(elf, sc, data_relocs, text_refs, funcs, entries, layout.size)
+        keys, loose, dirs = _resolve(elf, sc, text_refs, funcs, entries, layout.size)
         score = (len(keys), len(entries))
         if best is None or score > best[0]:
             best = (score, keys, loose, dirs)
@@ -384,7 +384,6 @@ def scan_elf(elf: Elf, name: str, file: str) -> ModuleScan:
 def _resolve(
     elf: Elf,
     sc: _Scanner,
-    data_relocs: RawRelocs,
     text_refs: List[Tuple[int, int, Target]],
     funcs: Dict[int, List[Tuple[int, int]]],
     entries: Dict[Tuple[int, int], Tuple[str, Optional[Tuple[int, int]]]],
@@ -437,7 +436,7 @@ def _resolve(
                 if sym in REGISTER_ROOT:
                     d: Optional[str] = ""
                 elif sym in REGISTER_PATHS:
-                    d = window.get("path_array")  # type: ignore[assignment]
+                    d = None  # a ctl_path array: no Debian 5.10+ module uses it; its tables stay "loose"
                 else:
                     d = window.get("path") or window.get("path_other")  # type: ignore[assignment]
                 if d:
@@ -456,20 +455,6 @@ def _resolve(
                 # a known top-level directory beats any other word ("coda" is a top-level dir too)
                 window["path" if s.split("/", 1)[0] in TOP_DIRS else "path_other"] = s
             continue
-        # register_sysctl_paths: an array of pointers to the path components
-        rel = data_relocs.get(tgt[1])  # type: ignore[arg-type]
-        if rel is not None:
-            parts = []
-            a = tgt[2]
-            while len(parts) < 8:
-                raw = rel.get(a)
-                comp = sc.string(sc.target(*raw)) if raw is not None else None
-                if comp is None:
-                    break
-                parts.append(comp)
-                a += 8
-            if parts and PATH_RE.match("/".join(parts)):
-                window["path_array"] = "/".join(parts)
 
     # 4. expand registered tables into keys
     claimed: Set[Tuple[int, int]] = set()
