@@ -34,3 +34,19 @@ def test_explain_code_prints_the_rule_doc() -> None:
         assert line.strip() in proc.stdout
     bad = subprocess.run([sys.executable, "-m", "sysctl_doctor", "explain", "SD999"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown finding code" in bad.stderr
+
+
+def test_explain_key_has_a_boot_section() -> None:
+    import json
+    import subprocess
+    import sys
+
+    from findings.example_roots import INCIDENT
+
+    proc = subprocess.run([sys.executable, "-m", "sysctl_doctor", "explain", "net.netfilter.nf_conntrack_tcp_be_liberal",
+                           "--root", str(INCIDENT), "--format", "json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    boot = [s for s in json.loads(proc.stdout)["sections"] if "at the next boot" in s["title"]]
+    assert len(boot) == 1
+    assert boot[0]["data"]["applied"] is False and boot[0]["data"]["verdict"] == "race"
+    assert "SD101" in boot[0]["data"]["findings"]
