@@ -166,3 +166,22 @@ def test_module_alias_in_modules_load_counts(tmp_path: Path) -> None:
     root = copy_incident(tmp_path / "r", {"/etc/modules-load.d/old.conf": "ip_conntrack\n"})
     entry = next(e for e in json.loads(run("check", "--root", str(root), "--format", "json").stdout)["keys"] if e["key"] == KEY)
     assert entry["boot"] == {"applied": True, "value": "1"}
+
+
+def test_garbage_and_symlink_loops_do_not_stop_check(tmp_path: Path) -> None:
+    import os
+
+    from boot.rootfs import make_root
+
+    root = copy_incident(tmp_path / "r")
+    rnd = os.urandom(3000)
+    (root / "etc/systemd/system/x.service").write_bytes(rnd)
+    (root / "etc/udev/rules.d").mkdir(parents=True)
+    (root / "etc/udev/rules.d/10-x.rules").write_bytes(rnd[::-1])
+    (root / "etc/modules-load.d/junk.conf").write_bytes(b"\x1b[31mred\n\x00\xff\n")
+    os.symlink("loop-b.conf", root / "etc/modules-load.d/loop-a.conf")
+    os.symlink("loop-a.conf", root / "etc/modules-load.d/loop-b.conf")
+    proc = run("check", "--root", str(root))
+    assert proc.returncode == 1, proc.stderr  # the incident's SD101 is still found
+    assert "Traceback" not in proc.stderr and "\x1b[31m" not in proc.stdout
+    assert "skipped: /etc/modules-load.d/loop-a.conf: too many levels of symbolic links" in proc.stdout

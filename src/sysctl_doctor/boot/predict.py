@@ -211,6 +211,7 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     module = module_name(provider.module or "")
     p.module = module
     default = kernel_default(path) or UNKNOWN_DEFAULT
+    default_text = f"kernel default {default}" if default != UNKNOWN_DEFAULT else "the kernel default"
     if index is not None and getattr(index, "is_builtin_module", None) and index.is_builtin_module(module):
         p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, APPLIED
         p.chain = [f"{module} is built into this kernel: {key} exists when {step} runs", written]
@@ -249,7 +250,7 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
             p.verdict = UDEV_RACE
             p.boot_value, p.after_late_load = default, setting.value
             p.chain.append(f"on kernel {'.'.join(map(str, version))} the module's add event can come before its "
-                           f"sysctls exist: not guaranteed, may stay kernel default {default}")
+                           f"sysctls exist: not guaranteed, may stay {default_text}")
         return p
     if p.racing:
         racer = p.racing[0]
@@ -257,20 +258,20 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
         p.boot_value, p.after_late_load = default, default
         p.chain = [absent,
                    f"{module} loaded by {_load_text(racer)}; {racer.ordering}",
-                   f"not guaranteed: if {racer.by} wins the race the value is applied, otherwise it stays kernel default {default}"]
+                   f"not guaranteed: if {racer.by} wins the race the value is applied, otherwise it stays {default_text}"]
         return p
     if p.late:
         late = p.late[0]
         p.verdict = LOADED_LATE
         p.boot_value, p.after_late_load = default, default
         p.chain = [absent, f"{module} loaded by {_load_text(late)} after {step} ({late.ordering})",
-                   f"value stays kernel default {default}"]
+                   f"value stays {default_text}"]
         return p
     p.verdict = NEVER_LOADED
     p.boot_value = None
     p.after_late_load = default if rerun is None else setting.value
     tail = (f"udev ({rerun.rule.where}) will apply {setting.value} when it is loaded" if rerun is not None
-            else f"once something loads it the value is kernel default {default}")
+            else f"once something loads it the value is {default_text}")
     p.chain = [absent, f"nothing loads {module} at boot", tail]
     return p
 

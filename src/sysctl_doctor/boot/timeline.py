@@ -32,6 +32,7 @@ from sysctl_doctor.boot.modules_load import (
     load_modules_load,
     module_name,
 )
+from sysctl_doctor.boot.tolerant_root import TolerantRoot
 from sysctl_doctor.boot.udev import SysctlRerun, sysctl_reruns
 from sysctl_doctor.boot.units import MODULES_LOAD_UNIT, SYSCTL_UNIT, SystemdUnits
 from sysctl_doctor.errors import Diagnostic
@@ -138,6 +139,7 @@ def build_timeline(
     cmdline: Optional[str] = None,
     live_proc_cmdline: Optional[Path] = None,
 ) -> BootTimeline:
+    root = root if isinstance(root, TolerantRoot) else TolerantRoot(root)
     system = init_system or detect_init_system(root)
     kernel_cmdline = read_cmdline(root, cmdline, live_proc_cmdline)
     initramfs = load_initramfs_modules(root)
@@ -169,6 +171,7 @@ def build_timeline(
                     "(only a systemd-based initrd reads it)", kernel_cmdline.source or None))
     timeline.loads[:0] = early
     timeline.reruns = sysctl_reruns(root)
+    timeline.diagnostics.extend(Diagnostic(f"skipped: {problem}") for problem in root.problems)
     return timeline
 
 

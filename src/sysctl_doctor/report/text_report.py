@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as _rich_escape
 from rich.table import Table
 
 from sysctl_doctor.findings.model import ERROR, INFO, WARNING
@@ -23,6 +23,15 @@ _VERDICT = {
     "default-matches": ("kernel default = configured", "green"),
 }
 _SEVERITY_STYLE = {ERROR: "bold red", WARNING: "yellow", INFO: "cyan"}
+
+
+def _printable(text: str) -> str:
+    """Control and undecodable characters as escapes, so file contents cannot drive the terminal."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
+
+
+def escape(text: str) -> str:  # noqa: F811 - rich's escape, after making the text printable
+    return _rich_escape(_printable(text))
 
 
 def _value(value) -> str:
