@@ -171,8 +171,6 @@ def test_module_alias_in_modules_load_counts(tmp_path: Path) -> None:
 def test_garbage_and_symlink_loops_do_not_stop_check(tmp_path: Path) -> None:
     import os
 
-    from boot.rootfs import make_root
-
     root = copy_incident(tmp_path / "r")
     rnd = os.urandom(3000)
     (root / "etc/systemd/system/x.service").write_bytes(rnd)
