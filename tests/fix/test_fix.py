@@ -150,13 +150,13 @@ def test_now_sets_the_value_in_a_private_network_namespace(require_root) -> None
     if shutil.which("unshare") is None:
         pytest.skip("NEEDS unshare (util-linux)")
     host_before = Path("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal").read_text()
-    child = textwrap.dedent(f"""
+    child = textwrap.dedent("""
         from pathlib import Path
         from sysctl_doctor.fix.plan import FixPlan, NowAction
         from sysctl_doctor.fix.apply import apply_now
         key = "net/netfilter/nf_conntrack_tcp_be_liberal"
         want = "0" if Path("/proc/sys", key).read_text().strip() == "1" else "1"
-        done = apply_now(FixPlan("modules-load", now=[NowAction("nf_conntrack", {{key: want}})]))
+        done = apply_now(FixPlan("modules-load", now=[NowAction("nf_conntrack", {key: want})]))
         assert Path("/proc/sys", key).read_text().strip() == want, done
         print("\\n".join(done))
     """)

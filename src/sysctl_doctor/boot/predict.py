@@ -217,10 +217,10 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
         p.chain = [f"{module} is built into this kernel: {key} exists when {step} runs", written]
         return p
     found = loads.loading(module)
-    p.early = [l for l in found if l.relation == BEFORE]
-    p.racing = [l for l in found if l.relation == RACE]
-    p.late = [l for l in found if l.relation == AFTER]
-    loaded_names = {l.module for l in found} | {module}
+    p.early = [item for item in found if item.relation == BEFORE]
+    p.racing = [item for item in found if item.relation == RACE]
+    p.late = [item for item in found if item.relation == AFTER]
+    loaded_names = {item.module for item in found} | {module}
     rerun = next((r for r in timeline.reruns if r.subsystem == "module"
                   and any(r.matches_module(m) for m in loaded_names) and r.covers_key(path, module)), None)
     p.rerun = rerun

@@ -89,8 +89,8 @@ class BootTimeline:
             for (rel, by), loads in groups.items():
                 if rel != relation:
                     continue
-                modules = ", ".join(dict.fromkeys(l.module for l in loads))
-                evidence = "; ".join(dict.fromkeys(l.evidence for l in loads))
+                modules = ", ".join(dict.fromkeys(item.module for item in loads))
+                evidence = "; ".join(dict.fromkeys(item.evidence for item in loads))
                 how = {BEFORE: "before", RACE: "in a RACE with", AFTER: "after"}[relation]
                 out.append(f"{by}: loads {modules} {how} {self.sysctl_step} ({evidence})")
             return out
