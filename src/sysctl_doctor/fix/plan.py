@@ -93,12 +93,19 @@ def _sysctl_binary(root: Root) -> str:
     return "/usr/lib/systemd/systemd-sysctl"
 
 
-def _needed(report) -> Dict[str, List]:
-    """module -> predictions of its keys that are not guaranteed after boot."""
+def _needed(report, notes: List[str]) -> Dict[str, List]:
+    """module -> predictions of its keys that are not guaranteed after boot (blocked modules go to notes)."""
     out: Dict[str, List] = {}
     for p in report.predictions:
-        if p.verdict in FIXABLE and p.module:
-            out.setdefault(p.module, []).append(p)
+        if p.verdict not in FIXABLE or not p.module:
+            continue
+        if p.blocked:
+            why = p.blocked[0][1]
+            note = f"{p.module} cannot be loaded ({why}): remove that first; fix leaves {p.key} alone"
+            if note not in notes:
+                notes.append(note)
+            continue
+        out.setdefault(p.module, []).append(p)
     return out
 
 
@@ -131,7 +138,7 @@ def plan_fix(root: Root, report, method: str = "modules-load") -> FixPlan:
     analysis = report.analysis
     timeline = analysis.timeline
     plan = FixPlan(method=method)
-    needed = _needed(report)
+    needed = _needed(report, plan.notes)
     for module, predictions in needed.items():
         plan.now.append(NowAction(module, {p.path: p.configured for p in predictions}))
     for p in report.predictions:
