@@ -44,6 +44,11 @@ CASES = [
                                       f"{L}/50-x.conf": "k.a = lib\n", f"{E}/60-y.conf": "k.b = 1\n"}, K3),
     Case("symlink-to-other-file", {f"{E}/50-x.conf": ("link", "../../usr/lib/sysctl.d/other"),
                                    f"{L}/other": "k.a = via-link\n"}, K3),
+    Case("glob-chars-in-file-names",
+         {f"{E}/x{{a,b}}.conf": "k.a = brace\n", f"{E}/xa.conf": "k.b = xa\n", f"{E}/y[1].conf": "k.c = bracket\n",
+          f"{E}/y1.conf": "k.d = y1\n", f"{E}/z*.conf": "k.e = star\n", f"{E}/w?.conf": "k.a = question\n"},
+         ["k/a", "k/b", "k/c", "k/d", "k/e"],
+         why="procps globs each file name (GLOB_BRACE|GLOB_NOCHECK): x{a,b}.conf reads xa.conf instead"),
     # --- /etc/sysctl.conf
     Case("sysctl-conf-without-link", {CONF: "k.a = conf\n", f"{E}/50-x.conf": "k.b = 1\n"}, K3,
          why="systemd never reads /etc/sysctl.conf itself"),

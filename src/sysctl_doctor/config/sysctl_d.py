@@ -648,11 +648,25 @@ def load_sysctl_config(root: Root, flavor: Flavor) -> SysctlConfig:
 
     opened: List[str] = []
 
-    def read(cand: _Candidate) -> None:
+    def read(cand: _Candidate, announce: bool = True) -> None:
         # What the tool opens (systemd logs "Parsing", procps prints "* Applying"):
         # systemd silently skips a name whose open fails with ENOENT (a dangling link).
-        if flavor == "procps" or cand.kind is not PathKind.MISSING:
+        if announce and (flavor == "procps" or cand.kind is not PathKind.MISSING):
             opened.append(cand.path)
+        if flavor == "procps" and announce and _procps_name_is_glob(cand.path):
+            # procps passes each file name through glob(GLOB_NOCHECK|GLOB_BRACE|GLOB_TILDE).
+            targets = procps_file_glob(root, cand.path)
+            if targets != [cand.path]:
+                diagnostics.append(Diagnostic(
+                    "procps treats this file name as a glob and reads "
+                    + (", ".join(targets) if targets else "nothing") + " instead", cand.path))
+                for target in targets:
+                    try:
+                        kind = root.chase(target).kind
+                    except DoctorError:
+                        kind = PathKind.MISSING
+                    read(_Candidate(target, kind), announce=False)
+                return
         if cand.kind is PathKind.NULL:
             ignored.append(IgnoredFile(cand.path, "a mask (link to /dev/null): nothing is read from it"))
             return
@@ -719,6 +733,30 @@ def _same_file(root: Root, a: str, b: str) -> bool:
         return root.chase(os.path.dirname(a)).resolved == root.chase(os.path.dirname(b)).resolved
     except DoctorError:
         return False
+
+
+def _procps_name_is_glob(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return any(c in name for c in "*?[{")
+
+
+def procps_file_glob(root: Root, path: str) -> List[str]:
+    """glob(3) of a procps config path with GLOB_NOCHECK|GLOB_BRACE inside the root: the
+    files procps really opens for it (the path itself when nothing matches)."""
+    directory, _, name = path.rpartition("/")
+    entries = [n for n, _kind, _host in _entries(root, directory or "/", [])]
+    found: List[str] = []
+    for alternative in expand_braces(name):
+        if any(c in alternative for c in "*?["):
+            rx = _component_regex(alternative)
+            dot_ok = alternative.startswith(".")
+            hits = [n for n in entries if (dot_ok or not n.startswith(".")) and rx.fullmatch(n)]
+            found.extend(f"{directory}/{n}" for n in sorted(hits, key=_sort_key))
+        else:
+            literal = alternative.replace("\\", "")
+            if literal in entries:
+                found.append(f"{directory}/{literal}")
+    return found or [path]
 
 
 def _resolves_to(root: Root, path: str, target: str) -> bool:
