@@ -113,3 +113,18 @@ def test_live_host_uses_proc_sys_by_default():
     doc = json.loads(run("show", "--format", "json").stdout)
     assert doc["key_tree"] == "/proc/sys"
     assert all(isinstance(s["exists"], bool) for s in doc["settings"])
+
+
+def test_explain_sections_and_code_handlers_are_extensible(monkeypatch):
+    from click.testing import CliRunner
+
+    from sysctl_doctor.cli import cli
+    from sysctl_doctor.cli import explain as explain_cli
+
+    monkeypatch.setattr(explain_cli, "KEY_SECTIONS", explain_cli.KEY_SECTIONS + [
+        lambda ctx: explain_cli.ExplainSection("extra", [f"seen {ctx.key} with {len(ctx.config.files)} files"])])
+    monkeypatch.setattr(explain_cli, "CODE_HANDLERS", [
+        lambda code: explain_cli.ExplainSection(code, ["a rule"]) if code == "SD101" else None])
+    out = CliRunner().invoke(cli, ["explain", "net.ipv4.ip_forward", "--root", str(EXAMPLE)]).output
+    assert "seen net.ipv4.ip_forward with 4 files" in out
+    assert CliRunner().invoke(cli, ["explain", "SD101"]).output.splitlines() == ["SD101", "  a rule"]
