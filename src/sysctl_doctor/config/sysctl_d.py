@@ -452,6 +452,13 @@ def glob_matches(pattern: str, keys: KeyTree, braces: bool = False) -> List[str]
 _PATH_REGEX_CACHE: Dict[Tuple[str, bool], "re.Pattern[str]"] = {}
 
 
+def _union_glob_regex(patterns: List[str], braces: bool) -> "re.Pattern[str]":
+    """One regex matching a path when any of the globs would."""
+    for pat in patterns:
+        glob_matches_path(pat, "", braces)  # fills the cache
+    return re.compile("|".join(f"(?:{_PATH_REGEX_CACHE[(pat, braces)].pattern})" for pat in patterns), re.DOTALL)
+
+
 def glob_matches_path(pattern: str, path: str, braces: bool = False) -> bool:
     """Would glob(3) of /proc/sys/<pattern> return /proc/sys/<path> if it existed?"""
     rx = _PATH_REGEX_CACHE.get((pattern, braces))
@@ -466,16 +473,6 @@ def glob_matches_path(pattern: str, path: str, braces: bool = False) -> bool:
         rx = re.compile("(?:" + "|".join(alternatives) + ")" if alternatives else "(?!)", re.DOTALL)
         _PATH_REGEX_CACHE[(pattern, braces)] = rx
     return rx.fullmatch(path) is not None
-
-
-def _literal_prefix(pattern: str) -> str:
-    """The leading whole components of a glob that hold no special character ("" if none)."""
-    out = []
-    for comp in (c for c in pattern.split("/") if c not in ("", ".")):
-        if any(ch in comp for ch in "*?[{\\"):
-            break
-        out.append(comp + "/")
-    return "".join(out)
 
 
 def _glob_one(pattern: str, keys: KeyTree) -> List[str]:
@@ -697,7 +694,8 @@ def load_sysctl_config(root: Root, flavor: Flavor) -> SysctlConfig:
     for cand in candidates:
         read(cand)
 
-    via_link = any(_resolves_to(root, p, SYSCTL_CONF) for p in read_paths)
+    linked = {c.path for c in candidates if c.host is None}  # plain files cannot lead elsewhere
+    via_link = any(_resolves_to(root, p, SYSCTL_CONF) for p in read_paths if p in linked or p == SYSCTL_CONF)
     conf_kind = root.kind(SYSCTL_CONF)
     if flavor == "procps":
         if conf_kind is PathKind.FILE:
@@ -870,7 +868,9 @@ def effective_settings(
     else:
         named = {a.path for a in config.assignments} | {e.path for e in config.exclusions}
         exists = procps_key_exists
-    globs = [(a, _literal_prefix(a.path)) for a in config.assignments if a.is_glob] if keys is None else []
+    globs = [a for a in config.assignments if a.is_glob] if keys is None else []
+    braces = config.flavor == "systemd"
+    any_glob = _union_glob_regex([g.path for g in globs], braces) if globs else None
     for a in config.assignments:
         if a.is_glob:
             if keys is None:
@@ -889,10 +889,10 @@ def effective_settings(
                 continue
             if globs:  # no key tree: a glob that would match this key is beaten by this line
                 canonical = _canonical(a.path)
-                for g, prefix in globs:
-                    if canonical.startswith(prefix) and glob_matches_path(g.path, canonical,
-                                                                          braces=config.flavor == "systemd"):
-                        beaten_globs.setdefault(a.path, []).append(g)
+                if any_glob is not None and any_glob.fullmatch(canonical):
+                    for g in globs:
+                        if glob_matches_path(g.path, canonical, braces=braces):
+                            beaten_globs.setdefault(a.path, []).append(g)
             writes.append(EffectiveSetting(a.key, a.value, a, None if keys is None else exists(a.path, keys),
                                            path=a.path))
     _link_overrides(writes, beaten_globs, config.files)
