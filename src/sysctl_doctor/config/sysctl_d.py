@@ -851,7 +851,7 @@ def procps_key_exists(path: str, keys: KeyTree) -> bool:
             return False
         stack.append(comp)
     final = "/".join(stack)
-    return final in keys.paths and final not in keys.read_only
+    return final in keys.paths and keys.writable(final)
 
 
 def effective_settings(
