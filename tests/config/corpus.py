@@ -125,6 +125,11 @@ CASES = [
     # --- systemd --prefix (the udev rule's invocation)
     Case("prefix-filters", {f"{E}/10.conf": "k.a.v = 1\nk.b.v = 2\nj.x = 3\nk.*.w = 4\n"},
          IFACES + ["j/x"], flavors=("systemd",), args=["--prefix=/k/a"]),
+    Case("prefix-proc-sys-matches-nothing", {f"{E}/10.conf": "k.a.v = 1\nk.*.w = 3\n"}, IFACES,
+         flavors=("systemd",), args=["--prefix=/proc/sys/k/a"],
+         why="252 normalises the prefix to proc/sys/k/a (leading slash dropped), which no key has"),
+    Case("prefix-trailing-slash", {f"{E}/10.conf": "k.a.v = 1\nk.b.v = 2\nk.*.w = 3\n"}, IFACES,
+         flavors=("systemd",), args=["--prefix=k/a/", "--prefix=/k/c"]),
     Case("prefix-dotted", {f"{E}/10.conf": "net.ipv4.conf.*.rp_filter = 2\nnet.ipv4.conf.all.rp_filter = 1\n"},
          VLAN, flavors=("systemd",), args=["--prefix=net.ipv4.conf.eth0/100"]),
 ]

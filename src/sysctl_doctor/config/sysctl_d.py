@@ -302,17 +302,19 @@ def procps_path(key: str) -> str:
 
 
 def normalize_prefix(prefix: str) -> str:
-    """systemd-sysctl --prefix: normalised, with a leading /proc/sys removed."""
-    p = swap_separators(prefix)
-    p = path_simplify(p)
-    stripped = _path_startswith(p.lstrip("/") if p.startswith("/proc/") else p, "proc/sys")
-    if p.startswith("/") and stripped is not None:
-        return stripped
-    return p.strip("/")
+    """systemd-sysctl --prefix as 252 stores it: sysctl_normalize() (which drops a leading
+    slash), then a leading "/proc/sys" removed - which therefore never happens: 252 turns
+    ``--prefix=/proc/sys/net`` into "proc/sys/net", a prefix no key has (checked against the
+    real program). ``--prefix=/net/...`` and dotted prefixes work."""
+    norm = systemd_normalize(prefix)
+    rest = _path_startswith(norm, "/proc/sys")
+    return rest if rest is not None else norm
 
 
 def _path_startswith(path: str, prefix: str) -> Optional[str]:
-    """systemd path_startswith(), component-wise; returns the rest or None."""
+    """systemd path_startswith(): component-wise; an absolute and a relative path never match."""
+    if path.startswith("/") != prefix.startswith("/"):
+        return None
     pc = [c for c in path.split("/") if c]
     qc = [c for c in prefix.split("/") if c]
     if pc[: len(qc)] != qc:
