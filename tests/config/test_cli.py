@@ -128,3 +128,18 @@ def test_explain_sections_and_code_handlers_are_extensible(monkeypatch):
     out = CliRunner().invoke(cli, ["explain", "net.ipv4.ip_forward", "--root", str(EXAMPLE)]).output
     assert "seen net.ipv4.ip_forward with 4 files" in out
     assert CliRunner().invoke(cli, ["explain", "SD101"]).output.splitlines() == ["SD101", "  a rule"]
+
+
+def test_explain_lists_glob_lines_and_exclusions(tmp_path):
+    root = tmp_path / "root"
+    (root / "usr/lib/sysctl.d").mkdir(parents=True)
+    (root / "etc/sysctl.d").mkdir(parents=True)
+    (root / "usr/lib/sysctl.d/10-a.conf").write_text("k.*.v = 1\nk.a.v = 2\n")
+    (root / "etc/sysctl.d/20-b.conf").write_text("-k.a.v\n")
+    verdicts = {}
+    for flavor in ("systemd", "procps"):
+        doc = json.loads(run("explain", "k.a.v", "--root", str(root), "--flavor", flavor, "--format", "json").stdout)
+        verdicts[flavor] = [(ln["line"], ln["verdict"]) for ln in doc["sections"][0]["data"]["lines"]]
+    # systemd: the later "-k.a.v" replaces the assignment (nothing is written); procps still writes it.
+    assert verdicts["systemd"] == [(1, "skipped"), (2, "cancelled"), (1, "excludes")]
+    assert verdicts["procps"] == [(1, "skipped"), (2, "wins"), (1, "excludes")]
