@@ -230,3 +230,12 @@ def test_sysvinit_fix_writes_an_insserv_override(tmp_path: Path) -> None:
     override = (root / "etc/insserv/overrides/procps").read_text()
     assert override.startswith("### BEGIN INIT INFO") and "kmod" in override and "insserv" in proc.stdout
     assert entry()["boot"] == {"applied": True, "value": "1"}
+
+
+def test_udev_prefix_forms_follow_systemd_252(tmp_path: Path) -> None:
+    rules = "".join(
+        f'ACTION=="add", SUBSYSTEM=="module", KERNEL=="m{i}", RUN+="/usr/lib/systemd/systemd-sysctl --prefix={p}"\n'
+        for i, p in enumerate(["/net/netfilter", "net.netfilter", "/proc/sys/net/netfilter"]))
+    root = make_root(tmp_path, {"/etc/udev/rules.d/90-x.rules": rules})
+    covers = [r.covers_key("net/netfilter/nf_conntrack_tcp_be_liberal", f"m{i}") for i, r in enumerate(sysctl_reruns(Root(root)))]
+    assert covers == [True, True, False]  # 252 turns /proc/sys/... into a prefix no key has

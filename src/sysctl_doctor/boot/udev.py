@@ -74,20 +74,23 @@ class SysctlRerun:
 
     rule: UdevRule
     subsystem: str  # "module" or "net"
-    prefixes: Tuple[str, ...]  # slash paths without leading /proc/sys ("net/netfilter"); () = everything
+    prefixes: Tuple[str, ...]  # --prefix values as written ("/net/ipv4/conf/$name"); () = everything
     only_keys: Optional[FrozenSet[str]] = None  # `sysctl -p FILE`: the slash keys that file sets
 
     def covers_key(self, slash_key: str, name: str) -> bool:
-        """Whether a run for device/module `name` re-applies the key (``$name``/``%k`` substituted)."""
+        """Whether a run for device/module `name` re-applies the key (``$name``/``%k`` substituted).
+
+        --prefix values are normalised exactly as systemd-sysctl 252 does (config.sysctl_d), so
+        ``--prefix=/net/netfilter`` and ``--prefix=net.netfilter`` match while ``/proc/sys/net`` does not."""
+        from sysctl_doctor.config.sysctl_d import normalize_prefix, under_prefix
+
         if self.only_keys is not None:
             return slash_key in self.only_keys
         if not self.prefixes:
             return True
-        for prefix in self.prefixes:
-            expanded = prefix.replace("$name", name).replace("%k", name).replace("$kernel", name).strip("/")
-            if slash_key == expanded or slash_key.startswith(expanded + "/"):
-                return True
-        return False
+        expanded = [normalize_prefix(p.replace("$name", name).replace("%k", name).replace("$kernel", name))
+                    for p in self.prefixes]
+        return under_prefix(slash_key, expanded)
 
     def matches_module(self, module: str) -> bool:
         return self.subsystem == "module" and self.rule.matches_value("KERNEL", module) is not False
@@ -157,16 +160,7 @@ def _prefixes(command: str) -> Optional[Tuple[str, ...]]:
             out.append(words[i + 1])
             i += 1
         i += 1
-    normalised = []
-    for prefix in out:
-        prefix = prefix.strip("/")
-        if prefix.startswith("proc/sys/"):
-            prefix = prefix[len("proc/sys/"):]
-        # systemd-sysctl accepts the dotted form too
-        if "/" not in prefix and "." in prefix:
-            prefix = prefix.replace(".", "/")
-        normalised.append(prefix)
-    return tuple(normalised)
+    return tuple(out)
 
 
 def sysctl_reruns(root: Root) -> List[SysctlRerun]:
