@@ -42,6 +42,7 @@ UNKNOWN_KEY = "unknown-key"
 NO_HOTPLUG = "interface-not-reapplied"
 NOT_RUN = "sysctl-step-not-run"
 GLOB = "glob"
+APPLIED_BY_REAPPLY = "applied-by-later-unit"  # a unit ordered after the loaders runs the sysctl step again
 DEFAULT_MATCHES = "default-matches"  # not written in time, but the kernel default is the configured value
 
 UDEV_MODULE_EVENT_SAFE = (5, 11)  # module "add" uevent after the module's init since Linux 5.11
@@ -273,6 +274,16 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     absent = f"{step} could not write {key}: key absent ({module} not loaded yet)"
     if blocked_text:
         absent = "; ".join(blocked_text) + " → " + absent
+    if p.racing or p.late:
+        loaders = {load.by for load in p.racing + p.late}
+        again = next((r for r in timeline.reapply if loaders <= r.after_units and r.covers_key(path)), None)
+        if again is not None:
+            load = (p.racing or p.late)[0]
+            p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, APPLIED_BY_REAPPLY
+            p.chain = [absent, f"{module} loaded by {_load_text(load)}",
+                       f"{again.unit} ({again.evidence}) is ordered after {', '.join(sorted(loaders))} and writes "
+                       f"{key} = {setting.value} again"]
+            return p
     constant = kernel_default(path)
     if (p.racing or p.late) and constant is not None and _values_equal(constant, setting.value):
         load = (p.racing or p.late)[0]
