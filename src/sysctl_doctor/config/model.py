@@ -213,12 +213,26 @@ class KeyTree:
         except OSError:
             return False
 
+    def all_directories(self) -> FrozenSet[str]:
+        """`directories` plus every parent of a key (a tree built from key paths alone works)."""
+        cached = self.__dict__.get("_all_dirs")
+        if cached is None:
+            found = set(self.directories)
+            for p in self.paths:
+                parent = p.rpartition("/")[0]
+                while parent and parent not in found:
+                    found.add(parent)
+                    parent = parent.rpartition("/")[0]
+            cached = frozenset(found)
+            object.__setattr__(self, "_all_dirs", cached)
+        return cached
+
     def children(self) -> Dict[str, List[str]]:
         """Directory ("" for the top) -> names in it (files and directories); built once."""
         cached = self.__dict__.get("_children")
         if cached is None:
             cached = {}
-            for p in (*self.paths, *self.directories):
+            for p in (*self.paths, *self.all_directories()):
                 parent, _, name = p.rpartition("/")
                 cached.setdefault(parent, []).append(name)
             object.__setattr__(self, "_children", cached)

@@ -482,7 +482,7 @@ def _glob_one(pattern: str, keys: KeyTree) -> List[str]:
     if not comps:
         return []
     children = keys.children()
-    everything = keys.paths | keys.directories
+    everything = keys.paths | keys.all_directories()
     level = [""]
     for comp in comps:
         nxt = []
@@ -839,17 +839,18 @@ def procps_key_exists(path: str, keys: KeyTree) -> bool:
     if not path or path.endswith("/"):
         return False  # a trailing slash needs a directory
     stack: List[str] = []
+    dirs = keys.all_directories()
     for comp in path.split("/"):
         if comp in ("", "."):
-            if stack and "/".join(stack) not in keys.directories:
+            if stack and "/".join(stack) not in dirs:
                 return False
             continue
         if comp == "..":
-            if not stack or "/".join(stack) not in keys.directories:
+            if not stack or "/".join(stack) not in dirs:
                 return False
             stack.pop()
             continue
-        if stack and "/".join(stack) not in keys.directories:
+        if stack and "/".join(stack) not in dirs:
             return False
         stack.append(comp)
     final = "/".join(stack)
