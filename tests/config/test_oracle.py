@@ -85,3 +85,13 @@ def test_explain_names_the_value_the_real_program_wrote(case, flavor, real_resul
             continue
         story = key_story(config, key, keys)
         assert story.final_value == real.get(key), (key, story.summary)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if "systemd" in c.flavors], ids=lambda c: c.name)
+def test_lines_that_are_not_assignments_fail_the_systemd_unit(case, real_results, tmp_path):
+    from sysctl_doctor.config.sysctl_d import load_sysctl_config
+    from sysctl_doctor.root import Root
+
+    config = load_sysctl_config(Root(build_root(case, tmp_path / "root")), "systemd")
+    if any("not an assignment" in d.message for d in config.diagnostics):
+        assert real_results[(case.name, "systemd")]["rc"] != 0

@@ -232,7 +232,8 @@ def parse_sysctl_bytes(data: bytes, flavor: Flavor, file: str) -> ParsedFile:
             if parsed is None:
                 continue
             if parsed.kind == "invalid":
-                msg = ("line is not an assignment, ignored: " if flavor == "systemd"
+                msg = ("line is not an assignment, ignored (systemd-sysctl then exits with an error, so "
+                       "systemd-sysctl.service shows as failed): " if flavor == "systemd"
                        else "invalid syntax (no '='), ignored: ")
                 out.diagnostics.append(Diagnostic(msg + _shorten(parsed.text), file, lineno))
                 continue
