@@ -541,6 +541,9 @@ def _entries(root: Root, directory: str, diags: List[Diagnostic]) -> List[Tuple[
         diags.append(Diagnostic(f"cannot resolve directory: {exc}", directory))
         return []
     if chased.kind is not PathKind.DIR:
+        if chased.kind is not PathKind.MISSING:
+            diags.append(Diagnostic("should be a directory of *.conf files but is not; nothing read from it",
+                                    directory))
         return []
     try:
         with os.scandir(chased.host) as it:
