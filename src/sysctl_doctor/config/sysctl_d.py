@@ -161,11 +161,11 @@ def _c_lstrip(raw: bytes) -> bytes:
 
 def parse_systemd_line(lineno: int, raw: bytes) -> Optional[ParsedLine]:
     p = raw.strip(_SYSTEMD_WS)
-    if not p or p[:1] in (b"#", b";", b"\n"):
+    if not p or p[0] in b"#;\n":
         return None
     eq = p.find(b"=")
     if eq >= 0:
-        ignore = p[:1] == b"-"
+        ignore = p[0] == 45  # "-"
         key = p[1 if ignore else 0 : eq].strip(_SYSTEMD_WS)
         value = p[eq + 1 :].strip(_SYSTEMD_WS)
         return ParsedLine(lineno, "assignment", key.decode("utf-8", "surrogateescape"),
