@@ -161,11 +161,11 @@ def _c_lstrip(raw: bytes) -> bytes:
 
 def parse_systemd_line(lineno: int, raw: bytes) -> Optional[ParsedLine]:
     p = raw.strip(_SYSTEMD_WS)
-    if not p or p[:1] in (b"#", b";", b"\n"):
+    if not p or p[0] in b"#;\n":
         return None
     eq = p.find(b"=")
     if eq >= 0:
-        ignore = p[:1] == b"-"
+        ignore = p[0] == 45  # "-"
         key = p[1 if ignore else 0 : eq].strip(_SYSTEMD_WS)
         value = p[eq + 1 :].strip(_SYSTEMD_WS)
         return ParsedLine(lineno, "assignment", key.decode("utf-8", "surrogateescape"),
@@ -232,7 +232,8 @@ def parse_sysctl_bytes(data: bytes, flavor: Flavor, file: str) -> ParsedFile:
             if parsed is None:
                 continue
             if parsed.kind == "invalid":
-                msg = ("line is not an assignment, ignored: " if flavor == "systemd"
+                msg = ("line is not an assignment, ignored (systemd-sysctl then exits with an error, so "
+                       "systemd-sysctl.service shows as failed): " if flavor == "systemd"
                        else "invalid syntax (no '='), ignored: ")
                 out.diagnostics.append(Diagnostic(msg + _shorten(parsed.text), file, lineno))
                 continue
@@ -482,7 +483,7 @@ def _glob_one(pattern: str, keys: KeyTree) -> List[str]:
     if not comps:
         return []
     children = keys.children()
-    everything = keys.paths | keys.directories
+    everything = keys.paths | keys.all_directories()
     level = [""]
     for comp in comps:
         nxt = []
@@ -540,6 +541,9 @@ def _entries(root: Root, directory: str, diags: List[Diagnostic]) -> List[Tuple[
         diags.append(Diagnostic(f"cannot resolve directory: {exc}", directory))
         return []
     if chased.kind is not PathKind.DIR:
+        if chased.kind is not PathKind.MISSING:
+            diags.append(Diagnostic("should be a directory of *.conf files but is not; nothing read from it",
+                                    directory))
         return []
     try:
         with os.scandir(chased.host) as it:
@@ -839,17 +843,18 @@ def procps_key_exists(path: str, keys: KeyTree) -> bool:
     if not path or path.endswith("/"):
         return False  # a trailing slash needs a directory
     stack: List[str] = []
+    dirs = keys.all_directories()
     for comp in path.split("/"):
         if comp in ("", "."):
-            if stack and "/".join(stack) not in keys.directories:
+            if stack and "/".join(stack) not in dirs:
                 return False
             continue
         if comp == "..":
-            if not stack or "/".join(stack) not in keys.directories:
+            if not stack or "/".join(stack) not in dirs:
                 return False
             stack.pop()
             continue
-        if stack and "/".join(stack) not in keys.directories:
+        if stack and "/".join(stack) not in dirs:
             return False
         stack.append(comp)
     final = "/".join(stack)
