@@ -11,6 +11,7 @@ from sysctl_doctor.config.sysctl_d import (
     glob_matches,
     load_sysctl_config,
     parse_sysctl_bytes,
+    parse_systemd_line,
     systemd_lines,
 )
 from sysctl_doctor.root import Root
@@ -81,3 +82,14 @@ def test_path_glob_agrees_with_tree_glob(pattern, name):
     tree = KeyTree.of({path})
     for braces in (False, True):
         assert glob_matches_path(pat, path, braces) == bool(glob_matches(pat, tree, braces=braces)), (pat, path)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"k.a = 1", b"", b"  ", b"#x", b"-k", b"k=", b"\t"]), max_size=8),
+       st.booleans())
+def test_systemd_fast_split_equals_read_line(lines, trailing):
+    # parse_sysctl_bytes takes a plain split when only "\n" ends lines; it must match read_line().
+    data = b"\n".join(lines) + (b"\n" if trailing else b"")
+    fast = parse_sysctl_bytes(data, "systemd", "f").lines
+    slow = [pl for n, raw in systemd_lines(data) for pl in [parse_systemd_line(n, raw)] if pl is not None]
+    assert fast == slow

@@ -124,11 +124,51 @@ def provider_section(ctx: ExplainContext) -> Optional[ExplainSection]:
                           lines=lines, data=data)
 
 
+def boot_section(ctx: ExplainContext) -> Optional[ExplainSection]:
+    """The key's fate at the next boot (sysctl_doctor.boot): value after boot, the chain, findings."""
+    from sysctl_doctor.config.model import key_to_path
+    from sysctl_doctor.findings.engine import run_check
+    from sysctl_doctor.live import LiveHost
+
+    if any(c in ctx.key for c in "*?["):
+        return None
+    report = run_check(ctx.root, live=LiveHost() if ctx.root.is_live else None)
+    path = key_to_path(ctx.key)
+    found = next((p for p in report.predictions if p.path == path), None)
+    if found is None:
+        return None
+    shown = "(absent)" if found.boot_value is None else found.boot_value
+    later = "(absent)" if found.after_late_load is None else found.after_late_load
+    lines = [f"after boot: {shown}  (applied: {'yes' if found.applied else 'no'}, {found.verdict}); "
+             f"once its module is loaded: {later}", ""]
+    lines += [f"-> {step}" for step in found.chain]
+    for finding in report.findings:
+        if finding.key == found.key:
+            lines += ["", f"{finding.severity} {finding.code}: {finding.message}", f"fix: {finding.fix}"]
+    return ExplainSection(title=f"{found.key} at the next boot ({report.analysis.init_system})", lines=lines, data={
+        "applied": found.applied, "value": found.boot_value, "after_late_load": found.after_late_load,
+        "verdict": found.verdict, "chain": found.chain, "findings": found.findings})
+
+
 # Sections of `explain KEY`, in order. Other branches append theirs (see module docstring).
-KEY_SECTIONS: List[SectionFunction] = [config_section, provider_section]
+KEY_SECTIONS: List[SectionFunction] = [config_section, boot_section, provider_section]
+
+
+def finding_section(code: str) -> Optional[ExplainSection]:
+    """A finding rule's documentation (sysctl_doctor.findings), generated from the rule itself."""
+    from sysctl_doctor.findings import get_rule, is_code, rule_doc
+
+    if not is_code(code):
+        return None
+    rule = get_rule(code)
+    lines = rule_doc(code).rstrip("\n").splitlines()
+    return ExplainSection(title=lines[0], lines=lines[1:], data={
+        "code": rule.code, "name": rule.name, "severity": rule.severity, "title": rule.title,
+        "rationale": rule.rationale, "fix": rule.fix})
+
 
 # Handlers for `explain CODE` (SD + 3 digits). Other branches append theirs.
-CODE_HANDLERS: List[CodeHandler] = []
+CODE_HANDLERS: List[CodeHandler] = [finding_section]
 
 
 def explain_key(ctx: ExplainContext) -> List[ExplainSection]:

@@ -161,14 +161,15 @@ def _c_lstrip(raw: bytes) -> bytes:
 
 def parse_systemd_line(lineno: int, raw: bytes) -> Optional[ParsedLine]:
     p = raw.strip(_SYSTEMD_WS)
-    if not p or p[:1] in (b"#", b";", b"\n"):
+    if not p or p[0] in b"#;\n":
         return None
     eq = p.find(b"=")
     if eq >= 0:
-        ignore = p[:1] == b"-"
+        ignore = p[0] == 45  # "-"
         key = p[1 if ignore else 0 : eq].strip(_SYSTEMD_WS)
         value = p[eq + 1 :].strip(_SYSTEMD_WS)
-        return ParsedLine(lineno, "assignment", _decode(key), _decode(value), ignore)
+        return ParsedLine(lineno, "assignment", key.decode("utf-8", "surrogateescape"),
+                          value.decode("utf-8", "surrogateescape"), ignore)
     if p[:1] == b"-":
         return ParsedLine(lineno, "exclusion", _decode(p[1:].strip(_SYSTEMD_WS)), None, False)
     return ParsedLine(lineno, "invalid", text=_decode(p))
@@ -204,7 +205,13 @@ def parse_sysctl_bytes(data: bytes, flavor: Flavor, file: str) -> ParsedFile:
     except UnicodeDecodeError:
         check_utf8 = True
     if flavor == "systemd":
-        lines: Iterator[Tuple[int, bytes]] = systemd_lines(data)
+        if b"\r" in data or b"\x00" in data or len(data) >= LONG_LINE_MAX:
+            lines: Iterator[Tuple[int, bytes]] = systemd_lines(data)
+        else:  # only "\n" line ends and no long line: a plain split is the same thing, faster
+            chunks = data.split(b"\n")
+            if chunks and not chunks[-1]:
+                chunks.pop()
+            lines = iter(enumerate(chunks, 1))
         parse = parse_systemd_line
     else:
         lines = procps_lines(data)
@@ -225,7 +232,8 @@ def parse_sysctl_bytes(data: bytes, flavor: Flavor, file: str) -> ParsedFile:
             if parsed is None:
                 continue
             if parsed.kind == "invalid":
-                msg = ("line is not an assignment, ignored: " if flavor == "systemd"
+                msg = ("line is not an assignment, ignored (systemd-sysctl then exits with an error, so "
+                       "systemd-sysctl.service shows as failed): " if flavor == "systemd"
                        else "invalid syntax (no '='), ignored: ")
                 out.diagnostics.append(Diagnostic(msg + _shorten(parsed.text), file, lineno))
                 continue
@@ -295,17 +303,19 @@ def procps_path(key: str) -> str:
 
 
 def normalize_prefix(prefix: str) -> str:
-    """systemd-sysctl --prefix: normalised, with a leading /proc/sys removed."""
-    p = swap_separators(prefix)
-    p = path_simplify(p)
-    stripped = _path_startswith(p.lstrip("/") if p.startswith("/proc/") else p, "proc/sys")
-    if p.startswith("/") and stripped is not None:
-        return stripped
-    return p.strip("/")
+    """systemd-sysctl --prefix as 252 stores it: sysctl_normalize() (which drops a leading
+    slash), then a leading "/proc/sys" removed - which therefore never happens: 252 turns
+    ``--prefix=/proc/sys/net`` into "proc/sys/net", a prefix no key has (checked against the
+    real program). ``--prefix=/net/...`` and dotted prefixes work."""
+    norm = systemd_normalize(prefix)
+    rest = _path_startswith(norm, "/proc/sys")
+    return rest if rest is not None else norm
 
 
 def _path_startswith(path: str, prefix: str) -> Optional[str]:
-    """systemd path_startswith(), component-wise; returns the rest or None."""
+    """systemd path_startswith(): component-wise; an absolute and a relative path never match."""
+    if path.startswith("/") != prefix.startswith("/"):
+        return None
     pc = [c for c in path.split("/") if c]
     qc = [c for c in prefix.split("/") if c]
     if pc[: len(qc)] != qc:
@@ -445,6 +455,13 @@ def glob_matches(pattern: str, keys: KeyTree, braces: bool = False) -> List[str]
 _PATH_REGEX_CACHE: Dict[Tuple[str, bool], "re.Pattern[str]"] = {}
 
 
+def _union_glob_regex(patterns: List[str], braces: bool) -> "re.Pattern[str]":
+    """One regex matching a path when any of the globs would."""
+    for pat in patterns:
+        glob_matches_path(pat, "", braces)  # fills the cache
+    return re.compile("|".join(f"(?:{_PATH_REGEX_CACHE[(pat, braces)].pattern})" for pat in patterns), re.DOTALL)
+
+
 def glob_matches_path(pattern: str, path: str, braces: bool = False) -> bool:
     """Would glob(3) of /proc/sys/<pattern> return /proc/sys/<path> if it existed?"""
     rx = _PATH_REGEX_CACHE.get((pattern, braces))
@@ -466,7 +483,7 @@ def _glob_one(pattern: str, keys: KeyTree) -> List[str]:
     if not comps:
         return []
     children = keys.children()
-    everything = keys.paths | keys.directories
+    everything = keys.paths | keys.all_directories()
     level = [""]
     for comp in comps:
         nxt = []
@@ -513,7 +530,7 @@ def _hidden_or_backup(name: str) -> bool:
     return dot >= 0 and name[dot + 1 :] in _BACKUP_SUFFIXES
 
 
-def _entries(root: Root, directory: str, diags: List[Diagnostic]) -> List[Tuple[str, PathKind]]:
+def _entries(root: Root, directory: str, diags: List[Diagnostic]) -> List[Tuple[str, PathKind, Optional[str]]]:
     """(name, kind) of each entry of a directory inside the root, sorted by name.
 
     Plain files and directories take their kind from the directory entry; links are
@@ -524,6 +541,9 @@ def _entries(root: Root, directory: str, diags: List[Diagnostic]) -> List[Tuple[
         diags.append(Diagnostic(f"cannot resolve directory: {exc}", directory))
         return []
     if chased.kind is not PathKind.DIR:
+        if chased.kind is not PathKind.MISSING:
+            diags.append(Diagnostic("should be a directory of *.conf files but is not; nothing read from it",
+                                    directory))
         return []
     try:
         with os.scandir(chased.host) as it:
@@ -534,10 +554,12 @@ def _entries(root: Root, directory: str, diags: List[Diagnostic]) -> List[Tuple[
     out = []
     for entry in entries:
         kind = None
+        host = None
         try:
             if not entry.is_symlink():
                 if entry.is_file(follow_symlinks=False):
                     kind = PathKind.FILE
+                    host = entry.path
                 elif entry.is_dir(follow_symlinks=False):
                     kind = PathKind.DIR
         except OSError:
@@ -549,7 +571,7 @@ def _entries(root: Root, directory: str, diags: List[Diagnostic]) -> List[Tuple[
             except DoctorError as exc:
                 kind = PathKind.MISSING
                 diags.append(Diagnostic(f"cannot resolve: {exc}", path))
-        out.append((entry.name, kind))
+        out.append((entry.name, kind, host))
     out.sort(key=lambda item: _sort_key(item[0]))
     return out
 
@@ -558,6 +580,7 @@ def _entries(root: Root, directory: str, diags: List[Diagnostic]) -> List[Tuple[
 class _Candidate:
     path: str  # inside the root, as the tool names it
     kind: PathKind
+    host: Optional[str] = None  # a plain file (no link) found in a directory the Root resolved
 
 
 def _discover(root: Root, flavor: Flavor) -> Tuple[List[_Candidate], List[IgnoredFile], List[Diagnostic]]:
@@ -577,7 +600,7 @@ def _discover(root: Root, flavor: Flavor) -> Tuple[List[_Candidate], List[Ignore
     else:
         dirs = list(PROCPS_DIRS)
     for d in dirs:
-        for name, kind in _entries(root, d, diags):
+        for name, kind, host in _entries(root, d, diags):
             path = f"{d.rstrip('/')}/{name}"
             if flavor == "systemd":
                 if not name.endswith(".conf"):
@@ -602,7 +625,7 @@ def _discover(root: Root, flavor: Flavor) -> Tuple[List[_Candidate], List[Ignore
                     reason = f"overridden by {winner.path} (same file name, earlier directory)"
                 ignored.append(IgnoredFile(path, reason))
                 continue
-            winners[name] = _Candidate(path, kind)
+            winners[name] = _Candidate(path, kind, host)
     if flavor == "systemd":
         lib = root.chase("/lib/sysctl.d") if root.kind("/lib/sysctl.d") is PathKind.DIR else None
         if lib is not None and lib.resolved not in dirs:
@@ -628,11 +651,25 @@ def load_sysctl_config(root: Root, flavor: Flavor) -> SysctlConfig:
 
     opened: List[str] = []
 
-    def read(cand: _Candidate) -> None:
+    def read(cand: _Candidate, announce: bool = True) -> None:
         # What the tool opens (systemd logs "Parsing", procps prints "* Applying"):
         # systemd silently skips a name whose open fails with ENOENT (a dangling link).
-        if flavor == "procps" or cand.kind is not PathKind.MISSING:
+        if announce and (flavor == "procps" or cand.kind is not PathKind.MISSING):
             opened.append(cand.path)
+        if flavor == "procps" and announce and _procps_name_is_glob(cand.path):
+            # procps passes each file name through glob(GLOB_NOCHECK|GLOB_BRACE|GLOB_TILDE).
+            targets = procps_file_glob(root, cand.path)
+            if targets != [cand.path]:
+                diagnostics.append(Diagnostic(
+                    "procps treats this file name as a glob and reads "
+                    + (", ".join(targets) if targets else "nothing") + " instead", cand.path))
+                for target in targets:
+                    try:
+                        kind = root.chase(target).kind
+                    except DoctorError:
+                        kind = PathKind.MISSING
+                    read(_Candidate(target, kind), announce=False)
+                return
         if cand.kind is PathKind.NULL:
             ignored.append(IgnoredFile(cand.path, "a mask (link to /dev/null): nothing is read from it"))
             return
@@ -648,7 +685,11 @@ def load_sysctl_config(root: Root, flavor: Flavor) -> SysctlConfig:
             diagnostics.append(Diagnostic("is a directory where a file is expected; nothing read", cand.path))
             return
         try:
-            data = root.read_bytes(cand.path)
+            if cand.host is not None:  # not a link: nothing to resolve, read it directly
+                with open(cand.host, "rb") as handle:
+                    data = handle.read()
+            else:
+                data = root.read_bytes(cand.path)
         except OSError as exc:
             ignored.append(IgnoredFile(cand.path, f"unreadable: {exc.strerror or exc}"))
             diagnostics.append(Diagnostic(f"cannot read: {exc.strerror or exc}", cand.path))
@@ -659,7 +700,8 @@ def load_sysctl_config(root: Root, flavor: Flavor) -> SysctlConfig:
     for cand in candidates:
         read(cand)
 
-    via_link = any(_resolves_to(root, p, SYSCTL_CONF) for p in read_paths)
+    linked = {c.path for c in candidates if c.host is None}  # plain files cannot lead elsewhere
+    via_link = any(_resolves_to(root, p, SYSCTL_CONF) for p in read_paths if p in linked or p == SYSCTL_CONF)
     conf_kind = root.kind(SYSCTL_CONF)
     if flavor == "procps":
         if conf_kind is PathKind.FILE:
@@ -695,6 +737,30 @@ def _same_file(root: Root, a: str, b: str) -> bool:
         return root.chase(os.path.dirname(a)).resolved == root.chase(os.path.dirname(b)).resolved
     except DoctorError:
         return False
+
+
+def _procps_name_is_glob(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return any(c in name for c in "*?[{")
+
+
+def procps_file_glob(root: Root, path: str) -> List[str]:
+    """glob(3) of a procps config path with GLOB_NOCHECK|GLOB_BRACE inside the root: the
+    files procps really opens for it (the path itself when nothing matches)."""
+    directory, _, name = path.rpartition("/")
+    entries = [n for n, _kind, _host in _entries(root, directory or "/", [])]
+    found: List[str] = []
+    for alternative in expand_braces(name):
+        if any(c in alternative for c in "*?["):
+            rx = _component_regex(alternative)
+            dot_ok = alternative.startswith(".")
+            hits = [n for n in entries if (dot_ok or not n.startswith(".")) and rx.fullmatch(n)]
+            found.extend(f"{directory}/{n}" for n in sorted(hits, key=_sort_key))
+        else:
+            literal = alternative.replace("\\", "")
+            if literal in entries:
+                found.append(f"{directory}/{literal}")
+    return found or [path]
 
 
 def _resolves_to(root: Root, path: str, target: str) -> bool:
@@ -777,21 +843,22 @@ def procps_key_exists(path: str, keys: KeyTree) -> bool:
     if not path or path.endswith("/"):
         return False  # a trailing slash needs a directory
     stack: List[str] = []
+    dirs = keys.all_directories()
     for comp in path.split("/"):
         if comp in ("", "."):
-            if stack and "/".join(stack) not in keys.directories:
+            if stack and "/".join(stack) not in dirs:
                 return False
             continue
         if comp == "..":
-            if not stack or "/".join(stack) not in keys.directories:
+            if not stack or "/".join(stack) not in dirs:
                 return False
             stack.pop()
             continue
-        if stack and "/".join(stack) not in keys.directories:
+        if stack and "/".join(stack) not in dirs:
             return False
         stack.append(comp)
     final = "/".join(stack)
-    return final in keys.paths and final not in keys.read_only
+    return final in keys.paths and keys.writable(final)
 
 
 def effective_settings(
@@ -809,6 +876,8 @@ def effective_settings(
         named = {a.path for a in config.assignments} | {e.path for e in config.exclusions}
         exists = procps_key_exists
     globs = [a for a in config.assignments if a.is_glob] if keys is None else []
+    braces = config.flavor == "systemd"
+    any_glob = _union_glob_regex([g.path for g in globs], braces) if globs else None
     for a in config.assignments:
         if a.is_glob:
             if keys is None:
@@ -827,9 +896,10 @@ def effective_settings(
                 continue
             if globs:  # no key tree: a glob that would match this key is beaten by this line
                 canonical = _canonical(a.path)
-                for g in globs:
-                    if glob_matches_path(g.path, canonical, braces=config.flavor == "systemd"):
-                        beaten_globs.setdefault(a.path, []).append(g)
+                if any_glob is not None and any_glob.fullmatch(canonical):
+                    for g in globs:
+                        if glob_matches_path(g.path, canonical, braces=braces):
+                            beaten_globs.setdefault(a.path, []).append(g)
             writes.append(EffectiveSetting(a.key, a.value, a, None if keys is None else exists(a.path, keys),
                                            path=a.path))
     _link_overrides(writes, beaten_globs, config.files)
