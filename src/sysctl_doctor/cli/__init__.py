@@ -50,8 +50,9 @@ def cli() -> None:
 def _register() -> None:
     # One import per command module; each module defines `command`.
     from sysctl_doctor.cli import conntrack
+    from sysctl_doctor.cli import lab
 
-    modules: tuple = (conntrack,)
+    modules: tuple = (conntrack, lab)
     for module in modules:
         cli.add_command(module.command)
 

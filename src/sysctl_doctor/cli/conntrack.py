@@ -12,7 +12,9 @@ def command() -> None:
 
 def _register() -> None:
     # One import per subcommand module; each defines `command`.
-    subcommands: tuple = ()
+    from sysctl_doctor.cli import conntrack_logs
+
+    subcommands: tuple = (conntrack_logs,)
     for module in subcommands:
         command.add_command(module.command)
 

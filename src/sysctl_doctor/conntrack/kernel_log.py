@@ -382,11 +382,14 @@ def _candidate_lines(data: bytes) -> Iterator[Tuple[int, int, int]]:
 
 
 def parse_kernel_log(data: bytes, source: str = "-", since: Optional[float] = None,
-                     year: Optional[int] = None) -> KernelLogReport:
+                     year: Optional[int] = None, boot_time: Optional[float] = None) -> KernelLogReport:
     """All conntrack records of a kernel log given as bytes.
 
-    ``since``: Unix seconds; records with a realtime stamp older than it are
-    counted as filtered (records without a realtime stamp are kept).
+    ``since``: Unix seconds; records stamped earlier are counted as filtered.
+    Realtime stamps (journal, syslog, ISO) are compared directly; boot-clock
+    stamps (dmesg, kmsg) only when ``boot_time`` (Unix seconds of this boot)
+    is given — i.e. for the live ring buffer, not for a saved dmesg file.
+    Records without a usable stamp are kept.
     ``year``: year for syslog's year-less stamps (default: this year).
     """
     if year is None:
@@ -440,7 +443,9 @@ def parse_kernel_log(data: bytes, source: str = "-", since: Optional[float] = No
             continue
         if when_text is None:
             when_text, seconds, clock = _line_time(record.prefix, year)
-        if since is not None and clock == "realtime" and seconds is not None and seconds < since:
+        if since is not None and seconds is not None and (
+                (clock == "realtime" and seconds < since)
+                or (clock == "boot" and boot_time is not None and boot_time + seconds < since)):
             report.skipped.filtered += 1
             continue
         report.records.append(ConntrackLogLine(
