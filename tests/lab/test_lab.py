@@ -120,15 +120,18 @@ def test_cli_json_is_pure_and_exit_0() -> None:
     assert data["outcomes"][0]["survived"] is (KERNEL >= (6, 1))
 
 
-def test_ctrl_c_cleans_up() -> None:
+@pytest.mark.parametrize("delay", [0.0, 0.45])
+def test_ctrl_c_cleans_up(delay: float) -> None:
+    """Ctrl-C while namespaces are being made (0 s) and mid-traffic or teardown (0.45 s)."""
     if os.geteuid() != 0:
         pytest.skip("NEEDS ROOT")
     before = _resting_host_value()
     proc = subprocess.Popen(SDOC + ["lab"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 10
     while time.time() < deadline and not _lab_namespaces(proc.pid):
-        time.sleep(0.02)
+        time.sleep(0.005)
     assert _lab_namespaces(proc.pid), "the lab never created its namespaces"
+    time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err

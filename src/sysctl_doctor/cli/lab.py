@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 from typing import Optional
 
 import click
 
 SCENARIO_NAMES = ("all", "seq-over-upper-bound", "seq-under-lower-bound")
 MITIGATION_NAMES = ("all", "none", "be-liberal", "drop-invalid-input", "drop-invalid-forward")
-
-
-_MAIN_PID = os.getpid()
-
-
-def _interrupt(signum, frame):  # type: ignore[no-untyped-def]
-    if os.getpid() != _MAIN_PID:
-        # A forked helper (pyroute2 creates namespaces from a child): die as it expects.
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-        return
-    raise KeyboardInterrupt
 
 
 @click.command("lab")
@@ -45,13 +31,8 @@ def command(scenario: str, mitigation: str, capture_dir: Optional[str], fmt: str
     from sysctl_doctor.lab.runner import run_lab
     from sysctl_doctor.lab.scenarios import select_scenarios
 
-    old = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        progress = None if fmt == "json" else _print_outcome
-        report = run_lab(select_scenarios(scenario), select_mitigations(mitigation), capture_dir, progress)
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+    progress = None if fmt == "json" else _print_outcome
+    report = run_lab(select_scenarios(scenario), select_mitigations(mitigation), capture_dir, progress)
     if fmt == "json":
         click.echo(json.dumps(report.to_json(), indent=2))
     else:

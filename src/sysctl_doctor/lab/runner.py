@@ -23,11 +23,13 @@ import random
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from typing import Callable, List, Optional
 
 from sysctl_doctor.conntrack.kernel_log import parse_kernel_log, read_kmsg_records
 from sysctl_doctor.conntrack.stats import read_proc_stats
 from sysctl_doctor.errors import DoctorError
+from sysctl_doctor.lab.interrupts import critical, interrupts_deferred_in_critical_sections
 from sysctl_doctor.lab.capture import InterfaceCapture, build_tcp_segment
 from sysctl_doctor.lab.mitigations import Mitigation
 from sysctl_doctor.lab.outcome import COMPLETED, ERROR, RESET, TIMEOUT, EndResult, InjectedSegment, LabOutcome, LabReport
@@ -144,17 +146,18 @@ def run_one(scenario: Scenario, mitigation: Mitigation, kernel: str, keep_captur
     capture: Optional[InterfaceCapture] = None
     threads: List[threading.Thread] = []
     try:
-        topo.build()
-        topo.nft(nat_ruleset(mitigation.nft_chains))
-        with topo.entered(topo.nat):
-            write_netns_sysctl("net/netfilter/nf_conntrack_log_invalid", "255")
-            if read_netns_sysctl("net/netfilter/nf_log/2") in ("NONE", None):
-                write_netns_sysctl("net/netfilter/nf_log/2", "nf_log_ipv4")
-            for key, value in mitigation.netns_sysctls.items():
-                write_netns_sysctl(key, value)
-            before = read_proc_stats().counters
-            capture = InterfaceCapture(NAT_OUTSIDE_IFNAME)
-        capture.start()
+        with critical():
+            topo.build()
+            topo.nft(nat_ruleset(mitigation.nft_chains))
+            with topo.entered(topo.nat):
+                write_netns_sysctl("net/netfilter/nf_conntrack_log_invalid", "255")
+                if read_netns_sysctl("net/netfilter/nf_log/2") in ("NONE", None):
+                    write_netns_sysctl("net/netfilter/nf_log/2", "nf_log_ipv4")
+                for key, value in mitigation.netns_sysctls.items():
+                    write_netns_sysctl(key, value)
+                before = read_proc_stats().counters
+                capture = InterfaceCapture(NAT_OUTSIDE_IFNAME)
+            capture.start()
         with topo.entered(topo.srv):
             listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -189,9 +192,10 @@ def run_one(scenario: Scenario, mitigation: Mitigation, kernel: str, keep_captur
     except DoctorError as exc:
         outcome.error = str(exc)
     finally:
-        if capture is not None:
-            capture.stop()
-        topo.destroy()
+        with critical():
+            if capture is not None:
+                capture.stop()
+            topo.destroy()
     if capture is not None:
         outcome.nat_rst = any(
             s.src == NAT_OUTSIDE_ADDR and s.dport == port and s.has("RST") for s in capture.segments())
@@ -241,6 +245,18 @@ def _collect_kernel_lines(outcome: LabOutcome, kmsg_fd: int, port: int) -> None:
         outcome.kernel_verdicts.append(rec.reason.verdict)
 
 
+@contextmanager
+def _host_change(change):  # type: ignore[no-untyped-def]
+    """Enter and leave a HostSysctlChange without a signal cutting the restore short."""
+    with critical():
+        change.__enter__()
+    try:
+        yield change
+    finally:
+        with critical():
+            change.__exit__(None, None, None)
+
+
 def run_lab(scenarios: List[Scenario], mitigations: List[Mitigation], keep_capture: Optional[str] = None,
             progress: Optional[Callable[[LabOutcome], None]] = None) -> LabReport:
     """Every scenario under every mitigation; the host is left as found."""
@@ -264,7 +280,7 @@ def run_lab(scenarios: List[Scenario], mitigations: List[Mitigation], keep_captu
     else:
         report.kernel_log = f"/proc/sys/{HOST_LOG_KEY} missing: the NAT netns cannot log"
     try:
-        with HostSysctlChange(host_changes) as change:
+        with interrupts_deferred_in_critical_sections(), _host_change(HostSysctlChange(host_changes)) as change:
             report.host_changes = {k.replace("/", "."): v for k, v in change.saved.items()}
             for scenario in scenarios:
                 for mitigation in mitigations:
