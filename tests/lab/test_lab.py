@@ -160,3 +160,24 @@ def test_missing_pyroute2_is_exit_2_naming_the_extra() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "pyroute2" in proc.stderr and "sysctl-doctor[lab]" in proc.stderr
+
+
+def test_leftovers_of_a_killed_run_are_removed() -> None:
+    """A SIGKILLed lab cannot clean up; the next run removes its namespaces (pid gone)."""
+    if os.geteuid() != 0:
+        pytest.skip("NEEDS ROOT")
+    pytest.importorskip("pyroute2")
+    from pyroute2 import netns
+
+    from sysctl_doctor.lab.topology import remove_stale_namespaces
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    name = f"sdlab-{dead}x1-pod"
+    netns.create(name)
+    try:
+        assert name in remove_stale_namespaces()
+        assert name not in _lab_namespaces()
+    finally:
+        if name in _lab_namespaces():
+            netns.remove(name)

@@ -65,14 +65,15 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_namespaces() -> List[str]:
-    """Remove sdlab-<pid>-* namespaces whose creating process is gone (a SIGKILLed run)."""
+    """Remove sdlab-<pid>x<n>-* namespaces whose creating process is gone (a SIGKILLed run)."""
     _, netns = _pyroute2()
     removed = []
     for name in netns.listnetns():
         if not name.startswith(NETNS_PREFIX):
             continue
         parts = name.split("-")
-        if len(parts) >= 3 and parts[1].isdigit() and not _pid_alive(int(parts[1])):
+        pid = parts[1].split("x", 1)[0] if len(parts) >= 3 else ""
+        if pid.isdigit() and not _pid_alive(int(pid)):
             try:
                 netns.remove(name)
                 removed.append(name)
@@ -83,7 +84,7 @@ def remove_stale_namespaces() -> List[str]:
 
 @dataclass
 class LabTopology:
-    tag: str  # "<pid>" or "<pid>x<n>": unique per run on this host
+    tag: str  # "<pid>x<n>": unique per run on this host; the pid lets a later run remove leftovers
 
     @property
     def pod(self) -> str:
