@@ -1,0 +1,144 @@
+"""`conntrack logs` over every log shape: dmesg, journalctl short and JSON, syslog (.gz), /dev/kmsg,
+the seed write-up's wrapped lines, and garbage. The lines are the real kernel's (6.18, from the lab)
+and the seed incident's (an older kernel)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+import time
+
+from sysctl_doctor.conntrack.kernel_log import classify, parse_kernel_log
+
+SEED = "/work/shared/seed/incident-writeup.txt"
+# Seen on this machine (kernel 6.18) during `sysctl-doctor lab`.
+OVER = ("nf_ct_proto_6: SEQ is over upper bound 1220495536 (over the window of the receiver) IN=to-srv OUT= "
+        "MAC=4e:2f:10:e1:97:62:8e:ff:6d:c4:ef:5b:08:00 SRC=10.232.2.2 DST=10.232.2.1 LEN=1274 TOS=0x00 "
+        "PREC=0x00 TTL=61 ID=24301 DF PROTO=TCP SPT=40536 DPT=59596 SEQ=1221473815 ACK=3659454992 "
+        "WINDOW=509 RES=0x00 ACK PSH URGP=0 ")
+RST = ("nf_ct_proto_6: invalid new IN= OUT=to-srv SRC=10.232.2.1 DST=10.232.2.2 LEN=40 TOS=0x00 PREC=0x00 "
+       "TTL=64 ID=0 DF PROTO=TCP SPT=59596 DPT=40536 SEQ=3659454992 ACK=0 WINDOW=0 RES=0x00 RST URGP=0 ")
+UNDER = ("nf_ct_proto_6: SEQ is under lower bound 97685062 (already ACKed data retransmitted) IN=to-srv OUT= "
+         "SRC=10.232.2.2 DST=10.232.2.1 LEN=1274 TOS=0x00 PREC=0x00 TTL=61 ID=24301 DF PROTO=TCP SPT=54371 "
+         "DPT=53606 SEQ=97629679 ACK=2845575489 WINDOW=509 RES=0x00 ACK PSH URGP=0 ")
+OTHER = "eth0: renamed from veth1234"
+
+
+def _codes(report):  # type: ignore[no-untyped-def]
+    return [(r.reason.code, r.reason.verdict) for r in report.records]
+
+
+def test_verdicts_follow_the_kernels_wording() -> None:
+    assert (classify("SEQ is under lower bound 5 (already ACKed data retransmitted)").verdict) == "IGNORE"
+    assert classify("SEQ is under the lower bound (already ACKed data retransmitted)").verdict == "INVALID"
+    assert classify("ignored ACK under lower bound 7 (possible overly delayed)").verdict == "IGNORE"
+    assert classify("ACK is under the lower bound (possible overly delayed ACK)").verdict == "INVALID"
+    assert classify("SEQ is over upper bound 9 (over the window of the receiver)").verdict == "INVALID"
+    assert classify("SEQ is over the upper bound (over the window of the receiver)").verdict == "INVALID"
+    assert classify("ACK is over upper bound 3 (ACKed data not seen yet)").verdict == "INVALID"
+    assert classify("12 bytes more than expected").verdict == "ACCEPT"
+    assert classify("invalid rst").verdict == "INVALID"
+    assert classify("invalid packet ignored in state ESTABLISHED ").verdict == "IGNORE"
+    assert classify("packet (index 3) in dir 1 ignored, state SYN_SENT").verdict == "IGNORE"
+    assert classify("something new").code == "other"
+
+
+def test_seed_writeup_wrapped_lines_are_joined() -> None:
+    report = parse_kernel_log(open(SEED, "rb").read(), SEED)
+    assert _codes(report) == [("seq-under-lower-bound", "INVALID"), ("invalid-rst", "INVALID")]
+    first, second = report.records
+    assert first.reason.wording == "<6.1" and first.continued == 3
+    assert first.record.int_field("SEQ") == 4213094653 and first.record.options == "0101080A084C76F30D12DCAA"
+    assert second.record.int_field("SEQ") == 4213164625 and second.record.tcp_flags == {"RST"}
+    assert first.flow == second.flow
+    assert report.continuation_lines == 6
+    assert report.skipped.other == report.lines_total - 2 - 6
+    assert len(report.flows()) == 1 and report.flows()[0].reasons == {"seq-under-lower-bound": 1, "invalid-rst": 1}
+
+
+def test_dmesg_and_kmsg() -> None:
+    dmesg = f"[  668.487344] {OVER}\n[  668.487400] {RST}\n[  669.000000] {OTHER}\n".encode()
+    report = parse_kernel_log(dmesg)
+    assert _codes(report) == [("seq-over-upper-bound", "INVALID"), ("invalid-new", "INVALID")]
+    assert report.records[0].time == "668.487344" and report.records[0].clock == "boot"
+    assert report.skipped.other == 1
+    kmsg = f"5,348,668487344,-;{OVER}\n4,349,668487400,-;{OTHER}\n".encode()
+    report = parse_kernel_log(kmsg)
+    assert report.records[0].timestamp == 668.487344 and report.skipped.other == 1
+
+
+def test_syslog_plain_gz_and_iso(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    text = (f"Nov 26 13:00:01 node1 kernel: [  668.487344] {OVER}\n"
+            f"Nov 26 13:00:01 node1 kernel: {RST}\n"
+            f"Nov 26 13:00:02 node1 systemd[1]: Started foo.service.\n")
+    path = tmp_path / "syslog.2.gz"
+    path.write_bytes(gzip.compress(text.encode()))
+    out = subprocess.run([sys.executable, "-m", "sysctl_doctor", "conntrack", "logs", str(path), "--format", "json"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1  # INVALID lines found
+    data = json.loads(out.stdout)
+    assert data["schema"] == "sysctl-doctor/conntrack-logs/1"
+    assert data["counts"]["INVALID"] == 2 and data["lines"]["skipped"]["other"] == 1
+    assert data["records"][0]["time"] == "Nov 26 13:00:01" and data["records"][0]["clock"] == "realtime"
+    assert data["flows"][0]["records"] == 2
+    iso = f"2026-11-26T13:00:01.123456+00:00 node1 kernel: {UNDER}\n".encode()
+    report = parse_kernel_log(iso)
+    assert _codes(report) == [("seq-under-lower-bound", "IGNORE")]
+    assert report.records[0].timestamp == 1795698001.123456
+
+
+def test_journal_short_and_json_and_since() -> None:
+    short = f"Nov 26 13:00:01 node1 kernel: {UNDER}\n".encode()
+    assert _codes(parse_kernel_log(short)) == [("seq-under-lower-bound", "IGNORE")]
+    now = time.time()
+    entries = [
+        {"MESSAGE": OVER, "__REALTIME_TIMESTAMP": str(int((now - 7200) * 1e6)), "_TRANSPORT": "kernel"},
+        {"MESSAGE": RST, "__REALTIME_TIMESTAMP": str(int((now - 60) * 1e6)), "_TRANSPORT": "kernel"},
+        {"MESSAGE": list(OTHER.encode()), "__REALTIME_TIMESTAMP": str(int(now * 1e6))},
+    ]
+    data = "".join(json.dumps(e) + "\n" for e in entries).encode()
+    report = parse_kernel_log(data, since=now - 600)
+    assert _codes(report) == [("invalid-new", "INVALID")]
+    assert report.skipped.filtered == 1 and report.skipped.other == 1
+    assert report.records[0].clock == "realtime"
+
+
+def test_garbage_partial_and_interleaved_lines_are_counted() -> None:
+    data = (b"\x00\xff\xfe binary junk nf_ct_\n"
+            + b"nf_ct_proto_6: SEQ is over upper bou\n"  # cut short, nothing follows
+            + OTHER.encode() + b"\n"
+            + f"[1.0] {OVER}\n".encode()
+            + b"{not json nf_ct_proto_6: \n"
+            + b"[2.0] nf_ct_proto_6: invalid rst IN= OUT= SRC=10.0.0.1 DST=10.0.0.2 LEN=40\n"  # wrapped ...
+            + b"[2.1] usb 1-1: new device\n"  # ... but the next line is another message
+            + b"\n")
+    report = parse_kernel_log(data)
+    assert _codes(report) == [("seq-over-upper-bound", "INVALID"), ("invalid-rst", "INVALID")]
+    assert report.lines_total == 8
+    assert report.skipped.partial == 1
+    assert report.skipped.other == 5
+    assert report.skipped.total + len(report.records) + report.continuation_lines == report.lines_total
+
+
+def test_bad_file_is_exit_2_naming_it() -> None:
+    out = subprocess.run([sys.executable, "-m", "sysctl_doctor", "conntrack", "logs", "/nonexistent/kern.log"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "/nonexistent/kern.log" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_stdin_text_and_exit_0_without_invalid() -> None:
+    out = subprocess.run([sys.executable, "-m", "sysctl_doctor", "conntrack", "logs", "-"],
+                         input=f"[1.0] {UNDER}\n", capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "IGNORE" in out.stdout and "seq-under-lower-bound" in out.stdout
+
+
+def test_live_host_reads_journal_or_kmsg() -> None:
+    out = subprocess.run([sys.executable, "-m", "sysctl_doctor", "conntrack", "logs", "--since", "1d",
+                          "--format", "json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode in (0, 1), out.stderr
+    data = json.loads(out.stdout)
+    assert data["source"] in ("journalctl -k -o json", "/dev/kmsg")
+    assert data["lines"]["total"] > 0
