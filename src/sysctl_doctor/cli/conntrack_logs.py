@@ -36,7 +36,8 @@ def command(file: Optional[str], since: Optional[str], fmt: str) -> None:
         boot = boot_time() if live.boot_clock else None
     report = parse_kernel_log(data, source, since=since_at, boot_time=boot)
     if fmt == "json":
-        click.echo(json.dumps(report.to_json(), indent=2))
+        # Indented for a person at a terminal; compact (C encoder, much faster) when piped.
+        click.echo(json.dumps(report.to_json(), indent=2 if sys.stdout.isatty() else None))
     else:
         _render_text(report)
     if report.verdict_counts()["INVALID"]:

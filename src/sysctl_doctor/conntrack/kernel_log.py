@@ -40,7 +40,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import IO, Dict, Iterator, List, Optional, Tuple
+from typing import IO, Dict, List, Optional, Tuple
 
 from sysctl_doctor.conntrack.nflog import NfLogRecord, parse_nflog_line
 from sysctl_doctor.errors import DoctorError
@@ -113,15 +113,28 @@ _REASONS: List[Tuple["re.Pattern[str]", Reason]] = [
 _UNKNOWN_REASON = Reason("other", UNKNOWN, "any", "message not in sysctl-doctor's table")
 
 
+_CLASSIFIED: Dict[str, Reason] = {}
+
+
 def classify(message: str) -> Reason:
     """The meaning of a conntrack log message (the text between logger and IN=)."""
+    key = message[:24]  # the wording; what follows is numbers and explanation
+    found = _CLASSIFIED.get(key)
+    if found is None:
+        found = _CLASSIFIED[key] = _classify(message)
+        if len(_CLASSIFIED) > 4096:
+            _CLASSIFIED.clear()
+    return found
+
+
+def _classify(message: str) -> Reason:
     for pattern, reason in _REASONS:
         if pattern.match(message):
             return reason
     return _UNKNOWN_REASON
 
 
-@dataclass(frozen=True)
+@dataclass
 class ConntrackLogLine:
     """One conntrack record of the log, with where it came from and what it means."""
 
@@ -275,6 +288,12 @@ _ISO_TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?
 
 def _line_time(prefix: str, year: int) -> Tuple[Optional[str], Optional[float], Optional[str]]:
     """Time stamp text, seconds and clock from the text before the logger name."""
+    if prefix.startswith("[") and prefix.endswith("]"):  # dmesg, the common case
+        text = prefix[1:-1].strip()
+        try:
+            return text, float(text), "boot"
+        except ValueError:
+            pass
     m = _ISO_TS.match(prefix)
     if m:
         text = m.group(1)
@@ -355,31 +374,39 @@ def _journal_json_line(text: str) -> Optional[Tuple[str, Optional[str], Optional
     return message, when, seconds
 
 
+# --- fast path: the usual IPv4/TCP line in one regex ---------------------------
+
+# nf_log_syslog prints IPv4/TCP fields in a fixed order; one match replaces the
+# token-by-token parse for them (a line it does not fit goes to parse_nflog_line,
+# and both give equal records — tests hold them to it).
+_FAST_TCP4 = re.compile(
+    r"(?P<logger>nf_ct_(?:proto_(?P<proto>\d+)|tcp)):\s*(?P<message>.*?) IN=(?P<IN>\S*) OUT=(?P<OUT>\S*) "
+    r"(?:MAC=(?P<MAC>\S*) )?SRC=(?P<SRC>\S+) DST=(?P<DST>\S+) LEN=(?P<LEN>\d+) TOS=(?P<TOS>\S+) "
+    r"PREC=(?P<PREC>\S+) TTL=(?P<TTL>\d+) ID=(?P<ID>\d+) (?P<ipflags>(?:(?:CE|DF|MF) )*)"
+    r"PROTO=(?P<PROTO>TCP) SPT=(?P<SPT>\d+) DPT=(?P<DPT>\d+) SEQ=(?P<SEQ>\d+) ACK=(?P<ACK>\d+) "
+    r"WINDOW=(?P<WINDOW>\d+) RES=(?P<RES>\S+) (?P<tcpflags>(?:(?:CWR|ECE|URG|ACK|PSH|RST|SYN|FIN) )*)"
+    r"URGP=(?P<URGP>\d+)(?: OPT \((?P<opt>[0-9A-Fa-f]*)\))?[ \r]*$"
+)
+
+
+def _parse_fast(text: str) -> Optional[NfLogRecord]:
+    m = _FAST_TCP4.search(text)
+    if m is None:
+        return None
+    fields = m.groupdict()
+    pop = fields.pop
+    logger, proto, message = pop("logger"), pop("proto"), pop("message")
+    flags = (pop("ipflags") + pop("tcpflags")).split()
+    options = pop("opt")
+    if fields["MAC"] is None:
+        del fields["MAC"]
+    return NfLogRecord(
+        logger=logger, protocol=int(proto) if proto is not None else 6, message=message.strip(), fields=fields,
+        flags=frozenset(flags), options=options, prefix=text[: m.start()].strip(),
+    )
+
+
 # --- the reader ----------------------------------------------------------------
-
-def _candidate_lines(data: bytes) -> Iterator[Tuple[int, int, int]]:
-    """(line index 0-based, start, end) of every line holding the logger token, in order.
-
-    Uses bytes.find over the whole buffer (C speed); line numbers are counted
-    only between hits.
-    """
-    pos = 0
-    line_no = 0
-    counted_to = 0
-    find = data.find
-    while True:
-        hit = find(LOGGER_TOKEN, pos)
-        if hit < 0:
-            return
-        start = data.rfind(b"\n", 0, hit) + 1
-        end = find(b"\n", hit)
-        if end < 0:
-            end = len(data)
-        line_no += data.count(b"\n", counted_to, start)
-        counted_to = start
-        yield line_no, start, end
-        pos = end + 1
-
 
 def parse_kernel_log(data: bytes, source: str = "-", since: Optional[float] = None,
                      year: Optional[int] = None, boot_time: Optional[float] = None) -> KernelLogReport:
@@ -397,10 +424,23 @@ def parse_kernel_log(data: bytes, source: str = "-", since: Optional[float] = No
     report = KernelLogReport(source=source)
     if not data:
         return report
-    report.lines_total = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
     conntrack_lines = 0
     consumed_to = -1  # last line index consumed as a continuation
-    for line_no, start, end in _candidate_lines(data):
+    # Walk from one logger token to the next with bytes.find (C speed); line
+    # numbers are counted only between hits, so the file is scanned once.
+    find, rfind, count = data.find, data.rfind, data.count
+    pos = line_no = counted_to = 0
+    while True:
+        hit = find(LOGGER_TOKEN, pos)
+        if hit < 0:
+            break
+        start = rfind(b"\n", 0, hit) + 1
+        end = find(b"\n", hit)
+        if end < 0:
+            end = len(data)
+        line_no += count(b"\n", counted_to, start)
+        counted_to = start
+        pos = end + 1
         if line_no <= consumed_to:
             continue
         text = data[start:end].decode("utf-8", "replace").rstrip("\r")
@@ -413,12 +453,15 @@ def parse_kernel_log(data: bytes, source: str = "-", since: Optional[float] = No
                 continue
             text, when_text, seconds = entry
             clock = "realtime" if seconds is not None else None
-        record = parse_nflog_line(text)
+        record = _parse_fast(text)
+        fast = record is not None
         if record is None:
-            continue
+            record = parse_nflog_line(text)
+            if record is None:
+                continue
         conntrack_lines += 1
         joined = 0
-        if _needs_more(text):
+        if not fast and _needs_more(text):
             # A wrapped record: pull in the continuation lines below it.
             pieces = [text]
             nxt = end + 1
@@ -452,6 +495,7 @@ def parse_kernel_log(data: bytes, source: str = "-", since: Optional[float] = No
             line=line_no + 1, time=when_text, timestamp=seconds, clock=clock,
             record=record, reason=classify(record.message), continued=joined,
         ))
+    report.lines_total = line_no + count(b"\n", counted_to) + (0 if data.endswith(b"\n") else 1)
     report.skipped.other = report.lines_total - conntrack_lines - report.continuation_lines
     return report
 
