@@ -142,3 +142,28 @@ def test_live_host_reads_journal_or_kmsg() -> None:
     data = json.loads(out.stdout)
     assert data["source"] in ("journalctl -k -o json", "/dev/kmsg")
     assert data["lines"]["total"] > 0
+
+
+def test_fast_path_equals_the_generic_parser() -> None:
+    """The one-regex path must build exactly the record parse_nflog_line builds."""
+    from sysctl_doctor.conntrack.kernel_log import _parse_fast
+    from sysctl_doctor.conntrack.nflog import parse_nflog_line
+
+    lines = [OVER, RST, UNDER, f"[  668.487344] {OVER}", f"Nov 26 13:00:01 node1 kernel: {RST}",
+             OVER.rstrip() + " OPT (0101080A084C76F30D12DCAA)"]
+    for line in lines:
+        fast = _parse_fast(line)
+        assert fast is not None and fast == parse_nflog_line(line), line
+        at = line.index("nf_ct_")
+        assert _parse_fast(line, at) == fast
+    seed = open(SEED).read().splitlines()
+    assert all(_parse_fast(line) is None for line in seed)  # wrapped: the generic path's job
+
+
+def test_ipv6_line_takes_the_generic_path() -> None:
+    line = ("[ 10.5] nf_ct_proto_6: SEQ is over upper bound 5 (over the window of the receiver) IN=to-srv OUT= "
+            "SRC=fd32::2 DST=fd32::1 LEN=1294 TC=0 HOPLIMIT=64 FLOWLBL=0 PROTO=TCP SPT=5000 DPT=40000 "
+            "SEQ=1 ACK=2 WINDOW=509 RES=0x00 ACK PSH URGP=0\n")
+    report = parse_kernel_log(line.encode())
+    assert _codes(report) == [("seq-over-upper-bound", "INVALID")]
+    assert report.records[0].flow == "tcp [fd32::1]:40000 <-> [fd32::2]:5000"

@@ -21,7 +21,11 @@ def command(file: Optional[str], since: Optional[str], fmt: str) -> None:
     the live host's journal is read (or the kernel ring buffer if there is
     no journal). Exit 1 when a line shows an INVALID packet.
     """
+    import gc
+
     from sysctl_doctor.conntrack.kernel_log import parse_kernel_log, read_log_file, read_stream
+
+    gc.disable()  # a short-lived run building acyclic records: the collector would only rescan them
     from sysctl_doctor.conntrack.log_sources import boot_time, parse_since, read_live_kernel_log
 
     since_at = parse_since(since) if since else None
