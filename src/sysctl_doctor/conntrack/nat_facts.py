@@ -128,8 +128,8 @@ def nat_facts_from_rules(nft_json: Optional[dict], iptables_save: str, kernel: T
 
 def read_nat_facts(netns: Optional[str] = None) -> NatFacts:
     """The live host's (or an `ip netns` namespace's) NAT facts."""
+    from sysctl_doctor.conntrack.recommend import kernel_version
     from sysctl_doctor.conntrack.stats import in_netns
-    from sysctl_doctor.lab.scenarios import kernel_version
 
     prefix = ["ip", "netns", "exec", netns] if netns else []
     nft_json = None

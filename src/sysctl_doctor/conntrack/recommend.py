@@ -54,6 +54,15 @@ class Recommendation:
     fix: Optional[str] = None
 
 
+def kernel_version(release: str) -> Tuple[int, int]:
+    """(major, minor) of a release string like ``6.18.44-fc-v657``."""
+    parts = release.split(".")
+    try:
+        return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
 def _version(v: Tuple[int, int]) -> str:
     return f"{v[0]}.{v[1]}"
 

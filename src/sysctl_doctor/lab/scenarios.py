@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from sysctl_doctor.conntrack.recommend import kernel_version  # noqa: F401 - re-exported for the lab
+
 INJECTED_PAYLOAD = 1234  # bytes, as in the write-up's table
 
 
@@ -45,15 +47,6 @@ def select_scenarios(name: Optional[str]) -> List[Scenario]:
     if name is None or name == "all":
         return list(SCENARIOS)
     return [BY_NAME[name]]
-
-
-def kernel_version(release: str) -> Tuple[int, int]:
-    """(major, minor) of a release string like ``6.18.44-fc-v657``."""
-    parts = release.split(".")
-    try:
-        return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
-    except (IndexError, ValueError):
-        return (0, 0)
 
 
 def expected_survival(scenario: str, mitigation: str, kernel: Tuple[int, int]) -> bool:
