@@ -42,6 +42,11 @@ def test_verdicts_follow_the_kernels_wording() -> None:
     assert classify("invalid rst").verdict == "INVALID"
     assert classify("invalid packet ignored in state ESTABLISHED ").verdict == "IGNORE"
     assert classify("packet (index 3) in dir 1 ignored, state SYN_SENT").verdict == "IGNORE"
+    # 6.x wordings of the state machine's verdicts, seen on this kernel (6.18)
+    assert classify("packet (index 3) in dir 0 invalid, state SYN_SENT").code == "invalid-state"
+    assert classify("packet (index 3) in dir 0 invalid, state SYN_SENT").verdict == "INVALID"
+    assert classify("packet (index 3) in dir 1 ignored, state SYN_SENT").verdict == "IGNORE"
+    assert classify("packet (index 2, dir 1) response for index 2 lower timeout to 300").verdict == "ACCEPT"
     assert classify("something new").code == "other"
 
 

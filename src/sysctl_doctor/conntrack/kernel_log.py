@@ -97,7 +97,7 @@ _REASONS: List[Tuple["re.Pattern[str]", Reason]] = [
     (re.compile(r"^invalid new"), Reason(
         "invalid-new", INVALID, "any",
         "a packet that cannot open a connection (e.g. a RST or ACK) had no conntrack entry")),
-    (re.compile(r"^invalid state"), Reason(
+    (re.compile(r"^(invalid state|packet \(index \d+\) in dir \d+ invalid)"), Reason(
         "invalid-state", INVALID, "any", "flags impossible in the connection's state")),
     (re.compile(r"^truncated packet"), Reason("truncated-packet", INVALID, "any", "header cut short")),
     (re.compile(r"^bad checksum"), Reason("bad-checksum", INVALID, "any", "checksum wrong")),
@@ -116,11 +116,12 @@ _UNKNOWN_REASON = Reason("other", UNKNOWN, "any", "message not in sysctl-doctor'
 
 
 _CLASSIFIED: Dict[str, Reason] = {}
+_NO_DIGITS = str.maketrans("", "", "0123456789")
 
 
 def classify(message: str) -> Reason:
     """The meaning of a conntrack log message (the text between logger and IN=)."""
-    key = message[:24]  # the wording; what follows is numbers and explanation
+    key = message.translate(_NO_DIGITS)  # the wording without its numbers
     found = _CLASSIFIED.get(key)
     if found is None:
         found = _CLASSIFIED[key] = _classify(message)
