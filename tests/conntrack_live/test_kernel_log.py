@@ -172,3 +172,27 @@ def test_ipv6_line_takes_the_generic_path() -> None:
     report = parse_kernel_log(line.encode())
     assert _codes(report) == [("seq-over-upper-bound", "INVALID")]
     assert report.records[0].flow == "tcp [fd32::1]:40000 <-> [fd32::2]:5000"
+
+
+def test_streamed_cli_json_equals_the_report(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The CLI streams records without keeping them; its JSON must equal the library's report."""
+    text = open(SEED).read() + f"[ 1.0] {OVER}\n[ 2.0] {RST}\n[ 3.0] {UNDER}\n{OTHER}\n"
+    path = tmp_path / "mixed.log"
+    path.write_text(text)
+    out = subprocess.run([sys.executable, "-m", "sysctl_doctor", "conntrack", "logs", str(path), "--format", "json"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    streamed = json.loads(out.stdout)
+    expected = json.loads(json.dumps(parse_kernel_log(text.encode(), str(path)).to_json()))
+    assert streamed == expected
+    assert streamed["lines"]["total"] == (streamed["lines"]["conntrack"] + streamed["lines"]["continuation"]
+                                          + streamed["lines"]["skipped"]["total"])
+
+
+def test_text_limit_keeps_counting() -> None:
+    text = "".join(f"[ {i}.0] {OVER}\n" for i in range(5))
+    out = subprocess.run([sys.executable, "-m", "sysctl_doctor", "conntrack", "logs", "-", "--limit", "2"],
+                         input=text, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert out.stdout.count("seq-over-upper-bound:") == 2 and "3 more records" in out.stdout
+    assert "5 conntrack records" in out.stdout and "INVALID 5" in out.stdout

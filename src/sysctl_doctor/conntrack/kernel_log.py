@@ -42,7 +42,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
-from typing import IO, Dict, List, Optional, Tuple
+from typing import IO, Dict, Iterator, List, Optional, Tuple
 
 from sysctl_doctor.conntrack.nflog import NfLogRecord, parse_nflog_line
 from sysctl_doctor.errors import DoctorError
@@ -219,6 +219,38 @@ class FlowSummary:
         }
 
 
+class FlowTable:
+    """Per-flow summaries, verdict counts and reasons, fed one record at a time (O(flows) memory)."""
+
+    def __init__(self) -> None:
+        self.by_flow: Dict[str, FlowSummary] = {}
+        self.verdicts: Dict[str, int] = {INVALID: 0, IGNORE: 0, ACCEPT: 0, UNKNOWN: 0}
+        self.reasons: Dict[Tuple[str, str], Reason] = {}
+
+    def add(self, rec: "ConntrackLogLine") -> None:
+        summary = self.by_flow.get(rec.flow)
+        if summary is None:
+            summary = self.by_flow[rec.flow] = FlowSummary(rec.flow, first_line=rec.line, first_time=rec.time)
+        verdict, code = rec.reason.verdict, rec.reason.code
+        summary.records += 1
+        summary.verdicts[verdict] = summary.verdicts.get(verdict, 0) + 1
+        summary.reasons[code] = summary.reasons.get(code, 0) + 1
+        summary.last_line = rec.line
+        summary.last_time = rec.time
+        self.verdicts[verdict] += 1
+        self.reasons[(code, rec.reason.wording)] = rec.reason
+
+    def summaries(self) -> List[FlowSummary]:
+        return list(self.by_flow.values())
+
+    def reasons_json(self) -> dict:
+        return {
+            f"{r.code}/{r.wording}": {"reason": r.code, "verdict": r.verdict, "wording": r.wording,
+                                      "explanation": r.explanation}
+            for r in self.reasons.values()
+        }
+
+
 @dataclass
 class SkippedLines:
     other: int = 0  # not a conntrack line (other kernel messages, prose, garbage)
@@ -235,51 +267,47 @@ class KernelLogReport:
     source: str
     lines_total: int = 0
     records: List[ConntrackLogLine] = field(default_factory=list)
+    conntrack_lines: int = 0  # lines with a conntrack logger: records + partial + filtered
     continuation_lines: int = 0
     skipped: SkippedLines = field(default_factory=SkippedLines)
 
     def flows(self) -> List[FlowSummary]:
-        by_flow: Dict[str, FlowSummary] = {}
+        table = FlowTable()
         for rec in self.records:
-            summary = by_flow.get(rec.flow)
-            if summary is None:
-                summary = by_flow[rec.flow] = FlowSummary(rec.flow, first_line=rec.line, first_time=rec.time)
-            summary.records += 1
-            summary.verdicts[rec.reason.verdict] = summary.verdicts.get(rec.reason.verdict, 0) + 1
-            summary.reasons[rec.reason.code] = summary.reasons.get(rec.reason.code, 0) + 1
-            summary.last_line = rec.line
-            summary.last_time = rec.time
-        return list(by_flow.values())
+            table.add(rec)
+        return table.summaries()
 
     def verdict_counts(self) -> Dict[str, int]:
-        counts = {INVALID: 0, IGNORE: 0, ACCEPT: 0, UNKNOWN: 0}
+        table = FlowTable()
         for rec in self.records:
-            counts[rec.reason.verdict] += 1
-        return counts
+            table.add(rec)
+        return table.verdicts
+
+    def lines_json(self) -> dict:
+        return {
+            "total": self.lines_total,
+            "conntrack": self.conntrack_lines - self.skipped.partial - self.skipped.filtered,
+            "continuation": self.continuation_lines,
+            "skipped": {
+                "other": self.skipped.other,
+                "partial": self.skipped.partial,
+                "filtered": self.skipped.filtered,
+                "total": self.skipped.total,
+            },
+        }
 
     def to_json(self) -> dict:
+        table = FlowTable()
+        for rec in self.records:
+            table.add(rec)
         return {
             "schema": JSON_SCHEMA,
             "source": self.source,
-            "lines": {
-                "total": self.lines_total,
-                "conntrack": len(self.records),
-                "continuation": self.continuation_lines,
-                "skipped": {
-                    "other": self.skipped.other,
-                    "partial": self.skipped.partial,
-                    "filtered": self.skipped.filtered,
-                    "total": self.skipped.total,
-                },
-            },
-            "counts": self.verdict_counts(),
-            "reasons": {
-                f"{r.code}/{r.wording}": {"reason": r.code, "verdict": r.verdict, "wording": r.wording,
-                                          "explanation": r.explanation}
-                for r in {rec.reason for rec in self.records}
-            },
+            "lines": self.lines_json(),
+            "counts": table.verdicts,
+            "reasons": table.reasons_json(),
             "records": [r.to_json() for r in self.records],
-            "flows": [f.to_json() for f in self.flows()],
+            "flows": [f.to_json() for f in table.summaries()],
         }
 
 
@@ -444,15 +472,24 @@ def parse_kernel_log(data: bytes, source: str = "-", since: Optional[float] = No
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        _scan(data, report, since, year, boot_time)
+        report.records.extend(iter_kernel_log(data, report, since, year, boot_time))
     finally:
         if gc_was_enabled:
             gc.enable()
     return report
 
 
-def _scan(data: bytes, report: KernelLogReport, since: Optional[float], year: int,
-          boot_time: Optional[float]) -> None:
+def iter_kernel_log(data: bytes, report: KernelLogReport, since: Optional[float] = None,
+                    year: Optional[int] = None, boot_time: Optional[float] = None) -> Iterator[ConntrackLogLine]:
+    """The conntrack records of `data`, one at a time, without keeping them.
+
+    `report` receives the line counts (complete once the iterator is
+    exhausted); its `records` list is left alone. For logs too large to hold.
+    """
+    if year is None:
+        year = datetime.now().year
+    if not data:
+        return
     conntrack_lines = 0
     consumed_to = -1  # last line index consumed as a continuation
     # Walk from one logger token to the next with bytes.find (C speed); line
@@ -523,11 +560,12 @@ def _scan(data: bytes, report: KernelLogReport, since: Optional[float], year: in
                 or (clock == "boot" and boot_time is not None and boot_time + seconds < since)):
             report.skipped.filtered += 1
             continue
-        report.records.append(ConntrackLogLine(
+        yield ConntrackLogLine(
             line=line_no + 1, time=when_text, timestamp=seconds, clock=clock,
             record=record, reason=classify(record.message), continued=joined,
-        ))
+        )
     report.lines_total = line_no + count(b"\n", counted_to) + (0 if data.endswith(b"\n") else 1)
+    report.conntrack_lines = conntrack_lines
     report.skipped.other = report.lines_total - conntrack_lines - report.continuation_lines
 
 
