@@ -34,6 +34,10 @@ CLIENT_IP = "10.231.1.2"
 NAT_IN_IP = "10.231.1.1"
 NAT_OUT_IP = "10.231.2.1"
 SERVER_IP = "10.231.2.2"
+CLIENT_IP6 = "fd31:1::2"
+NAT_IN_IP6 = "fd31:1::1"
+NAT_OUT_IP6 = "fd31:2::1"
+SERVER_IP6 = "fd31:2::2"
 CLONE_NEWNET = 0x40000000
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -127,9 +131,11 @@ class NatBox:
             _run("ip", "-n", ns, "addr", "add", addr, "dev", dev)
             _run("ip", "-n", ns, "link", "set", dev, "up")
             _run("ip", "-n", ns, "link", "set", "lo", "up")
-            # no IPv6 chatter (router solicitations, DAD) in the capture
-            _run("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1")
+        for ns, dev, addr in ((c, "c0", CLIENT_IP6 + "/64"), (n, "n0", NAT_IN_IP6 + "/64"),
+                              (n, "n1", NAT_OUT_IP6 + "/64"), (s, "s0", SERVER_IP6 + "/64")):
+            _run("ip", "-n", ns, "-6", "addr", "add", addr, "dev", dev, "nodad")
         _run("ip", "-n", c, "route", "add", "default", "via", NAT_IN_IP)
+        _run("ip", "-n", c, "-6", "route", "add", "default", "via", NAT_IN_IP6)
         for ns, dev in ((c, "c0"), (n, "n0"), (n, "n1"), (s, "s0")):
             self.macs[dev] = bytes.fromhex(
                 _run("ip", "-n", ns, "-br", "link", "show", dev).split()[2].replace(":", ""))
@@ -137,11 +143,15 @@ class NatBox:
         _run("ip", "-n", n, "neigh", "replace", SERVER_IP, "lladdr", _mac(self.macs["s0"]), "dev", "n1")
         _run("ip", "-n", c, "neigh", "replace", NAT_IN_IP, "lladdr", _mac(self.macs["n0"]), "dev", "c0")
         _run("ip", "-n", s, "neigh", "replace", NAT_OUT_IP, "lladdr", _mac(self.macs["n1"]), "dev", "s0")
+        _run("ip", "-n", n, "-6", "neigh", "replace", CLIENT_IP6, "lladdr", _mac(self.macs["c0"]), "dev", "n0")
+        _run("ip", "-n", n, "-6", "neigh", "replace", SERVER_IP6, "lladdr", _mac(self.macs["s0"]), "dev", "n1")
         self.sysctl(n, "net.ipv4.ip_forward", "1")
+        self.sysctl(n, "net.ipv6.conf.all.forwarding", "1")
+        self.sysctl(n, "net.netfilter.nf_log.10", "nf_log_ipv6")
         self.sysctl(n, "net.netfilter.nf_conntrack_log_invalid", "255")
         self.sysctl(n, "net.netfilter.nf_log.2", "nf_log_ipv4")
         self.nft(n, """
-table ip sdtcp_nat {
+table inet sdtcp_nat {
   chain post {
     type nat hook postrouting priority srcnat;
     oifname "n1" masquerade
@@ -153,7 +163,7 @@ table ip sdtcp_nat {
 }
 """)
         for ns in (c, s):
-            self.nft(ns, "table ip sdtcp_quiet {\n chain in {\n  type filter hook input priority filter;\n"
+            self.nft(ns, "table inet sdtcp_quiet {\n chain in {\n  type filter hook input priority filter;\n"
                          "  meta l4proto tcp drop\n }\n}\n")
         for side, ns, dev in (("c", c, "c0"), ("s", s, "s0")):
             with InNetns(ns):
@@ -184,6 +194,20 @@ table ip sdtcp_nat {
 
     def flush(self) -> None:
         subprocess.run(["ip", "netns", "exec", self.nat, "conntrack", "-F"], capture_output=True)
+
+    def entry_state(self, cport: int, family: int = 4) -> tuple:
+        """(TCP state, (ASSURED/UNREPLIED…)) of the nat ns's entry for a client port, ("NONE", ()) if none."""
+        out = subprocess.run(["ip", "netns", "exec", self.nat, "conntrack", "-L", "-f",
+                              "ipv4" if family == 4 else "ipv6", "-p", "tcp",
+                              "--orig-src", CLIENT_IP if family == 4 else CLIENT_IP6,
+                              "--orig-port-src", str(cport)],
+                             capture_output=True, text=True).stdout
+        lines = [line for line in out.splitlines() if line.startswith("tcp")]
+        if not lines:
+            return "NONE", ()
+        words = lines[0].split()
+        status = tuple(sorted(w.strip("[]") for w in words if w in ("[ASSURED]", "[UNREPLIED]")))
+        return words[3], status
 
     # -- the kernel's verdicts -----------------------------------------------------
     def invalid_count(self) -> int:
@@ -239,15 +263,17 @@ class Capture:
 Step = Tuple[str, int, int, int, int, int, bytes]  # side, flags, seq, ack, window, payload len, options
 
 
-def inject(box: NatBox, kmsg: Kmsg, steps: List[Step], cport: int, sport: int = 6379,
+def inject(box: NatBox, kmsg: Kmsg, steps: List[Step], cport: int, sport: int = 6379, family: int = 4,
            ) -> List[Tuple[tuple, KernelVerdict]]:
     """Send each step, return ((src, dst, sport, dport, seq, ack, flags), kernel verdict) per step."""
     out = []
+    client, server, nat_out = ((CLIENT_IP, SERVER_IP, NAT_OUT_IP) if family == 4
+                               else (CLIENT_IP6, SERVER_IP6, NAT_OUT_IP6))
     for i, (side, flags, seq, ack, window, length, options) in enumerate(steps):
         if side == "c":
-            src, dst, sp, dp = CLIENT_IP, SERVER_IP, cport, sport
+            src, dst, sp, dp = client, server, cport, sport
         else:
-            src, dst, sp, dp = SERVER_IP, NAT_OUT_IP, sport, cport
+            src, dst, sp, dp = server, nat_out, sport, cport
         before = box.invalid_count()
         box.send(side, ip_tcp_packet(src, dst, sp, dp, seq, ack, flags, window, b"d" * length, options,
                                      ip_id=(cport * 64 + i) & 0xFFFF))
@@ -256,7 +282,7 @@ def inject(box: NatBox, kmsg: Kmsg, steps: List[Step], cport: int, sport: int = 
         logs = []
         for line in kmsg.read():
             rec = parse_nflog_line(line)
-            if rec is None or not rec.fields.get("SRC", "").startswith("10.231."):
+            if rec is None or not rec.fields.get("SRC", "").startswith(("10.231.", "fd31:")):
                 continue
             logs.append(rec)
         key = (src, dst, sp, dp, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, flags)

@@ -113,6 +113,76 @@ def window_cases() -> Dict[str, List[Step]]:
             ("s", F_ACK, SI + 700, CI + 700, WIN, 0, b""),
             ("s", AP, SI + 700 + 500_000, CI + 700, WIN, 100, b""),
         ],
+        # tools/testing/selftests/net/netfilter/packetdrill/conntrack_syn_challenge_ack.pkt:
+        # SYN, challenge ACK of an old incarnation, RST answering it, SYN again, SYN/ACK, ACK
+        "syn_challenge_ack": [
+            ("c", F_SYN, 643160522, 0, 65535, 0, tcp_options(mss=1460, sack_perm=True, wscale=8)),
+            ("s", F_ACK, 145824453, 643160523, 240, 0, b""),
+            ("c", F_RST, 643160523, 0, 0, 0, b""),
+            ("c", F_SYN, 643160522, 0, 65535, 0, tcp_options(mss=1460, sack_perm=True, wscale=8)),
+            ("s", F_SYN | F_ACK, 77, 643160523, 250, 0, tcp_options(mss=1460, wscale=0)),
+            ("c", F_ACK, 643160523, 78, 256, 0, b""),
+        ],
+        "simultaneous_open": [
+            ("c", F_SYN, CI, 0, WIN, 0, b""),
+            ("s", F_SYN, SI, 0, WIN, 0, b""),
+            ("c", F_SYN | F_ACK, CI, SI + 1, WIN, 0, b""),
+            ("s", F_SYN | F_ACK, SI, CI + 1, WIN, 0, b""),
+            ("s", F_ACK, SI + 1, CI + 1, WIN, 0, b""),
+            ("c", F_ACK, CI + 1, SI + 1, WIN, 0, b""),
+            ("c", AP, CI + 1, SI + 1, WIN, 100, b""),
+        ],
+        "syn_retransmit_and_synack_retransmit": [
+            ("c", F_SYN, CI, 0, WIN, 0, b""),
+            ("c", F_SYN, CI, 0, WIN, 0, b""),
+            ("s", F_SYN | F_ACK, SI, CI + 1, WIN, 0, b""),
+            ("s", F_SYN | F_ACK, SI, CI + 1, WIN, 0, b""),
+            ("c", F_ACK, CI + 1, SI + 1, WIN, 0, b""),
+            ("s", F_SYN | F_ACK, SI, CI + 1, WIN, 0, b""),
+        ],
+        "rst_answering_syn": [
+            ("c", F_SYN, CI, 0, WIN, 0, b""),
+            ("s", F_RST | F_ACK, 0, CI + 1, 0, 0, b""),
+            ("c", F_SYN, CI + 100, 0, WIN, 0, b""),
+        ],
+        "zero_window_and_keepalive": established() + [
+            ("c", F_ACK, CI + 1, D, 0, 0, b""),
+            ("s", AP, D, CI + 1, WIN, 1, b""),
+            ("c", F_ACK, CI, D, 0, 0, b""),  # keepalive: seq one below
+            ("s", F_ACK, D, CI + 1, WIN, 0, b""),
+            ("c", F_ACK, CI + 1, D, WIN, 0, b""),
+        ],
+        "retransmissions": established() + [
+            ("s", AP, D, CI + 1, WIN, 500, b""),
+            ("s", AP, D, CI + 1, WIN, 500, b""),
+            ("s", AP, D, CI + 1, WIN, 500, b""),
+            ("s", AP, D, CI + 1, WIN, 500, b""),
+            ("s", AP, D, CI + 1, WIN, 500, b""),
+            ("c", F_ACK, CI + 1, D + 500, WIN, 0, b""),
+        ],
+        "reopen_after_close": established() + [
+            ("c", F_FIN | F_ACK, CI + 1, D, WIN, 0, b""),
+            ("s", F_FIN | F_ACK, D, CI + 2, WIN, 0, b""),
+            ("c", F_ACK, CI + 2, D + 1, WIN, 0, b""),
+            ("c", F_SYN, CI + 100_000, 0, WIN, 0, b""),
+            ("s", F_SYN | F_ACK, SI + 500_000, CI + 100_001, WIN, 0, b""),
+            ("c", F_ACK, CI + 100_001, SI + 500_001, WIN, 0, b""),
+        ],
+        "reopen_after_rst": established() + [
+            ("c", F_RST | F_ACK, CI + 1, D, 0, 0, b""),
+            ("c", F_SYN, CI + 100_000, 0, WIN, 0, b""),
+            ("s", F_SYN | F_ACK, SI + 500_000, CI + 100_001, WIN, 0, b""),
+        ],
+        "data_after_rst_close": established() + [
+            ("s", F_RST, D, 0, 0, 0, b""),
+            ("c", AP, CI + 1, D, WIN, 10, b""),
+            ("s", F_RST, D + 5, 0, 0, 0, b""),
+        ],
+        "fin_out_of_window": established() + [
+            ("c", F_FIN | F_ACK, CI + 1 + 300_000, D, WIN, 0, b""),
+            ("s", F_FIN | F_ACK, D + 300_000, CI + 1, WIN, 0, b""),
+            ("c", F_FIN | F_ACK, CI + 1, D, WIN, 0, b""),
+        ],
         "ack_without_syn_after_synack": [
             ("c", F_SYN, CI, 0, WIN, 0, b""),
             ("c", F_ACK, CI + 1, SI + 1, WIN, 0, b""),
@@ -141,3 +211,9 @@ def liberal_cases() -> Dict[str, List[Step]]:
 def ignore_rst_cases() -> Dict[str, List[Step]]:
     cases = window_cases()
     return {k: cases[k] for k in ("rst_below_maxack", "rst_not_exact")}
+
+
+def ipv6_cases() -> Dict[str, List[Step]]:
+    cases = window_cases()
+    return {k: cases[k] for k in ("in_window", "seq_over", "seq_under_seed", "ack_over", "rst_below_maxack",
+                                  "window_scaling", "sack", "pickup")}

@@ -55,6 +55,7 @@ def natbox():
 
 RUNS = {
     "defaults": ({}, scenarios.window_cases, None),
+    "ipv6": ({}, scenarios.ipv6_cases, None),
     "loose0": ({"nf_conntrack_tcp_loose": "0"}, scenarios.loose_off_cases, "LINUX_SLL2"),
     "be_liberal": ({"net.netfilter.nf_conntrack_tcp_be_liberal": "1"}, scenarios.liberal_cases, None),
     "ignore_invalid_rst": ({"nf_conntrack_tcp_ignore_invalid_rst": "1"}, scenarios.ignore_rst_cases, None),
@@ -75,6 +76,7 @@ def _kernel_result(kv) -> tuple:
 def test_model_agrees_with_kernel(natbox, tmp_path, run: str) -> None:
     box, kmsg = natbox
     sysctls, cases, linktype = RUNS[run]
+    family = 6 if run == "ipv6" else 4
     settings_map = dict(_DEFAULTS)
     settings_map.update({k.replace("net.netfilter.", ""): v for k, v in sysctls.items()})
     box.flush()
@@ -83,16 +85,18 @@ def test_model_agrees_with_kernel(natbox, tmp_path, run: str) -> None:
     kmsg.read()
     capture_path = str(tmp_path / f"{run}.pcap")
     capture = Capture(box.nat, capture_path, linktype)
+    kernel_entries: Dict[int, tuple] = {}
     expected: Dict[tuple, deque] = defaultdict(deque)
     names: Dict[tuple, str] = {}
     kernel_results: List[tuple] = []
     try:
         for i, (name, steps) in enumerate(sorted(cases().items())):
-            for key, kv in inject(box, kmsg, steps, cport=42000 + i):
+            for key, kv in inject(box, kmsg, steps, cport=42000 + i, family=family):
                 key = key[:6] + (flag_names(key[6]),)
                 expected[key].append(_kernel_result(kv))
                 kernel_results.append(_kernel_result(kv))
                 names[key] = name
+            kernel_entries[42000 + i] = box.entry_state(42000 + i, family)
     finally:
         capture.stop()
     injected = sum(len(q) for q in expected.values())
@@ -114,10 +118,15 @@ def test_model_agrees_with_kernel(natbox, tmp_path, run: str) -> None:
         if (v.verdict, v.message) != kernel:
             mismatches.append(f"[{names[key]}] frame {v.frame} {v.flags} seq={v.seq} ack={v.ack}: "
                               f"model {v.verdict} {v.message!r} != kernel {kernel[0]} {kernel[1]!r}")
+    for flow in replay.summary.flows:
+        if flow.sport in kernel_entries and flow.src.startswith(("10.231.1.", "fd31:1:")):
+            model = (flow.state, tuple(sorted(flow.status)))
+            if model != kernel_entries[flow.sport]:
+                mismatches.append(f"flow from port {flow.sport}: model entry {model} != kernel {kernel_entries[flow.sport]}")
     assert not replay.summary.diagnostics
     assert seen == injected, f"capture holds {seen} of the {injected} injected segments"
     if os.environ.get("SDTCP_VERBOSE"):
-        print(run, seen, sorted(set(kernel_results), key=str))
+        print(run, seen, sorted(set(kernel_results), key=str), kernel_entries)
     assert not mismatches, "\n".join(mismatches)
 
     # the scenarios must reach the branches they are about, or agreement proves little
@@ -139,4 +148,6 @@ COVERAGE = {
     "loose0": [("invalid", ""), ("accept", "")],
     "be_liberal": [("accept", ""), ("invalid", "invalid rst"), ("invalid", "invalid tcp flag combination")],
     "ignore_invalid_rst": [("accept", "")],
+    "ipv6": [("invalid", "SEQ is over upper bound"), ("ignore", "SEQ is under lower bound"),
+             ("invalid", "invalid rst"), ("accept", "")],
 }

@@ -14,6 +14,9 @@ from typing import BinaryIO, Optional, Union
 
 from sysctl_doctor.conntrack.tcp_model import F_ACK, F_FIN, F_PSH, F_RST, F_SYN  # noqa: F401 (re-export)
 
+__all__ = ["F_ACK", "F_FIN", "F_PSH", "F_RST", "F_SYN", "PcapWriter", "ethernet_frame", "ip_tcp_packet",
+           "tcp_options"]
+
 Address = Union[str, bytes]
 
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator, List, Optional, Tuple, Union
+from typing import BinaryIO, Callable, Iterator, List, Tuple, Union
 
+from sysctl_doctor.conntrack.tcp_model import Segment
 from sysctl_doctor.errors import Diagnostic, DoctorError
 
 PCAP_MAGICS = {
@@ -119,31 +120,44 @@ def _read_pcap(f: BinaryIO, info: CaptureInfo, diagnostics: List[Diagnostic]) ->
         raise DoctorError(f"{info.path}: pcap header cut short ({len(header)} of 24 bytes)")
     order, scale = PCAP_MAGICS[header[:4]]
     linktype = struct.unpack(order + "I", header[20:24])[0] & 0x0FFFFFFF
-    rec = struct.Struct(order + "IIII")
-    unpack = rec.unpack_from
-    buf = _Buffer(f)
+    unpack = struct.Struct(order + "IIII").unpack_from
     frame = 0
+    buf = b""
+    blen = pos = 0
+    consumed = 24
+    read = f.read
     while True:
-        head = buf.take(16)
-        if not head:
-            return
+        if pos + 16 > blen:
+            consumed += pos
+            buf = buf[pos:] + read(_CHUNK)
+            blen = len(buf)
+            pos = 0
+            if not buf:
+                return
+            if blen < 16:
+                diagnostics.append(Diagnostic(
+                    f"file cut short inside the header of frame {frame + 1} (byte {consumed})", info.path))
+                return
+        sec, frac, caplen, origlen = unpack(buf, pos)
         frame += 1
-        if len(head) < 16:
-            diagnostics.append(Diagnostic(
-                f"file cut short inside the header of frame {frame} (byte {buf.offset() - len(head)})", info.path))
-            return
-        sec, frac, caplen, origlen = unpack(head)
-        if caplen > MAX_RECORD:
-            diagnostics.append(Diagnostic(
-                f"frame {frame}: record length {caplen} makes no sense; the rest of the file is not read "
-                f"(byte {buf.offset() - 16})", info.path))
-            return
-        data = buf.take(caplen)
-        if len(data) < caplen:
-            diagnostics.append(Diagnostic(
-                f"file cut short inside frame {frame} ({len(data)} of {caplen} bytes)", info.path))
-            return
-        yield frame, sec + frac * scale, linktype, data, origlen, -1
+        end = pos + 16 + caplen
+        if end > blen:
+            if caplen > MAX_RECORD:
+                diagnostics.append(Diagnostic(
+                    f"frame {frame}: record length {caplen} makes no sense; the rest of the file is not read "
+                    f"(byte {consumed + pos})", info.path))
+                return
+            consumed += pos
+            buf = buf[pos:] + read(max(_CHUNK, caplen))
+            blen = len(buf)
+            pos = 0
+            end = 16 + caplen
+            if end > blen:
+                diagnostics.append(Diagnostic(
+                    f"file cut short inside frame {frame} ({blen - 16} of {caplen} bytes)", info.path))
+                return
+        yield frame, sec + frac * scale, linktype, buf[pos + 16:end], origlen, -1
+        pos = end
 
 
 def _read_pcapng(f: BinaryIO, info: CaptureInfo, diagnostics: List[Diagnostic]) -> Iterator[Record]:
@@ -269,11 +283,10 @@ def _epb_direction(options: bytes, order: str) -> int:
 # ---------------------------------------------------------------------------
 # decoding
 
-class TcpPacket:
+class TcpPacket(Segment):
     """One decoded TCP packet: addresses, ports and the header fields the tracker reads."""
 
-    __slots__ = ("src", "dst", "sport", "dport", "ip_id", "seq", "ack", "flags", "window",
-                 "doff", "datalen", "options", "tcplen", "outgoing", "family")
+    __slots__ = ("src", "dst", "sport", "dport", "ip_id", "outgoing", "family")
 
     def __init__(self, family: int, src: bytes, dst: bytes, sport: int, dport: int, ip_id: int,
                  seq: int, ack: int, flags: int, window: int, doff: int, datalen: int,
@@ -307,6 +320,7 @@ _ETH_VLAN = frozenset({0x8100, 0x88A8, 0x9100})
 _V6_EXT = frozenset({0, 43, 60})
 _HDR = struct.Struct("!HHIIBBH")
 _unpack_tcp = _HDR.unpack_from
+_unpack_v4tcp = struct.Struct("!BBHHHBBH4s4sHHIIBBH").unpack_from
 
 
 def decode(linktype: int, data: bytes, hint: int = -1) -> Union[TcpPacket, str]:
@@ -350,6 +364,20 @@ def decode(linktype: int, data: bytes, hint: int = -1) -> Union[TcpPacket, str]:
         off = 4
     else:
         return UNKNOWN_LINK
+    if etype == 0x0800 and data[off:off + 1] == b"\x45" and len(data) >= off + 40:
+        # the common case in one unpack: a 20-byte IPv4 header and a TCP header
+        (_v, _tos, total, ip_id, frag, _ttl, proto, _sum, src, dst,
+         sport, dport, seq, ack, offb, flags, window) = _unpack_v4tcp(data, off)
+        if proto == 6 and not frag & 0x3FFF and total >= 40:
+            doff = (offb >> 4) * 4
+            l4len = total - 20
+            if doff == 20:
+                return TcpPacket(4, src, dst, sport, dport, ip_id, seq, ack, flags, window, 20,
+                                 l4len - 20, b"", l4len, outgoing)
+            if 20 < doff <= l4len and len(data) >= off + 20 + doff:
+                return TcpPacket(4, src, dst, sport, dport, ip_id, seq, ack, flags, window, doff,
+                                 l4len - doff, data[off + 40:off + 20 + doff], l4len, outgoing)
+        # anything else: the general path below
     if etype == 0x0800:
         if len(data) < off + 20:
             return CUT

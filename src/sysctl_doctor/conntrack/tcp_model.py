@@ -83,6 +83,9 @@ _VALID_FLAGS = frozenset({
     F_FIN | F_ACK, F_FIN | F_ACK | F_URG, F_ACK, F_ACK | F_URG,
 })
 
+# flag bytes that pass tcp_error()'s flag check, indexed by the header's flag byte
+VALID_FLAG_BYTE = tuple((b & ~(F_ECE | F_CWR | F_PSH) & 0xFF) in _VALID_FLAGS for b in range(256))
+
 MAXACKWINCONST = 66000
 TCP_MAX_WSCALE = 14
 MASK = 0xFFFFFFFF
@@ -335,12 +338,22 @@ class Outcome:
     reopen: bool = False  # entry killed; the packet starts a new one (-NF_REPEAT)
 
 
+_ACCEPTED = Outcome(ACCEPT, None)
+_ACCEPTED_KILL = Outcome(ACCEPT, None, kill=True)
+_REOPEN = Outcome(ACCEPT, None, kill=True, reopen=True)
+
+
 class TcpTracker:
     """The TCP tracker of one network namespace: a profile and its sysctls."""
 
     def __init__(self, profile: KernelProfile, settings: TcpSettings) -> None:
         self.profile = profile
         self.settings = settings
+        t = settings.timeouts
+        # for the ESTABLISHED fast path: (established, unacknowledged or None, max_retrans or None),
+        # None where the shorter timeout does not apply because it is not shorter
+        est, unack, retrans = t["established"], t["unacknowledged"], t["max_retrans"]
+        self._est_timeouts = (est, unack if est > unack else None, retrans if est > retrans else None)
 
     # -- tcp_error() -------------------------------------------------------
     def error(self, seg: Segment) -> Optional[str]:
@@ -530,6 +543,12 @@ class TcpTracker:
     # -- nf_conntrack_tcp_packet() ---------------------------------------------
     def packet(self, ct: Connection, direction: int, seg: Segment, now: float) -> Outcome:
         """The verdict for `seg` on an existing (or just created) entry; updates `ct`."""
+        options = seg.options
+        if (ct.state == ESTABLISHED and seg.flags & 0x17 == F_ACK and ct.assured
+                and (not options or (len(options) == 12 and options[:4] == _TS_ONLY))):
+            fast = self._established_ack(ct, direction, seg, now)
+            if fast is not None:
+                return fast
         prof = self.profile
         index = conntrack_index(seg.flags)
         old_state = ct.state
@@ -539,7 +558,7 @@ class TcpTracker:
         if new_state == SYN_SENT and old_state >= TIME_WAIT:
             if ((ct.seen[direction].flags | ct.seen[1 - direction].flags) & CLOSE_INIT
                     or (ct.last_dir == direction and ct.last_index == RST_SET)):
-                return Outcome(ACCEPT, None, kill=True, reopen=True)
+                return _REOPEN
             new_state = sIG  # fallthrough to the ignore case
         if new_state == sIG:
             if (index == SYNACK_SET and ct.last_index == SYN_SET and ct.last_dir != direction
@@ -631,15 +650,79 @@ class TcpTracker:
 
         if not ct.seen_reply:
             if seg.flags & F_RST:
-                return Outcome(ACCEPT, None, kill=True)
+                return _ACCEPTED_KILL
             if prof.modern_rst_checks and index == SYN_SET and old_state == SYN_SENT:
-                return Outcome(ACCEPT, None)  # no timeout renewal on SYN retransmit
+                return _ACCEPTED  # no timeout renewal on SYN retransmit
             if new_state == ESTABLISHED and timeout > settings.timeouts["unacknowledged"]:
                 timeout = settings.timeouts["unacknowledged"]
         elif not ct.assured and old_state in (SYN_RECV, ESTABLISHED) and new_state == ESTABLISHED:
             ct.assured = True
         ct.expires = now + timeout
-        return Outcome(ACCEPT, None)
+        return _ACCEPTED
+
+    def _established_ack(self, ct: Connection, direction: int, seg: Segment, now: float) -> Optional[Outcome]:
+        """The common case — a plain ACK/data segment without options but timestamps, in window, on an
+        assured ESTABLISHED entry — done inline; exactly what packet() and in_window() do for it (no SACK
+        block: sack == ack). None: take the general path."""
+        sender = ct.seen[direction]
+        receiver = ct.seen[1 - direction]
+        if sender.td_maxwin == 0:
+            return None
+        seq = seg.seq
+        ack = seg.ack
+        end = (seq + seg.datalen) & MASK
+        r_end = receiver.td_end
+        maxwin = sender.td_maxwin
+        maxackwin = maxwin if maxwin > MAXACKWINCONST else MAXACKWINCONST
+        # I. seq <= td_maxend   II. end > td_end - receiver maxwin - 1   III. ack <= r_end   IV. ack > r_end - maxackwin - 1
+        if (((seq - sender.td_maxend - 1) & MASK) < 0x80000000
+                or ((ack - r_end - 1) & MASK) < 0x80000000
+                or (receiver.td_maxwin and ((sender.td_end - receiver.td_maxwin - 1 - end) & MASK) < 0x80000000)
+                or ((r_end - maxackwin - 1 - ack) & MASK) < 0x80000000):
+            return None
+        win_raw = seg.window
+        win = (win_raw << sender.td_scale) & MASK
+        if maxwin < win:
+            sender.td_maxwin = win
+        flags = sender.flags
+        if ((sender.td_end - end) & MASK) > 0x7FFFFFFF:
+            sender.td_end = end
+            flags |= DATA_UNACKNOWLEDGED
+        if not flags & MAXACK_SET:
+            sender.td_maxack = ack
+            flags |= MAXACK_SET
+        elif ((sender.td_maxack - ack) & MASK) > 0x7FFFFFFF:
+            sender.td_maxack = ack
+        sender.flags = flags
+        if receiver.td_maxwin != 0 and ((sender.td_maxend - end) & MASK) > 0x7FFFFFFF:
+            receiver.td_maxwin = (receiver.td_maxwin + ((end - sender.td_maxend) & MASK)) & MASK
+        top = (ack + win) & MASK
+        if ((receiver.td_maxend - 1 - top) & MASK) > 0x7FFFFFFF:
+            receiver.td_maxend = top if win else (top + 1) & MASK
+        if ack == r_end:
+            receiver.flags &= ~DATA_UNACKNOWLEDGED
+        if (ct.last_dir == direction and ct.last_seq == seq and ct.last_ack == ack
+                and ct.last_end == end and ct.last_win == win_raw):
+            ct.retrans += 1
+        else:
+            ct.last_dir = direction
+            ct.last_seq = seq
+            ct.last_ack = ack
+            ct.last_end = end
+            ct.last_win = win_raw
+            ct.retrans = 0
+        ct.last_index = ACK_SET
+        est, est_unack, est_retrans = self._est_timeouts
+        if est_retrans is not None and ct.retrans >= self.settings.max_retrans:
+            timeout = est_retrans
+        elif est_unack is not None and (ct.seen[0].flags | ct.seen[1].flags) & DATA_UNACKNOWLEDGED:
+            timeout = est_unack
+        elif est_retrans is not None and win_raw == 0:
+            timeout = est_retrans
+        else:
+            timeout = est
+        ct.expires = now + timeout
+        return _ACCEPTED
 
     def _rst_check(self, ct: Connection, direction: int, seg: Segment, old_state: int) -> Tuple[str, bool]:
         """The TCP_CONNTRACK_CLOSE case for a RST: ('invalid'|'window'|'in_window', keep_old_state)."""
