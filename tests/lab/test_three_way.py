@@ -46,3 +46,24 @@ def test_replay_logs_and_outcome_agree(lab_report) -> None:  # type: ignore[no-u
         assert o.survived is not broken, o.to_json()
         checked += 1
     assert checked == 8
+
+
+def test_the_commands_agree_on_the_reset(lab_report) -> None:  # type: ignore[no-untyped-def]
+    """The same agreement through the commands an operator runs."""
+    import json
+    import subprocess
+    import sys
+
+    o = next(x for x in lab_report.outcomes if x.scenario == "seq-over-upper-bound" and x.mitigation == "none")
+    sdoc = [sys.executable, "-m", "sysctl_doctor", "conntrack"]
+    replay = subprocess.run(sdoc + ["replay", o.capture, "--format", "json"], capture_output=True, text=True,
+                            timeout=120)
+    assert replay.returncode == 1, replay.stderr  # an INVALID packet
+    invalid = [p for p in json.loads(replay.stdout)["packets"] if p["verdict"] == "invalid"]
+    logs = subprocess.run(sdoc + ["logs", "-", "--format", "json"], input="".join(f"{line}\n" for line in o.kernel_lines),
+                          capture_output=True, text=True, timeout=60)
+    assert logs.returncode == 1, logs.stderr
+    records = json.loads(logs.stdout)["records"]
+    injected = [r for r in records if r["seq"] == o.injected.seq]
+    assert [p["message"] for p in invalid if p["seq"] == o.injected.seq] == [injected[0]["message"]]
+    assert injected[0]["verdict"] == "INVALID" and not o.survived and o.nat_rst
