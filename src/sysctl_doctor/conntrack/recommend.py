@@ -1,7 +1,8 @@
 """What to do about conntrack INVALID resets on a NAT host: facts in, recommendations out.
 
 A pure function (`recommend`) for `check` on hosts that do NAT and for the
-conntrack commands. The reasoning, verified in `sysctl-doctor lab` on 6.18:
+conntrack commands; the rules themselves (text, severity, documentation) live
+in `sysctl_doctor.findings.rules` as CT001-CT006. The reasoning, verified in `sysctl-doctor lab` on 6.18:
 
 - Kernels before 6.1 mark every out-of-window TCP segment INVALID, including a
   retransmission of already-ACKed data ("SEQ is under the lower bound") — the
@@ -43,6 +44,33 @@ class NatFacts:
     kube_proxy: Optional[Tuple[int, int]] = None  # kube-proxy version, iptables mode
     kube_proxy_be_liberal_flag: bool = False  # kube-proxy runs with --conntrack-tcp-be-liberal
     logged_reasons: Mapping[str, int] = field(default_factory=dict)  # reason code -> count (conntrack logs)
+    be_liberal_void: Optional[str] = None  # why a configured be_liberal=1 will not hold after boot (from `check`)
+
+    @property
+    def kernel_known(self) -> bool:
+        return self.kernel != (0, 0)
+
+    @property
+    def modern(self) -> bool:
+        """6.1+: under-lower-bound segments are IGNOREd, not INVALID (unknown kernel: assumed)."""
+        return self.kernel >= (6, 1) or not self.kernel_known
+
+    @property
+    def kube_liberal(self) -> bool:
+        return bool(self.kube_proxy and self.kube_proxy >= (1, 29) and self.kube_proxy_be_liberal_flag)
+
+    @property
+    def liberal_now(self) -> bool:
+        return bool(self.be_liberal) or self.kube_liberal
+
+    @property
+    def liberal(self) -> bool:
+        """be_liberal holds: now (live), or after boot when the current value is unknown (an offline root)."""
+        return self.liberal_now or (self.be_liberal is None and self.be_liberal_after_boot is True)
+
+    @property
+    def liberal_after_boot(self) -> bool:
+        return self.be_liberal_after_boot if self.be_liberal_after_boot is not None else self.liberal_now
 
 
 @dataclass(frozen=True)
@@ -63,87 +91,18 @@ def kernel_version(release: str) -> Tuple[int, int]:
         return (0, 0)
 
 
-def _version(v: Tuple[int, int]) -> str:
+def version_text(v: Tuple[int, int]) -> str:
     return f"{v[0]}.{v[1]}"
 
 
 def recommend(facts: NatFacts) -> List[Recommendation]:
-    """Recommendations for a host with the given NAT facts, most severe first."""
-    out: List[Recommendation] = []
-    modern = facts.kernel >= (6, 1)
-    if not (facts.snat_to_node or facts.dnat):
-        return out
-    kube_liberal = bool(facts.kube_proxy and facts.kube_proxy >= (1, 29) and facts.kube_proxy_be_liberal_flag)
-    liberal_now = bool(facts.be_liberal) or kube_liberal
-    liberal_after_boot = facts.be_liberal_after_boot if facts.be_liberal_after_boot is not None else liberal_now
-    input_drop = "input" in facts.invalid_drop_chains
-    forward_drop = "forward" in facts.invalid_drop_chains
+    """Recommendations for a host with the given NAT facts, most severe first.
 
-    if facts.snat_to_node and not liberal_now and not input_drop:
-        under = "" if modern else (
-            f" On {_version(facts.kernel)} this includes retransmissions of already-ACKed data "
-            "(\"SEQ is under the lower bound\", the seed incident); 6.1 and later ignore those.")
-        forward_note = (" The INVALID drop rule in FORWARD does not help: the segment is addressed to "
-                        "this node and never forwarded.") if forward_drop else ""
-        out.append(Recommendation(
-            "CT001", ERROR if not modern else WARNING,
-            "out-of-window replies to SNATed connections reset them",
-            "This node is the SNAT address: a reply conntrack marks INVALID is not de-NATed, reaches the "
-            "node's own stack and is answered with a RST, which resets the connection at both ends. "
-            "Segments over the receiver's window (\"SEQ is over upper bound\") are INVALID on every kernel."
-            + under + forward_note,
-            "drop them before the stack sees them: `nft add rule inet filter input ct state invalid drop` "
-            "(iptables: `-A INPUT -m conntrack --ctstate INVALID -j DROP`), or set "
-            "net.netfilter.nf_conntrack_tcp_be_liberal=1 so that it survives reboot "
-            "(see `sysctl-doctor check`)",
-        ))
-    if facts.dnat and not liberal_now and not forward_drop:
-        out.append(Recommendation(
-            "CT002", WARNING,
-            "INVALID packets of DNATed connections are forwarded un-NATed",
-            "Packets conntrack marks INVALID on DNATed connections keep their original addresses and are "
-            "forwarded as they are; kube-proxy (iptables mode, 1.15+) drops them in FORWARD for this reason.",
-            "`nft add rule inet filter forward ct state invalid drop` "
-            "(iptables: `-A FORWARD -m conntrack --ctstate INVALID -j DROP`)",
-        ))
-    if facts.be_liberal and liberal_after_boot is False and not kube_liberal:
-        out.append(Recommendation(
-            "CT003", ERROR,
-            "be_liberal is on now but will be off after the next boot",
-            "net.netfilter.nf_conntrack_tcp_be_liberal=1 is set, but the configuration does not re-apply it "
-            "after nf_conntrack loads at boot: the resets come back after a reboot.",
-            "load nf_conntrack from /etc/modules-load.d/ (or add a udev rule that re-runs systemd-sysctl "
-            "--prefix=/net/netfilter); `sysctl-doctor check` shows the exact fix",
-        ))
-    if liberal_now:
-        who = "kube-proxy's --conntrack-tcp-be-liberal" if kube_liberal else "nf_conntrack_tcp_be_liberal=1"
-        skipped = (" kube-proxy then installs no INVALID DROP rule in FORWARD." if kube_liberal else "")
-        out.append(Recommendation(
-            "CT004", INFO,
-            "be_liberal accepts out-of-window segments",
-            f"With {who} conntrack accepts segments outside the TCP window instead of marking them INVALID, "
-            "so the reset cannot happen that way. It does not cover \"invalid rst\", malformed packets "
-            "(tcp_error) or state-table INVALIDs." + skipped,
-            None,
-        ))
-    if facts.kube_proxy is not None and facts.kube_proxy < (1, 29) and not liberal_now and facts.snat_to_node:
-        out.append(Recommendation(
-            "CT005", INFO,
-            f"kube-proxy {_version(facts.kube_proxy)} drops INVALID only in FORWARD",
-            "kube-proxy's INVALID DROP rule (since 1.15) is in FORWARD; traffic SNATed to the node itself "
-            "needs the rule in INPUT. kube-proxy 1.29 adds --conntrack-tcp-be-liberal.",
-            "add the INPUT rule yourself, or upgrade kube-proxy to 1.29+ and run it with "
-            "--conntrack-tcp-be-liberal",
-        ))
-    under_count = facts.logged_reasons.get("seq-under-lower-bound", 0) + facts.logged_reasons.get(
-        "ack-under-lower-bound", 0)
-    if modern and under_count:
-        out.append(Recommendation(
-            "CT006", INFO,
-            f"{under_count} logged \"under lower bound\" segments were only ignored",
-            f"On {_version(facts.kernel)} (6.1+) retransmitted or delayed segments under the window's lower "
-            "bound are IGNOREd: the connection keeps its entry and NAT, no RST. They need no mitigation.",
-            None,
-        ))
+    Each code is a finding rule (`sysctl_doctor.findings.rules.ct00N_*`: its documentation and its
+    `advise(facts)`); `sysctl-doctor check` reports them on hosts that do NAT, `explain CT001` documents them.
+    """
+    from sysctl_doctor.findings.registry import CT_RULE_MODULES
+
+    out = [r for r in (module.advise(facts) for module in CT_RULE_MODULES) if r is not None]
     order = {ERROR: 0, WARNING: 1, INFO: 2}
     return sorted(out, key=lambda r: (order[r.severity], r.code))
