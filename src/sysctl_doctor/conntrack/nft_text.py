@@ -48,6 +48,7 @@ def _low_ports(values: str) -> bool:
 
 
 def rule_from_text(text: str, where: str, family: str, table: str) -> FilterRule:
+    text = " ".join(text.split())
     rule = FilterRule(where=where, text=text)
     body = re.sub(r"\bcomment\s+\"[^\"]*\"", "", text)
     if re.search(r"\b(masquerade|snat)\b", body):

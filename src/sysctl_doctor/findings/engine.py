@@ -142,6 +142,8 @@ def _host_nat(root: Root, live: Optional[LiveHost], predictions: List[KeyPredict
         facts = dataclasses.replace(facts, **overrides)
     nat = HostNat(facts, source, [f"{r.where} `{r.text}`" if r.text else r.where for r in rules.snat],
                   [f"{r.where} `{r.text}`" if r.text else r.where for r in rules.dnat], dict(rules.invalid_dropped))
+    if nat.does_nat:
+        diagnostics.append(Diagnostic(f"NAT facts for the CT rules: {nat.summary()}"))
     return nat, diagnostics
 
 

@@ -19,6 +19,15 @@ class HostNat:
     invalid_dropped: dict = field(default_factory=dict)  # hook -> what drops INVALID there
 
 
+    @property
+    def does_nat(self) -> bool:
+        return bool(self.snat or self.dnat)
+
+    def summary(self) -> str:
+        """One line: what NAT the host does and where INVALID is dropped, with the rules behind it."""
+        return _evidence(self).strip(" []")
+
+
 def _evidence(nat: HostNat) -> str:
     parts = []
     if nat.snat:
