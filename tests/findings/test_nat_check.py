@@ -220,6 +220,16 @@ table ip nat {
     }
 }
 """,
+    "policy-drop-not-invalid-accept": """flush ruleset
+table inet filter {
+    chain input {
+        type filter hook input priority filter; policy drop;
+        ct state != invalid accept
+        iif "lo" accept
+    }
+}
+table ip nat { chain post { type nat hook postrouting priority srcnat; masquerade random; }; }
+""",
     "policy-drop-with-high-port-accept": """flush ruleset
 add table inet f
 add chain inet f input { type filter hook input priority 0; policy drop; }
@@ -252,6 +262,7 @@ def test_text_reader_agrees_with_nft_itself(netns, name: str) -> None:  # type: 
         "ct001-example": (True, False, []),
         "broad-accept-before-drop": (True, False, ["forward"]),  # forward: policy drop
         "jump-to-drop-and-vmap": (False, True, ["forward", "input"]),
+        "policy-drop-not-invalid-accept": (True, False, ["input"]),
         "policy-drop-with-high-port-accept": (True, False, []),
     }[name]
     assert _summary(live) == expected

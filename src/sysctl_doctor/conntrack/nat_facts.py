@@ -171,7 +171,12 @@ def _rule_from_json_exprs(exprs: list, where: str, family: str, table: str) -> F
         if not isinstance(match, dict):
             continue
         left, op, values = match.get("left"), match.get("op", "=="), _values(match.get("right"))
-        if not isinstance(left, dict) or op not in ("==", "in"):
+        if not isinstance(left, dict):
+            continue
+        if op == "!=" and isinstance(left.get("ct"), dict) and left["ct"].get("key") == "state":
+            rule.excludes_invalid = "invalid" in values  # `ct state != invalid`
+            continue
+        if op not in ("==", "in"):
             continue
         if isinstance(left.get("ct"), dict) and left["ct"].get("key") == "state":
             if "invalid" in values:
@@ -228,7 +233,7 @@ def chains_from_iptables_save(text: str, source: str = "iptables-save") -> List[
         if line.startswith("*"):
             table = line[1:].strip()
             continue
-        if line.startswith(":") and table:
+        if line.startswith(":") and table and line[1:].split():
             words = line[1:].split()
             key = f"{table}/{words[0]}"
             chain = chains.setdefault(key, FilterChain(key))
@@ -251,7 +256,7 @@ def chains_from_iptables_save(text: str, source: str = "iptables-save") -> List[
                 states = words[i + 1].split(",") if i + 1 < len(words) else []
                 if "INVALID" in states and not negated_state and target == "DROP":
                     rule.invalid_drop = True
-                elif "INVALID" not in states and not negated_state:
+                elif ("INVALID" in states) == negated_state:  # `! --ctstate INVALID` or states without it
                     rule.excludes_invalid = True
         if target in ("MASQUERADE", "SNAT"):
             rule.nat = "snat"

@@ -51,11 +51,12 @@ def rule_from_text(text: str, where: str, family: str, table: str) -> FilterRule
     text = " ".join(text.split())
     rule = FilterRule(where=where, text=text)
     body = re.sub(r"\bcomment\s+\"[^\"]*\"", "", text)
-    if re.search(r"\b(masquerade|snat)\b", body):
+    bare = re.sub(r"\"[^\"]*\"", '""', body)  # no quoted text (log prefixes) for keywords and verdicts
+    if re.search(r"\b(masquerade|snat)\b", bare):
         rule.nat = "snat"
-    elif re.search(r"\bdnat\b", body):
+    elif re.search(r"\bdnat\b", bare):
         rule.nat = "dnat"
-    verdicts = [m for m in _VERDICT.finditer(body) if not _inside_braces(body, m.start())]
+    verdicts = [m for m in _VERDICT.finditer(bare) if not _inside_braces(bare, m.start())]
     if verdicts:
         last = verdicts[-1]
         rule.verdict = last.group(1)
@@ -68,7 +69,9 @@ def rule_from_text(text: str, where: str, family: str, table: str) -> FilterRule
             pairs = dict((k.strip(), v.strip()) for k, v in
                          (p.split(":", 1) for p in values.strip("{} ").split(",") if ":" in p))
             rule.invalid_drop = pairs.get("invalid") == "drop"
-        elif not negated:
+        elif negated:
+            rule.excludes_invalid = "invalid" in _words(values)  # `ct state != invalid`
+        else:
             if "invalid" in _words(values):
                 rule.invalid_drop = rule.verdict == "drop"
             else:
@@ -146,12 +149,14 @@ class NftTextReader:
             for included in self.resolve(text.split(None, 1)[1].strip().strip('"'), path):
                 self.feed_file(included)
             return
-        if kind == "root" and words[0] in ("add", "insert") and len(words) > 4 and words[1] == "rule":
+        if kind == "root" and words[0] in ("add", "insert") and len(words) >= 5 and words[1] == "rule":
             args = words[2:]
             if args[0] not in FAMILIES:
                 args = ["ip"] + args
+            if len(args) < 4:
+                return
             fam, tbl, name = args[0], args[1], args[2]
-            rest = text.split(name, 1)[1].strip()
+            rest = " ".join(args[3:])
             self._chain(fam, tbl, name, line, path).rules.append(
                 rule_from_text(rest, f"{path}:{line}", fam, tbl))
             return
