@@ -17,9 +17,9 @@ RULE = Rule(
     rationale=(
         "kube-proxy (iptables mode) has installed a `--ctstate INVALID -j DROP` rule in FORWARD since 1.15. "
         "Traffic SNATed to the node itself (pod to outside, masquerade) needs the rule in INPUT: the INVALID "
-        "reply is addressed to the node. kube-proxy 1.29 adds --conntrack-tcp-be-liberal. `check` does not "
-        "detect the kube-proxy version by itself yet (it runs in a pod); the conntrack commands and tests "
-        "pass it in."
+        "reply is addressed to the node. kube-proxy 1.29 adds --conntrack-tcp-be-liberal. No command detects "
+        "the kube-proxy version yet (it runs in a pod): `check` reports this rule only when a caller of "
+        "`recommend()` / `analyze(nat_facts=...)` supplies the version."
     ),
     fix=(
         "Add the INPUT rule yourself (`-A INPUT -m conntrack --ctstate INVALID -j DROP`), or upgrade "

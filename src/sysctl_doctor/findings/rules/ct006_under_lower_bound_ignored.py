@@ -17,8 +17,9 @@ RULE = Rule(
         "The kernel log has conntrack lines \"SEQ is under the lower bound\" / \"ACK is under the lower bound\" "
         "(the seed incident's line). From 6.1 these segments are IGNOREd, not INVALID: the connection keeps "
         "its conntrack entry and its NAT, and no RST follows. They need no mitigation on this kernel (before "
-        "6.1 they are INVALID and CT001 applies). The counts come from `sysctl-doctor conntrack logs`; "
-        "`check` does not read the kernel log."
+        "6.1 they are INVALID and CT001 applies). The counts are what `sysctl-doctor conntrack logs` reports "
+        "per reason; `check` does not read the kernel log, so it reports this rule only when a caller of "
+        "`recommend()` / `analyze(nat_facts=...)` supplies them."
     ),
     fix="Nothing to do for these lines; look for \"over upper bound\" lines instead (CT001).",
     example=Example(
