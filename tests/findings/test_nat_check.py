@@ -39,6 +39,12 @@ def _ct(data: dict) -> list:
 
 # -- offline roots -------------------------------------------------------------------------------------
 
+def test_explain_ct_code() -> None:
+    proc = run("explain", "CT001")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("CT001 (snat-reply-reset) [warning]") and "Fires on:" in proc.stdout
+
+
 def test_incident_input_policy_drop_covers_invalid_replies() -> None:
     """The incident's input chain has policy drop and accepts only lo, established/related and port 22:
     an INVALID reply to a masqueraded connection is dropped there, so no CT001 (the note says why)."""
@@ -104,16 +110,61 @@ COMMIT
 """
 
 
+NETFILTER_PERSISTENT_UNIT = """[Unit]
+Description=netfilter persistent configuration
+DefaultDependencies=no
+Wants=network-pre.target systemd-modules-load.service local-fs.target
+Before=network-pre.target shutdown.target
+After=systemd-modules-load.service local-fs.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/sbin/netfilter-persistent start
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def _iptables_persistent_node(tmp_path: Path, rules_v4: str, enabled: bool = True) -> Root:
+    """The incident node with netfilter-persistent instead of nftables.service."""
+    files = {"/etc/iptables/rules.v4": rules_v4,
+             "/usr/lib/systemd/system/netfilter-persistent.service": NETFILTER_PERSISTENT_UNIT}
+    if enabled:
+        files["/etc/systemd/system/multi-user.target.wants/netfilter-persistent.service"] = (
+            "link", "/usr/lib/systemd/system/netfilter-persistent.service")
+    return Root(build_example(Example("", files=files, removed=(
+        "/etc/systemd/system/sysinit.target.wants/nftables.service",)), tmp_path / "root"))
+
+
 def test_iptables_persistent_forward_drop_does_not_cover_snat(tmp_path: Path) -> None:
     from sysctl_doctor.findings.engine import run_check
 
-    root = _empty_root_with(tmp_path, {"/etc/iptables/rules.v4": RULES_V4.format(policy="ACCEPT", extra="")})
-    report = run_check(root)
-    assert report.analysis.nat.source == "/etc/iptables/rules.v4"
+    report = run_check(_iptables_persistent_node(tmp_path, RULES_V4.format(policy="ACCEPT", extra="")))
+    assert report.analysis.nat.source == "/etc/iptables/rules.v4"  # nftables.conf: no unit loads it now
     [ct] = [f for f in report.findings if f.code.startswith("CT")]
-    assert ct.code == "CT001" and ct.severity == "warning"  # kernel unknown: not claimed to be an error
-    assert "FORWARD does not help" in ct.message and "this root's kernel is unknown" in ct.message
+    assert ct.code == "CT001" and ct.severity == "warning"  # kernel 6.1
+    assert "FORWARD does not help" in ct.message
     assert "/etc/iptables/rules.v4:5 `-A POSTROUTING -s 10.233.0.0/16 -o eth0 -j MASQUERADE`" in ct.message
+
+
+def test_a_ruleset_no_unit_loads_does_not_count(tmp_path: Path) -> None:
+    from sysctl_doctor.findings.engine import run_check
+
+    report = run_check(_iptables_persistent_node(tmp_path, RULES_V4.format(policy="ACCEPT", extra=""),
+                                                 enabled=False))
+    assert report.analysis.nat.source == "no ruleset loaded at boot" and not report.analysis.nat.does_nat
+    assert not [f for f in report.findings if f.code.startswith("CT")]
+
+
+def test_unknown_kernel_is_never_called_an_error() -> None:
+    from sysctl_doctor.conntrack.recommend import NatFacts, recommend
+
+    [rec] = recommend(NatFacts(kernel=(0, 0), snat_to_node=True))
+    assert rec.code == "CT001" and rec.severity == "warning" and "kernel is unknown" in rec.text
+    [old] = recommend(NatFacts(kernel=(5, 10), snat_to_node=True))
+    assert old.severity == "error"
 
 
 def test_iptables_input_policy_drop_and_a_broad_accept(tmp_path: Path) -> None:
@@ -150,7 +201,7 @@ def test_no_rulesets_no_nat_no_ct_findings(tmp_path: Path) -> None:
     from sysctl_doctor.findings.engine import run_check
 
     report = run_check(_empty_root_with(tmp_path, {"/etc/sysctl.conf": "net.ipv4.ip_forward = 1\n"}))
-    assert report.analysis.nat.source == "no ruleset files" and not report.analysis.nat.does_nat
+    assert report.analysis.nat.source == "no ruleset loaded at boot" and not report.analysis.nat.does_nat
     assert not [f for f in report.findings if f.code.startswith("CT")]
 
 
@@ -300,3 +351,42 @@ def test_live_check_without_nft_or_iptables(netns, tmp_path: Path) -> None:  # t
     proc = run("check", "--format", "json", netns=netns, env=dict(os.environ, PATH=str(empty)))
     assert proc.returncode in (0, 1), proc.stderr
     assert _ct(json.loads(proc.stdout)) == []
+
+
+UFW_BEFORE_RULES = """# rules.before (ufw), with a NAT section as ufw's docs describe
+*nat
+:POSTROUTING ACCEPT [0:0]
+-A POSTROUTING -s 10.233.0.0/16 -o eth0 -j MASQUERADE
+COMMIT
+*filter
+:ufw-before-input - [0:0]
+:ufw-before-output - [0:0]
+:ufw-before-forward - [0:0]
+:ufw-not-local - [0:0]
+-A ufw-before-input -i lo -j ACCEPT
+-A ufw-before-input -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A ufw-before-forward -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A ufw-before-input -m conntrack --ctstate INVALID -j ufw-logging-deny
+-A ufw-before-input -m conntrack --ctstate INVALID -j DROP
+-A ufw-before-input -p icmp --icmp-type echo-request -j ACCEPT
+COMMIT
+"""
+
+
+def test_ufw_before_rules_hooked_as_ufw_init_does(tmp_path: Path) -> None:
+    root = _empty_root_with(tmp_path, {"/etc/ufw/before.rules": UFW_BEFORE_RULES})
+    persisted = read_persisted_rules(root, [("ufw", "/etc/ufw/before.rules")])
+    assert [r.where for r in persisted.rules.snat] == ["/etc/ufw/before.rules:4"]
+    assert persisted.rules.invalid_dropped == {
+        "input": "/etc/ufw/before.rules:15 `-A ufw-before-input -m conntrack --ctstate INVALID -j DROP`"}
+
+
+def test_an_ipv6_drop_does_not_protect_ipv4_nat(tmp_path: Path) -> None:
+    v6 = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m conntrack --ctstate INVALID -j DROP\nCOMMIT\n"
+    root = _empty_root_with(tmp_path, {"/etc/iptables/rules.v4": RULES_V4.format(policy="ACCEPT", extra=""),
+                                       "/etc/iptables/rules.v6": v6})
+    persisted = read_persisted_rules(root)
+    assert persisted.files == ["/etc/iptables/rules.v4", "/etc/iptables/rules.v6"]
+    assert set(persisted.rules.invalid_dropped) == {"forward"}
+    swapped = read_persisted_rules(_empty_root_with(tmp_path / "b", {"/etc/iptables/rules.v4": v6}))
+    assert set(swapped.rules.invalid_dropped) == {"input"}

@@ -209,7 +209,7 @@ def _render(sections: List[ExplainSection]) -> None:
 @root_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def command(subject: str, root_dir: str, flavor: Optional[str], proc_sys: Optional[str], fmt: str) -> None:
-    """Explain a KEY (every line that sets it, which wins and why) or a finding CODE (e.g. SD101, CT001)."""
+    """Explain a KEY (every line that sets it, which wins and why) or a finding CODE (e.g. SD101)."""
     if CODE_PATTERN.match(subject):
         sections = [explain_code(subject)]
     else:

@@ -58,7 +58,8 @@ class FilterRule:
 
 @dataclass
 class FilterChain:
-    key: str  # "family/table/name" (nft) or "table/NAME" (iptables)
+    key: str  # "family/table/name" (nft) or "[file:]table/NAME" (iptables)
+    family: str = "ip"  # ip | ip6 | inet | bridge | arp | netdev
     hook: Optional[str] = None  # base chain hook
     type: str = "filter"
     policy: str = "accept"
@@ -111,8 +112,10 @@ def facts_from_chains(chains: Iterable[FilterChain]) -> NatRulesFacts:
             elif rule.nat == "dnat":
                 out.dnat.append(rule)
     for hook in HOOKS:
-        # every base chain of the hook sees the packet; a drop in any of them drops it
-        for base in (c for c in by_key.values() if c.hook == hook and c.type == "filter"):
+        # every base chain of the hook sees the packet; a drop in any of them drops it. Only IPv4 chains
+        # count (ip, inet): NAT is IPv4 in practice, and an ip6 drop does not protect it (conservative).
+        for base in (c for c in by_key.values() if c.hook == hook and c.type == "filter"
+                     and c.family in ("ip", "inet")):
             fate, rule = _fate(base.key, by_key, hook, set())
             if fate == "drop" and rule is not None:
                 out.invalid_dropped[hook] = f"{rule.where} `{rule.text}`" if rule.text else rule.where
@@ -198,7 +201,7 @@ def chains_from_nft_json(data: Optional[dict]) -> List[FilterChain]:
         chain = item.get("chain")
         if chain:
             key = f"{chain.get('family')}/{chain.get('table')}/{chain.get('name')}"
-            found = chains.setdefault(key, FilterChain(key))
+            found = chains.setdefault(key, FilterChain(key, str(chain.get("family"))))
             found.hook = chain.get("hook")
             found.type = chain.get("type", "filter")
             found.policy = chain.get("policy", "accept")
@@ -210,7 +213,7 @@ def chains_from_nft_json(data: Optional[dict]) -> List[FilterChain]:
         family, table = rule.get("family"), rule.get("table")
         key = f"{family}/{table}/{rule.get('chain')}"
         where = f"nft rule {family} {table} {rule.get('chain')} handle {rule.get('handle')}"
-        chains.setdefault(key, FilterChain(key)).rules.append(
+        chains.setdefault(key, FilterChain(key, str(family))).rules.append(
             _rule_from_json_exprs(rule.get("expr", []), where, str(family), str(table)))
     return list(chains.values())
 
@@ -224,7 +227,9 @@ def _option(words: List[str], *names: str) -> Optional[str]:
     return None
 
 
-def chains_from_iptables_save(text: str, source: str = "iptables-save") -> List[FilterChain]:
+def chains_from_iptables_save(text: str, source: str = "iptables-save", family: str = "ip",
+                              scope: str = "") -> List[FilterChain]:
+    """`scope` keeps the chains of different files apart (each file is its own set of tables)."""
     chains: Dict[str, FilterChain] = {}
     table = ""
     for number, raw in enumerate(text.splitlines(), 1):
@@ -235,8 +240,8 @@ def chains_from_iptables_save(text: str, source: str = "iptables-save") -> List[
             continue
         if line.startswith(":") and table and line[1:].split():
             words = line[1:].split()
-            key = f"{table}/{words[0]}"
-            chain = chains.setdefault(key, FilterChain(key))
+            key = f"{scope}{table}/{words[0]}"
+            chain = chains.setdefault(key, FilterChain(key, family))
             if words[0] in ("INPUT", "FORWARD") and table == "filter":
                 chain.hook = words[0].lower()
                 chain.policy = "drop" if len(words) > 1 and words[1] == "DROP" else "accept"
@@ -245,7 +250,7 @@ def chains_from_iptables_save(text: str, source: str = "iptables-save") -> List[
         if not line.startswith(("-A ", "-I ")) or not table:
             continue
         words = line.split()
-        key = f"{table}/{words[1]}"
+        key = f"{scope}{table}/{words[1]}"
         rule = FilterRule(where=where, text=line)
         target = _option(words, "-j", "-g")
         negated_state = False
@@ -266,7 +271,7 @@ def chains_from_iptables_save(text: str, source: str = "iptables-save") -> List[
             rule.verdict = target.lower()
         elif target and target not in ("RETURN", "REJECT", "LOG", "NFLOG", "MARK", "CONNMARK", "CT", "NOTRACK"):
             rule.verdict = "goto" if "-g" in words else "jump"
-            rule.target = f"{table}/{target}"
+            rule.target = f"{scope}{table}/{target}"
         rule.from_lo = _option(words, "-i", "--in-interface") == "lo"
         ports = _option(words, "--dport", "--destination-port", "--dports", "--destination-ports")
         if ports is not None:
@@ -275,7 +280,7 @@ def chains_from_iptables_save(text: str, source: str = "iptables-save") -> List[
                 rule.low_dports = bool(numbers) and max(numbers) < _LOW_PORT_LIMIT
             except ValueError:
                 rule.low_dports = False
-        chains.setdefault(key, FilterChain(key)).rules.append(rule)
+        chains.setdefault(key, FilterChain(key, family)).rules.append(rule)
     return list(chains.values())
 
 

@@ -116,7 +116,7 @@ class NftTextReader:
         key = f"{family}/{table}/{name}"
         chain = self.chains.get(key)
         if chain is None:
-            chain = self.chains[key] = FilterChain(key, where=f"{path}:{line} (chain {name})")
+            chain = self.chains[key] = FilterChain(key, family, where=f"{path}:{line} (chain {name})")
         return chain
 
     def _open(self, header: str, line: int, path: str) -> None:

@@ -100,7 +100,8 @@ def _be_liberal_void(p: Optional[KeyPrediction]) -> Optional[str]:
     return f"configured ({p.file}:{p.line}) but {how} at boot ({p.verdict}{see})"
 
 
-def _host_nat(root: Root, live: Optional[LiveHost], predictions: List[KeyPrediction], kernel: str,
+def _host_nat(root: Root, live: Optional[LiveHost], timeline: BootTimeline, predictions: List[KeyPrediction],
+              kernel: str,
               live_values: Optional[Dict[str, Optional[str]]], overrides: Optional[Dict[str, object]]):
     """The host's NAT facts for the CT rules: the running rules on `/`, the persisted rulesets offline."""
     import dataclasses
@@ -126,9 +127,9 @@ def _host_nat(root: Root, live: Optional[LiveHost], predictions: List[KeyPredict
     else:
         from sysctl_doctor.conntrack.persisted_rules import read_persisted_rules
 
-        persisted = read_persisted_rules(root)
+        persisted = read_persisted_rules(root, [r for loader in timeline.loaders for r in loader.rulesets])
         rules, diagnostics = persisted.rules, list(persisted.diagnostics)
-        source = ", ".join(persisted.files) or "no ruleset files"
+        source = ", ".join(persisted.files) or "no ruleset loaded at boot"
         if live_values and live_values.get(BE_LIBERAL_PATH) is not None:
             be_now = live_values[BE_LIBERAL_PATH] != "0"
     version = kernel_version(kernel) if kernel and kernel != "unknown" else (0, 0)
@@ -190,7 +191,8 @@ def analyze(
         if refine_timeline_with_image(root, timeline, getattr(index, "kernel", None)) is not None:
             predictions = predict_keys(settings, index, timeline, values, getattr(index, "kernel", None))
     diagnostics = list(getattr(index, "diagnostics", [])) + list(timeline.diagnostics)
-    nat, nat_diagnostics = _host_nat(root, live, predictions, getattr(index, "kernel", "unknown"), values, nat_facts)
+    nat, nat_diagnostics = _host_nat(root, live, timeline, predictions, getattr(index, "kernel", "unknown"), values,
+                                     nat_facts)
     diagnostics += nat_diagnostics
     return Analysis(
         root=root, init_system=system, flavor=chosen_flavor, config=config, settings=settings, index=index,

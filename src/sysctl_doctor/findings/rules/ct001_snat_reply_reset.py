@@ -47,8 +47,9 @@ RULE = Rule(
         "packet first (a rule limited to established/related, to lo, or to ports below 1024 does not). "
         "be_liberal=1 avoids the INVALID verdict, but only when it is applied at boot: configured and lost "
         "to the nf_conntrack load race (SD101) it is no mitigation. `check` reads the running rules (nft, "
-        "iptables-save) on this host and the persisted rulesets (/etc/nftables.conf and its includes, "
-        "/etc/iptables/rules.v4|v6, /etc/sysconfig/iptables) of an offline root."
+        "iptables-save) on this host, and for an offline root the rulesets its boot loads (nftables.service's "
+        "`nft -f` file and its includes, netfilter-persistent's rules.v4, iptables-restore files, ufw's "
+        "before.rules); IPv6-only drops do not count."
     ),
     fix=(
         "Drop INVALID packets before the stack sees them: `nft add rule inet filter input ct state invalid "
