@@ -390,3 +390,17 @@ def test_an_ipv6_drop_does_not_protect_ipv4_nat(tmp_path: Path) -> None:
     assert set(persisted.rules.invalid_dropped) == {"forward"}
     swapped = read_persisted_rules(_empty_root_with(tmp_path / "b", {"/etc/iptables/rules.v4": v6}))
     assert set(swapped.rules.invalid_dropped) == {"input"}
+
+
+def test_live_check_where_nft_is_not_permitted() -> None:
+    """In a user namespace nft may not read the host's rules ("Operation not permitted"): a note, no crash."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("nft") is None:
+        pytest.skip("NEEDS ROOT, unshare and nft: a user namespace without CAP_NET_ADMIN over the host netns")
+    if subprocess.run(["unshare", "-U", "-r", "true"], capture_output=True).returncode != 0:
+        pytest.skip("NEEDS user namespaces (unshare -U -r failed)")
+    proc = subprocess.run(["unshare", "-U", "-r", sys.executable, "-m", "sysctl_doctor", "check"],
+                          capture_output=True, text=True, env=dict(os.environ, COLUMNS="200"))
+    assert proc.returncode in (0, 1), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "NAT recommendations (CT rules) skipped: cannot read the running rules (nft -j list ruleset: " \
+           "Operation not permitted" in proc.stdout

@@ -303,7 +303,7 @@ def read_live_rules(netns: Optional[str] = None) -> NatRulesFacts:
     if shutil.which("nft"):
         proc = subprocess.run(prefix + ["nft", "-j", "list", "ruleset"], capture_output=True, text=True, timeout=60)
         if proc.returncode != 0:
-            raise DoctorError(f"nft -j list ruleset: {proc.stderr.strip()}")
+            raise DoctorError("nft -j list ruleset: " + "; ".join(ln.strip() for ln in proc.stderr.splitlines() if ln.strip()))
         try:
             nft_json = json.loads(proc.stdout) if proc.stdout.strip() else None
         except ValueError as exc:
