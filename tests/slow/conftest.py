@@ -1,0 +1,80 @@
+"""Fixtures of the slow tier: the cached base root and one real boot per scenario.
+
+Each scenario boots at most once per session (`booted(name)`); the prediction is
+taken from the very root that is imaged, before the probe is added. Consoles
+and probe output are kept under `<cache>/slow/logs/<scenario>/`; roots and disk
+images are deleted as soon as the boot ends.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+import pytest
+
+from . import base_root as base_root_module
+from .prediction import CheckRun, CommandMissing, run_check, run_fix
+from .real_boot import BootResult, run_scenario
+from .scenarios import BY_NAME
+
+
+@dataclass
+class ScenarioRun:
+    boot: BootResult
+    check: Optional[CheckRun]          # None when the CLI has no `check` (reason in check_missing)
+    check_missing: Optional[str]
+    fix_output: Optional[str]
+
+
+def _missing_tools() -> Optional[str]:
+    reason = base_root_module.missing_reason()
+    if reason:
+        return reason
+    for tool, package in (("qemu-system-x86_64", "qemu-system-x86"), ("mke2fs", "e2fsprogs")):
+        if shutil.which(tool) is None:
+            return f"NEEDS {tool}: apt-get install {package} (or run scripts/test-slow.sh)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def base_root() -> base_root_module.BaseRoot:
+    reason = _missing_tools()
+    if reason:
+        pytest.skip(reason)
+    return base_root_module.ensure_base_root()
+
+
+@pytest.fixture(scope="session")
+def booted(base_root, tmp_path_factory) -> Callable[[str], ScenarioRun]:
+    cache = base_root_module.cache_dir()
+    workdir = Path(tempfile.mkdtemp(prefix="run-", dir=cache))   # same file system as the base root
+    logdir = cache / "logs"
+    runs: Dict[str, ScenarioRun] = {}
+
+    def boot(name: str) -> ScenarioRun:
+        if name in runs:
+            return runs[name]
+        scenario = BY_NAME[name]
+        state: Dict[str, object] = {"check": None, "missing": None, "fix": None}
+
+        def tool_turn(root: Path) -> None:
+            try:
+                if scenario.fix_args is not None:
+                    proc = run_fix(root, list(scenario.fix_args))
+                    state["fix"] = proc.stdout + proc.stderr
+                state["check"] = run_check(root)
+            except CommandMissing as exc:
+                state["missing"] = str(exc)
+
+        result = run_scenario(base_root, scenario, workdir, logdir, before_image=tool_turn)
+        runs[name] = ScenarioRun(result, state["check"], state["missing"], state["fix"])  # type: ignore[arg-type]
+        return runs[name]
+
+    try:
+        yield boot
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
