@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import pytest
 
@@ -24,10 +24,31 @@ from .scenarios import BY_NAME
 
 @dataclass
 class ScenarioRun:
-    boot: BootResult
+    boot: Optional[BootResult]         # None when the scenario needs `fix` and the CLI has none
     check: Optional[CheckRun]          # None when the CLI has no `check` (reason in check_missing)
     check_missing: Optional[str]
     fix_output: Optional[str]
+
+
+class _FixMissing(Exception):
+    pass
+
+
+# Every boot of the session, for the summary pytest prints at the end (the figures of the report).
+_BOOTS: List[BootResult] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not _BOOTS:
+        return
+    terminalreporter.section("real boots (qemu -accel tcg)")
+    for boot in _BOOTS:
+        report = boot.report
+        values = " ".join(f"{k}={v}" for k, v in report.values.items())
+        terminalreporter.write_line(
+            f"{boot.scenario:15} qemu {boot.seconds:6.1f}s exit={boot.exit_code} "
+            f"probe@{report.uptime}s {values} nf_conntrack={report.modules.get('nf_conntrack')}")
+    terminalreporter.write_line(f"logs: {_BOOTS[0].console_log.parent.parent}/<scenario>/{{console,probe}}.log")
 
 
 def _missing_tools() -> Optional[str]:
@@ -62,15 +83,23 @@ def booted(base_root, tmp_path_factory) -> Callable[[str], ScenarioRun]:
         state: Dict[str, object] = {"check": None, "missing": None, "fix": None}
 
         def tool_turn(root: Path) -> None:
-            try:
-                if scenario.fix_args is not None:
+            if scenario.fix_args is not None:
+                try:
                     proc = run_fix(root, list(scenario.fix_args))
-                    state["fix"] = proc.stdout + proc.stderr
+                except CommandMissing as exc:
+                    raise _FixMissing(str(exc))
+                state["fix"] = proc.stdout + proc.stderr
+            try:
                 state["check"] = run_check(root)
             except CommandMissing as exc:
                 state["missing"] = str(exc)
 
-        result = run_scenario(base_root, scenario, workdir, logdir, before_image=tool_turn)
+        try:
+            result: Optional[BootResult] = run_scenario(base_root, scenario, workdir, logdir, before_image=tool_turn)
+        except _FixMissing as exc:   # booting the unfixed root would prove nothing
+            result, state["missing"] = None, f"no `fix` command: {exc}"
+        if result is not None:
+            _BOOTS.append(result)
         runs[name] = ScenarioRun(result, state["check"], state["missing"], state["fix"])  # type: ignore[arg-type]
         return runs[name]
 

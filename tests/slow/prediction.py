@@ -40,14 +40,19 @@ def run_cli(args: List[str], timeout: float = 300) -> subprocess.CompletedProces
 
 
 def _missing(proc: subprocess.CompletedProcess, command: str) -> bool:
-    return proc.returncode == 2 and "No such command" in proc.stderr and repr(command)[1:-1] in proc.stderr
+    return proc.returncode == 2 and f"No such command '{command}'" in proc.stderr
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
 
 
 def run_check(root: Path) -> CheckRun:
     args = ["check", "--root", str(root), "--format", "json"]
     proc = run_cli(args)
     if _missing(proc, "check"):
-        raise CommandMissing(proc.stderr.strip())
+        raise CommandMissing(_last_line(proc.stderr))
     if proc.returncode not in (0, 1):
         raise AssertionError(f"sysctl-doctor {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}")
     try:
@@ -62,7 +67,7 @@ def run_fix(root: Path, extra: List[str]) -> subprocess.CompletedProcess:
     args = ["fix", "--root", str(root), *extra]
     proc = run_cli(args)
     if _missing(proc, "fix"):
-        raise CommandMissing(proc.stderr.strip())
+        raise CommandMissing(_last_line(proc.stderr))
     if proc.returncode not in (0, 1):
         raise AssertionError(f"sysctl-doctor {' '.join(args)} exited {proc.returncode}: "
                              f"{proc.stdout.strip()} {proc.stderr.strip()}")
