@@ -1,0 +1,53 @@
+"""Values module keys have when their module loads and nobody writes them (Linux 6.1).
+
+Only keys whose default is a constant are listed; sizes computed from memory
+(nf_conntrack_max, nf_conntrack_buckets) are not. Sources are the kernel files named.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+UNKNOWN_DEFAULT = "(kernel default)"
+
+# slash path -> (value, source)
+KERNEL_DEFAULTS: Dict[str, Tuple[str, str]] = {
+    "net/netfilter/nf_conntrack_tcp_be_liberal": ("0", "net/netfilter/nf_conntrack_proto_tcp.c (tcp_be_liberal)"),
+    "net/netfilter/nf_conntrack_tcp_loose": ("1", "net/netfilter/nf_conntrack_proto_tcp.c (nf_ct_tcp_loose)"),
+    "net/netfilter/nf_conntrack_tcp_max_retrans": ("3", "net/netfilter/nf_conntrack_proto_tcp.c (tcp_max_retrans)"),
+    "net/netfilter/nf_conntrack_tcp_ignore_invalid_rst": ("0", "net/netfilter/nf_conntrack_proto_tcp.c"),
+    "net/netfilter/nf_conntrack_log_invalid": ("0", "net/netfilter/nf_conntrack_standalone.c"),
+    "net/netfilter/nf_conntrack_checksum": ("1", "net/netfilter/nf_conntrack_standalone.c (nf_conntrack_checksum)"),
+    "net/netfilter/nf_conntrack_acct": ("0", "net/netfilter/nf_conntrack_acct.c (nf_ct_acct)"),
+    "net/netfilter/nf_conntrack_timestamp": ("0", "net/netfilter/nf_conntrack_timestamp.c (nf_ct_tstamp)"),
+    "net/netfilter/nf_conntrack_helper": ("0", "net/netfilter/nf_conntrack_helper.c (nf_ct_auto_assign_helper)"),
+    "net/netfilter/nf_conntrack_tcp_timeout_established": ("432000", "net/netfilter/nf_conntrack_proto_tcp.c (tcp_timeouts)"),
+    "net/netfilter/nf_conntrack_tcp_timeout_syn_sent": ("120", "net/netfilter/nf_conntrack_proto_tcp.c (tcp_timeouts)"),
+    "net/netfilter/nf_conntrack_tcp_timeout_syn_recv": ("60", "net/netfilter/nf_conntrack_proto_tcp.c (tcp_timeouts)"),
+    "net/netfilter/nf_conntrack_tcp_timeout_fin_wait": ("120", "net/netfilter/nf_conntrack_proto_tcp.c (tcp_timeouts)"),
+    "net/netfilter/nf_conntrack_tcp_timeout_close_wait": ("60", "net/netfilter/nf_conntrack_proto_tcp.c (tcp_timeouts)"),
+    "net/netfilter/nf_conntrack_tcp_timeout_last_ack": ("30", "net/netfilter/nf_conntrack_proto_tcp.c (tcp_timeouts)"),
+    "net/netfilter/nf_conntrack_tcp_timeout_time_wait": ("120", "net/netfilter/nf_conntrack_proto_tcp.c (tcp_timeouts)"),
+    "net/netfilter/nf_conntrack_tcp_timeout_close": ("10", "net/netfilter/nf_conntrack_proto_tcp.c (tcp_timeouts)"),
+    "net/netfilter/nf_conntrack_tcp_timeout_max_retrans": ("300", "net/netfilter/nf_conntrack_proto_tcp.c"),
+    "net/netfilter/nf_conntrack_tcp_timeout_unacknowledged": ("300", "net/netfilter/nf_conntrack_proto_tcp.c"),
+    "net/netfilter/nf_conntrack_udp_timeout": ("30", "net/netfilter/nf_conntrack_proto_udp.c (udp_timeouts)"),
+    "net/netfilter/nf_conntrack_udp_timeout_stream": ("120", "net/netfilter/nf_conntrack_proto_udp.c (udp_timeouts)"),
+    "net/netfilter/nf_conntrack_generic_timeout": ("600", "net/netfilter/nf_conntrack_proto_generic.c"),
+    "net/netfilter/nf_conntrack_icmp_timeout": ("30", "net/netfilter/nf_conntrack_proto_icmp.c"),
+    "net/netfilter/nf_conntrack_icmpv6_timeout": ("30", "net/netfilter/nf_conntrack_proto_icmpv6.c"),
+    "net/bridge/bridge-nf-call-iptables": ("1", "net/bridge/br_netfilter_hooks.c (brnf_call_iptables)"),
+    "net/bridge/bridge-nf-call-ip6tables": ("1", "net/bridge/br_netfilter_hooks.c (brnf_call_ip6tables)"),
+    "net/bridge/bridge-nf-call-arptables": ("1", "net/bridge/br_netfilter_hooks.c (brnf_call_arptables)"),
+    "net/bridge/bridge-nf-filter-vlan-tagged": ("0", "net/bridge/br_netfilter_hooks.c"),
+    "net/bridge/bridge-nf-filter-pppoe-tagged": ("0", "net/bridge/br_netfilter_hooks.c"),
+    "net/bridge/bridge-nf-pass-vlan-input-dev": ("0", "net/bridge/br_netfilter_hooks.c"),
+    "net/ipv4/vs/conntrack": ("0", "net/netfilter/ipvs/ip_vs_ctl.c"),
+    "net/ipv4/vs/expire_nodest_conn": ("0", "net/netfilter/ipvs/ip_vs_ctl.c"),
+}
+
+
+def kernel_default(slash_key: str) -> Optional[str]:
+    """The constant default of a module key, None when it is not a known constant."""
+    entry = KERNEL_DEFAULTS.get(slash_key)
+    return entry[0] if entry else None

@@ -1,0 +1,244 @@
+"""Services that load kernel modules on demand, with the line that makes each load.
+
+A module is loaded on demand when something uses a feature it implements: an nft
+ruleset with a ``ct`` expression loads nft_ct and so nf_conntrack; an iptables ruleset
+with ``-m conntrack`` or a ``*nat`` table loads xt_conntrack / iptable_nat and so
+nf_conntrack; dockerd installs NAT and conntrack rules and modprobes br_netfilter;
+kube-proxy programs conntrack-using rules. This module finds such services among the
+units a boot starts and reports, for each, the modules it loads and the evidence: the
+ruleset line (file:line and text) or, for daemons whose rules are built at run time,
+the unit's ``ExecStart=`` line.
+
+The direct module named here is what the feature needs (``nft_ct``); the closure to
+``nf_conntrack`` comes from the kernel's modules.dep (plus the documented dependency
+listed here, so a root without a modules tree still gets it right).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+from sysctl_doctor.boot.modules_load import module_name
+from sysctl_doctor.boot.units import BootTransaction, Unit, UnitLine
+from sysctl_doctor.root import PathKind, Root
+
+
+@dataclass(frozen=True)
+class Evidence:
+    file: str
+    line: Optional[int]
+    text: str  # the line as written
+    why: str  # "ct expression loads nft_ct -> nf_conntrack"
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+@dataclass
+class OnDemandLoader:
+    """A unit started at boot that loads modules as a side effect."""
+
+    unit: str
+    unit_file: Optional[str]
+    modules: Dict[str, Evidence] = field(default_factory=dict)  # module -> first evidence
+
+    def add(self, modules: Tuple[str, ...], evidence: Evidence) -> None:
+        for module in modules:
+            self.modules.setdefault(module_name(module), evidence)
+
+
+# (pattern, modules it loads, why). Patterns run on a line with its comment removed.
+NFT_TRIGGERS: Tuple[Tuple[re.Pattern, Tuple[str, ...], str], ...] = (
+    (re.compile(r"\bct\s+(state|status|mark|direction|expiration|helper|label|zone|count|original|reply|"
+                r"l3proto|protocol|proto-src|proto-dst|bytes|packets|avgpkt|id|event|timeout|expectation)\b"),
+     ("nft_ct", "nf_conntrack"), "a ct expression loads nft_ct, which needs nf_conntrack"),
+    (re.compile(r"\bnotrack\b"), ("nft_ct", "nf_conntrack"), "notrack is implemented by nft_ct (nf_conntrack)"),
+    (re.compile(r"\btype\s+nat\b"), ("nft_chain_nat", "nf_nat", "nf_conntrack"),
+     "a nat chain loads nft_chain_nat -> nf_nat -> nf_conntrack"),
+    (re.compile(r"\b(masquerade|snat|dnat|redirect)\b"), ("nft_nat", "nf_nat", "nf_conntrack"),
+     "NAT statements load nf_nat, which needs nf_conntrack"),
+    (re.compile(r"\b(flowtable|flow\s+(add|offload))\b"), ("nf_flow_table", "nf_conntrack"),
+     "flowtables load nf_flow_table, which needs nf_conntrack"),
+)
+IPT_TRIGGERS: Tuple[Tuple[re.Pattern, Tuple[str, ...], str], ...] = (
+    (re.compile(r"-m\s+conntrack\b|--ctstate\b"), ("xt_conntrack", "nf_conntrack"),
+     "-m conntrack loads xt_conntrack, which needs nf_conntrack"),
+    (re.compile(r"-m\s+state\b|--state\b"), ("xt_state", "nf_conntrack"), "-m state loads xt_state (nf_conntrack)"),
+    (re.compile(r"^\*nat\b"), ("iptable_nat", "nf_nat", "nf_conntrack"), "the nat table loads iptable_nat -> nf_nat -> nf_conntrack"),
+    (re.compile(r"-j\s+(MASQUERADE|SNAT|DNAT|REDIRECT)\b"), ("nf_nat", "nf_conntrack"), "NAT targets need nf_nat -> nf_conntrack"),
+    (re.compile(r"-j\s+(CT|NOTRACK)\b"), ("xt_CT", "nf_conntrack"), "the CT target loads xt_CT (nf_conntrack)"),
+    (re.compile(r"-m\s+physdev\b"), ("xt_physdev", "br_netfilter"), "-m physdev loads xt_physdev -> br_netfilter"),
+)
+
+# Daemons that build their rules at run time: what they load, and why.
+DAEMONS: Tuple[Tuple[str, Tuple[str, ...], str], ...] = (
+    ("dockerd", ("br_netfilter", "nf_nat", "xt_conntrack", "nf_conntrack"),
+     "dockerd's bridge driver installs MASQUERADE and -m conntrack rules and modprobes br_netfilter"),
+    ("kube-proxy", ("nf_nat", "xt_conntrack", "nf_conntrack"),
+     "kube-proxy programs NAT and conntrack rules for services"),
+    ("kubelet", ("nf_nat", "xt_conntrack", "nf_conntrack", "br_netfilter"),
+     "kubelet starts kube-proxy and the CNI plugins, which install NAT/conntrack rules (and need br_netfilter)"),
+    ("k3s", ("nf_nat", "xt_conntrack", "nf_conntrack", "br_netfilter"),
+     "k3s runs an embedded kube-proxy and flannel (NAT, conntrack, bridge netfilter)"),
+    ("rke2", ("nf_nat", "xt_conntrack", "nf_conntrack", "br_netfilter"),
+     "rke2 runs kube-proxy and a CNI (NAT, conntrack, bridge netfilter)"),
+    ("firewalld", ("nft_ct", "nf_conntrack"), "firewalld's zones accept `ct state established,related`"),
+)
+
+
+def _exec_words(item: UnitLine) -> List[str]:
+    value = item.value
+    while value[:1] in ("-", "@", "+", "!", ":"):
+        value = value[1:]
+    try:
+        return shlex.split(value)
+    except ValueError:
+        return value.split()
+
+
+def _strip_comment(line: str) -> str:
+    out = []
+    quoted = False
+    for char in line:
+        if char == '"':
+            quoted = not quoted
+        if char == "#" and not quoted:
+            break
+        out.append(char)
+    return "".join(out).strip()
+
+
+def _scan(root: Root, path: str, triggers, loader: OnDemandLoader, follow_includes: bool, depth: int = 0) -> None:
+    if depth > 8 or root.kind(path) is not PathKind.FILE:
+        return
+    try:
+        text = root.read_text(path)
+    except OSError:
+        return
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = _strip_comment(raw)
+        if not line:
+            continue
+        if follow_includes:
+            match = re.match(r'include\s+"([^"]+)"', line)
+            if match:
+                target = match.group(1)
+                if not target.startswith("/"):
+                    target = os.path.join(os.path.dirname(path), target)
+                for included in _glob_inside(root, target):
+                    _scan(root, included, triggers, loader, True, depth + 1)
+                continue
+        for pattern, modules, why in triggers:
+            if pattern.search(line):
+                loader.add(modules, Evidence(path, number, raw.strip(), why))
+
+
+def _glob_inside(root: Root, pattern: str) -> List[str]:
+    if not any(c in pattern for c in "*?["):
+        return [pattern]
+    directory = os.path.dirname(pattern)
+    base = os.path.basename(pattern)
+    import fnmatch
+
+    return [f"{directory}/{n}" for n in root.listdir(directory) if fnmatch.fnmatchcase(n, base)]
+
+
+def _nft_files(words: List[str]) -> List[str]:
+    files = []
+    for i, word in enumerate(words):
+        if word in ("-f", "--file") and i + 1 < len(words):
+            files.append(words[i + 1])
+        elif word.startswith("--file="):
+            files.append(word.split("=", 1)[1])
+    return files
+
+
+def _restore_files(words: List[str]) -> List[str]:
+    return [w.lstrip("<") for w in words[1:] if w.startswith("/") or w.startswith("</")]
+
+
+def _detect(root: Root, unit: Unit) -> Optional[OnDemandLoader]:
+    loader = OnDemandLoader(unit=unit.name, unit_file=unit.fragment)
+    for item in unit.exec_lines("ExecStartPre") + unit.exec_lines("ExecStart"):
+        words = _exec_words(item)
+        if not words:
+            continue
+        program = os.path.basename(words[0])
+        if program in ("sh", "bash") and "-c" in words:
+            joined = words[words.index("-c") + 1] if words.index("-c") + 1 < len(words) else ""
+            words = joined.split()
+            program = os.path.basename(words[0]) if words else ""
+        if program == "nft":
+            for path in _nft_files(words):
+                _scan(root, path, NFT_TRIGGERS, loader, follow_includes=True)
+        elif program in ("iptables-restore", "ip6tables-restore", "iptables-legacy-restore", "iptables-nft-restore"):
+            for path in _restore_files(words):
+                _scan(root, path, IPT_TRIGGERS, loader, follow_includes=False)
+        elif program == "netfilter-persistent":
+            for path in ("/etc/iptables/rules.v4", "/etc/iptables/rules.v6"):
+                _scan(root, path, IPT_TRIGGERS, loader, follow_includes=False)
+        elif program == "ufw-init":
+            for path in ("/etc/ufw/before.rules", "/etc/ufw/before6.rules"):
+                _scan(root, path, IPT_TRIGGERS, loader, follow_includes=False)
+        elif program in ("iptables.init", "ip6tables.init"):
+            for path in ("/etc/sysconfig/iptables", "/etc/sysconfig/ip6tables"):
+                _scan(root, path, IPT_TRIGGERS, loader, follow_includes=False)
+        else:
+            for daemon, modules, why in DAEMONS:
+                if program == daemon:
+                    if daemon == "dockerd" and _docker_iptables_disabled(root):
+                        modules = ("br_netfilter",)
+                        why = "dockerd modprobes br_netfilter (iptables: false in /etc/docker/daemon.json)"
+                    loader.add(modules, Evidence(item.file, item.line, f"{item.key}={item.value}", why))
+    return loader if loader.modules else None
+
+
+def _docker_iptables_disabled(root: Root) -> bool:
+    try:
+        text = root.read_text("/etc/docker/daemon.json")
+    except OSError:
+        return False
+    return re.search(r'"iptables"\s*:\s*false', text) is not None
+
+
+def find_loaders(root: Root, transaction: BootTransaction,
+                 skip: Callable[[str], bool] = lambda name: False) -> List[OnDemandLoader]:
+    """Loaders among the units the boot starts (services only), in name order."""
+    out: List[OnDemandLoader] = []
+    for name in sorted(transaction.members):
+        if not name.endswith(".service") or skip(name):
+            continue
+        loader = _detect(root, transaction.members[name])
+        if loader is not None:
+            out.append(loader)
+    return out
+
+
+# sysvinit/OpenRC scripts that load modules: script name -> (ruleset kind, files) or daemon name.
+SCRIPT_RULESETS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
+    "nftables": ("nft", ("/etc/nftables.conf", "/var/lib/nftables/rules-save")),
+    "netfilter-persistent": ("ipt", ("/etc/iptables/rules.v4", "/etc/iptables/rules.v6")),
+    "iptables": ("ipt", ("/var/lib/iptables/rules-save", "/etc/iptables/rules.v4")),
+    "ip6tables": ("ipt", ("/var/lib/ip6tables/rules-save", "/etc/iptables/rules.v6")),
+    "ufw": ("ipt", ("/etc/ufw/before.rules", "/etc/ufw/before6.rules")),
+}
+SCRIPT_DAEMONS = {"docker": "dockerd", "kubelet": "kubelet", "kube-proxy": "kube-proxy", "k3s": "k3s", "firewalld": "firewalld"}
+
+
+def detect_script_loader(root: Root, name: str, file: str) -> Optional[OnDemandLoader]:
+    """A sysvinit/OpenRC script that loads modules, with the ruleset line or the script as evidence."""
+    loader = OnDemandLoader(unit=name, unit_file=file)
+    if name in SCRIPT_RULESETS:
+        kind, files = SCRIPT_RULESETS[name]
+        for path in files:
+            _scan(root, path, NFT_TRIGGERS if kind == "nft" else IPT_TRIGGERS, loader, follow_includes=kind == "nft")
+    elif name in SCRIPT_DAEMONS:
+        for daemon, modules, why in DAEMONS:
+            if daemon == SCRIPT_DAEMONS[name]:
+                loader.add(modules, Evidence(file, None, f"init script {file}", why))
+    return loader if loader.modules else None

@@ -1,0 +1,269 @@
+"""Replay the boot timeline for each configured key: its value after boot, and why.
+
+For every concrete write the sysctl step performs (`EffectiveSetting`), the key's
+provider (from the kernel `ModuleIndex`) decides what can happen:
+
+- built in / value-triggered autoload: the key exists when the sysctl step runs;
+- a module's key: it exists only if that module (or one whose dependency closure
+  contains it) is loaded *before* the sysctl step. A loader in a race with the step,
+  or ordered after it, leaves the kernel default; nothing loading it leaves the key
+  absent. A udev rule that re-runs systemd-sysctl on the module's "add" event
+  re-applies it whenever it loads (not guaranteed before Linux 5.11, where the event
+  could precede the module's init and so its sysctls);
+- an interface's key: applied when the interface appears if udev re-runs
+  systemd-sysctl for it (99-systemd.rules);
+- unknown: nothing provides it; the write fails.
+
+"boot" is the state once boot has settled (every loader started at boot has run),
+under the worst ordering a race allows; "after_late_load" is the value once the
+module is in (loaded later by whatever needs it).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence
+
+from sysctl_doctor.boot.kernel_defaults import UNKNOWN_DEFAULT, kernel_default
+from sysctl_doctor.boot.modules_load import module_name
+from sysctl_doctor.boot.timeline import AFTER, BEFORE, RACE, BootTimeline, ModuleLoad
+from sysctl_doctor.boot.udev import SysctlRerun
+
+# Verdicts (a short word per key, for tables and tests)
+APPLIED = "applied"
+APPLIED_BY_UDEV = "applied-by-udev"
+APPLIED_ON_HOTPLUG = "applied-on-hotplug"
+RACE_LOST = "race"  # not guaranteed: a loader races the sysctl step
+LOADED_LATE = "loaded-late"
+NEVER_LOADED = "never-loaded"
+UDEV_RACE = "udev-race"  # only a udev rule, on a kernel before 5.11
+UNKNOWN_KEY = "unknown-key"
+NO_HOTPLUG = "interface-not-reapplied"
+NOT_RUN = "sysctl-step-not-run"
+GLOB = "glob"
+
+UDEV_MODULE_EVENT_SAFE = (5, 11)  # module "add" uevent after the module's init since Linux 5.11
+
+
+@dataclass
+class KeyPrediction:
+    key: str  # concrete dotted key
+    path: str  # slash form
+    configured: str
+    file: str
+    line: int
+    provider: object  # sysctl_doctor.kernel.KeyProvider
+    applied: bool
+    boot_value: Optional[str]
+    after_late_load: Optional[str]
+    live: Optional[str]
+    verdict: str
+    chain: List[str] = field(default_factory=list)
+    module: Optional[str] = None
+    early: List[ModuleLoad] = field(default_factory=list)
+    racing: List[ModuleLoad] = field(default_factory=list)
+    late: List[ModuleLoad] = field(default_factory=list)
+    rerun: Optional[SysctlRerun] = None
+    setting: object = None  # the EffectiveSetting
+    findings: List[str] = field(default_factory=list)  # codes, filled by the findings engine
+
+
+def kernel_version_tuple(release: Optional[str]) -> Optional[tuple]:
+    if not release:
+        return None
+    match = re.match(r"^(\d+)\.(\d+)", release)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _values_equal(a: Optional[str], b: Optional[str]) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.split() == b.split()
+
+
+class _Loads:
+    """Which boot loads bring a module in (directly or through their dependency closure)."""
+
+    def __init__(self, timeline: BootTimeline, index) -> None:
+        self.timeline = timeline
+        self.index = index
+        self._closure: Dict[str, List[str]] = {}
+
+    def closure(self, module: str) -> List[str]:
+        if module not in self._closure:
+            deps: List[str] = []
+            if self.index is not None:
+                try:
+                    deps = [module_name(d) for d in self.index.dependencies(module)]
+                except Exception:  # noqa: BLE001 - an index without the module: no closure
+                    deps = []
+            self._closure[module] = [module] + deps
+        return self._closure[module]
+
+    def loading(self, module: str) -> List[ModuleLoad]:
+        out = []
+        for load in self.timeline.loads:
+            if module in self.closure(load.module):
+                out.append(load)
+        return out
+
+
+def _load_text(load: ModuleLoad) -> str:
+    return f"{load.by} ({load.evidence})"
+
+
+def predict_keys(
+    settings: Sequence,
+    index,
+    timeline: BootTimeline,
+    live_values: Optional[Dict[str, Optional[str]]] = None,
+    kernel_release: Optional[str] = None,
+) -> List[KeyPrediction]:
+    """One prediction per final write of the sysctl step, in apply order."""
+    loads = _Loads(timeline, index)
+    version = kernel_version_tuple(kernel_release or getattr(index, "kernel", None))
+    out: List[KeyPrediction] = []
+    seen: Dict[str, int] = {}
+    for setting in settings:
+        if not getattr(setting, "final", True):
+            continue
+        prediction = _predict_one(setting, index, timeline, loads, version, live_values)
+        if prediction.key in seen:  # a later write of the same key replaces the earlier row
+            out[seen[prediction.key]] = prediction
+            continue
+        seen[prediction.key] = len(out)
+        out.append(prediction)
+    return out
+
+
+def _provider(index, key: str, value: str):
+    from sysctl_doctor.kernel.model import KeyProvider, ProviderKind
+
+    if index is None:
+        return KeyProvider(kind=ProviderKind.UNKNOWN, evidence="none")
+    return index.provider(key, value)
+
+
+def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version, live_values) -> KeyPrediction:
+    from sysctl_doctor.kernel.model import ProviderKind
+
+    assignment = setting.assignment
+    key = setting.key
+    path = setting.path
+    provider = _provider(index, key, setting.value)
+    live = None
+    if live_values is not None:
+        live = live_values.get(path)
+    p = KeyPrediction(
+        key=key, path=path, configured=setting.value, file=assignment.origin.file, line=assignment.origin.line,
+        provider=provider, applied=False, boot_value=None, after_late_load=None, live=live, verdict="",
+        setting=setting,
+    )
+    step = timeline.sysctl_step
+    written = f"{step} writes {key} = {setting.value} ({p.file}:{p.line})"
+    kind = provider.kind
+    if getattr(assignment, "is_glob", False) and setting.key == assignment.key:
+        p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, GLOB
+        p.chain = [f"{step} expands the glob against the keys that exist when it runs", written]
+        return p
+    if not timeline.sysctl_runs:
+        p.verdict = NOT_RUN
+        p.chain = [f"{step} does not run at boot ({timeline.sysctl_note})", "nothing applies this setting"]
+        default = kernel_default(path)
+        p.boot_value = default if kind is not ProviderKind.UNKNOWN else None
+        p.after_late_load = p.boot_value
+        return p
+    if kind is ProviderKind.UNKNOWN:
+        p.verdict = UNKNOWN_KEY
+        hint = f"; did you mean {provider.suggestion}?" if getattr(provider, "suggestion", None) else ""
+        p.chain = [f"no built-in code, module or interface of kernel {getattr(index, 'kernel', '?')} provides {key}{hint}",
+                   f"{step} cannot write it: key absent"]
+        return p
+    if kind in (ProviderKind.BUILTIN, ProviderKind.AUTOLOAD):
+        p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, APPLIED
+        if kind is ProviderKind.AUTOLOAD:
+            p.chain = [f"writing {setting.value} makes the kernel load {provider.module}", written]
+        else:
+            p.chain = [f"{key} is built into the kernel: it exists when {step} runs", written]
+        return p
+    if kind is ProviderKind.INTERFACE:
+        iface = provider.interface or ""
+        p.module = provider.module
+        rerun = next((r for r in timeline.reruns if r.subsystem == "net" and r.covers_key(path, iface)), None)
+        if rerun is not None:
+            p.rerun = rerun
+            p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, APPLIED_ON_HOTPLUG
+            p.chain = [f"{key} exists once interface {iface} appears",
+                       f"udev ({rerun.rule.where}) re-runs systemd-sysctl for each new interface",
+                       f"value {setting.value} is applied when {iface} appears"]
+        else:
+            p.verdict = NO_HOTPLUG
+            p.chain = [f"{key} exists only once interface {iface} appears",
+                       "no udev rule re-runs systemd-sysctl for new interfaces",
+                       f"applied only if {iface} already exists when {step} runs"]
+        return p
+    # MODULE
+    module = module_name(provider.module or "")
+    p.module = module
+    default = kernel_default(path) or UNKNOWN_DEFAULT
+    if index is not None and getattr(index, "is_builtin_module", None) and index.is_builtin_module(module):
+        p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, APPLIED
+        p.chain = [f"{module} is built into this kernel: {key} exists when {step} runs", written]
+        return p
+    found = loads.loading(module)
+    p.early = [l for l in found if l.relation == BEFORE]
+    p.racing = [l for l in found if l.relation == RACE]
+    p.late = [l for l in found if l.relation == AFTER]
+    loaded_names = {l.module for l in found} | {module}
+    rerun = next((r for r in timeline.reruns if r.subsystem == "module"
+                  and any(r.matches_module(m) for m in loaded_names) and r.covers_key(path, module)), None)
+    p.rerun = rerun
+    if p.early:
+        first = p.early[0]
+        via = "" if first.module == module else f" (it needs {module})"
+        p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, APPLIED
+        p.chain = [f"{first.module} loaded by {_load_text(first)}{via} before {step} ({first.ordering})", written]
+        return p
+    absent = f"{step} could not write {key}: key absent ({module} not loaded yet)"
+    if rerun is not None and (p.racing or p.late):
+        trigger = (p.racing or p.late)[0]
+        safe = version is None or version >= UDEV_MODULE_EVENT_SAFE
+        p.chain = [absent, f"{module} loaded by {_load_text(trigger)}",
+                   f"udev ({rerun.rule.where}) re-runs systemd-sysctl when {module} appears"]
+        if safe:
+            p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, APPLIED_BY_UDEV
+            p.chain.append(f"value {setting.value} applied")
+        else:
+            p.verdict = UDEV_RACE
+            p.boot_value, p.after_late_load = default, setting.value
+            p.chain.append(f"on kernel {'.'.join(map(str, version))} the module's add event can come before its "
+                           f"sysctls exist: not guaranteed, may stay kernel default {default}")
+        return p
+    if p.racing:
+        racer = p.racing[0]
+        p.verdict = RACE_LOST
+        p.boot_value, p.after_late_load = default, default
+        p.chain = [absent,
+                   f"{module} loaded by {_load_text(racer)}; {racer.ordering}",
+                   f"not guaranteed: if {racer.by} wins the race the value is applied, otherwise it stays kernel default {default}"]
+        return p
+    if p.late:
+        late = p.late[0]
+        p.verdict = LOADED_LATE
+        p.boot_value, p.after_late_load = default, default
+        p.chain = [absent, f"{module} loaded by {_load_text(late)} after {step} ({late.ordering})",
+                   f"value stays kernel default {default}"]
+        return p
+    p.verdict = NEVER_LOADED
+    p.boot_value = None
+    p.after_late_load = default if rerun is None else setting.value
+    tail = (f"udev ({rerun.rule.where}) will apply {setting.value} when it is loaded" if rerun is not None
+            else f"once something loads it the value is kernel default {default}")
+    p.chain = [absent, f"nothing loads {module} at boot", tail]
+    return p
+
+
+def live_values_for(paths: Iterable[str], read) -> Dict[str, Optional[str]]:
+    """{slash path: value} using `read(path) -> Optional[str]` (the live host's /proc/sys)."""
+    return {path: read(path) for path in paths}

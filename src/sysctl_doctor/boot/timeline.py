@@ -1,0 +1,314 @@
+"""The boot timeline of a root: which modules are loaded, by whom, relative to the sysctl step.
+
+One timeline per init system, read from the root itself:
+- systemd: initramfs lists and ``rd.modules_load=`` (dracut) → systemd-modules-load
+  (modules-load.d, /etc/modules via its link, ``modules_load=``) → systemd-sysctl →
+  services that load modules on demand, each placed *before*, *after* or in a *race*
+  with systemd-sysctl by the ordering its unit files and drop-ins really declare; plus
+  udev rules that re-run systemd-sysctl when a module or interface appears;
+- sysvinit: the kmod script (/etc/modules, modules-load.d) and procps (``sysctl
+  --system``), ordered by their LSB headers;
+- OpenRC: the ``modules`` and ``sysctl`` services, ordered by depend() and conf.d.
+
+Every load carries its evidence (file:line and text) and the ordering that places it.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Set
+
+from sysctl_doctor.boot.cmdline import KernelCmdline, read_cmdline
+from sysctl_doctor.boot.initramfs import InitramfsModules, load_initramfs_modules
+from sysctl_doctor.boot.initscripts import InitOrder, load_openrc, load_sysvinit
+from sysctl_doctor.boot.loaders import OnDemandLoader, detect_script_loader, find_loaders
+from sysctl_doctor.boot.modules_load import (
+    ModuleRequest,
+    ModulesLoadConfig,
+    debian_etc_modules,
+    load_modules_load,
+    module_name,
+)
+from sysctl_doctor.boot.udev import SysctlRerun, sysctl_reruns
+from sysctl_doctor.boot.units import MODULES_LOAD_UNIT, SYSCTL_UNIT, SystemdUnits
+from sysctl_doctor.errors import Diagnostic
+from sysctl_doctor.root import PathKind, Root
+
+BEFORE = "before"  # guaranteed to happen before the sysctl step
+RACE = "race"  # started at boot with no ordering against the sysctl step
+AFTER = "after"  # ordered after the sysctl step
+INIT_SYSTEMS = ("systemd", "sysvinit", "openrc")
+
+
+@dataclass(frozen=True)
+class ModuleLoad:
+    """A module the boot loads, by whom, and where that happens relative to the sysctl step."""
+
+    module: str  # canonical name as requested (its dependencies load with it)
+    by: str  # "initramfs", "systemd-modules-load.service", "nftables.service"
+    relation: str  # BEFORE | RACE | AFTER
+    evidence: str  # "/etc/nftables.conf:9 `ct state established,related accept`"
+    why: str  # what makes the load happen
+    ordering: str  # the ordering (or its absence) that places it
+
+
+@dataclass
+class BootTimeline:
+    init_system: str
+    sysctl_step: str  # "systemd-sysctl.service", "procps", "sysctl"
+    sysctl_runs: bool
+    sysctl_note: str  # why it does not run, or how it is started
+    modules_step: str
+    modules_step_relation: str  # BEFORE | RACE | AFTER | "masked" | "disabled"
+    modules_step_note: str
+    loads: List[ModuleLoad] = field(default_factory=list)
+    reruns: List[SysctlRerun] = field(default_factory=list)
+    modules_load: ModulesLoadConfig = field(default_factory=ModulesLoadConfig)
+    initramfs: InitramfsModules = field(default_factory=InitramfsModules)
+    cmdline: KernelCmdline = field(default_factory=lambda: KernelCmdline("", ""))
+    loaders: List[OnDemandLoader] = field(default_factory=list)
+    diagnostics: List[Diagnostic] = field(default_factory=list)
+
+    def loads_by_relation(self, relation: str) -> List[ModuleLoad]:
+        return [load for load in self.loads if load.relation == relation]
+
+    def events(self) -> List[str]:
+        """The timeline as ordered one-line events (for display), one per loader and relation."""
+        groups: Dict[tuple, List[ModuleLoad]] = {}
+        for load in self.loads:
+            groups.setdefault((load.relation, load.by), []).append(load)
+
+        def line(relation: str) -> List[str]:
+            out = []
+            for (rel, by), loads in groups.items():
+                if rel != relation:
+                    continue
+                modules = ", ".join(dict.fromkeys(l.module for l in loads))
+                evidence = "; ".join(dict.fromkeys(l.evidence for l in loads))
+                how = {BEFORE: "before", RACE: "in a RACE with", AFTER: "after"}[relation]
+                out.append(f"{by}: loads {modules} {how} {self.sysctl_step} ({evidence})")
+            return out
+
+        out = line(BEFORE)
+        state = "runs" if self.sysctl_runs else "DOES NOT RUN"
+        out.append(f"{self.sysctl_step}: {state}: applies sysctl.d ({self.sysctl_note})")
+        out += line(RACE) + line(AFTER)
+        for rerun in self.reruns:
+            what = rerun.rule.matches("KERNEL")
+            if rerun.subsystem == "net":
+                target = "each new interface"
+            else:
+                target = f"module {what[0].value}" if what else "any module"
+            out.append(f"udev ({rerun.rule.where}): re-runs systemd-sysctl for {target}")
+        return out
+
+
+def detect_init_system(root: Root) -> str:
+    """systemd, sysvinit or openrc, from what /sbin/init is and what the root holds."""
+    init = root.chase("/sbin/init")
+    if init.kind is PathKind.FILE:
+        name = init.resolved.rsplit("/", 1)[-1]
+        if "systemd" in name:
+            return "systemd"
+        if "openrc" in name:
+            return "openrc"
+    if root.kind("/sbin/openrc") is PathKind.FILE or root.kind("/etc/runlevels") is PathKind.DIR:
+        return "openrc"
+    for path in ("/usr/lib/systemd/system/systemd-sysctl.service", "/lib/systemd/system/systemd-sysctl.service"):
+        if root.kind(path) is PathKind.FILE:
+            return "systemd"
+    if init.kind is PathKind.FILE or root.kind("/etc/inittab") is PathKind.FILE:
+        return "sysvinit"
+    return "systemd"
+
+
+def build_timeline(
+    root: Root,
+    init_system: Optional[str] = None,
+    cmdline: Optional[str] = None,
+    live_proc_cmdline: Optional[Path] = None,
+) -> BootTimeline:
+    system = init_system or detect_init_system(root)
+    kernel_cmdline = read_cmdline(root, cmdline, live_proc_cmdline)
+    initramfs = load_initramfs_modules(root)
+    if system == "systemd":
+        timeline = _systemd(root, kernel_cmdline)
+    elif system == "sysvinit":
+        timeline = _scripts(root, load_sysvinit(root), "procps", "kmod")
+    elif system == "openrc":
+        timeline = _scripts(root, load_openrc(root), "sysctl", "modules")
+    else:
+        raise ValueError(f"unknown init system {system!r}")
+    timeline.cmdline = kernel_cmdline
+    timeline.initramfs = initramfs
+    timeline.diagnostics.extend(initramfs.diagnostics)
+    early = [
+        ModuleLoad(r.module, "initramfs", BEFORE, r.source, "listed for the initramfs, which loads it before init starts",
+                   "the initramfs runs before the real root's init")
+        for r in initramfs.loaded
+    ]
+    for request in kernel_cmdline.module_requests():
+        if request.source.startswith("kernel command line rd."):
+            if initramfs.builder == "dracut" or system == "systemd" and initramfs.builder is None:
+                early.append(ModuleLoad(request.module, "initramfs (rd.modules_load=)", BEFORE, request.source,
+                                        "the systemd initrd's systemd-modules-load reads rd.modules_load=",
+                                        "the initramfs runs before the real root's init"))
+            else:
+                timeline.diagnostics.append(Diagnostic(
+                    f"rd.modules_load={request.module} is ignored by {initramfs.builder}'s initramfs "
+                    "(only a systemd-based initrd reads it)", kernel_cmdline.source or None))
+    timeline.loads[:0] = early
+    timeline.reruns = sysctl_reruns(root)
+    return timeline
+
+
+def _chain_text(edges) -> str:
+    return "; ".join(edge.because for edge in edges)
+
+
+def _systemd(root: Root, cmdline: KernelCmdline) -> BootTimeline:
+    units = SystemdUnits(root)
+    transaction = units.boot_transaction()
+    sysctl_unit = units.unit(SYSCTL_UNIT)
+    modules_unit = units.unit(MODULES_LOAD_UNIT)
+    sysctl_runs = not sysctl_unit.masked and SYSCTL_UNIT in transaction
+    if sysctl_unit.masked:
+        sysctl_note = f"masked: {sysctl_unit.masked_by}"
+    elif sysctl_unit.fragment is None:
+        sysctl_note = "no unit file in the root (assumed as shipped by systemd: After=systemd-modules-load.service)"
+    else:
+        sysctl_note = f"{sysctl_unit.fragment}" + (f" + {', '.join(sysctl_unit.dropins)}" if sysctl_unit.dropins else "")
+    timeline = BootTimeline(
+        init_system="systemd",
+        sysctl_step=SYSCTL_UNIT,
+        sysctl_runs=sysctl_runs,
+        sysctl_note=sysctl_note,
+        modules_step=MODULES_LOAD_UNIT,
+        modules_step_relation=BEFORE,
+        modules_step_note="",
+    )
+    # systemd-modules-load and its place against systemd-sysctl
+    if modules_unit.masked:
+        timeline.modules_step_relation = "masked"
+        timeline.modules_step_note = f"masked: {modules_unit.masked_by}"
+    elif sysctl_unit.fragment is None and modules_unit.fragment is None:
+        timeline.modules_step_note = "no unit files in the root: systemd's shipped ordering assumed"
+    else:
+        chain = transaction.order_path(MODULES_LOAD_UNIT, SYSCTL_UNIT)
+        if chain is not None:
+            timeline.modules_step_note = _chain_text(chain)
+        else:
+            reverse = transaction.order_path(SYSCTL_UNIT, MODULES_LOAD_UNIT)
+            timeline.modules_step_relation = AFTER if reverse is not None else RACE
+            timeline.modules_step_note = (
+                _chain_text(reverse) if reverse is not None
+                else f"no After=/Before= between {MODULES_LOAD_UNIT} and {SYSCTL_UNIT} in "
+                     f"{', '.join([p for p in [sysctl_unit.fragment, *sysctl_unit.dropins] if p]) or 'the unit files'}"
+            )
+    modules_load = load_modules_load(root)
+    timeline.modules_load = modules_load
+    timeline.diagnostics.extend(modules_load.diagnostics)
+    requests: List[ModuleRequest] = list(modules_load.requests)
+    requests.extend(r for r in cmdline.module_requests() if not r.source.startswith("kernel command line rd."))
+    if timeline.modules_step_relation != "masked":
+        for request in requests:
+            evidence = request.source + (f" (via {request.via})" if request.via else "")
+            timeline.loads.append(ModuleLoad(request.module, MODULES_LOAD_UNIT, timeline.modules_step_relation,
+                                             evidence, "listed for systemd-modules-load", timeline.modules_step_note))
+    # services that load modules on demand
+    timeline.loaders = find_loaders(root, transaction, skip=lambda name: name in (SYSCTL_UNIT, MODULES_LOAD_UNIT))
+    for loader in timeline.loaders:
+        chain = transaction.order_path(loader.unit, SYSCTL_UNIT)
+        if chain is not None:
+            relation, ordering = BEFORE, _chain_text(chain)
+        else:
+            chain = transaction.order_path(SYSCTL_UNIT, loader.unit)
+            if chain is not None:
+                relation, ordering = AFTER, _chain_text(chain)
+            else:
+                relation = RACE
+                files = ", ".join(p for p in [loader.unit_file, *transaction.members[loader.unit].dropins] if p)
+                ordering = (f"{loader.unit} is started at boot ({transaction.why_member(loader.unit)}) and neither "
+                            f"its unit file nor its drop-ins ({files or 'none found'}) order it against {SYSCTL_UNIT}")
+        for module, evidence in loader.modules.items():
+            timeline.loads.append(ModuleLoad(module, loader.unit, relation, f"{evidence.where} `{evidence.text}`",
+                                             evidence.why, ordering))
+    return timeline
+
+
+def _openrc_conf_modules(root: Root) -> List[ModuleRequest]:
+    out: List[ModuleRequest] = []
+    path = "/etc/conf.d/modules"
+    if root.kind(path) is not PathKind.FILE:
+        return out
+    for number, raw in enumerate(root.read_text(path).splitlines(), start=1):
+        match = re.match(r'^\s*modules(_[\w.-]+)?\s*=\s*(.*)$', raw)
+        if not match:
+            continue
+        try:
+            words = " ".join(shlex.split(match.group(2), comments=True)).split()
+        except ValueError:
+            continue
+        for word in words:
+            out.append(ModuleRequest(module_name(word), f"{path}:{number}", path, number))
+    return out
+
+
+def _scripts(root: Root, order: InitOrder, sysctl_name: str, modules_name: str) -> BootTimeline:
+    sysctl_runs = order.enabled(sysctl_name)
+    sysctl_script = order.scripts.get(sysctl_name)
+    note = sysctl_script.enabled_by if sysctl_runs and sysctl_script else f"/etc/init.d/{sysctl_name} is not started at boot"
+    timeline = BootTimeline(
+        init_system=order.system,
+        sysctl_step=f"{sysctl_name} ({order.system})",
+        sysctl_runs=sysctl_runs,
+        sysctl_note=f"sysctl --system; {note}",
+        modules_step=f"{modules_name} ({order.system})",
+        modules_step_relation="disabled",
+        modules_step_note=f"/etc/init.d/{modules_name} is not started at boot",
+    )
+    if order.enabled(modules_name):
+        relation = order.relation(modules_name, sysctl_name)
+        path = order.order_path(modules_name, sysctl_name) or order.order_path(sysctl_name, modules_name)
+        timeline.modules_step_relation = {"before": BEFORE, "after": AFTER}.get(relation, RACE)
+        timeline.modules_step_note = "; ".join(path) if path else (
+            f"no dependency between {modules_name} and {sysctl_name} in their headers: they may run in parallel")
+    modules_load = load_modules_load(root)
+    requests = list(modules_load.requests)
+    if order.system == "sysvinit":
+        seen: Set[str] = {r.module for r in requests}
+        requests.extend(r for r in debian_etc_modules(root).requests if r.module not in seen)
+    else:
+        requests.extend(_openrc_conf_modules(root))
+    timeline.modules_load = modules_load
+    timeline.diagnostics.extend(modules_load.diagnostics)
+    if timeline.modules_step_relation != "disabled":
+        for request in requests:
+            timeline.loads.append(ModuleLoad(request.module, timeline.modules_step, timeline.modules_step_relation,
+                                             request.source, f"listed for the {modules_name} script",
+                                             timeline.modules_step_note))
+    for name, script in sorted(order.scripts.items()):
+        if name in (sysctl_name, modules_name) or script.enabled_by is None:
+            continue
+        loader = detect_script_loader(root, name, script.file)
+        if loader is None:
+            continue
+        timeline.loaders.append(loader)
+        relation = order.relation(name, sysctl_name)
+        mapped = {"before": BEFORE, "after": AFTER}.get(relation, RACE)
+        path = order.order_path(name, sysctl_name) or order.order_path(sysctl_name, name)
+        ordering = "; ".join(path) if path else f"no dependency between {name} and {sysctl_name}"
+        for module, evidence in loader.modules.items():
+            timeline.loads.append(ModuleLoad(module, f"{name} ({order.system})", mapped,
+                                             f"{evidence.where} `{evidence.text}`", evidence.why, ordering))
+    return timeline
+
+
+def loads_index(timeline: BootTimeline) -> Dict[str, List[ModuleLoad]]:
+    out: Dict[str, List[ModuleLoad]] = {}
+    for load in timeline.loads:
+        out.setdefault(load.module, []).append(load)
+    return out

@@ -1,0 +1,189 @@
+"""udev rules that re-run systemd-sysctl when a module or a network interface appears.
+
+Rules files (udev(7)): ``*.rules`` in /etc/udev/rules.d, /run/udev/rules.d,
+/usr/local/lib/udev/rules.d, /usr/lib/udev/rules.d (+ /lib/udev/rules.d); the same
+name in an earlier directory wins, a link to /dev/null masks, files are processed in
+name order. A rule is one logical line (``\\`` continues it) of comma-separated
+``KEY[{attr}] op "value"`` tokens. Match values are shell globs with ``|``
+alternatives.
+
+Only the rules that matter to sysctl are kept: an "add" (or any-action) rule whose
+``RUN`` runs ``systemd-sysctl`` for ``SUBSYSTEM=="module"`` (sysctl.d(5)'s recipe) or
+``SUBSYSTEM=="net"`` (udev's own 99-systemd.rules).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Set, Tuple
+
+from sysctl_doctor.root import PathKind, Root
+
+UDEV_RULES_DIRS: Tuple[str, ...] = (
+    "/etc/udev/rules.d",
+    "/run/udev/rules.d",
+    "/usr/local/lib/udev/rules.d",
+    "/usr/lib/udev/rules.d",
+    "/lib/udev/rules.d",
+)
+_TOKEN = re.compile(r'\s*([A-Za-z_]+)(?:\{([^}]*)\})?\s*(==|!=|\+=|-=|:=|=)\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
+
+
+@dataclass(frozen=True)
+class UdevToken:
+    key: str
+    attr: Optional[str]
+    op: str
+    value: str
+
+
+@dataclass
+class UdevRule:
+    file: str
+    line: int
+    text: str
+    tokens: List[UdevToken] = field(default_factory=list)
+
+    def matches(self, key: str) -> List[UdevToken]:
+        return [t for t in self.tokens if t.key == key and t.op in ("==", "!=")]
+
+    def matches_value(self, key: str, value: str) -> Optional[bool]:
+        """True/False if the rule tests `key`, None if it does not test it."""
+        tests = self.matches(key)
+        if not tests:
+            return None
+        for test in tests:
+            hit = any(fnmatch.fnmatchcase(value, alt) for alt in test.value.split("|"))
+            if (test.op == "==") != hit:
+                return False
+        return True
+
+    def runs(self) -> List[str]:
+        return [t.value for t in self.tokens if t.key == "RUN" and t.op in ("=", "+=", ":=")]
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class SysctlRerun:
+    """A udev rule that runs systemd-sysctl (optionally limited by --prefix) on an event."""
+
+    rule: UdevRule
+    subsystem: str  # "module" or "net"
+    prefixes: Tuple[str, ...]  # slash paths without leading /proc/sys ("net/netfilter"); () = everything
+
+    def covers_key(self, slash_key: str, name: str) -> bool:
+        """Whether a run for device/module `name` re-applies the key (``$name``/``%k`` substituted)."""
+        if not self.prefixes:
+            return True
+        for prefix in self.prefixes:
+            expanded = prefix.replace("$name", name).replace("%k", name).replace("$kernel", name).strip("/")
+            if slash_key == expanded or slash_key.startswith(expanded + "/"):
+                return True
+        return False
+
+    def matches_module(self, module: str) -> bool:
+        return self.subsystem == "module" and self.rule.matches_value("KERNEL", module) is not False
+
+
+def parse_rules(text: str, file: str) -> List[UdevRule]:
+    rules: List[UdevRule] = []
+    buffer = ""
+    start = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.rstrip()
+        if not buffer:
+            start = number
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+        if line.endswith("\\"):
+            buffer += line[:-1] + " "
+            continue
+        buffer += line
+        logical = buffer.strip()
+        buffer = ""
+        rule = UdevRule(file=file, line=start, text=logical)
+        pos = 0
+        while pos < len(logical):
+            match = _TOKEN.match(logical, pos)
+            if not match:
+                break
+            rule.tokens.append(UdevToken(match.group(1), match.group(2), match.group(3), match.group(4)))
+            pos = match.end()
+        rules.append(rule)
+    return rules
+
+
+def rules_files(root: Root, dirs: Sequence[str] = UDEV_RULES_DIRS) -> List[str]:
+    chosen: Dict[str, str] = {}
+    masked: Set[str] = set()
+    seen: Set[str] = set()
+    for directory in dirs:
+        real = root.chase(directory).resolved
+        if real in seen:
+            continue
+        seen.add(real)
+        for name in root.listdir(directory):
+            if not name.endswith(".rules") or name in chosen or name in masked:
+                continue
+            path = f"{directory}/{name}"
+            kind = root.kind(path)
+            if kind is PathKind.NULL:
+                masked.add(name)
+            elif kind is PathKind.FILE:
+                chosen[name] = path
+    return [chosen[n] for n in sorted(chosen)]
+
+
+def _prefixes(command: str) -> Optional[Tuple[str, ...]]:
+    """--prefix values of a systemd-sysctl command line, None if it does not run systemd-sysctl."""
+    words = command.split()
+    if not words or not words[0].endswith("systemd-sysctl"):
+        return None
+    out: List[str] = []
+    i = 1
+    while i < len(words):
+        word = words[i]
+        if word.startswith("--prefix="):
+            out.append(word[len("--prefix="):])
+        elif word == "--prefix" and i + 1 < len(words):
+            out.append(words[i + 1])
+            i += 1
+        i += 1
+    normalised = []
+    for prefix in out:
+        prefix = prefix.strip("/")
+        if prefix.startswith("proc/sys/"):
+            prefix = prefix[len("proc/sys/"):]
+        # systemd-sysctl accepts the dotted form too
+        if "/" not in prefix and "." in prefix:
+            prefix = prefix.replace(".", "/")
+        normalised.append(prefix)
+    return tuple(normalised)
+
+
+def sysctl_reruns(root: Root) -> List[SysctlRerun]:
+    """Every rule that re-runs systemd-sysctl on a module or net "add" event."""
+    out: List[SysctlRerun] = []
+    for path in rules_files(root):
+        try:
+            text = root.read_text(path)
+        except OSError:
+            continue
+        if "systemd-sysctl" not in text:
+            continue
+        for rule in parse_rules(text, path):
+            if rule.matches_value("ACTION", "add") is False:
+                continue
+            for subsystem in ("module", "net"):
+                if rule.matches_value("SUBSYSTEM", subsystem) is not True:
+                    continue
+                for command in rule.runs():
+                    prefixes = _prefixes(command)
+                    if prefixes is not None:
+                        out.append(SysctlRerun(rule, subsystem, prefixes))
+    return out

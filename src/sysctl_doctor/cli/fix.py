@@ -1,0 +1,61 @@
+"""`sysctl-doctor fix`: make module keys survive boot (modules-load.d or a udev rule), atomically."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import click
+
+from sysctl_doctor.cli.check import root_options
+
+
+@click.command("fix")
+@root_options
+@click.option("--method", type=click.Choice(["modules-load", "udev"]), default="modules-load", show_default=True,
+              help="Load the module before the sysctl step, or re-apply its keys when it loads (sysctl.d(5)).")
+@click.option("--dry-run", is_flag=True, help="Show the diff, write nothing.")
+@click.option("--now", is_flag=True, help="Live host only: also load the modules and set the values now.")
+def command(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_system: Optional[str], method: str,
+            dry_run: bool, now: bool) -> None:
+    """Plan the edits that make every module key apply at boot, show the diff, then write them.
+
+    Writes are atomic (temporary file, fsync, rename, directory fsync), keep mode and owner, back up
+    what they replace under <root>/var/backups/sysctl-doctor/, and never leave the root. A second run
+    changes nothing.
+    """
+    from sysctl_doctor.cli import EXIT_FINDINGS, EXIT_OK
+    from sysctl_doctor.cli.check import run_analysis
+    from sysctl_doctor.errors import DoctorError
+    from sysctl_doctor.fix import apply_now, apply_plan, plan_fix
+    from sysctl_doctor.root import Root
+
+    root = Root(root_dir)
+    if now and not root.is_live:
+        raise DoctorError("--now acts on the running host: it needs --root /")
+    report = run_analysis(root_dir, kernel, cmdline, init_system)
+    plan = plan_fix(root, report, method)
+    out = click.echo
+    for note in plan.notes:
+        out(f"note: {note}")
+    if plan.empty:
+        out("nothing to change: every module key already applies at boot with this method")
+    else:
+        sys.stdout.write(plan.diff())
+        if dry_run:
+            out("(dry run: nothing written)")
+        else:
+            for applied in apply_plan(root, plan):
+                backup = f" (backup: {applied.backup})" if applied.backup else ""
+                out(f"wrote {applied.written}{backup}")
+    if now and not dry_run:
+        for line in apply_now(plan):
+            out(f"now: {line}")
+    if dry_run:
+        raise click.exceptions.Exit(EXIT_OK)
+    after = run_analysis(root_dir, kernel, cmdline, init_system)
+    for p in after.predictions:
+        if p.module and any(p.key == q.key for q in report.predictions if not q.applied):
+            state = "applied at boot" if p.applied else f"still not guaranteed ({p.verdict})"
+            out(f"{p.key}: {state}")
+    raise click.exceptions.Exit(EXIT_FINDINGS if after.has_errors else EXIT_OK)

@@ -1,0 +1,1 @@
+"""What the administrator configured: sysctl.d as systemd-sysctl and procps read it."""

@@ -1,0 +1,801 @@
+"""Read sysctl.d exactly as systemd-sysctl 252 or procps-ng 4.0.2 `sysctl --system` does.
+
+The two flavours differ in many small ways; each rule below names the
+behaviour it reproduces (checked by tests/config against the real programs):
+
+systemd-sysctl 252 (src/sysctl/sysctl.c, src/basic/conf-files.c, fileio.c read_line):
+- directories /etc, /run, /usr/local/lib, /usr/lib ``/sysctl.d`` (this is a
+  merged-/usr build: no /lib/sysctl.d); directories are resolved and
+  de-duplicated; the first directory holding a file name wins; hidden
+  (``.x.conf``) and backup names are skipped; the winners are sorted by file
+  name (bytes) across directories. A winner linked to /dev/null reads as empty,
+  which is how a mask works. /etc/sysctl.conf is never read by itself.
+- lines end at ``\\n``, ``\\r``, ``\\r\\n``, ``\\0`` (and combinations); a line of
+  1 MiB or more stops the file. Whitespace is `` \\t\\r\\n``; ``#`` and ``;`` start
+  comments; the key is split at the first ``=``; ``-key = v`` ignores failures;
+  ``-key`` alone excludes the key from globs. Keys are normalised: if the first
+  separator is a dot, dots and slashes swap; then the path is simplified.
+- one ordered map key -> value: a repeated key with the same value stays
+  where it is; a different value replaces it and moves to the end. A glob is
+  expanded at apply time and skips keys that have their own entry (value or
+  exclusion).
+
+procps-ng 4.0.2 (src/sysctl.c PreloadSystem, Preload, parse_setting_line, write_setting_list):
+- directories /etc, /run, /usr/local/lib, /usr/lib, /lib ``/sysctl.d``; the
+  first directory with a name wins (hidden files included); sorted by name;
+  then /etc/sysctl.conf last when it is a regular file.
+- lines end at ``\\n`` only (a NUL ends the text); lines shorter than 2 bytes are
+  skipped; ``#``/``;`` comments; whitespace is C isspace; an empty value is
+  written as is; every assignment is written, in order (duplicates too); a
+  glob skips paths that any line names exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
+
+from sysctl_doctor.config.model import (
+    EffectiveSetting,
+    Flavor,
+    IgnoredFile,
+    KeyTree,
+    Origin,
+    OverriddenLine,
+    SysctlAssignment,
+    SysctlConfig,
+    SysctlExclusion,
+    is_glob,
+    path_to_key,
+    swap_separators,
+)
+from sysctl_doctor.errors import Diagnostic, DoctorError
+from sysctl_doctor.root import PathKind, Root
+
+SYSTEMD_DIRS: Tuple[str, ...] = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d")
+PROCPS_DIRS: Tuple[str, ...] = SYSTEMD_DIRS + ("/lib/sysctl.d",)
+SYSCTL_CONF = "/etc/sysctl.conf"
+DEBIAN_SYSCTL_CONF_LINK = "/etc/sysctl.d/99-sysctl.conf"
+LONG_LINE_MAX = 1024 * 1024  # systemd's LONG_LINE_MAX
+SYSTEMD_MARKERS = (
+    "/usr/lib/systemd/system/systemd-sysctl.service",
+    "/lib/systemd/system/systemd-sysctl.service",
+    "/usr/lib/systemd/systemd-sysctl",
+    "/lib/systemd/systemd-sysctl",
+)
+MAX_BYTE_DIAGNOSTICS = 5  # per file, then one summary line
+
+_SYSTEMD_WS = b" \t\n\r"
+_C_SPACE = b" \t\n\v\f\r"
+_BACKUP_SUFFIXES = frozenset(
+    "rpmnew rpmsave rpmorig dpkg-old dpkg-new dpkg-tmp dpkg-dist dpkg-bak dpkg-backup dpkg-remove "
+    "ucf-new ucf-old ucf-dist swp bak old new".split()
+)
+
+
+# --------------------------------------------------------------------------- lines
+
+
+@dataclass(frozen=True)
+class ParsedLine:
+    """One meaningful line of a sysctl.d file."""
+
+    line: int
+    kind: str  # "assignment" | "exclusion" | "invalid"
+    key: str = ""  # as written, after the "-" and whitespace are removed
+    value: Optional[str] = None
+    ignore_failure: bool = False
+    text: str = ""  # the stripped line (for messages)
+
+
+@dataclass
+class ParsedFile:
+    lines: List[ParsedLine] = field(default_factory=list)
+    diagnostics: List[Diagnostic] = field(default_factory=list)
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="surrogateescape")
+
+
+_EOL_BITS = {0x0A: 2, 0x0D: 4, 0x00: 1}
+_RUN = re.compile(rb"([^\r\n\x00]*)([\r\n\x00]*)")
+
+
+def systemd_lines(data: bytes) -> Iterator[Tuple[int, bytes]]:
+    """Lines as systemd's read_line() returns them: (1-based number, text).
+
+    Raises `ValueError` (with the line number in args[1]) for a line of
+    LONG_LINE_MAX bytes or more: systemd stops reading the file there.
+    """
+    lineno = 0
+    for match in _RUN.finditer(data):
+        text, eols = match.group(1), match.group(2)
+        if not text and not eols:
+            break
+        if len(text) >= LONG_LINE_MAX:
+            raise ValueError("line too long", lineno + 1)
+        lineno += 1
+        yield lineno, text
+        # An EOL run holds one terminator, then empty lines: a terminator ends
+        # after a NUL or when a marker already seen in it repeats.
+        seen = 0
+        for byte in eols:
+            bit = _EOL_BITS[byte]
+            if seen and (seen & 1 or seen & bit):
+                lineno += 1
+                yield lineno, b""
+                seen = 0
+            seen |= bit
+
+
+def procps_lines(data: bytes) -> Iterator[Tuple[int, bytes]]:
+    """Lines as procps' getline() loop sees them: (number, bytes incl. the newline)."""
+    lineno = 0
+    start = 0
+    size = len(data)
+    while start < size:
+        end = data.find(b"\n", start)
+        end = size if end < 0 else end + 1
+        lineno += 1
+        yield lineno, data[start:end]
+        start = end
+
+
+def _c_rstrip(raw: bytes) -> bytes:
+    """procps rstrip(): never strips the first character."""
+    end = len(raw) - 1
+    while end > 0 and raw[end] in _C_SPACE:
+        end -= 1
+    return raw[: end + 1] if raw else raw
+
+
+def _c_lstrip(raw: bytes) -> bytes:
+    i = 0
+    while i < len(raw) and raw[i] in _C_SPACE:
+        i += 1
+    return raw[i:]
+
+
+def parse_systemd_line(lineno: int, raw: bytes) -> Optional[ParsedLine]:
+    p = raw.strip(_SYSTEMD_WS)
+    if not p or p[:1] in (b"#", b";", b"\n"):
+        return None
+    eq = p.find(b"=")
+    if eq >= 0:
+        ignore = p[:1] == b"-"
+        key = p[1 if ignore else 0 : eq].strip(_SYSTEMD_WS)
+        value = p[eq + 1 :].strip(_SYSTEMD_WS)
+        return ParsedLine(lineno, "assignment", _decode(key), _decode(value), ignore, _decode(p))
+    if p[:1] == b"-":
+        return ParsedLine(lineno, "exclusion", _decode(p[1:].strip(_SYSTEMD_WS)), None, False, _decode(p))
+    return ParsedLine(lineno, "invalid", text=_decode(p))
+
+
+def parse_procps_line(lineno: int, raw: bytes) -> Optional[ParsedLine]:
+    if len(raw) < 2:  # rlen < 2
+        return None
+    raw = raw.split(b"\x00", 1)[0]  # C string functions stop at a NUL
+    key = _c_lstrip(raw)
+    if len(key) < 2 or key[:1] in (b"#", b";"):
+        return None
+    eq = key.find(b"=")
+    text = _decode(key.rstrip(_C_SPACE))
+    if eq < 0:
+        if key[:1] == b"-":
+            return ParsedLine(lineno, "exclusion", _decode(_c_rstrip(key[1:])), None, False, text)
+        return ParsedLine(lineno, "invalid", text=text)
+    name, value = key[:eq], key[eq + 1 :]
+    ignore = name[:1] == b"-"
+    if ignore:
+        name = name[1:]
+    value = _c_rstrip(_c_lstrip(value))
+    return ParsedLine(lineno, "assignment", _decode(_c_rstrip(name)), _decode(value), ignore, text)
+
+
+def parse_sysctl_bytes(data: bytes, flavor: Flavor, file: str) -> ParsedFile:
+    """Parse one file's bytes the way `flavor` does. Never raises on any input."""
+    out = ParsedFile()
+    bad_bytes = 0
+    if flavor == "systemd":
+        lines: Iterator[Tuple[int, bytes]] = systemd_lines(data)
+        parse = parse_systemd_line
+    else:
+        lines = procps_lines(data)
+        parse = parse_procps_line
+    if b"\x00" in data:
+        out.diagnostics.append(
+            Diagnostic(
+                "binary data (NUL bytes): "
+                + ("systemd-sysctl treats a NUL as a line end" if flavor == "systemd"
+                   else "procps ignores the rest of a line after a NUL"),
+                file,
+                data[: data.index(b"\x00")].count(b"\n") + 1,
+            )
+        )
+    try:
+        for lineno, raw in lines:
+            parsed = parse(lineno, raw)
+            if parsed is None:
+                continue
+            if parsed.kind == "invalid":
+                msg = ("line is not an assignment, ignored: " if flavor == "systemd"
+                       else "invalid syntax (no '='), ignored: ")
+                out.diagnostics.append(Diagnostic(msg + _shorten(parsed.text), file, lineno))
+                continue
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                bad_bytes += 1
+                if bad_bytes <= MAX_BYTE_DIAGNOSTICS:
+                    out.diagnostics.append(
+                        Diagnostic("bytes that are not UTF-8; they are used as they are (shown escaped)", file, lineno)
+                    )
+            out.lines.append(parsed)
+    except ValueError as exc:
+        out.diagnostics.append(
+            Diagnostic(
+                f"line of {LONG_LINE_MAX} bytes or more: systemd-sysctl stops reading the file here "
+                "(assignments before it still apply)",
+                file,
+                exc.args[1],
+            )
+        )
+    if bad_bytes > MAX_BYTE_DIAGNOSTICS:
+        out.diagnostics.append(Diagnostic(f"{bad_bytes - MAX_BYTE_DIAGNOSTICS} more lines with non-UTF-8 bytes", file))
+    return out
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    text = text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace") if _has_surrogates(text) else text
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\udc80" <= c <= "\udcff" for c in text)
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def path_simplify(path: str) -> str:
+    """systemd's path_simplify(): drop empty and "." components and trailing slashes."""
+    if not path:
+        return path
+    absolute = path.startswith("/")
+    parts = [c for c in path.split("/") if c not in ("", ".")]
+    body = "/".join(parts)
+    if absolute:
+        return "/" + body
+    return body or "."
+
+
+def systemd_normalize(key: str) -> str:
+    """sysctl_normalize(): swap separators if the first is a dot, simplify, drop a leading slash."""
+    key = path_simplify(swap_separators(key))
+    if key.startswith("/") and len(key) > 1:
+        key = key[1:]
+    return key
+
+
+def procps_path(key: str) -> str:
+    """The path procps opens, relative to /proc/sys (a second leading "-" is dropped)."""
+    if key.startswith("-"):
+        key = key[1:]
+    return swap_separators(key)
+
+
+def normalize_prefix(prefix: str) -> str:
+    """systemd-sysctl --prefix: normalised, with a leading /proc/sys removed."""
+    p = swap_separators(prefix)
+    p = path_simplify(p)
+    stripped = _path_startswith(p.lstrip("/") if p.startswith("/proc/") else p, "proc/sys")
+    if p.startswith("/") and stripped is not None:
+        return stripped
+    return p.strip("/")
+
+
+def _path_startswith(path: str, prefix: str) -> Optional[str]:
+    """systemd path_startswith(), component-wise; returns the rest or None."""
+    pc = [c for c in path.split("/") if c]
+    qc = [c for c in prefix.split("/") if c]
+    if pc[: len(qc)] != qc:
+        return None
+    return "/".join(pc[len(qc) :])
+
+
+def under_prefix(path: str, prefixes: Sequence[str]) -> bool:
+    if not prefixes:
+        return True
+    return any(_path_startswith(path, p) is not None for p in prefixes)
+
+
+# --------------------------------------------------------------------------- globs
+
+_CLASSES = {
+    "alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z", "lower": "a-z",
+    "space": " \\t\\n\\r\\f\\v", "xdigit": "0-9A-Fa-f", "punct": re.escape("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
+    "blank": " \\t", "cntrl": "\\x00-\\x1f\\x7f", "print": "\\x20-\\x7e", "graph": "\\x21-\\x7e",
+}
+
+
+def _component_regex(comp: str) -> "re.Pattern[str]":
+    """POSIX glob (fnmatch without FNM_PERIOD relaxations) for one path component."""
+    out: List[str] = []
+    i, n = 0, len(comp)
+    while i < n:
+        c = comp[i]
+        if c == "\\" and i + 1 < n:
+            out.append(re.escape(comp[i + 1]))
+            i += 2
+            continue
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            j = i + 1
+            negate = j < n and comp[j] in "!^"
+            if negate:
+                j += 1
+            items: List[str] = []
+            first = True
+            closed = False
+            while j < n:
+                ch = comp[j]
+                if ch == "]" and not first:
+                    closed = True
+                    break
+                first = False
+                if ch == "[" and comp.startswith("[:", j):
+                    end = comp.find(":]", j + 2)
+                    if end > 0 and comp[j + 2 : end] in _CLASSES:
+                        items.append(_CLASSES[comp[j + 2 : end]])
+                        j = end + 2
+                        continue
+                if ch == "\\" and j + 1 < n:
+                    j += 1
+                    ch = comp[j]
+                if j + 2 < n and comp[j + 1] == "-" and comp[j + 2] != "]":
+                    hi = comp[j + 2]
+                    if hi == "\\" and j + 3 < n:
+                        hi = comp[j + 3]
+                        j += 1
+                    items.append(re.escape(ch) + "-" + re.escape(hi))
+                    j += 3
+                    continue
+                items.append(re.escape(ch))
+                j += 1
+            if not closed:
+                out.append(re.escape("["))
+            else:
+                body = "".join(items)
+                out.append(f"[{'^' if negate else ''}{body}]" if body else ("[^/]" if negate else "(?!)"))
+                i = j + 1
+                continue
+        else:
+            out.append(re.escape(c))
+        i += 1
+    try:
+        return re.compile("".join(out), re.DOTALL)
+    except re.error:
+        return re.compile(re.escape(comp), re.DOTALL)
+
+
+def expand_braces(pattern: str) -> List[str]:
+    """glob(3) GLOB_BRACE expansion ("a{b,c}d" -> "abd", "acd"; nested braces too)."""
+    depth = 0
+    start = -1
+    for i, c in enumerate(pattern):
+        if c == "\\":
+            continue
+        if c == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif c == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                body = pattern[start + 1 : i]
+                alts, level, last = [], 0, 0
+                for j, ch in enumerate(body):
+                    if ch == "{":
+                        level += 1
+                    elif ch == "}":
+                        level -= 1
+                    elif ch == "," and level == 0:
+                        alts.append(body[last:j])
+                        last = j + 1
+                alts.append(body[last:])
+                if len(alts) == 1:
+                    return [pattern]
+                head, tail = pattern[:start], pattern[i + 1 :]
+                out: List[str] = []
+                for alt in alts:
+                    out.extend(expand_braces(head + alt + tail))
+                return out
+    return [pattern]
+
+
+def glob_matches(pattern: str, keys: KeyTree, braces: bool = False) -> List[str]:
+    """Slash paths (files and directories) in `keys` that glob(3) returns for
+    /proc/sys/<pattern>, sorted like glob; `braces` = GLOB_BRACE (systemd)."""
+    patterns = expand_braces(pattern) if braces else [pattern]
+    found: List[str] = []
+    for pat in patterns:
+        for path in _glob_one(pat, keys):
+            if path not in found:
+                found.append(path)
+    return found
+
+
+def _glob_one(pattern: str, keys: KeyTree) -> List[str]:
+    comps = [c for c in pattern.split("/") if c not in ("", ".")]
+    if not comps:
+        return []
+    regexes = [_component_regex(c) for c in comps]
+    literal_dot = [c.startswith(".") or c.startswith("\\.") for c in comps]
+    found = []
+    for path in (*keys.paths, *keys.directories):
+        parts = path.split("/")
+        if len(parts) != len(comps):
+            continue
+        for part, rx, dot_ok in zip(parts, regexes, literal_dot):
+            if part.startswith(".") and not dot_ok:
+                break
+            if not rx.fullmatch(part):
+                break
+        else:
+            found.append(path)
+    found.sort(key=_sort_key)
+    return found
+
+
+def _sort_key(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def default_flavor(root: Root) -> Flavor:
+    """systemd when the root has systemd-sysctl (unit or binary), else procps."""
+    for marker in SYSTEMD_MARKERS:
+        if root.kind(marker) in (PathKind.FILE, PathKind.NULL, PathKind.OTHER):
+            return "systemd"
+    return "procps"
+
+
+def _hidden_or_backup(name: str) -> bool:
+    if name.startswith(".") or name in ("lost+found", "aquota.user", "aquota.group") or name.endswith("~"):
+        return True
+    dot = name.rfind(".")
+    return dot >= 0 and name[dot + 1 :] in _BACKUP_SUFFIXES
+
+
+@dataclass
+class _Candidate:
+    path: str  # inside the root, as the tool names it
+    kind: PathKind
+
+
+def _discover(root: Root, flavor: Flavor) -> Tuple[List[_Candidate], List[IgnoredFile], List[Diagnostic]]:
+    ignored: List[IgnoredFile] = []
+    diags: List[Diagnostic] = []
+    winners: Dict[str, _Candidate] = {}
+    if flavor == "systemd":
+        dirs: List[str] = []
+        for d in SYSTEMD_DIRS:  # path_strv_resolve_uniq
+            try:
+                resolved = root.chase(d).resolved
+            except DoctorError as exc:
+                diags.append(Diagnostic(f"cannot resolve directory: {exc}", d))
+                continue
+            if resolved not in dirs:
+                dirs.append(resolved)
+    else:
+        dirs = list(PROCPS_DIRS)
+    for d in dirs:
+        try:
+            names = root.listdir(d)
+        except DoctorError:
+            names = []
+        for name in names:
+            path = f"{d.rstrip('/')}/{name}"
+            try:
+                kind = root.chase(path).kind
+            except DoctorError as exc:
+                kind = PathKind.MISSING
+                diags.append(Diagnostic(f"cannot resolve: {exc}", path))
+            if flavor == "systemd":
+                if not name.endswith(".conf"):
+                    if kind is not PathKind.DIR:
+                        ignored.append(IgnoredFile(path, "name does not end in .conf"))
+                    continue
+                if _hidden_or_backup(name):
+                    ignored.append(IgnoredFile(path, "hidden or backup file name: systemd-sysctl skips it"))
+                    continue
+            else:
+                if len(name) < 5 or not name.endswith(".conf"):
+                    if kind is not PathKind.DIR:
+                        ignored.append(IgnoredFile(path, "name does not end in .conf"))
+                    continue
+            if name in winners:
+                winner = winners[name]
+                if _same_file(root, winner.path, path):
+                    continue  # the same directory seen twice (/lib -> usr/lib)
+                if winner.kind is PathKind.NULL:
+                    reason = f"masked by {winner.path} -> /dev/null"
+                else:
+                    reason = f"overridden by {winner.path} (same file name, earlier directory)"
+                ignored.append(IgnoredFile(path, reason))
+                continue
+            winners[name] = _Candidate(path, kind)
+    if flavor == "systemd":
+        lib = root.chase("/lib/sysctl.d") if root.kind("/lib/sysctl.d") is PathKind.DIR else None
+        if lib is not None and lib.resolved not in dirs:
+            for name in root.listdir("/lib/sysctl.d"):
+                if name.endswith(".conf"):
+                    ignored.append(IgnoredFile(
+                        f"/lib/sysctl.d/{name}",
+                        "systemd-sysctl 252 (merged-/usr build, Debian 12) does not read /lib/sysctl.d"))
+    ordered = [winners[name] for name in sorted(winners, key=_sort_key)]
+    return ordered, ignored, diags
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class _Entry:
+    path: str
+    key: str
+    value: Optional[str]
+    origin: Origin
+    ignore_failure: bool
+    overrides: List[OverriddenLine] = field(default_factory=list)
+    repeats: List[OverriddenLine] = field(default_factory=list)
+
+    def as_overridden(self) -> List[OverriddenLine]:
+        kind = "assignment" if self.value is not None else "exclusion"
+        own = OverriddenLine(self.origin.file, self.origin.line, self.value or "", kind)
+        return [*self.overrides, own, *self.repeats]
+
+
+def load_sysctl_config(root: Root, flavor: Flavor) -> SysctlConfig:
+    """Every file and line the flavour reads from `root`, with what each line does."""
+    if flavor not in ("systemd", "procps"):
+        raise DoctorError(f"unknown flavour {flavor!r} (systemd or procps)")
+    candidates, ignored, diagnostics = _discover(root, flavor)
+    read_paths: List[str] = []
+    sources: List[Tuple[str, bytes]] = []
+
+    opened: List[str] = []
+
+    def read(cand: _Candidate) -> None:
+        # What the tool opens (systemd logs "Parsing", procps prints "* Applying"):
+        # systemd silently skips a name whose open fails with ENOENT (a dangling link).
+        if flavor == "procps" or cand.kind is not PathKind.MISSING:
+            opened.append(cand.path)
+        if cand.kind is PathKind.NULL:
+            ignored.append(IgnoredFile(cand.path, "a mask (link to /dev/null): nothing is read from it"))
+            return
+        if cand.kind is PathKind.MISSING:
+            ignored.append(IgnoredFile(cand.path, "dangling symlink: the target does not exist (silently skipped)"))
+            return
+        if cand.kind is PathKind.OTHER:
+            ignored.append(IgnoredFile(cand.path, "not a regular file (device, fifo or socket): not read"))
+            diagnostics.append(Diagnostic("not a regular file (device, fifo or socket); not read", cand.path))
+            return
+        if cand.kind is PathKind.DIR:
+            ignored.append(IgnoredFile(cand.path, "a directory, not a file"))
+            diagnostics.append(Diagnostic("is a directory where a file is expected; nothing read", cand.path))
+            return
+        try:
+            data = root.read_bytes(cand.path)
+        except OSError as exc:
+            ignored.append(IgnoredFile(cand.path, f"unreadable: {exc.strerror or exc}"))
+            diagnostics.append(Diagnostic(f"cannot read: {exc.strerror or exc}", cand.path))
+            return
+        read_paths.append(cand.path)
+        sources.append((cand.path, data))
+
+    for cand in candidates:
+        read(cand)
+
+    via_link = any(_resolves_to(root, p, SYSCTL_CONF) for p in read_paths)
+    conf_kind = root.kind(SYSCTL_CONF)
+    if flavor == "procps":
+        if conf_kind is PathKind.FILE:
+            read(_Candidate(SYSCTL_CONF, conf_kind))
+            if via_link:
+                diagnostics.append(Diagnostic(
+                    "procps reads /etc/sysctl.conf twice: through the /etc/sysctl.d link and again last",
+                    SYSCTL_CONF))
+        elif conf_kind is not PathKind.MISSING:
+            ignored.append(IgnoredFile(SYSCTL_CONF, "not a regular file: procps reads it only when it is one"))
+    elif conf_kind is PathKind.FILE and not via_link:
+        ignored.append(IgnoredFile(
+            SYSCTL_CONF,
+            f"systemd-sysctl never reads /etc/sysctl.conf itself and there is no {DEBIAN_SYSCTL_CONF_LINK} "
+            "-> ../sysctl.conf link: its settings are not applied at boot"))
+
+    config = SysctlConfig(flavor=flavor, files=read_paths, assignments=[], exclusions=[],
+                          ignored_files=ignored, diagnostics=diagnostics, opened=opened)
+    parsed = []
+    for path, data in sources:
+        pf = parse_sysctl_bytes(data, flavor, path)
+        diagnostics.extend(pf.diagnostics)
+        parsed.append((path, pf.lines))
+    if flavor == "systemd":
+        _apply_systemd(config, parsed)
+    else:
+        _apply_procps(config, parsed)
+    return config
+
+
+def _same_file(root: Root, a: str, b: str) -> bool:
+    try:
+        return root.chase(os.path.dirname(a)).resolved == root.chase(os.path.dirname(b)).resolved
+    except DoctorError:
+        return False
+
+
+def _resolves_to(root: Root, path: str, target: str) -> bool:
+    try:
+        return root.chase(path).resolved == target
+    except DoctorError:
+        return False
+
+
+def _apply_systemd(config: SysctlConfig, parsed: List[Tuple[str, List[ParsedLine]]]) -> None:
+    table: Dict[str, _Entry] = {}  # insertion-ordered, like systemd's OrderedHashmap
+    for path, lines in parsed:
+        for pl in lines:
+            origin = Origin(path, pl.line)
+            norm = systemd_normalize(pl.key)
+            key = path_to_key(norm)
+            config.history.append((origin, key, pl.value))
+            existing = table.get(norm)
+            if existing is not None:
+                if existing.value == pl.value:
+                    existing.ignore_failure = existing.ignore_failure or pl.ignore_failure
+                    existing.repeats.append(OverriddenLine(path, pl.line, pl.value or "",
+                                                           "assignment" if pl.value is not None else "exclusion"))
+                    continue
+                del table[norm]
+                table[norm] = _Entry(norm, key, pl.value, origin, pl.ignore_failure, existing.as_overridden())
+            else:
+                table[norm] = _Entry(norm, key, pl.value, origin, pl.ignore_failure)
+    for entry in table.values():
+        if entry.value is None:
+            config.exclusions.append(SysctlExclusion(entry.key, entry.origin, tuple(entry.overrides), entry.path))
+        else:
+            config.assignments.append(SysctlAssignment(
+                key=entry.key, value=entry.value, origin=entry.origin, ignore_failure=entry.ignore_failure,
+                overrides=entry.overrides, is_glob=is_glob(entry.path), repeats=entry.repeats, path=entry.path))
+
+
+def _apply_procps(config: SysctlConfig, parsed: List[Tuple[str, List[ParsedLine]]]) -> None:
+    earlier: Dict[str, List[SysctlAssignment]] = {}
+    for path, lines in parsed:
+        for pl in lines:
+            origin = Origin(path, pl.line)
+            ppath = procps_path(pl.key)
+            key = path_to_key(ppath)
+            config.history.append((origin, key, pl.value))
+            if pl.value is None:
+                config.exclusions.append(SysctlExclusion(key, origin, (), ppath))
+                continue
+            before = earlier.setdefault(ppath, [])
+            overrides = [OverriddenLine(a.origin.file, a.origin.line, a.value) for a in before if a.value != pl.value]
+            repeats = [OverriddenLine(a.origin.file, a.origin.line, a.value) for a in before if a.value == pl.value]
+            assignment = SysctlAssignment(key=key, value=pl.value, origin=origin, ignore_failure=pl.ignore_failure,
+                                          overrides=overrides, is_glob=is_glob(ppath), repeats=repeats, path=ppath)
+            before.append(assignment)
+            config.assignments.append(assignment)
+
+
+# --------------------------------------------------------------------------- applying
+
+
+def systemd_key_exists(path: str, keys: KeyTree) -> bool:
+    """Would systemd's sysctl_write() open /proc/sys/<path> (already normalised) as a file?"""
+    if ".." in path.split("/"):
+        return False  # path_is_normalized() refuses it
+    return path in keys.paths
+
+
+def procps_key_exists(path: str, keys: KeyTree) -> bool:
+    """Would procps' stat() and checks accept /proc/sys/<path> as a writable key file?"""
+    if not path or path.endswith("/"):
+        return False  # a trailing slash needs a directory
+    stack: List[str] = []
+    for comp in path.split("/"):
+        if comp in ("", "."):
+            if stack and "/".join(stack) not in keys.directories:
+                return False
+            continue
+        if comp == "..":
+            if not stack or "/".join(stack) not in keys.directories:
+                return False
+            stack.pop()
+            continue
+        if stack and "/".join(stack) not in keys.directories:
+            return False
+        stack.append(comp)
+    final = "/".join(stack)
+    return final in keys.paths and final not in keys.read_only
+
+
+def effective_settings(
+    config: SysctlConfig, keys: Optional[KeyTree], prefixes: Sequence[str] = ()
+) -> List[EffectiveSetting]:
+    """What the flavour writes, in order, against `keys` (globs expanded; explicit/excluded keys
+    skipped for globs). `prefixes` filters like systemd-sysctl --prefix (slash or dotted)."""
+    norm_prefixes = [normalize_prefix(p) for p in prefixes]
+    writes: List[EffectiveSetting] = []
+    beaten_globs: Dict[str, List[SysctlAssignment]] = {}
+    if config.flavor == "systemd":
+        named: Set[str] = {a.path for a in config.assignments} | {e.path for e in config.exclusions}
+        exists = systemd_key_exists
+    else:
+        named = {a.path for a in config.assignments} | {e.path for e in config.exclusions}
+        exists = procps_key_exists
+    for a in config.assignments:
+        if a.is_glob:
+            if keys is None:
+                writes.append(EffectiveSetting(a.key, a.value, a, None, path=a.path))
+                continue
+            for match in glob_matches(a.path, keys, braces=config.flavor == "systemd"):
+                if not under_prefix(match, norm_prefixes):
+                    continue
+                if match in named:
+                    beaten_globs.setdefault(match, []).append(a)
+                    continue
+                # A directory matched by the glob is tried and fails (EISDIR / EINVAL).
+                writes.append(EffectiveSetting(path_to_key(match), a.value, a, match in keys.paths, path=match))
+        else:
+            if not under_prefix(a.path, norm_prefixes):
+                continue
+            writes.append(EffectiveSetting(a.key, a.value, a, None if keys is None else exists(a.path, keys),
+                                           path=a.path))
+    _link_overrides(writes, beaten_globs, config.files)
+    return writes
+
+
+def _canonical(path: str) -> str:
+    return "/".join(c for c in path.split("/") if c not in ("", "."))
+
+
+def _link_overrides(writes: List[EffectiveSetting], beaten_globs: Dict[str, List[SysctlAssignment]],
+                    files: List[str]) -> None:
+    """Fill each write's `overrides` (every line that set, or would have set, the same concrete key
+    and lost to it, oldest first) and clear `final` on writes a later write replaces."""
+    rank = {f: i for i, f in enumerate(files)}
+    last: Dict[str, EffectiveSetting] = {}
+    for w in writes:
+        if w.exists is False:
+            continue
+        k = _canonical(w.path)
+        a = w.assignment
+        over: List[OverriddenLine] = list(a.overrides)
+        prev = last.get(k)
+        if prev is not None:
+            prev.final = False
+            over.extend(prev.overrides)
+            if prev.value != w.value:
+                over.append(OverriddenLine(prev.assignment.origin.file, prev.assignment.origin.line, prev.value))
+        if not a.is_glob:
+            for g in beaten_globs.get(w.path, ()):
+                over.append(OverriddenLine(g.origin.file, g.origin.line, g.value))
+        seen: Set[Tuple[str, int]] = {(a.origin.file, a.origin.line)}
+        unique = []
+        for o in sorted(over, key=lambda o: (rank.get(o.file, -1), o.line)):
+            if (o.file, o.line) not in seen:
+                seen.add((o.file, o.line))
+                unique.append(o)
+        w.overrides = unique
+        last[k] = w

@@ -1,0 +1,128 @@
+"""The `check` pipeline: Root -> config -> kernel -> boot -> findings, as one plain result.
+
+`analyze()` gathers every fact; `run_check()` adds the coded findings. Nothing here
+prints; renderers in `sysctl_doctor.report` only render a `CheckReport`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from sysctl_doctor.boot.predict import KeyPrediction, predict_keys
+from sysctl_doctor.boot.timeline import BootTimeline, build_timeline, detect_init_system
+from sysctl_doctor.errors import Diagnostic, DoctorError
+from sysctl_doctor.findings.model import ERROR, Finding
+from sysctl_doctor.live import LiveHost
+from sysctl_doctor.root import Root
+
+
+@dataclass
+class Analysis:
+    root: Root
+    init_system: str
+    flavor: str
+    config: object  # sysctl_doctor.config.SysctlConfig
+    settings: list  # EffectiveSetting, in apply order
+    index: object  # sysctl_doctor.kernel.ModuleIndex
+    timeline: BootTimeline
+    predictions: List[KeyPrediction]
+    live: bool  # a running host (drift can be measured)
+    live_values: Optional[Dict[str, Optional[str]]]
+    kernel: str
+    diagnostics: List[Diagnostic] = field(default_factory=list)
+
+
+@dataclass
+class CheckReport:
+    analysis: Analysis
+    findings: List[Finding]
+
+    @property
+    def predictions(self) -> List[KeyPrediction]:
+        return self.analysis.predictions
+
+    @property
+    def has_errors(self) -> bool:
+        return any(f.severity == ERROR for f in self.findings)
+
+
+def _index(root: Root, kernel: Optional[str], live: Optional[LiveHost]):
+    from sysctl_doctor.kernel import available_kernels, load_module_index
+
+    if kernel is None and not (root.is_live and live is not None) and not available_kernels(root):
+        # A root without any /lib/modules tree (a container image, a minimal debootstrap):
+        # providers come from the kernel helper's curated table only.
+        from sysctl_doctor.kernel.build import build_index_data
+        from sysctl_doctor.kernel.index import ModuleIndex
+        from sysctl_doctor.kernel.modules_tree import read_modprobe_config
+
+        data, _ = build_index_data(root, "unknown", None)
+        data.diagnostics.append(Diagnostic(
+            f"no kernel modules tree in {root.path}/lib/modules: module providers come from the curated table "
+            "(pass --kernel VER for a root that has one)"))
+        return ModuleIndex(data, read_modprobe_config(root))
+    return load_module_index(root, kernel, live)
+
+
+def _read_live(live: LiveHost, path: str) -> Optional[str]:
+    try:
+        return (live.proc_sys / path).read_text().strip()
+    except OSError:
+        return None
+
+
+def analyze(
+    root: Root,
+    live: Optional[LiveHost] = None,
+    kernel: Optional[str] = None,
+    cmdline: Optional[str] = None,
+    init_system: Optional[str] = None,
+    flavor: Optional[str] = None,
+    live_values: Optional[Dict[str, str]] = None,
+) -> Analysis:
+    from sysctl_doctor.config.sysctl_d import default_flavor, effective_settings, load_sysctl_config
+
+    if live is not None and not root.is_live:
+        live = None  # live facts describe `/`, never another root
+    system = init_system or detect_init_system(root)
+    chosen_flavor = flavor or ("systemd" if system == "systemd" else "procps")
+    if flavor is None and system == "systemd":
+        chosen_flavor = default_flavor(root)
+    config = load_sysctl_config(root, chosen_flavor)
+    settings = effective_settings(config, None)
+    index = _index(root, kernel, live)
+    timeline = build_timeline(
+        root, system, cmdline, live.proc_sys.parent / "cmdline" if live is not None else None
+    )
+    values: Optional[Dict[str, Optional[str]]] = None
+    if live_values is not None:
+        values = dict(live_values)
+    elif live is not None:
+        values = {s.path: _read_live(live, s.path) for s in settings}
+    predictions = predict_keys(settings, index, timeline, values, getattr(index, "kernel", None))
+    diagnostics = list(getattr(index, "diagnostics", [])) + list(timeline.diagnostics)
+    return Analysis(
+        root=root, init_system=system, flavor=chosen_flavor, config=config, settings=settings, index=index,
+        timeline=timeline, predictions=predictions, live=values is not None, live_values=values,
+        kernel=getattr(index, "kernel", "unknown"), diagnostics=diagnostics,
+    )
+
+
+def run_check(root: Root, **options) -> CheckReport:
+    from sysctl_doctor.findings.registry import run_rules
+
+    analysis = analyze(root, **options)
+    findings = run_rules(analysis)
+    by_key: Dict[str, List[str]] = {}
+    for finding in findings:
+        if finding.key:
+            codes = by_key.setdefault(finding.key, [])
+            if finding.code not in codes:
+                codes.append(finding.code)
+    for prediction in analysis.predictions:
+        prediction.findings = by_key.get(prediction.key, [])
+    return CheckReport(analysis, findings)
+
+
+__all__ = ["Analysis", "CheckReport", "DoctorError", "analyze", "run_check"]

@@ -1,0 +1,54 @@
+"""Plain data of the findings layer: rules, their examples, findings, and the analysis they read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple, Union
+
+ERROR = "error"
+WARNING = "warning"
+INFO = "info"
+SEVERITIES: Tuple[str, ...] = (ERROR, WARNING, INFO)
+
+FileContent = Union[str, Tuple[str, str]]  # text, or ("link", target)
+
+
+@dataclass(frozen=True)
+class Example:
+    """A root that shows a rule: `files` laid over `base` ("incident" = examples/incident, "empty")."""
+
+    description: str
+    files: Dict[str, FileContent] = field(default_factory=dict)
+    base: str = "incident"
+    removed: Tuple[str, ...] = ()  # inside paths deleted from the base
+    cmdline: Optional[str] = None
+    kernel: Optional[str] = None  # the kernel build to predict for (None: the root's newest)
+    live_values: Optional[Dict[str, str]] = None  # slash key -> value, standing in for /proc/sys
+
+
+@dataclass(frozen=True)
+class Rule:
+    code: str  # "SD101", stable forever
+    name: str  # "module-loaded-after-sysctl"
+    severity: str
+    title: str  # one line
+    rationale: str  # why it matters (paragraphs)
+    fix: str  # what to do
+    example: Example  # a root where the rule fires
+    passing: Optional[Example] = None  # a root where it does not
+
+
+@dataclass
+class Finding:
+    code: str
+    severity: str
+    key: Optional[str]
+    message: str
+    fix: str
+    file: Optional[str] = None
+    line: Optional[int] = None
+
+    def where(self) -> str:
+        if not self.file:
+            return ""
+        return f"{self.file}:{self.line}" if self.line else self.file

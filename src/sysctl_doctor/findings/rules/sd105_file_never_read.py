@@ -1,0 +1,64 @@
+"""SD105: a file with settings that the sysctl step never reads."""
+
+from __future__ import annotations
+
+import re
+from typing import Iterator
+
+from sysctl_doctor.findings.model import WARNING, Example, Finding, Rule
+from sysctl_doctor.root import PathKind
+
+_ASSIGNMENT = re.compile(r"^\s*-?[A-Za-z0-9_.*?/\[\]-]+\s*=", re.M)
+
+RULE = Rule(
+    code="SD105",
+    name="file-never-read",
+    severity=WARNING,
+    title="A file holds settings that are never read",
+    rationale=(
+        "systemd-sysctl reads only *.conf files in /etc/sysctl.d, /run/sysctl.d, /usr/local/lib/sysctl.d "
+        "and /usr/lib/sysctl.d; a file of the same name in an earlier directory, or a link to /dev/null, "
+        "hides a later one entirely. It never reads /etc/sysctl.conf itself: Debian 12 links "
+        "/etc/sysctl.d/99-sysctl.conf to it, Debian 13 dropped that link, so settings only in "
+        "/etc/sysctl.conf are silently ignored there."
+    ),
+    fix=(
+        "Move the settings into /etc/sysctl.d/<name>.conf (or restore the link "
+        "/etc/sysctl.d/99-sysctl.conf -> ../sysctl.conf); rename files to end in .conf; remove a mask "
+        "that is not intended."
+    ),
+    example=Example(
+        "/etc/sysctl.conf without the 99-sysctl.conf link (as on Debian 13).",
+        removed=("/etc/sysctl.d/99-sysctl.conf",),
+    ),
+    passing=Example("The Debian 12 layout: /etc/sysctl.d/99-sysctl.conf -> ../sysctl.conf."),
+)
+
+
+def _has_assignments(root, path: str) -> bool:
+    try:
+        text = root.read_text(path)
+    except OSError:
+        return False
+    lines = [l for l in text.splitlines() if l.strip() and not l.lstrip().startswith(("#", ";"))]
+    return any(_ASSIGNMENT.match(l) for l in lines)
+
+
+def check(analysis) -> Iterator[Finding]:
+    root = analysis.root
+    config = analysis.config
+    for ignored in config.ignored_files:
+        if not _has_assignments(root, ignored.file):
+            continue  # a README or an empty mask is fine
+        yield Finding(RULE.code, RULE.severity, None,
+                      f"{ignored.file} is never read: {ignored.reason}", RULE.fix, ignored.file, None)
+    if config.flavor == "systemd" and root.kind("/etc/sysctl.conf") is PathKind.FILE:
+        read = {root.chase(f).resolved for f in config.files}
+        if "/etc/sysctl.conf" not in read and _has_assignments(root, "/etc/sysctl.conf"):
+            yield Finding(
+                RULE.code, RULE.severity, None,
+                "/etc/sysctl.conf is never read: systemd-sysctl reads only sysctl.d directories and no "
+                "/etc/sysctl.d/*.conf links to it",
+                "Restore the link: ln -s ../sysctl.conf /etc/sysctl.d/99-sysctl.conf, or move its settings "
+                "into /etc/sysctl.d/99-local.conf.",
+                "/etc/sysctl.conf", None)

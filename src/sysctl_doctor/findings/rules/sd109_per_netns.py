@@ -1,0 +1,38 @@
+"""SD109: the key is per network namespace; containers and pods do not inherit it."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from sysctl_doctor.findings.model import INFO, Example, Finding, Rule
+
+RULE = Rule(
+    code="SD109",
+    name="per-network-namespace",
+    severity=INFO,
+    title="The key is per network namespace: containers and pods get the default",
+    rationale=(
+        "Keys registered with register_net_sysctl() exist once per network namespace. The sysctl step "
+        "sets them in the host's (init) namespace only; a container, a pod or `ip netns add` gets a new "
+        "namespace with the kernel defaults (conntrack keys included), not the host's values."
+    ),
+    fix=(
+        "Set the key inside the namespace where it matters too: Kubernetes pod securityContext.sysctls "
+        "(net.* keys are namespaced), docker run --sysctl, or `ip netns exec NS sysctl -w`. For conntrack "
+        "on a NAT node the host namespace is usually the one that counts."
+    ),
+    example=Example("be_liberal is per network namespace (nf_conntrack registers it for each netns)."),
+    passing=Example(
+        "Only global keys configured.",
+        files={"/etc/sysctl.conf": "kernel.pid_max = 4194304\n"},
+    ),
+)
+
+
+def check(analysis) -> Iterator[Finding]:
+    for p in analysis.predictions:
+        provider = p.provider
+        if not getattr(provider, "per_netns", False) or getattr(provider, "init_netns_only", False):
+            continue
+        message = f"{p.key} is set per network namespace: containers and pods start with the kernel default"
+        yield Finding(RULE.code, RULE.severity, p.key, message, RULE.fix, p.file, p.line)

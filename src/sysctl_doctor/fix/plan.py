@@ -1,0 +1,185 @@
+"""Plan the edits that make module keys survive boot, the two ways sysctl.d(5) recommends.
+
+- ``modules-load``: load the module before the sysctl step. systemd: a line per module in
+  /etc/modules-load.d/sysctl-doctor.conf (and, when a drop-in broke it, a drop-in putting
+  systemd-sysctl back after systemd-modules-load); sysvinit: /etc/modules; OpenRC:
+  /etc/conf.d/modules plus ``rc_after="modules"`` in /etc/conf.d/sysctl.
+- ``udev``: re-apply the module's keys whenever it loads, with a rule in
+  /etc/udev/rules.d/90-sysctl-doctor.rules:
+  ``ACTION=="add", SUBSYSTEM=="module", KERNEL=="nf_conntrack", RUN+="/usr/lib/systemd/systemd-sysctl --prefix=/net/netfilter"``.
+
+A plan is computed from a `CheckReport` and the files as they are; it is empty when
+nothing needs to change (so a second `fix` changes nothing).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from sysctl_doctor.boot.predict import LOADED_LATE, NEVER_LOADED, RACE_LOST, UDEV_RACE
+from sysctl_doctor.boot.timeline import AFTER, RACE
+from sysctl_doctor.errors import DoctorError
+from sysctl_doctor.root import PathKind, Root
+
+METHODS = ("modules-load", "udev")
+MODULES_LOAD_FILE = "/etc/modules-load.d/sysctl-doctor.conf"
+UDEV_RULES_FILE = "/etc/udev/rules.d/90-sysctl-doctor.rules"
+SYSCTL_DROPIN = "/etc/systemd/system/systemd-sysctl.service.d/sysctl-doctor-after-modules.conf"
+HEADER = "# Written by sysctl-doctor fix: {why}\n"
+FIXABLE = (RACE_LOST, LOADED_LATE, NEVER_LOADED, UDEV_RACE)
+
+
+@dataclass
+class FileEdit:
+    path: str  # inside the root
+    old: Optional[str]  # None: the file does not exist yet
+    new: str
+    reason: str
+
+    def diff(self) -> str:
+        old_lines = (self.old or "").splitlines(keepends=True)
+        new_lines = self.new.splitlines(keepends=True)
+        before = f"a{self.path}" if self.old is not None else "/dev/null"
+        return "".join(difflib.unified_diff(old_lines, new_lines, before, f"b{self.path}"))
+
+
+@dataclass
+class NowAction:
+    """What --now does on a live host: load a module, then write the configured values."""
+
+    module: Optional[str]
+    writes: Dict[str, str] = field(default_factory=dict)  # slash key -> value
+
+
+@dataclass
+class FixPlan:
+    method: str
+    edits: List[FileEdit] = field(default_factory=list)
+    now: List[NowAction] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.edits
+
+    def diff(self) -> str:
+        return "".join(edit.diff() for edit in self.edits)
+
+
+def _read(root: Root, path: str) -> Optional[str]:
+    kind = root.kind(path)
+    if kind is PathKind.NULL:
+        raise DoctorError(f"{path} is masked (a link to /dev/null): remove the mask or choose another method")
+    if kind is PathKind.MISSING:
+        return None
+    if kind is not PathKind.FILE:
+        raise DoctorError(f"{path}: not a regular file")
+    return root.read_text(path)
+
+
+def _append_lines(old: Optional[str], lines: List[str], why: str) -> str:
+    text = old if old is not None else HEADER.format(why=why)
+    if text and not text.endswith("\n"):
+        text += "\n"
+    return text + "".join(line + "\n" for line in lines)
+
+
+def _sysctl_binary(root: Root) -> str:
+    for path in ("/usr/lib/systemd/systemd-sysctl", "/lib/systemd/systemd-sysctl"):
+        if root.kind(path) is PathKind.FILE:
+            return path
+    return "/usr/lib/systemd/systemd-sysctl"
+
+
+def _needed(report) -> Dict[str, List]:
+    """module -> predictions of its keys that are not guaranteed after boot."""
+    out: Dict[str, List] = {}
+    for p in report.predictions:
+        if p.verdict in FIXABLE and p.module:
+            out.setdefault(p.module, []).append(p)
+    return out
+
+
+def plan_fix(root: Root, report, method: str = "modules-load") -> FixPlan:
+    if method not in METHODS:
+        raise DoctorError(f"unknown method {method!r} (one of: {', '.join(METHODS)})")
+    analysis = report.analysis
+    timeline = analysis.timeline
+    plan = FixPlan(method=method)
+    needed = _needed(report)
+    for module, predictions in needed.items():
+        plan.now.append(NowAction(module, {p.path: p.configured for p in predictions}))
+    for p in report.predictions:
+        if p.verdict == "unknown-key":
+            plan.notes.append(f"{p.key} ({p.file}:{p.line}): unknown key, not something fix can repair")
+    system = analysis.init_system
+    if method == "udev":
+        if system != "systemd" and root.kind(_sysctl_binary(root)) is not PathKind.FILE:
+            raise DoctorError("--method udev needs systemd-sysctl in the root; use --method modules-load")
+        if needed:
+            old = _read(root, UDEV_RULES_FILE)
+            existing = old or ""
+            binary = _sysctl_binary(root)
+            lines = []
+            for module, predictions in needed.items():
+                if f'KERNEL=="{module}"' in existing:
+                    continue
+                prefixes = sorted({"/" + p.path.rsplit("/", 1)[0] for p in predictions})
+                args = " ".join(f"--prefix={prefix}" for prefix in prefixes)
+                lines.append(f'ACTION=="add", SUBSYSTEM=="module", KERNEL=="{module}", RUN+="{binary} {args}"')
+            if lines:
+                plan.edits.append(FileEdit(UDEV_RULES_FILE, old, _append_lines(
+                    old, lines, "re-apply module keys when the module loads (sysctl.d(5))"),
+                    "udev re-runs systemd-sysctl for the module's keys when it loads"))
+            if any(p.verdict == NEVER_LOADED for ps in needed.values() for p in ps):
+                plan.notes.append("a udev rule applies the keys when the module loads, but nothing loads it at boot; "
+                                  "use --method modules-load to load it")
+        return plan
+    # modules-load
+    modules = list(needed)
+    if system == "systemd":
+        if timeline.modules_step_relation == "masked":
+            raise DoctorError(f"{timeline.modules_step} is masked ({timeline.modules_step_note}): unmask it, "
+                              "or use --method udev")
+        if modules:
+            old = _read(root, MODULES_LOAD_FILE)
+            present = {line.strip().replace("-", "_") for line in (old or "").splitlines()}
+            lines = [m for m in modules if m not in present]
+            if lines:
+                plan.edits.append(FileEdit(MODULES_LOAD_FILE, old, _append_lines(
+                    old, lines, "load these modules before systemd-sysctl applies their keys"),
+                    "systemd-modules-load loads them before systemd-sysctl"))
+        if timeline.modules_step_relation in (RACE, AFTER) and (modules or timeline.modules_load.modules()):
+            old = _read(root, SYSCTL_DROPIN)
+            wanted = "[Unit]\nAfter=systemd-modules-load.service\n"
+            if old is None or "After=systemd-modules-load.service" not in old:
+                plan.edits.append(FileEdit(SYSCTL_DROPIN, old, HEADER.format(
+                    why="systemd-sysctl must run after systemd-modules-load") + wanted,
+                    "orders systemd-sysctl after systemd-modules-load again"))
+    elif system == "sysvinit":
+        if modules:
+            old = _read(root, "/etc/modules")
+            present = {line.split("#")[0].strip().replace("-", "_") for line in (old or "").splitlines()}
+            lines = [m for m in modules if m not in present]
+            if lines:
+                plan.edits.append(FileEdit("/etc/modules", old, _append_lines(
+                    old, lines, "modules to load at boot"), "the kmod script loads /etc/modules at boot"))
+        if timeline.modules_step_relation != "before":
+            plan.notes.append(f"{timeline.modules_step} is not ordered before {timeline.sysctl_step} "
+                              f"({timeline.modules_step_note}); fix the LSB headers (Should-Start) of /etc/init.d/procps")
+    else:  # openrc
+        if modules:
+            old = _read(root, "/etc/conf.d/modules")
+            lines = [f'modules="${{modules}} {m}"' for m in modules if m not in (old or "")]
+            if lines:
+                plan.edits.append(FileEdit("/etc/conf.d/modules", old, _append_lines(
+                    old, lines, "modules to load at boot"), "OpenRC's modules service loads them"))
+        if timeline.modules_step_relation != "before":
+            old = _read(root, "/etc/conf.d/sysctl")
+            if old is None or 'rc_after="modules"' not in old:
+                plan.edits.append(FileEdit("/etc/conf.d/sysctl", old, _append_lines(
+                    old, ['rc_after="modules"'], "apply sysctls after modules are loaded"),
+                    "orders OpenRC's sysctl service after modules"))
+    return plan

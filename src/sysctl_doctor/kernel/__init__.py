@@ -1,0 +1,19 @@
+"""Which provider makes each sysctl key exist, for one kernel build: the kernel index."""
+
+from __future__ import annotations
+
+from sysctl_doctor.kernel.describe import describe_provider
+from sysctl_doctor.kernel.index import ModuleIndex, key_to_path, load_module_index, path_to_key
+from sysctl_doctor.kernel.model import KeyProvider, ProviderKind
+from sysctl_doctor.kernel.modules_tree import available_kernels
+
+__all__ = [
+    "KeyProvider",
+    "ModuleIndex",
+    "ProviderKind",
+    "available_kernels",
+    "describe_provider",
+    "key_to_path",
+    "load_module_index",
+    "path_to_key",
+]

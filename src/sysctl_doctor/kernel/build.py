@@ -1,0 +1,143 @@
+"""Build (or load from the cache) the `IndexData` of one kernel build in a root."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable, Dict, List, Optional, Tuple
+
+from sysctl_doctor.errors import Diagnostic
+from sysctl_doctor.kernel import cache
+from sysctl_doctor.kernel.elf_scan import scan_module_file
+from sysctl_doctor.kernel.index import MODE_ELF, MODE_METADATA, MODE_NONE, IndexData
+from sysctl_doctor.kernel.model import ModuleScan
+from sysctl_doctor.kernel.modules_tree import MODULE_SUFFIXES, module_name, read_modules_metadata
+from sysctl_doctor.root import Root
+
+Progress = Callable[[int, int], None]
+POOL_THRESHOLD = 64  # fewer module files than this: scan in-process
+
+
+def list_module_files(root: Root, moddir: str) -> Tuple[List[Tuple[str, str]], List[Diagnostic]]:
+    """(host path, path relative to the modules dir) of every module file; odd "*.ko.*" files as diagnostics."""
+    base = root.chase(moddir).host
+    out: List[Tuple[str, str]] = []
+    diags: List[Diagnostic] = []
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+        dirnames.sort()
+        for fname in sorted(filenames):
+            if not (fname.endswith(".ko") or ".ko." in fname):
+                continue
+            host = os.path.join(dirpath, fname)
+            rel = os.path.relpath(host, base)
+            if fname.endswith(MODULE_SUFFIXES):
+                if not os.path.islink(host):
+                    out.append((host, rel))
+            else:
+                diags.append(Diagnostic("unknown module compression (not .ko, .ko.xz, .ko.zst, .ko.gz): skipped", f"{moddir}/{rel}"))
+    return out, diags
+
+
+def _run_scans(jobs: List[Tuple[str, str, str, bool]], progress: Optional[Progress]) -> List[dict]:
+    results: List[dict] = []
+    total = len(jobs)
+    if progress:
+        progress(0, total)
+    workers = min(os.cpu_count() or 1, 8)
+    if total < POOL_THRESHOLD or workers < 2:
+        for i, job in enumerate(jobs, 1):
+            res = scan_module_file(*job)
+            if res is not None:
+                results.append(res)
+            if progress:
+                progress(i, total)
+        return results
+    chunk = max(1, min(32, total // (workers * 8)))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        done = 0
+        for res in pool.map(_scan_star, jobs, chunksize=chunk):
+            done += 1
+            if res is not None:
+                results.append(res)
+            if progress and (done % 25 == 0 or done == total):
+                progress(done, total)
+    return results
+
+
+def _scan_star(job: Tuple[str, str, str, bool]) -> Optional[dict]:
+    return scan_module_file(*job)
+
+
+def build_index_data(
+    root: Root, kver: str, moddir: Optional[str], progress: Optional[Progress] = None, use_cache: bool = True
+) -> Tuple[IndexData, bool]:
+    """(data, came_from_cache). Never writes into the root; the cache lives in the user's cache dir."""
+    if moddir is None:
+        return IndexData(kernel=kver, mode=MODE_NONE, partial=True), False
+    key = cache.cache_key(root, kver, moddir)
+    if use_cache:
+        cached = cache.load(key)
+        if cached is not None:
+            return cached, True
+    meta = read_modules_metadata(root, moddir)
+    diags = list(meta.diagnostics)
+    files, odd = list_module_files(root, moddir)
+    diags.extend(odd)
+    data = IndexData(
+        kernel=kver,
+        mode=MODE_ELF if files else MODE_METADATA,
+        files=dict(meta.files),
+        deps=dict(meta.deps),
+        builtin=dict(meta.builtin),
+        softdep_pre=dict(meta.softdep_pre),
+        aliases=[(a, m) for a, m in meta.aliases if ":" not in a],
+        diagnostics=diags,
+        partial=bool(odd),
+    )
+    if not files:
+        if meta.files:
+            diags.append(Diagnostic(f"no module files under {moddir} (metadata only): module keys come from the curated table", moddir))
+        data.partial = True
+    need_modinfo = not meta.has_dep
+    if not meta.has_dep:
+        data.partial = True
+    jobs = [(host, rel, module_name(rel), need_modinfo) for host, rel in files]
+    results = [ModuleScan.from_json(r) for r in _run_scans(jobs, progress)]
+    data.scanned = len(files)
+    scans: Dict[str, ModuleScan] = {}
+    for scan in results:
+        if scan.error:
+            diags.append(Diagnostic(f"module {scan.name}: {scan.error}", f"{moddir}/{scan.file}"))
+            data.partial = True
+        if need_modinfo:
+            data.files.setdefault(scan.name, scan.file)
+            data.deps.setdefault(scan.name, list(scan.depends))
+            if scan.softdep_pre:
+                data.softdep_pre.setdefault(scan.name, []).extend(scan.softdep_pre)
+            data.aliases.extend((a, scan.name) for a in scan.aliases if ":" not in a)
+        if scan.entries or scan.error or scan.loose_names:
+            scans[scan.name] = scan
+    if need_modinfo:
+        # modinfo depends= lists direct dependencies; modules.dep holds the closure.
+        data.deps = _closure(data.deps)
+    for host, rel in files:
+        data.files.setdefault(module_name(rel), rel)
+    data.scans = scans
+    if use_cache:
+        cache.store(key, data)
+    return data, False
+
+
+def _closure(direct: Dict[str, List[str]]) -> Dict[str, List[str]]:
+    out: Dict[str, List[str]] = {}
+    for mod in direct:
+        seen: List[str] = []
+        todo = list(direct.get(mod, []))
+        while todo:
+            dep = todo.pop(0)
+            if dep in seen or dep == mod:
+                continue
+            seen.append(dep)
+            todo.extend(direct.get(dep, []))
+        out[mod] = seen
+    return out

@@ -1,0 +1,81 @@
+"""Per-kernel-build cache of the index in the user's cache dir ($XDG_CACHE_HOME or ~/.cache/sysctl-doctor).
+
+The key covers the kernel release, the root, the modules tree's metadata files (size, mtime), the
+modules directory itself and the curated table, so a new depmod run, an upgraded package or a new
+scanner version builds afresh. Writes are atomic (temp file + rename); nothing is written in a root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from sysctl_doctor.root import Root
+
+SCHEMA = 3  # bump when the scanner or IndexData changes
+META_FILES = ("modules.dep", "modules.builtin", "modules.builtin.modinfo", "modules.softdep", "modules.alias", "modules.order")
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sysctl-doctor"
+
+
+def _stat(path: Path) -> list:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [None]
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def cache_key(root: Root, kver: str, moddir: str) -> str:
+    from importlib import resources
+
+    host = root.chase(moddir).host
+    parts = [SCHEMA, str(root.path), kver, str(host), _stat(host), _stat(host / "kernel")]
+    parts += [[name] + _stat(host / name) for name in META_FILES]
+    table = resources.files("sysctl_doctor").joinpath("data/providers.tsv").read_bytes()
+    parts.append(hashlib.sha256(table).hexdigest())
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:32]
+
+
+def _path(key: str) -> Path:
+    return cache_dir() / f"index-{key}.json"
+
+
+def load(key: str):  # -> Optional[IndexData]
+    from sysctl_doctor.kernel.index import IndexData
+
+    try:
+        with open(_path(key), "rb") as handle:
+            return IndexData.from_json(json.loads(handle.read()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def store(key: str, data) -> Optional[Path]:
+    """Write atomically; a cache that cannot be written is not an error (returns None)."""
+    path = _path(key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(data.to_json(), handle, separators=(",", ":"))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    except OSError:
+        return None
+    return path

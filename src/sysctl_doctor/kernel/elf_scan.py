@@ -1,0 +1,485 @@
+"""Read the sysctl tables a kernel module registers, straight from its ELF file.
+
+A module's `struct ctl_table` arrays sit in a data section. Their pointers are filled in at load time
+from RELA relocations, so the relocations tell the table's shape without the kernel's headers:
+an entry has a relocation at +0 to a string (`procname`), a `mode` at +20 (u16), and a relocation
+to a function (`proc_handler`: proc_dointvec… or a static handler) at +32 in the 64-byte entry of
+5.10-6.10 (include/linux/sysctl.h: procname, data, maxlen, mode, child|type, proc_handler, …) or at
++24 in the 56-byte entry of 6.11+ (child and type removed). A directory entry (6.5 and older) has no
+handler but a relocation at +24 to its child table. Each module is tried with both layouts and the
+one that finds more entries wins.
+
+Which directory a table lives in is the string passed, in the same function, to the register call
+(register_net_sysctl[_sz](net, "net/netfilter", table), register_sysctl[_sz]("fs/nfs", table),
+register_sysctl_table(root_table), register_sysctl_paths(path, table)). A table is tied to the call
+it precedes; a call whose first argument is `&init_net` registers an init-netns-only table.
+
+The ELF reader here is deliberately minimal (ELF64 little-endian, RELA): measured on Debian 6.1's
+nf_conntrack.ko, iterating its relocations takes 0.6 ms with `struct` against 46 ms with pyelftools
+(tests cross-check the two readers on real modules).
+"""
+
+from __future__ import annotations
+
+import bisect
+import gzip
+import lzma
+import re
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Set, Tuple
+
+from sysctl_doctor.kernel.model import ModuleScan, SysctlEntry
+
+SHT_SYMTAB = 2
+SHT_RELA = 4
+SHT_NOBITS = 8
+SHF_ALLOC = 0x2
+SHF_EXECINSTR = 0x4
+SHF_STRINGS = 0x20
+STT_FUNC = 2
+STT_SECTION = 3
+SHN_UNDEF = 0
+SHN_LORESERVE = 0xFF00
+
+OFF_MODE = 20
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """Where `struct ctl_table` keeps its pointers (x86-64); the scan picks the one that fits a module."""
+
+    name: str
+    size: int
+    handler: int
+    child: Optional[int]
+
+
+LAYOUTS = (
+    # <= 6.5: procname, data, maxlen, mode, child, proc_handler, poll, extra1, extra2
+    # 6.6-6.10: the same size with `enum type` where child was (no child tables any more)
+    TableLayout("ctl_table-64", 64, 32, 24),
+    # 6.11+: child/type gone: procname, data, maxlen, mode, proc_handler, poll, extra1, extra2
+    TableLayout("ctl_table-56", 56, 24, None),
+)
+
+REGISTER_NET = ("register_net_sysctl", "register_net_sysctl_sz")
+REGISTER_PATH = ("register_sysctl", "register_sysctl_sz", "register_sysctl_init", "__register_sysctl_init")
+REGISTER_ROOT = ("register_sysctl_table",)
+REGISTER_PATHS = ("register_sysctl_paths",)
+REGISTER_ALL = REGISTER_NET + REGISTER_PATH + REGISTER_ROOT + REGISTER_PATHS
+TOP_DIRS = ("net", "kernel", "vm", "fs", "dev", "debug", "abi", "user", "sunrpc", "crypto")
+PATH_RE = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-.]+)*$")
+NAME_RE = re.compile(r"^[\x21-\x7e]+$")
+# x86-64 "mov $sym, %rdi" (48 c7 c7 imm32) / "lea sym(%rip), %rdi" (48 8d 3d rel32): a first argument.
+RDI_LOADS = (b"\x48\xc7\xc7", b"\x48\x8d\x3d")
+# Cheap pre-filter: a module that registers sysctls names a register function in its string table.
+PREFILTER = (b"register_net_sysctl", b"register_sysctl")
+
+XZ_MAGIC = b"\xfd7zXZ\x00"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+GZ_MAGIC = b"\x1f\x8b"
+
+
+class ModuleReadError(Exception):
+    """A module file that cannot be decompressed or parsed."""
+
+
+def decompress(raw: bytes, file: str) -> bytes:
+    """The ELF bytes of a module file named `file` (.ko, .ko.xz, .ko.zst, .ko.gz)."""
+    try:
+        if file.endswith(".ko"):
+            return raw
+        if file.endswith(".ko.xz"):
+            if not raw.startswith(XZ_MAGIC):
+                raise ModuleReadError("not xz data (bad magic)")
+            return lzma.decompress(raw, format=lzma.FORMAT_XZ)
+        if file.endswith(".ko.zst"):
+            if not raw.startswith(ZSTD_MAGIC):
+                raise ModuleReadError("not zstd data (bad magic)")
+            import zstandard
+
+            dobj = zstandard.ZstdDecompressor().decompressobj()
+            out = dobj.decompress(raw)
+            if not dobj.eof:
+                raise ModuleReadError("truncated zstd data")
+            return out
+        if file.endswith(".ko.gz"):
+            if not raw.startswith(GZ_MAGIC):
+                raise ModuleReadError("not gzip data (bad magic)")
+            return gzip.decompress(raw)
+    except ModuleReadError:
+        raise
+    except (lzma.LZMAError, zlib.error, EOFError, OSError, ValueError) as exc:
+        raise ModuleReadError(f"cannot decompress: {exc}") from None
+    except Exception as exc:  # zstandard.ZstdError and friends
+        raise ModuleReadError(f"cannot decompress: {type(exc).__name__}: {exc}") from None
+    raise ModuleReadError("unknown compression (not .ko, .ko.xz, .ko.zst or .ko.gz)")
+
+
+@dataclass
+class _Section:
+    name: str
+    type: int
+    flags: int
+    offset: int
+    size: int
+    link: int
+    info: int
+
+
+class Elf:
+    """The parts of an ELF64 little-endian relocatable file the scan needs."""
+
+    def __init__(self, data: bytes) -> None:
+        if len(data) < 64 or data[:4] != b"\x7fELF":
+            raise ModuleReadError("not an ELF file")
+        if data[4] != 2 or data[5] != 1:
+            raise ModuleReadError("not a 64-bit little-endian ELF file")
+        self.data = data
+        self.machine = struct.unpack_from("<H", data, 18)[0]
+        shoff = struct.unpack_from("<Q", data, 0x28)[0]
+        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+        if shentsize != 64 or shoff + shnum * 64 > len(data) or shstrndx >= shnum:
+            raise ModuleReadError("truncated ELF file (section headers past the end)")
+        raw = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * 64) for i in range(shnum)]
+        for h in raw:
+            if h[1] != SHT_NOBITS and h[4] + h[5] > len(data):
+                raise ModuleReadError("truncated ELF file (a section runs past the end)")
+        strtab_off = raw[shstrndx][4]
+        self.sections = [
+            _Section(self._cstr(strtab_off + h[0]), h[1], h[2], h[4], h[5], h[6], h[7]) for h in raw
+        ]
+        self._syms: Optional[List[Tuple[str, int, int, int, int]]] = None
+
+    def _cstr(self, off: int) -> str:
+        end = self.data.find(b"\0", off)
+        if end < 0:
+            raise ModuleReadError("truncated ELF file (unterminated string)")
+        return self.data[off:end].decode("latin-1")
+
+    def section(self, name: str) -> Optional[_Section]:
+        for sec in self.sections:
+            if sec.name == name:
+                return sec
+        return None
+
+    def section_bytes(self, sec: _Section) -> bytes:
+        if sec.type == SHT_NOBITS:
+            return b""
+        return self.data[sec.offset : sec.offset + sec.size]
+
+    def symbols(self) -> List[Tuple[str, int, int, int, int]]:
+        """(name, type, shndx, value, size) per symbol."""
+        if self._syms is None:
+            symtab = next((s for s in self.sections if s.type == SHT_SYMTAB), None)
+            if symtab is None:
+                raise ModuleReadError("no symbol table")
+            strsec = self.sections[symtab.link]
+            strs = self.section_bytes(strsec)
+            out = []
+            for st_name, st_info, _other, shndx, value, size in struct.iter_unpack("<IBBHQQ", self.section_bytes(symtab)[: symtab.size // 24 * 24]):
+                end = strs.find(b"\0", st_name)
+                out.append((strs[st_name:end].decode("latin-1"), st_info & 0xF, shndx, value, size))
+            self._syms = out
+        return self._syms
+
+    def relocations(self, rela: _Section) -> List[Tuple[int, int, int]]:
+        """(offset, symbol index, addend) per relocation."""
+        body = self.section_bytes(rela)[: rela.size // 24 * 24]
+        return [(off, info >> 32, add) for off, info, add in struct.iter_unpack("<QQq", body)]
+
+    def modinfo(self) -> List[str]:
+        sec = self.section(".modinfo")
+        if sec is None:
+            return []
+        return [r.decode("utf-8", "replace") for r in self.section_bytes(sec).split(b"\0") if r]
+
+
+# A resolved relocation target: ("sec", section index, address) or ("sym", name, 0).
+Target = Tuple[str, object, int]
+
+
+class _Scanner:
+    def __init__(self, elf: Elf) -> None:
+        self.elf = elf
+        self.syms = elf.symbols()
+        self.nsec = len(elf.sections)
+        self._strings: Dict[int, bytes] = {}
+
+    def target(self, symidx: int, addend: int) -> Optional[Target]:
+        if symidx >= len(self.syms):
+            return None
+        name, typ, shndx, value, _size = self.syms[symidx]
+        if shndx == SHN_UNDEF:
+            return ("sym", name, addend)
+        if shndx >= SHN_LORESERVE or shndx >= self.nsec:
+            return None
+        if typ == STT_SECTION:
+            return ("sec", shndx, addend)
+        return ("sec", shndx, value + addend)
+
+    def string(self, tgt: Optional[Target]) -> Optional[str]:
+        if tgt is None or tgt[0] != "sec":
+            return None
+        sec = self.elf.sections[tgt[1]]  # type: ignore[index]
+        if not (sec.flags & SHF_ALLOC) or sec.flags & SHF_EXECINSTR or sec.type == SHT_NOBITS:
+            return None
+        if not (sec.flags & SHF_STRINGS or sec.name.startswith(".rodata")):
+            return None
+        body = self._strings.get(tgt[1])  # type: ignore[arg-type]
+        if body is None:
+            body = self._strings[tgt[1]] = self.elf.section_bytes(sec)  # type: ignore[index]
+        addr = tgt[2]
+        if not 0 <= addr < len(body):
+            return None
+        end = body.find(b"\0", addr)
+        if end <= addr or end - addr > 128:
+            return None
+        text = body[addr:end].decode("latin-1")
+        return text if NAME_RE.match(text) else None
+
+    def is_function(self, tgt: Optional[Target]) -> bool:
+        if tgt is None:
+            return False
+        if tgt[0] == "sym":
+            name = str(tgt[1])
+            return name.startswith("proc_") or "sysctl" in name or "handler" in name
+        return bool(self.elf.sections[tgt[1]].flags & SHF_EXECINSTR)  # type: ignore[index]
+
+    def is_data(self, tgt: Optional[Target]) -> bool:
+        if tgt is None or tgt[0] != "sec":
+            return False
+        sec = self.elf.sections[tgt[1]]  # type: ignore[index]
+        return bool(sec.flags & SHF_ALLOC) and not sec.flags & (SHF_EXECINSTR | SHF_STRINGS)
+
+
+def _entries(elf: "Elf", sc: "_Scanner", data_relocs: Dict[int, Dict[int, Target]], layout: TableLayout) -> Dict[Tuple[int, int], Tuple[str, Optional[Tuple[int, int]]]]:
+    entries: Dict[Tuple[int, int], Tuple[str, Optional[Tuple[int, int]]]] = {}
+    for secidx, relocs in data_relocs.items():
+        body = elf.section_bytes(elf.sections[secidx])
+        for off, tgt in relocs.items():
+            if off + layout.size > len(body):
+                continue
+            mode = struct.unpack_from("<H", body, off + OFF_MODE)[0]
+            if mode == 0 or mode & ~0o777:
+                continue
+            procname = sc.string(tgt)
+            if procname is None:
+                continue
+            if sc.is_function(relocs.get(off + layout.handler)):
+                entries[(secidx, off)] = (procname, None)
+            elif layout.child is not None and mode & 0o111:
+                child = relocs.get(off + layout.child)
+                if sc.is_data(child):
+                    entries[(secidx, off)] = (procname, (child[1], child[2]))  # type: ignore[index,arg-type]
+    return entries
+
+
+def scan_elf(elf: Elf, name: str, file: str) -> ModuleScan:
+    """The sysctl keys `elf` registers, with the directories it passes to the register calls."""
+    sc = _Scanner(elf)
+    scan = ModuleScan(name=name, file=file)
+    data_relocs: Dict[int, Dict[int, Target]] = {}  # data section -> offset -> target
+    text_relas: List[Tuple[int, List[Tuple[int, int, int]]]] = []
+    for rela in elf.sections:
+        if rela.type != SHT_RELA or rela.info >= sc.nsec:
+            continue
+        tsec = elf.sections[rela.info]
+        if not tsec.flags & SHF_ALLOC:
+            continue
+        relocs = elf.relocations(rela)
+        if tsec.flags & SHF_EXECINSTR:
+            text_relas.append((rela.info, relocs))
+        else:
+            m = data_relocs.setdefault(rela.info, {})
+            for off, sym, add in relocs:
+                tgt = sc.target(sym, add)
+                if tgt is not None:
+                    m[off] = tgt
+
+    # 1. ctl_table entries: (section, offset) -> (procname, child target or None)
+    best: Dict[Tuple[int, int], Tuple[str, Optional[Tuple[int, int]]]] = {}
+    layout = LAYOUTS[0]
+    for candidate in LAYOUTS:
+        found = _entries(elf, sc, data_relocs, candidate)
+        if len(found) > len(best):
+            best, layout = found, candidate
+    entries = best
+    if not entries:
+        return scan
+    ENTRY_SIZE = layout.size
+
+    # 2. tables: runs of entries 64 bytes apart, split where code or a parent points inside a run
+    starts: Set[Tuple[int, int]] = set()
+    for (secidx, off), (_p, child) in entries.items():
+        if (secidx, off - ENTRY_SIZE) not in entries:
+            starts.add((secidx, off))
+        if child is not None and child in entries:
+            starts.add(child)
+    text_refs: List[Tuple[int, int, int, Target]] = []  # (text section, offset, symidx, target)
+    for tsec, relocs in text_relas:
+        for off, sym, add in relocs:
+            tgt = sc.target(sym, add)
+            if tgt is None:
+                continue
+            text_refs.append((tsec, off, sym, tgt))
+            if tgt[0] == "sec" and (tgt[1], tgt[2]) in entries:
+                starts.add((tgt[1], tgt[2]))  # type: ignore[arg-type]
+
+    def table(start: Tuple[int, int]) -> List[Tuple[str, Optional[Tuple[int, int]]]]:
+        out = []
+        sec, off = start
+        while (sec, off) in entries:
+            out.append(entries[(sec, off)])
+            off += ENTRY_SIZE
+            if (sec, off) in starts:
+                break
+        return out
+
+    # 3. register calls: which directory each table goes to, per function
+    funcs: Dict[int, List[Tuple[int, int]]] = {}
+    for _n, typ, shndx, value, size in sc.syms:
+        if typ == STT_FUNC and 0 < shndx < sc.nsec:
+            funcs.setdefault(shndx, []).append((value, value + size))
+    for lst in funcs.values():
+        lst.sort()
+    registrations: List[Tuple[Tuple[int, int], str, bool, bool]] = []
+    dirs: Set[str] = set()
+    text_refs.sort(key=lambda r: (r[0], r[1]))
+    window: Dict[str, object] = {}
+    current: Tuple[int, int] = (-1, -1)
+    text_cache: Dict[int, bytes] = {}
+    for tsec, off, _sym, tgt in text_refs:
+        fl = funcs.get(tsec, [])
+        i = bisect.bisect_right(fl, (off, float("inf"))) - 1
+        fn = (tsec, fl[i][0]) if i >= 0 and fl[i][0] <= off < fl[i][1] else (tsec, -1)
+        if fn != current:
+            current, window = fn, {}
+        if tgt[0] == "sym":
+            sym = str(tgt[1])
+            if sym == "init_net":
+                body = text_cache.get(tsec)
+                if body is None:
+                    body = text_cache[tsec] = elf.section_bytes(elf.sections[tsec])
+                if off >= 3 and body[off - 3 : off] in RDI_LOADS:
+                    window["init_net_at"] = off
+            elif sym in REGISTER_ALL:
+                init_only = sym in REGISTER_NET and off - int(window.get("init_net_at", -999)) <= 16  # type: ignore[arg-type]
+                tbl = window.get("table")
+                if sym in REGISTER_ROOT:
+                    d: Optional[str] = ""
+                elif sym in REGISTER_PATHS:
+                    d = window.get("path_array")  # type: ignore[assignment]
+                else:
+                    d = window.get("path")  # type: ignore[assignment]
+                if d:
+                    dirs.add(d)
+                if tbl is not None and d is not None:
+                    registrations.append((tbl, d, sym in REGISTER_NET, init_only))  # type: ignore[arg-type]
+                window = {}
+            continue
+        key = (tgt[1], tgt[2])
+        if key in starts:
+            window["table"] = key
+            continue
+        s = sc.string(tgt)
+        if s is not None and PATH_RE.match(s) and s.split("/", 1)[0] in TOP_DIRS:
+            window["path"] = s
+            continue
+        # register_sysctl_paths: an array of pointers to the path components
+        rel = data_relocs.get(tgt[1])  # type: ignore[arg-type]
+        if rel is not None:
+            parts = []
+            a = tgt[2]
+            while len(parts) < 8:
+                comp = sc.string(rel.get(a))  # type: ignore[arg-type]
+                if comp is None:
+                    break
+                parts.append(comp)
+                a += 8
+            if parts and parts[0] in TOP_DIRS:
+                window["path_array"] = "/".join(parts)
+
+    # 4. expand registered tables into keys
+    claimed: Set[Tuple[int, int]] = set()
+    seen_keys: Dict[str, SysctlEntry] = {}
+
+    def expand(start: Tuple[int, int], prefix: str, per_netns: bool, init_only: bool, depth: int) -> None:
+        if depth > 8:
+            return
+        claimed.add(start)
+        for procname, child in table(start):
+            path = f"{prefix}/{procname}" if prefix else procname
+            if child is None:
+                old = seen_keys.get(path)
+                if old is None or (old.init_netns_only and not init_only):
+                    seen_keys[path] = SysctlEntry(path, per_netns, init_only)
+            elif child in entries:
+                expand(child, path, per_netns, init_only, depth + 1)
+
+    for start, d, per_netns, init_only in registrations:
+        expand(start, d, per_netns, init_only, 0)
+    scan.entries = sorted(seen_keys.values(), key=lambda e: e.path)
+    loose: Set[str] = set()
+    child_targets = {c for _p, c in entries.values() if c is not None}
+    for start in starts:
+        if start not in claimed and start not in child_targets:
+            loose.update(p for p, c in table(start) if c is None)
+    scan.loose_names = sorted(loose)
+    scan.loose_dirs = sorted(dirs)
+    return scan
+
+
+def _modinfo_fields(records: List[str], scan: ModuleScan) -> None:
+    for rec in records:
+        key, _, value = rec.partition("=")
+        if key == "depends":
+            scan.depends = [d.replace("-", "_") for d in value.split(",") if d]
+        elif key == "softdep":
+            words = value.split()
+            mode = None
+            for w in words:
+                if w == "pre:":
+                    mode = "pre"
+                elif w == "post:":
+                    mode = "post"
+                elif mode == "pre":
+                    scan.softdep_pre.append(w.replace("-", "_"))
+        elif key == "alias":
+            scan.aliases.append(value)
+        elif key == "name" and value:
+            scan.name = value.replace("-", "_")
+
+
+def scan_module_bytes(raw: bytes, file: str, name: str, need_modinfo: bool = False) -> Optional[ModuleScan]:
+    """Scan one module file's bytes; None when it has nothing the index needs."""
+    try:
+        data = decompress(raw, file)
+        wanted = any(p in data for p in PREFILTER)
+        if not wanted and not need_modinfo:
+            return None
+        elf = Elf(data)
+        scan = ModuleScan(name=name, file=file)
+        if need_modinfo:
+            _modinfo_fields(elf.modinfo(), scan)
+        if wanted:
+            found = scan_elf(elf, scan.name, file)
+            scan.entries, scan.loose_names, scan.loose_dirs = found.entries, found.loose_names, found.loose_dirs
+        return scan
+    except ModuleReadError as exc:
+        return ModuleScan(name=name, file=file, error=str(exc))
+    except (struct.error, IndexError, ValueError, KeyError, MemoryError) as exc:
+        return ModuleScan(name=name, file=file, error=f"corrupt ELF file: {type(exc).__name__}: {exc}")
+
+
+def scan_module_file(host_path: str, file: str, name: str, need_modinfo: bool = False) -> Optional[dict]:
+    """Process-pool entry point: read and scan one module; JSON-able result or None."""
+    try:
+        with open(host_path, "rb") as handle:
+            raw = handle.read()
+    except OSError as exc:
+        return ModuleScan(name=name, file=file, error=f"cannot read: {exc.strerror}").to_json()
+    scan = scan_module_bytes(raw, file, name, need_modinfo)
+    return scan.to_json() if scan is not None else None

@@ -1,0 +1,383 @@
+"""`ModuleIndex`: for one kernel build in a root, which provider makes each sysctl key exist.
+
+Sources, strongest first: the module files' ELF sysctl tables (`elf_scan`), the live /proc/sys (only
+for the running kernel on `/`), modules.builtin(.modinfo), then the curated table (data/providers.tsv).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
+
+from sysctl_doctor.errors import Diagnostic, DoctorError
+from sysctl_doctor.kernel import curated
+from sysctl_doctor.kernel.model import KeyProvider, ModuleScan, ProviderKind, SysctlEntry
+from sysctl_doctor.kernel.modules_tree import (
+    ModprobeConfig,
+    available_kernels,
+    modules_dir,
+    read_modprobe_config,
+    resolve_alias,
+)
+from sysctl_doctor.live import LiveHost
+from sysctl_doctor.root import Root
+
+Progress = Callable[[int, int], None]
+
+# How the index knows what it knows (IndexData.mode).
+MODE_ELF = "elf"  # module files scanned
+MODE_METADATA = "metadata"  # modules.* metadata only (no module files): keys from the curated table
+MODE_NONE = "none"  # no modules tree at all (CONFIG_MODULES off, or not installed)
+
+
+def key_to_path(key: str) -> str:
+    """A sysctl key in dotted or slash form -> slash path under /proc/sys (sysctl.d(5) rules)."""
+    key = key.strip().strip("/")
+    dot, slash = key.find("."), key.find("/")
+    if dot != -1 and (slash == -1 or dot < slash):
+        key = key.translate(str.maketrans("./", "/."))
+    return key
+
+
+def path_to_key(path: str) -> str:
+    return path.translate(str.maketrans("/.", "./"))
+
+
+@dataclass
+class IndexData:
+    """The cacheable part of an index: everything read from the modules tree."""
+
+    kernel: str
+    mode: str
+    files: Dict[str, str] = field(default_factory=dict)  # module -> path relative to the tree
+    deps: Dict[str, List[str]] = field(default_factory=dict)
+    builtin: Dict[str, str] = field(default_factory=dict)
+    softdep_pre: Dict[str, List[str]] = field(default_factory=dict)
+    aliases: List[Tuple[str, str]] = field(default_factory=list)  # non-device aliases only
+    scans: Dict[str, ModuleScan] = field(default_factory=dict)  # modules with sysctl tables or errors
+    scanned: int = 0  # module files looked at
+    diagnostics: List[Diagnostic] = field(default_factory=list)
+    partial: bool = False
+
+    def to_json(self) -> dict:
+        return {
+            "kernel": self.kernel,
+            "mode": self.mode,
+            "files": self.files,
+            "deps": self.deps,
+            "builtin": self.builtin,
+            "softdep_pre": self.softdep_pre,
+            "aliases": self.aliases,
+            "scans": {k: v.to_json() for k, v in self.scans.items()},
+            "scanned": self.scanned,
+            "diagnostics": [[d.message, d.file, d.line] for d in self.diagnostics],
+            "partial": self.partial,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "IndexData":
+        return cls(
+            kernel=data["kernel"],
+            mode=data["mode"],
+            files=dict(data["files"]),
+            deps={k: list(v) for k, v in data["deps"].items()},
+            builtin=dict(data["builtin"]),
+            softdep_pre={k: list(v) for k, v in data["softdep_pre"].items()},
+            aliases=[(a, b) for a, b in data["aliases"]],
+            scans={k: ModuleScan.from_json(v) for k, v in data["scans"].items()},
+            scanned=int(data["scanned"]),
+            diagnostics=[Diagnostic(m, f, ln) for m, f, ln in data["diagnostics"]],
+            partial=bool(data["partial"]),
+        )
+
+
+class ModuleIndex:
+    """Key -> provider for one kernel build."""
+
+    def __init__(
+        self,
+        data: IndexData,
+        modprobe: Optional[ModprobeConfig] = None,
+        proc_keys: Optional[FrozenSet[str]] = None,
+        loaded_modules: FrozenSet[str] = frozenset(),
+        from_cache: bool = False,
+    ) -> None:
+        self.data = data
+        self.kernel = data.kernel
+        self.mode = data.mode
+        self.modprobe = modprobe or ModprobeConfig()
+        self.proc_keys = proc_keys  # slash paths present in the live /proc/sys, None offline
+        self.loaded_modules = frozenset(m.replace("-", "_") for m in loaded_modules)
+        self.from_cache = from_cache
+        self.diagnostics: List[Diagnostic] = list(data.diagnostics) + list(self.modprobe.diagnostics)
+        self.partial = data.partial or data.mode != MODE_ELF
+        self._owner: Dict[str, Tuple[str, SysctlEntry]] = {}
+        self._module_keys: Dict[str, Set[str]] = {}
+        for name, scan in sorted(data.scans.items()):
+            for entry in scan.entries:
+                self._owner.setdefault(entry.path, (name, entry))
+                self._module_keys.setdefault(name, set()).add(entry.path)
+        self._alias_exact = {a: m for a, m in data.aliases + self.modprobe.aliases if "*" not in a and "?" not in a and "[" not in a}
+        self._dependents: Optional[Dict[str, List[str]]] = None
+
+    # --- modules
+    def normalize_module(self, name: str) -> str:
+        norm = name.strip().replace("-", "_")
+        if norm in self.data.files or norm in self.data.builtin:
+            return norm
+        alias = self._alias_exact.get(name.strip()) or self._alias_exact.get(norm)
+        if alias is None:
+            alias = resolve_alias(name.strip(), [a for a in self.data.aliases + self.modprobe.aliases if a[0] not in self._alias_exact])
+        return alias.replace("-", "_") if alias else norm
+
+    def has_module(self, module: str) -> bool:
+        mod = self.normalize_module(module)
+        return mod in self.data.files or mod in self.data.builtin
+
+    def is_builtin_module(self, module: str) -> bool:
+        return self.normalize_module(module) in self.data.builtin
+
+    def module_file(self, module: str) -> Optional[str]:
+        mod = self.normalize_module(module)
+        return self.data.files.get(mod) or self.data.builtin.get(mod)
+
+    def dependencies(self, module: str) -> List[str]:
+        """What loading `module` loads first: modules.dep closure plus softdep "pre:" (modules.softdep, modprobe.d)."""
+        mod = self.normalize_module(module)
+        out: List[str] = []
+        seen = {mod}
+        todo = [mod]
+        while todo:
+            cur = todo.pop(0)
+            pre = self.data.softdep_pre.get(cur, []) + self.modprobe.softdep_pre.get(cur, [])
+            for dep in [self.normalize_module(p) for p in pre] + self.data.deps.get(cur, []):
+                if dep not in seen:
+                    seen.add(dep)
+                    out.append(dep)
+                    todo.append(dep)
+        return out
+
+    def dependents(self, module: str) -> List[str]:
+        """Modules whose loading loads `module` (it is in their modules.dep closure); closest first."""
+        if self._dependents is None:
+            rev: Dict[str, List[str]] = {}
+            for name, deps in self.data.deps.items():
+                for dep in deps:
+                    rev.setdefault(dep, []).append(name)
+            self._dependents = rev
+        mod = self.normalize_module(module)
+        users = self._dependents.get(mod, [])
+        rev = self._dependents
+        user_set = set(users)
+        # Direct users first (no other user of `mod` in between), busiest first: nf_nat before act_ct.
+        def rank(m: str) -> Tuple[int, int, str]:
+            direct = not any(d in user_set for d in self.data.deps.get(m, []))
+            return (0 if direct else 1, -len(rev.get(m, [])), m)
+
+        return sorted(users, key=rank)
+
+    def blacklisted(self, module: str) -> Optional[str]:
+        """modprobe.d "blacklist" line (file:line) for `module`: stops alias autoloads, not explicit loads."""
+        return self.modprobe.blacklist.get(self.normalize_module(module))
+
+    def install_command(self, module: str) -> Optional[Tuple[str, str]]:
+        """modprobe.d "install" (command, file:line): modprobe runs it instead of loading `module`."""
+        return self.modprobe.install.get(self.normalize_module(module))
+
+    # --- keys
+    def module_keys(self, module: str) -> FrozenSet[str]:
+        return frozenset(self._module_keys.get(self.normalize_module(module), ()))
+
+    def elf_keys(self) -> FrozenSet[str]:
+        return frozenset(self._owner)
+
+    def builtin_keys(self) -> FrozenSet[str]:
+        """Keys known to be built in: the live /proc/sys keys no module file claims, or curated literal rows."""
+        keys: Set[str] = set()
+        if self.proc_keys is not None:
+            keys.update(k for k in self.proc_keys if k not in self._owner)
+        for rule in curated.curated_rules():
+            if rule.kind is ProviderKind.BUILTIN and not any(c in rule.pattern for c in "*?[<"):
+                keys.add(rule.pattern)
+        return frozenset(keys)
+
+    def known_keys(self) -> FrozenSet[str]:
+        keys = set(self._owner) | set(self.builtin_keys())
+        for rule in curated.curated_rules():
+            if not any(c in rule.pattern for c in "*?[<"):
+                keys.add(rule.pattern)
+        return frozenset(keys)
+
+    def suggest(self, path: str, among: Optional[Iterable[str]] = None) -> Optional[str]:
+        pool = sorted(among if among is not None else self.known_keys())
+        best = difflib.get_close_matches(path, pool, n=1, cutoff=0.75)
+        if not best:
+            leaf = path.rsplit("/", 1)[-1]
+            by_leaf: Dict[str, str] = {}
+            for k in pool:
+                by_leaf.setdefault(k.rsplit("/", 1)[-1], k)
+            hit = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.8)
+            best = [by_leaf[hit[0]]] if hit else []
+        return path_to_key(best[0]) if best else None
+
+    def _module_provider(self, kind: ProviderKind, module: str, path: str, evidence: str, per_netns: bool, init_only: bool) -> KeyProvider:
+        mod = self.normalize_module(module)
+        return KeyProvider(
+            kind=kind,
+            module=mod,
+            module_file=self.module_file(mod),
+            requires=self.dependencies(mod),
+            loaded_by=self.dependents(mod),
+            per_netns=per_netns,
+            init_netns_only=init_only,
+            evidence=evidence,
+            key=path,
+        )
+
+    def provider(self, key: str, value: Optional[str] = None) -> KeyProvider:
+        path = key_to_path(key)
+        rules = curated.matching_rules(path)
+
+        # 1. a value that makes the kernel load a module (tcp_congestion_control=bbr -> tcp_bbr)
+        if value is not None:
+            for rule, _iface in rules:
+                if rule.kind is not ProviderKind.AUTOLOAD or not rule.module:
+                    continue
+                val = value.strip()
+                if not val or val.upper() == "NONE":
+                    break
+                mod = self.normalize_module(rule.module.format(value=val))
+                if self.is_builtin_module(mod):
+                    break  # already in the kernel: nothing to load
+                prov = self._module_provider(ProviderKind.AUTOLOAD, mod, path, f"curated:{rule.source}", rule.scope == "netns", rule.scope == "init")
+                if self.mode != MODE_NONE and not self.has_module(mod):
+                    prov.note = f"no module {mod!r} in kernel {self.kernel}: the write will fail"
+                elif path.startswith("net/netfilter/nf_log/"):
+                    prov.note = "the kernel does not load the logger on write: it must already be loaded"
+                return prov
+
+        # 2. the module files' own sysctl tables
+        owner = self._owner.get(path)
+        if owner is not None:
+            mod, entry = owner
+            return self._module_provider(
+                ProviderKind.MODULE, mod, path, f"elf:{self.data.files.get(mod, mod)}", entry.per_netns, entry.init_netns_only
+            )
+
+        # 3. per-interface keys
+        for rule, iface in rules:
+            if rule.kind is ProviderKind.INTERFACE and iface:
+                prov = KeyProvider(kind=ProviderKind.INTERFACE, interface=iface,
+                                   per_netns=True, evidence=f"curated:{rule.source}", key=path)
+                if rule.module:
+                    prov.module = self.normalize_module(rule.module)
+                    prov.module_file = self.module_file(prov.module)
+                    prov.requires = self.dependencies(prov.module)
+                return prov
+
+        static = [(r, i) for r, i in rules if r.kind in (ProviderKind.BUILTIN, ProviderKind.MODULE)]
+        rule = static[0][0] if static else None
+        per_netns = rule is not None and rule.scope in ("netns", "init") and path.startswith("net/")
+        init_only = rule is not None and rule.scope == "init"
+
+        # 4. the running kernel's /proc/sys
+        if self.proc_keys is not None and path in self.proc_keys:
+            if rule is not None and rule.kind is ProviderKind.MODULE and rule.module and self.normalize_module(rule.module) in self.loaded_modules:
+                return self._module_provider(ProviderKind.MODULE, rule.module, path, f"proc+curated:{rule.source}", per_netns, init_only)
+            return KeyProvider(kind=ProviderKind.BUILTIN, per_netns=per_netns, init_netns_only=init_only, evidence="proc", key=path)
+
+        if rule is not None and rule.kind is ProviderKind.MODULE and rule.module:
+            mod = self.normalize_module(rule.module)
+            if self.is_builtin_module(mod):
+                return KeyProvider(kind=ProviderKind.BUILTIN, module=mod, module_file=self.data.builtin.get(mod),
+                                   per_netns=per_netns, init_netns_only=init_only, evidence="modules.builtin", key=path)
+            scan = self.data.scans.get(mod)
+            if self.mode == MODE_ELF and mod in self.data.files and (scan is None or scan.error is None):
+                # The module file was read and does not register this key.
+                leaf, _, parent = path.rpartition("/")[2], None, path.rpartition("/")[0]
+                if scan is not None and leaf in scan.loose_names and parent in scan.loose_dirs:
+                    return self._module_provider(ProviderKind.MODULE, mod, path, f"elf-loose+curated:{self.data.files[mod]}", per_netns, init_only)
+                if self._module_keys.get(mod):
+                    return KeyProvider(kind=ProviderKind.UNKNOWN, evidence=f"elf:{self.data.files[mod]}", key=path,
+                                       suggestion=self.suggest(path, self._module_keys[mod]),
+                                       note=f"{mod} registers no such key")
+            prov = self._module_provider(ProviderKind.MODULE, mod, path, f"curated:{rule.source}", per_netns, init_only)
+            if self.mode != MODE_NONE and not self.has_module(mod):
+                prov.note = f"module {mod!r} is not part of kernel {self.kernel}"
+            return prov
+
+        if rule is not None and self.proc_keys is None:
+            return KeyProvider(kind=ProviderKind.BUILTIN, per_netns=per_netns, init_netns_only=init_only,
+                               evidence=f"curated:{rule.source}", key=path)
+
+        # 5. nobody provides it: a typo, or a module that is not in this kernel
+        return KeyProvider(kind=ProviderKind.UNKNOWN, evidence="proc" if self.proc_keys is not None else "none",
+                           suggestion=self.suggest(path), key=path)
+
+    def to_json(self) -> dict:
+        modules = {}
+        for name in sorted(self._module_keys):
+            modules[name] = {
+                "file": self.data.files.get(name),
+                "keys": sorted(self._module_keys[name]),
+                "per_netns": sorted(e.path for e in self.data.scans[name].entries if e.per_netns),
+                "init_netns_only": sorted(e.path for e in self.data.scans[name].entries if e.init_netns_only),
+                "requires": self.dependencies(name),
+                "loaded_by": self.dependents(name),
+            }
+        return {
+            "kernel": self.kernel,
+            "mode": self.mode,
+            "partial": self.partial,
+            "from_cache": self.from_cache,
+            "modules_scanned": self.data.scanned,
+            "modules": modules,
+            "builtin_modules": sorted(self.data.builtin),
+            "diagnostics": [{"message": d.message, "file": d.file, "line": d.line} for d in self.diagnostics],
+        }
+
+
+def choose_kernel(root: Root, kernel: Optional[str], live: Optional[LiveHost]) -> str:
+    if kernel:
+        return kernel
+    if root.is_live and live is not None:
+        return live.kernel_release()
+    kernels = available_kernels(root)
+    if not kernels:
+        raise DoctorError(f"no kernel modules tree under {root.path}/lib/modules: pass --kernel VER")
+    return kernels[-1]
+
+
+def _proc_keys(live: LiveHost) -> FrozenSet[str]:
+    base = str(live.proc_sys)
+    keys = set()
+    for dirpath, _dirs, files in os.walk(base):
+        rel = os.path.relpath(dirpath, base)
+        for name in files:
+            keys.add(name if rel == "." else f"{rel}/{name}")
+    return frozenset(keys)
+
+
+def load_module_index(
+    root: Root,
+    kernel: Optional[str] = None,
+    live: Optional[LiveHost] = None,
+    progress: Optional[Progress] = None,
+    use_cache: bool = True,
+) -> ModuleIndex:
+    """The index for `kernel` (default: the running one on a live root, else the newest in the root)."""
+    from sysctl_doctor.kernel.build import build_index_data
+
+    kver = choose_kernel(root, kernel, live)
+    is_running = root.is_live and live is not None and kver == live.kernel_release()
+    moddir = modules_dir(root, kver)
+    if moddir is None and kernel and not is_running:
+        raise DoctorError(f"kernel {kver}: no /lib/modules/{kver} in {root.path} (have: {', '.join(available_kernels(root)) or 'none'})")
+    data, from_cache = build_index_data(root, kver, moddir, progress=progress, use_cache=use_cache)
+    proc_keys = _proc_keys(live) if is_running and live is not None else None
+    loaded = live.loaded_modules() if is_running and live is not None else frozenset()
+    if data.mode == MODE_NONE and proc_keys is None:
+        data.diagnostics.append(Diagnostic(f"no modules tree for kernel {kver}: providers come from the curated table only"))
+    return ModuleIndex(data, read_modprobe_config(root), proc_keys, loaded, from_cache)

@@ -1,0 +1,142 @@
+"""modules-load.d, /etc/modules, kernel command line, initramfs lists, udev rules, loaders, init scripts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from boot.rootfs import INCIDENT, make_root
+from sysctl_doctor.boot.cmdline import read_cmdline, split_cmdline
+from sysctl_doctor.boot.initramfs import load_initramfs_modules
+from sysctl_doctor.boot.initscripts import load_openrc, load_sysvinit
+from sysctl_doctor.boot.modules_load import load_modules_load
+from sysctl_doctor.boot.timeline import AFTER, BEFORE, RACE, build_timeline, detect_init_system
+from sysctl_doctor.boot.udev import parse_rules, sysctl_reruns
+from sysctl_doctor.root import Root
+
+UDEV_99 = (INCIDENT / "usr/lib/udev/rules.d/99-systemd.rules").read_text()
+
+
+def test_modules_load_precedence_mask_and_dash_equivalence(tmp_path: Path) -> None:
+    root = make_root(tmp_path, {
+        "/usr/lib/modules-load.d/a.conf": "vendor_a\n",
+        "/etc/modules-load.d/a.conf": "# local\n; also comment\nbr-netfilter\n",
+        "/usr/lib/modules-load.d/b.conf": "masked_mod\n",
+        "/etc/modules-load.d/b.conf": ("link", "/dev/null"),
+        "/usr/lib/modules-load.d/c.txt": "ignored\n",
+        "/etc/modules": "# /etc/modules\nnf_conntrack\nloop max_loop=8\n",
+        "/etc/modules-load.d/modules.conf": ("link", "../modules"),
+    })
+    config = load_modules_load(Root(root))
+    assert config.modules() == ["br_netfilter", "nf_conntrack"]
+    assert config.masked == ["/etc/modules-load.d/b.conf -> /dev/null"]
+    request = config.request_for("nf-conntrack")
+    assert request is not None and request.source == "/etc/modules:2"
+    assert request.via == "/etc/modules-load.d/modules.conf"
+    assert any("loop max_loop=8" in d.message and d.line == 3 for d in config.diagnostics)
+
+
+def test_cmdline_from_grub_and_explicit(tmp_path: Path) -> None:
+    root = make_root(tmp_path, {
+        "/etc/default/grub": 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX="modules-load=nf_conntrack,br_netfilter rd.modules_load=ip_vs"\n',
+    })
+    cmdline = read_cmdline(Root(root))
+    assert [r.module for r in cmdline.module_requests()] == ["nf_conntrack", "br_netfilter", "ip_vs"]
+    assert read_cmdline(Root(root), "modules_load=sctp").module_requests()[0].module == "sctp"
+    assert split_cmdline('a="b c" d') == ["a=b c", "d"]
+
+
+def test_initramfs_tools_and_dracut_lists(tmp_path: Path) -> None:
+    root = make_root(tmp_path, {
+        "/etc/initramfs-tools/modules": "# comment\nnf_conntrack\nraid1 opt=1\n",
+        "/etc/dracut.conf.d/net.conf": 'force_drivers+=" br_netfilter "\nadd_drivers+=" sctp "\n',
+    })
+    result = load_initramfs_modules(Root(root))
+    assert [r.module for r in result.loaded] == ["nf_conntrack", "raid1", "br_netfilter"]
+    assert [r.module for r in result.included_only] == ["sctp"]
+
+
+def test_udev_rules_find_module_and_net_reruns(tmp_path: Path) -> None:
+    rule = 'ACTION=="add", SUBSYSTEM=="module", KERNEL=="nf_conntrack", \\\n  RUN+="/usr/lib/systemd/systemd-sysctl --prefix=/net/netfilter"\n'
+    root = make_root(tmp_path, {
+        "/usr/lib/udev/rules.d/99-systemd.rules": UDEV_99,
+        "/etc/udev/rules.d/90-conntrack.rules": rule,
+        "/usr/lib/udev/rules.d/91-masked.rules": rule.replace("nf_conntrack", "br_netfilter"),
+        "/etc/udev/rules.d/91-masked.rules": ("link", "/dev/null"),
+    })
+    reruns = sysctl_reruns(Root(root))
+    module = [r for r in reruns if r.subsystem == "module"]
+    assert len(module) == 1 and module[0].rule.where == "/etc/udev/rules.d/90-conntrack.rules:1"
+    assert module[0].matches_module("nf_conntrack") and not module[0].matches_module("br_netfilter")
+    assert module[0].covers_key("net/netfilter/nf_conntrack_tcp_be_liberal", "nf_conntrack")
+    assert not module[0].covers_key("net/ipv4/ip_forward", "nf_conntrack")
+    net = [r for r in reruns if r.subsystem == "net"]
+    assert net[0].covers_key("net/ipv4/conf/eth0/rp_filter", "eth0")
+    assert not net[0].covers_key("net/ipv4/conf/eth1/rp_filter", "eth0")
+    assert parse_rules('KERNEL=="a|b", RUN+="x"', "f")[0].matches_value("KERNEL", "b") is True
+
+
+def test_incident_timeline_names_nftables_race_with_evidence() -> None:
+    timeline = build_timeline(Root(INCIDENT))
+    assert timeline.init_system == "systemd" and timeline.modules_step_relation == BEFORE
+    loads = [l for l in timeline.loads if l.module == "nf_conntrack"]
+    assert len(loads) == 1
+    assert loads[0].by == "nftables.service" and loads[0].relation == RACE
+    assert loads[0].evidence == "/etc/nftables.conf:9 `ct state established,related accept`"
+
+
+def test_iptables_restore_after_sysctl_and_docker(tmp_path: Path) -> None:
+    root = make_root(tmp_path, {
+        "/usr/lib/systemd/system/systemd-sysctl.service": (INCIDENT / "usr/lib/systemd/system/systemd-sysctl.service").read_text(),
+        "/usr/lib/systemd/system/netfilter-persistent.service":
+            "[Unit]\nDefaultDependencies=no\nAfter=systemd-modules-load.service local-fs.target\nBefore=network-pre.target\n"
+            "[Service]\nExecStart=/usr/sbin/netfilter-persistent start\n[Install]\nWantedBy=multi-user.target\n",
+        "/etc/systemd/system/multi-user.target.wants/netfilter-persistent.service": ("link", "/lib/systemd/system/netfilter-persistent.service"),
+        "/etc/iptables/rules.v4": "*filter\n:INPUT DROP [0:0]\n-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\nCOMMIT\n",
+        "/usr/lib/systemd/system/docker.service": "[Unit]\nAfter=network-online.target\n[Service]\nExecStart=/usr/bin/dockerd -H fd://\n",
+        "/etc/systemd/system/multi-user.target.wants/docker.service": ("link", "/lib/systemd/system/docker.service"),
+    })
+    timeline = build_timeline(Root(root))
+    by = {(l.by, l.module): l for l in timeline.loads}
+    assert by[("netfilter-persistent.service", "nf_conntrack")].relation == RACE
+    assert by[("netfilter-persistent.service", "nf_conntrack")].evidence.startswith("/etc/iptables/rules.v4:3 ")
+    assert by[("docker.service", "br_netfilter")].relation == AFTER
+    assert by[("docker.service", "br_netfilter")].evidence.startswith("/usr/lib/systemd/system/docker.service:4 ")
+
+
+SYSV_PROCPS = (
+    "#!/bin/sh\n### BEGIN INIT INFO\n# Provides:          procps\n# Required-Start:    mountkernfs $local_fs\n"
+    "# Should-Start:      udev module-init-tools\n# Default-Start:     S\n### END INIT INFO\n"
+)
+SYSV_KMOD = "#!/bin/sh\n### BEGIN INIT INFO\n# Provides:          kmod\n# Required-Start:\n# Default-Start:     S\n### END INIT INFO\n"
+
+
+def test_sysvinit_order_from_lsb_headers(tmp_path: Path) -> None:
+    files = {
+        "/sbin/init": "#!binary\n", "/etc/inittab": "id:2:initdefault:\n",
+        "/etc/init.d/procps": SYSV_PROCPS, "/etc/init.d/kmod": SYSV_KMOD,
+        "/etc/rcS.d/S01kmod": ("link", "../init.d/kmod"), "/etc/rcS.d/S02procps": ("link", "../init.d/procps"),
+        "/etc/modules": "nf_conntrack\n",
+    }
+    root = make_root(tmp_path / "a", files)
+    assert detect_init_system(Root(root)) == "sysvinit"
+    # procps names "module-init-tools", which kmod does not provide: nothing orders them
+    assert load_sysvinit(Root(root)).relation("kmod", "procps") == "unordered"
+    timeline = build_timeline(Root(root))
+    assert [(l.module, l.relation) for l in timeline.loads] == [("nf_conntrack", RACE)]
+    fixed = make_root(tmp_path / "b", {**files, "/etc/init.d/kmod": SYSV_KMOD.replace("kmod\n", "kmod module-init-tools\n", 1)})
+    assert load_sysvinit(Root(fixed)).relation("kmod", "procps") == "before"
+
+
+def test_openrc_sysctl_and_modules_unordered_unless_conf_d(tmp_path: Path) -> None:
+    files = {
+        "/sbin/openrc": "bin", "/etc/init.d/sysctl": "#!/sbin/openrc-run\ndepend() {\n\tbefore bootmisc logger\n}\n",
+        "/etc/init.d/modules": "#!/sbin/openrc-run\ndepend() {\n\tuse isapnp\n\tbefore hwclock\n}\n",
+        "/etc/runlevels/boot/sysctl": ("link", "/etc/init.d/sysctl"), "/etc/runlevels/boot/modules": ("link", "/etc/init.d/modules"),
+        "/etc/conf.d/modules": 'modules="nf_conntrack"\n',
+    }
+    root = make_root(tmp_path / "a", files)
+    assert detect_init_system(Root(root)) == "openrc"
+    timeline = build_timeline(Root(root))
+    assert [(l.module, l.relation, l.evidence) for l in timeline.loads] == [("nf_conntrack", RACE, "/etc/conf.d/modules:1")]
+    fixed = make_root(tmp_path / "b", {**files, "/etc/conf.d/sysctl": 'rc_after="modules"\n'})
+    assert load_openrc(Root(fixed)).relation("modules", "sysctl") == "before"
