@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional
 import pytest
 
 from . import base_root as base_root_module
-from .prediction import CheckRun, CommandMissing, run_check, run_fix
+from .prediction import CheckRun, CommandMissing, predicted_keys, run_check, run_fix
 from .real_boot import BootResult, run_scenario
 from .scenarios import BY_NAME
 
@@ -82,7 +82,7 @@ def booted(base_root, tmp_path_factory) -> Callable[[str], ScenarioRun]:
         scenario = BY_NAME[name]
         state: Dict[str, object] = {"check": None, "missing": None, "fix": None}
 
-        def tool_turn(root: Path) -> None:
+        def tool_turn(root: Path) -> List[str]:
             if scenario.fix_args is not None:
                 try:
                     proc = run_fix(root, list(scenario.fix_args))
@@ -90,9 +90,12 @@ def booted(base_root, tmp_path_factory) -> Callable[[str], ScenarioRun]:
                     raise _FixMissing(str(exc))
                 state["fix"] = proc.stdout + proc.stderr
             try:
-                state["check"] = run_check(root)
+                check = run_check(root)
             except CommandMissing as exc:
                 state["missing"] = str(exc)
+                return []
+            state["check"] = check
+            return predicted_keys(check.document)   # the probe reports every key the tool predicted
 
         try:
             result: Optional[BootResult] = run_scenario(base_root, scenario, workdir, logdir, before_image=tool_turn)

@@ -92,3 +92,14 @@ def prediction_for(document: Any, key: str) -> Optional[KeyPrediction]:
             value = boot.get("value")
             return KeyPrediction(key, None if value is None else str(value), boot.get("applied"), obj)
     return None
+
+
+def predicted_keys(document: Any) -> List[str]:
+    """Every concrete key the report carries a boot prediction for (globs left out)."""
+    keys: List[str] = []
+    for obj in _objects(document):
+        key = obj.get("key")
+        if isinstance(key, str) and isinstance(obj.get("boot"), dict) and not any(c in key for c in "*?["):
+            if key not in keys:
+                keys.append(key)
+    return keys

@@ -19,7 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional
 
 from .base_root import BaseRoot
 from .scenarios import Scenario
@@ -95,9 +95,9 @@ def prepare_root(base: BaseRoot, scenario: Scenario, dest: Path) -> Path:
     return dest
 
 
-def install_probe(root: Path, scenario: Scenario) -> None:
+def install_probe(root: Path, scenario: Scenario, extra_keys: Iterable[str] = ()) -> None:
     """The probe goes in after the tool has looked at the root, so it never influences a prediction."""
-    for rel, content in scenario.probe_files().items():
+    for rel, content in scenario.probe_files(extra_keys).items():
         _write(root, rel, content, 0o755 if rel.startswith("usr/local/sbin/") else 0o644)
     for rel, target in scenario.probe_symlinks().items():
         _symlink(root, rel, target)
@@ -203,14 +203,16 @@ def parse_probe(text: str) -> ProbeReport:
 
 def run_scenario(base: BaseRoot, scenario: Scenario, workdir: Path, logdir: Path,
                  before_image=None) -> BootResult:
-    """prepare -> (before_image(root): the tool's turn) -> probe -> image -> boot; removes root and image."""
+    """prepare -> before_image(root) -> probe -> image -> boot; removes root and image.
+
+    `before_image` is the tool's turn (fix, check); it returns extra keys for the probe to report.
+    """
     root = workdir / scenario.name / "root"
     image = workdir / scenario.name / "disk.img"
     try:
         prepare_root(base, scenario, root)
-        if before_image is not None:
-            before_image(root)
-        install_probe(root, scenario)
+        extra_keys = before_image(root) if before_image is not None else ()
+        install_probe(root, scenario, extra_keys or ())
         build_image(root, image)
         shutil.rmtree(root)
         return boot_image(base, image, logdir / scenario.name, scenario.name)

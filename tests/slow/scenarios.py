@@ -9,7 +9,7 @@ systemd-sysctl really read the configuration.
 The probe (`sdprobe.service`, after multi-user.target) writes `SDPROBE ...`
 lines to the second serial port (/dev/ttyS1, a file of its own on the host),
 then powers the machine off:
-    SDPROBE value <dotted key>=<value>|absent
+    SDPROBE value <dotted key>=<value, tabs as spaces>|absent
     SDPROBE module <name>=loaded|absent
     SDPROBE unit <unit> state=<ActiveState> start=<µs> exit=<µs>
     SDPROBE after <unit> <its After= list>
@@ -19,7 +19,7 @@ then powers the machine off:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 BE_LIBERAL = "net.netfilter.nf_conntrack_tcp_be_liberal"
 CONTROL_KEY = "net.core.somaxconn"
@@ -67,14 +67,13 @@ echo "SDPROBE BEGIN"
 udevadm settle --timeout=30 || echo "SDPROBE note udevadm settle timed out"
 read -r up _ < /proc/uptime
 echo "SDPROBE uptime $up"
-for key in $(cat /etc/sdprobe/keys); do
-    path=/proc/sys/$(printf %s "$key" | tr . /)
-    if [ -e "$path" ]; then
-        echo "SDPROBE value $key=$(cat "$path")"
+while read -r key path; do
+    if [ -e "/proc/sys/$path" ]; then
+        echo "SDPROBE value $key=$(cat "/proc/sys/$path" | tr '\\t' ' ')"
     else
         echo "SDPROBE value $key=absent"
     fi
-done
+done < /etc/sdprobe/keys
 for mod in nf_conntrack nft_ct nf_tables; do
     if [ -d "/sys/module/$mod" ]; then state=loaded; else state=absent; fi
     echo "SDPROBE module $mod=$state"
@@ -109,6 +108,11 @@ WantedBy=multi-user.target
 """
 
 
+def proc_sys_path(key: str) -> str:
+    """The /proc/sys path of a dotted key, as systemd-sysctl spells it (dots and slashes swapped)."""
+    return key.translate(str.maketrans("./", "/."))
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -117,11 +121,12 @@ class Scenario:
     symlinks: Dict[str, str] = field(default_factory=dict)   # path inside the root -> target
     fix_args: Optional[Tuple[str, ...]] = None  # run `sysctl-doctor fix --root R *fix_args` first
 
-    def probe_files(self) -> Dict[str, str]:
+    def probe_files(self, extra_keys: Iterable[str] = ()) -> Dict[str, str]:
+        keys = list(PROBE_KEYS) + [k for k in extra_keys if k not in PROBE_KEYS]
         return {
             "usr/local/sbin/sdprobe": PROBE_SCRIPT,
             "etc/systemd/system/sdprobe.service": PROBE_UNIT,
-            "etc/sdprobe/keys": "\n".join(PROBE_KEYS) + "\n",
+            "etc/sdprobe/keys": "".join(f"{k} {proc_sys_path(k)}\n" for k in keys),
             "etc/sdprobe/units": "\n".join(PROBE_UNITS) + "\n",
         }
 
@@ -157,6 +162,13 @@ NFTABLES_FIXED = Scenario(
     symlinks=dict(NFTABLES_ENABLED),
     fix_args=(),
 )
+NFTABLES_FIXED_UDEV = Scenario(
+    "nftables-fixed-udev",
+    "the nftables-late root after `sysctl-doctor fix --root --method udev`",
+    {**_BASE_FILES, "etc/nftables.conf": NFTABLES_CONF},
+    symlinks=dict(NFTABLES_ENABLED),
+    fix_args=("--method", "udev"),
+)
 UDEV_RULE_LATE = Scenario(
     "udev-rule",
     "nftables loads nf_conntrack late; a udev module rule re-runs systemd-sysctl --prefix=/net/netfilter",
@@ -168,5 +180,5 @@ UDEV_RULE_LATE = Scenario(
     symlinks=dict(NFTABLES_ENABLED),
 )
 
-ALL = (SYSCTL_ONLY, MODULES_LOAD, NFTABLES_LATE, NFTABLES_FIXED, UDEV_RULE_LATE)
+ALL = (SYSCTL_ONLY, MODULES_LOAD, NFTABLES_LATE, NFTABLES_FIXED, NFTABLES_FIXED_UDEV, UDEV_RULE_LATE)
 BY_NAME = {s.name: s for s in ALL}
