@@ -117,7 +117,11 @@ def build_image(root: Path, image: Path) -> None:
     )
 
 
-def qemu_command(base: BaseRoot, image: Path, console_log: Path, probe_log: Path) -> List[str]:
+KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 panic=-1 systemd.show_status=1 net.ifnames=0"
+
+
+def qemu_command(base: BaseRoot, image: Path, console_log: Path, probe_log: Path,
+                 cmdline_extra: str = "") -> List[str]:
     return [
         "qemu-system-x86_64",
         "-accel", "tcg",
@@ -128,7 +132,7 @@ def qemu_command(base: BaseRoot, image: Path, console_log: Path, probe_log: Path
         "-no-reboot",
         "-kernel", str(base.vmlinuz),
         "-initrd", str(base.initrd),
-        "-append", "root=/dev/vda rw console=ttyS0 panic=-1 systemd.show_status=1 net.ifnames=0",
+        "-append", f"{KERNEL_CMDLINE} {cmdline_extra}".strip(),
         "-drive", f"file={image},format=raw,if=virtio",
         "-serial", f"file:{console_log}",
         "-serial", f"file:{probe_log}",
@@ -136,11 +140,11 @@ def qemu_command(base: BaseRoot, image: Path, console_log: Path, probe_log: Path
 
 
 def boot_image(base: BaseRoot, image: Path, logdir: Path, scenario: str,
-               timeout: float = BOOT_TIMEOUT) -> BootResult:
+               timeout: float = BOOT_TIMEOUT, cmdline_extra: str = "") -> BootResult:
     """Boot the image until the guest powers off (or the timeout kills qemu); always reaps qemu."""
     logdir.mkdir(parents=True, exist_ok=True)
     console_log, probe_log = logdir / "console.log", logdir / "probe.log"
-    cmd = qemu_command(base, image, console_log, probe_log)
+    cmd = qemu_command(base, image, console_log, probe_log, cmdline_extra)
     started = time.monotonic()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=open(logdir / "qemu.stderr", "w"), start_new_session=True)
@@ -215,6 +219,7 @@ def run_scenario(base: BaseRoot, scenario: Scenario, workdir: Path, logdir: Path
         install_probe(root, scenario, extra_keys or ())
         build_image(root, image)
         shutil.rmtree(root)
-        return boot_image(base, image, logdir / scenario.name, scenario.name)
+        return boot_image(base, image, logdir / scenario.name, scenario.name,
+                          cmdline_extra=scenario.cmdline_extra)
     finally:
         shutil.rmtree(workdir / scenario.name, ignore_errors=True)

@@ -51,6 +51,10 @@ NFTABLES_ENABLED = {
     "etc/systemd/system/sysinit.target.wants/nftables.service": "/lib/systemd/system/nftables.service",
 }
 
+# udevd logs at debug level: the journal then shows it running the rule's systemd-sysctl for
+# nf_conntrack, the direct evidence of who applied the value.
+UDEV_DEBUG = "udev.log_level=debug"
+
 PROBE_KEYS = (BE_LIBERAL, "net.netfilter.nf_conntrack_max", CONTROL_KEY)
 PROBE_UNITS = (
     "systemd-modules-load.service",
@@ -120,6 +124,7 @@ class Scenario:
     files: Dict[str, str]                       # path inside the root -> content
     symlinks: Dict[str, str] = field(default_factory=dict)   # path inside the root -> target
     fix_args: Optional[Tuple[str, ...]] = None  # run `sysctl-doctor fix --root R *fix_args` first
+    cmdline_extra: str = ""                     # appended to the guest's kernel command line
 
     def probe_files(self, extra_keys: Iterable[str] = ()) -> Dict[str, str]:
         keys = list(PROBE_KEYS) + [k for k in extra_keys if k not in PROBE_KEYS]
@@ -168,6 +173,7 @@ NFTABLES_FIXED_UDEV = Scenario(
     {**_BASE_FILES, "etc/nftables.conf": NFTABLES_CONF},
     symlinks=dict(NFTABLES_ENABLED),
     fix_args=("--method", "udev"),
+    cmdline_extra=UDEV_DEBUG,
 )
 UDEV_RULE_LATE = Scenario(
     "udev-rule",
@@ -178,6 +184,7 @@ UDEV_RULE_LATE = Scenario(
         "etc/udev/rules.d/90-nf-conntrack-sysctl.rules": UDEV_RULE,
     },
     symlinks=dict(NFTABLES_ENABLED),
+    cmdline_extra=UDEV_DEBUG,
 )
 
 ALL = (SYSCTL_ONLY, MODULES_LOAD, NFTABLES_LATE, NFTABLES_FIXED, NFTABLES_FIXED_UDEV, UDEV_RULE_LATE)
