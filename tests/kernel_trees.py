@@ -10,7 +10,8 @@ Series:
 - "6.1":  bookworm's linux-image-amd64 from the host's configured apt sources (uncompressed .ko);
 - "6.12": bookworm-backports from deb.debian.org via a *private* apt config in the cache dir
           (-o Dir::Etc::SourceList=… -o Dir::State::Lists=… -o Dir::Cache=…; the host's apt config
-          is never touched); its modules are .ko.xz.
+          is never touched); its modules are .ko.xz;
+- "5.10": bullseye, the same way (uncompressed .ko; register_sysctl_paths and child tables).
 Cache: $SYSCTL_DOCTOR_TEST_CACHE/test-kernels, else <repo>/.cache/test-kernels; a tree is reused once
 complete (marker file). Debian's package ships no modules.dep (its postinst runs depmod): we run
 `depmod -b` like the postinst does, when kmod is installed.
@@ -31,6 +32,7 @@ DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 SERIES: Dict[str, Optional[str]] = {
     "6.1": None,  # host apt sources (bookworm)
     "6.12": "deb [signed-by={keyring}] http://deb.debian.org/debian bookworm-backports main",
+    "5.10": "deb [signed-by={keyring}] http://deb.debian.org/debian bullseye main",
 }
 
 

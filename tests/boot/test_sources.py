@@ -140,3 +140,93 @@ def test_openrc_sysctl_and_modules_unordered_unless_conf_d(tmp_path: Path) -> No
     assert [(l.module, l.relation, l.evidence) for l in timeline.loads] == [("nf_conntrack", RACE, "/etc/conf.d/modules:1")]
     fixed = make_root(tmp_path / "b", {**files, "/etc/conf.d/sysctl": 'rc_after="modules"\n'})
     assert load_openrc(Root(fixed)).relation("modules", "sysctl") == "before"
+
+
+def test_udev_rule_running_procps_sysctl_p(tmp_path: Path) -> None:
+    root = make_root(tmp_path, {
+        "/etc/udev/rules.d/99-bridge.rules":
+            'ACTION=="add", SUBSYSTEM=="module", KERNEL=="br_netfilter", RUN+="/sbin/sysctl -p /etc/sysctl.d/99-bridge.conf"\n'
+            'ACTION=="add", SUBSYSTEM=="module", KERNEL=="sctp", RUN+="/sbin/sysctl --system"\n',
+        "/etc/sysctl.d/99-bridge.conf": "net.bridge.bridge-nf-call-iptables = 0\n",
+    })
+    reruns = {r.rule.line: r for r in sysctl_reruns(Root(root))}
+    assert reruns[1].matches_module("br_netfilter")
+    assert reruns[1].covers_key("net/bridge/bridge-nf-call-iptables", "br_netfilter")
+    assert not reruns[1].covers_key("net/bridge/bridge-nf-call-ip6tables", "br_netfilter")
+    assert reruns[2].covers_key("net/sctp/rto_min", "sctp")
+
+
+def _real_debian_init_scripts(tmp_path: Path) -> dict:
+    """procps' init script from this Debian host and kmod's from its Debian package (apt-get download)."""
+    import os
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if not Path("/etc/init.d/procps").is_file():
+        pytest.skip("NEEDS Debian's procps init script at /etc/init.d/procps")
+    cache = Path(os.environ.get("SYSCTL_DOCTOR_TEST_CACHE", Path(__file__).resolve().parents[2] / ".cache")) / "debs"
+    cache.mkdir(parents=True, exist_ok=True)
+    debs = sorted(cache.glob("kmod_*.deb"))
+    if not debs:
+        if shutil.which("apt-get") is None:
+            pytest.skip("NEEDS apt-get to download Debian's kmod package")
+        proc = subprocess.run(["apt-get", "download", "kmod"], cwd=cache, capture_output=True, text=True)
+        debs = sorted(cache.glob("kmod_*.deb"))
+        if proc.returncode != 0 or not debs:
+            pytest.skip(f"NEEDS Debian's kmod package (apt-get download failed: {proc.stderr.strip()[-200:]})")
+    out = tmp_path / "kmod-deb"
+    subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(out)], check=True)
+    return {"/etc/init.d/procps": Path("/etc/init.d/procps").read_text(),
+            "/etc/init.d/kmod": (out / "etc/init.d/kmod").read_text()}
+
+
+def test_real_debian_sysvinit_headers_leave_kmod_and_procps_unordered(tmp_path: Path) -> None:
+    scripts = _real_debian_init_scripts(tmp_path)
+    root = make_root(tmp_path / "root", {
+        **scripts, "/sbin/init": "sysvinit", "/etc/inittab": "id:2:initdefault:\n",
+        "/etc/rcS.d/S01kmod": ("link", "../init.d/kmod"), "/etc/rcS.d/S01procps": ("link", "../init.d/procps"),
+    })
+    # procps asks for "module-init-tools" (the old name); kmod provides only "kmod"
+    assert load_sysvinit(Root(root)).relation("kmod", "procps") == "unordered"
+
+
+def test_keepalived_lvs_loads_ip_vs_with_the_config_line(tmp_path: Path) -> None:
+    root = make_root(tmp_path, {
+        "/usr/lib/systemd/system/systemd-sysctl.service": (INCIDENT / "usr/lib/systemd/system/systemd-sysctl.service").read_text(),
+        "/usr/lib/systemd/system/keepalived.service":
+            "[Unit]\nAfter=network-online.target\n[Service]\nExecStart=/usr/sbin/keepalived --dont-fork $DAEMON_ARGS\n",
+        "/etc/systemd/system/multi-user.target.wants/keepalived.service": ("link", "/lib/systemd/system/keepalived.service"),
+        "/etc/keepalived/keepalived.conf": "global_defs {\n}\nvirtual_server 10.0.0.1 80 {\n  lb_algo rr\n}\n",
+    })
+    loads = [l for l in build_timeline(Root(root)).loads if l.by == "keepalived.service"]
+    assert [(l.module, l.relation, l.evidence) for l in loads] == [
+        ("ip_vs", AFTER, "/etc/keepalived/keepalived.conf:3 `virtual_server 10.0.0.1 80 {`")]
+
+
+def test_sysvinit_fix_writes_an_insserv_override(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    scripts = _real_debian_init_scripts(tmp_path)
+    key = "net.netfilter.nf_conntrack_tcp_be_liberal"
+    root = make_root(tmp_path / "root", {
+        **scripts, "/sbin/init": "sysvinit", "/etc/inittab": "id:2:initdefault:\n",
+        "/etc/rcS.d/S01kmod": ("link", "../init.d/kmod"), "/etc/rcS.d/S01procps": ("link", "../init.d/procps"),
+        "/etc/sysctl.conf": f"{key} = 1\n", "/etc/modules": "# /etc/modules\n",
+    })
+
+    def entry() -> dict:
+        out = subprocess.run([sys.executable, "-m", "sysctl_doctor", "check", "--root", str(root), "--format", "json"],
+                             capture_output=True, text=True).stdout
+        return next(e for e in json.loads(out)["keys"] if e["key"] == key)
+
+    assert entry()["boot"]["applied"] is False
+    proc = subprocess.run([sys.executable, "-m", "sysctl_doctor", "fix", "--root", str(root)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (root / "etc/modules").read_text().endswith("nf_conntrack\n")
+    override = (root / "etc/insserv/overrides/procps").read_text()
+    assert override.startswith("### BEGIN INIT INFO") and "kmod" in override and "insserv" in proc.stdout
+    assert entry()["boot"] == {"applied": True, "value": "1"}

@@ -95,3 +95,20 @@ def test_live_debian_root_parses() -> None:
 
         pytest.skip("NEEDS a systemd host: this machine's / has no systemd-sysctl.service")
     assert tx.relation("systemd-modules-load.service", SYSCTL_UNIT) == "before"
+
+
+def test_debian_layout_pulls_sysctl_through_sysinit_wants(tmp_path: Path) -> None:
+    wants = "/usr/lib/systemd/system/sysinit.target.wants"
+    files = {
+        **BASE,
+        "/usr/lib/systemd/system/sysinit.target": "[Unit]\nDescription=System Initialization\n",
+        f"{wants}/systemd-sysctl.service": ("link", "../systemd-sysctl.service"),
+        f"{wants}/systemd-modules-load.service": ("link", "../systemd-modules-load.service"),
+    }
+    tx = SystemdUnits(Root(make_root(tmp_path / "a", files))).boot_transaction()
+    assert SYSCTL_UNIT in tx and "systemd-modules-load.service" in tx
+    assert tx.why_member(SYSCTL_UNIT) == f"enabled: {wants}/systemd-sysctl.service"
+    # without its wants link systemd-modules-load is not started (a "disabled" static unit)
+    del files[f"{wants}/systemd-modules-load.service"]
+    tx = SystemdUnits(Root(make_root(tmp_path / "b", files))).boot_transaction()
+    assert "systemd-modules-load.service" not in tx and SYSCTL_UNIT in tx

@@ -51,7 +51,31 @@ def why_not_runnable() -> Optional[str]:
         return f"NEEDS {SYSTEMD_SYSCTL} (systemd 252) as the systemd oracle"
     if shutil.which("sysctl") is None:
         return "NEEDS procps sysctl as the procps oracle"
+    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True)
+    if probe.returncode != 0:
+        return ("NEEDS mount namespaces (unshare --mount failed: "
+                f"{probe.stderr.decode(errors='replace').strip()})")
     return None
+
+
+# Directories the oracle covers with tmpfs inside its namespace; on the host they must
+# look exactly the same afterwards (existence and entries).
+HOST_PATHS = ("/proc/sys", "/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d",
+              "/etc/sysctl.conf", "/usr/local/lib", "/run")
+
+
+def host_snapshot() -> Dict[str, object]:
+    snap: Dict[str, object] = {}
+    for p in HOST_PATHS:
+        if os.path.isdir(p):
+            snap[p] = sorted(os.listdir(p)) if p not in ("/run", "/proc/sys") else "dir"
+        elif os.path.exists(p):
+            snap[p] = os.stat(p).st_size
+        else:
+            snap[p] = None
+    with open("/proc/self/mountinfo") as fh:
+        snap["oracle-mounts"] = [line for line in fh if "sysctl-doctor-oracle" in line]
+    return snap
 
 
 def _entry_json(entry: Entry) -> dict:

@@ -12,6 +12,7 @@ from tests.config.corpus import CASES
 from tests.config.oracle import (
     build_key_dir,
     build_root,
+    host_snapshot,
     model_final,
     model_trace,
     prefixes_of,
@@ -29,7 +30,9 @@ def real_results():
     reason = why_not_runnable()
     if reason:
         pytest.skip(reason)
+    before = host_snapshot()
     results = run_real(JOBS)
+    assert host_snapshot() == before, "the oracle changed something on the host"
     return {(case.name, flavor): r for (case, flavor), r in zip(JOBS, results)}
 
 

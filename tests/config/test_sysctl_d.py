@@ -119,3 +119,33 @@ def test_bad_input_is_diagnosed_not_raised(tmp_path):
 def test_default_flavor(tmp_path):
     assert default_flavor(make_root(tmp_path / "a", {"etc/sysctl.conf": ""})) == "procps"
     assert default_flavor(make_root(tmp_path / "b", {"usr/lib/systemd/system/systemd-sysctl.service": ""})) == "systemd"
+
+
+def test_special_files_are_reported_not_read(tmp_path):
+    root = make_root(tmp_path, {"etc/sysctl.d/20-dangling.conf": ("link", "/nowhere/x.conf"),
+                                "usr/lib/sysctl.d/20-dangling.conf": "kernel.x = 1\n",
+                                "etc/sysctl.d/40-ok.conf": "kernel.y = 2\n"})
+    os.mkfifo(tmp_path / "etc/sysctl.d/30-fifo.conf")  # reading it would block: never opened
+    cfg = load_sysctl_config(root, "systemd")
+    reasons = {i.file: i.reason for i in cfg.ignored_files}
+    assert "dangling symlink" in reasons["/etc/sysctl.d/20-dangling.conf"]
+    assert "overridden by /etc/sysctl.d/20-dangling.conf" in reasons["/usr/lib/sysctl.d/20-dangling.conf"]
+    assert "not a regular file" in reasons["/etc/sysctl.d/30-fifo.conf"]
+    assert [a.key for a in cfg.assignments] == ["kernel.y"]
+
+
+def test_unreadable_file_is_a_diagnostic(tmp_path, monkeypatch):
+    # Root bypasses permission bits, so make the read itself fail the way EACCES would.
+    root = make_root(tmp_path, {"etc/sysctl.d/10-a.conf": "kernel.x = 1\n",
+                                "etc/sysctl.d/20-b.conf": ("link", "10-a.conf")})
+    real_read = Root.read_bytes
+
+    def deny(self, path):
+        if path.endswith("20-b.conf"):
+            raise PermissionError(13, "Permission denied", path)
+        return real_read(self, path)
+
+    monkeypatch.setattr(Root, "read_bytes", deny)
+    cfg = load_sysctl_config(root, "systemd")
+    assert {(d.file, d.message) for d in cfg.diagnostics} == {("/etc/sysctl.d/20-b.conf", "cannot read: Permission denied")}
+    assert [a.origin.file for a in cfg.assignments] == ["/etc/sysctl.d/10-a.conf"]

@@ -31,9 +31,22 @@ def tree_612():
 
 
 @pytest.fixture(scope="session")
-def session_cache(tmp_path_factory):
-    """A private XDG cache dir for the whole session (indexes of the big trees are built once)."""
-    path = tmp_path_factory.mktemp("xdg-cache")
+def tree_510():
+    return _tree("5.10")
+
+
+@pytest.fixture(scope="session")
+def session_cache():
+    """The index cache for the real trees, kept next to the trees in the test cache.
+
+    Its key includes the scanner's source, so after any change to the scanner the first run scans the
+    trees again; unchanged code reuses the result (the 6.12 .ko.xz tree costs seconds to decompress).
+    Tests of the scan itself (test_module_files) always use a fresh private cache.
+    """
+    from kernel_trees import cache_root
+
+    path = cache_root() / "xdg-cache"
+    path.mkdir(parents=True, exist_ok=True)
     old = os.environ.get("XDG_CACHE_HOME")
     os.environ["XDG_CACHE_HOME"] = str(path)
     yield path
@@ -59,9 +72,17 @@ def index_612(tree_612, session_cache):
     return load_module_index(Root(tree_612), tree_612.kver)
 
 
-@pytest.fixture(params=["6.1", "6.12"])
+@pytest.fixture(scope="session")
+def index_510(tree_510, session_cache):
+    from sysctl_doctor.kernel import load_module_index
+    from sysctl_doctor.root import Root
+
+    return load_module_index(Root(tree_510), tree_510.kver)
+
+
+@pytest.fixture(params=["5.10", "6.1", "6.12"])
 def real_index(request):
-    return request.getfixturevalue("index_61" if request.param == "6.1" else "index_612")
+    return request.getfixturevalue({"5.10": "index_510", "6.1": "index_61", "6.12": "index_612"}[request.param])
 
 
 @pytest.fixture

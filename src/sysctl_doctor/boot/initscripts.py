@@ -142,11 +142,32 @@ def _insserv_facilities(root: Root) -> Dict[str, List[str]]:
     return facilities
 
 
+INSSERV_OVERRIDES = "/etc/insserv/overrides"
+
+
+def lsb_header(text: str) -> Optional[str]:
+    """The ``### BEGIN INIT INFO`` … ``### END INIT INFO`` block of a script, or None."""
+    lines = text.splitlines()
+    try:
+        start = next(i for i, l in enumerate(lines) if l.startswith("### BEGIN INIT INFO"))
+        end = next(i for i, l in enumerate(lines) if i > start and l.startswith("### END INIT INFO"))
+    except StopIteration:
+        return None
+    return "\n".join(lines[start:end + 1]) + "\n"
+
+
 def load_sysvinit(root: Root) -> InitOrder:
     scripts: Dict[str, InitScript] = {}
     for name in root.listdir("/etc/init.d"):
         path = f"/etc/init.d/{name}"
         if name.startswith(".") or name in ("README", "skeleton", "rc", "rcS") or root.kind(path) is not PathKind.FILE:
+            continue
+        override = f"{INSSERV_OVERRIDES}/{name}"
+        if root.kind(override) is PathKind.FILE:
+            # insserv(8): a header in /etc/insserv/overrides/<script> replaces the script's own
+            script = _read_lsb(root, override, name)
+            script.file = path
+            scripts[name] = script
             continue
         scripts[name] = _read_lsb(root, path, name)
     for rcdir in ("/etc/rcS.d", "/etc/rc2.d"):

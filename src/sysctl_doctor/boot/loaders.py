@@ -88,6 +88,15 @@ DAEMONS: Tuple[Tuple[str, Tuple[str, ...], str], ...] = (
     ("rke2", ("nf_nat", "xt_conntrack", "nf_conntrack", "br_netfilter"),
      "rke2 runs kube-proxy and a CNI (NAT, conntrack, bridge netfilter)"),
     ("firewalld", ("nft_ct", "nf_conntrack"), "firewalld's zones accept `ct state established,related`"),
+    ("libvirtd", ("nf_nat", "xt_conntrack", "nf_conntrack"),
+     "libvirtd installs MASQUERADE and -m conntrack rules for its NAT networks"),
+    ("lxc-net", ("nf_nat", "nf_conntrack"), "lxc-net installs a MASQUERADE rule for lxcbr0"),
+)
+KEEPALIVED_TRIGGERS: Tuple[Tuple[re.Pattern, Tuple[str, ...], str], ...] = (
+    (re.compile(r"^\s*virtual_server(_group)?\b"), ("ip_vs",), "an LVS virtual_server makes keepalived load ip_vs"),
+)
+IPVSADM_TRIGGERS: Tuple[Tuple[re.Pattern, Tuple[str, ...], str], ...] = (
+    (re.compile(r"^-A\b|^--add-service\b"), ("ip_vs",), "restoring an IPVS service loads ip_vs"),
 )
 
 
@@ -185,6 +194,15 @@ def _detect(root: Root, unit: Unit) -> Optional[OnDemandLoader]:
         elif program == "ufw-init":
             for path in ("/etc/ufw/before.rules", "/etc/ufw/before6.rules"):
                 _scan(root, path, IPT_TRIGGERS, loader, follow_includes=False)
+        elif program == "keepalived":
+            config = "/etc/keepalived/keepalived.conf"
+            for i, word in enumerate(words):
+                if word in ("-f", "--use-file") and i + 1 < len(words):
+                    config = words[i + 1]
+            _scan(root, config, KEEPALIVED_TRIGGERS, loader, follow_includes=False)
+        elif program == "ipvsadm-restore":
+            for path in _restore_files(words) or ["/etc/ipvsadm.rules"]:
+                _scan(root, path, IPVSADM_TRIGGERS, loader, follow_includes=False)
         elif program in ("iptables.init", "ip6tables.init"):
             for path in ("/etc/sysconfig/iptables", "/etc/sysconfig/ip6tables"):
                 _scan(root, path, IPT_TRIGGERS, loader, follow_includes=False)
@@ -226,8 +244,11 @@ SCRIPT_RULESETS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "iptables": ("ipt", ("/var/lib/iptables/rules-save", "/etc/iptables/rules.v4")),
     "ip6tables": ("ipt", ("/var/lib/ip6tables/rules-save", "/etc/iptables/rules.v6")),
     "ufw": ("ipt", ("/etc/ufw/before.rules", "/etc/ufw/before6.rules")),
+    "ipvsadm": ("ipvs", ("/etc/ipvsadm.rules",)),
+    "keepalived": ("keepalived", ("/etc/keepalived/keepalived.conf",)),
 }
-SCRIPT_DAEMONS = {"docker": "dockerd", "kubelet": "kubelet", "kube-proxy": "kube-proxy", "k3s": "k3s", "firewalld": "firewalld"}
+SCRIPT_DAEMONS = {"docker": "dockerd", "kubelet": "kubelet", "kube-proxy": "kube-proxy", "k3s": "k3s",
+                  "firewalld": "firewalld", "libvirtd": "libvirtd", "lxc-net": "lxc-net"}
 
 
 def detect_script_loader(root: Root, name: str, file: str) -> Optional[OnDemandLoader]:
@@ -235,8 +256,10 @@ def detect_script_loader(root: Root, name: str, file: str) -> Optional[OnDemandL
     loader = OnDemandLoader(unit=name, unit_file=file)
     if name in SCRIPT_RULESETS:
         kind, files = SCRIPT_RULESETS[name]
+        triggers = {"nft": NFT_TRIGGERS, "ipt": IPT_TRIGGERS, "ipvs": IPVSADM_TRIGGERS,
+                    "keepalived": KEEPALIVED_TRIGGERS}[kind]
         for path in files:
-            _scan(root, path, NFT_TRIGGERS if kind == "nft" else IPT_TRIGGERS, loader, follow_includes=kind == "nft")
+            _scan(root, path, triggers, loader, follow_includes=kind == "nft")
     elif name in SCRIPT_DAEMONS:
         for daemon, modules, why in DAEMONS:
             if daemon == SCRIPT_DAEMONS[name]:

@@ -42,6 +42,7 @@ UNKNOWN_KEY = "unknown-key"
 NO_HOTPLUG = "interface-not-reapplied"
 NOT_RUN = "sysctl-step-not-run"
 GLOB = "glob"
+DEFAULT_MATCHES = "default-matches"  # not written in time, but the kernel default is the configured value
 
 UDEV_MODULE_EVENT_SAFE = (5, 11)  # module "add" uevent after the module's init since Linux 5.11
 
@@ -93,12 +94,11 @@ class _Loads:
     def closure(self, module: str) -> List[str]:
         if module not in self._closure:
             deps: List[str] = []
+            canonical = module
             if self.index is not None:
-                try:
-                    deps = [module_name(d) for d in self.index.dependencies(module)]
-                except Exception:  # noqa: BLE001 - an index without the module: no closure
-                    deps = []
-            self._closure[module] = [module] + deps
+                canonical = module_name(self.index.normalize_module(module))  # aliases, "-"/"_"
+                deps = [module_name(d) for d in self.index.dependencies(module)]
+            self._closure[module] = list(dict.fromkeys([module, canonical] + deps))
         return self._closure[module]
 
     def loading(self, module: str) -> List[ModuleLoad]:
@@ -190,8 +190,12 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     if kind is ProviderKind.INTERFACE:
         iface = provider.interface or ""
         p.module = provider.module
-        rerun = next((r for r in timeline.reruns if r.subsystem == "net" and r.covers_key(path, iface)), None)
-        if rerun is not None:
+        rerun = next((r for r in timeline.reruns if r.subsystem == "net" and r.covers_key(path, iface)
+                      and r.rule.matches_value("KERNEL", iface) is not False), None)
+        if iface == "lo":
+            p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, APPLIED
+            p.chain = ["lo exists in every network namespace from its creation, before the sysctl step", written]
+        elif rerun is not None:
             p.rerun = rerun
             p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, APPLIED_ON_HOTPLUG
             p.chain = [f"{key} exists once interface {iface} appears",
@@ -207,6 +211,7 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     module = module_name(provider.module or "")
     p.module = module
     default = kernel_default(path) or UNKNOWN_DEFAULT
+    default_text = f"kernel default {default}" if default != UNKNOWN_DEFAULT else "the kernel default"
     if index is not None and getattr(index, "is_builtin_module", None) and index.is_builtin_module(module):
         p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, APPLIED
         p.chain = [f"{module} is built into this kernel: {key} exists when {step} runs", written]
@@ -226,6 +231,13 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
         p.chain = [f"{first.module} loaded by {_load_text(first)}{via} before {step} ({first.ordering})", written]
         return p
     absent = f"{step} could not write {key}: key absent ({module} not loaded yet)"
+    constant = kernel_default(path)
+    if (p.racing or p.late) and constant is not None and _values_equal(constant, setting.value):
+        load = (p.racing or p.late)[0]
+        p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, DEFAULT_MATCHES
+        p.chain = [absent, f"{module} loaded by {_load_text(load)}",
+                   f"its kernel default is already {constant}, the configured value"]
+        return p
     if rerun is not None and (p.racing or p.late):
         trigger = (p.racing or p.late)[0]
         safe = version is None or version >= UDEV_MODULE_EVENT_SAFE
@@ -238,7 +250,7 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
             p.verdict = UDEV_RACE
             p.boot_value, p.after_late_load = default, setting.value
             p.chain.append(f"on kernel {'.'.join(map(str, version))} the module's add event can come before its "
-                           f"sysctls exist: not guaranteed, may stay kernel default {default}")
+                           f"sysctls exist: not guaranteed, may stay {default_text}")
         return p
     if p.racing:
         racer = p.racing[0]
@@ -246,20 +258,20 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
         p.boot_value, p.after_late_load = default, default
         p.chain = [absent,
                    f"{module} loaded by {_load_text(racer)}; {racer.ordering}",
-                   f"not guaranteed: if {racer.by} wins the race the value is applied, otherwise it stays kernel default {default}"]
+                   f"not guaranteed: if {racer.by} wins the race the value is applied, otherwise it stays {default_text}"]
         return p
     if p.late:
         late = p.late[0]
         p.verdict = LOADED_LATE
         p.boot_value, p.after_late_load = default, default
         p.chain = [absent, f"{module} loaded by {_load_text(late)} after {step} ({late.ordering})",
-                   f"value stays kernel default {default}"]
+                   f"value stays {default_text}"]
         return p
     p.verdict = NEVER_LOADED
     p.boot_value = None
     p.after_late_load = default if rerun is None else setting.value
     tail = (f"udev ({rerun.rule.where}) will apply {setting.value} when it is loaded" if rerun is not None
-            else f"once something loads it the value is kernel default {default}")
+            else f"once something loads it the value is {default_text}")
     p.chain = [absent, f"nothing loads {module} at boot", tail]
     return p
 

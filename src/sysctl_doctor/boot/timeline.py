@@ -32,6 +32,7 @@ from sysctl_doctor.boot.modules_load import (
     load_modules_load,
     module_name,
 )
+from sysctl_doctor.boot.tolerant_root import TolerantRoot
 from sysctl_doctor.boot.udev import SysctlRerun, sysctl_reruns
 from sysctl_doctor.boot.units import MODULES_LOAD_UNIT, SYSCTL_UNIT, SystemdUnits
 from sysctl_doctor.errors import Diagnostic
@@ -71,6 +72,8 @@ class BootTimeline:
     cmdline: KernelCmdline = field(default_factory=lambda: KernelCmdline("", ""))
     loaders: List[OnDemandLoader] = field(default_factory=list)
     diagnostics: List[Diagnostic] = field(default_factory=list)
+    # (module, where it is listed, image) for modules listed for the initramfs that its image does not load
+    stale_initramfs: List[tuple] = field(default_factory=list)
 
     def loads_by_relation(self, relation: str) -> List[ModuleLoad]:
         return [load for load in self.loads if load.relation == relation]
@@ -93,6 +96,11 @@ class BootTimeline:
             return out
 
         out = line(BEFORE)
+        if not any(load.by == self.modules_step for load in self.loads):
+            files = ", ".join(self.modules_load.files) or "no modules-load.d files"
+            place = {BEFORE: "before", RACE: "unordered with", AFTER: "after"}.get(self.modules_step_relation)
+            where = f"{place} {self.sysctl_step}" if place else self.modules_step_relation
+            out.append(f"{self.modules_step} ({where}): loads nothing ({files})")
         state = "runs" if self.sysctl_runs else "DOES NOT RUN"
         out.append(f"{self.sysctl_step}: {state}: applies sysctl.d ({self.sysctl_note})")
         out += line(RACE) + line(AFTER)
@@ -131,6 +139,7 @@ def build_timeline(
     cmdline: Optional[str] = None,
     live_proc_cmdline: Optional[Path] = None,
 ) -> BootTimeline:
+    root = root if isinstance(root, TolerantRoot) else TolerantRoot(root)
     system = init_system or detect_init_system(root)
     kernel_cmdline = read_cmdline(root, cmdline, live_proc_cmdline)
     initramfs = load_initramfs_modules(root)
@@ -162,6 +171,7 @@ def build_timeline(
                     "(only a systemd-based initrd reads it)", kernel_cmdline.source or None))
     timeline.loads[:0] = early
     timeline.reruns = sysctl_reruns(root)
+    timeline.diagnostics.extend(Diagnostic(f"skipped: {problem}") for problem in root.problems)
     return timeline
 
 
@@ -177,6 +187,8 @@ def _systemd(root: Root, cmdline: KernelCmdline) -> BootTimeline:
     sysctl_runs = not sysctl_unit.masked and SYSCTL_UNIT in transaction
     if sysctl_unit.masked:
         sysctl_note = f"masked: {sysctl_unit.masked_by}"
+    elif not sysctl_runs:
+        sysctl_note = "no unit pulls it into the boot (its sysinit.target.wants link is missing)"
     elif sysctl_unit.fragment is None:
         sysctl_note = "no unit file in the root (assumed as shipped by systemd: After=systemd-modules-load.service)"
     else:
@@ -194,6 +206,9 @@ def _systemd(root: Root, cmdline: KernelCmdline) -> BootTimeline:
     if modules_unit.masked:
         timeline.modules_step_relation = "masked"
         timeline.modules_step_note = f"masked: {modules_unit.masked_by}"
+    elif MODULES_LOAD_UNIT not in transaction:
+        timeline.modules_step_relation = "disabled"
+        timeline.modules_step_note = "no unit pulls it into the boot (its sysinit.target.wants link is missing)"
     elif sysctl_unit.fragment is None and modules_unit.fragment is None:
         timeline.modules_step_note = "no unit files in the root: systemd's shipped ordering assumed"
     else:
@@ -213,7 +228,7 @@ def _systemd(root: Root, cmdline: KernelCmdline) -> BootTimeline:
     timeline.diagnostics.extend(modules_load.diagnostics)
     requests: List[ModuleRequest] = list(modules_load.requests)
     requests.extend(r for r in cmdline.module_requests() if not r.source.startswith("kernel command line rd."))
-    if timeline.modules_step_relation != "masked":
+    if timeline.modules_step_relation not in ("masked", "disabled"):
         for request in requests:
             evidence = request.source + (f" (via {request.via})" if request.via else "")
             timeline.loads.append(ModuleLoad(request.module, MODULES_LOAD_UNIT, timeline.modules_step_relation,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from sysctl_doctor.root import PathKind, Root
 
@@ -75,9 +75,12 @@ class SysctlRerun:
     rule: UdevRule
     subsystem: str  # "module" or "net"
     prefixes: Tuple[str, ...]  # slash paths without leading /proc/sys ("net/netfilter"); () = everything
+    only_keys: Optional[FrozenSet[str]] = None  # `sysctl -p FILE`: the slash keys that file sets
 
     def covers_key(self, slash_key: str, name: str) -> bool:
         """Whether a run for device/module `name` re-applies the key (``$name``/``%k`` substituted)."""
+        if self.only_keys is not None:
+            return slash_key in self.only_keys
         if not self.prefixes:
             return True
         for prefix in self.prefixes:
@@ -174,7 +177,7 @@ def sysctl_reruns(root: Root) -> List[SysctlRerun]:
             text = root.read_text(path)
         except OSError:
             continue
-        if "systemd-sysctl" not in text:
+        if "sysctl" not in text:
             continue
         for rule in parse_rules(text, path):
             if rule.matches_value("ACTION", "add") is False:
@@ -186,4 +189,51 @@ def sysctl_reruns(root: Root) -> List[SysctlRerun]:
                     prefixes = _prefixes(command)
                     if prefixes is not None:
                         out.append(SysctlRerun(rule, subsystem, prefixes))
+                        continue
+                    is_procps, keys = _procps_run(root, command)
+                    if is_procps:
+                        out.append(SysctlRerun(rule, subsystem, (), keys))
     return out
+
+
+def _procps_run(root: Root, command: str) -> Tuple[bool, Optional[FrozenSet[str]]]:
+    """(runs procps sysctl, keys it applies): `sysctl --system` applies everything (None),
+    `sysctl -p [FILE]` the keys FILE (default /etc/sysctl.conf) sets."""
+    words = command.split()
+    if not words or words[0].rsplit("/", 1)[-1] != "sysctl":
+        return False, None
+    if "--system" in words:
+        return True, None
+    files: List[str] = []
+    loads = False
+    i = 1
+    while i < len(words):
+        word = words[i]
+        if word in ("-p", "--load"):
+            loads = True
+            if i + 1 < len(words) and not words[i + 1].startswith("-"):
+                files.append(words[i + 1])
+                i += 1
+        elif word.startswith("--load="):
+            loads = True
+            files.append(word.split("=", 1)[1])
+        elif word.startswith("-p") and len(word) > 2:
+            loads = True
+            files.append(word[2:])
+        i += 1
+    if not loads:
+        return False, None
+    from sysctl_doctor.config.model import key_to_path
+
+    keys = set()
+    for path in files or ["/etc/sysctl.conf"]:
+        try:
+            text = root.read_text(path)
+        except OSError:
+            continue
+        for raw in text.splitlines():
+            line = raw.strip()
+            if not line or line[0] in "#;" or "=" not in line:
+                continue
+            keys.add(key_to_path(line.split("=", 1)[0].strip().lstrip("-")))
+    return True, frozenset(keys)

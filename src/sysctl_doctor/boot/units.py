@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
-from sysctl_doctor.root import PathKind, Root
+from sysctl_doctor.root import ChasedPath, PathKind, Root
 
 UNIT_PATH: Tuple[str, ...] = (
     "/etc/systemd/system",
@@ -33,14 +33,8 @@ UNIT_PATH: Tuple[str, ...] = (
 
 SYSCTL_UNIT = "systemd-sysctl.service"
 MODULES_LOAD_UNIT = "systemd-modules-load.service"
-# Units every systemd boot starts whatever the root's link farm says (they are
-# pulled in by sysinit.target, which is itself always part of the boot).
-ALWAYS_PULLED: Tuple[str, ...] = (
-    "sysinit.target",
-    "basic.target",
-    SYSCTL_UNIT,
-    MODULES_LOAD_UNIT,
-)
+# Targets every systemd boot reaches whatever the root's link farm says.
+ALWAYS_PULLED: Tuple[str, ...] = ("sysinit.target", "basic.target")
 # When a root lacks these unit files (a partial image), systemd 252's shipped ordering is assumed.
 SHIPPED_ORDERING = {
     SYSCTL_UNIT: "[Unit]\nDefaultDependencies=no\nAfter=systemd-modules-load.service\nBefore=sysinit.target shutdown.target\n",
@@ -153,6 +147,7 @@ class SystemdUnits:
         self.unit_path = tuple(unit_path)
         self._units: Dict[str, Unit] = {}
         self._dir_cache: Dict[str, List[str]] = {}
+        self._chased: Dict[str, ChasedPath] = {}
         # each distinct directory of the path once (/lib -> usr/lib is the same one)
         self._dirs: List[str] = []
         seen: Set[str] = set()
@@ -179,10 +174,11 @@ class SystemdUnits:
             if name not in self._top[directory]:
                 continue
             path = f"{directory}/{name}"
-            kind = self.root.kind(path)
-            if kind is PathKind.NULL:
+            chased = self.root.chase(path)
+            self._chased[path] = chased
+            if chased.kind is PathKind.NULL:
                 return path, True
-            if kind is PathKind.FILE:
+            if chased.kind is PathKind.FILE:
                 return path, False
         return None, False
 
@@ -207,7 +203,9 @@ class SystemdUnits:
                     if not entry.endswith(".conf") or entry in chosen or entry in masked:
                         continue
                     path = f"{directory}/{dname}/{entry}"
-                    if self.root.kind(path) is PathKind.NULL:
+                    chased = self.root.chase(path)
+                    self._chased[path] = chased
+                    if chased.kind is PathKind.NULL:
                         masked.add(entry)
                         continue
                     chosen[entry] = path
@@ -227,22 +225,26 @@ class SystemdUnits:
             self._units[name] = unit
             return unit
         if fragment is not None:
-            resolved = self.root.chase(fragment).resolved
-            unit.lines.extend(self._read(fragment, resolved))
+            unit.lines.extend(self._read(fragment))
         elif name in SHIPPED_ORDERING:
             unit.lines.extend(parse_unit_text(SHIPPED_ORDERING[name], f"{name} {SHIPPED_MARK}"))
         unit.dropins = self._dropin_files(name)
         for path in unit.dropins:
-            unit.lines.extend(self._read(path, path))
+            unit.lines.extend(self._read(path))
         self._units[name] = unit
         return unit
 
-    def _read(self, shown: str, path: str) -> List[UnitLine]:
+    def _read(self, path: str) -> List[UnitLine]:
+        # one chase per file: the chased host path is opened directly (it is inside the root)
+        chased = self._chased.get(path) or self.root.chase(path)
+        if chased.kind is not PathKind.FILE:
+            return []
         try:
-            text = self.root.read_text(path)
+            with open(chased.host, "rb") as handle:
+                text = handle.read().decode("utf-8", errors="replace")
         except OSError:
             return []
-        return parse_unit_text(text, shown)
+        return parse_unit_text(text, path)
 
     def linked_from(self, name: str, suffix: str) -> List[str]:
         """Units listed in `<name>.<suffix>/` link directories (wants, requires)."""
@@ -282,7 +284,10 @@ class SystemdUnits:
         return names
 
     def boot_transaction(self) -> "BootTransaction":
-        seeds = [self.default_target(), "multi-user.target", *ALWAYS_PULLED]
+        seeds = [self.default_target(), "multi-user.target", "sysinit.target", "basic.target"]
+        if self.unit("sysinit.target").fragment is None:
+            # a partial root without systemd's own targets: assume what sysinit.target.wants ships
+            seeds += [SYSCTL_UNIT, MODULES_LOAD_UNIT]
         members: Dict[str, Unit] = {}
         pulled_from: Dict[str, str] = {}
         queue = deque(seeds)
@@ -378,7 +383,7 @@ class BootTransaction:
             return "part of every systemd boot"
         parent = self.pulled_from.get(name)
         if parent is None:
-            return "started at boot"
+            return "assumed started at boot (the root has no sysinit.target to pull it)"
         link = self.units.wanted_link(parent, name)
         if link:
             return f"enabled: {link}"

@@ -50,11 +50,11 @@ def cli() -> None:
 def _register() -> None:
     # One import per command module; each module defines `command`.
     from sysctl_doctor.cli import conntrack
-    from sysctl_doctor.cli import index
+    from sysctl_doctor.cli import explain, index, show
     from sysctl_doctor.cli import check
     from sysctl_doctor.cli import fix
 
-    modules: tuple = (conntrack, index, check, fix)
+    modules: tuple = (conntrack, show, explain, index, check, fix)
     for module in modules:
         cli.add_command(module.command)
 

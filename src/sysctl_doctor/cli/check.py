@@ -53,6 +53,6 @@ def command(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_s
         from sysctl_doctor.report.text_report import render_check_text
 
         tty = sys.stdout.isatty()
-        console = Console(highlight=False, width=None if tty else 120, no_color=not tty)
+        console = Console(highlight=False, width=None if tty else 120, no_color=not tty, soft_wrap=not tty)
         render_check_text(report, console, verbose=verbose)
     raise click.exceptions.Exit(EXIT_FINDINGS if report.has_errors else EXIT_OK)

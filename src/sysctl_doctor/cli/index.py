@@ -51,10 +51,14 @@ def command(root_dir: str, kernel: Optional[str], fmt: str, no_cache: bool) -> N
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
         return
-    out = Console(highlight=False)
+    out = Console(highlight=False, soft_wrap=True)
     state = "partial" if index.partial else "complete"
-    out.print(f"[bold]kernel {index.kernel}[/bold] — index from {index.mode}, {state}, "
-              f"{data['modules_scanned']} module files, {len(data['builtin_modules'])} built-in modules"
+    source = {"elf": "module files", "metadata": "modules.* metadata + curated table",
+              "none": "no modules tree: " + ("/proc/sys + curated table" if index.proc_keys is not None else "curated table")}
+    out.print(f"[bold]kernel {index.kernel}[/bold] — index from {source.get(index.mode, index.mode)}, {state}; "
+              f"{data['modules_scanned']} module files, {len(data['modules'])} register sysctls, "
+              f"{len(data['builtin_modules'])} built-in modules"
+              + (f", {len(index.proc_keys)} keys in /proc/sys" if index.proc_keys is not None else "")
               + (" (cached)" if index.from_cache else ""))
     for name, mod in data["modules"].items():
         out.print(f"\n[bold]{name}[/bold] {mod['file']}")

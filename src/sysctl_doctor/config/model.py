@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import FrozenSet, List, Literal, Optional, Tuple, Union
+from typing import Dict, FrozenSet, List, Literal, NamedTuple, Optional, Tuple, Union
 
 from sysctl_doctor.errors import Diagnostic
 
@@ -26,7 +26,7 @@ GLOB_CHARS = "*?["
 
 def is_glob(key: str) -> bool:
     """True when `key` holds a glob character (both tools use ``*?[``)."""
-    return any(c in key for c in GLOB_CHARS)
+    return "*" in key or "?" in key or "[" in key
 
 
 def swap_separators(key: str) -> str:
@@ -35,15 +35,20 @@ def swap_separators(key: str) -> str:
     ``net.ipv4.conf.eth0/100.rp_filter`` -> ``net/ipv4/conf/eth0.100/rp_filter``;
     a key whose first separator is already a slash is left alone.
     """
-    for i, c in enumerate(key):
-        if c == "/":
-            return key
-        if c == ".":
-            return key[:i] + key[i:].translate(_SWAP)
-    return key
+    dot = key.find(".")
+    if dot < 0:
+        return key
+    slash = key.find("/", 0, dot)
+    if slash >= 0:
+        return key
+    return key[:dot] + _swap_all(key[dot:])
 
 
-_SWAP = str.maketrans({".": "/", "/": "."})
+def _swap_all(text: str) -> str:
+    # Three C-level replaces beat str.translate by far on short keys.
+    if "/" not in text:
+        return text.replace(".", "/")
+    return text.replace(".", "\0").replace("/", ".").replace("\0", "/")
 
 
 def key_to_path(key: str) -> str:
@@ -53,7 +58,7 @@ def key_to_path(key: str) -> str:
 
 def path_to_key(path: str) -> str:
     """Slash path relative to /proc/sys -> dotted key (dots in names become slashes)."""
-    return path.translate(_SWAP)
+    return _swap_all(path)
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,20 @@ class IgnoredFile:
     reason: str
 
 
+class ConfigLine(NamedTuple):
+    """One line that took part (assignment or exclusion), whether or not it survived."""
+
+    origin: Origin
+    key: str  # normalised dotted form
+    path: str  # slash form as the flavour uses it
+    value: Optional[str]  # None: an exclusion ("-key")
+    ignore_failure: bool = False
+
+    @property
+    def is_glob(self) -> bool:
+        return "*" in self.path or "?" in self.path or "[" in self.path
+
+
 @dataclass
 class SysctlConfig:
     flavor: Flavor
@@ -123,9 +142,8 @@ class SysctlConfig:
     exclusions: List[SysctlExclusion]
     ignored_files: List[IgnoredFile]
     diagnostics: List[Diagnostic]  # non-assignment lines, bad bytes, unreadable files (file:line)
-    # Every line that took part, in file order, including ones later replaced:
-    # (origin, dotted key, value or None for an exclusion). `explain` reads it.
-    history: List[Tuple[Origin, str, Optional[str]]] = field(default_factory=list)
+    # Every line that took part, in apply (file) order, including ones later replaced.
+    history: List[ConfigLine] = field(default_factory=list)
     # Every file the flavour opens, in order (files + masks + directories; procps also
     # names files it then fails to open).
     opened: List[str] = field(default_factory=list)
@@ -172,8 +190,30 @@ class KeyTree:
                     read_only.add(child)
         return cls(frozenset(files), frozenset(dirs), frozenset(read_only))
 
+    @classmethod
+    def of(cls, paths: "Union[FrozenSet[str], set, list, tuple]") -> "KeyTree":
+        """A tree holding exactly these key files (and their parent directories)."""
+        files = frozenset(paths)
+        dirs = set()
+        for p in files:
+            parts = p.split("/")
+            for i in range(1, len(parts)):
+                dirs.add("/".join(parts[:i]))
+        return cls(files, frozenset(dirs))
+
     def __contains__(self, path: object) -> bool:
         return path in self.paths
+
+    def children(self) -> Dict[str, List[str]]:
+        """Directory ("" for the top) -> names in it (files and directories); built once."""
+        cached = self.__dict__.get("_children")
+        if cached is None:
+            cached = {}
+            for p in (*self.paths, *self.directories):
+                parent, _, name = p.rpartition("/")
+                cached.setdefault(parent, []).append(name)
+            object.__setattr__(self, "_children", cached)
+        return cached
 
 
 @dataclass

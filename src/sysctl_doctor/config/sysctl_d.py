@@ -35,9 +35,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from sysctl_doctor.config.model import (
+    ConfigLine,
     EffectiveSetting,
     Flavor,
     IgnoredFile,
@@ -78,8 +79,7 @@ _BACKUP_SUFFIXES = frozenset(
 # --------------------------------------------------------------------------- lines
 
 
-@dataclass(frozen=True)
-class ParsedLine:
+class ParsedLine(NamedTuple):
     """One meaningful line of a sysctl.d file."""
 
     line: int
@@ -168,9 +168,10 @@ def parse_systemd_line(lineno: int, raw: bytes) -> Optional[ParsedLine]:
         ignore = p[:1] == b"-"
         key = p[1 if ignore else 0 : eq].strip(_SYSTEMD_WS)
         value = p[eq + 1 :].strip(_SYSTEMD_WS)
-        return ParsedLine(lineno, "assignment", _decode(key), _decode(value), ignore, _decode(p))
+        return ParsedLine(lineno, "assignment", key.decode("utf-8", "surrogateescape"),
+                          value.decode("utf-8", "surrogateescape"), ignore)
     if p[:1] == b"-":
-        return ParsedLine(lineno, "exclusion", _decode(p[1:].strip(_SYSTEMD_WS)), None, False, _decode(p))
+        return ParsedLine(lineno, "exclusion", _decode(p[1:].strip(_SYSTEMD_WS)), None, False)
     return ParsedLine(lineno, "invalid", text=_decode(p))
 
 
@@ -182,25 +183,35 @@ def parse_procps_line(lineno: int, raw: bytes) -> Optional[ParsedLine]:
     if len(key) < 2 or key[:1] in (b"#", b";"):
         return None
     eq = key.find(b"=")
-    text = _decode(key.rstrip(_C_SPACE))
     if eq < 0:
         if key[:1] == b"-":
-            return ParsedLine(lineno, "exclusion", _decode(_c_rstrip(key[1:])), None, False, text)
-        return ParsedLine(lineno, "invalid", text=text)
+            return ParsedLine(lineno, "exclusion", _decode(_c_rstrip(key[1:])), None, False)
+        return ParsedLine(lineno, "invalid", text=_decode(key.rstrip(_C_SPACE)))
     name, value = key[:eq], key[eq + 1 :]
     ignore = name[:1] == b"-"
     if ignore:
         name = name[1:]
     value = _c_rstrip(_c_lstrip(value))
-    return ParsedLine(lineno, "assignment", _decode(_c_rstrip(name)), _decode(value), ignore, text)
+    return ParsedLine(lineno, "assignment", _decode(_c_rstrip(name)), _decode(value), ignore)
 
 
 def parse_sysctl_bytes(data: bytes, flavor: Flavor, file: str) -> ParsedFile:
     """Parse one file's bytes the way `flavor` does. Never raises on any input."""
     out = ParsedFile()
     bad_bytes = 0
+    try:
+        data.decode("utf-8")
+        check_utf8 = False
+    except UnicodeDecodeError:
+        check_utf8 = True
     if flavor == "systemd":
-        lines: Iterator[Tuple[int, bytes]] = systemd_lines(data)
+        if b"\r" in data or b"\x00" in data or len(data) >= LONG_LINE_MAX:
+            lines: Iterator[Tuple[int, bytes]] = systemd_lines(data)
+        else:  # only "\n" line ends and no long line: a plain split is the same thing, faster
+            chunks = data.split(b"\n")
+            if chunks and not chunks[-1]:
+                chunks.pop()
+            lines = iter(enumerate(chunks, 1))
         parse = parse_systemd_line
     else:
         lines = procps_lines(data)
@@ -226,7 +237,8 @@ def parse_sysctl_bytes(data: bytes, flavor: Flavor, file: str) -> ParsedFile:
                 out.diagnostics.append(Diagnostic(msg + _shorten(parsed.text), file, lineno))
                 continue
             try:
-                raw.decode("utf-8")
+                if check_utf8:
+                    raw.decode("utf-8")
             except UnicodeDecodeError:
                 bad_bytes += 1
                 if bad_bytes <= MAX_BYTE_DIAGNOSTICS:
@@ -263,6 +275,8 @@ def _has_surrogates(text: str) -> bool:
 def path_simplify(path: str) -> str:
     """systemd's path_simplify(): drop empty and "." components and trailing slashes."""
     if not path:
+        return path
+    if "//" not in path and not path.endswith("/") and "." not in path:
         return path
     absolute = path.startswith("/")
     parts = [c for c in path.split("/") if c not in ("", ".")]
@@ -321,8 +335,10 @@ _CLASSES = {
 }
 
 
-def _component_regex(comp: str) -> "re.Pattern[str]":
-    """POSIX glob (fnmatch without FNM_PERIOD relaxations) for one path component."""
+def _component_regex(comp: str, in_path: bool = False) -> "re.Pattern[str]":
+    """POSIX glob (fnmatch without FNM_PERIOD relaxations) for one path component
+    (`in_path`: as part of a whole-path regex, so nothing may match a slash)."""
+    anychar = "[^/]" if in_path else "."
     out: List[str] = []
     i, n = 0, len(comp)
     while i < n:
@@ -332,9 +348,9 @@ def _component_regex(comp: str) -> "re.Pattern[str]":
             i += 2
             continue
         if c == "*":
-            out.append(".*")
+            out.append(anychar + "*")
         elif c == "?":
-            out.append(".")
+            out.append(anychar)
         elif c == "[":
             j = i + 1
             negate = j < n and comp[j] in "!^"
@@ -372,6 +388,8 @@ def _component_regex(comp: str) -> "re.Pattern[str]":
                 out.append(re.escape("["))
             else:
                 body = "".join(items)
+                if negate and in_path:
+                    body += "/"
                 out.append(f"[{'^' if negate else ''}{body}]" if body else ("[^/]" if negate else "(?!)"))
                 i = j + 1
                 continue
@@ -431,26 +449,63 @@ def glob_matches(pattern: str, keys: KeyTree, braces: bool = False) -> List[str]
     return found
 
 
+_PATH_REGEX_CACHE: Dict[Tuple[str, bool], "re.Pattern[str]"] = {}
+
+
+def glob_matches_path(pattern: str, path: str, braces: bool = False) -> bool:
+    """Would glob(3) of /proc/sys/<pattern> return /proc/sys/<path> if it existed?"""
+    rx = _PATH_REGEX_CACHE.get((pattern, braces))
+    if rx is None:
+        alternatives = []
+        for pat in expand_braces(pattern) if braces else [pattern]:
+            parts = []
+            for comp in (c for c in pat.split("/") if c not in ("", ".")):
+                no_dot = "" if comp.startswith(".") or comp.startswith("\\.") else "(?!\\.)"
+                parts.append(no_dot + "(?:" + _component_regex(comp, in_path=True).pattern + ")")
+            alternatives.append("/".join(parts))
+        rx = re.compile("(?:" + "|".join(alternatives) + ")" if alternatives else "(?!)", re.DOTALL)
+        _PATH_REGEX_CACHE[(pattern, braces)] = rx
+    return rx.fullmatch(path) is not None
+
+
+def _literal_prefix(pattern: str) -> str:
+    """The leading whole components of a glob that hold no special character ("" if none)."""
+    out = []
+    for comp in (c for c in pattern.split("/") if c not in ("", ".")):
+        if any(ch in comp for ch in "*?[{\\"):
+            break
+        out.append(comp + "/")
+    return "".join(out)
+
+
 def _glob_one(pattern: str, keys: KeyTree) -> List[str]:
     comps = [c for c in pattern.split("/") if c not in ("", ".")]
     if not comps:
         return []
-    regexes = [_component_regex(c) for c in comps]
-    literal_dot = [c.startswith(".") or c.startswith("\\.") for c in comps]
-    found = []
-    for path in (*keys.paths, *keys.directories):
-        parts = path.split("/")
-        if len(parts) != len(comps):
-            continue
-        for part, rx, dot_ok in zip(parts, regexes, literal_dot):
-            if part.startswith(".") and not dot_ok:
-                break
-            if not rx.fullmatch(part):
-                break
+    children = keys.children()
+    everything = keys.paths | keys.directories
+    level = [""]
+    for comp in comps:
+        nxt = []
+        if not any(ch in comp for ch in "*?[\\"):
+            for base in level:
+                cand = f"{base}/{comp}" if base else comp
+                if cand in everything:
+                    nxt.append(cand)
         else:
-            found.append(path)
-    found.sort(key=_sort_key)
-    return found
+            rx = _component_regex(comp)
+            dot_ok = comp.startswith(".") or comp.startswith("\\.")
+            for base in level:
+                for name in children.get(base, ()):
+                    if name.startswith(".") and not dot_ok:
+                        continue
+                    if rx.fullmatch(name):
+                        nxt.append(f"{base}/{name}" if base else name)
+        level = nxt
+        if not level:
+            return []
+    level.sort(key=_sort_key)
+    return level
 
 
 def _sort_key(name: str) -> bytes:
@@ -475,10 +530,54 @@ def _hidden_or_backup(name: str) -> bool:
     return dot >= 0 and name[dot + 1 :] in _BACKUP_SUFFIXES
 
 
+def _entries(root: Root, directory: str, diags: List[Diagnostic]) -> List[Tuple[str, PathKind, Optional[str]]]:
+    """(name, kind) of each entry of a directory inside the root, sorted by name.
+
+    Plain files and directories take their kind from the directory entry; links are
+    resolved inside the root (a link to /dev/null is a mask)."""
+    try:
+        chased = root.chase(directory)
+    except DoctorError as exc:
+        diags.append(Diagnostic(f"cannot resolve directory: {exc}", directory))
+        return []
+    if chased.kind is not PathKind.DIR:
+        return []
+    try:
+        with os.scandir(chased.host) as it:
+            entries = list(it)
+    except OSError as exc:
+        diags.append(Diagnostic(f"cannot list directory: {exc.strerror}", directory))
+        return []
+    out = []
+    for entry in entries:
+        kind = None
+        host = None
+        try:
+            if not entry.is_symlink():
+                if entry.is_file(follow_symlinks=False):
+                    kind = PathKind.FILE
+                    host = entry.path
+                elif entry.is_dir(follow_symlinks=False):
+                    kind = PathKind.DIR
+        except OSError:
+            kind = None
+        if kind is None:
+            path = f"{directory.rstrip('/')}/{entry.name}"
+            try:
+                kind = root.chase(path).kind
+            except DoctorError as exc:
+                kind = PathKind.MISSING
+                diags.append(Diagnostic(f"cannot resolve: {exc}", path))
+        out.append((entry.name, kind, host))
+    out.sort(key=lambda item: _sort_key(item[0]))
+    return out
+
+
 @dataclass
 class _Candidate:
     path: str  # inside the root, as the tool names it
     kind: PathKind
+    host: Optional[str] = None  # a plain file (no link) found in a directory the Root resolved
 
 
 def _discover(root: Root, flavor: Flavor) -> Tuple[List[_Candidate], List[IgnoredFile], List[Diagnostic]]:
@@ -498,17 +597,8 @@ def _discover(root: Root, flavor: Flavor) -> Tuple[List[_Candidate], List[Ignore
     else:
         dirs = list(PROCPS_DIRS)
     for d in dirs:
-        try:
-            names = root.listdir(d)
-        except DoctorError:
-            names = []
-        for name in names:
+        for name, kind, host in _entries(root, d, diags):
             path = f"{d.rstrip('/')}/{name}"
-            try:
-                kind = root.chase(path).kind
-            except DoctorError as exc:
-                kind = PathKind.MISSING
-                diags.append(Diagnostic(f"cannot resolve: {exc}", path))
             if flavor == "systemd":
                 if not name.endswith(".conf"):
                     if kind is not PathKind.DIR:
@@ -532,7 +622,7 @@ def _discover(root: Root, flavor: Flavor) -> Tuple[List[_Candidate], List[Ignore
                     reason = f"overridden by {winner.path} (same file name, earlier directory)"
                 ignored.append(IgnoredFile(path, reason))
                 continue
-            winners[name] = _Candidate(path, kind)
+            winners[name] = _Candidate(path, kind, host)
     if flavor == "systemd":
         lib = root.chase("/lib/sysctl.d") if root.kind("/lib/sysctl.d") is PathKind.DIR else None
         if lib is not None and lib.resolved not in dirs:
@@ -546,22 +636,6 @@ def _discover(root: Root, flavor: Flavor) -> Tuple[List[_Candidate], List[Ignore
 
 
 # --------------------------------------------------------------------------- loading
-
-
-@dataclass
-class _Entry:
-    path: str
-    key: str
-    value: Optional[str]
-    origin: Origin
-    ignore_failure: bool
-    overrides: List[OverriddenLine] = field(default_factory=list)
-    repeats: List[OverriddenLine] = field(default_factory=list)
-
-    def as_overridden(self) -> List[OverriddenLine]:
-        kind = "assignment" if self.value is not None else "exclusion"
-        own = OverriddenLine(self.origin.file, self.origin.line, self.value or "", kind)
-        return [*self.overrides, own, *self.repeats]
 
 
 def load_sysctl_config(root: Root, flavor: Flavor) -> SysctlConfig:
@@ -594,7 +668,11 @@ def load_sysctl_config(root: Root, flavor: Flavor) -> SysctlConfig:
             diagnostics.append(Diagnostic("is a directory where a file is expected; nothing read", cand.path))
             return
         try:
-            data = root.read_bytes(cand.path)
+            if cand.host is not None:  # not a link: nothing to resolve, read it directly
+                with open(cand.host, "rb") as handle:
+                    data = handle.read()
+            else:
+                data = root.read_bytes(cand.path)
         except OSError as exc:
             ignored.append(IgnoredFile(cand.path, f"unreadable: {exc.strerror or exc}"))
             diagnostics.append(Diagnostic(f"cannot read: {exc.strerror or exc}", cand.path))
@@ -651,31 +729,41 @@ def _resolves_to(root: Root, path: str, target: str) -> bool:
 
 
 def _apply_systemd(config: SysctlConfig, parsed: List[Tuple[str, List[ParsedLine]]]) -> None:
-    table: Dict[str, _Entry] = {}  # insertion-ordered, like systemd's OrderedHashmap
+    # One insertion-ordered map path -> entry, like systemd's OrderedHashmap. Entries are
+    # SysctlAssignments; value None marks an exclusion until they are split at the end.
+    table: Dict[str, SysctlAssignment] = {}
+    history = config.history
+    normalized: Dict[str, Tuple[str, str]] = {}
     for path, lines in parsed:
         for pl in lines:
             origin = Origin(path, pl.line)
-            norm = systemd_normalize(pl.key)
-            key = path_to_key(norm)
-            config.history.append((origin, key, pl.value))
+            cached = normalized.get(pl.key)
+            if cached is None:
+                norm = systemd_normalize(pl.key)
+                cached = normalized[pl.key] = (norm, path_to_key(norm))
+            norm, key = cached
+            value = pl.value
+            history.append(ConfigLine(origin, key, norm, value, pl.ignore_failure))
             existing = table.get(norm)
             if existing is not None:
-                if existing.value == pl.value:
+                if existing.value == value:
                     existing.ignore_failure = existing.ignore_failure or pl.ignore_failure
-                    existing.repeats.append(OverriddenLine(path, pl.line, pl.value or "",
-                                                           "assignment" if pl.value is not None else "exclusion"))
+                    existing.repeats.append(OverriddenLine(path, pl.line, value or "",
+                                                           "assignment" if value is not None else "exclusion"))
                     continue
                 del table[norm]
-                table[norm] = _Entry(norm, key, pl.value, origin, pl.ignore_failure, existing.as_overridden())
+                own = OverriddenLine(existing.origin.file, existing.origin.line, existing.value or "",
+                                     "assignment" if existing.value is not None else "exclusion")
+                overrides = [*existing.overrides, own, *existing.repeats]
             else:
-                table[norm] = _Entry(norm, key, pl.value, origin, pl.ignore_failure)
+                overrides = []
+            table[norm] = SysctlAssignment(key, value, origin, pl.ignore_failure,  # type: ignore[arg-type]
+                                           overrides, is_glob(norm), [], norm)
     for entry in table.values():
         if entry.value is None:
             config.exclusions.append(SysctlExclusion(entry.key, entry.origin, tuple(entry.overrides), entry.path))
         else:
-            config.assignments.append(SysctlAssignment(
-                key=entry.key, value=entry.value, origin=entry.origin, ignore_failure=entry.ignore_failure,
-                overrides=entry.overrides, is_glob=is_glob(entry.path), repeats=entry.repeats, path=entry.path))
+            config.assignments.append(entry)
 
 
 def _apply_procps(config: SysctlConfig, parsed: List[Tuple[str, List[ParsedLine]]]) -> None:
@@ -685,7 +773,7 @@ def _apply_procps(config: SysctlConfig, parsed: List[Tuple[str, List[ParsedLine]
             origin = Origin(path, pl.line)
             ppath = procps_path(pl.key)
             key = path_to_key(ppath)
-            config.history.append((origin, key, pl.value))
+            config.history.append(ConfigLine(origin, key, ppath, pl.value, pl.ignore_failure))
             if pl.value is None:
                 config.exclusions.append(SysctlExclusion(key, origin, (), ppath))
                 continue
@@ -744,6 +832,7 @@ def effective_settings(
     else:
         named = {a.path for a in config.assignments} | {e.path for e in config.exclusions}
         exists = procps_key_exists
+    globs = [(a, _literal_prefix(a.path)) for a in config.assignments if a.is_glob] if keys is None else []
     for a in config.assignments:
         if a.is_glob:
             if keys is None:
@@ -760,6 +849,12 @@ def effective_settings(
         else:
             if not under_prefix(a.path, norm_prefixes):
                 continue
+            if globs:  # no key tree: a glob that would match this key is beaten by this line
+                canonical = _canonical(a.path)
+                for g, prefix in globs:
+                    if canonical.startswith(prefix) and glob_matches_path(g.path, canonical,
+                                                                          braces=config.flavor == "systemd"):
+                        beaten_globs.setdefault(a.path, []).append(g)
             writes.append(EffectiveSetting(a.key, a.value, a, None if keys is None else exists(a.path, keys),
                                            path=a.path))
     _link_overrides(writes, beaten_globs, config.files)
@@ -767,6 +862,8 @@ def effective_settings(
 
 
 def _canonical(path: str) -> str:
+    if "//" not in path and "/." not in path and not path.startswith((".", "/")) and not path.endswith("/"):
+        return path
     return "/".join(c for c in path.split("/") if c not in ("", "."))
 
 
@@ -781,8 +878,11 @@ def _link_overrides(writes: List[EffectiveSetting], beaten_globs: Dict[str, List
             continue
         k = _canonical(w.path)
         a = w.assignment
-        over: List[OverriddenLine] = list(a.overrides)
         prev = last.get(k)
+        if prev is None and not a.overrides and (a.is_glob or w.path not in beaten_globs):
+            last[k] = w
+            continue
+        over: List[OverriddenLine] = list(a.overrides)
         if prev is not None:
             prev.final = False
             over.extend(prev.overrides)

@@ -65,6 +65,19 @@ def _index(root: Root, kernel: Optional[str], live: Optional[LiveHost]):
     return load_module_index(root, kernel, live)
 
 
+_AT_RISK = ("race", "loaded-late", "never-loaded", "udev-race")
+
+
+def _answer_depends_on_initramfs(predictions: List[KeyPrediction]) -> bool:
+    """Read the (large) initramfs image only when a module key's fate depends on it."""
+    for p in predictions:
+        if p.verdict in _AT_RISK:
+            return True
+        if p.early and all(load.by.startswith("initramfs") for load in p.early):
+            return True
+    return False
+
+
 def _read_live(live: LiveHost, path: str) -> Optional[str]:
     try:
         return (live.proc_sys / path).read_text().strip()
@@ -90,7 +103,13 @@ def analyze(
     if flavor is None and system == "systemd":
         chosen_flavor = default_flavor(root)
     config = load_sysctl_config(root, chosen_flavor)
-    settings = effective_settings(config, None)
+    key_tree = None
+    if live is not None:
+        # on the running host globs expand against the keys that exist now (as systemd-sysctl would)
+        from sysctl_doctor.config.model import KeyTree
+
+        key_tree = KeyTree.from_dir(live.proc_sys)
+    settings = effective_settings(config, key_tree)
     index = _index(root, kernel, live)
     timeline = build_timeline(
         root, system, cmdline, live.proc_sys.parent / "cmdline" if live is not None else None
@@ -101,6 +120,11 @@ def analyze(
     elif live is not None:
         values = {s.path: _read_live(live, s.path) for s in settings}
     predictions = predict_keys(settings, index, timeline, values, getattr(index, "kernel", None))
+    if _answer_depends_on_initramfs(predictions):
+        from sysctl_doctor.boot.initrd import refine_timeline_with_image
+
+        if refine_timeline_with_image(root, timeline, getattr(index, "kernel", None)) is not None:
+            predictions = predict_keys(settings, index, timeline, values, getattr(index, "kernel", None))
     diagnostics = list(getattr(index, "diagnostics", [])) + list(timeline.diagnostics)
     return Analysis(
         root=root, init_system=system, flavor=chosen_flavor, config=config, settings=settings, index=index,

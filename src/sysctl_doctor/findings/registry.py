@@ -19,6 +19,7 @@ from sysctl_doctor.findings.rules import (
     sd110_broken_ordering,
     sd111_not_an_assignment,
     sd112_interface_not_reapplied,
+    sd113_initramfs_image_stale,
 )
 
 RULE_MODULES: List[ModuleType] = [
@@ -34,6 +35,7 @@ RULE_MODULES: List[ModuleType] = [
     sd110_broken_ordering,
     sd111_not_an_assignment,
     sd112_interface_not_reapplied,
+    sd113_initramfs_image_stale,
 ]
 RULES: Dict[str, Rule] = {m.RULE.code: m.RULE for m in RULE_MODULES}
 _SEVERITY_ORDER = {s: i for i, s in enumerate(SEVERITIES)}
@@ -56,7 +58,7 @@ def run_rules(analysis) -> List[Finding]:
     return findings
 
 
-def _example_text(example) -> List[str]:
+def example_text(example) -> List[str]:
     lines = [example.description]
     base = "examples/incident" if example.base == "incident" else "an empty root"
     changes = []
@@ -65,6 +67,11 @@ def _example_text(example) -> List[str]:
             changes.append(f"    {path} -> {content[1]}")
         elif path.startswith(("/usr/lib/modules/", "/lib/modules/")):
             changes.append(f"    {path}: (module metadata, {len(content.splitlines())} lines)")
+        elif content.startswith("070701"):
+            from sysctl_doctor.boot.initrd import read_initrd
+
+            listed = ", ".join(m for m, _ in read_initrd(path, content.encode()).loads)
+            changes.append(f"    {path}: (initramfs image; conf/modules loads: {listed})")
         else:
             body = content.rstrip("\n").replace("\n", "\n      ")
             changes.append(f"    {path}:\n      {body}")
@@ -99,10 +106,10 @@ def rule_doc(code: str) -> str:
         rule.fix,
         "",
         "Fires on:",
-        *_example_text(rule.example),
+        *example_text(rule.example),
     ]
     if rule.passing is not None:
-        parts += ["", "Does not fire on:", *_example_text(rule.passing)]
+        parts += ["", "Does not fire on:", *example_text(rule.passing)]
     return "\n".join(parts) + "\n"
 
 

@@ -136,22 +136,26 @@ def apply_plan(root: Root, plan: FixPlan, faults: Faults = None) -> List[Applied
     return done
 
 
-def apply_now(plan: FixPlan) -> List[str]:
-    """--now on the live host: modprobe each module, then write the configured values. Returns what was done."""
+def apply_now(plan: FixPlan, proc_sys: Path = Path("/proc/sys"), sys_module: Path = Path("/sys/module")) -> List[str]:
+    """--now on the live host: load each module (unless /sys/module shows it loaded or built in), then
+    write the configured values (in the caller's network namespace). Returns what was done."""
     import subprocess
 
     done: List[str] = []
     for action in plan.now:
         if action.module:
-            result = subprocess.run(["modprobe", action.module], capture_output=True, text=True)
-            if result.returncode != 0:
-                raise DoctorError(f"modprobe {action.module} failed: {result.stderr.strip() or result.returncode}")
-            done.append(f"modprobe {action.module}")
+            if (sys_module / action.module).is_dir():
+                done.append(f"{action.module} already loaded (or built in): {sys_module / action.module}")
+            else:
+                result = subprocess.run(["modprobe", action.module], capture_output=True, text=True)
+                if result.returncode != 0:
+                    raise DoctorError(f"modprobe {action.module} failed: {result.stderr.strip() or result.returncode}")
+                done.append(f"modprobe {action.module}")
         for key, value in action.writes.items():
             try:
-                Path("/proc/sys", key).write_text(value + "\n")
+                (proc_sys / key).write_text(value + "\n")
             except OSError as exc:
-                raise DoctorError(f"cannot write /proc/sys/{key}: {exc.strerror}") from None
-            done.append(f"/proc/sys/{key} = {value}")
+                raise DoctorError(f"cannot write {proc_sys / key}: {exc.strerror}") from None
+            done.append(f"{proc_sys / key} = {value}")
     return done
 

@@ -102,6 +102,29 @@ def _needed(report) -> Dict[str, List]:
     return out
 
 
+def _insserv_override(root: Root) -> Optional[FileEdit]:
+    """An insserv override header for procps that adds kmod to Should-Start (None if already there)."""
+    from sysctl_doctor.boot.initscripts import INSSERV_OVERRIDES, lsb_header
+
+    path = f"{INSSERV_OVERRIDES}/procps"
+    old = _read(root, path)
+    source = old if old is not None else (_read(root, "/etc/init.d/procps") or "")
+    header = lsb_header(source)
+    if header is None:
+        return None
+    lines = header.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("# Should-Start:"):
+            if "kmod" in line.split():
+                return None
+            lines[i] = line.rstrip() + " kmod"
+            break
+    else:
+        lines.insert(len(lines) - 1, "# Should-Start:      kmod")
+    new = "\n".join(lines) + "\n"
+    return FileEdit(path, old, new, "insserv orders procps (sysctl --system) after kmod (/etc/modules)")
+
+
 def plan_fix(root: Root, report, method: str = "modules-load") -> FixPlan:
     if method not in METHODS:
         raise DoctorError(f"unknown method {method!r} (one of: {', '.join(METHODS)})")
@@ -143,6 +166,9 @@ def plan_fix(root: Root, report, method: str = "modules-load") -> FixPlan:
         if timeline.modules_step_relation == "masked":
             raise DoctorError(f"{timeline.modules_step} is masked ({timeline.modules_step_note}): unmask it, "
                               "or use --method udev")
+        if timeline.modules_step_relation == "disabled":
+            plan.notes.append(f"{timeline.modules_step} is not started at boot ({timeline.modules_step_note}): "
+                              "run `systemctl add-wants sysinit.target systemd-modules-load.service`, or use --method udev")
         if modules:
             old = _read(root, MODULES_LOAD_FILE)
             present = {line.strip().replace("-", "_") for line in (old or "").splitlines()}
@@ -166,9 +192,15 @@ def plan_fix(root: Root, report, method: str = "modules-load") -> FixPlan:
             if lines:
                 plan.edits.append(FileEdit("/etc/modules", old, _append_lines(
                     old, lines, "modules to load at boot"), "the kmod script loads /etc/modules at boot"))
-        if timeline.modules_step_relation != "before":
-            plan.notes.append(f"{timeline.modules_step} is not ordered before {timeline.sysctl_step} "
-                              f"({timeline.modules_step_note}); fix the LSB headers (Should-Start) of /etc/init.d/procps")
+        if timeline.modules_step_relation != "before" and (modules or timeline.modules_load.modules()):
+            edit = _insserv_override(root)
+            if edit is not None:
+                plan.edits.append(edit)
+                plan.notes.append("then run `insserv` (or `update-rc.d procps defaults`) so the boot order is "
+                                  "regenerated from the new header")
+            else:
+                plan.notes.append(f"{timeline.modules_step} is not ordered before {timeline.sysctl_step} "
+                                  f"({timeline.modules_step_note}); add kmod to Should-Start of /etc/init.d/procps")
     else:  # openrc
         if modules:
             old = _read(root, "/etc/conf.d/modules")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Dict, List, Optional, Tuple
 
 from sysctl_doctor.errors import Diagnostic
@@ -12,7 +13,7 @@ from sysctl_doctor.kernel.elf_scan import scan_module_file
 from sysctl_doctor.kernel.index import MODE_ELF, MODE_METADATA, MODE_NONE, IndexData
 from sysctl_doctor.kernel.model import ModuleScan
 from sysctl_doctor.kernel.modules_tree import MODULE_SUFFIXES, module_name, read_modules_metadata
-from sysctl_doctor.root import Root
+from sysctl_doctor.root import PathKind, Root
 
 Progress = Callable[[int, int], None]
 POOL_THRESHOLD = 64  # fewer module files than this: scan in-process
@@ -31,7 +32,14 @@ def list_module_files(root: Root, moddir: str) -> Tuple[List[Tuple[str, str]], L
             host = os.path.join(dirpath, fname)
             rel = os.path.relpath(host, base)
             if fname.endswith(MODULE_SUFFIXES):
-                if not os.path.islink(host):
+                if os.path.islink(host):
+                    # e.g. updates/dkms/x.ko -> /var/lib/dkms/...: follow it inside the root only
+                    chased = root.chase(f"{moddir}/{rel}")
+                    if chased.kind is PathKind.FILE:
+                        out.append((str(chased.host), rel))
+                    else:
+                        diags.append(Diagnostic(f"module link leads nowhere inside the root ({chased.resolved})", f"{moddir}/{rel}"))
+                else:
                     out.append((host, rel))
             else:
                 diags.append(Diagnostic("unknown module compression (not .ko, .ko.xz, .ko.zst, .ko.gz): skipped", f"{moddir}/{rel}"))
@@ -45,22 +53,31 @@ def _run_scans(jobs: List[Tuple[str, str, str, bool]], progress: Optional[Progre
         progress(0, total)
     workers = min(os.cpu_count() or 1, 8)
     if total < POOL_THRESHOLD or workers < 2:
-        for i, job in enumerate(jobs, 1):
-            res = scan_module_file(*job)
-            if res is not None:
-                results.append(res)
-            if progress:
-                progress(i, total)
-        return results
+        return _run_serial(jobs, progress)
     chunk = max(1, min(32, total // (workers * 8)))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        done = 0
-        for res in pool.map(_scan_star, jobs, chunksize=chunk):
-            done += 1
-            if res is not None:
-                results.append(res)
-            if progress and (done % 25 == 0 or done == total):
-                progress(done, total)
+    try:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            done = 0
+            for res in pool.map(_scan_star, jobs, chunksize=chunk):
+                done += 1
+                if res is not None:
+                    results.append(res)
+                if progress and (done % 25 == 0 or done == total):
+                    progress(done, total)
+        return results
+    except (OSError, NotImplementedError, BrokenProcessPool):
+        # No usable process pool here (no /dev/shm, seccomp, a worker killed): scan in-process.
+        return _run_serial(jobs, progress)
+
+
+def _run_serial(jobs: List[Tuple[str, str, str, bool]], progress: Optional[Progress]) -> List[dict]:
+    results: List[dict] = []
+    for i, job in enumerate(jobs, 1):
+        res = scan_module_file(*job)
+        if res is not None:
+            results.append(res)
+        if progress:
+            progress(i, len(jobs))
     return results
 
 
@@ -96,7 +113,7 @@ def build_index_data(
     )
     if not files:
         if meta.files:
-            diags.append(Diagnostic(f"no module files under {moddir} (metadata only): module keys come from the curated table", moddir))
+            diags.append(Diagnostic("no module files (metadata only): module keys come from the curated table", moddir))
         data.partial = True
     need_modinfo = not meta.has_dep
     if not meta.has_dep:

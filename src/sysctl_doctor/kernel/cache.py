@@ -1,8 +1,8 @@
 """Per-kernel-build cache of the index in the user's cache dir ($XDG_CACHE_HOME or ~/.cache/sysctl-doctor).
 
 The key covers the kernel release, the root, the modules tree's metadata files (size, mtime), the
-modules directory itself and the curated table, so a new depmod run, an upgraded package or a new
-scanner version builds afresh. Writes are atomic (temp file + rename); nothing is written in a root.
+modules directory itself, the curated table and the scanner's own source, so a new depmod run, an
+upgraded package or a changed scanner builds afresh. Writes are atomic (temp file + rename); nothing is written in a root.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Optional
 
 from sysctl_doctor.root import Root
 
-SCHEMA = 3  # bump when the scanner or IndexData changes
+SCHEMA = 5  # bump when the scanner or IndexData changes
+CODE_FILES = ("elf_scan.py", "build.py", "modules_tree.py", "model.py", "index.py")
 META_FILES = ("modules.dep", "modules.builtin", "modules.builtin.modinfo", "modules.softdep", "modules.alias", "modules.order")
 
 
@@ -39,8 +40,14 @@ def cache_key(root: Root, kver: str, moddir: str) -> str:
     host = root.chase(moddir).host
     parts = [SCHEMA, str(root.path), kver, str(host), _stat(host), _stat(host / "kernel")]
     parts += [[name] + _stat(host / name) for name in META_FILES]
-    table = resources.files("sysctl_doctor").joinpath("data/providers.tsv").read_bytes()
-    parts.append(hashlib.sha256(table).hexdigest())
+    digest = hashlib.sha256(resources.files("sysctl_doctor").joinpath("data/providers.tsv").read_bytes())
+    here = Path(__file__).resolve().parent
+    for name in CODE_FILES:  # a changed scanner never reads an index built by the old one
+        try:
+            digest.update((here / name).read_bytes())
+        except OSError:
+            pass
+    parts.append(digest.hexdigest())
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:32]
 
 

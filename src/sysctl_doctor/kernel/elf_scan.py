@@ -11,7 +11,7 @@ one that finds more entries wins.
 
 Which directory a table lives in is the string passed, in the same function, to the register call
 (register_net_sysctl[_sz](net, "net/netfilter", table), register_sysctl[_sz]("fs/nfs", table),
-register_sysctl_table(root_table), register_sysctl_paths(path, table)). A table is tied to the call
+register_sysctl_table(root_table)). A table is tied to the call
 it precedes; a call whose first argument is `&init_net` registers an init-netns-only table.
 
 The ELF reader here is deliberately minimal (ELF64 little-endian, RELA): measured on Debian 6.1's
@@ -77,6 +77,9 @@ RDI_LOADS = (b"\x48\xc7\xc7", b"\x48\x8d\x3d")
 # Cheap pre-filter: a module that registers sysctls names a register function in its string table.
 PREFILTER = (b"register_net_sysctl", b"register_sysctl")
 
+# Sections whose relocations are read: ctl_tables live in data/rodata, register calls in text.
+SCANNED_SECTIONS = (".data", ".rodata", ".init.data", ".init.rodata", ".ref.data", ".text", ".init.text", ".ref.text")
+
 XZ_MAGIC = b"\xfd7zXZ\x00"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 GZ_MAGIC = b"\x1f\x8b"
@@ -127,6 +130,18 @@ class _Section:
     size: int
     link: int
     info: int
+
+
+def check_elf_bounds(data: bytes) -> None:
+    """Cheap sanity check without parsing: ELF64 LE magic, and the section header table inside the file."""
+    if len(data) < 64 or data[:4] != b"\x7fELF":
+        raise ModuleReadError("not an ELF file")
+    if data[4] != 2 or data[5] != 1:
+        raise ModuleReadError("not a 64-bit little-endian ELF file")
+    shoff = struct.unpack_from("<Q", data, 0x28)[0]
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    if shentsize != 64 or shoff + shnum * 64 > len(data):
+        raise ModuleReadError("truncated ELF file (section headers past the end)")
 
 
 class Elf:
@@ -220,6 +235,18 @@ class _Scanner:
             return ("sec", shndx, addend)
         return ("sec", shndx, value + addend)
 
+    def string_symbols(self) -> Set[int]:
+        """Indices of symbols that can point at a C string (read-only, non-code data)."""
+        out = set()
+        for i, (_n, _t, shndx, _v, _s) in enumerate(self.syms):
+            if 0 < shndx < self.nsec:
+                sec = self.elf.sections[shndx]
+                if sec.flags & SHF_ALLOC and not sec.flags & SHF_EXECINSTR and sec.type != SHT_NOBITS and (
+                    sec.flags & SHF_STRINGS or sec.name.startswith(".rodata")
+                ):
+                    out.add(i)
+        return out
+
     def string(self, tgt: Optional[Target]) -> Optional[str]:
         if tgt is None or tgt[0] != "sec":
             return None
@@ -255,25 +282,36 @@ class _Scanner:
         return bool(sec.flags & SHF_ALLOC) and not sec.flags & (SHF_EXECINSTR | SHF_STRINGS)
 
 
-def _entries(elf: "Elf", sc: "_Scanner", data_relocs: Dict[int, Dict[int, Target]], layout: TableLayout) -> Dict[Tuple[int, int], Tuple[str, Optional[Tuple[int, int]]]]:
+RawRelocs = Dict[int, Dict[int, Tuple[int, int]]]  # data section -> offset -> (symbol index, addend)
+
+
+def _entries(
+    elf: "Elf", sc: "_Scanner", data_relocs: RawRelocs, candidates: Dict[int, List[int]], layout: TableLayout
+) -> Dict[Tuple[int, int], Tuple[str, Optional[Tuple[int, int]]]]:
+    """ctl_table entries under `layout`; `candidates` are the offsets whose relocation points at a string."""
     entries: Dict[Tuple[int, int], Tuple[str, Optional[Tuple[int, int]]]] = {}
-    for secidx, relocs in data_relocs.items():
+    for secidx, offsets in candidates.items():
+        relocs = data_relocs[secidx]
         body = elf.section_bytes(elf.sections[secidx])
-        for off, tgt in relocs.items():
+        for off in offsets:
             if off + layout.size > len(body):
                 continue
             mode = struct.unpack_from("<H", body, off + OFF_MODE)[0]
             if mode == 0 or mode & ~0o777:
                 continue
-            procname = sc.string(tgt)
+            handler = relocs.get(off + layout.handler)
+            child = relocs.get(off + layout.child) if layout.child is not None else None
+            if handler is None and child is None:
+                continue
+            procname = sc.string(sc.target(*relocs[off]))
             if procname is None:
                 continue
-            if sc.is_function(relocs.get(off + layout.handler)):
+            if handler is not None and sc.is_function(sc.target(*handler)):
                 entries[(secidx, off)] = (procname, None)
-            elif layout.child is not None and mode & 0o111:
-                child = relocs.get(off + layout.child)
-                if sc.is_data(child):
-                    entries[(secidx, off)] = (procname, (child[1], child[2]))  # type: ignore[index,arg-type]
+            elif child is not None and mode & 0o111:
+                ctgt = sc.target(*child)
+                if sc.is_data(ctgt):
+                    entries[(secidx, off)] = (procname, (ctgt[1], ctgt[2]))  # type: ignore[index,arg-type]
     return entries
 
 
@@ -281,77 +319,104 @@ def scan_elf(elf: Elf, name: str, file: str) -> ModuleScan:
     """The sysctl keys `elf` registers, with the directories it passes to the register calls."""
     sc = _Scanner(elf)
     scan = ModuleScan(name=name, file=file)
-    data_relocs: Dict[int, Dict[int, Target]] = {}  # data section -> offset -> target
-    text_relas: List[Tuple[int, List[Tuple[int, int, int]]]] = []
+    data_relocs: RawRelocs = {}
+    text_raw: List[Tuple[int, List[Tuple[int, int, int]]]] = []
     for rela in elf.sections:
         if rela.type != SHT_RELA or rela.info >= sc.nsec:
             continue
         tsec = elf.sections[rela.info]
-        if not tsec.flags & SHF_ALLOC:
-            continue
+        if not tsec.flags & SHF_ALLOC or not tsec.name.startswith(SCANNED_SECTIONS):
+            continue  # skip __mcount_loc, .orc_unwind_ip, __jump_table, …: no ctl_table or register call there
         relocs = elf.relocations(rela)
         if tsec.flags & SHF_EXECINSTR:
-            text_relas.append((rela.info, relocs))
+            text_raw.append((rela.info, relocs))
         else:
             m = data_relocs.setdefault(rela.info, {})
             for off, sym, add in relocs:
-                tgt = sc.target(sym, add)
-                if tgt is not None:
-                    m[off] = tgt
+                m[off] = (sym, add)
+    stringy = sc.string_symbols()
+    candidates = {sec: [off for off, (sym, _a) in m.items() if sym in stringy] for sec, m in data_relocs.items()}
 
-    # 1. ctl_table entries: (section, offset) -> (procname, child target or None)
-    best: Dict[Tuple[int, int], Tuple[str, Optional[Tuple[int, int]]]] = {}
-    layout = LAYOUTS[0]
-    for candidate in LAYOUTS:
-        found = _entries(elf, sc, data_relocs, candidate)
-        if len(found) > len(best):
-            best, layout = found, candidate
-    entries = best
-    if not entries:
-        return scan
-    ENTRY_SIZE = layout.size
-
-    # 2. tables: runs of entries 64 bytes apart, split where code or a parent points inside a run
-    starts: Set[Tuple[int, int]] = set()
-    for (secidx, off), (_p, child) in entries.items():
-        if (secidx, off - ENTRY_SIZE) not in entries:
-            starts.add((secidx, off))
-        if child is not None and child in entries:
-            starts.add(child)
-    text_refs: List[Tuple[int, int, int, Target]] = []  # (text section, offset, symidx, target)
-    for tsec, relocs in text_relas:
-        for off, sym, add in relocs:
-            tgt = sc.target(sym, add)
-            if tgt is None:
-                continue
-            text_refs.append((tsec, off, sym, tgt))
-            if tgt[0] == "sec" and (tgt[1], tgt[2]) in entries:
-                starts.add((tgt[1], tgt[2]))  # type: ignore[arg-type]
-
-    def table(start: Tuple[int, int]) -> List[Tuple[str, Optional[Tuple[int, int]]]]:
-        out = []
-        sec, off = start
-        while (sec, off) in entries:
-            out.append(entries[(sec, off)])
-            off += ENTRY_SIZE
-            if (sec, off) in starts:
-                break
-        return out
-
-    # 3. register calls: which directory each table goes to, per function
     funcs: Dict[int, List[Tuple[int, int]]] = {}
     for _n, typ, shndx, value, size in sc.syms:
         if typ == STT_FUNC and 0 < shndx < sc.nsec:
             funcs.setdefault(shndx, []).append((value, value + size))
     for lst in funcs.values():
         lst.sort()
+    # Only the code around register calls matters: the functions that contain one (or, without
+    # function symbols, the 512 bytes before the call).
+    register_syms = {i for i, (n, _t, shndx, _v, _s) in enumerate(sc.syms) if shndx == SHN_UNDEF and n in REGISTER_ALL}
+    text_refs: List[Tuple[int, int, Target]] = []  # (text section, offset, target)
+    for tsec, relocs in text_raw:
+        calls = [off for off, sym, _a in relocs if sym in register_syms]
+        if not calls:
+            continue
+        fl = funcs.get(tsec, [])
+        ranges = []
+        for off in calls:
+            i = bisect.bisect_right(fl, (off, float("inf"))) - 1
+            ranges.append(fl[i] if i >= 0 and fl[i][0] <= off < fl[i][1] else (max(0, off - 512), off + 1))
+        ranges.sort()
+        for off, sym, add in relocs:
+            i = bisect.bisect_right(ranges, (off, float("inf"))) - 1
+            if i >= 0 and ranges[i][0] <= off < ranges[i][1]:
+                tgt = sc.target(sym, add)
+                if tgt is not None:
+                    text_refs.append((tsec, off, tgt))
+    text_refs.sort(key=lambda r: (r[0], r[1]))
+
+    # Each layout is tried; the one under which the register calls reach more keys wins
+    # (a wrong layout also "finds" entries: any struct with a string and a function pointer).
+    best: Optional[Tuple[Tuple[int, int], List[SysctlEntry], List[str], List[str]]] = None
+    for layout in LAYOUTS:
+        entries = _entries(elf, sc, data_relocs, candidates, layout)
+        if not entries:
+            continue
+        keys, loose, dirs = _resolve(elf, sc, text_refs, funcs, entries, layout.size)
+        score = (len(keys), len(entries))
+        if best is None or score > best[0]:
+            best = (score, keys, loose, dirs)
+    if best is not None:
+        _score, scan.entries, scan.loose_names, scan.loose_dirs = best
+    return scan
+
+
+def _resolve(
+    elf: Elf,
+    sc: _Scanner,
+    text_refs: List[Tuple[int, int, Target]],
+    funcs: Dict[int, List[Tuple[int, int]]],
+    entries: Dict[Tuple[int, int], Tuple[str, Optional[Tuple[int, int]]]],
+    entry_size: int,
+) -> Tuple[List[SysctlEntry], List[str], List[str]]:
+    # 2. tables: runs of entries one entry apart, split where code or a parent points inside a run
+    starts: Set[Tuple[int, int]] = set()
+    for (secidx, off), (_p, child) in entries.items():
+        if (secidx, off - entry_size) not in entries:
+            starts.add((secidx, off))
+        if child is not None and child in entries:
+            starts.add(child)
+    for _tsec, _off, tgt in text_refs:
+        if tgt[0] == "sec" and (tgt[1], tgt[2]) in entries:
+            starts.add((tgt[1], tgt[2]))  # type: ignore[arg-type]
+
+    def table(start: Tuple[int, int]) -> List[Tuple[str, Optional[Tuple[int, int]]]]:
+        out = []
+        sec, off = start
+        while (sec, off) in entries:
+            out.append(entries[(sec, off)])
+            off += entry_size
+            if (sec, off) in starts:
+                break
+        return out
+
+    # 3. register calls: which directory each table goes to, per function
     registrations: List[Tuple[Tuple[int, int], str, bool, bool]] = []
     dirs: Set[str] = set()
-    text_refs.sort(key=lambda r: (r[0], r[1]))
     window: Dict[str, object] = {}
     current: Tuple[int, int] = (-1, -1)
     text_cache: Dict[int, bytes] = {}
-    for tsec, off, _sym, tgt in text_refs:
+    for tsec, off, tgt in text_refs:
         fl = funcs.get(tsec, [])
         i = bisect.bisect_right(fl, (off, float("inf"))) - 1
         fn = (tsec, fl[i][0]) if i >= 0 and fl[i][0] <= off < fl[i][1] else (tsec, -1)
@@ -371,9 +436,9 @@ def scan_elf(elf: Elf, name: str, file: str) -> ModuleScan:
                 if sym in REGISTER_ROOT:
                     d: Optional[str] = ""
                 elif sym in REGISTER_PATHS:
-                    d = window.get("path_array")  # type: ignore[assignment]
+                    d = None  # a ctl_path array: no Debian 5.10+ module uses it; its tables stay "loose"
                 else:
-                    d = window.get("path")  # type: ignore[assignment]
+                    d = window.get("path") or window.get("path_other")  # type: ignore[assignment]
                 if d:
                     dirs.add(d)
                 if tbl is not None and d is not None:
@@ -385,22 +450,11 @@ def scan_elf(elf: Elf, name: str, file: str) -> ModuleScan:
             window["table"] = key
             continue
         s = sc.string(tgt)
-        if s is not None and PATH_RE.match(s) and s.split("/", 1)[0] in TOP_DIRS:
-            window["path"] = s
+        if s is not None:
+            if PATH_RE.match(s):
+                # a known top-level directory beats any other word ("coda" is a top-level dir too)
+                window["path" if s.split("/", 1)[0] in TOP_DIRS else "path_other"] = s
             continue
-        # register_sysctl_paths: an array of pointers to the path components
-        rel = data_relocs.get(tgt[1])  # type: ignore[arg-type]
-        if rel is not None:
-            parts = []
-            a = tgt[2]
-            while len(parts) < 8:
-                comp = sc.string(rel.get(a))  # type: ignore[arg-type]
-                if comp is None:
-                    break
-                parts.append(comp)
-                a += 8
-            if parts and parts[0] in TOP_DIRS:
-                window["path_array"] = "/".join(parts)
 
     # 4. expand registered tables into keys
     claimed: Set[Tuple[int, int]] = set()
@@ -421,15 +475,12 @@ def scan_elf(elf: Elf, name: str, file: str) -> ModuleScan:
 
     for start, d, per_netns, init_only in registrations:
         expand(start, d, per_netns, init_only, 0)
-    scan.entries = sorted(seen_keys.values(), key=lambda e: e.path)
     loose: Set[str] = set()
     child_targets = {c for _p, c in entries.values() if c is not None}
     for start in starts:
         if start not in claimed and start not in child_targets:
             loose.update(p for p, c in table(start) if c is None)
-    scan.loose_names = sorted(loose)
-    scan.loose_dirs = sorted(dirs)
-    return scan
+    return sorted(seen_keys.values(), key=lambda e: e.path), sorted(loose), sorted(dirs)
 
 
 def _modinfo_fields(records: List[str], scan: ModuleScan) -> None:
@@ -459,6 +510,7 @@ def scan_module_bytes(raw: bytes, file: str, name: str, need_modinfo: bool = Fal
         data = decompress(raw, file)
         wanted = any(p in data for p in PREFILTER)
         if not wanted and not need_modinfo:
+            check_elf_bounds(data)  # a truncated or foreign file is reported even when skipped
             return None
         elf = Elf(data)
         scan = ModuleScan(name=name, file=file)

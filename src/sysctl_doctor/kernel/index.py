@@ -345,9 +345,7 @@ def choose_kernel(root: Root, kernel: Optional[str], live: Optional[LiveHost]) -
     if root.is_live and live is not None:
         return live.kernel_release()
     kernels = available_kernels(root)
-    if not kernels:
-        raise DoctorError(f"no kernel modules tree under {root.path}/lib/modules: pass --kernel VER")
-    return kernels[-1]
+    return kernels[-1] if kernels else "unknown"
 
 
 def _proc_keys(live: LiveHost) -> FrozenSet[str]:
@@ -373,11 +371,16 @@ def load_module_index(
     kver = choose_kernel(root, kernel, live)
     is_running = root.is_live and live is not None and kver == live.kernel_release()
     moddir = modules_dir(root, kver)
-    if moddir is None and kernel and not is_running:
-        raise DoctorError(f"kernel {kver}: no /lib/modules/{kver} in {root.path} (have: {', '.join(available_kernels(root)) or 'none'})")
+    if moddir is None and kernel and available_kernels(root):
+        raise DoctorError(f"--kernel {kver}: no /lib/modules/{kver} in {root.path} (have: {', '.join(available_kernels(root))})")
     data, from_cache = build_index_data(root, kver, moddir, progress=progress, use_cache=use_cache)
     proc_keys = _proc_keys(live) if is_running and live is not None else None
     loaded = live.loaded_modules() if is_running and live is not None else frozenset()
-    if data.mode == MODE_NONE and proc_keys is None:
-        data.diagnostics.append(Diagnostic(f"no modules tree for kernel {kver}: providers come from the curated table only"))
+    if data.mode == MODE_NONE:
+        if proc_keys is not None:
+            data.diagnostics.append(Diagnostic(
+                f"no /lib/modules/{kver}: keys present in /proc/sys count as built in, the rest come from the curated table"))
+        else:
+            data.diagnostics.append(Diagnostic(
+                f"no modules tree for kernel {kver} in the root: providers come from the curated table only"))
     return ModuleIndex(data, read_modprobe_config(root), proc_keys, loaded, from_cache)

@@ -74,7 +74,7 @@ def _read(root: Root, path: str, diags: List[Diagnostic], required: bool) -> Opt
         return root.read_bytes(path)
     except FileNotFoundError:
         if required:
-            diags.append(Diagnostic(f"missing: the index falls back to each module's .modinfo (depmod not run?)", path))
+            diags.append(Diagnostic("missing: the index falls back to each module's .modinfo (depmod not run?)", path))
         return None
     except OSError as exc:
         diags.append(Diagnostic(f"cannot read: {exc.strerror}", path))

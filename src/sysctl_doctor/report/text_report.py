@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as _rich_escape
 from rich.table import Table
 
 from sysctl_doctor.findings.model import ERROR, INFO, WARNING
@@ -20,8 +20,18 @@ _VERDICT = {
     "interface-not-reapplied": ("only if the interface exists at boot", "yellow"),
     "sysctl-step-not-run": ("NOT APPLIED (sysctl step does not run)", "red"),
     "glob": ("glob (expanded at boot)", "cyan"),
+    "default-matches": ("kernel default = configured", "green"),
 }
 _SEVERITY_STYLE = {ERROR: "bold red", WARNING: "yellow", INFO: "cyan"}
+
+
+def _printable(text: str) -> str:
+    """Control and undecodable characters as escapes, so file contents cannot drive the terminal."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
+
+
+def escape(text: str) -> str:  # noqa: F811 - rich's escape, after making the text printable
+    return _rich_escape(_printable(text))
 
 
 def _value(value) -> str:
@@ -61,9 +71,13 @@ def render_check_text(report, console: Console, verbose: bool = False) -> None:
                 console.print(f"    → {escape(step)}")
     if report.findings:
         console.print("\n[bold]Findings[/bold]")
+        shown_fixes = set()
         for f in report.findings:
-            where = f" {f.where()}" if f.where() else ""
+            where = f" {f.where()}" if f.where() and f.where() not in f.message else ""
             console.print(f"  [{_SEVERITY_STYLE.get(f.severity, '')}]{f.severity} {f.code}[/]{escape(where)}: {escape(f.message)}")
+            if (f.code, f.fix) in shown_fixes:
+                continue
+            shown_fixes.add((f.code, f.fix))
             console.print(f"    fix: {escape(f.fix)}")
     console.print("\n[bold]Boot timeline[/bold]")
     for event in timeline.events():

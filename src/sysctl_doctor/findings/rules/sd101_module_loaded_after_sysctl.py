@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from sysctl_doctor.boot.kernel_defaults import UNKNOWN_DEFAULT
 from sysctl_doctor.boot.predict import LOADED_LATE, RACE_LOST
 from sysctl_doctor.findings.model import ERROR, Example, Finding, Rule
 from sysctl_doctor.findings.remedies import load_early_fix
@@ -41,6 +42,10 @@ RULE = Rule(
 )
 
 
+def _default_text(value) -> str:
+    return "the kernel default" if value == UNKNOWN_DEFAULT else f"kernel default {value}"
+
+
 def check(analysis) -> Iterator[Finding]:
     step = analysis.timeline.sysctl_step
     for p in analysis.predictions:
@@ -53,7 +58,7 @@ def check(analysis) -> Iterator[Finding]:
             how = f"which runs after {step}"
         message = (
             f"{p.key} = {p.configured} ({p.file}:{p.line}) is not applied at boot: {p.module} is loaded by "
-            f"{load.by} ({load.evidence}), {how}; the key stays at kernel default {p.boot_value}"
+            f"{load.by} ({load.evidence}), {how}; the key stays at {_default_text(p.boot_value)}"
         )
         prefix = p.path.rsplit("/", 1)[0]
         yield Finding(RULE.code, RULE.severity, p.key, message,

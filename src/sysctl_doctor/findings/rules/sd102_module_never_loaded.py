@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from sysctl_doctor.boot.kernel_defaults import UNKNOWN_DEFAULT
 from sysctl_doctor.boot.predict import NEVER_LOADED
 from sysctl_doctor.findings.model import WARNING, Example, Finding, Rule
 from sysctl_doctor.findings.remedies import load_early_fix
@@ -41,7 +42,8 @@ def check(analysis) -> Iterator[Finding]:
             continue
         message = (
             f"{p.key} = {p.configured} ({p.file}:{p.line}) is not applied at boot: nothing loads {p.module}; "
-            f"when something loads it later the key will be {p.after_late_load}"
+            f"when something loads it later the key will be "
+            f"{'the kernel default' if p.after_late_load == UNKNOWN_DEFAULT else p.after_late_load}"
         )
         yield Finding(RULE.code, RULE.severity, p.key, message,
                       load_early_fix(analysis.init_system, p.module, [p.path.rsplit('/', 1)[0]]), p.file, p.line)

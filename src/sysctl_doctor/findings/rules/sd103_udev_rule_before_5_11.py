@@ -32,9 +32,10 @@ RULE = Rule(
     title="A udev module rule re-applies the key, but the kernel sends the event before the module's sysctls exist",
     rationale=(
         "Before Linux 5.11 the module \"add\" uevent was sent from mod_sysfs_setup(), before the module's "
-        "init function ran and registered its sysctl tables (5.11 moved the event after init). A udev rule "
-        "that runs systemd-sysctl on that event can therefore run before the keys exist, and the write is "
-        "skipped: the value is not guaranteed."
+        "init function ran and registered its sysctl tables; kernel commit \"module: delay kobject uevent "
+        "until after module init call\" (Linux 5.11) moved the event after init, after systemd issue "
+        "#17586 showed udev acting on half-initialised modules. A udev rule that runs systemd-sysctl on that "
+        "event can therefore run before the keys exist, and the write is skipped: the value is not guaranteed."
     ),
     fix=(
         "On kernels before 5.11 load the module through /etc/modules-load.d/ instead "

@@ -21,8 +21,10 @@ RULE = Rule(
     example=Example(
         "A vendor file sets ip_forward = 0, /etc/sysctl.conf (99-sysctl.conf) sets 1.",
         files={"/usr/lib/sysctl.d/10-forward.conf": "net.ipv4.ip_forward = 0\n"},
+        removed=("/etc/sysctl.d/10-hardening.conf",),
     ),
-    passing=Example("The incident node: no key is set twice."),
+    passing=Example("The incident node without its hardening baseline: no key is set twice.",
+                    removed=("/etc/sysctl.d/10-hardening.conf",)),
 )
 
 

@@ -24,7 +24,8 @@ RULE = Rule(
         files={"/etc/sysctl.d/50-rp.conf": "net.ipv4.conf.all.rp_filter = 0\n",
                "/etc/sysctl.d/60-rp.conf": "net.ipv4.conf.*.rp_filter = 2\n"},
     ),
-    passing=Example("The incident node: no globs."),
+    passing=Example("The incident node without its hardening baseline: no globs.",
+                    removed=("/etc/sysctl.d/10-hardening.conf",)),
 )
 
 

@@ -25,6 +25,7 @@ RULE = Rule(
     passing=Example(
         "Only global keys configured.",
         files={"/etc/sysctl.conf": "kernel.pid_max = 4194304\n"},
+        removed=("/etc/sysctl.d/10-hardening.conf",),
     ),
 )
 

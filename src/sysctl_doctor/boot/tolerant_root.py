@@ -1,0 +1,27 @@
+"""A `Root` view for the boot readers in which one bad link does not stop the analysis.
+
+systemd, udev and kmod skip an entry they cannot resolve (a symlink loop) with a warning and go
+on; the boot timeline does the same: through this view a loop reads as an unreadable entry
+(`PathKind.OTHER`, reading it raises OSError) and is reported as a diagnostic.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from sysctl_doctor.root import ChasedPath, PathKind, Root, RootError, _components
+
+
+class TolerantRoot(Root):
+    def __init__(self, root: Root) -> None:  # a view: no new validation of the directory
+        self.path = root.path
+        self.problems: List[str] = []
+
+    def chase(self, path: str, *, follow_final: bool = True) -> ChasedPath:
+        try:
+            return super().chase(path, follow_final=follow_final)
+        except RootError as exc:
+            if str(exc) not in self.problems:
+                self.problems.append(str(exc))
+            requested = "/" + "/".join(_components(path))
+            return ChasedPath(requested, requested, self.host_path(requested), PathKind.OTHER)

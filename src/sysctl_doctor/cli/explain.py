@@ -1,0 +1,224 @@
+"""`sysctl-doctor explain KEY|CODE`: everything known about one key, or one finding code.
+
+`explain KEY` prints a list of sections; each section is produced by one function in
+`KEY_SECTIONS`. Other parts of the tool add their own with a one-line edit, e.g.
+
+    from sysctl_doctor.kernel.explain import provider_section
+    KEY_SECTIONS.append(provider_section)          # "provided by module …"
+
+A section function takes an `ExplainContext` and returns an `ExplainSection` (or None to
+stay silent). Finding codes (``SD`` + 3 digits, e.g. SD101) go to `CODE_HANDLERS`: each
+takes the code and returns an `ExplainSection`, or None when it does not know the code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+
+import click
+
+from sysctl_doctor.cli.show import load_for_cli, printable, root_options
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sysctl_doctor.config.model import KeyTree, SysctlConfig
+    from sysctl_doctor.root import Root
+
+CODE_PATTERN = re.compile(r"^SD\d{3}$")
+
+
+@dataclass
+class ExplainContext:
+    key: str  # as typed
+    root: "Root"
+    config: "SysctlConfig"
+    keys: Optional["KeyTree"]  # None: no key tree
+    key_tree_dir: Optional[str]
+    extra: Dict[str, Any] = field(default_factory=dict)  # for sections to share work
+
+
+@dataclass
+class ExplainSection:
+    title: str
+    lines: List[str]  # plain text, one per line (rendered indented under the title)
+    data: Dict[str, Any] = field(default_factory=dict)  # the same, for --format json
+
+
+SectionFunction = Callable[[ExplainContext], Optional[ExplainSection]]
+CodeHandler = Callable[[str], Optional[ExplainSection]]
+
+
+def config_section(ctx: ExplainContext) -> ExplainSection:
+    """Every line that sets the key, in apply order; which wins and why."""
+    from sysctl_doctor.config.key_story import WINS, key_story
+
+    story = key_story(ctx.config, ctx.key, ctx.keys, ctx.root)
+    ctx.extra["key_story"] = story
+    lines = [printable(story.summary), ""]
+    if story.lines:
+        never = any(ln.verdict == "not applied" for ln in story.lines)
+        lines.append("Lines that set it, in apply order" + ("; then lines in files never read:" if never else ":"))
+    for ln in story.lines:
+        mark = "=>" if ln.verdict == WINS else "  "
+        what = f"-{ln.key}" if ln.value is None else f"{'-' if ln.ignore_failure else ''}{ln.key} = {ln.value}"
+        lines.append(f"{mark} {ln.origin.file}:{ln.origin.line}  {printable(what)}")
+        lines.append(f"     {ln.verdict}: {printable(ln.reason)}")
+    if ctx.keys is None:
+        lines.append("")
+        lines.append("(no key tree: pass --proc-sys DIR to check that the key exists and expand globs)")
+    elif story.exists is False:
+        lines.append("")
+        lines.append(f"The key does not exist under {ctx.key_tree_dir}: a write fails"
+                     + (" with 'Couldn't write …, ignoring'" if ctx.config.flavor == "systemd" else " silently"))
+    lines.append("")
+    lines.append(_rules(ctx.config.flavor))
+    return ExplainSection(
+        title=f"{story.key} in sysctl.d ({ctx.config.flavor})",
+        lines=lines,
+        data={
+            "key": printable(story.key),
+            "flavor": story.flavor,
+            "summary": printable(story.summary),
+            "value": None if story.final_value is None else printable(story.final_value),
+            "exists": story.exists,
+            "winner": None if story.winner is None else {"file": story.winner.origin.file,
+                                                         "line": story.winner.origin.line},
+            "lines": [{"file": ln.origin.file, "line": ln.origin.line, "key": printable(ln.key),
+                       "value": None if ln.value is None else printable(ln.value), "glob": ln.is_glob,
+                       "verdict": ln.verdict, "reason": printable(ln.reason)} for ln in story.lines],
+        },
+    )
+
+
+def _rules(flavor: str) -> str:
+    if flavor == "systemd":
+        return ("Rules (systemd-sysctl): files in /etc, /run, /usr/local/lib, /usr/lib sysctl.d; the same file name "
+                "in an earlier directory wins (a /dev/null link masks); files apply sorted by name; one value per "
+                "key: a later line for a key replaces it; a glob never writes a key that has its own line or "
+                "'-key'; /etc/sysctl.conf is read only through the 99-sysctl.conf link.")
+    return ("Rules (procps sysctl --system): files in /etc, /run, /usr/local/lib, /usr/lib, /lib sysctl.d; the "
+            "first directory with a file name wins; files apply sorted by name, then /etc/sysctl.conf last; every "
+            "line is written in order (the last write wins); a glob skips keys named by any line.")
+
+
+def provider_section(ctx: ExplainContext) -> Optional[ExplainSection]:
+    """Who makes the key exist in the kernel the root boots (sysctl_doctor.kernel)."""
+    import dataclasses
+
+    from sysctl_doctor.kernel import describe_provider, load_module_index, path_to_key
+    from sysctl_doctor.live import LiveHost
+
+    if any(c in ctx.key for c in "*?["):
+        return None  # a glob has no single provider
+    story = ctx.extra.get("key_story")
+    value = getattr(story, "final_value", None)
+    index = load_module_index(ctx.root, None, LiveHost() if ctx.root.is_live else None)
+    provider = index.provider(ctx.key, value)
+    lines = describe_provider(provider, index)
+    if index.partial:
+        lines.append(f"(the index of kernel {index.kernel} is partial: {index.mode}; see `sysctl-doctor index`)")
+    data = dataclasses.asdict(provider)
+    data.update(kind=provider.kind.value, kernel=index.kernel, index_mode=index.mode, index_partial=index.partial)
+    return ExplainSection(title=f"{path_to_key(provider.key)} in kernel {index.kernel}: {provider.kind.value}",
+                          lines=lines, data=data)
+
+
+def boot_section(ctx: ExplainContext) -> Optional[ExplainSection]:
+    """The key's fate at the next boot (sysctl_doctor.boot): value after boot, the chain, findings."""
+    from sysctl_doctor.config.model import key_to_path
+    from sysctl_doctor.findings.engine import run_check
+    from sysctl_doctor.live import LiveHost
+
+    if any(c in ctx.key for c in "*?["):
+        return None
+    report = run_check(ctx.root, live=LiveHost() if ctx.root.is_live else None)
+    path = key_to_path(ctx.key)
+    found = next((p for p in report.predictions if p.path == path), None)
+    if found is None:
+        return None
+    shown = "(absent)" if found.boot_value is None else found.boot_value
+    later = "(absent)" if found.after_late_load is None else found.after_late_load
+    lines = [f"after boot: {shown}  (applied: {'yes' if found.applied else 'no'}, {found.verdict}); "
+             f"once its module is loaded: {later}", ""]
+    lines += [f"-> {step}" for step in found.chain]
+    for finding in report.findings:
+        if finding.key == found.key:
+            lines += ["", f"{finding.severity} {finding.code}: {finding.message}", f"fix: {finding.fix}"]
+    return ExplainSection(title=f"{found.key} at the next boot ({report.analysis.init_system})", lines=lines, data={
+        "applied": found.applied, "value": found.boot_value, "after_late_load": found.after_late_load,
+        "verdict": found.verdict, "chain": found.chain, "findings": found.findings})
+
+
+# Sections of `explain KEY`, in order. Other branches append theirs (see module docstring).
+KEY_SECTIONS: List[SectionFunction] = [config_section, boot_section, provider_section]
+
+
+def finding_section(code: str) -> Optional[ExplainSection]:
+    """A finding rule's documentation (sysctl_doctor.findings), generated from the rule itself."""
+    from sysctl_doctor.findings import get_rule, is_code, rule_doc
+
+    if not is_code(code):
+        return None
+    rule = get_rule(code)
+    lines = rule_doc(code).rstrip("\n").splitlines()
+    return ExplainSection(title=lines[0], lines=lines[1:], data={
+        "code": rule.code, "name": rule.name, "severity": rule.severity, "title": rule.title,
+        "rationale": rule.rationale, "fix": rule.fix})
+
+
+# Handlers for `explain CODE` (SD + 3 digits). Other branches append theirs.
+CODE_HANDLERS: List[CodeHandler] = [finding_section]
+
+
+def explain_key(ctx: ExplainContext) -> List[ExplainSection]:
+    sections = []
+    for section in KEY_SECTIONS:
+        result = section(ctx)
+        if result is not None:
+            sections.append(result)
+    return sections
+
+
+def explain_code(code: str) -> ExplainSection:
+    from sysctl_doctor.errors import DoctorError
+
+    for handler in CODE_HANDLERS:
+        result = handler(code)
+        if result is not None:
+            return result
+    raise DoctorError(f"unknown finding code {code}")
+
+
+def _render(sections: List[ExplainSection]) -> None:
+    from sysctl_doctor.cli.show import emit
+
+    lines: List[list] = []
+    for i, s in enumerate(sections):
+        if i:
+            lines.append([])
+        lines.append([(s.title, "bold")])
+        for line in s.lines:
+            style = "bold" if line.startswith("=>") else None
+            lines.append([(f"  {line}" if line else "", style)])
+    emit(lines)
+
+
+@click.command("explain")
+@click.argument("subject")
+@root_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def command(subject: str, root_dir: str, flavor: Optional[str], proc_sys: Optional[str], fmt: str) -> None:
+    """Explain a KEY (every line that sets it, which wins and why) or a finding CODE (e.g. SD101)."""
+    if CODE_PATTERN.match(subject):
+        sections = [explain_code(subject)]
+    else:
+        root, config, keys, tree_dir = load_for_cli(root_dir, flavor, proc_sys)
+        sections = explain_key(ExplainContext(subject, root, config, keys, tree_dir))
+    if fmt == "json":
+        from sysctl_doctor.cli.show import dump_json
+
+        dump_json({"subject": subject, "sections": [
+            {"title": s.title, "lines": s.lines, "data": s.data} for s in sections]})
+    else:
+        _render(sections)

@@ -1,0 +1,203 @@
+"""`sysctl-doctor show`: the effective sysctl.d settings, in apply order, with where each comes from."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+import click
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sysctl_doctor.config.model import KeyTree, SysctlConfig
+    from sysctl_doctor.root import Root
+
+FLAVOR_NAMES = {"systemd": "systemd-sysctl 252", "procps": "procps sysctl --system 4.0.2"}
+
+
+def root_options(func):  # type: ignore[no-untyped-def]
+    """--root / --flavor / --proc-sys, shared by show and explain."""
+    func = click.option("--proc-sys", "proc_sys", type=click.Path(file_okay=False), default=None,
+                        help="A directory laid out like /proc/sys: globs are expanded against it and each "
+                             "setting says whether its key exists. Default: /proc/sys when --root is /.")(func)
+    func = click.option("--flavor", type=click.Choice(["systemd", "procps"]), default=None,
+                        help="Whose rules apply: systemd-sysctl or procps `sysctl --system`. "
+                             "Default: systemd if the root has systemd-sysctl, else procps.")(func)
+    func = click.option("--root", "root_dir", type=click.Path(file_okay=False), default="/", show_default=True,
+                        help="The filesystem to read: / (this host) or an image directory.")(func)
+    return func
+
+
+def load_for_cli(root_dir: str, flavor: Optional[str], proc_sys: Optional[str]
+                 ) -> Tuple["Root", "SysctlConfig", Optional["KeyTree"], Optional[str]]:
+    """Root, config, key tree and where the key tree came from (None: no tree)."""
+    import os
+
+    from sysctl_doctor.config.model import KeyTree
+    from sysctl_doctor.config.sysctl_d import default_flavor, load_sysctl_config
+    from sysctl_doctor.errors import DoctorError
+    from sysctl_doctor.root import Root
+
+    root = Root(root_dir)
+    chosen = flavor or default_flavor(root)
+    config = load_sysctl_config(root, chosen)  # type: ignore[arg-type]
+    tree_dir = proc_sys
+    if tree_dir is None and root.is_live and os.path.isdir("/proc/sys"):
+        tree_dir = "/proc/sys"
+    keys = None
+    if tree_dir is not None:
+        if not os.path.isdir(tree_dir):
+            raise DoctorError(f"--proc-sys {tree_dir}: not a directory")
+        keys = KeyTree.from_dir(tree_dir)
+    return root, config, keys, tree_dir
+
+
+def printable(text: str) -> str:
+    """Undecodable bytes (kept as surrogate escapes) shown as \\xNN."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def show_document(config: "SysctlConfig", keys: Optional["KeyTree"], tree_dir: Optional[str],
+                  root_dir: str, prefixes: Tuple[str, ...] = ()) -> Dict[str, Any]:
+    """The JSON contract of `show --format json` (also what the text renderer reads)."""
+    from sysctl_doctor.config.sysctl_d import effective_settings
+
+    settings: List[Dict[str, Any]] = []
+    for s in effective_settings(config, keys, prefixes):
+        a = s.assignment
+        settings.append({
+            "key": printable(s.key),
+            "value": printable(s.value),
+            "exists": s.exists,
+            "file": a.origin.file,
+            "line": a.origin.line,
+            "ignore_failure": a.ignore_failure,
+            "overrides": [{"file": o.file, "line": o.line, "value": printable(o.value)} for o in s.overrides],
+            "glob": printable(a.key) if a.is_glob else None,
+            "final": s.final,
+        })
+    return {
+        "flavor": config.flavor,
+        "root": root_dir,
+        "key_tree": tree_dir,
+        "files": list(config.files),
+        "settings": settings,
+        "exclusions": [{"key": printable(e.pattern), "file": e.origin.file, "line": e.origin.line}
+                       for e in config.exclusions],
+        "ignored_files": [{"file": i.file, "reason": i.reason} for i in config.ignored_files],
+        "diagnostics": [{"file": d.file, "line": d.line, "message": printable(d.message)}
+                        for d in config.diagnostics],
+    }
+
+
+Segment = Tuple[str, Optional[str]]  # (text, rich style or None)
+
+
+def emit(lines: List[List[Segment]]) -> None:
+    """Write styled lines: colour (via rich, one print) on a terminal, plain text otherwise.
+
+    Building one rich `Text` (no markup parsing) keeps 10,000 lines fast; piped output does
+    not import rich at all.
+    """
+    import sys
+
+    if not sys.stdout.isatty():
+        sys.stdout.write("".join("".join(text for text, _ in line) + "\n" for line in lines))
+        return
+    from rich.console import Console
+    from rich.text import Text
+
+    text = Text()
+    for line in lines:
+        for chunk, style in line:
+            text.append(chunk, style=style)
+        text.append("\n")
+    Console(highlight=False, soft_wrap=True).print(text, end="")
+
+
+def render_text(doc: Dict[str, Any]) -> List[List[Segment]]:
+    """The text report of `show` as styled lines (renderers only render)."""
+    lines: List[List[Segment]] = []
+    add = lines.append
+    tree = doc["key_tree"] or "none (pass --proc-sys DIR to expand globs and check keys)"
+    add([("flavour ", "bold"), (f"{doc['flavor']} ({FLAVOR_NAMES[doc['flavor']]})   ", None),
+         ("root ", "bold"), (f"{doc['root']}   ", None), ("key tree ", "bold"), (tree, None)])
+    add([])
+    add([("Files read, in apply order", "bold"), (" (sorted by file name across directories):", None)])
+    for i, f in enumerate(doc["files"], 1):
+        add([(f"  {i:>2}. {f}", None)])
+    if not doc["files"]:
+        add([("  (none)", None)])
+    add([])
+    add([("Settings, in apply order", "bold"), (" (for a key written twice, the last write wins):", None)])
+    width = min(max((len(s["key"]) + len(s["value"]) for s in doc["settings"]), default=0) + 3, 60)
+    for s in doc["settings"]:
+        assign = f"{s['key']} = {s['value']}"
+        style = "dim" if not s["final"] or s["exists"] is False else "bold"
+        add([("  ", None), (assign, style), (" " * max(1, width - len(assign)) + f" {s['file']}:{s['line']}", None)])
+        if s["glob"] and s["glob"] == s["key"]:
+            add([("      a glob: expanded against /proc/sys when applied; keys with their own line are skipped",
+                  None)])
+        elif s["glob"]:
+            add([(f"      from the glob {s['glob']}", None)])
+        for o in s["overrides"]:
+            add([(f"      beats {o['file']}:{o['line']} (= {o['value']})", None)])
+        if not s["final"]:
+            add([("      replaced: a later write to this key wins", "yellow")])
+        if s["exists"] is False:
+            add([("      key does not exist", "red"), (" in the key tree: the write fails"
+                                                     + (" (failure ignored: '-' prefix)" if s["ignore_failure"]
+                                                        else ""), None)])
+        elif s["ignore_failure"]:
+            add([("      '-' prefix: a failure to write is ignored", None)])
+    if not doc["settings"]:
+        add([("  (none)", None)])
+    if doc["exclusions"]:
+        add([])
+        add([("Exclusions", "bold"), (" ('-key' lines: globs do not write these keys):", None)])
+        for e in doc["exclusions"]:
+            add([(f"  -{e['key']}   {e['file']}:{e['line']}", None)])
+    if doc["ignored_files"]:
+        add([])
+        add([("Not read:", "bold")])
+        for i in doc["ignored_files"]:
+            add([(f"  {i['file']}: {i['reason']}", None)])
+    if doc["diagnostics"]:
+        add([])
+        add([("Warnings:", "bold yellow")])
+        for d in doc["diagnostics"]:
+            where = (d["file"] + (f":{d['line']}" if d["line"] else "")) if d["file"] else ""
+            add([(f"  {where}: {d['message']}" if where else f"  {d['message']}", None)])
+    add([])
+    add([("Why does a line win? ", None), ("sysctl-doctor explain KEY", "bold")])
+    return lines
+
+
+def dump_json(doc: Dict[str, Any]) -> None:
+    """Pure JSON on stdout: indented on a terminal, compact (and fast) when piped."""
+    import json
+    import sys
+
+    if sys.stdout.isatty():
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
+
+
+@click.command("show")
+@root_options
+@click.option("--prefix", "prefixes", multiple=True,
+              help="Only keys under this prefix, like systemd-sysctl --prefix (repeatable; dotted or slash).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def command(root_dir: str, flavor: Optional[str], proc_sys: Optional[str], prefixes: Tuple[str, ...],
+            fmt: str) -> None:
+    """Effective sysctl.d settings in apply order: value, origin file:line, the lines each beat.
+
+    Files are read exactly as systemd-sysctl 252 or procps `sysctl --system` 4.0.2 reads them.
+    """
+    _root, config, keys, tree_dir = load_for_cli(root_dir, flavor, proc_sys)
+    doc = show_document(config, keys, tree_dir, root_dir, prefixes)
+    if fmt == "json":
+        dump_json(doc)
+    else:
+        emit(render_text(doc))

@@ -1,0 +1,226 @@
+"""The story of one key: every line that sets it, in apply order, which one wins and why.
+
+Pure function over a `SysctlConfig` (and optionally a `KeyTree`); `sysctl-doctor explain KEY`
+renders it. Lines in files the flavour never reads (an /etc/sysctl.conf without the Debian
+link, a masked vendor file, ...) are included as "not applied", with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from sysctl_doctor.config.model import ConfigLine, EffectiveSetting, KeyTree, Origin, SysctlConfig, path_to_key
+from sysctl_doctor.config.sysctl_d import (
+    effective_settings,
+    glob_matches,
+    parse_sysctl_bytes,
+    procps_path,
+    systemd_normalize,
+)
+from sysctl_doctor.root import PathKind, Root
+
+WINS = "wins"
+OVERRIDDEN = "overridden"
+SKIPPED = "skipped"
+CANCELLED = "cancelled"
+REPEAT = "repeat"
+EXCLUDES = "excludes"
+NOT_APPLIED = "not applied"
+NO_EFFECT = "no effect"
+
+
+@dataclass
+class KeyLine:
+    origin: Origin
+    key: str  # as the line names it (dotted; may be a glob)
+    value: Optional[str]  # None: an exclusion line
+    is_glob: bool
+    verdict: str  # WINS, OVERRIDDEN, SKIPPED, CANCELLED, REPEAT, EXCLUDES, NOT_APPLIED, NO_EFFECT
+    reason: str
+    ignore_failure: bool = False
+
+
+@dataclass
+class KeyStory:
+    key: str  # dotted
+    path: str  # slash, relative to /proc/sys
+    flavor: str
+    lines: List[KeyLine] = field(default_factory=list)  # in apply order, then lines never applied
+    winner: Optional[KeyLine] = None
+    final_value: Optional[str] = None
+    exists: Optional[bool] = None  # None: no key tree
+    summary: str = ""
+
+
+def _canonical(path: str) -> str:
+    return "/".join(c for c in path.split("/") if c not in ("", "."))
+
+
+def lookup_path(key: str, flavor: str) -> str:
+    """The /proc/sys path a user-typed key names, under the flavour's rules."""
+    return _canonical(systemd_normalize(key) if flavor == "systemd" else procps_path(key))
+
+
+def _matches(line_path: str, is_glob: bool, path: str, flavor: str) -> bool:
+    if not is_glob:
+        return _canonical(line_path) == path
+    return bool(glob_matches(line_path, KeyTree(frozenset({path})), braces=flavor == "systemd"))
+
+
+def key_story(config: SysctlConfig, key: str, keys: Optional[KeyTree] = None,
+              root: Optional[Root] = None) -> KeyStory:
+    """Explain `key` (dotted or slash form). With `root`, also read the ignored files for
+    lines that would have set it."""
+    flavor = config.flavor
+    path = lookup_path(key, flavor)
+    story = KeyStory(key=path_to_key(path), path=path, flavor=flavor)
+    relevant = [h for h in config.history if _matches(h.path, h.is_glob, path, flavor)]
+
+    # Which line would write this key: decided as if the key exists (other keys do not
+    # change this key's story); whether it really exists is reported separately.
+    writes = [w for w in effective_settings(config, KeyTree.of({path})) if _canonical(w.path) == path]
+    story.exists = None if keys is None else (path in keys.paths)
+    final: Optional[EffectiveSetting] = None
+    for w in writes:
+        if w.final and w.exists is not False:
+            final = w
+    written_by: Dict[Origin, EffectiveSetting] = {w.assignment.origin: w for w in writes}
+
+    explicit_entry = _surviving_entry(config, path)
+    for h in relevant:
+        line = _verdict(h, config, final, written_by, explicit_entry)
+        if line.verdict == WINS and len(relevant) == 1 and not h.is_glob:
+            line.reason = "the only line that sets this key"
+        story.lines.append(line)
+    story.lines.extend(_ignored_file_lines(config, path, root))
+
+    if final is not None:
+        story.winner = next((ln for ln in story.lines if ln.origin == final.assignment.origin and ln.verdict == WINS),
+                            None)
+        story.final_value = final.value
+    story.summary = _summary(story, final, explicit_entry)
+    return story
+
+
+def _surviving_entry(config: SysctlConfig, path: str) -> Optional[ConfigLine]:
+    """The entry naming this exact key that survives (systemd: the map's entry; procps: the
+    last explicit line) - an assignment or an exclusion."""
+    found: Optional[ConfigLine] = None
+    if config.flavor == "systemd":
+        for a in config.assignments:
+            if not a.is_glob and _canonical(a.path) == path:
+                found = ConfigLine(a.origin, a.key, a.path, a.value, a.ignore_failure)
+        for e in config.exclusions:
+            if _canonical(e.path) == path:
+                found = ConfigLine(e.origin, e.pattern, e.path, None)
+        return found
+    for h in config.history:
+        if not h.is_glob and _canonical(h.path) == path and h.value is not None:
+            found = h
+    return found
+
+
+def _where(origin: Origin) -> str:
+    return f"{origin.file}:{origin.line}"
+
+
+def _verdict(h: ConfigLine, config: SysctlConfig, final: Optional[EffectiveSetting],
+             written_by: Dict[Origin, EffectiveSetting], entry: Optional[ConfigLine]) -> KeyLine:
+    line = KeyLine(h.origin, h.key, h.value, h.is_glob, NO_EFFECT, "", h.ignore_failure)
+    systemd = config.flavor == "systemd"
+    if final is not None and final.assignment.origin == h.origin:
+        line.verdict = WINS
+        if h.is_glob:
+            line.reason = "the glob matches this key and no line names the key itself; it is the last write"
+        elif systemd:
+            line.reason = "the last line for this key in apply order (files by name, lines in order)"
+        else:
+            line.reason = "the last write to this key (procps writes every line, in order)"
+        return line
+    if h.value is None:  # an exclusion
+        if systemd and (entry is None or entry.origin != h.origin):
+            later = entry.origin if entry is not None else None
+            line.verdict = CANCELLED
+            line.reason = (f"replaced by the later line {_where(later)} for the same key" if later
+                           else "replaced by a later line for the same key")
+        else:
+            line.verdict = EXCLUDES
+            line.reason = "keeps globs from writing this key (an explicit line still applies" + (
+                ")" if not systemd else "; in systemd a later '-key' even cancels an earlier assignment)")
+        return line
+    winner = final.assignment.origin if final is not None else None
+    if h.is_glob:
+        if entry is not None:
+            line.verdict = SKIPPED
+            what = "excluded by" if entry.value is None else "named explicitly at"
+            line.reason = f"globs skip keys that have their own line: the key is {what} {_where(entry.origin)}"
+        elif h.origin in written_by and winner is not None:
+            line.verdict = OVERRIDDEN
+            line.reason = f"written, then overwritten by {_where(winner)}"
+        elif h.origin in written_by:
+            line.reason = "written, but the key does not exist"
+        else:
+            line.verdict = OVERRIDDEN if systemd else NO_EFFECT
+            line.reason = "replaced by a later line with the same glob" if systemd else "no write"
+        return line
+    # an explicit assignment that does not win
+    if systemd:
+        if entry is not None and entry.value is None:
+            line.verdict = CANCELLED
+            line.reason = f"cancelled by the later exclusion line {_where(entry.origin)} ('-key' replaces it)"
+        elif entry is not None and entry.value == h.value and entry.origin != h.origin:
+            line.verdict = REPEAT
+            line.reason = f"repeats the value of {_where(entry.origin)}, which stays in its place"
+        elif winner is not None:
+            line.verdict = OVERRIDDEN
+            line.reason = f"a later line for the same key replaces it: {_where(winner)}"
+        else:
+            line.reason = "the key does not exist here, so nothing is written"
+    else:
+        if winner is not None and final is not None and final.value == h.value:
+            line.verdict = REPEAT
+            line.reason = f"written, then written again with the same value by {_where(winner)}"
+        elif winner is not None:
+            line.verdict = OVERRIDDEN
+            line.reason = f"written, then overwritten by {_where(winner)} (procps writes every line in order)"
+        else:
+            line.reason = "the key does not exist here, so nothing is written"
+    return line
+
+
+def _ignored_file_lines(config: SysctlConfig, path: str, root: Optional[Root]) -> List[KeyLine]:
+    if root is None:
+        return []
+    out: List[KeyLine] = []
+    for ignored in config.ignored_files:
+        try:
+            if root.kind(ignored.file) is not PathKind.FILE:
+                continue
+            data = root.read_bytes(ignored.file)
+        except (OSError, Exception):  # noqa: BLE001 - an unreadable ignored file has no story
+            continue
+        for pl in parse_sysctl_bytes(data, config.flavor, ignored.file).lines:  # type: ignore[arg-type]
+            line_path = systemd_normalize(pl.key) if config.flavor == "systemd" else procps_path(pl.key)
+            glob = any(c in line_path for c in "*?[")
+            if _matches(line_path, glob, path, config.flavor):
+                out.append(KeyLine(Origin(ignored.file, pl.line), path_to_key(line_path), pl.value, glob,
+                                   NOT_APPLIED, f"this file is not read: {ignored.reason}", pl.ignore_failure))
+    return out
+
+
+def _summary(story: KeyStory, final: Optional[EffectiveSetting], entry: Optional[ConfigLine]) -> str:
+    applied = [ln for ln in story.lines if ln.verdict != NOT_APPLIED]
+    never = [ln for ln in story.lines if ln.verdict == NOT_APPLIED]
+    if final is not None and story.winner is not None:
+        text = f"{story.key} = {final.value}  (from {_where(story.winner.origin)})"
+        if story.exists is False:
+            text += "; but the key does not exist in the key tree, so the write fails"
+        return text
+    if entry is not None and entry.value is None and applied:
+        return f"{story.key}: no value is written (excluded/cancelled at {_where(entry.origin)})"
+    if never and not applied:
+        return f"{story.key}: set only in files that are never read, so nothing is applied"
+    if story.exists is False and applied:
+        return f"{story.key}: configured, but the key does not exist in the key tree"
+    return f"{story.key}: no line sets this key"

@@ -1,0 +1,52 @@
+"""docs/findings.md is generated from the rules and must be up to date."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sysctl_doctor.findings import all_rules
+from sysctl_doctor.findings.docs import render_markdown
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "findings.md"
+
+
+def test_findings_doc_is_up_to_date() -> None:
+    assert DOC.read_text() == render_markdown(), (
+        "docs/findings.md is stale: run `python -m sysctl_doctor.findings.docs > docs/findings.md`")
+
+
+def test_every_rule_has_a_section() -> None:
+    text = DOC.read_text()
+    for rule in all_rules():
+        assert f"\n## {rule.code}\n" in text and rule.rationale in text
+
+
+def test_explain_code_prints_the_rule_doc() -> None:
+    import subprocess
+    import sys
+
+    from sysctl_doctor.findings import rule_doc
+
+    proc = subprocess.run([sys.executable, "-m", "sysctl_doctor", "explain", "SD101"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("SD101 (module-loaded-after-sysctl) [error]")
+    for line in rule_doc("SD101").splitlines():
+        assert line.strip() in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "sysctl_doctor", "explain", "SD999"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown finding code" in bad.stderr
+
+
+def test_explain_key_has_a_boot_section() -> None:
+    import json
+    import subprocess
+    import sys
+
+    from findings.example_roots import INCIDENT
+
+    proc = subprocess.run([sys.executable, "-m", "sysctl_doctor", "explain", "net.netfilter.nf_conntrack_tcp_be_liberal",
+                           "--root", str(INCIDENT), "--format", "json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    boot = [s for s in json.loads(proc.stdout)["sections"] if "at the next boot" in s["title"]]
+    assert len(boot) == 1
+    assert boot[0]["data"]["applied"] is False and boot[0]["data"]["verdict"] == "race"
+    assert "SD101" in boot[0]["data"]["findings"]
