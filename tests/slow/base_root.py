@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -130,7 +131,19 @@ def missing_reason() -> Optional[str]:
     return None
 
 
-def ensure_base_root(log=None) -> BaseRoot:
+def remove_stale_work(max_age_hours: float = 6) -> None:
+    """Drop scenario work directories and half-built roots left by killed sessions (not recent ones:
+    another session may be using the same cache right now)."""
+    base = cache_dir()
+    if not base.is_dir():
+        return
+    limit = time.time() - max_age_hours * 3600
+    for entry in base.iterdir():
+        if entry.name.startswith(("run-", "building-")) and entry.stat().st_mtime < limit:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def ensure_base_root() -> BaseRoot:
     """Return the cached base root, building it first when absent."""
     mirror = host_mirror()
     final = cache_dir() / f"bookworm-{cache_key(mirror)}"
@@ -158,12 +171,18 @@ def ensure_base_root(log=None) -> BaseRoot:
         if kernel is None:
             raise RuntimeError("mmdebstrap built a root without /boot/vmlinuz-*")
         (rootdir / ".complete").write_text(" ".join(cmd) + "\n")
-        os.rename(rootdir, final)
-    except BaseException:
-        log_text = (work / "mmdebstrap.log").read_text(errors="replace")[-3000:] if (work / "mmdebstrap.log").exists() else ""
+        try:
+            os.rename(rootdir, final)
+        except OSError:
+            if not (final / ".complete").exists():   # not a concurrent build that finished first
+                raise
+    except subprocess.CalledProcessError as exc:
+        log = work / "mmdebstrap.log"
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
         shutil.rmtree(work, ignore_errors=True)
-        if isinstance(log_text, str) and log_text:
-            raise RuntimeError(f"mmdebstrap failed; last output:\n{log_text}")
+        raise RuntimeError(f"mmdebstrap failed (exit {exc.returncode}); last output:\n{tail}") from None
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
         raise
     shutil.rmtree(work, ignore_errors=True)
     return BaseRoot(final, kernel)

@@ -66,6 +66,7 @@ def base_root() -> base_root_module.BaseRoot:
     reason = _missing_tools()
     if reason:
         pytest.skip(reason)
+    base_root_module.remove_stale_work()
     return base_root_module.ensure_base_root()
 
 
