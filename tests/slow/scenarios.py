@@ -19,7 +19,7 @@ then powers the machine off:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 BE_LIBERAL = "net.netfilter.nf_conntrack_tcp_be_liberal"
 CONTROL_KEY = "net.core.somaxconn"
@@ -125,9 +125,13 @@ class Scenario:
     symlinks: Dict[str, str] = field(default_factory=dict)   # path inside the root -> target
     fix_args: Optional[Tuple[str, ...]] = None  # run `sysctl-doctor fix --root R *fix_args` first
     cmdline_extra: str = ""                     # appended to the guest's kernel command line
+    extra_probe_keys: Tuple[str, ...] = ()      # keys the probe reports besides PROBE_KEYS and the predicted ones
 
     def probe_files(self, extra_keys: Iterable[str] = ()) -> Dict[str, str]:
-        keys = list(PROBE_KEYS) + [k for k in extra_keys if k not in PROBE_KEYS]
+        keys: List[str] = []
+        for key in (*PROBE_KEYS, *self.extra_probe_keys, *extra_keys):
+            if key not in keys:
+                keys.append(key)
         return {
             "usr/local/sbin/sdprobe": PROBE_SCRIPT,
             "etc/systemd/system/sdprobe.service": PROBE_UNIT,
@@ -187,5 +191,20 @@ UDEV_RULE_LATE = Scenario(
     cmdline_extra=UDEV_DEBUG,
 )
 
-ALL = (SYSCTL_ONLY, MODULES_LOAD, NFTABLES_LATE, NFTABLES_FIXED, NFTABLES_FIXED_UDEV, UDEV_RULE_LATE)
+# The incident write-up's layout on Debian 12: the value in /etc/sysctl.conf (read through Debian's
+# /etc/sysctl.d/99-sysctl.conf link), the module in /etc/modules (read through
+# /etc/modules-load.d/modules.conf), and a vendor file masked by a /dev/null link of the same name.
+INCIDENT_LAYOUT = Scenario(
+    "incident-layout",
+    "be_liberal in /etc/sysctl.conf, nf_conntrack in /etc/modules, /usr/lib/sysctl.d/50-pid-max.conf masked",
+    {
+        "etc/sysctl.d/80-control.conf": CONTROL_CONF,
+        "etc/sysctl.conf": f"# as in the incident write-up\n{BE_LIBERAL} = 1\n",
+        "etc/modules": "# /etc/modules: kernel modules to load at boot time.\nnf_conntrack\n",
+    },
+    symlinks={"etc/sysctl.d/50-pid-max.conf": "/dev/null"},
+    extra_probe_keys=("kernel.pid_max",),
+)
+
+ALL = (SYSCTL_ONLY, MODULES_LOAD, NFTABLES_LATE, NFTABLES_FIXED, NFTABLES_FIXED_UDEV, UDEV_RULE_LATE, INCIDENT_LAYOUT)
 BY_NAME = {s.name: s for s in ALL}

@@ -123,6 +123,18 @@ def test_udev_module_rule_applies_it_when_nftables_loads_the_module(booted):
     assert _udev_ran_sysctl_for_nf_conntrack(run), _explain(run)
 
 
+def test_incident_layout_sysctl_conf_and_etc_modules_apply_and_the_mask_holds(booted):
+    run = booted("incident-layout")
+    assert _observed(run) == CONFIGURED, _explain(run)
+    assert not _couldnt_write_be_liberal(run), _explain(run)
+    # 50-pid-max.conf (kernel.pid_max = 4194304) is masked: the kernel keeps its own default
+    pid_max = run.boot.report.values["kernel.pid_max"]
+    assert pid_max not in ("absent", "4194304"), _explain(run)
+    if run.check is not None:
+        predicted = prediction_for(run.check.document, "kernel.pid_max")
+        assert predicted is None or not predicted.applied, f"a masked file predicted as applied: {predicted}"
+
+
 def _normal(value):
     return None if value is None else " ".join(str(value).split())
 
