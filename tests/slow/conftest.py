@@ -26,7 +26,8 @@ from .scenarios import BY_NAME
 class ScenarioRun:
     boot: Optional[BootResult]         # None when the scenario needs `fix` and the CLI has none
     check: Optional[CheckRun]          # None when the CLI has no `check` (reason in check_missing)
-    check_missing: Optional[str]
+    check_missing: Optional[str]       # why there is no prediction: the CLI lacks the command
+    check_error: Optional[str]         # `check` ran and failed (exit 2, not JSON): the comparison fails with it
     fix_output: Optional[str]
 
 
@@ -71,17 +72,20 @@ def base_root() -> base_root_module.BaseRoot:
 
 
 @pytest.fixture(scope="session")
-def booted(base_root, tmp_path_factory) -> Callable[[str], ScenarioRun]:
+def booted(base_root) -> Callable[[str], ScenarioRun]:
     cache = base_root_module.cache_dir()
     workdir = Path(tempfile.mkdtemp(prefix="run-", dir=cache))   # same file system as the base root
     logdir = cache / "logs"
     runs: Dict[str, ScenarioRun] = {}
+    failures: Dict[str, BaseException] = {}   # a scenario that could not be built/booted is not retried
 
     def boot(name: str) -> ScenarioRun:
+        if name in failures:
+            raise failures[name]
         if name in runs:
             return runs[name]
         scenario = BY_NAME[name]
-        state: Dict[str, object] = {"check": None, "missing": None, "fix": None}
+        state: Dict[str, object] = {"check": None, "missing": None, "error": None, "fix": None}
 
         def tool_turn(root: Path) -> List[str]:
             if scenario.fix_args is not None:
@@ -95,16 +99,24 @@ def booted(base_root, tmp_path_factory) -> Callable[[str], ScenarioRun]:
             except CommandMissing as exc:
                 state["missing"] = str(exc)
                 return []
+            except AssertionError as exc:    # the boot's facts still count; the comparison reports this
+                state["error"] = str(exc)
+                return []
             state["check"] = check
             return predicted_keys(check.document)   # the probe reports every key the tool predicted
 
+        result: Optional[BootResult]
         try:
-            result: Optional[BootResult] = run_scenario(base_root, scenario, workdir, logdir, before_image=tool_turn)
+            result = run_scenario(base_root, scenario, workdir, logdir, before_image=tool_turn)
         except _FixMissing as exc:   # booting the unfixed root would prove nothing
             result, state["missing"] = None, f"no `fix` command: {exc}"
+        except Exception as exc:
+            failures[name] = exc
+            raise
         if result is not None:
             _BOOTS.append(result)
-        runs[name] = ScenarioRun(result, state["check"], state["missing"], state["fix"])  # type: ignore[arg-type]
+        runs[name] = ScenarioRun(result, state["check"], state["missing"], state["error"],  # type: ignore[arg-type]
+                                 state["fix"])  # type: ignore[arg-type]
         return runs[name]
 
     try:
