@@ -183,3 +183,36 @@ def test_garbage_and_symlink_loops_do_not_stop_check(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stderr  # the incident's SD101 is still found
     assert "Traceback" not in proc.stderr and "\x1b[31m" not in proc.stdout
     assert "skipped: /etc/modules-load.d/loop-a.conf: too many levels of symbolic links" in proc.stdout
+
+
+def test_modprobe_install_true_blocks_every_load(tmp_path: Path) -> None:
+    root = copy_incident(tmp_path / "r", {"/etc/modprobe.d/cis.conf": "install nf_conntrack /bin/true\n",
+                                          "/etc/modules": "nf_conntrack\n"})
+    data = json.loads(run("check", "--root", str(root), "--format", "json").stdout)
+    entry = next(e for e in data["keys"] if e["key"] == KEY)
+    assert entry["boot"] == {"applied": False, "value": None}
+    assert entry["after_late_load"] == {"value": None}  # nothing can ever load it
+    sd114 = [f for f in data["findings"] if f["code"] == "SD114"]
+    assert {f["message"].split(" would load")[0] for f in sd114} == {"systemd-modules-load.service", "nftables.service"}
+    assert all("/etc/modprobe.d/cis.conf:1" in f["message"] for f in sd114)
+
+
+def test_a_late_unit_rerunning_sysctl_after_the_loader_applies_the_key(tmp_path: Path) -> None:
+    late = ("[Unit]\nDefaultDependencies=no\nAfter=nftables.service\nBefore=sysinit.target\n"
+            "[Service]\nType=oneshot\nExecStart=/usr/lib/systemd/systemd-sysctl --prefix=/net/netfilter\n"
+            "[Install]\nWantedBy=sysinit.target\n")
+    root = copy_incident(tmp_path / "r", {
+        "/etc/systemd/system/sysctl-late.service": late,
+        "/etc/systemd/system/sysinit.target.wants/sysctl-late.service": ("link", "/etc/systemd/system/sysctl-late.service"),
+    })
+    proc = run("check", "--root", str(root), "--format", "json")
+    assert proc.returncode == 0, proc.stdout
+    entry = next(e for e in json.loads(proc.stdout)["keys"] if e["key"] == KEY)
+    assert entry["boot"] == {"applied": True, "value": "1"}
+    # not ordered after nftables.service: it races too, so nothing is guaranteed
+    unordered = copy_incident(tmp_path / "u", {
+        "/etc/systemd/system/sysctl-late.service": late.replace("After=nftables.service\n", ""),
+        "/etc/systemd/system/sysinit.target.wants/sysctl-late.service": ("link", "/etc/systemd/system/sysctl-late.service"),
+    })
+    entry = next(e for e in json.loads(run("check", "--root", str(unordered), "--format", "json").stdout)["keys"] if e["key"] == KEY)
+    assert entry["boot"]["applied"] is False

@@ -78,7 +78,7 @@ def test_udev_rules_find_module_and_net_reruns(tmp_path: Path) -> None:
 def test_incident_timeline_names_nftables_race_with_evidence() -> None:
     timeline = build_timeline(Root(INCIDENT))
     assert timeline.init_system == "systemd" and timeline.modules_step_relation == BEFORE
-    loads = [l for l in timeline.loads if l.module == "nf_conntrack"]
+    loads = [item for item in timeline.loads if item.module == "nf_conntrack"]
     assert len(loads) == 1
     assert loads[0].by == "nftables.service" and loads[0].relation == RACE
     assert loads[0].evidence == "/etc/nftables.conf:9 `ct state established,related accept`"
@@ -96,7 +96,7 @@ def test_iptables_restore_after_sysctl_and_docker(tmp_path: Path) -> None:
         "/etc/systemd/system/multi-user.target.wants/docker.service": ("link", "/lib/systemd/system/docker.service"),
     })
     timeline = build_timeline(Root(root))
-    by = {(l.by, l.module): l for l in timeline.loads}
+    by = {(item.by, item.module): item for item in timeline.loads}
     assert by[("netfilter-persistent.service", "nf_conntrack")].relation == RACE
     assert by[("netfilter-persistent.service", "nf_conntrack")].evidence.startswith("/etc/iptables/rules.v4:3 ")
     assert by[("docker.service", "br_netfilter")].relation == AFTER
@@ -122,7 +122,7 @@ def test_sysvinit_order_from_lsb_headers(tmp_path: Path) -> None:
     # procps names "module-init-tools", which kmod does not provide: nothing orders them
     assert load_sysvinit(Root(root)).relation("kmod", "procps") == "unordered"
     timeline = build_timeline(Root(root))
-    assert [(l.module, l.relation) for l in timeline.loads] == [("nf_conntrack", RACE)]
+    assert [(item.module, item.relation) for item in timeline.loads] == [("nf_conntrack", RACE)]
     fixed = make_root(tmp_path / "b", {**files, "/etc/init.d/kmod": SYSV_KMOD.replace("kmod\n", "kmod module-init-tools\n", 1)})
     assert load_sysvinit(Root(fixed)).relation("kmod", "procps") == "before"
 
@@ -137,7 +137,7 @@ def test_openrc_sysctl_and_modules_unordered_unless_conf_d(tmp_path: Path) -> No
     root = make_root(tmp_path / "a", files)
     assert detect_init_system(Root(root)) == "openrc"
     timeline = build_timeline(Root(root))
-    assert [(l.module, l.relation, l.evidence) for l in timeline.loads] == [("nf_conntrack", RACE, "/etc/conf.d/modules:1")]
+    assert [(item.module, item.relation, item.evidence) for item in timeline.loads] == [("nf_conntrack", RACE, "/etc/conf.d/modules:1")]
     fixed = make_root(tmp_path / "b", {**files, "/etc/conf.d/sysctl": 'rc_after="modules"\n'})
     assert load_openrc(Root(fixed)).relation("modules", "sysctl") == "before"
 
@@ -200,8 +200,8 @@ def test_keepalived_lvs_loads_ip_vs_with_the_config_line(tmp_path: Path) -> None
         "/etc/systemd/system/multi-user.target.wants/keepalived.service": ("link", "/lib/systemd/system/keepalived.service"),
         "/etc/keepalived/keepalived.conf": "global_defs {\n}\nvirtual_server 10.0.0.1 80 {\n  lb_algo rr\n}\n",
     })
-    loads = [l for l in build_timeline(Root(root)).loads if l.by == "keepalived.service"]
-    assert [(l.module, l.relation, l.evidence) for l in loads] == [
+    loads = [item for item in build_timeline(Root(root)).loads if item.by == "keepalived.service"]
+    assert [(item.module, item.relation, item.evidence) for item in loads] == [
         ("ip_vs", AFTER, "/etc/keepalived/keepalived.conf:3 `virtual_server 10.0.0.1 80 {`")]
 
 
@@ -230,3 +230,12 @@ def test_sysvinit_fix_writes_an_insserv_override(tmp_path: Path) -> None:
     override = (root / "etc/insserv/overrides/procps").read_text()
     assert override.startswith("### BEGIN INIT INFO") and "kmod" in override and "insserv" in proc.stdout
     assert entry()["boot"] == {"applied": True, "value": "1"}
+
+
+def test_udev_prefix_forms_follow_systemd_252(tmp_path: Path) -> None:
+    rules = "".join(
+        f'ACTION=="add", SUBSYSTEM=="module", KERNEL=="m{i}", RUN+="/usr/lib/systemd/systemd-sysctl --prefix={p}"\n'
+        for i, p in enumerate(["/net/netfilter", "net.netfilter", "/proc/sys/net/netfilter"]))
+    root = make_root(tmp_path, {"/etc/udev/rules.d/90-x.rules": rules})
+    covers = [r.covers_key("net/netfilter/nf_conntrack_tcp_be_liberal", f"m{i}") for i, r in enumerate(sysctl_reruns(Root(root)))]
+    assert covers == [True, True, False]  # 252 turns /proc/sys/... into a prefix no key has

@@ -20,7 +20,7 @@ BASE = {
 
 def test_parse_continuation_comments_and_sections() -> None:
     lines = parse_unit_text("[Unit]\n# c\nAfter=a.service \\\n  b.service\n; x\n[Service]\nExecStart=/bin/true\n", "u")
-    assert [(l.section, l.key, l.value, l.line) for l in lines] == [
+    assert [(item.section, item.key, item.value, item.line) for item in lines] == [
         ("Unit", "After", "a.service b.service", 3),
         ("Service", "ExecStart", "/bin/true", 7),
     ]

@@ -44,6 +44,11 @@ CASES = [
                                       f"{L}/50-x.conf": "k.a = lib\n", f"{E}/60-y.conf": "k.b = 1\n"}, K3),
     Case("symlink-to-other-file", {f"{E}/50-x.conf": ("link", "../../usr/lib/sysctl.d/other"),
                                    f"{L}/other": "k.a = via-link\n"}, K3),
+    Case("glob-chars-in-file-names",
+         {f"{E}/x{{a,b}}.conf": "k.a = brace\n", f"{E}/xa.conf": "k.b = xa\n", f"{E}/y[1].conf": "k.c = bracket\n",
+          f"{E}/y1.conf": "k.d = y1\n", f"{E}/z*.conf": "k.e = star\n", f"{E}/w?.conf": "k.a = question\n"},
+         ["k/a", "k/b", "k/c", "k/d", "k/e"],
+         why="procps globs each file name (GLOB_BRACE|GLOB_NOCHECK): x{a,b}.conf reads xa.conf instead"),
     # --- /etc/sysctl.conf
     Case("sysctl-conf-without-link", {CONF: "k.a = conf\n", f"{E}/50-x.conf": "k.b = 1\n"}, K3,
          why="systemd never reads /etc/sysctl.conf itself"),
@@ -120,6 +125,11 @@ CASES = [
     # --- systemd --prefix (the udev rule's invocation)
     Case("prefix-filters", {f"{E}/10.conf": "k.a.v = 1\nk.b.v = 2\nj.x = 3\nk.*.w = 4\n"},
          IFACES + ["j/x"], flavors=("systemd",), args=["--prefix=/k/a"]),
+    Case("prefix-proc-sys-matches-nothing", {f"{E}/10.conf": "k.a.v = 1\nk.*.w = 3\n"}, IFACES,
+         flavors=("systemd",), args=["--prefix=/proc/sys/k/a"],
+         why="252 normalises the prefix to proc/sys/k/a (leading slash dropped), which no key has"),
+    Case("prefix-trailing-slash", {f"{E}/10.conf": "k.a.v = 1\nk.b.v = 2\nk.*.w = 3\n"}, IFACES,
+         flavors=("systemd",), args=["--prefix=k/a/", "--prefix=/k/c"]),
     Case("prefix-dotted", {f"{E}/10.conf": "net.ipv4.conf.*.rp_filter = 2\nnet.ipv4.conf.all.rp_filter = 1\n"},
          VLAN, flavors=("systemd",), args=["--prefix=net.ipv4.conf.eth0/100"]),
 ]

@@ -113,3 +113,33 @@ def test_live_host_uses_proc_sys_by_default():
     doc = json.loads(run("show", "--format", "json").stdout)
     assert doc["key_tree"] == "/proc/sys"
     assert all(isinstance(s["exists"], bool) for s in doc["settings"])
+
+
+def test_explain_sections_and_code_handlers_are_extensible(monkeypatch):
+    from click.testing import CliRunner
+
+    from sysctl_doctor.cli import cli
+    from sysctl_doctor.cli import explain as explain_cli
+
+    monkeypatch.setattr(explain_cli, "KEY_SECTIONS", explain_cli.KEY_SECTIONS + [
+        lambda ctx: explain_cli.ExplainSection("extra", [f"seen {ctx.key} with {len(ctx.config.files)} files"])])
+    monkeypatch.setattr(explain_cli, "CODE_HANDLERS", [
+        lambda code: explain_cli.ExplainSection(code, ["a rule"]) if code == "SD101" else None])
+    out = CliRunner().invoke(cli, ["explain", "net.ipv4.ip_forward", "--root", str(EXAMPLE)]).output
+    assert "seen net.ipv4.ip_forward with 4 files" in out
+    assert CliRunner().invoke(cli, ["explain", "SD101"]).output.splitlines() == ["SD101", "  a rule"]
+
+
+def test_explain_lists_glob_lines_and_exclusions(tmp_path):
+    root = tmp_path / "root"
+    (root / "usr/lib/sysctl.d").mkdir(parents=True)
+    (root / "etc/sysctl.d").mkdir(parents=True)
+    (root / "usr/lib/sysctl.d/10-a.conf").write_text("k.*.v = 1\nk.a.v = 2\n")
+    (root / "etc/sysctl.d/20-b.conf").write_text("-k.a.v\n")
+    verdicts = {}
+    for flavor in ("systemd", "procps"):
+        doc = json.loads(run("explain", "k.a.v", "--root", str(root), "--flavor", flavor, "--format", "json").stdout)
+        verdicts[flavor] = [(ln["line"], ln["verdict"]) for ln in doc["sections"][0]["data"]["lines"]]
+    # systemd: the later "-k.a.v" replaces the assignment (nothing is written); procps still writes it.
+    assert verdicts["systemd"] == [(1, "skipped"), (2, "cancelled"), (1, "excludes")]
+    assert verdicts["procps"] == [(1, "skipped"), (2, "wins"), (1, "excludes")]

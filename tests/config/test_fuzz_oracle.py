@@ -10,6 +10,10 @@ import random
 
 import pytest
 
+from sysctl_doctor.config.key_story import key_story
+from sysctl_doctor.config.sysctl_d import load_sysctl_config
+from sysctl_doctor.root import Root
+
 from tests.config.oracle import (
     Case,
     build_key_dir,
@@ -81,6 +85,10 @@ def test_random_tree_agrees_with_real_program(case, flavor, real_results, tmp_pa
     opened, writes = model_trace(root, flavor, keys)
     assert opened == real_opened
     assert runs_sorted(writes) == runs_sorted(real_writes)
+    # and `explain` names, for every key, the value the real program left there
+    config = load_sysctl_config(Root(root), flavor)
+    for key in case.keys:
+        assert key_story(config, key, keys).final_value == real["written"].get(key), key
 
 
 def test_fuzz_cases_are_not_trivial(real_results):

@@ -65,3 +65,33 @@ def test_model_opens_and_writes_in_the_real_order(case, flavor, real_results, tm
 def test_oracle_leaves_no_mounts(real_results):
     with open("/proc/self/mountinfo") as fh:
         assert "sysctl-doctor-oracle" not in fh.read()
+
+
+@pytest.mark.parametrize("case,flavor", [j for j in JOBS if not j[0].args],
+                         ids=[f"{c.name}-{f}" for c, f in JOBS if not c.args])
+def test_explain_names_the_value_the_real_program_wrote(case, flavor, real_results, tmp_path):
+    """`explain KEY`'s verdict (the winning line's value, or none) for every key of the case
+    equals what the real program left in that key."""
+    from sysctl_doctor.config.key_story import key_story
+    from sysctl_doctor.config.sysctl_d import load_sysctl_config
+    from sysctl_doctor.root import Root
+
+    real = real_results[(case.name, flavor)]["written"]
+    root = build_root(case, tmp_path / "root")
+    keys = build_key_dir(case.keys, tmp_path / "proc-sys")
+    config = load_sysctl_config(Root(root), flavor)
+    for key in case.keys:
+        if key.endswith("/"):
+            continue
+        story = key_story(config, key, keys)
+        assert story.final_value == real.get(key), (key, story.summary)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if "systemd" in c.flavors], ids=lambda c: c.name)
+def test_lines_that_are_not_assignments_fail_the_systemd_unit(case, real_results, tmp_path):
+    from sysctl_doctor.config.sysctl_d import load_sysctl_config
+    from sysctl_doctor.root import Root
+
+    config = load_sysctl_config(Root(build_root(case, tmp_path / "root")), "systemd")
+    if any("not an assignment" in d.message for d in config.diagnostics):
+        assert real_results[(case.name, "systemd")]["rc"] != 0

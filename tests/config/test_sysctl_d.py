@@ -149,3 +149,20 @@ def test_unreadable_file_is_a_diagnostic(tmp_path, monkeypatch):
     cfg = load_sysctl_config(root, "systemd")
     assert {(d.file, d.message) for d in cfg.diagnostics} == {("/etc/sysctl.d/20-b.conf", "cannot read: Permission denied")}
     assert [a.origin.file for a in cfg.assignments] == ["/etc/sysctl.d/10-a.conf"]
+
+
+def test_key_tree_from_paths_alone_works_for_globs_and_procps(tmp_path):
+    # Other layers build KeyTrees from key lists (no directories given): parents are implied.
+    root = make_root(tmp_path, {"etc/sysctl.d/a.conf": "net.ipv4.conf.*.rp_filter = 2\nnet.ipv4.ip_forward = 1\n"})
+    keys = KeyTree(frozenset({"net/ipv4/conf/all/rp_filter", "net/ipv4/ip_forward"}))
+    for flavor in ("systemd", "procps"):
+        writes = effective_settings(load_sysctl_config(root, flavor), keys)
+        assert [(w.key, w.exists) for w in writes] == [("net.ipv4.conf.all.rp_filter", True),
+                                                      ("net.ipv4.ip_forward", True)], flavor
+
+
+def test_a_file_where_the_directory_should_be(tmp_path):
+    root = make_root(tmp_path, {"etc/sysctl.d": "kernel.x = 1\n", "usr/lib/sysctl.d/a.conf": "kernel.y = 2\n"})
+    cfg = load_sysctl_config(root, "systemd")
+    assert [d.file for d in cfg.diagnostics] == ["/etc/sysctl.d"]
+    assert [a.key for a in cfg.assignments] == ["kernel.y"]

@@ -150,13 +150,13 @@ def test_now_sets_the_value_in_a_private_network_namespace(require_root) -> None
     if shutil.which("unshare") is None:
         pytest.skip("NEEDS unshare (util-linux)")
     host_before = Path("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal").read_text()
-    child = textwrap.dedent(f"""
+    child = textwrap.dedent("""
         from pathlib import Path
         from sysctl_doctor.fix.plan import FixPlan, NowAction
         from sysctl_doctor.fix.apply import apply_now
         key = "net/netfilter/nf_conntrack_tcp_be_liberal"
         want = "0" if Path("/proc/sys", key).read_text().strip() == "1" else "1"
-        done = apply_now(FixPlan("modules-load", now=[NowAction("nf_conntrack", {{key: want}})]))
+        done = apply_now(FixPlan("modules-load", now=[NowAction("nf_conntrack", {key: want})]))
         assert Path("/proc/sys", key).read_text().strip() == want, done
         print("\\n".join(done))
     """)
@@ -164,3 +164,10 @@ def test_now_sets_the_value_in_a_private_network_namespace(require_root) -> None
     assert proc.returncode == 0, proc.stderr
     assert "nf_conntrack already loaded (or built in)" in proc.stdout
     assert Path("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal").read_text() == host_before
+
+
+def test_fix_leaves_a_blocked_module_alone(tmp_path: Path) -> None:
+    root = copy_incident(tmp_path / "r", {"/etc/modprobe.d/cis.conf": "install nf_conntrack /bin/true\n"})
+    proc = run("fix", "--root", str(root))
+    assert "nothing to change" in proc.stdout and "nf_conntrack cannot be loaded" in proc.stdout
+    assert not (root / "etc/modules-load.d/sysctl-doctor.conf").exists()

@@ -153,3 +153,19 @@ def test_explain_shows_the_provider(private_cache):
     assert any(line.startswith("provided by module nf_conntrack (kernel/net/netfilter/nf_conntrack.ko)") for line in section["lines"])
     text = _cli("explain", "net.nf_conntrack_max", "--root", str(EXAMPLE))
     assert text.returncode == 0 and "init network namespace only" in text.stdout
+
+
+def test_cache_keeps_only_the_newest_indexes(tmp_path, private_cache, monkeypatch):
+    from sysctl_doctor.kernel import cache
+
+    monkeypatch.setattr(cache, "MAX_ENTRIES", 3)
+    roots = []
+    for i in range(5):
+        root = tmp_path / f"r{i}"
+        (root / "lib/modules/6.1.0-x").mkdir(parents=True)
+        (root / "lib/modules/6.1.0-x/modules.dep").write_text("kernel/a.ko:\n")
+        roots.append(root)
+        load_module_index(Root(root))
+    assert len(list(cache_dir().glob("index-*.json"))) == 3
+    assert load_module_index(Root(roots[-1])).from_cache
+    assert not load_module_index(Root(roots[0])).from_cache

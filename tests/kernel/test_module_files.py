@@ -163,3 +163,20 @@ def test_module_links_are_followed_inside_the_root_only(tree_61, tmp_path, priva
     index = load_module_index(Root(root), KVER)
     assert index.provider("net.ipv4.vs.lblc_expiration").module == "ip_vs_lblc"
     assert any("escape.ko" in str(d) and "leads nowhere" in str(d) for d in index.diagnostics)
+
+
+@pytest.mark.parametrize("comp", ["xz", "zst", "gz"])
+def test_truncated_and_oversized_compressed_modules(tree_61, tmp_path, comp, monkeypatch):
+    from sysctl_doctor.kernel import elf_scan
+
+    _need(TOOLS[comp][0])
+    real = Path(tree_61) / "lib/modules" / tree_61.kver / "kernel/net/bridge/br_netfilter.ko"
+    packed = subprocess.run(TOOLS[comp] + [str(real)], stdout=subprocess.PIPE, check=True).stdout
+    name = f"kernel/net/bridge/br_netfilter.ko.{comp}"
+    whole = scan_module_bytes(packed, name, "br_netfilter")
+    assert whole is not None and whole.error is None and whole.entries
+    cut = scan_module_bytes(packed[: len(packed) // 2], name, "br_netfilter")
+    assert cut is not None and cut.error and ("truncated" in cut.error or "decompress" in cut.error), cut
+    monkeypatch.setattr(elf_scan, "MAX_MODULE_BYTES", len(real.read_bytes()) // 2)
+    big = scan_module_bytes(packed, name, "br_netfilter")
+    assert big is not None and big.error and "more than" in big.error

@@ -177,12 +177,12 @@ def refine_timeline_with_image(root, timeline, kernel: Optional[str]) -> Optiona
         timeline.diagnostics.append(Diagnostic(f"cannot list the initramfs image ({contents.error}); "
                                                "using the configured module lists", image))
         return contents
-    listed = [l for l in timeline.loads if l.by == "initramfs"]
+    listed = [item for item in timeline.loads if item.by == "initramfs"]
     in_image = {module for module, _ in contents.loads}
     for load in listed:
         if load.module not in in_image:
             timeline.stale_initramfs.append((load.module, load.evidence, image))
-    timeline.loads = [l for l in timeline.loads if l.by != "initramfs"]
+    timeline.loads = [item for item in timeline.loads if item.by != "initramfs"]
     early = [ModuleLoad(module, "initramfs", BEFORE, where, "the initramfs image loads it before init starts",
                         "the initramfs runs before the real root's init") for module, where in contents.loads]
     timeline.loads[:0] = early

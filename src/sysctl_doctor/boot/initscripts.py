@@ -19,7 +19,7 @@ import re
 import shlex
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from sysctl_doctor.root import PathKind, Root
 
@@ -149,8 +149,8 @@ def lsb_header(text: str) -> Optional[str]:
     """The ``### BEGIN INIT INFO`` … ``### END INIT INFO`` block of a script, or None."""
     lines = text.splitlines()
     try:
-        start = next(i for i, l in enumerate(lines) if l.startswith("### BEGIN INIT INFO"))
-        end = next(i for i, l in enumerate(lines) if i > start and l.startswith("### END INIT INFO"))
+        start = next(i for i, item in enumerate(lines) if item.startswith("### BEGIN INIT INFO"))
+        end = next(i for i, item in enumerate(lines) if i > start and item.startswith("### END INIT INFO"))
     except StopIteration:
         return None
     return "\n".join(lines[start:end + 1]) + "\n"

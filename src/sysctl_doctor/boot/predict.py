@@ -42,6 +42,7 @@ UNKNOWN_KEY = "unknown-key"
 NO_HOTPLUG = "interface-not-reapplied"
 NOT_RUN = "sysctl-step-not-run"
 GLOB = "glob"
+APPLIED_BY_REAPPLY = "applied-by-later-unit"  # a unit ordered after the loaders runs the sysctl step again
 DEFAULT_MATCHES = "default-matches"  # not written in time, but the kernel default is the configured value
 
 UDEV_MODULE_EVENT_SAFE = (5, 11)  # module "add" uevent after the module's init since Linux 5.11
@@ -66,6 +67,7 @@ class KeyPrediction:
     racing: List[ModuleLoad] = field(default_factory=list)
     late: List[ModuleLoad] = field(default_factory=list)
     rerun: Optional[SysctlRerun] = None
+    blocked: List[tuple] = field(default_factory=list)  # (ModuleLoad, why it does nothing)
     setting: object = None  # the EffectiveSetting
     findings: List[str] = field(default_factory=list)  # codes, filled by the findings engine
 
@@ -83,13 +85,42 @@ def _values_equal(a: Optional[str], b: Optional[str]) -> bool:
     return a.split() == b.split()
 
 
+NO_OP_COMMANDS = ("true", "false")
+
+
 class _Loads:
-    """Which boot loads bring a module in (directly or through their dependency closure)."""
+    """Which boot loads bring a module in (directly or through their dependency closure), and
+    which loads are stopped by modprobe.d or the kernel command line."""
 
     def __init__(self, timeline: BootTimeline, index) -> None:
         self.timeline = timeline
         self.index = index
         self._closure: Dict[str, List[str]] = {}
+        self.kernel_blacklist = set()
+        value = timeline.cmdline.value("module_blacklist")
+        if value:
+            self.kernel_blacklist = {module_name(m) for m in value.split(",") if m}
+
+    def stopped(self, module: str) -> Optional[str]:
+        """Why every load of `module` fails (kernel module_blacklist=, modprobe.d install /bin/true)."""
+        if module in self.kernel_blacklist:
+            return f"the kernel command line has module_blacklist={module} ({self.timeline.cmdline.source})"
+        install = self.index.install_command(module) if self.index is not None else None
+        if install and install[0].split() and install[0].split()[0].rsplit("/", 1)[-1] in NO_OP_COMMANDS:
+            return f"modprobe.d `install {module} {install[0]}` ({install[1]}) runs instead of loading it"
+        return None
+
+    def load_blocked(self, load: ModuleLoad) -> Optional[str]:
+        """Why this one load does nothing (systemd-modules-load applies modprobe.d blacklists)."""
+        for module in self.closure(load.module):
+            reason = self.stopped(module)
+            if reason:
+                return reason
+        if load.by == "systemd-modules-load.service" and self.index is not None:
+            where = self.index.blacklisted(load.module)
+            if where:
+                return (f"systemd-modules-load skips deny-listed modules: `blacklist {load.module}` ({where})")
+        return None
 
     def closure(self, module: str) -> List[str]:
         if module not in self._closure:
@@ -102,11 +133,13 @@ class _Loads:
         return self._closure[module]
 
     def loading(self, module: str) -> List[ModuleLoad]:
-        out = []
-        for load in self.timeline.loads:
-            if module in self.closure(load.module):
-                out.append(load)
-        return out
+        """Effective loads of `module` (blocked ones are left out; see `blocked_loads`)."""
+        return [load for load in self.timeline.loads
+                if module in self.closure(load.module) and self.load_blocked(load) is None]
+
+    def blocked_loads(self, module: str) -> List[tuple]:
+        return [(load, self.load_blocked(load)) for load in self.timeline.loads
+                if module in self.closure(load.module) and self.load_blocked(load) is not None]
 
 
 def _load_text(load: ModuleLoad) -> str:
@@ -217,10 +250,18 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
         p.chain = [f"{module} is built into this kernel: {key} exists when {step} runs", written]
         return p
     found = loads.loading(module)
-    p.early = [l for l in found if l.relation == BEFORE]
-    p.racing = [l for l in found if l.relation == RACE]
-    p.late = [l for l in found if l.relation == AFTER]
-    loaded_names = {l.module for l in found} | {module}
+    p.blocked = loads.blocked_loads(module)
+    grouped: Dict[tuple, List[ModuleLoad]] = {}
+    for load, why in p.blocked:
+        grouped.setdefault((load.by, why), []).append(load)
+    blocked_text = [
+        f"{by} would load {', '.join(dict.fromkeys(x.module for x in group))} ({group[0].evidence}) but {why}"
+        for (by, why), group in grouped.items()
+    ]
+    p.early = [item for item in found if item.relation == BEFORE]
+    p.racing = [item for item in found if item.relation == RACE]
+    p.late = [item for item in found if item.relation == AFTER]
+    loaded_names = {item.module for item in found} | {module}
     rerun = next((r for r in timeline.reruns if r.subsystem == "module"
                   and any(r.matches_module(m) for m in loaded_names) and r.covers_key(path, module)), None)
     p.rerun = rerun
@@ -231,6 +272,18 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
         p.chain = [f"{first.module} loaded by {_load_text(first)}{via} before {step} ({first.ordering})", written]
         return p
     absent = f"{step} could not write {key}: key absent ({module} not loaded yet)"
+    if blocked_text:
+        absent = "; ".join(blocked_text) + " → " + absent
+    if p.racing or p.late:
+        loaders = {load.by for load in p.racing + p.late}
+        again = next((r for r in timeline.reapply if loaders <= r.after_units and r.covers_key(path)), None)
+        if again is not None:
+            load = (p.racing or p.late)[0]
+            p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, APPLIED_BY_REAPPLY
+            p.chain = [absent, f"{module} loaded by {_load_text(load)}",
+                       f"{again.unit} ({again.evidence}) is ordered after {', '.join(sorted(loaders))} and writes "
+                       f"{key} = {setting.value} again"]
+            return p
     constant = kernel_default(path)
     if (p.racing or p.late) and constant is not None and _values_equal(constant, setting.value):
         load = (p.racing or p.late)[0]
@@ -272,6 +325,10 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     p.after_late_load = default if rerun is None else setting.value
     tail = (f"udev ({rerun.rule.where}) will apply {setting.value} when it is loaded" if rerun is not None
             else f"once something loads it the value is {default_text}")
+    never = loads.stopped(module)
+    if never:
+        p.after_late_load = None
+        tail = f"it cannot be loaded at all: {never}"
     p.chain = [absent, f"nothing loads {module} at boot", tail]
     return p
 

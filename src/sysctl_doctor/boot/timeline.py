@@ -19,7 +19,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Set
+from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
 from sysctl_doctor.boot.cmdline import KernelCmdline, read_cmdline
 from sysctl_doctor.boot.initramfs import InitramfsModules, load_initramfs_modules
@@ -33,7 +33,7 @@ from sysctl_doctor.boot.modules_load import (
     module_name,
 )
 from sysctl_doctor.boot.tolerant_root import TolerantRoot
-from sysctl_doctor.boot.udev import SysctlRerun, sysctl_reruns
+from sysctl_doctor.boot.udev import SysctlRerun, command_covers, sysctl_command, sysctl_reruns
 from sysctl_doctor.boot.units import MODULES_LOAD_UNIT, SYSCTL_UNIT, SystemdUnits
 from sysctl_doctor.errors import Diagnostic
 from sysctl_doctor.root import PathKind, Root
@@ -56,6 +56,20 @@ class ModuleLoad:
     ordering: str  # the ordering (or its absence) that places it
 
 
+@dataclass(frozen=True)
+class ReapplyStep:
+    """A unit started at boot that runs systemd-sysctl or `sysctl --system`/`-p` again."""
+
+    unit: str
+    evidence: str  # "file:line ExecStart=..."
+    prefixes: Tuple[str, ...]
+    only_keys: Optional[FrozenSet[str]]
+    after_units: FrozenSet[str]  # loader units it is ordered after
+
+    def covers_key(self, slash_key: str) -> bool:
+        return command_covers(self.prefixes, self.only_keys, slash_key)
+
+
 @dataclass
 class BootTimeline:
     init_system: str
@@ -74,6 +88,7 @@ class BootTimeline:
     diagnostics: List[Diagnostic] = field(default_factory=list)
     # (module, where it is listed, image) for modules listed for the initramfs that its image does not load
     stale_initramfs: List[tuple] = field(default_factory=list)
+    reapply: List[ReapplyStep] = field(default_factory=list)
 
     def loads_by_relation(self, relation: str) -> List[ModuleLoad]:
         return [load for load in self.loads if load.relation == relation]
@@ -89,8 +104,8 @@ class BootTimeline:
             for (rel, by), loads in groups.items():
                 if rel != relation:
                     continue
-                modules = ", ".join(dict.fromkeys(l.module for l in loads))
-                evidence = "; ".join(dict.fromkeys(l.evidence for l in loads))
+                modules = ", ".join(dict.fromkeys(item.module for item in loads))
+                evidence = "; ".join(dict.fromkeys(item.evidence for item in loads))
                 how = {BEFORE: "before", RACE: "in a RACE with", AFTER: "after"}[relation]
                 out.append(f"{by}: loads {modules} {how} {self.sysctl_step} ({evidence})")
             return out
@@ -104,6 +119,9 @@ class BootTimeline:
         state = "runs" if self.sysctl_runs else "DOES NOT RUN"
         out.append(f"{self.sysctl_step}: {state}: applies sysctl.d ({self.sysctl_note})")
         out += line(RACE) + line(AFTER)
+        for step in self.reapply:
+            after = f" after {', '.join(sorted(step.after_units))}" if step.after_units else ""
+            out.append(f"{step.unit}: runs the sysctl step again{after} ({step.evidence})")
         for rerun in self.reruns:
             what = rerun.rule.matches("KERNEL")
             if rerun.subsystem == "net":
@@ -251,7 +269,29 @@ def _systemd(root: Root, cmdline: KernelCmdline) -> BootTimeline:
         for module, evidence in loader.modules.items():
             timeline.loads.append(ModuleLoad(module, loader.unit, relation, f"{evidence.where} `{evidence.text}`",
                                              evidence.why, ordering))
+    timeline.reapply = _reapply_steps(root, transaction, timeline.loaders)
     return timeline
+
+
+def _reapply_steps(root: Root, transaction, loaders: List[OnDemandLoader]) -> List[ReapplyStep]:
+    """Units that run the sysctl step again (a common workaround), with the loaders they follow."""
+    from sysctl_doctor.boot.loaders import _exec_words
+
+    out: List[ReapplyStep] = []
+    for name in sorted(transaction.members):
+        if name in (SYSCTL_UNIT, MODULES_LOAD_UNIT) or not name.endswith(".service"):
+            continue
+        unit = transaction.members[name]
+        for item in unit.exec_lines("ExecStartPre") + unit.exec_lines("ExecStart") + unit.exec_lines("ExecStartPost"):
+            words = _exec_words(item)
+            if not words:
+                continue
+            found = sysctl_command(root, " ".join(words))
+            if found is None:
+                continue
+            after = frozenset(ldr.unit for ldr in loaders if transaction.order_path(ldr.unit, name) is not None)
+            out.append(ReapplyStep(name, f"{item.file}:{item.line} {item.key}={item.value}", found[0], found[1], after))
+    return out
 
 
 def _openrc_conf_modules(root: Root) -> List[ModuleRequest]:

@@ -68,26 +68,45 @@ class UdevRule:
         return f"{self.file}:{self.line}"
 
 
+def command_covers(prefixes: Tuple[str, ...], only_keys: Optional[FrozenSet[str]], slash_key: str, name: str = "") -> bool:
+    """Whether a systemd-sysctl/procps sysctl run with these --prefix values (or `-p` keys) writes the key.
+
+    --prefix values are normalised exactly as systemd-sysctl 252 does (config.sysctl_d), so
+    ``--prefix=/net/netfilter`` and ``--prefix=net.netfilter`` match while ``/proc/sys/net`` does not."""
+    from sysctl_doctor.config.sysctl_d import normalize_prefix, under_prefix
+
+    if only_keys is not None:
+        return slash_key in only_keys
+    if not prefixes:
+        return True
+    expanded = [normalize_prefix(p.replace("$name", name).replace("%k", name).replace("$kernel", name))
+                for p in prefixes]
+    return under_prefix(slash_key, expanded)
+
+
+def sysctl_command(root: Root, command: str) -> Optional[Tuple[Tuple[str, ...], Optional[FrozenSet[str]]]]:
+    """(prefixes, only_keys) when `command` re-applies sysctl settings, else None."""
+    prefixes = _prefixes(command)
+    if prefixes is not None:
+        return prefixes, None
+    is_procps, keys = _procps_run(root, command)
+    if is_procps:
+        return (), keys
+    return None
+
+
 @dataclass(frozen=True)
 class SysctlRerun:
     """A udev rule that runs systemd-sysctl (optionally limited by --prefix) on an event."""
 
     rule: UdevRule
     subsystem: str  # "module" or "net"
-    prefixes: Tuple[str, ...]  # slash paths without leading /proc/sys ("net/netfilter"); () = everything
+    prefixes: Tuple[str, ...]  # --prefix values as written ("/net/ipv4/conf/$name"); () = everything
     only_keys: Optional[FrozenSet[str]] = None  # `sysctl -p FILE`: the slash keys that file sets
 
     def covers_key(self, slash_key: str, name: str) -> bool:
         """Whether a run for device/module `name` re-applies the key (``$name``/``%k`` substituted)."""
-        if self.only_keys is not None:
-            return slash_key in self.only_keys
-        if not self.prefixes:
-            return True
-        for prefix in self.prefixes:
-            expanded = prefix.replace("$name", name).replace("%k", name).replace("$kernel", name).strip("/")
-            if slash_key == expanded or slash_key.startswith(expanded + "/"):
-                return True
-        return False
+        return command_covers(self.prefixes, self.only_keys, slash_key, name)
 
     def matches_module(self, module: str) -> bool:
         return self.subsystem == "module" and self.rule.matches_value("KERNEL", module) is not False
@@ -157,16 +176,7 @@ def _prefixes(command: str) -> Optional[Tuple[str, ...]]:
             out.append(words[i + 1])
             i += 1
         i += 1
-    normalised = []
-    for prefix in out:
-        prefix = prefix.strip("/")
-        if prefix.startswith("proc/sys/"):
-            prefix = prefix[len("proc/sys/"):]
-        # systemd-sysctl accepts the dotted form too
-        if "/" not in prefix and "." in prefix:
-            prefix = prefix.replace(".", "/")
-        normalised.append(prefix)
-    return tuple(normalised)
+    return tuple(out)
 
 
 def sysctl_reruns(root: Root) -> List[SysctlRerun]:

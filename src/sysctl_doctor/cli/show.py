@@ -130,11 +130,11 @@ def render_text(doc: Dict[str, Any]) -> List[List[Segment]]:
         add([("  (none)", None)])
     add([])
     add([("Settings, in apply order", "bold"), (" (for a key written twice, the last write wins):", None)])
-    width = min(max((len(s["key"]) + len(s["value"]) for s in doc["settings"]), default=0) + 3, 60)
+    width = min(max((len(s["key"]) + len(s["value"]) + 3 for s in doc["settings"]), default=0), 60)
     for s in doc["settings"]:
         assign = f"{s['key']} = {s['value']}"
         style = "dim" if not s["final"] or s["exists"] is False else "bold"
-        add([("  ", None), (assign, style), (" " * max(1, width - len(assign)) + f" {s['file']}:{s['line']}", None)])
+        add([("  ", None), (assign, style), (" " * max(2, width - len(assign) + 2) + f"{s['file']}:{s['line']}", None)])
         if s["glob"] and s["glob"] == s["key"]:
             add([("      a glob: expanded against /proc/sys when applied; keys with their own line are skipped",
                   None)])

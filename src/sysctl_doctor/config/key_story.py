@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 from sysctl_doctor.config.model import ConfigLine, EffectiveSetting, KeyTree, Origin, SysctlConfig, path_to_key
 from sysctl_doctor.config.sysctl_d import (
     effective_settings,
-    glob_matches,
+    glob_matches_path,
     parse_sysctl_bytes,
     procps_path,
     systemd_normalize,
@@ -65,7 +65,7 @@ def lookup_path(key: str, flavor: str) -> str:
 def _matches(line_path: str, is_glob: bool, path: str, flavor: str) -> bool:
     if not is_glob:
         return _canonical(line_path) == path
-    return bool(glob_matches(line_path, KeyTree(frozenset({path})), braces=flavor == "systemd"))
+    return glob_matches_path(line_path, path, braces=flavor == "systemd")
 
 
 def key_story(config: SysctlConfig, key: str, keys: Optional[KeyTree] = None,
@@ -146,8 +146,9 @@ def _verdict(h: ConfigLine, config: SysctlConfig, final: Optional[EffectiveSetti
                            else "replaced by a later line for the same key")
         else:
             line.verdict = EXCLUDES
-            line.reason = "keeps globs from writing this key (an explicit line still applies" + (
-                ")" if not systemd else "; in systemd a later '-key' even cancels an earlier assignment)")
+            line.reason = ("excludes the key from globs; being the last line for this key, it also cancels any "
+                           "earlier assignment of it" if systemd
+                           else "keeps globs from writing this key; explicit lines still apply")
         return line
     winner = final.assignment.origin if final is not None else None
     if h.is_glob:

@@ -161,11 +161,11 @@ def _c_lstrip(raw: bytes) -> bytes:
 
 def parse_systemd_line(lineno: int, raw: bytes) -> Optional[ParsedLine]:
     p = raw.strip(_SYSTEMD_WS)
-    if not p or p[:1] in (b"#", b";", b"\n"):
+    if not p or p[0] in b"#;\n":
         return None
     eq = p.find(b"=")
     if eq >= 0:
-        ignore = p[:1] == b"-"
+        ignore = p[0] == 45  # "-"
         key = p[1 if ignore else 0 : eq].strip(_SYSTEMD_WS)
         value = p[eq + 1 :].strip(_SYSTEMD_WS)
         return ParsedLine(lineno, "assignment", key.decode("utf-8", "surrogateescape"),
@@ -232,7 +232,8 @@ def parse_sysctl_bytes(data: bytes, flavor: Flavor, file: str) -> ParsedFile:
             if parsed is None:
                 continue
             if parsed.kind == "invalid":
-                msg = ("line is not an assignment, ignored: " if flavor == "systemd"
+                msg = ("line is not an assignment, ignored (systemd-sysctl then exits with an error, so "
+                       "systemd-sysctl.service shows as failed): " if flavor == "systemd"
                        else "invalid syntax (no '='), ignored: ")
                 out.diagnostics.append(Diagnostic(msg + _shorten(parsed.text), file, lineno))
                 continue
@@ -302,17 +303,19 @@ def procps_path(key: str) -> str:
 
 
 def normalize_prefix(prefix: str) -> str:
-    """systemd-sysctl --prefix: normalised, with a leading /proc/sys removed."""
-    p = swap_separators(prefix)
-    p = path_simplify(p)
-    stripped = _path_startswith(p.lstrip("/") if p.startswith("/proc/") else p, "proc/sys")
-    if p.startswith("/") and stripped is not None:
-        return stripped
-    return p.strip("/")
+    """systemd-sysctl --prefix as 252 stores it: sysctl_normalize() (which drops a leading
+    slash), then a leading "/proc/sys" removed - which therefore never happens: 252 turns
+    ``--prefix=/proc/sys/net`` into "proc/sys/net", a prefix no key has (checked against the
+    real program). ``--prefix=/net/...`` and dotted prefixes work."""
+    norm = systemd_normalize(prefix)
+    rest = _path_startswith(norm, "/proc/sys")
+    return rest if rest is not None else norm
 
 
 def _path_startswith(path: str, prefix: str) -> Optional[str]:
-    """systemd path_startswith(), component-wise; returns the rest or None."""
+    """systemd path_startswith(): component-wise; an absolute and a relative path never match."""
+    if path.startswith("/") != prefix.startswith("/"):
+        return None
     pc = [c for c in path.split("/") if c]
     qc = [c for c in prefix.split("/") if c]
     if pc[: len(qc)] != qc:
@@ -452,6 +455,13 @@ def glob_matches(pattern: str, keys: KeyTree, braces: bool = False) -> List[str]
 _PATH_REGEX_CACHE: Dict[Tuple[str, bool], "re.Pattern[str]"] = {}
 
 
+def _union_glob_regex(patterns: List[str], braces: bool) -> "re.Pattern[str]":
+    """One regex matching a path when any of the globs would."""
+    for pat in patterns:
+        glob_matches_path(pat, "", braces)  # fills the cache
+    return re.compile("|".join(f"(?:{_PATH_REGEX_CACHE[(pat, braces)].pattern})" for pat in patterns), re.DOTALL)
+
+
 def glob_matches_path(pattern: str, path: str, braces: bool = False) -> bool:
     """Would glob(3) of /proc/sys/<pattern> return /proc/sys/<path> if it existed?"""
     rx = _PATH_REGEX_CACHE.get((pattern, braces))
@@ -468,22 +478,12 @@ def glob_matches_path(pattern: str, path: str, braces: bool = False) -> bool:
     return rx.fullmatch(path) is not None
 
 
-def _literal_prefix(pattern: str) -> str:
-    """The leading whole components of a glob that hold no special character ("" if none)."""
-    out = []
-    for comp in (c for c in pattern.split("/") if c not in ("", ".")):
-        if any(ch in comp for ch in "*?[{\\"):
-            break
-        out.append(comp + "/")
-    return "".join(out)
-
-
 def _glob_one(pattern: str, keys: KeyTree) -> List[str]:
     comps = [c for c in pattern.split("/") if c not in ("", ".")]
     if not comps:
         return []
     children = keys.children()
-    everything = keys.paths | keys.directories
+    everything = keys.paths | keys.all_directories()
     level = [""]
     for comp in comps:
         nxt = []
@@ -541,6 +541,9 @@ def _entries(root: Root, directory: str, diags: List[Diagnostic]) -> List[Tuple[
         diags.append(Diagnostic(f"cannot resolve directory: {exc}", directory))
         return []
     if chased.kind is not PathKind.DIR:
+        if chased.kind is not PathKind.MISSING:
+            diags.append(Diagnostic("should be a directory of *.conf files but is not; nothing read from it",
+                                    directory))
         return []
     try:
         with os.scandir(chased.host) as it:
@@ -648,11 +651,25 @@ def load_sysctl_config(root: Root, flavor: Flavor) -> SysctlConfig:
 
     opened: List[str] = []
 
-    def read(cand: _Candidate) -> None:
+    def read(cand: _Candidate, announce: bool = True) -> None:
         # What the tool opens (systemd logs "Parsing", procps prints "* Applying"):
         # systemd silently skips a name whose open fails with ENOENT (a dangling link).
-        if flavor == "procps" or cand.kind is not PathKind.MISSING:
+        if announce and (flavor == "procps" or cand.kind is not PathKind.MISSING):
             opened.append(cand.path)
+        if flavor == "procps" and announce and _procps_name_is_glob(cand.path):
+            # procps passes each file name through glob(GLOB_NOCHECK|GLOB_BRACE|GLOB_TILDE).
+            targets = procps_file_glob(root, cand.path)
+            if targets != [cand.path]:
+                diagnostics.append(Diagnostic(
+                    "procps treats this file name as a glob and reads "
+                    + (", ".join(targets) if targets else "nothing") + " instead", cand.path))
+                for target in targets:
+                    try:
+                        kind = root.chase(target).kind
+                    except DoctorError:
+                        kind = PathKind.MISSING
+                    read(_Candidate(target, kind), announce=False)
+                return
         if cand.kind is PathKind.NULL:
             ignored.append(IgnoredFile(cand.path, "a mask (link to /dev/null): nothing is read from it"))
             return
@@ -683,7 +700,8 @@ def load_sysctl_config(root: Root, flavor: Flavor) -> SysctlConfig:
     for cand in candidates:
         read(cand)
 
-    via_link = any(_resolves_to(root, p, SYSCTL_CONF) for p in read_paths)
+    linked = {c.path for c in candidates if c.host is None}  # plain files cannot lead elsewhere
+    via_link = any(_resolves_to(root, p, SYSCTL_CONF) for p in read_paths if p in linked or p == SYSCTL_CONF)
     conf_kind = root.kind(SYSCTL_CONF)
     if flavor == "procps":
         if conf_kind is PathKind.FILE:
@@ -719,6 +737,30 @@ def _same_file(root: Root, a: str, b: str) -> bool:
         return root.chase(os.path.dirname(a)).resolved == root.chase(os.path.dirname(b)).resolved
     except DoctorError:
         return False
+
+
+def _procps_name_is_glob(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return any(c in name for c in "*?[{")
+
+
+def procps_file_glob(root: Root, path: str) -> List[str]:
+    """glob(3) of a procps config path with GLOB_NOCHECK|GLOB_BRACE inside the root: the
+    files procps really opens for it (the path itself when nothing matches)."""
+    directory, _, name = path.rpartition("/")
+    entries = [n for n, _kind, _host in _entries(root, directory or "/", [])]
+    found: List[str] = []
+    for alternative in expand_braces(name):
+        if any(c in alternative for c in "*?["):
+            rx = _component_regex(alternative)
+            dot_ok = alternative.startswith(".")
+            hits = [n for n in entries if (dot_ok or not n.startswith(".")) and rx.fullmatch(n)]
+            found.extend(f"{directory}/{n}" for n in sorted(hits, key=_sort_key))
+        else:
+            literal = alternative.replace("\\", "")
+            if literal in entries:
+                found.append(f"{directory}/{literal}")
+    return found or [path]
 
 
 def _resolves_to(root: Root, path: str, target: str) -> bool:
@@ -801,21 +843,22 @@ def procps_key_exists(path: str, keys: KeyTree) -> bool:
     if not path or path.endswith("/"):
         return False  # a trailing slash needs a directory
     stack: List[str] = []
+    dirs = keys.all_directories()
     for comp in path.split("/"):
         if comp in ("", "."):
-            if stack and "/".join(stack) not in keys.directories:
+            if stack and "/".join(stack) not in dirs:
                 return False
             continue
         if comp == "..":
-            if not stack or "/".join(stack) not in keys.directories:
+            if not stack or "/".join(stack) not in dirs:
                 return False
             stack.pop()
             continue
-        if stack and "/".join(stack) not in keys.directories:
+        if stack and "/".join(stack) not in dirs:
             return False
         stack.append(comp)
     final = "/".join(stack)
-    return final in keys.paths and final not in keys.read_only
+    return final in keys.paths and keys.writable(final)
 
 
 def effective_settings(
@@ -832,7 +875,9 @@ def effective_settings(
     else:
         named = {a.path for a in config.assignments} | {e.path for e in config.exclusions}
         exists = procps_key_exists
-    globs = [(a, _literal_prefix(a.path)) for a in config.assignments if a.is_glob] if keys is None else []
+    globs = [a for a in config.assignments if a.is_glob] if keys is None else []
+    braces = config.flavor == "systemd"
+    any_glob = _union_glob_regex([g.path for g in globs], braces) if globs else None
     for a in config.assignments:
         if a.is_glob:
             if keys is None:
@@ -851,10 +896,10 @@ def effective_settings(
                 continue
             if globs:  # no key tree: a glob that would match this key is beaten by this line
                 canonical = _canonical(a.path)
-                for g, prefix in globs:
-                    if canonical.startswith(prefix) and glob_matches_path(g.path, canonical,
-                                                                          braces=config.flavor == "systemd"):
-                        beaten_globs.setdefault(a.path, []).append(g)
+                if any_glob is not None and any_glob.fullmatch(canonical):
+                    for g in globs:
+                        if glob_matches_path(g.path, canonical, braces=braces):
+                            beaten_globs.setdefault(a.path, []).append(g)
             writes.append(EffectiveSetting(a.key, a.value, a, None if keys is None else exists(a.path, keys),
                                            path=a.path))
     _link_overrides(writes, beaten_globs, config.files)

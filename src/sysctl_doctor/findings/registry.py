@@ -20,6 +20,7 @@ from sysctl_doctor.findings.rules import (
     sd111_not_an_assignment,
     sd112_interface_not_reapplied,
     sd113_initramfs_image_stale,
+    sd114_module_load_blocked,
 )
 
 RULE_MODULES: List[ModuleType] = [
@@ -36,6 +37,7 @@ RULE_MODULES: List[ModuleType] = [
     sd111_not_an_assignment,
     sd112_interface_not_reapplied,
     sd113_initramfs_image_stale,
+    sd114_module_load_blocked,
 ]
 RULES: Dict[str, Rule] = {m.RULE.code: m.RULE for m in RULE_MODULES}
 _SEVERITY_ORDER = {s: i for i, s in enumerate(SEVERITIES)}

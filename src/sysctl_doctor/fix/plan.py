@@ -93,12 +93,19 @@ def _sysctl_binary(root: Root) -> str:
     return "/usr/lib/systemd/systemd-sysctl"
 
 
-def _needed(report) -> Dict[str, List]:
-    """module -> predictions of its keys that are not guaranteed after boot."""
+def _needed(report, notes: List[str]) -> Dict[str, List]:
+    """module -> predictions of its keys that are not guaranteed after boot (blocked modules go to notes)."""
     out: Dict[str, List] = {}
     for p in report.predictions:
-        if p.verdict in FIXABLE and p.module:
-            out.setdefault(p.module, []).append(p)
+        if p.verdict not in FIXABLE or not p.module:
+            continue
+        if p.blocked:
+            why = p.blocked[0][1]
+            note = f"{p.module} cannot be loaded ({why}): remove that first; fix leaves {p.key} alone"
+            if note not in notes:
+                notes.append(note)
+            continue
+        out.setdefault(p.module, []).append(p)
     return out
 
 
@@ -131,7 +138,7 @@ def plan_fix(root: Root, report, method: str = "modules-load") -> FixPlan:
     analysis = report.analysis
     timeline = analysis.timeline
     plan = FixPlan(method=method)
-    needed = _needed(report)
+    needed = _needed(report, plan.notes)
     for module, predictions in needed.items():
         plan.now.append(NowAction(module, {p.path: p.configured for p in predictions}))
     for p in report.predictions:
@@ -139,6 +146,12 @@ def plan_fix(root: Root, report, method: str = "modules-load") -> FixPlan:
             plan.notes.append(f"{p.key} ({p.file}:{p.line}): unknown key, not something fix can repair")
     system = analysis.init_system
     if method == "udev":
+        from sysctl_doctor.boot.predict import UDEV_MODULE_EVENT_SAFE, kernel_version_tuple
+
+        version = kernel_version_tuple(getattr(analysis, "kernel", None))
+        if version is not None and version < UDEV_MODULE_EVENT_SAFE and needed:
+            plan.notes.append(f"kernel {analysis.kernel} sends the module's add event before its sysctls exist "
+                              "(before 5.11): a udev rule is not guaranteed there, prefer --method modules-load")
         if system != "systemd" and root.kind(_sysctl_binary(root)) is not PathKind.FILE:
             raise DoctorError("--method udev needs systemd-sysctl in the root; use --method modules-load")
         if needed:

@@ -17,6 +17,7 @@ from typing import Optional
 from sysctl_doctor.root import Root
 
 SCHEMA = 5  # bump when the scanner or IndexData changes
+MAX_ENTRIES = 32  # index files kept in the cache dir
 CODE_FILES = ("elf_scan.py", "build.py", "modules_tree.py", "model.py", "index.py")
 META_FILES = ("modules.dep", "modules.builtin", "modules.builtin.modinfo", "modules.softdep", "modules.alias", "modules.order")
 
@@ -85,4 +86,18 @@ def store(key: str, data) -> Optional[Path]:
             raise
     except OSError:
         return None
+    prune(path.parent)
     return path
+
+
+def prune(directory: Path, keep: Optional[int] = None) -> None:
+    """Keep the `keep` most recently written indexes (roots under /tmp come and go)."""
+    try:
+        entries = sorted(directory.glob("index-*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    except OSError:
+        return
+    for old in entries[MAX_ENTRIES if keep is None else keep :]:
+        try:
+            old.unlink()
+        except OSError:
+            pass

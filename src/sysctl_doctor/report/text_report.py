@@ -21,6 +21,7 @@ _VERDICT = {
     "sysctl-step-not-run": ("NOT APPLIED (sysctl step does not run)", "red"),
     "glob": ("glob (expanded at boot)", "cyan"),
     "default-matches": ("kernel default = configured", "green"),
+    "applied-by-later-unit": ("applied (re-run by a later unit)", "green"),
 }
 _SEVERITY_STYLE = {ERROR: "bold red", WARNING: "yellow", INFO: "cyan"}
 

@@ -40,8 +40,8 @@ def _has_assignments(root, path: str) -> bool:
         text = root.read_text(path)
     except OSError:
         return False
-    lines = [l for l in text.splitlines() if l.strip() and not l.lstrip().startswith(("#", ";"))]
-    return any(_ASSIGNMENT.match(l) for l in lines)
+    lines = [item for item in text.splitlines() if item.strip() and not item.lstrip().startswith(("#", ";"))]
+    return any(_ASSIGNMENT.match(item) for item in lines)
 
 
 def check(analysis) -> Iterator[Finding]:
