@@ -1,0 +1,225 @@
+"""Build a scenario's root and disk image, boot it under qemu, read what it shows.
+
+Steps, each a plain function:
+  prepare_root   copy the cached base root (cp -a) and write the scenario's files and symlinks
+  build_image    `mke2fs -t ext4 -d ROOT img SIZE` (no loop mount, no mount at all)
+  boot_image     `qemu-system-x86_64 -accel tcg` with the root's own kernel and initrd, a hard timeout;
+                 serial 0 (kernel + systemd console) and serial 1 (the probe) go to log files
+  parse_probe    the probe's `SDPROBE ...` lines -> ProbeReport
+
+KVM is not used: under this VM it hangs, so the tier uses software emulation (TCG) only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional
+
+from .base_root import BaseRoot
+from .scenarios import Scenario
+
+BOOT_TIMEOUT = float(os.environ.get("SYSCTL_DOCTOR_BOOT_TIMEOUT", "420"))
+
+
+@dataclass
+class UnitTiming:
+    state: str
+    start_us: Optional[int]        # ExecMainStartTimestampMonotonic (µs since boot), None when it never ran
+    exit_us: Optional[int]
+
+
+@dataclass
+class ProbeReport:
+    values: Dict[str, str]                 # dotted key -> value, or "absent"
+    modules: Dict[str, str]                # module -> "loaded" | "absent"
+    units: Dict[str, UnitTiming]
+    chain: List[str]                       # systemd-analyze critical-chain systemd-sysctl.service
+    journal: List[str]                     # this boot's journal lines about sysctl, modules, nftables, conntrack
+    after: Dict[str, List[str]]            # unit -> its After= list as systemd resolved it
+    uptime: Optional[float]                # seconds since boot when the probe read the values
+    complete: bool                         # the END marker was seen
+
+    def started_before(self, first: str, second: str) -> Optional[bool]:
+        a, b = self.units.get(first), self.units.get(second)
+        if a is None or b is None or a.start_us is None or b.start_us is None:
+            return None
+        return a.start_us < b.start_us
+
+
+@dataclass
+class BootResult:
+    scenario: str
+    console_log: Path
+    probe_log: Path
+    seconds: float                         # wall time of the qemu process
+    exit_code: Optional[int]               # None when killed at the timeout
+    report: ProbeReport
+    command: List[str] = field(default_factory=list)
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    subprocess.run(["cp", "-a", "--reflink=auto", f"{src}/.", str(dst)], check=True)
+
+
+def _write(root: Path, rel: str, content: str, mode: int = 0o644) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".sdtmp")
+    tmp.write_text(content)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def _symlink(root: Path, rel: str, target: str) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() or path.exists():
+        path.unlink()
+    os.symlink(target, path)
+
+
+def prepare_root(base: BaseRoot, scenario: Scenario, dest: Path) -> Path:
+    """A fresh copy of the base root with the scenario's configuration and the probe."""
+    dest.mkdir(parents=True)
+    _copy_tree(base.path, dest)
+    for rel, content in scenario.files.items():
+        _write(dest, rel, content)
+    for rel, target in scenario.symlinks.items():
+        _symlink(dest, rel, target)
+    return dest
+
+
+def install_probe(root: Path, scenario: Scenario, extra_keys: Iterable[str] = ()) -> None:
+    """The probe goes in after the tool has looked at the root, so it never influences a prediction."""
+    for rel, content in scenario.probe_files(extra_keys).items():
+        _write(root, rel, content, 0o755 if rel.startswith("usr/local/sbin/") else 0o644)
+    for rel, target in scenario.probe_symlinks().items():
+        _symlink(root, rel, target)
+
+
+def _tree_bytes(root: Path) -> int:
+    out = subprocess.run(["du", "-sx", "--block-size=1", str(root)], check=True, capture_output=True, text=True)
+    return int(out.stdout.split()[0])
+
+
+def build_image(root: Path, image: Path) -> None:
+    """An ext4 image of `root`, populated by mke2fs itself (ownership and modes kept)."""
+    size_mb = _tree_bytes(root) * 13 // 10 // (1 << 20) + 256
+    subprocess.run(
+        ["mke2fs", "-q", "-F", "-t", "ext4", "-L", "sdroot", "-d", str(root), str(image), f"{size_mb}M"],
+        check=True, capture_output=True, text=True,
+    )
+
+
+KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 panic=-1 systemd.show_status=1 net.ifnames=0"
+
+
+def qemu_command(base: BaseRoot, image: Path, console_log: Path, probe_log: Path,
+                 cmdline_extra: str = "") -> List[str]:
+    return [
+        "qemu-system-x86_64",
+        "-accel", "tcg",
+        "-m", "1024",
+        "-smp", "1",
+        "-nodefaults", "-no-user-config",
+        "-display", "none",
+        "-no-reboot",
+        "-kernel", str(base.vmlinuz),
+        "-initrd", str(base.initrd),
+        "-append", f"{KERNEL_CMDLINE} {cmdline_extra}".strip(),
+        "-drive", f"file={image},format=raw,if=virtio",
+        "-serial", f"file:{console_log}",
+        "-serial", f"file:{probe_log}",
+    ]
+
+
+def boot_image(base: BaseRoot, image: Path, logdir: Path, scenario: str,
+               timeout: float = BOOT_TIMEOUT, cmdline_extra: str = "") -> BootResult:
+    """Boot the image until the guest powers off (or the timeout kills qemu); always reaps qemu."""
+    logdir.mkdir(parents=True, exist_ok=True)
+    console_log, probe_log = logdir / "console.log", logdir / "probe.log"
+    cmd = qemu_command(base, image, console_log, probe_log, cmdline_extra)
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=open(logdir / "qemu.stderr", "w"), start_new_session=True)
+    exit_code: Optional[int]
+    try:
+        exit_code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        exit_code = None
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    seconds = time.monotonic() - started
+    text = probe_log.read_text(errors="replace") if probe_log.exists() else ""
+    return BootResult(scenario, console_log, probe_log, seconds, exit_code, parse_probe(text), cmd)
+
+
+def _int_or_none(text: str) -> Optional[int]:
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def parse_probe(text: str) -> ProbeReport:
+    report = ProbeReport({}, {}, {}, [], [], {}, None, False)
+    for raw in text.splitlines():
+        line = raw.rstrip("\r")
+        if not line.startswith("SDPROBE "):
+            continue
+        kind, _, rest = line[len("SDPROBE "):].partition(" ")
+        if kind == "value" and "=" in rest:
+            key, _, value = rest.partition("=")
+            report.values[key] = value.strip()
+        elif kind == "module" and "=" in rest:
+            name, _, state = rest.partition("=")
+            report.modules[name] = state.strip()
+        elif kind == "unit":
+            name, *pairs = rest.split()
+            fields = dict(p.split("=", 1) for p in pairs if "=" in p)
+            report.units[name] = UnitTiming(fields.get("state", ""), _int_or_none(fields.get("start", "")),
+                                            _int_or_none(fields.get("exit", "")))
+        elif kind == "chain":
+            report.chain.append(rest)
+        elif kind == "journal":
+            report.journal.append(rest)
+        elif kind == "after":
+            unit, _, after = rest.partition(" ")
+            report.after[unit] = after.split()
+        elif kind == "uptime":
+            try:
+                report.uptime = float(rest)
+            except ValueError:
+                pass
+        elif kind == "END":
+            report.complete = True
+    return report
+
+
+def run_scenario(base: BaseRoot, scenario: Scenario, workdir: Path, logdir: Path,
+                 before_image=None) -> BootResult:
+    """prepare -> before_image(root) -> probe -> image -> boot; removes root and image.
+
+    `before_image` is the tool's turn (fix, check); it returns extra keys for the probe to report.
+    """
+    root = workdir / scenario.name / "root"
+    image = workdir / scenario.name / "disk.img"
+    try:
+        prepare_root(base, scenario, root)
+        extra_keys = before_image(root) if before_image is not None else ()
+        install_probe(root, scenario, extra_keys or ())
+        build_image(root, image)
+        shutil.rmtree(root)
+        return boot_image(base, image, logdir / scenario.name, scenario.name,
+                          cmdline_extra=scenario.cmdline_extra)
+    finally:
+        shutil.rmtree(workdir / scenario.name, ignore_errors=True)

@@ -1,0 +1,210 @@
+"""The roots the slow tier boots: what each one configures and what it probes.
+
+A scenario is plain data: files written into a copy of the base root, symlinks
+(unit enablement), the sysctl keys the probe reports, and whether
+`sysctl-doctor fix` runs on the root before it is imaged. Every scenario also
+sets a built-in control key (`net.core.somaxconn = 1234`) so that a boot shows
+systemd-sysctl really read the configuration.
+
+The probe (`sdprobe.service`, after multi-user.target) writes `SDPROBE ...`
+lines to the second serial port (/dev/ttyS1, a file of its own on the host),
+then powers the machine off:
+    SDPROBE value <dotted key>=<value, tabs as spaces>|absent
+    SDPROBE module <name>=loaded|absent
+    SDPROBE unit <unit> state=<ActiveState> start=<µs> exit=<µs>
+    SDPROBE after <unit> <its After= list>
+    SDPROBE chain|journal|lsmod <text>
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Tuple
+
+BE_LIBERAL = "net.netfilter.nf_conntrack_tcp_be_liberal"
+CONTROL_KEY = "net.core.somaxconn"
+CONTROL_VALUE = "1234"
+
+SYSCTL_CONF = (
+    "# the incident's mitigation (needs nf_conntrack)\n"
+    f"{BE_LIBERAL} = 1\n"
+)
+CONTROL_CONF = f"# built-in control key: shows systemd-sysctl read /etc/sysctl.d\n{CONTROL_KEY} = {CONTROL_VALUE}\n"
+MODULES_LOAD_CONF = "nf_conntrack\n"
+NFTABLES_CONF = """#!/usr/sbin/nft -f
+flush ruleset
+table inet filter {
+	chain input {
+		type filter hook input priority filter; policy accept;
+		ct state established,related accept
+	}
+}
+"""
+# sysctl.d(5)'s recommendation for a module's keys, spelled for nf_conntrack.
+UDEV_RULE = (
+    'ACTION=="add", SUBSYSTEM=="module", KERNEL=="nf_conntrack", '
+    'RUN+="/usr/lib/systemd/systemd-sysctl --prefix=/net/netfilter"\n'
+)
+# Debian 12's own nftables.service (DefaultDependencies=no, WantedBy=sysinit.target), enabled as
+# `systemctl enable nftables` would.
+NFTABLES_ENABLED = {
+    "etc/systemd/system/sysinit.target.wants/nftables.service": "/lib/systemd/system/nftables.service",
+}
+
+# udevd logs at debug level: the journal then shows it running the rule's systemd-sysctl for
+# nf_conntrack, the direct evidence of who applied the value.
+UDEV_DEBUG = "udev.log_level=debug"
+
+PROBE_KEYS = (BE_LIBERAL, "net.netfilter.nf_conntrack_max", CONTROL_KEY)
+PROBE_UNITS = (
+    "systemd-modules-load.service",
+    "systemd-sysctl.service",
+    "nftables.service",
+    "systemd-udevd.service",
+    "systemd-udev-trigger.service",
+)
+
+PROBE_SCRIPT = """#!/bin/sh
+# sysctl-doctor slow tier: report what the booted system shows, then power off.
+exec > /dev/ttyS1 2>&1
+echo "SDPROBE BEGIN"
+udevadm settle --timeout=30 || echo "SDPROBE note udevadm settle timed out"
+read -r up _ < /proc/uptime
+echo "SDPROBE uptime $up"
+while read -r key path; do
+    if [ -e "/proc/sys/$path" ]; then
+        echo "SDPROBE value $key=$(cat "/proc/sys/$path" | tr '\\t' ' ')"
+    else
+        echo "SDPROBE value $key=absent"
+    fi
+done < /etc/sdprobe/keys
+for mod in nf_conntrack nft_ct nf_tables; do
+    if [ -d "/sys/module/$mod" ]; then state=loaded; else state=absent; fi
+    echo "SDPROBE module $mod=$state"
+done
+for unit in $(cat /etc/sdprobe/units); do
+    echo "SDPROBE unit $unit state=$(systemctl show -P ActiveState "$unit")" \\
+         "start=$(systemctl show -P ExecMainStartTimestampMonotonic "$unit")" \\
+         "exit=$(systemctl show -P ExecMainExitTimestampMonotonic "$unit")"
+done
+systemctl show -P After systemd-sysctl.service | sed 's/^/SDPROBE after systemd-sysctl.service /'
+systemd-analyze critical-chain systemd-sysctl.service nftables.service 2>&1 | sed 's/^/SDPROBE chain /'
+journalctl -b -o short-monotonic --no-pager 2>&1 \\
+    | grep -i -e sysctl -e modules-load -e "kernel module" -e nftables -e "couldn't" -e nf_ -e nft -e conntrack \\
+    | sed 's/^/SDPROBE journal /'
+lsmod 2>&1 | sed 's/^/SDPROBE lsmod /'
+echo "SDPROBE END"
+sync
+systemctl poweroff --no-block
+"""
+# The probe runs from a transient timer 3 s after sdprobe.service, i.e. once the boot transaction has
+# finished, so that `systemd-analyze critical-chain` can answer.
+PROBE_UNIT = """[Unit]
+Description=sysctl-doctor slow tier probe (starts the report once boot is finished)
+After=multi-user.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/systemd-run --no-block --on-active=3 --unit=sdprobe-report /usr/local/sbin/sdprobe
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def proc_sys_path(key: str) -> str:
+    """The /proc/sys path of a dotted key, as systemd-sysctl spells it (dots and slashes swapped)."""
+    return key.translate(str.maketrans("./", "/."))
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    files: Dict[str, str]                       # path inside the root -> content
+    symlinks: Dict[str, str] = field(default_factory=dict)   # path inside the root -> target
+    fix_args: Optional[Tuple[str, ...]] = None  # run `sysctl-doctor fix --root R *fix_args` first
+    cmdline_extra: str = ""                     # appended to the guest's kernel command line
+    extra_probe_keys: Tuple[str, ...] = ()      # keys the probe reports besides PROBE_KEYS and the predicted ones
+
+    def probe_files(self, extra_keys: Iterable[str] = ()) -> Dict[str, str]:
+        keys: List[str] = []
+        for key in (*PROBE_KEYS, *self.extra_probe_keys, *extra_keys):
+            if key not in keys:
+                keys.append(key)
+        return {
+            "usr/local/sbin/sdprobe": PROBE_SCRIPT,
+            "etc/systemd/system/sdprobe.service": PROBE_UNIT,
+            "etc/sdprobe/keys": "".join(f"{k} {proc_sys_path(k)}\n" for k in keys),
+            "etc/sdprobe/units": "\n".join(PROBE_UNITS) + "\n",
+        }
+
+    def probe_symlinks(self) -> Dict[str, str]:
+        return {"etc/systemd/system/multi-user.target.wants/sdprobe.service": "/etc/systemd/system/sdprobe.service"}
+
+
+_BASE_FILES = {
+    "etc/sysctl.d/90-conntrack.conf": SYSCTL_CONF,
+    "etc/sysctl.d/80-control.conf": CONTROL_CONF,
+}
+
+SYSCTL_ONLY = Scenario(
+    "sysctl-only",
+    "be_liberal in /etc/sysctl.d and nothing loads nf_conntrack",
+    dict(_BASE_FILES),
+)
+MODULES_LOAD = Scenario(
+    "modules-load",
+    "plus nf_conntrack in /etc/modules-load.d",
+    {**_BASE_FILES, "etc/modules-load.d/nf_conntrack.conf": MODULES_LOAD_CONF},
+)
+NFTABLES_LATE = Scenario(
+    "nftables-late",
+    "plus Debian's nftables.service with a `ct state` rule that loads nf_conntrack on demand",
+    {**_BASE_FILES, "etc/nftables.conf": NFTABLES_CONF},
+    symlinks=dict(NFTABLES_ENABLED),
+)
+NFTABLES_FIXED = Scenario(
+    "nftables-fixed",
+    "the nftables-late root after `sysctl-doctor fix --root`",
+    {**_BASE_FILES, "etc/nftables.conf": NFTABLES_CONF},
+    symlinks=dict(NFTABLES_ENABLED),
+    fix_args=(),
+)
+NFTABLES_FIXED_UDEV = Scenario(
+    "nftables-fixed-udev",
+    "the nftables-late root after `sysctl-doctor fix --root --method udev`",
+    {**_BASE_FILES, "etc/nftables.conf": NFTABLES_CONF},
+    symlinks=dict(NFTABLES_ENABLED),
+    fix_args=("--method", "udev"),
+    cmdline_extra=UDEV_DEBUG,
+)
+UDEV_RULE_LATE = Scenario(
+    "udev-rule",
+    "nftables loads nf_conntrack late; a udev module rule re-runs systemd-sysctl --prefix=/net/netfilter",
+    {
+        **_BASE_FILES,
+        "etc/nftables.conf": NFTABLES_CONF,
+        "etc/udev/rules.d/90-nf-conntrack-sysctl.rules": UDEV_RULE,
+    },
+    symlinks=dict(NFTABLES_ENABLED),
+    cmdline_extra=UDEV_DEBUG,
+)
+
+# The incident write-up's layout on Debian 12: the value in /etc/sysctl.conf (read through Debian's
+# /etc/sysctl.d/99-sysctl.conf link), the module in /etc/modules (read through
+# /etc/modules-load.d/modules.conf), and a vendor file masked by a /dev/null link of the same name.
+INCIDENT_LAYOUT = Scenario(
+    "incident-layout",
+    "be_liberal in /etc/sysctl.conf, nf_conntrack in /etc/modules, /usr/lib/sysctl.d/50-pid-max.conf masked",
+    {
+        "etc/sysctl.d/80-control.conf": CONTROL_CONF,
+        "etc/sysctl.conf": f"# as in the incident write-up\n{BE_LIBERAL} = 1\n",
+        "etc/modules": "# /etc/modules: kernel modules to load at boot time.\nnf_conntrack\n",
+    },
+    symlinks={"etc/sysctl.d/50-pid-max.conf": "/dev/null"},
+    extra_probe_keys=("kernel.pid_max",),
+)
+
+ALL = (SYSCTL_ONLY, MODULES_LOAD, NFTABLES_LATE, NFTABLES_FIXED, NFTABLES_FIXED_UDEV, UDEV_RULE_LATE, INCIDENT_LAYOUT)
+BY_NAME = {s.name: s for s in ALL}
