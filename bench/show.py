@@ -119,6 +119,8 @@ def main() -> None:
             ("sysctl-doctor show --format json", exe + ["show", "--root", str(base), "--format", "json"]),
             ("sysctl-doctor show --proc-sys (globs, exists)",
              exe + ["show", "--root", str(base), "--proc-sys", str(tree), "--format", "json"]),
+            ("for scale: show on examples/incident (5 files)",
+             exe + ["show", "--root", str(Path(__file__).resolve().parents[1] / "examples" / "incident")]),
         ]
         rows = [(name, time_runs(argv, args.runs, name)) for name, argv in commands]
         real, why = real_systemd_sysctl(base, tree, args.runs)

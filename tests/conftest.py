@@ -13,8 +13,29 @@ never passed silently.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The suite never writes into the user's cache: the kernel index cache
+    # (and anything else under XDG_CACHE_HOME) lives in a directory of this run.
+    config._sd_cache_dir = tempfile.mkdtemp(prefix="sysctl-doctor-tests-xdg-")
+    config._sd_old_xdg = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = config._sd_cache_dir
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    cache_dir = getattr(config, "_sd_cache_dir", None)
+    if cache_dir is None:
+        return
+    if config._sd_old_xdg is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = config._sd_old_xdg
+    shutil.rmtree(cache_dir, ignore_errors=True)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

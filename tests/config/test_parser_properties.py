@@ -6,14 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sysctl_doctor.config.model import KeyTree, key_to_path, path_to_key
-from sysctl_doctor.config.sysctl_d import (
-    effective_settings,
-    glob_matches,
-    load_sysctl_config,
-    parse_sysctl_bytes,
-    parse_systemd_line,
-    systemd_lines,
-)
+from sysctl_doctor.config.sysctl_d import effective_settings, load_sysctl_config
+from sysctl_doctor.config.sysctl_glob import glob_matches
+from sysctl_doctor.config.sysctl_lines import parse_sysctl_bytes, parse_systemd_line, systemd_lines
 from sysctl_doctor.root import Root
 
 TOKENS = [b"k", b".", b"/", b"=", b" ", b"\t", b"-", b"#", b";", b"*", b"?", b"[", b"]", b"{", b",", b"}",
@@ -76,7 +71,7 @@ def test_glob_matcher_never_raises(pattern):
 @given(st.text(alphabet="ab*?[]!{},.", max_size=6), st.sampled_from(["a", "b", "ab", ".a", "a.b", "ba"]))
 def test_path_glob_agrees_with_tree_glob(pattern, name):
     # The whole-path matcher (used without a key tree) and the tree walk agree.
-    from sysctl_doctor.config.sysctl_d import glob_matches_path
+    from sysctl_doctor.config.sysctl_glob import glob_matches_path
 
     pat, path = f"k/{pattern}/x", f"k/{name}/x"
     tree = KeyTree.of({path})

@@ -6,16 +6,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
 from sysctl_doctor.config.model import KeyTree, key_to_path, path_to_key
 from sysctl_doctor.config.sysctl_d import (
     default_flavor,
     effective_settings,
     load_sysctl_config,
-    systemd_lines,
     systemd_normalize,
 )
+from sysctl_doctor.config.sysctl_lines import systemd_lines
 from sysctl_doctor.root import Root
 
 

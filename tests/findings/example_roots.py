@@ -41,4 +41,5 @@ def check_example(example: Example, dest: Path):
     from sysctl_doctor.root import Root
 
     root = build_example(example, dest)
-    return run_check(Root(root), kernel=example.kernel, cmdline=example.cmdline, live_values=example.live_values)
+    return run_check(Root(root), kernel=example.kernel, cmdline=example.cmdline, live_values=example.live_values,
+                     nat_facts=example.nat_facts)

@@ -46,6 +46,7 @@ class OnDemandLoader:
     unit: str
     unit_file: Optional[str]
     modules: Dict[str, Evidence] = field(default_factory=dict)  # module -> first evidence
+    rulesets: List[Tuple[str, str]] = field(default_factory=list)  # (nft|iptables|ufw, file) it loads
 
     def add(self, modules: Tuple[str, ...], evidence: Evidence) -> None:
         for module in modules:
@@ -184,15 +185,19 @@ def _detect(root: Root, unit: Unit) -> Optional[OnDemandLoader]:
             program = os.path.basename(words[0]) if words else ""
         if program == "nft":
             for path in _nft_files(words):
+                loader.rulesets.append(("nft", path))
                 _scan(root, path, NFT_TRIGGERS, loader, follow_includes=True)
         elif program in ("iptables-restore", "ip6tables-restore", "iptables-legacy-restore", "iptables-nft-restore"):
             for path in _restore_files(words):
+                loader.rulesets.append(("iptables", path))
                 _scan(root, path, IPT_TRIGGERS, loader, follow_includes=False)
         elif program == "netfilter-persistent":
             for path in ("/etc/iptables/rules.v4", "/etc/iptables/rules.v6"):
+                loader.rulesets.append(("iptables", path))
                 _scan(root, path, IPT_TRIGGERS, loader, follow_includes=False)
         elif program == "ufw-init":
             for path in ("/etc/ufw/before.rules", "/etc/ufw/before6.rules"):
+                loader.rulesets.append(("ufw", path))
                 _scan(root, path, IPT_TRIGGERS, loader, follow_includes=False)
         elif program == "keepalived":
             config = "/etc/keepalived/keepalived.conf"
@@ -205,6 +210,7 @@ def _detect(root: Root, unit: Unit) -> Optional[OnDemandLoader]:
                 _scan(root, path, IPVSADM_TRIGGERS, loader, follow_includes=False)
         elif program in ("iptables.init", "ip6tables.init"):
             for path in ("/etc/sysconfig/iptables", "/etc/sysconfig/ip6tables"):
+                loader.rulesets.append(("iptables", path))
                 _scan(root, path, IPT_TRIGGERS, loader, follow_includes=False)
         else:
             for daemon, modules, why in DAEMONS:
@@ -259,6 +265,8 @@ def detect_script_loader(root: Root, name: str, file: str) -> Optional[OnDemandL
         triggers = {"nft": NFT_TRIGGERS, "ipt": IPT_TRIGGERS, "ipvs": IPVSADM_TRIGGERS,
                     "keepalived": KEEPALIVED_TRIGGERS}[kind]
         for path in files:
+            if kind in ("nft", "ipt"):
+                loader.rulesets.append(("nft" if kind == "nft" else "ufw" if name == "ufw" else "iptables", path))
             _scan(root, path, triggers, loader, follow_includes=kind == "nft")
     elif name in SCRIPT_DAEMONS:
         for daemon, modules, why in DAEMONS:

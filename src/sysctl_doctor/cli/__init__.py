@@ -50,11 +50,9 @@ def cli() -> None:
 def _register() -> None:
     # One import per command module; each module defines `command`.
     from sysctl_doctor.cli import conntrack
-    from sysctl_doctor.cli import explain, index, show
-    from sysctl_doctor.cli import check
-    from sysctl_doctor.cli import fix
+    from sysctl_doctor.cli import check, explain, fix, index, lab, show
 
-    modules: tuple = (conntrack, show, explain, index, check, fix)
+    modules: tuple = (check, show, explain, fix, index, conntrack, lab)
     for module in modules:
         cli.add_command(module.command)
 

@@ -12,7 +12,9 @@ def command() -> None:
 
 def _register() -> None:
     # One import per subcommand module; each defines `command`.
-    subcommands: tuple = ()
+    from sysctl_doctor.cli import conntrack_debug, conntrack_logs, conntrack_replay, conntrack_stats
+
+    subcommands: tuple = (conntrack_replay, conntrack_logs, conntrack_stats, conntrack_debug)
     for module in subcommands:
         command.add_command(module.command)
 

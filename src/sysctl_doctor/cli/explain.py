@@ -7,7 +7,7 @@
     KEY_SECTIONS.append(provider_section)          # "provided by module …"
 
 A section function takes an `ExplainContext` and returns an `ExplainSection` (or None to
-stay silent). Finding codes (``SD`` + 3 digits, e.g. SD101) go to `CODE_HANDLERS`: each
+stay silent). Finding codes (``SD``/``CT`` + 3 digits, e.g. SD101, CT001) go to `CODE_HANDLERS`: each
 takes the code and returns an `ExplainSection`, or None when it does not know the code.
 """
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from sysctl_doctor.config.model import KeyTree, SysctlConfig
     from sysctl_doctor.root import Root
 
-CODE_PATTERN = re.compile(r"^SD\d{3}$")
+CODE_PATTERN = re.compile(r"^(SD|CT)\d{3}$", re.IGNORECASE)
 
 
 @dataclass
@@ -167,7 +167,7 @@ def finding_section(code: str) -> Optional[ExplainSection]:
         "rationale": rule.rationale, "fix": rule.fix})
 
 
-# Handlers for `explain CODE` (SD + 3 digits). Other branches append theirs.
+# Handlers for `explain CODE` (SD/CT + 3 digits). Other branches append theirs.
 CODE_HANDLERS: List[CodeHandler] = [finding_section]
 
 

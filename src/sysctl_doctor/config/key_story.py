@@ -11,13 +11,9 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from sysctl_doctor.config.model import ConfigLine, EffectiveSetting, KeyTree, Origin, SysctlConfig, path_to_key
-from sysctl_doctor.config.sysctl_d import (
-    effective_settings,
-    glob_matches_path,
-    parse_sysctl_bytes,
-    procps_path,
-    systemd_normalize,
-)
+from sysctl_doctor.config.sysctl_d import effective_settings, procps_path, systemd_normalize
+from sysctl_doctor.config.sysctl_glob import glob_matches_path
+from sysctl_doctor.config.sysctl_lines import parse_sysctl_bytes
 from sysctl_doctor.root import PathKind, Root
 
 WINS = "wins"

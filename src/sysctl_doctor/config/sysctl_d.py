@@ -27,15 +27,18 @@ procps-ng 4.0.2 (src/sysctl.c PreloadSystem, Preload, parse_setting_line, write_
 - lines end at ``\\n`` only (a NUL ends the text); lines shorter than 2 bytes are
   skipped; ``#``/``;`` comments; whitespace is C isspace; an empty value is
   written as is; every assignment is written, in order (duplicates too); a
-  glob skips paths that any line names exactly.
+  glob skips paths that any line names exactly. procps also globs each file
+  name (``x{a,b}.conf`` reads ``xa.conf``).
+
+Line parsing lives in `sysctl_lines`, glob matching in `sysctl_glob`; this module
+finds the files, applies the lines in order and computes the writes.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from sysctl_doctor.config.model import (
     ConfigLine,
@@ -52,6 +55,15 @@ from sysctl_doctor.config.model import (
     path_to_key,
     swap_separators,
 )
+from sysctl_doctor.config.sysctl_glob import (
+    _component_regex,
+    _sort_key,
+    _union_glob_regex,
+    expand_braces,
+    glob_matches,
+    glob_matches_path,
+)
+from sysctl_doctor.config.sysctl_lines import ParsedLine, parse_sysctl_bytes
 from sysctl_doctor.errors import Diagnostic, DoctorError
 from sysctl_doctor.root import PathKind, Root
 
@@ -59,215 +71,16 @@ SYSTEMD_DIRS: Tuple[str, ...] = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/l
 PROCPS_DIRS: Tuple[str, ...] = SYSTEMD_DIRS + ("/lib/sysctl.d",)
 SYSCTL_CONF = "/etc/sysctl.conf"
 DEBIAN_SYSCTL_CONF_LINK = "/etc/sysctl.d/99-sysctl.conf"
-LONG_LINE_MAX = 1024 * 1024  # systemd's LONG_LINE_MAX
 SYSTEMD_MARKERS = (
     "/usr/lib/systemd/system/systemd-sysctl.service",
     "/lib/systemd/system/systemd-sysctl.service",
     "/usr/lib/systemd/systemd-sysctl",
     "/lib/systemd/systemd-sysctl",
 )
-MAX_BYTE_DIAGNOSTICS = 5  # per file, then one summary line
-
-_SYSTEMD_WS = b" \t\n\r"
-_C_SPACE = b" \t\n\v\f\r"
 _BACKUP_SUFFIXES = frozenset(
     "rpmnew rpmsave rpmorig dpkg-old dpkg-new dpkg-tmp dpkg-dist dpkg-bak dpkg-backup dpkg-remove "
     "ucf-new ucf-old ucf-dist swp bak old new".split()
 )
-
-
-# --------------------------------------------------------------------------- lines
-
-
-class ParsedLine(NamedTuple):
-    """One meaningful line of a sysctl.d file."""
-
-    line: int
-    kind: str  # "assignment" | "exclusion" | "invalid"
-    key: str = ""  # as written, after the "-" and whitespace are removed
-    value: Optional[str] = None
-    ignore_failure: bool = False
-    text: str = ""  # the stripped line (for messages)
-
-
-@dataclass
-class ParsedFile:
-    lines: List[ParsedLine] = field(default_factory=list)
-    diagnostics: List[Diagnostic] = field(default_factory=list)
-
-
-def _decode(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="surrogateescape")
-
-
-_EOL_BITS = {0x0A: 2, 0x0D: 4, 0x00: 1}
-_RUN = re.compile(rb"([^\r\n\x00]*)([\r\n\x00]*)")
-
-
-def systemd_lines(data: bytes) -> Iterator[Tuple[int, bytes]]:
-    """Lines as systemd's read_line() returns them: (1-based number, text).
-
-    Raises `ValueError` (with the line number in args[1]) for a line of
-    LONG_LINE_MAX bytes or more: systemd stops reading the file there.
-    """
-    lineno = 0
-    for match in _RUN.finditer(data):
-        text, eols = match.group(1), match.group(2)
-        if not text and not eols:
-            break
-        if len(text) >= LONG_LINE_MAX:
-            raise ValueError("line too long", lineno + 1)
-        lineno += 1
-        yield lineno, text
-        # An EOL run holds one terminator, then empty lines: a terminator ends
-        # after a NUL or when a marker already seen in it repeats.
-        seen = 0
-        for byte in eols:
-            bit = _EOL_BITS[byte]
-            if seen and (seen & 1 or seen & bit):
-                lineno += 1
-                yield lineno, b""
-                seen = 0
-            seen |= bit
-
-
-def procps_lines(data: bytes) -> Iterator[Tuple[int, bytes]]:
-    """Lines as procps' getline() loop sees them: (number, bytes incl. the newline)."""
-    lineno = 0
-    start = 0
-    size = len(data)
-    while start < size:
-        end = data.find(b"\n", start)
-        end = size if end < 0 else end + 1
-        lineno += 1
-        yield lineno, data[start:end]
-        start = end
-
-
-def _c_rstrip(raw: bytes) -> bytes:
-    """procps rstrip(): never strips the first character."""
-    end = len(raw) - 1
-    while end > 0 and raw[end] in _C_SPACE:
-        end -= 1
-    return raw[: end + 1] if raw else raw
-
-
-def _c_lstrip(raw: bytes) -> bytes:
-    i = 0
-    while i < len(raw) and raw[i] in _C_SPACE:
-        i += 1
-    return raw[i:]
-
-
-def parse_systemd_line(lineno: int, raw: bytes) -> Optional[ParsedLine]:
-    p = raw.strip(_SYSTEMD_WS)
-    if not p or p[0] in b"#;\n":
-        return None
-    eq = p.find(b"=")
-    if eq >= 0:
-        ignore = p[0] == 45  # "-"
-        key = p[1 if ignore else 0 : eq].strip(_SYSTEMD_WS)
-        value = p[eq + 1 :].strip(_SYSTEMD_WS)
-        return ParsedLine(lineno, "assignment", key.decode("utf-8", "surrogateescape"),
-                          value.decode("utf-8", "surrogateescape"), ignore)
-    if p[:1] == b"-":
-        return ParsedLine(lineno, "exclusion", _decode(p[1:].strip(_SYSTEMD_WS)), None, False)
-    return ParsedLine(lineno, "invalid", text=_decode(p))
-
-
-def parse_procps_line(lineno: int, raw: bytes) -> Optional[ParsedLine]:
-    if len(raw) < 2:  # rlen < 2
-        return None
-    raw = raw.split(b"\x00", 1)[0]  # C string functions stop at a NUL
-    key = _c_lstrip(raw)
-    if len(key) < 2 or key[:1] in (b"#", b";"):
-        return None
-    eq = key.find(b"=")
-    if eq < 0:
-        if key[:1] == b"-":
-            return ParsedLine(lineno, "exclusion", _decode(_c_rstrip(key[1:])), None, False)
-        return ParsedLine(lineno, "invalid", text=_decode(key.rstrip(_C_SPACE)))
-    name, value = key[:eq], key[eq + 1 :]
-    ignore = name[:1] == b"-"
-    if ignore:
-        name = name[1:]
-    value = _c_rstrip(_c_lstrip(value))
-    return ParsedLine(lineno, "assignment", _decode(_c_rstrip(name)), _decode(value), ignore)
-
-
-def parse_sysctl_bytes(data: bytes, flavor: Flavor, file: str) -> ParsedFile:
-    """Parse one file's bytes the way `flavor` does. Never raises on any input."""
-    out = ParsedFile()
-    bad_bytes = 0
-    try:
-        data.decode("utf-8")
-        check_utf8 = False
-    except UnicodeDecodeError:
-        check_utf8 = True
-    if flavor == "systemd":
-        if b"\r" in data or b"\x00" in data or len(data) >= LONG_LINE_MAX:
-            lines: Iterator[Tuple[int, bytes]] = systemd_lines(data)
-        else:  # only "\n" line ends and no long line: a plain split is the same thing, faster
-            chunks = data.split(b"\n")
-            if chunks and not chunks[-1]:
-                chunks.pop()
-            lines = iter(enumerate(chunks, 1))
-        parse = parse_systemd_line
-    else:
-        lines = procps_lines(data)
-        parse = parse_procps_line
-    if b"\x00" in data:
-        out.diagnostics.append(
-            Diagnostic(
-                "binary data (NUL bytes): "
-                + ("systemd-sysctl treats a NUL as a line end" if flavor == "systemd"
-                   else "procps ignores the rest of a line after a NUL"),
-                file,
-                data[: data.index(b"\x00")].count(b"\n") + 1,
-            )
-        )
-    try:
-        for lineno, raw in lines:
-            parsed = parse(lineno, raw)
-            if parsed is None:
-                continue
-            if parsed.kind == "invalid":
-                msg = ("line is not an assignment, ignored (systemd-sysctl then exits with an error, so "
-                       "systemd-sysctl.service shows as failed): " if flavor == "systemd"
-                       else "invalid syntax (no '='), ignored: ")
-                out.diagnostics.append(Diagnostic(msg + _shorten(parsed.text), file, lineno))
-                continue
-            try:
-                if check_utf8:
-                    raw.decode("utf-8")
-            except UnicodeDecodeError:
-                bad_bytes += 1
-                if bad_bytes <= MAX_BYTE_DIAGNOSTICS:
-                    out.diagnostics.append(
-                        Diagnostic("bytes that are not UTF-8; they are used as they are (shown escaped)", file, lineno)
-                    )
-            out.lines.append(parsed)
-    except ValueError as exc:
-        out.diagnostics.append(
-            Diagnostic(
-                f"line of {LONG_LINE_MAX} bytes or more: systemd-sysctl stops reading the file here "
-                "(assignments before it still apply)",
-                file,
-                exc.args[1],
-            )
-        )
-    if bad_bytes > MAX_BYTE_DIAGNOSTICS:
-        out.diagnostics.append(Diagnostic(f"{bad_bytes - MAX_BYTE_DIAGNOSTICS} more lines with non-UTF-8 bytes", file))
-    return out
-
-
-def _shorten(text: str, limit: int = 80) -> str:
-    text = text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace") if _has_surrogates(text) else text
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _has_surrogates(text: str) -> bool:
-    return any("\udc80" <= c <= "\udcff" for c in text)
 
 
 # --------------------------------------------------------------------------- keys
@@ -327,189 +140,6 @@ def under_prefix(path: str, prefixes: Sequence[str]) -> bool:
     if not prefixes:
         return True
     return any(_path_startswith(path, p) is not None for p in prefixes)
-
-
-# --------------------------------------------------------------------------- globs
-
-_CLASSES = {
-    "alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z", "lower": "a-z",
-    "space": " \\t\\n\\r\\f\\v", "xdigit": "0-9A-Fa-f", "punct": re.escape("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
-    "blank": " \\t", "cntrl": "\\x00-\\x1f\\x7f", "print": "\\x20-\\x7e", "graph": "\\x21-\\x7e",
-}
-
-
-def _component_regex(comp: str, in_path: bool = False) -> "re.Pattern[str]":
-    """POSIX glob (fnmatch without FNM_PERIOD relaxations) for one path component
-    (`in_path`: as part of a whole-path regex, so nothing may match a slash)."""
-    anychar = "[^/]" if in_path else "."
-    out: List[str] = []
-    i, n = 0, len(comp)
-    while i < n:
-        c = comp[i]
-        if c == "\\" and i + 1 < n:
-            out.append(re.escape(comp[i + 1]))
-            i += 2
-            continue
-        if c == "*":
-            out.append(anychar + "*")
-        elif c == "?":
-            out.append(anychar)
-        elif c == "[":
-            j = i + 1
-            negate = j < n and comp[j] in "!^"
-            if negate:
-                j += 1
-            items: List[str] = []
-            first = True
-            closed = False
-            while j < n:
-                ch = comp[j]
-                if ch == "]" and not first:
-                    closed = True
-                    break
-                first = False
-                if ch == "[" and comp.startswith("[:", j):
-                    end = comp.find(":]", j + 2)
-                    if end > 0 and comp[j + 2 : end] in _CLASSES:
-                        items.append(_CLASSES[comp[j + 2 : end]])
-                        j = end + 2
-                        continue
-                if ch == "\\" and j + 1 < n:
-                    j += 1
-                    ch = comp[j]
-                if j + 2 < n and comp[j + 1] == "-" and comp[j + 2] != "]":
-                    hi = comp[j + 2]
-                    if hi == "\\" and j + 3 < n:
-                        hi = comp[j + 3]
-                        j += 1
-                    items.append(re.escape(ch) + "-" + re.escape(hi))
-                    j += 3
-                    continue
-                items.append(re.escape(ch))
-                j += 1
-            if not closed:
-                out.append(re.escape("["))
-            else:
-                body = "".join(items)
-                if negate and in_path:
-                    body += "/"
-                out.append(f"[{'^' if negate else ''}{body}]" if body else ("[^/]" if negate else "(?!)"))
-                i = j + 1
-                continue
-        else:
-            out.append(re.escape(c))
-        i += 1
-    try:
-        return re.compile("".join(out), re.DOTALL)
-    except re.error:
-        return re.compile(re.escape(comp), re.DOTALL)
-
-
-def expand_braces(pattern: str) -> List[str]:
-    """glob(3) GLOB_BRACE expansion ("a{b,c}d" -> "abd", "acd"; nested braces too)."""
-    depth = 0
-    start = -1
-    for i, c in enumerate(pattern):
-        if c == "\\":
-            continue
-        if c == "{":
-            if depth == 0:
-                start = i
-            depth += 1
-        elif c == "}" and depth:
-            depth -= 1
-            if depth == 0:
-                body = pattern[start + 1 : i]
-                alts, level, last = [], 0, 0
-                for j, ch in enumerate(body):
-                    if ch == "{":
-                        level += 1
-                    elif ch == "}":
-                        level -= 1
-                    elif ch == "," and level == 0:
-                        alts.append(body[last:j])
-                        last = j + 1
-                alts.append(body[last:])
-                if len(alts) == 1:
-                    return [pattern]
-                head, tail = pattern[:start], pattern[i + 1 :]
-                out: List[str] = []
-                for alt in alts:
-                    out.extend(expand_braces(head + alt + tail))
-                return out
-    return [pattern]
-
-
-def glob_matches(pattern: str, keys: KeyTree, braces: bool = False) -> List[str]:
-    """Slash paths (files and directories) in `keys` that glob(3) returns for
-    /proc/sys/<pattern>, sorted like glob; `braces` = GLOB_BRACE (systemd)."""
-    patterns = expand_braces(pattern) if braces else [pattern]
-    found: List[str] = []
-    for pat in patterns:
-        for path in _glob_one(pat, keys):
-            if path not in found:
-                found.append(path)
-    return found
-
-
-_PATH_REGEX_CACHE: Dict[Tuple[str, bool], "re.Pattern[str]"] = {}
-
-
-def _union_glob_regex(patterns: List[str], braces: bool) -> "re.Pattern[str]":
-    """One regex matching a path when any of the globs would."""
-    for pat in patterns:
-        glob_matches_path(pat, "", braces)  # fills the cache
-    return re.compile("|".join(f"(?:{_PATH_REGEX_CACHE[(pat, braces)].pattern})" for pat in patterns), re.DOTALL)
-
-
-def glob_matches_path(pattern: str, path: str, braces: bool = False) -> bool:
-    """Would glob(3) of /proc/sys/<pattern> return /proc/sys/<path> if it existed?"""
-    rx = _PATH_REGEX_CACHE.get((pattern, braces))
-    if rx is None:
-        alternatives = []
-        for pat in expand_braces(pattern) if braces else [pattern]:
-            parts = []
-            for comp in (c for c in pat.split("/") if c not in ("", ".")):
-                no_dot = "" if comp.startswith(".") or comp.startswith("\\.") else "(?!\\.)"
-                parts.append(no_dot + "(?:" + _component_regex(comp, in_path=True).pattern + ")")
-            alternatives.append("/".join(parts))
-        rx = re.compile("(?:" + "|".join(alternatives) + ")" if alternatives else "(?!)", re.DOTALL)
-        _PATH_REGEX_CACHE[(pattern, braces)] = rx
-    return rx.fullmatch(path) is not None
-
-
-def _glob_one(pattern: str, keys: KeyTree) -> List[str]:
-    comps = [c for c in pattern.split("/") if c not in ("", ".")]
-    if not comps:
-        return []
-    children = keys.children()
-    everything = keys.paths | keys.all_directories()
-    level = [""]
-    for comp in comps:
-        nxt = []
-        if not any(ch in comp for ch in "*?[\\"):
-            for base in level:
-                cand = f"{base}/{comp}" if base else comp
-                if cand in everything:
-                    nxt.append(cand)
-        else:
-            rx = _component_regex(comp)
-            dot_ok = comp.startswith(".") or comp.startswith("\\.")
-            for base in level:
-                for name in children.get(base, ()):
-                    if name.startswith(".") and not dot_ok:
-                        continue
-                    if rx.fullmatch(name):
-                        nxt.append(f"{base}/{name}" if base else name)
-        level = nxt
-        if not level:
-            return []
-    level.sort(key=_sort_key)
-    return level
-
-
-def _sort_key(name: str) -> bytes:
-    return name.encode("utf-8", "surrogateescape")
 
 
 # --------------------------------------------------------------------------- discovery

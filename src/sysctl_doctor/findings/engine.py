@@ -31,6 +31,7 @@ class Analysis:
     live_values: Optional[Dict[str, Optional[str]]]
     kernel: str
     diagnostics: List[Diagnostic] = field(default_factory=list)
+    nat: Optional[object] = None  # sysctl_doctor.findings.nat_advice.HostNat: the NAT facts (CT rules)
 
 
 @dataclass
@@ -85,6 +86,68 @@ def _read_live(live: LiveHost, path: str) -> Optional[str]:
         return None
 
 
+BE_LIBERAL_PATH = "net/netfilter/nf_conntrack_tcp_be_liberal"
+_SD_CODE_OF_VERDICT = {"race": "SD101", "loaded-late": "SD101", "never-loaded": "SD102", "udev-race": "SD103"}
+
+
+def _be_liberal_void(p: Optional[KeyPrediction]) -> Optional[str]:
+    """Why a configured be_liberal=1 does not hold after boot, from the key's own prediction."""
+    if p is None or p.configured.strip() == "0" or p.boot_value not in (None, "0"):
+        return None
+    how = "not guaranteed" if p.verdict == "race" else "not applied"
+    code = _SD_CODE_OF_VERDICT.get(p.verdict) or ("SD114" if p.blocked else None)
+    see = f"; see {code}" if code else ""
+    return f"configured ({p.file}:{p.line}) but {how} at boot ({p.verdict}{see})"
+
+
+def _host_nat(root: Root, live: Optional[LiveHost], timeline: BootTimeline, predictions: List[KeyPrediction],
+              kernel: str,
+              live_values: Optional[Dict[str, Optional[str]]], overrides: Optional[Dict[str, object]]):
+    """The host's NAT facts for the CT rules: the running rules on `/`, the persisted rulesets offline."""
+    import dataclasses
+    import os
+
+    from sysctl_doctor.conntrack.nat_facts import facts_of
+    from sysctl_doctor.conntrack.recommend import kernel_version
+    from sysctl_doctor.findings.nat_advice import HostNat
+
+    diagnostics: List[Diagnostic] = []
+    be_now: Optional[bool] = None
+    if live is not None:
+        import subprocess
+
+        from sysctl_doctor.conntrack.nat_facts import read_live_be_liberal, read_live_rules
+
+        try:
+            rules = read_live_rules(None)
+        except (DoctorError, OSError, subprocess.SubprocessError) as exc:
+            return None, [Diagnostic(f"NAT recommendations (CT rules) skipped: cannot read the running rules ({exc})")]
+        source = "running rules (nft, iptables-save)"
+        be_now = read_live_be_liberal(None)
+    else:
+        from sysctl_doctor.conntrack.persisted_rules import read_persisted_rules
+
+        persisted = read_persisted_rules(root, [r for loader in timeline.loaders for r in loader.rulesets])
+        rules, diagnostics = persisted.rules, list(persisted.diagnostics)
+        source = ", ".join(persisted.files) or "no ruleset loaded at boot"
+        if live_values and live_values.get(BE_LIBERAL_PATH) is not None:
+            be_now = live_values[BE_LIBERAL_PATH] != "0"
+    version = kernel_version(kernel) if kernel and kernel != "unknown" else (0, 0)
+    if version == (0, 0) and live is not None:
+        version = kernel_version(os.uname().release)
+    prediction = next((p for p in predictions if p.path == BE_LIBERAL_PATH), None)
+    after_boot = None if prediction is None else prediction.boot_value not in (None, "0")
+    facts = dataclasses.replace(facts_of(rules, version, be_now), be_liberal_after_boot=after_boot,
+                                be_liberal_void=_be_liberal_void(prediction))
+    if overrides:
+        facts = dataclasses.replace(facts, **overrides)
+    nat = HostNat(facts, source, [f"{r.where} `{r.text}`" if r.text else r.where for r in rules.snat],
+                  [f"{r.where} `{r.text}`" if r.text else r.where for r in rules.dnat], dict(rules.invalid_dropped))
+    if nat.does_nat:
+        diagnostics.append(Diagnostic(f"NAT facts for the CT rules: {nat.summary()}"))
+    return nat, diagnostics
+
+
 def analyze(
     root: Root,
     live: Optional[LiveHost] = None,
@@ -93,7 +156,9 @@ def analyze(
     init_system: Optional[str] = None,
     flavor: Optional[str] = None,
     live_values: Optional[Dict[str, str]] = None,
+    nat_facts: Optional[Dict[str, object]] = None,
 ) -> Analysis:
+    """`nat_facts`: NAT facts check cannot read itself (kube_proxy, logged_reasons), as NatFacts fields."""
     from sysctl_doctor.config.sysctl_d import default_flavor, effective_settings, load_sysctl_config
 
     if live is not None and not root.is_live:
@@ -126,10 +191,13 @@ def analyze(
         if refine_timeline_with_image(root, timeline, getattr(index, "kernel", None)) is not None:
             predictions = predict_keys(settings, index, timeline, values, getattr(index, "kernel", None))
     diagnostics = list(getattr(index, "diagnostics", [])) + list(timeline.diagnostics)
+    nat, nat_diagnostics = _host_nat(root, live, timeline, predictions, getattr(index, "kernel", "unknown"), values,
+                                     nat_facts)
+    diagnostics += nat_diagnostics
     return Analysis(
         root=root, init_system=system, flavor=chosen_flavor, config=config, settings=settings, index=index,
         timeline=timeline, predictions=predictions, live=values is not None, live_values=values,
-        kernel=getattr(index, "kernel", "unknown"), diagnostics=diagnostics,
+        kernel=getattr(index, "kernel", "unknown"), diagnostics=diagnostics, nat=nat,
     )
 
 

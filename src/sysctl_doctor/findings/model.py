@@ -24,6 +24,8 @@ class Example:
     cmdline: Optional[str] = None
     kernel: Optional[str] = None  # the kernel build to predict for (None: the root's newest)
     live_values: Optional[Dict[str, str]] = None  # slash key -> value, standing in for /proc/sys
+    # NAT facts `check` cannot read from a root (kube-proxy version, logged INVALID reasons), given instead
+    nat_facts: Optional[Dict[str, object]] = None
 
 
 @dataclass(frozen=True)

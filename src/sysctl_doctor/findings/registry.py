@@ -7,6 +7,12 @@ from typing import Dict, List
 
 from sysctl_doctor.findings.model import SEVERITIES, Finding, Rule
 from sysctl_doctor.findings.rules import (
+    ct001_snat_reply_reset,
+    ct002_dnat_invalid_forwarded,
+    ct003_be_liberal_lost_at_boot,
+    ct004_be_liberal_mitigates,
+    ct005_kube_proxy_forward_only,
+    ct006_under_lower_bound_ignored,
     sd101_module_loaded_after_sysctl,
     sd102_module_never_loaded,
     sd103_udev_rule_before_5_11,
@@ -39,6 +45,17 @@ RULE_MODULES: List[ModuleType] = [
     sd113_initramfs_image_stale,
     sd114_module_load_blocked,
 ]
+# Conntrack/NAT rules: run by `check` on hosts that do NAT; each also has `advise(NatFacts)`, which
+# `sysctl_doctor.conntrack.recommend.recommend` runs for the conntrack commands and the lab.
+CT_RULE_MODULES: List[ModuleType] = [
+    ct001_snat_reply_reset,
+    ct002_dnat_invalid_forwarded,
+    ct003_be_liberal_lost_at_boot,
+    ct004_be_liberal_mitigates,
+    ct005_kube_proxy_forward_only,
+    ct006_under_lower_bound_ignored,
+]
+RULE_MODULES += CT_RULE_MODULES
 RULES: Dict[str, Rule] = {m.RULE.code: m.RULE for m in RULE_MODULES}
 _SEVERITY_ORDER = {s: i for i, s in enumerate(SEVERITIES)}
 
@@ -83,6 +100,9 @@ def example_text(example) -> List[str]:
         changes.append(f"    kernel: {example.kernel}")
     if example.live_values:
         changes.append("    live values: " + ", ".join(f"{k}={v}" for k, v in example.live_values.items()))
+    if example.nat_facts:
+        changes.append("    NAT facts given (check does not read them): "
+                       + ", ".join(f"{k}={v}" for k, v in example.nat_facts.items()))
     lines.append(f"  Root: {base}" + (", with:" if changes else ""))
     lines.extend(changes)
     return lines

@@ -1,0 +1,126 @@
+"""`sysctl-doctor conntrack logs`: the conntrack lines of the kernel log, explained."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+
+import click
+
+
+@click.command("logs")
+@click.argument("file", required=False)
+@click.option("--since", metavar="WHEN", help="Only records after WHEN: a duration ago (10m, 2h, 1d) or an ISO date.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--limit", type=int, default=200, show_default=True,
+              help="Text timeline: show the first LIMIT records (0 = all); counts and flows cover every one.")
+def command(file: Optional[str], since: Optional[str], fmt: str, limit: int) -> None:
+    """Explain conntrack's nf_log lines: INVALID or only IGNOREd, grouped by flow.
+
+    FILE is dmesg output, `journalctl -k` (short or -o json), a syslog file
+    (rotated .gz too), raw /dev/kmsg records, or - for stdin. Without FILE
+    the live host's journal is read (or the kernel ring buffer if there is
+    no journal). Exit 1 when a line shows an INVALID packet.
+    """
+    import gc
+
+    from sysctl_doctor.conntrack.kernel_log import (
+        FlowTable,
+        KernelLogReport,
+        iter_kernel_log,
+        read_log_file,
+        read_stream,
+    )
+
+    from sysctl_doctor.conntrack.log_sources import boot_time, parse_since, read_live_kernel_log
+
+    gc.disable()  # a short-lived run building acyclic records: the collector would only rescan them
+
+    since_at = parse_since(since) if since else None
+    boot = None
+    if file == "-":
+        data, source = read_stream(sys.stdin.buffer), "<stdin>"
+    elif file:
+        data, source = read_log_file(file), file
+    else:
+        live = read_live_kernel_log(since_at)
+        data, source = live.data, live.source
+        boot = boot_time() if live.boot_clock else None
+    report = KernelLogReport(source=source)
+    records = iter_kernel_log(data, report, since=since_at, boot_time=boot)
+    table = FlowTable()
+    if fmt == "json":
+        _stream_json(report, records, table)
+    else:
+        _render_text(report, records, table, limit)
+    if table.verdicts["INVALID"]:
+        raise click.exceptions.Exit(1)
+
+
+def _stream_json(report, records, table) -> None:  # type: ignore[no-untyped-def]
+    """One JSON object, written as the records come (memory stays O(flows) on huge logs)."""
+    indent = 2 if sys.stdout.isatty() else None
+    out = sys.stdout
+    from sysctl_doctor.conntrack.kernel_log import JSON_SCHEMA
+
+    out.write('{"schema": %s, "source": %s, "records": [' % (json.dumps(JSON_SCHEMA), json.dumps(report.source)))
+    first = True
+    for rec in records:
+        table.add(rec)
+        out.write(("" if first else ",") + ("\n  " if indent else "") + json.dumps(rec.to_json()))
+        first = False
+    tail = {
+        "flows": [f.to_json() for f in table.summaries()],
+        "counts": table.verdicts,
+        "reasons": table.reasons_json(),
+        "lines": report.lines_json(),
+    }
+    out.write("],")
+    out.write(json.dumps(tail, indent=indent)[1:])
+    out.write("\n")
+
+
+def _render_text(report, records, table, limit: int) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(f"[bold]timeline[/] of {report.source}")
+    shown = 0
+    for rec in records:
+        table.add(rec)
+        shown += 1
+        if limit and shown > limit:
+            continue
+        f = rec.record.fields
+        verdict = rec.reason.verdict
+        style = {"INVALID": "red", "IGNORE": "yellow"}.get(verdict)
+        label = f"[{style}]{verdict:<7}[/]" if style else f"{verdict:<7}"
+        when = f" {rec.time}" if rec.time else ""
+        console.print(
+            f"  line {rec.line}{when} {label} {rec.reason.code}: "
+            f"{f.get('SRC')}:{f.get('SPT')} > {f.get('DST')}:{f.get('DPT')} "
+            f"[{' '.join(sorted(rec.record.tcp_flags))}] seq={f.get('SEQ', '?')} ack={f.get('ACK', '?')}"
+            f" in={f.get('IN') or '-'} out={f.get('OUT') or '-'}"
+        )
+    if limit and shown > limit:
+        console.print(f"  … {shown - limit} more records (--limit 0 shows all; --format json has every one)")
+    skipped = report.skipped
+    console.print(
+        f"[bold]{report.source}[/]: {report.lines_total} lines, {shown} conntrack records"
+        f" ({report.continuation_lines} wrapped lines joined), {skipped.total} skipped"
+        f" (other {skipped.other}, partial {skipped.partial}, before --since {skipped.filtered})"
+    )
+    if not shown:
+        console.print("no conntrack nf_log lines. To make the kernel log them: "
+                      "`sysctl-doctor conntrack debug on --for 10m`")
+        return
+    console.print("verdicts: " + ", ".join(f"{k} {v}" for k, v in table.verdicts.items() if v))
+    console.print("[bold]flows[/]")
+    for flow in table.summaries():
+        reasons = ", ".join(f"{k} {v}" for k, v in flow.reasons.items())
+        verdicts = ", ".join(f"{k} {v}" for k, v in flow.verdicts.items())
+        console.print(f"  {flow.flow}: {flow.records} records ({verdicts}; {reasons}), lines {flow.first_line}-{flow.last_line}")
+    console.print("[bold]what the messages mean[/]")
+    for reason in table.reasons.values():
+        console.print(f"  {reason.code} ({reason.verdict}, {reason.wording} wording): {reason.explanation}")

@@ -1,0 +1,284 @@
+"""Turn conntrack's INVALID logging on, and put everything back afterwards.
+
+What `on` changes (only what is not already so):
+
+- ``net.netfilter.nf_log.2`` / ``.10`` → ``nf_log_ipv4`` / ``nf_log_ipv6`` when
+  ``NONE`` (bind a logger; built in here, a module elsewhere) — per netns;
+- ``net.netfilter.nf_conntrack_log_invalid`` → 255 (every protocol) or 6
+  (TCP) — per netns;
+- for a namespace other than the host's: ``net.netfilter.nf_log_all_netns`` →
+  1 in the init namespace (it exists only there; without it nf_log drops
+  lines from other namespaces). Host-global, changed under the host lock
+  (`sysctl_doctor.live.HOST_LOCK`) that `HostSysctlChange` uses.
+
+Before touching anything, `on` writes the previous values to a state file
+``/run/sysctl-doctor/conntrack-debug-<netns>.json`` (temp file, fsync,
+rename, directory fsync), so `off` — even after a crash or a SIGKILL —
+restores exactly the recorded values and deletes the file. /run is a tmpfs:
+after a reboot both the state and the sysctls are gone.
+
+``--for`` (`debug_for`) stays in the foreground: the host-global key is held
+through `HostSysctlChange` for the whole time, and everything is restored at
+the end, on Ctrl-C and on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator, List, Optional, Tuple
+
+from sysctl_doctor.conntrack.stats import in_netns
+from sysctl_doctor.errors import Diagnostic, DoctorError
+
+STATE_DIR = "/run/sysctl-doctor"
+HOST_SCOPE = "host"
+NETNS_SCOPE = "netns"
+LOGGERS = (("net/netfilter/nf_log/2", "nf_log_ipv4"), ("net/netfilter/nf_log/10", "nf_log_ipv6"))
+LOG_INVALID = "net/netfilter/nf_conntrack_log_invalid"
+ALL_NETNS = "net/netfilter/nf_log_all_netns"
+
+
+@dataclass(frozen=True)
+class DebugChange:
+    scope: str  # "netns" (the target namespace) or "host" (init namespace)
+    key: str  # slash path under /proc/sys
+    old: str
+    new: str
+
+    @property
+    def dotted(self) -> str:
+        return self.key.replace("/", ".")
+
+
+@dataclass
+class DebugState:
+    netns: Optional[str]  # None = the init (host) namespace
+    started: float
+    until: Optional[float]  # --for deadline (Unix seconds), None = until `off`
+    pid: Optional[int]  # the foreground process of --for
+    changes: List[DebugChange] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["changes"] = [asdict(c) for c in self.changes]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "DebugState":
+        return cls(
+            netns=data.get("netns"), started=float(data["started"]), until=data.get("until"),
+            pid=data.get("pid"), changes=[DebugChange(**c) for c in data.get("changes", [])],
+        )
+
+
+def plan_debug_on(netns: Optional[str], read: Callable[[str, str], Optional[str]],
+                  log_invalid: str = "255") -> List[DebugChange]:
+    """The changes `on` makes, from current values (``read(scope, key)``, None = key missing)."""
+    changes: List[DebugChange] = []
+    for key, logger in LOGGERS:
+        current = read(NETNS_SCOPE, key)
+        if current == "NONE":
+            changes.append(DebugChange(NETNS_SCOPE, key, current, logger))
+    current = read(NETNS_SCOPE, LOG_INVALID)
+    if current is None:
+        raise DoctorError("net.netfilter.nf_conntrack_log_invalid is missing: conntrack not loaded here "
+                          "(load nf_conntrack, or add a rule that uses conntrack)")
+    if current != log_invalid:
+        changes.append(DebugChange(NETNS_SCOPE, LOG_INVALID, current, log_invalid))
+    if netns is not None:
+        current = read(HOST_SCOPE, ALL_NETNS)
+        if current is not None and current != "1":
+            changes.append(DebugChange(HOST_SCOPE, ALL_NETNS, current, "1"))
+    return changes
+
+
+def state_path(netns: Optional[str], state_dir: str = STATE_DIR) -> str:
+    return os.path.join(state_dir, f"conntrack-debug-{netns or 'init'}.json")
+
+
+def _write_atomic(path: str, text: str) -> None:
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def read_state(netns: Optional[str], state_dir: str = STATE_DIR) -> Optional[DebugState]:
+    path = state_path(netns, state_dir)
+    try:
+        with open(path) as fh:
+            return DebugState.from_json(json.load(fh))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DoctorError(f"{path}: unreadable debug state ({exc}); restore by hand and delete it") from exc
+
+
+def _read_sysctl(key: str) -> Optional[str]:
+    try:
+        with open(f"/proc/sys/{key}") as fh:
+            return fh.read().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DoctorError(f"/proc/sys/{key}: {exc}") from exc
+
+
+def _write_sysctl(key: str, value: str) -> None:
+    try:
+        with open(f"/proc/sys/{key}", "w") as fh:
+            fh.write(value + "\n")
+    except OSError as exc:
+        raise DoctorError(f"cannot set {key.replace('/', '.')}={value}: {exc}") from exc
+
+
+@contextmanager
+def _host_lock() -> Iterator[None]:
+    """The lock `HostSysctlChange` holds while host-global keys are changed."""
+    import fcntl
+
+    from sysctl_doctor.live import HOST_LOCK
+
+    HOST_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(HOST_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _reader(netns: Optional[str]) -> Callable[[str, str], Optional[str]]:
+    def read(scope: str, key: str) -> Optional[str]:
+        if scope == HOST_SCOPE:
+            return _read_sysctl(key)
+        with in_netns(netns):
+            return _read_sysctl(key)
+    return read
+
+
+def _apply(netns: Optional[str], changes: List[DebugChange], values: Callable[[DebugChange], str],
+           include_host: bool = True) -> None:
+    netns_changes = [c for c in changes if c.scope == NETNS_SCOPE]
+    if netns_changes:
+        with in_netns(netns):
+            for change in netns_changes:
+                _write_sysctl(change.key, values(change))
+    host_changes = [c for c in changes if c.scope == HOST_SCOPE]
+    if host_changes and include_host:
+        with _host_lock():
+            for change in host_changes:
+                _write_sysctl(change.key, values(change))
+
+
+def debug_on(netns: Optional[str], log_invalid: str = "255", until: Optional[float] = None,
+             state_dir: str = STATE_DIR, include_host: bool = True) -> DebugState:
+    """Record the current values, then switch logging on. Raises if a session is already on."""
+    existing = read_state(netns, state_dir)
+    if existing is not None:
+        raise DoctorError(
+            f"conntrack debug is already on for {netns or 'the host namespace'} since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(existing.started))} "
+            f"({state_path(netns, state_dir)}); run `sysctl-doctor conntrack debug off"
+            f"{' --netns ' + netns if netns else ''}` first")
+    changes = plan_debug_on(netns, _reader(netns), log_invalid)
+    state = DebugState(netns=netns, started=time.time(), until=until,
+                       pid=os.getpid() if until is not None else None, changes=changes)
+    _write_atomic(state_path(netns, state_dir), json.dumps(state.to_json(), indent=2) + "\n")
+    try:
+        _apply(netns, changes, lambda c: c.new, include_host)
+    except BaseException:
+        _restore(state, include_host)
+        os.unlink(state_path(netns, state_dir))
+        raise
+    return state
+
+
+def _restore(state: DebugState, include_host: bool = True) -> List[Diagnostic]:
+    diagnostics: List[Diagnostic] = []
+    netns_changes = [c for c in state.changes if c.scope == NETNS_SCOPE]
+    if netns_changes:
+        try:
+            with in_netns(state.netns):
+                for change in reversed(netns_changes):
+                    _write_sysctl(change.key, change.old)
+        except DoctorError as exc:
+            diagnostics.append(Diagnostic(f"{exc} — its settings went with it" if "not found" in str(exc)
+                                          else str(exc)))
+    host_changes = [c for c in state.changes if c.scope == HOST_SCOPE]
+    if host_changes and include_host:
+        with _host_lock():
+            for change in host_changes:
+                _write_sysctl(change.key, change.old)
+    return diagnostics
+
+
+def debug_off(netns: Optional[str], state_dir: str = STATE_DIR) -> Tuple[Optional[DebugState], List[Diagnostic]]:
+    """Restore exactly what `on` recorded and delete the state. (None, []) when debug was not on."""
+    state = read_state(netns, state_dir)
+    if state is None:
+        return None, []
+    if state.pid is not None and state.pid != os.getpid() and _alive(state.pid):
+        raise DoctorError(f"a foreground `debug on --for` (pid {state.pid}) owns this session; "
+                          "stop it with Ctrl-C or kill it, it restores on exit")
+    diagnostics = _restore(state)
+    try:
+        os.unlink(state_path(netns, state_dir))
+    except FileNotFoundError:
+        pass
+    return state, diagnostics
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM
+    return True
+
+
+def debug_for(netns: Optional[str], seconds: float, wait: Callable[[float], None],
+              log_invalid: str = "255", state_dir: str = STATE_DIR) -> Tuple[DebugState, List[Diagnostic]]:
+    """On for `seconds` in the foreground, then off — also when `wait` raises (Ctrl-C)."""
+    from sysctl_doctor.live import HostSysctlChange
+
+    until = time.time() + seconds
+    state = debug_on(netns, log_invalid, until, state_dir, include_host=False)
+    host = {c.key: c.new for c in state.changes if c.scope == HOST_SCOPE}
+    try:
+        with HostSysctlChange(host):
+            wait(max(0.0, until - time.time()))
+    finally:
+        diagnostics = _restore(state, include_host=False)
+        try:
+            os.unlink(state_path(netns, state_dir))
+        except FileNotFoundError:
+            pass
+    return state, diagnostics
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of ``10m``, ``30s``, ``2h``, ``1d`` or a bare number of seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip()
+    try:
+        if text and text[-1] in units:
+            value = float(text[:-1]) * units[text[-1]]
+        else:
+            value = float(text)
+    except ValueError as exc:
+        raise DoctorError(f"--for {text!r}: not a duration (30s, 10m, 2h)") from exc
+    if value <= 0:
+        raise DoctorError(f"--for {text!r}: must be positive")
+    return value

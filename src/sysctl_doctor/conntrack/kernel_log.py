@@ -1,0 +1,621 @@
+"""Conntrack lines of the kernel log: sources, verdicts, flows, timeline.
+
+Input is any text holding kernel messages — ``dmesg`` output, ``journalctl -k``
+(short or ``-o json``), syslog files (rotated ``.gz`` too), raw ``/dev/kmsg``
+records — or the seed write-up's wrapped paste. Every line is either a
+conntrack nf_log record, a continuation of the record above it (a message
+wrapped by a mail client or a terminal), or skipped and counted.
+
+A record's verdict comes from the kernel's own wording, which changed in 6.1
+(net/netfilter/nf_conntrack_proto_tcp.c, ``tcp_in_window`` and ``nf_tcp_log_invalid``):
+
+===============================================  ==========  ===============
+message (new wording, 6.1+)                      verdict     before 6.1
+===============================================  ==========  ===============
+SEQ is over upper bound N (over the window …)    INVALID     INVALID ("SEQ is over the upper bound")
+ACK is over upper bound N (ACKed data not seen)  INVALID     INVALID ("ACK is over the upper bound")
+SEQ is under lower bound N (already ACKed …)     IGNORE      INVALID ("SEQ is under the lower bound")
+ignored ACK under lower bound N (possible …)     IGNORE      INVALID ("ACK is under the lower bound")
+N bytes more than expected                       ACCEPT      —
+invalid rst / invalid new / invalid state        INVALID     INVALID
+truncated packet / bad checksum / invalid tcp
+flag combination                                 INVALID     INVALID
+packet … ignored / invalid packet ignored in
+state S / challenge-ack ignored                  IGNORE      IGNORE
+===============================================  ==========  ===============
+
+INVALID: the packet leaves conntrack without an entry (no NAT reversal; a
+``ct state invalid`` rule matches it). IGNORE: conntrack keeps the entry and
+NAT still applies, only the TCP state is not advanced. The wording tells the
+kernel generation, so the verdict is that of the kernel that wrote the line.
+
+Nothing here prints; `read_kernel_log` returns a `KernelLogReport`.
+"""
+
+from __future__ import annotations
+
+import gc
+import gzip
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import IO, Dict, Iterator, List, Optional, Tuple
+
+from sysctl_doctor.conntrack.nflog import NfLogRecord, parse_nflog_line
+from sysctl_doctor.errors import DoctorError
+
+INVALID = "INVALID"
+IGNORE = "IGNORE"
+ACCEPT = "ACCEPT"
+UNKNOWN = "UNKNOWN"
+
+# The bytes every conntrack logger name starts with; lines without it are
+# skipped before any parsing (the fast pre-filter).
+LOGGER_TOKEN = b"nf_ct_"
+
+JSON_SCHEMA = "sysctl-doctor/conntrack-logs/1"
+
+
+@dataclass(frozen=True)
+class Reason:
+    """What a conntrack log message means."""
+
+    code: str  # stable id: "seq-over-upper-bound", "invalid-rst", …
+    verdict: str  # INVALID | IGNORE | ACCEPT | UNKNOWN
+    wording: str  # "6.1+", "<6.1" or "any": which kernels print this text
+    explanation: str
+
+
+_REASONS: List[Tuple["re.Pattern[str]", Reason]] = [
+    (re.compile(r"^SEQ is over upper bound"), Reason(
+        "seq-over-upper-bound", INVALID, "6.1+",
+        "segment starts beyond what the receiver's window allows; INVALID on every kernel")),
+    (re.compile(r"^SEQ is over the upper bound"), Reason(
+        "seq-over-upper-bound", INVALID, "<6.1",
+        "segment starts beyond what the receiver's window allows")),
+    (re.compile(r"^ACK is over upper bound"), Reason(
+        "ack-over-upper-bound", INVALID, "6.1+", "acknowledges data conntrack has not seen yet")),
+    (re.compile(r"^ACK is over the upper bound"), Reason(
+        "ack-over-upper-bound", INVALID, "<6.1", "acknowledges data conntrack has not seen yet")),
+    (re.compile(r"^SEQ is under lower bound"), Reason(
+        "seq-under-lower-bound", IGNORE, "6.1+",
+        "already-ACKed data retransmitted; since 6.1 ignored: the entry and NAT stay, no RST")),
+    (re.compile(r"^SEQ is under the lower bound"), Reason(
+        "seq-under-lower-bound", INVALID, "<6.1",
+        "already-ACKed data retransmitted; before 6.1 INVALID: not de-NATed, the NAT box may answer RST")),
+    (re.compile(r"^ignored ACK under lower bound"), Reason(
+        "ack-under-lower-bound", IGNORE, "6.1+", "overly delayed ACK; since 6.1 ignored")),
+    (re.compile(r"^ACK is under the lower bound"), Reason(
+        "ack-under-lower-bound", INVALID, "<6.1", "overly delayed ACK; INVALID before 6.1")),
+    (re.compile(r"^\d+ bytes more than expected"), Reason(
+        "bytes-more-than-expected", ACCEPT, "6.1+", "segment overshoots the window a little; accepted")),
+    (re.compile(r"^invalid rst"), Reason(
+        "invalid-rst", INVALID, "any", "RST whose sequence number is before the last ACK seen")),
+    (re.compile(r"^invalid new"), Reason(
+        "invalid-new", INVALID, "any",
+        "a packet that cannot open a connection (e.g. a RST or ACK) had no conntrack entry")),
+    (re.compile(r"^(invalid state|packet \(index \d+\) in dir \d+ invalid)"), Reason(
+        "invalid-state", INVALID, "any", "flags impossible in the connection's state")),
+    (re.compile(r"^truncated packet"), Reason("truncated-packet", INVALID, "any", "header cut short")),
+    (re.compile(r"^bad checksum"), Reason("bad-checksum", INVALID, "any", "checksum wrong")),
+    (re.compile(r"^invalid tcp flag combination"), Reason(
+        "invalid-tcp-flags", INVALID, "any", "flag combination no TCP sends")),
+    (re.compile(r"^(invalid packet ignored in state|packet \(index \d+\) in dir \d+ ignored)"), Reason(
+        "ignored-in-state", IGNORE, "any", "packet out of the state machine's order; let through, state kept")),
+    (re.compile(r"^challenge-ack ignored"), Reason(
+        "challenge-ack-ignored", IGNORE, "any", "RFC 5961 challenge ACK; let through")),
+    (re.compile(r"^ignored SYN"), Reason("ignored-syn", IGNORE, "6.1+", "SYN older than the previous one")),
+    (re.compile(r"^packet \(index \d+, dir \d+\) response for index"), Reason(
+        "lower-timeout", ACCEPT, "any", "accepted; the entry's timeout is shortened")),
+]
+
+_UNKNOWN_REASON = Reason("other", UNKNOWN, "any", "message not in sysctl-doctor's table")
+
+
+_CLASSIFIED: Dict[str, Reason] = {}
+_NO_DIGITS = str.maketrans("", "", "0123456789")
+
+
+def classify(message: str) -> Reason:
+    """The meaning of a conntrack log message (the text between logger and IN=)."""
+    key = message.translate(_NO_DIGITS)  # the wording without its numbers
+    found = _CLASSIFIED.get(key)
+    if found is None:
+        found = _CLASSIFIED[key] = _classify(message)
+        if len(_CLASSIFIED) > 4096:
+            _CLASSIFIED.clear()
+    return found
+
+
+def _classify(message: str) -> Reason:
+    for pattern, reason in _REASONS:
+        if pattern.match(message):
+            return reason
+    return _UNKNOWN_REASON
+
+
+@dataclass
+class ConntrackLogLine:
+    """One conntrack record of the log, with where it came from and what it means."""
+
+    line: int  # 1-based line number of the record's first line
+    time: Optional[str]  # the source's own time stamp text, if any
+    timestamp: Optional[float]  # seconds: Unix time (journal, syslog, ISO) or since boot (dmesg, kmsg)
+    clock: Optional[str]  # "realtime" | "boot" | None
+    record: NfLogRecord
+    reason: Reason
+    continued: int = 0  # how many wrapped lines were joined into it
+
+    @cached_property
+    def flow(self) -> str:
+        """Direction-free flow key: ``tcp 10.0.0.1:80 <-> 10.0.0.2:4000``."""
+        f = self.record.fields
+        proto = (f.get("PROTO") or str(self.record.protocol or "?")).lower()
+        a = _endpoint(f.get("SRC"), f.get("SPT"))
+        b = _endpoint(f.get("DST"), f.get("DPT"))
+        lo, hi = sorted((a, b))
+        return f"{proto} {lo} <-> {hi}"
+
+    def to_json(self) -> dict:
+        rec = self.record
+        return {
+            "line": self.line,
+            "time": self.time,
+            "timestamp": self.timestamp,
+            "clock": self.clock,
+            "logger": rec.logger,
+            "protocol": rec.protocol,
+            "message": rec.message,
+            "reason": self.reason.code,
+            "verdict": self.reason.verdict,
+            "wording": self.reason.wording,
+            "flow": self.flow,
+            "src": rec.fields.get("SRC"),
+            "dst": rec.fields.get("DST"),
+            "sport": rec.int_field("SPT"),
+            "dport": rec.int_field("DPT"),
+            "seq": rec.int_field("SEQ"),
+            "ack": rec.int_field("ACK"),
+            "window": rec.int_field("WINDOW"),
+            "len": rec.int_field("LEN"),
+            "in": rec.fields.get("IN"),
+            "out": rec.fields.get("OUT"),
+            "tcp_flags": sorted(rec.tcp_flags),
+            "continued_lines": self.continued,
+        }
+
+
+def _endpoint(addr: Optional[str], port: Optional[str]) -> str:
+    addr = addr or "?"
+    if ":" in addr:
+        addr = f"[{addr}]"
+    return f"{addr}:{port}" if port else addr
+
+
+@dataclass
+class FlowSummary:
+    flow: str
+    records: int = 0
+    verdicts: Dict[str, int] = field(default_factory=dict)
+    reasons: Dict[str, int] = field(default_factory=dict)
+    first_line: int = 0
+    last_line: int = 0
+    first_time: Optional[str] = None
+    last_time: Optional[str] = None
+
+    def to_json(self) -> dict:
+        return {
+            "flow": self.flow,
+            "records": self.records,
+            "verdicts": dict(sorted(self.verdicts.items())),
+            "reasons": dict(sorted(self.reasons.items())),
+            "first_line": self.first_line,
+            "last_line": self.last_line,
+            "first_time": self.first_time,
+            "last_time": self.last_time,
+        }
+
+
+class FlowTable:
+    """Per-flow summaries, verdict counts and reasons, fed one record at a time (O(flows) memory)."""
+
+    def __init__(self) -> None:
+        self.by_flow: Dict[str, FlowSummary] = {}
+        self.verdicts: Dict[str, int] = {INVALID: 0, IGNORE: 0, ACCEPT: 0, UNKNOWN: 0}
+        self.reasons: Dict[Tuple[str, str], Reason] = {}
+
+    def add(self, rec: "ConntrackLogLine") -> None:
+        summary = self.by_flow.get(rec.flow)
+        if summary is None:
+            summary = self.by_flow[rec.flow] = FlowSummary(rec.flow, first_line=rec.line, first_time=rec.time)
+        verdict, code = rec.reason.verdict, rec.reason.code
+        summary.records += 1
+        summary.verdicts[verdict] = summary.verdicts.get(verdict, 0) + 1
+        summary.reasons[code] = summary.reasons.get(code, 0) + 1
+        summary.last_line = rec.line
+        summary.last_time = rec.time
+        self.verdicts[verdict] += 1
+        self.reasons[(code, rec.reason.wording)] = rec.reason
+
+    def summaries(self) -> List[FlowSummary]:
+        return list(self.by_flow.values())
+
+    def reasons_json(self) -> dict:
+        return {
+            f"{r.code}/{r.wording}": {"reason": r.code, "verdict": r.verdict, "wording": r.wording,
+                                      "explanation": r.explanation}
+            for r in self.reasons.values()
+        }
+
+
+@dataclass
+class SkippedLines:
+    other: int = 0  # not a conntrack line (other kernel messages, prose, garbage)
+    partial: int = 0  # a conntrack logger with no packet fields and no continuation
+    filtered: int = 0  # conntrack lines outside --since
+
+    @property
+    def total(self) -> int:
+        return self.other + self.partial + self.filtered
+
+
+@dataclass
+class KernelLogReport:
+    source: str
+    lines_total: int = 0
+    records: List[ConntrackLogLine] = field(default_factory=list)
+    conntrack_lines: int = 0  # lines with a conntrack logger: records + partial + filtered
+    continuation_lines: int = 0
+    skipped: SkippedLines = field(default_factory=SkippedLines)
+
+    def flows(self) -> List[FlowSummary]:
+        table = FlowTable()
+        for rec in self.records:
+            table.add(rec)
+        return table.summaries()
+
+    def verdict_counts(self) -> Dict[str, int]:
+        table = FlowTable()
+        for rec in self.records:
+            table.add(rec)
+        return table.verdicts
+
+    def lines_json(self) -> dict:
+        return {
+            "total": self.lines_total,
+            "conntrack": self.conntrack_lines - self.skipped.partial - self.skipped.filtered,
+            "continuation": self.continuation_lines,
+            "skipped": {
+                "other": self.skipped.other,
+                "partial": self.skipped.partial,
+                "filtered": self.skipped.filtered,
+                "total": self.skipped.total,
+            },
+        }
+
+    def to_json(self) -> dict:
+        table = FlowTable()
+        for rec in self.records:
+            table.add(rec)
+        return {
+            "schema": JSON_SCHEMA,
+            "source": self.source,
+            "lines": self.lines_json(),
+            "counts": table.verdicts,
+            "reasons": table.reasons_json(),
+            "records": [r.to_json() for r in self.records],
+            "flows": [f.to_json() for f in table.summaries()],
+        }
+
+
+# --- time stamps of the different sources ------------------------------------
+
+_MONTHS = {m: i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+_DMESG_TS = re.compile(r"\[\s*(\d+\.\d+)\]")
+_KMSG = re.compile(r"^\d+,\d+,(\d+),[^;]*;")
+_SYSLOG_TS = re.compile(r"^([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)")
+_ISO_TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)")
+
+
+def _line_time(prefix: str, year: int) -> Tuple[Optional[str], Optional[float], Optional[str]]:
+    """Time stamp text, seconds and clock from the text before the logger name."""
+    if prefix.startswith("[") and prefix.endswith("]"):  # dmesg, the common case
+        text = prefix[1:-1].strip()
+        try:
+            return text, float(text), "boot"
+        except ValueError:
+            pass
+    m = _ISO_TS.match(prefix)
+    if m:
+        text = m.group(1)
+        try:
+            stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if stamp.tzinfo is None:
+                stamp = stamp.replace(tzinfo=timezone.utc)
+            return text, stamp.timestamp(), "realtime"
+        except ValueError:
+            return text, None, None
+    m = _SYSLOG_TS.match(prefix)
+    if m and m.group(1) in _MONTHS:
+        text = m.group(0)
+        try:
+            stamp = datetime(year, _MONTHS[m.group(1)], int(m.group(2)), int(m.group(3)),
+                             int(m.group(4)), int(m.group(5))).astimezone()
+            return text, stamp.timestamp(), "realtime"
+        except ValueError:
+            return text, None, None
+    m = _KMSG.match(prefix)
+    if m:
+        usec = int(m.group(1))
+        return f"{usec / 1e6:.6f}", usec / 1e6, "boot"
+    m = _DMESG_TS.search(prefix)
+    if m:
+        return m.group(1), float(m.group(1)), "boot"
+    return None, None, None
+
+
+# --- continuation of wrapped records -----------------------------------------
+
+_CONTINUATION_START = re.compile(
+    r"^(?:[A-Z][A-Z0-9]*=\S*|CE|DF|MF|CWR|ECE|URG|ACK|PSH|RST|SYN|FIN|OPT \()(?:\s|$)"
+)
+
+
+def _is_continuation(text: str) -> bool:
+    if LOGGER_TOKEN.decode() in text:
+        return False
+    return _CONTINUATION_START.match(text.lstrip()) is not None
+
+
+def _needs_more(record_text: str) -> bool:
+    """Whether a record's text stops short of its packet fields (it was wrapped).
+
+    Complete means: it has IN= and PROTO=, and a TCP record reaches URGP=.
+    """
+    if "IN=" not in record_text or "PROTO=" not in record_text:
+        return True
+    return "PROTO=TCP" in record_text and "URGP=" not in record_text
+
+
+# --- journal JSON --------------------------------------------------------------
+
+def _journal_json_line(text: str) -> Optional[Tuple[str, Optional[str], Optional[float]]]:
+    """(message, time text, unix seconds) of one `journalctl -o json` line."""
+    try:
+        entry = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict):
+        return None
+    message = entry.get("MESSAGE")
+    if isinstance(message, list):  # non-UTF-8 messages are arrays of bytes
+        try:
+            message = bytes(message).decode("utf-8", "replace")
+        except (TypeError, ValueError):
+            return None
+    if not isinstance(message, str):
+        return None
+    stamp = entry.get("__REALTIME_TIMESTAMP")
+    try:
+        seconds = int(stamp) / 1e6 if stamp is not None else None
+    except (TypeError, ValueError):
+        seconds = None
+    when = (datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="microseconds")
+            if seconds is not None else None)
+    return message, when, seconds
+
+
+# --- fast path: the usual IPv4/TCP line in one regex ---------------------------
+
+# nf_log_syslog prints IPv4/TCP fields in a fixed order; one match replaces the
+# token-by-token parse for them (a line it does not fit goes to parse_nflog_line,
+# and both give equal records — tests hold them to it).
+_FAST_TCP4 = re.compile(
+    r"(?P<logger>nf_ct_(?:proto_(?P<proto>\d+)|tcp)):\s*(?P<message>.*?) IN=(?P<IN>\S*) OUT=(?P<OUT>\S*) "
+    r"(?:MAC=(?P<MAC>\S*) )?SRC=(?P<SRC>\S+) DST=(?P<DST>\S+) LEN=(?P<LEN>\d+) TOS=(?P<TOS>\S+) "
+    r"PREC=(?P<PREC>\S+) TTL=(?P<TTL>\d+) ID=(?P<ID>\d+) (?P<ipflags>(?:(?:CE|DF|MF) )*)"
+    r"PROTO=(?P<PROTO>TCP) SPT=(?P<SPT>\d+) DPT=(?P<DPT>\d+) SEQ=(?P<SEQ>\d+) ACK=(?P<ACK>\d+) "
+    r"WINDOW=(?P<WINDOW>\d+) RES=(?P<RES>\S+) (?P<tcpflags>(?:(?:CWR|ECE|URG|ACK|PSH|RST|SYN|FIN) )*)"
+    r"URGP=(?P<URGP>\d+)(?: OPT \((?P<opt>[0-9A-Fa-f]*)\))?[ \r]*$"
+)
+
+
+def _parse_fast(text: str, at: int = 0) -> Optional[NfLogRecord]:
+    """`parse_nflog_line` for the usual IPv4/TCP line; `at` is where the logger name starts."""
+    m = _FAST_TCP4.match(text, at) if at else _FAST_TCP4.search(text)
+    if m is None:
+        return None
+    fields = m.groupdict()
+    pop = fields.pop
+    logger, proto, message = pop("logger"), pop("proto"), pop("message")
+    flags = (pop("ipflags") + pop("tcpflags")).split()
+    options = pop("opt")
+    if fields["MAC"] is None:
+        del fields["MAC"]
+    # Same object parse_nflog_line builds, without the frozen dataclass's per-field
+    # object.__setattr__ calls (a third of the cost here); tests compare both.
+    record = _new_record(NfLogRecord)
+    record.__dict__.update(
+        logger=logger, protocol=int(proto) if proto is not None else 6, message=message.strip(), fields=fields,
+        flags=frozenset(flags), options=options, prefix=text[: m.start()].strip(),
+    )
+    return record
+
+
+_new_record = object.__new__
+
+
+# --- the reader ----------------------------------------------------------------
+
+def parse_kernel_log(data: bytes, source: str = "-", since: Optional[float] = None,
+                     year: Optional[int] = None, boot_time: Optional[float] = None) -> KernelLogReport:
+    """All conntrack records of a kernel log given as bytes.
+
+    ``since``: Unix seconds; records stamped earlier are counted as filtered.
+    Realtime stamps (journal, syslog, ISO) are compared directly; boot-clock
+    stamps (dmesg, kmsg) only when ``boot_time`` (Unix seconds of this boot)
+    is given — i.e. for the live ring buffer, not for a saved dmesg file.
+    Records without a usable stamp are kept.
+    ``year``: year for syslog's year-less stamps (default: this year).
+    """
+    if year is None:
+        year = datetime.now().year
+    report = KernelLogReport(source=source)
+    if not data:
+        return report
+    # The records hold no reference cycles; the cyclic collector would only
+    # rescan them again and again as they pile up (2x the time at 100k records).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        report.records.extend(iter_kernel_log(data, report, since, year, boot_time))
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return report
+
+
+def iter_kernel_log(data: bytes, report: KernelLogReport, since: Optional[float] = None,
+                    year: Optional[int] = None, boot_time: Optional[float] = None) -> Iterator[ConntrackLogLine]:
+    """The conntrack records of `data`, one at a time, without keeping them.
+
+    `report` receives the line counts (complete once the iterator is
+    exhausted); its `records` list is left alone. For logs too large to hold.
+    """
+    if year is None:
+        year = datetime.now().year
+    if not data:
+        return
+    conntrack_lines = 0
+    consumed_to = -1  # last line index consumed as a continuation
+    # Walk from one logger token to the next with bytes.find (C speed); line
+    # numbers are counted only between hits, so the file is scanned once.
+    find, rfind, count = data.find, data.rfind, data.count
+    pos = line_no = counted_to = 0
+    while True:
+        hit = find(LOGGER_TOKEN, pos)
+        if hit < 0:
+            break
+        start = rfind(b"\n", 0, hit) + 1
+        end = find(b"\n", hit)
+        if end < 0:
+            end = len(data)
+        line_no += count(b"\n", counted_to, start)
+        counted_to = start
+        pos = end + 1
+        if line_no <= consumed_to:
+            continue
+        raw = data[start:end]
+        text = raw.decode("utf-8", "replace").rstrip("\r")
+        when_text: Optional[str] = None
+        seconds: Optional[float] = None
+        clock: Optional[str] = None
+        at = hit - start if raw.isascii() else 0  # where the logger name starts in `text`
+        if text.startswith("{"):
+            entry = _journal_json_line(text)
+            if entry is None:
+                continue
+            text, when_text, seconds = entry
+            clock = "realtime" if seconds is not None else None
+            at = 0
+        record = _parse_fast(text, at)
+        fast = record is not None
+        if record is None:
+            record = parse_nflog_line(text)
+            if record is None:
+                continue
+        conntrack_lines += 1
+        joined = 0
+        if not fast and _needs_more(text):
+            # A wrapped record: pull in the continuation lines below it.
+            pieces = [text]
+            nxt = end + 1
+            idx = line_no
+            while nxt < len(data) and _needs_more(" ".join(pieces)):
+                nend = data.find(b"\n", nxt)
+                if nend < 0:
+                    nend = len(data)
+                ntext = data[nxt:nend].decode("utf-8", "replace").rstrip("\r")
+                if not _is_continuation(ntext):
+                    break
+                pieces.append(ntext.strip())
+                joined += 1
+                idx += 1
+                nxt = nend + 1
+            if joined:
+                consumed_to = idx
+                record = parse_nflog_line(" ".join(pieces)) or record
+        report.continuation_lines += joined
+        if not record.fields.get("SRC"):
+            report.skipped.partial += 1
+            continue
+        if when_text is None:
+            when_text, seconds, clock = _line_time(record.prefix, year)
+        if since is not None and seconds is not None and (
+                (clock == "realtime" and seconds < since)
+                or (clock == "boot" and boot_time is not None and boot_time + seconds < since)):
+            report.skipped.filtered += 1
+            continue
+        yield ConntrackLogLine(
+            line=line_no + 1, time=when_text, timestamp=seconds, clock=clock,
+            record=record, reason=classify(record.message), continued=joined,
+        )
+    report.lines_total = line_no + count(b"\n", counted_to) + (0 if data.endswith(b"\n") else 1)
+    report.conntrack_lines = conntrack_lines
+    report.skipped.other = report.lines_total - conntrack_lines - report.continuation_lines
+
+
+def read_log_file(path: str) -> bytes:
+    """The bytes of a log file; ``.gz`` files (rotated syslog) are decompressed."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+            fh.seek(0)
+            if head == b"\x1f\x8b":
+                with gzip.GzipFile(fileobj=fh) as gz:
+                    return gz.read()
+            return fh.read()
+    except (OSError, EOFError) as exc:
+        raise DoctorError(f"{path}: cannot read: {exc}") from exc
+
+
+def read_stream(stream: IO[bytes]) -> bytes:
+    data = stream.read()
+    if data[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=io.BytesIO(data)).read()
+    return data
+
+
+def read_kmsg_records(fd_path: str = "/dev/kmsg", start_at_end: bool = False,
+                      handle: Optional[int] = None) -> bytes:
+    """What /dev/kmsg holds now (or since `handle` was opened), one record per line.
+
+    kmsg records are ``prio,seq,usec,flags;message`` followed by
+    `` KEY=value`` lines; only the first line is kept.
+    """
+    import os
+
+    own = handle is None
+    fd = os.open(fd_path, os.O_RDONLY | os.O_NONBLOCK) if own else handle
+    out: List[bytes] = []
+    try:
+        if own and start_at_end:
+            os.lseek(fd, 0, os.SEEK_END)
+        while True:
+            try:
+                chunk = os.read(fd, 8192)
+            except BlockingIOError:
+                break
+            except BrokenPipeError:  # records overwritten while reading: go on
+                continue
+            if not chunk:
+                break
+            out.append(chunk.split(b"\n", 1)[0])
+    finally:
+        if own:
+            os.close(fd)
+    return b"\n".join(out) + (b"\n" if out else b"")

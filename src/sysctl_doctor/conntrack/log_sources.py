@@ -1,0 +1,75 @@
+"""Where `conntrack logs` reads from on a live host, and the --since syntax.
+
+Order: the systemd journal (``journalctl -k -o json``, which honours
+``--since`` itself), else the kernel ring buffer (/dev/kmsg, what dmesg reads).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Optional
+
+from sysctl_doctor.conntrack.kernel_log import read_kmsg_records
+from sysctl_doctor.errors import DoctorError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)?\s*(?:ago)?\s*$")
+_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str, now: Optional[float] = None) -> float:
+    """Unix seconds of ``--since``: a duration ago ("10m", "2h", "90s", "1d") or a date/time (ISO 8601)."""
+    now = time.time() if now is None else now
+    m = _DURATION.match(text)
+    if m:
+        return now - float(m.group(1)) * _UNITS[m.group(2)]
+    try:
+        stamp = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise DoctorError(f"--since {text!r}: not a duration (10m, 2h, 1d) or an ISO date/time") from exc
+    if stamp.tzinfo is None:
+        stamp = stamp.astimezone()
+    return stamp.timestamp()
+
+
+def boot_time() -> Optional[float]:
+    """Unix seconds at boot (for dmesg/kmsg stamps of this boot)."""
+    try:
+        with open("/proc/uptime") as fh:
+            return time.time() - float(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@dataclass
+class LiveKernelLog:
+    data: bytes
+    source: str  # "journalctl -k -o json" or "/dev/kmsg"
+    boot_clock: bool  # stamps are seconds since boot
+
+
+def read_live_kernel_log(since: Optional[float] = None) -> LiveKernelLog:
+    journalctl = shutil.which("journalctl")
+    if journalctl:
+        argv = [journalctl, "-k", "-o", "json", "--no-pager", "-q"]
+        if since is not None:
+            argv += ["--since", "@" + str(int(since))]
+        try:
+            proc = subprocess.run(argv, capture_output=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired):
+            proc = None
+        if proc is not None and proc.returncode == 0 and proc.stdout.strip():
+            return LiveKernelLog(proc.stdout, "journalctl -k -o json", False)
+    try:
+        return LiveKernelLog(read_kmsg_records(), "/dev/kmsg", True)
+    except PermissionError as exc:
+        raise DoctorError("/dev/kmsg: permission denied (run as root, or pass a log FILE)") from exc
+    except OSError as exc:
+        if os.path.exists("/dev/kmsg"):
+            raise DoctorError(f"/dev/kmsg: {exc}") from exc
+        raise DoctorError("no journal and no /dev/kmsg: pass a log FILE (dmesg output, syslog, journalctl)") from exc

@@ -1,0 +1,411 @@
+"""Replay a capture through the TCP model: a verdict for every TCP packet.
+
+    for v in replay_capture("trace.pcap", profile_for("6.18"), {"nf_conntrack_tcp_be_liberal": "0"}):
+        print(v.frame, v.verdict, v.message)
+
+Flows are tracked by their tuples the way conntrack does: the first packet
+makes an entry with its tuple as ORIGINAL; packets on the reversed tuple are
+REPLY. Memory grows with the number of flows, not packets: `Replay.packets()`
+is a generator and each flow keeps at most `EXAMPLES_PER_FLOW` non-accepted
+packets for the report.
+
+Captures taken on a NAT box with ``tcpdump -i any`` (Linux cooked v1/v2, or
+pcapng with a direction flag) hold a forwarded packet twice: as it came in and
+as it went out. Conntrack saw it once, in PREROUTING. An outgoing packet that
+matches a recently seen incoming one (same IP ID, sequence and ack numbers,
+flags, window and payload length — what NAT does not rewrite) is such a copy:
+it gets the original's verdict with ``copy_of`` naming the original's frame and
+is not tracked again; the addresses it went out with teach the replay the NAT
+binding, so the replies (addressed to the NAT box) find the entry. An outgoing
+packet with no such match was made by the box itself (its own RST, say) and is
+tracked as conntrack's OUTPUT hook would.
+
+Non-TCP packets (UDP, ICMP, ARP, IP fragments, …) are counted in the summary
+and get no entry in the packet list; TCP packets the capture cut before the end
+of their options (snap length) cannot be judged and are counted likewise.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Mapping, Optional, Tuple, Union
+
+from sysctl_doctor.conntrack import pcap
+from sysctl_doctor.conntrack.profiles import KernelProfile
+from sysctl_doctor.conntrack.tcp_model import (
+    ACCEPT, IGNORE, INVALID, ORIGINAL, REPLY, STATE_NAMES, VALID_FLAG_BYTE, Connection, TcpSettings,
+    TcpTracker,
+    settings_from_sysctls,
+)
+from sysctl_doctor.errors import Diagnostic
+
+EXAMPLES_PER_FLOW = 20
+_ASSURED = ("ASSURED",)
+_UNREPLIED = ("UNREPLIED",)
+_NOSTATUS: Tuple[str, ...] = ()
+_RECENT_INCOMING = 512
+_GC_EVERY = 100_000
+_FLAG_NAMES = ((0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"),
+               (0x20, "URG"), (0x40, "ECE"), (0x80, "CWR"))
+
+
+_FLAG_TEXT = tuple(",".join(name for bit, name in _FLAG_NAMES if flags & bit) or "none" for flags in range(256))
+_ADDR_TEXT: Dict[bytes, str] = {}
+
+
+def flag_names(flags: int) -> str:
+    return _FLAG_TEXT[flags & 0xFF]
+
+
+def _addr(raw: bytes) -> str:
+    text = _ADDR_TEXT.get(raw)
+    if text is None:
+        import ipaddress
+
+        text = str(ipaddress.ip_address(raw))
+        if len(_ADDR_TEXT) < 65536:
+            _ADDR_TEXT[raw] = text
+    return text
+
+
+_JSON_LINE = ('{"frame": %d, "verdict": "%s", "message": %s, "flow": %d, "direction": "%s", "time": %.6f, '
+              '"src": "%s", "dst": "%s", "sport": %d, "dport": %d, "seq": %d, "ack": %d, "flags": "%s", '
+              '"len": %d, "state": "%s", "copy_of": %s}')
+_JSON_ACCEPT = '{"frame": %d, "verdict": "accept", "message": null, "flow": %d}'
+_JSON_ACCEPT_COPY = '{"frame": %d, "verdict": "accept", "message": null, "flow": %d, "copy_of": %d}'
+_JSON_TEXT: Dict[str, str] = {}
+
+
+def _json_text(text: str) -> str:
+    out = _JSON_TEXT.get(text)
+    if out is None:
+        import json
+
+        out = json.dumps(text)
+        if len(_JSON_TEXT) < 4096:
+            _JSON_TEXT[text] = out
+    return out
+
+
+class PacketVerdict:
+    """The model's verdict on one TCP packet of the capture.
+
+    frame (1-based index in the file), time, verdict ("accept" | "ignore" |
+    "invalid"), message (the kernel's log text for this profile, None when it
+    logs nothing), flow (index into ReplaySummary.flows), direction
+    ("original" | "reply"), src, dst, sport, dport, seq, ack, flags ("ACK,PSH"),
+    length (TCP payload bytes), state (conntrack's TCP state after the packet,
+    "NONE" without an entry), copy_of (for a forwarded copy: its original's frame).
+    """
+
+    __slots__ = ("frame", "time", "verdict", "message", "flow", "_dir", "_pkt", "state", "copy_of")
+
+    def __init__(self, frame: int, time: float, verdict: str, message: Optional[str], flow: int,
+                 direction: int, pkt: pcap.TcpPacket, state: str, copy_of: Optional[int] = None) -> None:
+        self.frame = frame
+        self.time = time
+        self.verdict = verdict
+        self.message = message
+        self.flow = flow
+        self._dir = direction
+        self._pkt = pkt
+        self.state = state
+        self.copy_of = copy_of
+
+    direction = property(lambda self: "reply" if self._dir == REPLY else "original")
+    src = property(lambda self: _addr(self._pkt.src))
+    dst = property(lambda self: _addr(self._pkt.dst))
+    sport = property(lambda self: self._pkt.sport)
+    dport = property(lambda self: self._pkt.dport)
+    seq = property(lambda self: self._pkt.seq)
+    ack = property(lambda self: self._pkt.ack)
+    flags = property(lambda self: _FLAG_TEXT[self._pkt.flags & 0xFF])
+    length = property(lambda self: self._pkt.datalen)
+
+    def __repr__(self) -> str:
+        return (f"PacketVerdict(frame={self.frame}, verdict={self.verdict!r}, message={self.message!r}, "
+                f"{self.src}:{self.sport} > {self.dst}:{self.dport} [{self.flags}] seq={self.seq} ack={self.ack})")
+
+    def json_line(self) -> str:
+        """The packet's line in `replay --format json`: json.dumps(self.to_json()), faster; an accepted
+        packet (most of any capture) carries only frame, verdict, message, flow (and copy_of)."""
+        if self.verdict == ACCEPT and self.message is None:
+            if self.copy_of is None:
+                return _JSON_ACCEPT % (self.frame, self.flow)
+            return _JSON_ACCEPT_COPY % (self.frame, self.flow, self.copy_of)
+        pkt = self._pkt
+        message = self.message
+        return _JSON_LINE % (
+            self.frame, self.verdict, "null" if message is None else _json_text(message), self.flow,
+            "reply" if self._dir == REPLY else "original", self.time, _addr(pkt.src), _addr(pkt.dst),
+            pkt.sport, pkt.dport, pkt.seq, pkt.ack, _FLAG_TEXT[pkt.flags & 0xFF], pkt.datalen, self.state,
+            "null" if self.copy_of is None else self.copy_of)
+
+    def to_json(self) -> dict:
+        pkt = self._pkt
+        return {
+            "frame": self.frame, "verdict": self.verdict, "message": self.message,
+            "flow": self.flow, "direction": self.direction, "time": round(self.time, 6),
+            "src": _addr(pkt.src), "dst": _addr(pkt.dst), "sport": pkt.sport, "dport": pkt.dport,
+            "seq": pkt.seq, "ack": pkt.ack, "flags": _FLAG_TEXT[pkt.flags & 0xFF], "len": pkt.datalen,
+            "state": self.state, "copy_of": self.copy_of,
+        }
+
+
+@dataclass
+class FlowSummary:
+    """One flow (a pair of tuples, possibly several conntrack entries over time)."""
+
+    index: int
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    first_frame: int
+    last_frame: int = 0
+    packets: int = 0
+    accept: int = 0
+    ignore: int = 0
+    invalid: int = 0
+    entries: int = 0  # conntrack entries made for this flow
+    state: str = "NONE"
+    examples: List[PacketVerdict] = field(default_factory=list)  # the first non-accepted packets
+    nat: Optional[str] = None  # "src:port -> dst:port" as it left the NAT box, when learnt
+    status: Tuple[str, ...] = ()  # "ASSURED" / "UNREPLIED" of the live entry
+
+    def to_json(self) -> dict:
+        return {
+            "flow": self.index, "src": self.src, "dst": self.dst, "sport": self.sport,
+            "dport": self.dport, "first_frame": self.first_frame, "last_frame": self.last_frame,
+            "packets": self.packets, "accept": self.accept, "ignore": self.ignore,
+            "invalid": self.invalid, "entries": self.entries, "state": self.state,
+            "nat": self.nat, "status": self.status,
+        }
+
+
+@dataclass
+class ReplaySummary:
+    path: str
+    format: str = ""
+    profile: str = ""
+    kernel: str = ""
+    frames: int = 0
+    tcp_packets: int = 0
+    copies: int = 0
+    verdicts: Dict[str, int] = field(default_factory=lambda: {ACCEPT: 0, IGNORE: 0, INVALID: 0})
+    skipped: Dict[str, int] = field(default_factory=dict)  # reason -> count (non-TCP, cut, …)
+    flows: List[FlowSummary] = field(default_factory=list)
+    diagnostics: List[Diagnostic] = field(default_factory=list)
+
+
+class _Entry:
+    """A live conntrack entry: the model's state and the table keys that lead to it."""
+
+    __slots__ = ("ct", "keys", "flow")
+
+    def __init__(self, ct: Connection, flow: FlowSummary) -> None:
+        self.ct = ct
+        self.keys: List[tuple] = []
+        self.flow = flow
+
+
+class Replay:
+    """One pass over a capture with one profile and one set of sysctls."""
+
+    def __init__(self, path: str, profile: KernelProfile, settings: TcpSettings,
+                 progress: Optional[pcap.ProgressCallback] = None) -> None:
+        self.path = path
+        self.profile = profile
+        self.settings = settings
+        self.tracker = TcpTracker(profile, settings)
+        self.progress = progress
+        self.summary = ReplaySummary(path=path, profile=profile.name,
+                                     kernel="%d.%d" % profile.version)
+        self._table: Dict[tuple, Tuple[_Entry, int]] = {}
+        self._flow_of: Dict[tuple, FlowSummary] = {}
+        self._dedup = False  # only captures that can tell outgoing packets hold forwarded copies
+        self._recent: "OrderedDict[tuple, Tuple[PacketVerdict, _Entry, int, tuple]]" = OrderedDict()
+
+    # -- the conntrack table ------------------------------------------------------
+    def _flow(self, key: tuple, pkt: pcap.TcpPacket, frame: int) -> FlowSummary:
+        flow = self._flow_of.get(key)
+        if flow is None:
+            rkey = (key[1], key[0], key[3], key[2])
+            flow = self._flow_of.get(rkey)
+        if flow is None:
+            flow = FlowSummary(index=len(self.summary.flows), src=_addr(pkt.src), dst=_addr(pkt.dst),
+                               sport=pkt.sport, dport=pkt.dport, first_frame=frame)
+            self.summary.flows.append(flow)
+            self._flow_of[key] = flow
+        return flow
+
+    def _drop(self, entry: _Entry) -> None:
+        for key in entry.keys:
+            if self._table.get(key, (None,))[0] is entry:
+                del self._table[key]
+        entry.keys = []
+
+    def _register(self, entry: _Entry, key: tuple, direction: int) -> None:
+        if key not in self._table:
+            self._table[key] = (entry, direction)
+            entry.keys.append(key)
+            if key not in self._flow_of:
+                self._flow_of[key] = entry.flow
+
+    def _gc(self, now: float) -> None:
+        for entry in {e for e, _ in self._table.values() if e.ct.expires < now}:
+            self._drop(entry)
+
+    # -- the pass -------------------------------------------------------------------
+    def packets(self) -> Iterator[PacketVerdict]:
+        """Every TCP packet's verdict, in file order."""
+        f, info = pcap.open_capture(self.path)
+        summary = self.summary
+        summary.format = info.format
+        skipped = summary.skipped
+        decode = pcap.decode
+        progress = self.progress
+        last_linktype = -1
+        next_gc = _GC_EVERY
+        frame = 0
+        try:
+            for frame, ts, linktype, data, _origlen, hint in pcap.read_records(f, info, summary.diagnostics):
+                if not frame & 0x3FFF:
+                    summary.frames = frame
+                    if progress is not None:
+                        progress(f.tell(), info.size)
+                    if frame >= next_gc:
+                        next_gc = frame + _GC_EVERY
+                        self._gc(ts)
+                if linktype != last_linktype:
+                    last_linktype = linktype
+                    if linktype in (pcap.LINKTYPE_LINUX_SLL, pcap.LINKTYPE_LINUX_SLL2):
+                        self._dedup = True
+                if hint >= 0:
+                    self._dedup = True
+                pkt = decode(linktype, data, hint)
+                if pkt.__class__ is str:
+                    skipped[pkt] = skipped.get(pkt, 0) + 1  # type: ignore[index]
+                    continue
+                yield self._one(frame, ts, pkt)  # type: ignore[arg-type]
+        finally:
+            summary.frames = max(summary.frames, frame)
+            f.close()
+            if progress is not None:
+                progress(info.size, info.size)
+
+    def _one(self, frame: int, ts: float, pkt: pcap.TcpPacket) -> PacketVerdict:
+        summary = self.summary
+        summary.tcp_packets += 1
+        key = (pkt.src, pkt.dst, pkt.sport, pkt.dport)
+        if pkt.outgoing:
+            copy = self._copy(frame, ts, pkt, key)
+            if copy is not None:
+                return copy
+        seg = pkt
+        tracker = self.tracker
+        found = self._table.get(key)
+        entry: Optional[_Entry] = None
+        direction = ORIGINAL
+        if found is not None:
+            entry, direction = found
+            if entry.ct.expires < ts:
+                self._drop(entry)
+                entry = None
+        error = None
+        if pkt.doff < 20 or pkt.tcplen < pkt.doff or not VALID_FLAG_BYTE[pkt.flags]:
+            error = tracker.error(seg)
+        if error is not None:
+            flow = entry.flow if entry is not None else self._flow(key, pkt, frame)
+            return self._record(frame, ts, pkt, flow, direction, INVALID, error, entry)
+        if entry is not None:
+            outcome = tracker.packet(entry.ct, direction, seg, ts)
+            if outcome.reopen:
+                flow = entry.flow
+                self._drop(entry)
+                entry = None
+                direction = ORIGINAL
+            else:
+                if outcome.kill:
+                    self._drop(entry)
+                elif direction == REPLY and outcome.verdict != INVALID:
+                    entry.ct.seen_reply = True
+                return self._record(frame, ts, pkt, entry.flow, direction, outcome.verdict, outcome.message, entry)
+        # no entry: tcp_new()
+        flow = self._flow(key, pkt, frame)
+        ct, message = tracker.new(seg)
+        if ct is None:
+            return self._record(frame, ts, pkt, flow, ORIGINAL, INVALID, message, None)
+        outcome = tracker.packet(ct, ORIGINAL, seg, ts)
+        entry = _Entry(ct, flow)
+        if outcome.verdict == ACCEPT and not outcome.kill:
+            flow.entries += 1
+            self._register(entry, key, ORIGINAL)
+            self._register(entry, (key[1], key[0], key[3], key[2]), REPLY)
+        return self._record(frame, ts, pkt, flow, ORIGINAL, outcome.verdict, outcome.message, entry)
+
+    def _record(self, frame: int, ts: float, pkt: pcap.TcpPacket, flow: FlowSummary, direction: int,
+                verdict: str, message: Optional[str], entry: Optional[_Entry]) -> PacketVerdict:
+        self.summary.verdicts[verdict] += 1
+        flow.packets += 1
+        flow.last_frame = frame
+        if verdict == ACCEPT:
+            flow.accept += 1
+        elif verdict == IGNORE:
+            flow.ignore += 1
+        else:
+            flow.invalid += 1
+        if entry is not None and entry.keys:
+            ct = entry.ct
+            state = STATE_NAMES[ct.state]
+            flow.status = _ASSURED if ct.assured else _UNREPLIED if not ct.seen_reply else _NOSTATUS
+        else:
+            state = "NONE"
+            flow.status = _NOSTATUS
+        flow.state = state
+        v = PacketVerdict(frame, ts, verdict, message, flow.index, direction, pkt, state)
+        if verdict != ACCEPT and len(flow.examples) < EXAMPLES_PER_FLOW:
+            flow.examples.append(v)
+        if self._dedup and not pkt.outgoing:
+            recent = self._recent
+            recent[(pkt.ip_id, pkt.seq, pkt.ack, pkt.flags, pkt.window, pkt.datalen)] = (
+                v, entry, direction if (verdict != INVALID and entry is not None) else -1,
+                (pkt.src, pkt.dst, pkt.sport, pkt.dport))
+            if len(recent) > _RECENT_INCOMING:
+                recent.popitem(last=False)
+        return v
+
+    def _copy(self, frame: int, ts: float, pkt: pcap.TcpPacket, key: tuple) -> Optional[PacketVerdict]:
+        """The forwarded copy of a recent incoming packet, or None."""
+        match = self._recent.pop((pkt.ip_id, pkt.seq, pkt.ack, pkt.flags, pkt.window, pkt.datalen), None)
+        if match is None:
+            return None
+        original, entry, direction, okey = match
+        summary = self.summary
+        summary.copies += 1
+        if entry is not None and direction >= 0 and key != okey and entry.keys:
+            # NAT rewrote it: replies come back on the reverse of what left
+            self._register(entry, (key[1], key[0], key[3], key[2]), 1 - direction)
+            if direction == ORIGINAL and entry.flow.nat is None:
+                entry.flow.nat = "%s:%d -> %s:%d" % (_addr(pkt.src), pkt.sport, _addr(pkt.dst), pkt.dport)
+        return PacketVerdict(frame, ts, original.verdict, original.message, original.flow, original._dir, pkt,
+                             original.state, copy_of=original.frame)
+
+
+def replay_capture(path: str, profile: Union[KernelProfile, str], sysctls: Optional[Mapping[str, str]] = None,
+                   settings: Optional[TcpSettings] = None) -> List[PacketVerdict]:
+    """Every TCP packet's verdict (a list; use `Replay(...).packets()` to stream).
+
+    `profile` is a KernelProfile or a kernel version ("5.10", "6.18", a uname release);
+    `sysctls` maps conntrack TCP sysctls (any spelling) to values; unset ones are the kernel defaults.
+    """
+    if isinstance(profile, str):
+        from sysctl_doctor.conntrack.profiles import profile_for
+
+        profile = profile_for(profile)
+    if settings is None:
+        settings = settings_from_sysctls(sysctls or {})
+    elif sysctls:
+        settings = settings_from_sysctls(sysctls, settings)
+    return list(Replay(path, profile, settings).packets())

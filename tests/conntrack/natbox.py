@@ -1,0 +1,291 @@
+"""A NAT box in network namespaces, and the kernel's own verdicts on crafted segments.
+
+    client ns (sdtcp-<id>-c)  c0 10.231.1.2 ── n0 10.231.1.1   nat ns (sdtcp-<id>-n)
+                                             n1 10.231.2.1 ── s0 10.231.2.2   server ns (sdtcp-<id>-s)
+
+The nat ns masquerades what leaves n1 and drops TCP to itself (so its stack
+never answers with RSTs of its own); client and server drop TCP input (their
+stacks have no sockets, our frames are the endpoints). Frames are written with
+raw AF_PACKET sockets opened inside the client/server namespaces.
+
+The kernel's verdict per injected frame: the nat ns's
+/proc/net/stat/nf_conntrack "invalid" counter (did it grow?) and the nf_log
+lines in /dev/kmsg naming our addresses (nf_conntrack_log_invalid=255 and the
+nf_log_ipv4 logger bound in the nat ns; host-global nf_log_all_netns=1 through
+HostSysctlChange).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from sysctl_doctor.conntrack.frames import ethernet_frame, ip_tcp_packet
+from sysctl_doctor.conntrack.nflog import NfLogRecord, parse_nflog_line
+
+CLIENT_IP = "10.231.1.2"
+NAT_IN_IP = "10.231.1.1"
+NAT_OUT_IP = "10.231.2.1"
+SERVER_IP = "10.231.2.2"
+CLIENT_IP6 = "fd31:1::2"
+NAT_IN_IP6 = "fd31:1::1"
+NAT_OUT_IP6 = "fd31:2::1"
+SERVER_IP6 = "fd31:2::2"
+CLONE_NEWNET = 0x40000000
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _run(*args: str) -> str:
+    proc = subprocess.run(list(args), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+class InNetns:
+    """Run a block inside a named network namespace (this thread), then come back."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> "InNetns":
+        self._home = os.open("/proc/self/ns/net", os.O_RDONLY)
+        fd = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
+        try:
+            _setns(fd)
+        finally:
+            os.close(fd)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            _setns(self._home)
+        finally:
+            os.close(self._home)
+
+
+@dataclass
+class KernelVerdict:
+    invalid: bool
+    logs: List[NfLogRecord] = field(default_factory=list)
+
+
+class Kmsg:
+    """New kernel log records since `open()`, non-blocking."""
+
+    def __init__(self) -> None:
+        self.fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        os.lseek(self.fd, 0, os.SEEK_END)
+
+    def read(self) -> List[str]:
+        lines = []
+        while True:
+            try:
+                rec = os.read(self.fd, 8192)
+            except BlockingIOError:
+                return lines
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:  # overwritten records: skip ahead
+                    continue
+                raise
+            text = rec.decode("utf-8", "replace")
+            _, _, msg = text.partition(";")
+            lines.append(msg.split("\n", 1)[0])
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class NatBox:
+    def __init__(self, tag: str) -> None:
+        self.client = f"sdtcp-{tag}-c"
+        self.nat = f"sdtcp-{tag}-n"
+        self.server = f"sdtcp-{tag}-s"
+        self.macs: Dict[str, bytes] = {}
+        self._sockets: Dict[str, socket.socket] = {}
+        self._stat_file = None
+
+    # -- topology --------------------------------------------------------------
+    def up(self) -> None:
+        c, n, s = self.client, self.nat, self.server
+        for ns in (c, n, s):
+            _run("ip", "netns", "add", ns)
+        _run("ip", "link", "add", "c0", "netns", c, "type", "veth", "peer", "name", "n0", "netns", n)
+        _run("ip", "link", "add", "s0", "netns", s, "type", "veth", "peer", "name", "n1", "netns", n)
+        for ns, dev, addr in ((c, "c0", CLIENT_IP + "/24"), (n, "n0", NAT_IN_IP + "/24"),
+                              (n, "n1", NAT_OUT_IP + "/24"), (s, "s0", SERVER_IP + "/24")):
+            _run("ip", "-n", ns, "addr", "add", addr, "dev", dev)
+            _run("ip", "-n", ns, "link", "set", dev, "up")
+            _run("ip", "-n", ns, "link", "set", "lo", "up")
+        for ns, dev, addr in ((c, "c0", CLIENT_IP6 + "/64"), (n, "n0", NAT_IN_IP6 + "/64"),
+                              (n, "n1", NAT_OUT_IP6 + "/64"), (s, "s0", SERVER_IP6 + "/64")):
+            _run("ip", "-n", ns, "-6", "addr", "add", addr, "dev", dev, "nodad")
+        _run("ip", "-n", c, "route", "add", "default", "via", NAT_IN_IP)
+        _run("ip", "-n", c, "-6", "route", "add", "default", "via", NAT_IN_IP6)
+        for ns, dev in ((c, "c0"), (n, "n0"), (n, "n1"), (s, "s0")):
+            self.macs[dev] = bytes.fromhex(
+                _run("ip", "-n", ns, "-br", "link", "show", dev).split()[2].replace(":", ""))
+        _run("ip", "-n", n, "neigh", "replace", CLIENT_IP, "lladdr", _mac(self.macs["c0"]), "dev", "n0")
+        _run("ip", "-n", n, "neigh", "replace", SERVER_IP, "lladdr", _mac(self.macs["s0"]), "dev", "n1")
+        _run("ip", "-n", c, "neigh", "replace", NAT_IN_IP, "lladdr", _mac(self.macs["n0"]), "dev", "c0")
+        _run("ip", "-n", s, "neigh", "replace", NAT_OUT_IP, "lladdr", _mac(self.macs["n1"]), "dev", "s0")
+        _run("ip", "-n", n, "-6", "neigh", "replace", CLIENT_IP6, "lladdr", _mac(self.macs["c0"]), "dev", "n0")
+        _run("ip", "-n", n, "-6", "neigh", "replace", SERVER_IP6, "lladdr", _mac(self.macs["s0"]), "dev", "n1")
+        self.sysctl(n, "net.ipv4.ip_forward", "1")
+        self.sysctl(n, "net.ipv6.conf.all.forwarding", "1")
+        self.sysctl(n, "net.netfilter.nf_log.10", "nf_log_ipv6")
+        self.sysctl(n, "net.netfilter.nf_conntrack_log_invalid", "255")
+        self.sysctl(n, "net.netfilter.nf_log.2", "nf_log_ipv4")
+        self.nft(n, """
+table inet sdtcp_nat {
+  chain post {
+    type nat hook postrouting priority srcnat;
+    oifname "n1" masquerade
+  }
+  chain in {
+    type filter hook input priority filter;
+    meta l4proto tcp drop
+  }
+}
+""")
+        for ns in (c, s):
+            self.nft(ns, "table inet sdtcp_quiet {\n chain in {\n  type filter hook input priority filter;\n"
+                         "  meta l4proto tcp drop\n }\n}\n")
+        for side, ns, dev in (("c", c, "c0"), ("s", s, "s0")):
+            with InNetns(ns):
+                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+                sock.bind((dev, 0))
+            self._sockets[side] = sock
+        with InNetns(n):
+            self._stat_file = open("/proc/self/net/stat/nf_conntrack", "rb", buffering=0)
+
+    def down(self) -> None:
+        for sock in self._sockets.values():
+            sock.close()
+        self._sockets.clear()
+        if self._stat_file is not None:
+            self._stat_file.close()
+            self._stat_file = None
+        for ns in (self.client, self.nat, self.server):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+    @staticmethod
+    def sysctl(ns: str, key: str, value: str) -> None:
+        _run("ip", "netns", "exec", ns, "sysctl", "-qw", f"{key}={value}")
+
+    @staticmethod
+    def nft(ns: str, ruleset: str) -> None:
+        subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=ruleset, text=True,
+                       check=True, capture_output=True)
+
+    def flush(self) -> None:
+        subprocess.run(["ip", "netns", "exec", self.nat, "conntrack", "-F"], capture_output=True)
+
+    def entry_state(self, cport: int, family: int = 4) -> tuple:
+        """(TCP state, (ASSURED/UNREPLIED…)) of the nat ns's entry for a client port, ("NONE", ()) if none."""
+        out = subprocess.run(["ip", "netns", "exec", self.nat, "conntrack", "-L", "-f",
+                              "ipv4" if family == 4 else "ipv6", "-p", "tcp",
+                              "--orig-src", CLIENT_IP if family == 4 else CLIENT_IP6,
+                              "--orig-port-src", str(cport)],
+                             capture_output=True, text=True).stdout
+        lines = [line for line in out.splitlines() if line.startswith("tcp")]
+        if not lines:
+            return "NONE", ()
+        words = lines[0].split()
+        status = tuple(sorted(w.strip("[]") for w in words if w in ("[ASSURED]", "[UNREPLIED]")))
+        return words[3], status
+
+    # -- the kernel's verdicts -----------------------------------------------------
+    def invalid_count(self) -> int:
+        assert self._stat_file is not None
+        self._stat_file.seek(0)
+        lines = self._stat_file.read().decode().split("\n")
+        column = lines[0].split().index("invalid")
+        return sum(int(line.split()[column], 16) for line in lines[1:] if line.strip())
+
+    def send(self, side: str, packet: bytes) -> None:
+        if side == "c":
+            frame = ethernet_frame(self.macs["n0"], self.macs["c0"], packet)
+        else:
+            frame = ethernet_frame(self.macs["n1"], self.macs["s0"], packet)
+        self._sockets[side].send(frame)
+
+
+def _mac(raw: bytes) -> str:
+    return ":".join("%02x" % b for b in raw)
+
+
+class Capture:
+    """tcpdump -i any in the nat ns, written to `path`."""
+
+    def __init__(self, ns: str, path: str, linktype: Optional[str] = None) -> None:
+        args = ["ip", "netns", "exec", ns, "tcpdump", "-i", "any", "--immediate-mode", "-U", "-s", "0",
+                "-w", path]
+        if linktype:
+            args += ["-y", linktype]
+        args += ["tcp"]
+        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        assert self.proc.stderr is not None
+        line = ""
+        for _ in range(3):
+            line = self.proc.stderr.readline().decode()
+            if "listening" in line or not line:
+                break
+        if "listening" not in line:
+            self.proc.kill()
+            raise RuntimeError(f"tcpdump did not start: {line}")
+        time.sleep(0.2)
+
+    def stop(self) -> None:
+        time.sleep(0.2)
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+Step = Tuple[str, int, int, int, int, int, bytes]  # side, flags, seq, ack, window, payload len, options
+
+
+def inject(box: NatBox, kmsg: Kmsg, steps: List[Step], cport: int, sport: int = 6379, family: int = 4,
+           ) -> List[Tuple[tuple, KernelVerdict]]:
+    """Send each step, return ((src, dst, sport, dport, seq, ack, flags), kernel verdict) per step."""
+    out = []
+    client, server, nat_out = ((CLIENT_IP, SERVER_IP, NAT_OUT_IP) if family == 4
+                               else (CLIENT_IP6, SERVER_IP6, NAT_OUT_IP6))
+    for i, (side, flags, seq, ack, window, length, options) in enumerate(steps):
+        if side == "c":
+            src, dst, sp, dp = client, server, cport, sport
+        else:
+            src, dst, sp, dp = server, nat_out, sport, cport
+        before = box.invalid_count()
+        box.send(side, ip_tcp_packet(src, dst, sp, dp, seq, ack, flags, window, b"d" * length, options,
+                                     ip_id=(cport * 64 + i) & 0xFFFF))
+        time.sleep(0.003)
+        after = box.invalid_count()
+        logs = []
+        for line in kmsg.read():
+            rec = parse_nflog_line(line)
+            if rec is None or not rec.fields.get("SRC", "").startswith(("10.231.", "fd31:")):
+                continue
+            logs.append(rec)
+        key = (src, dst, sp, dp, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, flags)
+        mine = [r for r in logs if r.int_field("SEQ") == key[4] and r.int_field("SPT") == sp]
+        out.append((key, KernelVerdict(invalid=after > before, logs=mine)))
+    return out

@@ -1,0 +1,153 @@
+"""The model against the real kernel: a NAT box in network namespaces, packet by packet.
+
+Crafted segments (scenarios.py) go through a masquerading nat namespace while
+tcpdump -i any captures there. For every injected segment the kernel's verdict
+is read from the nat namespace's invalid counter and its nf_log line; then the
+capture is replayed with the running kernel's profile and the same sysctls, and
+every packet must get the same verdict and the same message.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import defaultdict, deque
+from typing import Dict, List
+
+import pytest
+
+from sysctl_doctor.conntrack.profiles import profile_for
+from sysctl_doctor.conntrack.replay import Replay, flag_names
+from sysctl_doctor.conntrack.tcp_model import settings_from_sysctls
+from sysctl_doctor.live import HostSysctlChange
+
+from . import scenarios
+from .natbox import Capture, Kmsg, NatBox, inject
+
+pytestmark = pytest.mark.root
+
+
+def _needs() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("NEEDS ROOT: network namespaces, raw sockets and /dev/kmsg")
+    for tool in ("ip", "nft", "tcpdump", "conntrack", "sysctl"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"NEEDS {tool}: apt-get install the package that provides it (scripts/test.sh does)")
+    if not os.path.exists("/proc/sys/net/netfilter/nf_log_all_netns"):
+        pytest.skip("NEEDS nf_log built into the kernel (net.netfilter.nf_log_all_netns is missing)")
+
+
+@pytest.fixture(scope="module")
+def natbox():
+    _needs()
+    box = NatBox(str(os.getpid()))
+    try:
+        with HostSysctlChange({"net/netfilter/nf_log_all_netns": "1"}):
+            box.up()
+            kmsg = Kmsg()
+            try:
+                yield box, kmsg
+            finally:
+                kmsg.close()
+    finally:
+        box.down()
+
+
+RUNS = {
+    "defaults": ({}, scenarios.window_cases, None),
+    "ipv6": ({}, scenarios.ipv6_cases, None),
+    "loose0": ({"nf_conntrack_tcp_loose": "0"}, scenarios.loose_off_cases, "LINUX_SLL2"),
+    "be_liberal": ({"net.netfilter.nf_conntrack_tcp_be_liberal": "1"}, scenarios.liberal_cases, None),
+    "ignore_invalid_rst": ({"nf_conntrack_tcp_ignore_invalid_rst": "1"}, scenarios.ignore_rst_cases, None),
+}
+_DEFAULTS = {"nf_conntrack_tcp_loose": "1", "nf_conntrack_tcp_be_liberal": "0",
+             "nf_conntrack_tcp_ignore_invalid_rst": "0"}
+
+
+def _kernel_result(kv) -> tuple:
+    if kv.invalid:
+        return "invalid", kv.logs[0].message if kv.logs else None
+    if kv.logs:
+        return "ignore", kv.logs[0].message
+    return "accept", None
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_model_agrees_with_kernel(natbox, tmp_path, run: str) -> None:
+    box, kmsg = natbox
+    sysctls, cases, linktype = RUNS[run]
+    family = 6 if run == "ipv6" else 4
+    settings_map = dict(_DEFAULTS)
+    settings_map.update({k.replace("net.netfilter.", ""): v for k, v in sysctls.items()})
+    box.flush()
+    for key, value in settings_map.items():
+        box.sysctl(box.nat, "net.netfilter." + key, value)
+    kmsg.read()
+    capture_path = str(tmp_path / f"{run}.pcap")
+    capture = Capture(box.nat, capture_path, linktype)
+    kernel_entries: Dict[int, tuple] = {}
+    expected: Dict[tuple, deque] = defaultdict(deque)
+    names: Dict[tuple, str] = {}
+    kernel_results: List[tuple] = []
+    try:
+        for i, (name, steps) in enumerate(sorted(cases().items())):
+            for key, kv in inject(box, kmsg, steps, cport=42000 + i, family=family):
+                key = key[:6] + (flag_names(key[6]),)
+                expected[key].append(_kernel_result(kv))
+                kernel_results.append(_kernel_result(kv))
+                names[key] = name
+            kernel_entries[42000 + i] = box.entry_state(42000 + i, family)
+    finally:
+        capture.stop()
+    injected = sum(len(q) for q in expected.values())
+
+    profile = profile_for(os.uname().release)
+    replay = Replay(capture_path, profile, settings_from_sysctls(settings_map))
+    mismatches: List[str] = []
+    seen = 0
+    for v in replay.packets():
+        if v.copy_of is not None:
+            continue
+        key = (v.src, v.dst, v.sport, v.dport, v.seq, v.ack, v.flags)
+        queue = expected.get(key)
+        if not queue:
+            mismatches.append(f"frame {v.frame}: not injected by the test: {key}")
+            continue
+        kernel = queue.popleft()
+        seen += 1
+        if (v.verdict, v.message) != kernel:
+            mismatches.append(f"[{names[key]}] frame {v.frame} {v.flags} seq={v.seq} ack={v.ack}: "
+                              f"model {v.verdict} {v.message!r} != kernel {kernel[0]} {kernel[1]!r}")
+    for flow in replay.summary.flows:
+        if flow.sport in kernel_entries and flow.src.startswith(("10.231.1.", "fd31:1:")):
+            model = (flow.state, tuple(sorted(flow.status)))
+            if model != kernel_entries[flow.sport]:
+                mismatches.append(f"flow from port {flow.sport}: model entry {model} != kernel {kernel_entries[flow.sport]}")
+    assert not replay.summary.diagnostics
+    assert seen == injected, f"capture holds {seen} of the {injected} injected segments"
+    if os.environ.get("SDTCP_VERBOSE"):
+        print(run, seen, sorted(set(kernel_results), key=str), kernel_entries)
+    assert not mismatches, "\n".join(mismatches)
+
+    # the scenarios must reach the branches they are about, or agreement proves little
+    reached = {(verdict, (message or "").split(" ")[0] + " " + " ".join((message or "").split(" ")[1:3]))
+               for verdict, message in kernel_results}
+    for want in COVERAGE[run]:
+        assert any(v == want[0] and (m or "").find(want[1]) >= 0 for v, m in kernel_results), (
+            f"no kernel verdict {want} in run {run}: {sorted(reached)}")
+
+
+COVERAGE = {
+    "defaults": [
+        ("invalid", "SEQ is over upper bound"), ("ignore", "SEQ is under lower bound"),
+        ("invalid", "ACK is over upper bound"), ("ignore", "ignored ACK under lower bound"),
+        ("ignore", "bytes more than expected"), ("invalid", "invalid rst"),
+        ("invalid", "invalid tcp flag combination"), ("ignore", "ignored, state ESTABLISHED"),
+        ("accept", ""),
+    ],
+    "loose0": [("invalid", ""), ("accept", "")],
+    "be_liberal": [("accept", ""), ("invalid", "invalid rst"), ("invalid", "invalid tcp flag combination")],
+    "ignore_invalid_rst": [("accept", "")],
+    "ipv6": [("invalid", "SEQ is over upper bound"), ("ignore", "SEQ is under lower bound"),
+             ("invalid", "invalid rst"), ("accept", "")],
+}

@@ -1,0 +1,54 @@
+"""Live conntrack: network namespaces made for the test (prefix sdlab-), always removed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import uuid
+
+import pytest
+
+
+@pytest.fixture
+def lab_netns():  # type: ignore[no-untyped-def]
+    """A fresh netns with lo up and conntrack active (an nft table that uses ct in output)."""
+    if os.geteuid() != 0:
+        pytest.skip("NEEDS ROOT: network namespaces")
+    if shutil.which("nft") is None:
+        pytest.skip("NEEDS nft: apt-get install nftables")
+    name = f"sdlab-t{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "netns", "exec", name, "nft", "-f", "-"], check=True, text=True, input=(
+            "table ip sdlabt { chain out { type filter hook output priority 0; policy accept; "
+            "ct state invalid counter accept; }; }\n"))
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def send_lone_rst(netns: str, sport: int = 40404, dport: int = 40405) -> None:
+    """A RST with no connection behind it, over lo in `netns`: conntrack says "invalid new"."""
+    from sysctl_doctor.conntrack.stats import in_netns
+
+    def csum(data: bytes) -> int:
+        if len(data) % 2:
+            data += b"\0"
+        s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+        while s >> 16:
+            s = (s & 0xFFFF) + (s >> 16)
+        return ~s & 0xFFFF
+
+    src = dst = socket.inet_aton("127.0.0.1")
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 12345, 0, 5 << 4, 0x04, 0, 0, 0)
+    tcp = tcp[:16] + struct.pack("!H", csum(src + dst + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)) + tcp[18:]
+    with in_netns(netns):
+        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+        try:
+            raw.sendto(tcp, ("127.0.0.1", 0))
+        finally:
+            raw.close()

@@ -1,0 +1,141 @@
+"""`conntrack debug`: on records then changes, off restores exactly, --for restores on its own and on Ctrl-C,
+and the lines it makes the kernel write are explained by `conntrack logs`."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sysctl_doctor.conntrack import debug
+from sysctl_doctor.conntrack.kernel_log import parse_kernel_log, read_kmsg_records
+from sysctl_doctor.conntrack.stats import in_netns
+from sysctl_doctor.errors import DoctorError
+
+from .conftest import send_lone_rst
+
+SDOC = [sys.executable, "-m", "sysctl_doctor", "conntrack", "debug"]
+
+
+def _netns_value(netns: str, key: str) -> str:
+    with in_netns(netns):
+        return open(f"/proc/sys/{key}").read().strip()
+
+
+def _resting_host_value() -> str:
+    import fcntl
+
+    from sysctl_doctor.live import HOST_LOCK
+
+    HOST_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(HOST_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return open("/proc/sys/net/netfilter/nf_log_all_netns").read().strip()
+
+
+def test_plan_is_pure_and_minimal() -> None:
+    values = {("netns", "net/netfilter/nf_log/2"): "NONE", ("netns", "net/netfilter/nf_log/10"): "nf_log_ipv6",
+              ("netns", debug.LOG_INVALID): "0", ("host", debug.ALL_NETNS): "0"}
+    plan = debug.plan_debug_on("pod", lambda scope, key: values.get((scope, key)))
+    assert [(c.scope, c.key, c.old, c.new) for c in plan] == [
+        ("netns", "net/netfilter/nf_log/2", "NONE", "nf_log_ipv4"),
+        ("netns", debug.LOG_INVALID, "0", "255"),
+        ("host", debug.ALL_NETNS, "0", "1"),
+    ]
+    # the host namespace needs no nf_log_all_netns; values already right are left alone
+    values[("netns", debug.LOG_INVALID)] = "6"
+    plan = debug.plan_debug_on(None, lambda scope, key: values.get((scope, key)), "6")
+    assert [c.key for c in plan] == ["net/netfilter/nf_log/2"]
+    with pytest.raises(DoctorError, match="conntrack not loaded"):
+        debug.plan_debug_on(None, lambda scope, key: None)
+
+
+def test_on_then_off_restores_exactly(lab_netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    host_before = _resting_host_value()
+    with in_netns(lab_netns):
+        open("/proc/sys/" + debug.LOG_INVALID, "w").write("17\n")  # an odd value to get back
+    state = debug.debug_on(lab_netns, state_dir=str(tmp_path))
+    try:
+        saved = json.loads((tmp_path / f"conntrack-debug-{lab_netns}.json").read_text())
+        assert saved["netns"] == lab_netns and saved["until"] is None
+        assert {"scope": "netns", "key": debug.LOG_INVALID, "old": "17", "new": "255"} in saved["changes"]
+        assert _netns_value(lab_netns, debug.LOG_INVALID) == "255"
+        with pytest.raises(DoctorError, match="already on"):
+            debug.debug_on(lab_netns, state_dir=str(tmp_path))
+    finally:
+        restored, diags = debug.debug_off(lab_netns, state_dir=str(tmp_path))
+    assert restored is not None and diags == []
+    assert [c.key for c in restored.changes] == [c.key for c in state.changes]
+    assert _netns_value(lab_netns, debug.LOG_INVALID) == "17"
+    assert _resting_host_value() == host_before
+    assert not (tmp_path / f"conntrack-debug-{lab_netns}.json").exists()
+    assert debug.debug_off(lab_netns, state_dir=str(tmp_path)) == (None, [])
+
+
+def test_off_after_the_namespace_is_gone(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    host_before = _resting_host_value()
+    state = debug.DebugState("sdlab-gone", time.time(), None, None, [
+        debug.DebugChange("netns", debug.LOG_INVALID, "0", "255"),
+        debug.DebugChange("host", debug.ALL_NETNS, host_before, "1")])
+    debug._write_atomic(debug.state_path("sdlab-gone", str(tmp_path)), json.dumps(state.to_json()))
+    restored, diags = debug.debug_off("sdlab-gone", state_dir=str(tmp_path))
+    assert restored is not None and "not found" in str(diags[0])
+    assert _resting_host_value() == host_before
+
+
+def test_for_logs_then_restores_and_logs_explains(lab_netns) -> None:  # type: ignore[no-untyped-def]
+    """The operator's flow: debug on --for, the kernel logs the INVALID packet, logs explains it."""
+    host_before = _resting_host_value()
+    kmsg = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    os.lseek(kmsg, 0, os.SEEK_END)
+    try:
+        proc = subprocess.Popen(SDOC + ["on", "--netns", lab_netns, "--for", "30s"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # "… is ON …" is printed once every setting is in place (the host key may wait for the lock)
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready and "is ON" in proc.stdout.readline()
+        assert _netns_value(lab_netns, debug.LOG_INVALID) == "255"
+        send_lone_rst(lab_netns, 41001, 41002)
+        time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C long before the 30 s are up
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert "restored" in err and "Traceback" not in err
+        data = read_kmsg_records(handle=kmsg)
+    finally:
+        os.close(kmsg)
+    assert _netns_value(lab_netns, debug.LOG_INVALID) == "0"
+    assert _resting_host_value() == host_before
+    assert not os.path.exists(debug.state_path(lab_netns))
+    report = parse_kernel_log(data, "/dev/kmsg")
+    mine = [r for r in report.records if r.record.int_field("SPT") == 41001]
+    assert mine and mine[0].reason.code == "invalid-new" and mine[0].reason.verdict == "INVALID"
+
+
+def test_for_expires_by_itself(lab_netns) -> None:  # type: ignore[no-untyped-def]
+    proc = subprocess.run(SDOC + ["on", "--netns", lab_netns, "--for", "0.5s"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "restored to 0" in proc.stdout
+    assert _netns_value(lab_netns, debug.LOG_INVALID) == "0"
+
+
+def test_cli_on_tells_to_run_off(lab_netns) -> None:  # type: ignore[no-untyped-def]
+    on = subprocess.run(SDOC + ["on", "--netns", lab_netns, "--protocol", "tcp"], capture_output=True,
+                        text=True, timeout=60)
+    try:
+        assert on.returncode == 0, on.stderr
+        assert f"sysctl-doctor conntrack debug off --netns {lab_netns}" in on.stdout
+        assert _netns_value(lab_netns, debug.LOG_INVALID) == "6"
+        status = subprocess.run(SDOC + ["status", "--netns", lab_netns], capture_output=True, text=True)
+        assert "ON" in status.stdout
+    finally:
+        off = subprocess.run(SDOC + ["off", "--netns", lab_netns], capture_output=True, text=True, timeout=60)
+    assert off.returncode == 0 and "restored net.netfilter.nf_conntrack_log_invalid = 0" in off.stdout
+    assert _netns_value(lab_netns, debug.LOG_INVALID) == "0"
