@@ -41,12 +41,11 @@ def legacy_run():  # type: ignore[no-untyped-def]
     from .legacy_lab import run_legacy_lab
     from .legacy_root import ensure_legacy_root
 
-    sys_path_tests = str(Path(__file__).resolve().parents[1])
     try:
         legacy = ensure_legacy_root()
-    except Exception as exc:  # the kernel .deb or the mirror is out of reach
+    except Exception as exc:  # kernel_trees.KernelTreeUnavailable: no apt/dpkg-deb, or no Debian mirror
         if type(exc).__name__ == "KernelTreeUnavailable":
-            pytest.skip(f"NEEDS Debian 11's linux-image-5.10 (bullseye via apt): {exc} [{sys_path_tests}]")
+            pytest.skip(f"NEEDS Debian 11's linux-image-5.10 (bullseye, fetched with apt-get download): {exc}")
         raise
     cache = base_root_module.cache_dir()
     workdir = Path(tempfile.mkdtemp(prefix="run-", dir=cache))
@@ -133,3 +132,30 @@ def test_replay_with_the_legacy_profile_agrees_with_the_5_10_kernel(legacy_run):
             assert verdict_of(modern).verdict == "ignore"   # the 6.1+ profile would miss this reset
         checked += 1
     assert checked == 8
+
+
+def test_the_replay_command_with_kernel_5_10_names_the_reset(legacy_run):
+    """The same through the command an operator runs on the guest's capture: --kernel 5.10 vs 6.1."""
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("sysctl_doctor.conntrack.replay", reason="NEEDS the tcp branch's conntrack replay")
+    report = _report(legacy_run)
+    bare = next(o for o in report["outcomes"] if o["scenario"] == UNDER and o["mitigation"] == "none")
+    pcap = str(legacy_run.pcaps[Path(bare["capture"]).name])
+
+    def injected(kernel: str):  # type: ignore[no-untyped-def]
+        proc = subprocess.run([sys.executable, "-m", "sysctl_doctor", "conntrack", "replay", pcap,
+                               "--kernel", kernel, "--format", "json"], capture_output=True, text=True, timeout=120)
+        assert proc.returncode in (0, 1), proc.stderr
+        found = [p for p in json.loads(proc.stdout)["packets"] if p.get("seq") == bare["injected"]["seq"]]
+        assert len(found) == 1, found
+        return proc.returncode, found[0]
+
+    rc, legacy = injected("5.10")
+    assert rc == 1 and legacy["verdict"] == "invalid", legacy
+    assert legacy["message"] == "SEQ is under the lower bound (already ACKed data retransmitted)", legacy
+    assert any(legacy["message"] in line for line in bare["kernel_lines"]), bare["kernel_lines"]
+    rc, modern = injected("6.1")   # the ≥ 6.1 model would find nothing INVALID in a capture of a reset
+    assert rc == 0 and modern["verdict"] == "ignore", modern
