@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from contextlib import contextmanager
@@ -151,8 +153,7 @@ def run_one(scenario: Scenario, mitigation: Mitigation, kernel: str, keep_captur
             topo.nft(nat_ruleset(mitigation.nft_chains))
             with topo.entered(topo.nat):
                 write_netns_sysctl("net/netfilter/nf_conntrack_log_invalid", "255")
-                if read_netns_sysctl("net/netfilter/nf_log/2") in ("NONE", None):
-                    write_netns_sysctl("net/netfilter/nf_log/2", "nf_log_ipv4")
+                _bind_ipv4_logger()
                 for key, value in mitigation.netns_sysctls.items():
                     write_netns_sysctl(key, value)
                 before = read_proc_stats().counters
@@ -209,6 +210,31 @@ def run_one(scenario: Scenario, mitigation: Mitigation, kernel: str, keep_captur
     outcome.survived = outcome.client.state == COMPLETED and outcome.server.state == COMPLETED
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+def _bind_ipv4_logger() -> None:
+    """Give the NAT netns an IPv4 packet logger, so nf_conntrack_log_invalid has somewhere to write.
+
+    Where the logger is a module (Debian's 5.10: nf_log_ipv4; 5.12+: nf_log_syslog), nothing loads it
+    and writing its name to nf_log/2 fails with ENOENT; loading it (alias nf-logger-2-0) binds it in
+    every namespace by itself.
+    """
+    if read_netns_sysctl("net/netfilter/nf_log/2") not in ("NONE", None):
+        return
+    try:
+        write_netns_sysctl("net/netfilter/nf_log/2", "nf_log_ipv4")
+        return
+    except OSError:
+        pass
+    modprobe = shutil.which("modprobe") or ("/sbin/modprobe" if os.path.exists("/sbin/modprobe") else None)
+    if modprobe is not None:
+        subprocess.run([modprobe, "-q", "nf-logger-2-0"], check=False, capture_output=True)
+    if read_netns_sysctl("net/netfilter/nf_log/2") in ("NONE", None):
+        try:
+            write_netns_sysctl("net/netfilter/nf_log/2", "nf_log_ipv4")
+        except OSError as exc:
+            raise DoctorError(f"lab: no IPv4 packet logger for conntrack's lines ({exc}); "
+                              "load nf_log_ipv4 (kernels before 5.12) or nf_log_syslog") from None
 
 
 def _inject(capture: InterfaceCapture, raw: socket.socket, scenario: Scenario, port: int) -> InjectedSegment:
