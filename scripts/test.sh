@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES=(python3-venv procps systemd iproute2 nftables iptables tcpdump tshark conntrack xz-utils zstd kmod cpio)
+SYSTEM_PACKAGES=(python3-venv procps systemd iproute2 nftables iptables tcpdump tshark conntrack xz-utils zstd kmod cpio mmdebstrap)
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -34,10 +34,18 @@ def debian_root() -> Optional[Path]:
 @pytest.fixture(scope="module")
 def root() -> Path:
     found = debian_root()
-    if found is None:
-        pytest.skip("NEEDS a mmdebstrap Debian 12 root: set SYSCTL_DOCTOR_DEBIAN_ROOT, or build the qemu tier's "
-                    "root (it is cached under $SYSCTL_DOCTOR_TEST_CACHE/slow/bookworm-*)")
-    return found
+    if found is not None:
+        return found
+    # Build the qemu tier's base root (mmdebstrap, about 2 minutes, cached for later runs).
+    from slow.base_root import ensure_base_root, missing_reason
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(f"NEEDS a mmdebstrap Debian 12 root, and it cannot be built here: {reason}")
+    try:
+        return ensure_base_root().path
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+        pytest.fail(f"building the mmdebstrap Debian 12 root failed: {exc}")
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
