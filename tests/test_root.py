@@ -101,3 +101,13 @@ def test_host_sysctl_change_restores_on_error(tmp_path: Path) -> None:
             assert key.read_text() == "1\n"
             raise RuntimeError("boom")
     assert key.read_text() == "0\n"
+
+
+def test_fifo_is_not_opened(tree: Path) -> None:
+    # open() on a FIFO with no writer blocks forever: a root holding one must not hang the tool.
+    os.mkfifo(tree / "etc/sysctl.d/fifo.conf")
+    root = Root(tree)
+    assert root.kind("/etc/sysctl.d/fifo.conf") is PathKind.OTHER
+    with pytest.raises(OSError) as info:
+        root.read_bytes("/etc/sysctl.d/fifo.conf")
+    assert info.value.filename == "/etc/sysctl.d/fifo.conf"

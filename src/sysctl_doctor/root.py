@@ -13,6 +13,7 @@ reported as `PathKind.NULL` whether or not the root has a /dev.
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -165,6 +166,9 @@ class Root:
             raise IsADirectoryError(21, "Is a directory", path)
         if chased.kind is PathKind.MISSING:
             raise FileNotFoundError(2, "No such file or directory", path)
+        if chased.kind is PathKind.OTHER:
+            # A FIFO would block open() forever, a device could read forever.
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)", path)
         try:
             with open(chased.host, "rb") as handle:
                 return handle.read()
