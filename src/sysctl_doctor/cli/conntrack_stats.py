@@ -15,7 +15,8 @@ import click
 @click.option("--source", type=click.Choice(["proc", "netlink"]), default="proc", show_default=True,
               help="/proc/net/stat/nf_conntrack, or ctnetlink (pyroute2, the `conntrack` extra).")
 @click.option("--watch", is_flag=True, help="Print again every --interval seconds, with per-second rates.")
-@click.option("--interval", type=float, default=2.0, show_default=True)
+@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+              help="Seconds between two readings with --watch (at least 0.1).")
 @click.option("--count", type=int, default=0, help="With --watch: stop after COUNT updates (0 = until Ctrl-C).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def command(netns: Optional[str], all_netns: bool, source: str, watch: bool, interval: float, count: int,
