@@ -195,7 +195,11 @@ def debug_on(netns: Optional[str], log_invalid: str = "255", until: Optional[flo
     changes = plan_debug_on(netns, _reader(netns), log_invalid)
     state = DebugState(netns=netns, started=time.time(), until=until,
                        pid=os.getpid() if until is not None else None, changes=changes)
-    _write_atomic(state_path(netns, state_dir), json.dumps(state.to_json(), indent=2) + "\n")
+    try:
+        _write_atomic(state_path(netns, state_dir), json.dumps(state.to_json(), indent=2) + "\n")
+    except OSError as exc:  # nothing changed yet
+        raise DoctorError(f"cannot record the current values in {state_path(netns, state_dir)}: "
+                          f"{exc.strerror or exc} (conntrack debug needs root)") from exc
     try:
         _apply(netns, changes, lambda c: c.new, include_host)
     except BaseException:
