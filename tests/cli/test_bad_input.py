@@ -176,6 +176,7 @@ CASES = [
     ("stats-unknown-netns", ["conntrack", "stats", "--netns", "sd-qa-no-such-ns"], {ERROR}, "not found"),
     ("stats-zero-interval", ["conntrack", "stats", "--watch", "--interval", "0"], {ERROR}, "--interval"),
     ("stats-negative-interval", ["conntrack", "stats", "--watch", "--interval", "-1"], {ERROR}, "--interval"),
+    ("stats-negative-count", ["conntrack", "stats", "--watch", "--count", "-1"], {ERROR}, "--count"),
     ("stats-bad-source", ["conntrack", "stats", "--source", "sysfs"], {ERROR}, "is not one of"),
     ("debug-bad-duration", ["conntrack", "debug", "on", "--for", "soon"], {ERROR}, "not a duration"),
     ("debug-negative-duration", ["conntrack", "debug", "on", "--for", "-5m"], {ERROR}, "must be positive"),
@@ -346,3 +347,16 @@ def test_ctrl_c_stops_stats_watch(tmp_path: Path) -> None:
     text = (out + err).decode("utf-8", "replace")
     assert "Traceback" not in text and "internal error" not in text, text
     assert proc.returncode == 130, (proc.returncode, text)
+
+
+HELP = [[], ["check"], ["show"], ["explain"], ["fix"], ["index"], ["lab"], ["conntrack"], ["conntrack", "replay"],
+        ["conntrack", "logs"], ["conntrack", "stats"], ["conntrack", "debug"]]
+
+
+@pytest.mark.parametrize("command", HELP, ids=[" ".join(c) or "top" for c in HELP])
+def test_help(command: List[str]) -> None:
+    result = run_cli([*command, "--help"])
+    out = _assert_clean(result, command)
+    assert result.returncode == OK and out.startswith(f"Usage: sysctl-doctor {' '.join(command)}".rstrip()), out
+    if not command:
+        assert "Exit status: 0 clean, 1 findings at error level" in out  # the codes, where users look first

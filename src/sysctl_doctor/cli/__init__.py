@@ -44,6 +44,9 @@ def cli() -> None:
     """Will your kernel settings be in effect after the next boot?
 
     A bare `sysctl-doctor` runs `check` on this host.
+
+    Exit status: 0 clean, 1 findings at error level (an INVALID packet for
+    conntrack logs/replay), 2 usage or I/O error, 130 interrupted.
     """
 
 

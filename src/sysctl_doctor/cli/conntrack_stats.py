@@ -17,11 +17,14 @@ import click
 @click.option("--watch", is_flag=True, help="Print again every --interval seconds, with per-second rates.")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
               help="Seconds between two readings with --watch (at least 0.1).")
-@click.option("--count", type=int, default=0, help="With --watch: stop after COUNT updates (0 = until Ctrl-C).")
+@click.option("--count", type=click.IntRange(min=0), default=0,
+              help="With --watch: stop after COUNT updates (0 = until Ctrl-C).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def command(netns: Optional[str], all_netns: bool, source: str, watch: bool, interval: float, count: int,
             fmt: str) -> None:
-    """invalid, insert_failed, drop, early_drop, … summed over CPUs, per network namespace.
+    """Conntrack's counters (invalid, insert_failed, drop, early_drop, …) per network namespace.
+
+    Summed over CPUs.
 
     With --format json each update is one JSON object per line.
     """
