@@ -184,3 +184,32 @@ def test_replay_contract_on_the_seed_capture(tmp_path: Path) -> None:
     assert [p["frame"] for p in invalid] == [len(packets) - 2]
     assert "SEQ is under the lower bound" in invalid[0]["message"]
     assert all(p["message"] is None for p in doc["packets"] if p["verdict"] == "accept")
+
+
+def _strings(value: Any) -> List[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in _strings(k) + _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+@pytest.mark.parametrize("command", [["show"], ["check"], ["explain", "net.ipv4.ip_forward"]])
+def test_non_utf8_file_name_is_bytes_escaped_not_a_lone_surrogate(tmp_path: Path, command: List[str]) -> None:
+    # json.dumps wrote "\udcff" for such a name: strict parsers reject it and jq makes it U+FFFD
+    sysctl_d = tmp_path / "etc/sysctl.d"
+    sysctl_d.mkdir(parents=True)
+    (sysctl_d / "a.conf").write_text("net.ipv4.ip_forward = 0\n")
+    with open(os.path.join(os.fsencode(sysctl_d), b"\xff\xfe.conf"), "wb") as fh:
+        fh.write(b"net.ipv4.ip_forward = 1\n")
+    result = run_cli([*command, "--root", str(tmp_path), "--format", "json"])
+    assert result.returncode in (0, 1), result.stderr.decode()
+    assert b"\\udc" not in result.stdout
+    strings = _strings(json.loads(result.stdout))
+    assert not [s for s in strings if any("\udc80" <= c <= "\udcff" for c in s)]
+    assert any("/etc/sysctl.d/\\xff\\xfe.conf" in s for s in strings)
+    if command == ["show"]:
+        doc = json.loads(result.stdout)
+        assert doc["settings"][-1]["file"] == "/etc/sysctl.d/\\xff\\xfe.conf"  # sorted after a.conf: it wins
