@@ -354,3 +354,35 @@ def test_help(command: List[str]) -> None:
     assert result.returncode == OK and out.startswith(f"Usage: sysctl-doctor {' '.join(command)}".rstrip()), out
     if not command:
         assert "Exit status: 0 clean, 1 findings at error level" in out  # the codes, where users look first
+
+
+def test_reader_closing_stdout_is_a_quiet_exit_0(tmp_path: Path) -> None:
+    # `sysctl-doctor … | head`: click swallowed the EPIPE and exited 1, which reads as "findings".
+    from conntrack.captures import seed_packets, write_ethernet_pcap
+
+    capture = tmp_path / "seed.pcap"
+    write_ethernet_pcap(str(capture), seed_packets(segments=3000))  # ~6000 JSON lines: more than a pipe holds
+    proc = subprocess.Popen([str(console_script()), "conntrack", "replay", str(capture), "--format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.read(100)
+        proc.stdout.close()
+        err = proc.stderr.read()
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == OK, (code, err)
+    assert err == b""
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="NEEDS /dev/full to fill the output")
+def test_full_disk_on_stdout_is_exit_2_with_a_message() -> None:
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run([str(console_script()), "show", "--root", str(INCIDENT), "--format", "json"],
+                                stdout=full, stderr=subprocess.PIPE, timeout=60)
+    err = result.stderr.decode()
+    assert "Traceback" not in err and "internal error" not in err, err
+    assert result.returncode == ERROR, err
+    assert "No space left on device" in err
