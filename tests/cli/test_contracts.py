@@ -213,3 +213,24 @@ def test_non_utf8_file_name_is_bytes_escaped_not_a_lone_surrogate(tmp_path: Path
     if command == ["show"]:
         doc = json.loads(result.stdout)
         assert doc["settings"][-1]["file"] == "/etc/sysctl.d/\\xff\\xfe.conf"  # sorted after a.conf: it wins
+
+
+@pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
+def test_replay_frame_counts_every_packet_in_the_file(tmp_path: Path, fmt: str) -> None:
+    # "frame" is the packet's position in the file (as tshark numbers it), not among TCP packets only
+    import struct
+
+    from conntrack.captures import write_pcapng
+
+    def udp(i: int) -> bytes:
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, i, 0, 64, 17, 0, bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+        return ip + struct.pack("!HHHH", 53, 53, 8, 0)
+
+    mixed = []
+    for i, (t, packet) in enumerate(seed_packets(segments=3)):
+        mixed += [(t, udp(i)), (t, packet)]
+    capture = tmp_path / f"mixed.{fmt}"
+    (write_pcapng if fmt == "pcapng" else write_ethernet_pcap)(str(capture), mixed)
+    doc = _json(["conntrack", "replay", str(capture), "--kernel", "5.10", "--format", "json"], {1})
+    assert [p["frame"] for p in doc["packets"]] == list(range(2, len(mixed) + 1, 2))
+    assert [p["frame"] for p in doc["packets"] if p["verdict"] == "invalid"] == [len(mixed) - 4]
