@@ -30,6 +30,17 @@ class RootError(DoctorError):
     """A path cannot be resolved inside the root (symlink loop, bad root)."""
 
 
+class SymlinkLoop(RootError, OSError):
+    """More than MAX_SYMLINK_HOPS links: also an OSError (ELOOP), so a reader that skips unreadable
+    files with a warning skips this one too instead of stopping the whole run."""
+
+    def __init__(self, path: str) -> None:
+        OSError.__init__(self, errno.ELOOP, "too many levels of symbolic links (a loop?)", path)
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
 class PathKind(enum.Enum):
     MISSING = "missing"
     FILE = "file"
@@ -103,7 +114,7 @@ class Root:
             if stat.S_ISLNK(st.st_mode) and (todo or follow_final):
                 hops += 1
                 if hops > MAX_SYMLINK_HOPS:
-                    raise RootError(f"{path}: too many levels of symbolic links (a loop?)")
+                    raise SymlinkLoop(path)
                 try:
                     target = os.readlink(host)
                 except OSError as exc:
@@ -138,10 +149,14 @@ class Root:
         return PathKind.OTHER
 
     def kind(self, path: str) -> PathKind:
-        return self.chase(path).kind
+        """What `path` leads to; a symlink loop is OTHER (neither file nor directory: never read)."""
+        try:
+            return self.chase(path).kind
+        except SymlinkLoop:
+            return PathKind.OTHER
 
     def exists(self, path: str) -> bool:
-        return self.chase(path).kind is not PathKind.MISSING
+        return self.kind(path) is not PathKind.MISSING
 
     def listdir(self, path: str) -> List[str]:
         """Names in a directory inside the root, sorted; [] when it is missing."""

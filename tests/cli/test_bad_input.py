@@ -43,6 +43,19 @@ def _build_tree(base: Path) -> Dict[str, str]:
     (loop / "10-ok.conf").write_text("net.ipv4.ip_forward = 1\n")
     paths["loop_root"] = str(base / "loop-root")
 
+    loops = base / "loops-root"  # the incident with a symlink loop in every directory the boot model reads
+    shutil.copytree(INCIDENT, loops, symlinks=True)
+    (loops / "etc/nftables.conf").unlink()
+    for directory, a, b in (("etc/systemd/system", "a.service", "b.service"), ("etc/modprobe.d", "x.conf", "y.conf"),
+                            ("etc/udev/rules.d", "x.rules", "y.rules"), ("etc/modules-load.d", "m1.conf", "m2.conf"),
+                            ("etc/systemd/system/nftables.service.d", "l1.conf", "l2.conf"),
+                            ("etc", "nftables.conf", "nft2.conf")):
+        (loops / directory).mkdir(parents=True, exist_ok=True)
+        os.symlink(a, loops / directory / b)
+        os.symlink(b, loops / directory / a)
+    os.symlink("/etc/systemd/system/a.service", loops / "etc/systemd/system/sysinit.target.wants/a.service")
+    paths["loops_root"] = str(loops)
+
     fifo = base / "fifo-root/etc/sysctl.d"
     fifo.mkdir(parents=True)
     os.mkfifo(fifo / "f.conf")
@@ -105,6 +118,12 @@ CASES = [
     ("check-root-is-file", ["check", "--root", "{afile}"], {ERROR}, "is a file"),
     ("check-empty-root", ["check", "--root", "{empty_root}"], {OK}, "0 keys"),
     ("check-symlink-loop", ["check", "--root", "{loop_root}"], {OK}, "net.ipv4.ip_forward"),
+    ("check-loops-everywhere", ["check", "--root", "{loops_root}"], {OK, FINDINGS},
+     "skipped: /etc/nftables.conf: too many levels of symbolic links"),
+    ("index-loops-everywhere", ["index", "--root", "{loops_root}"], {OK}, "/etc/modprobe.d/x.conf: cannot read"),
+    ("fix-loops-everywhere", ["fix", "--root", "{loops_root}", "--dry-run"], {OK}, "modules-load.d"),
+    ("explain-loops-everywhere", ["explain", "net.netfilter.nf_conntrack_tcp_be_liberal", "--root", "{loops_root}"],
+     {OK}, "provided by module nf_conntrack"),
     ("check-fifo", ["check", "--root", "{fifo_root}"], {OK}, "0 keys"),
     ("check-garbage", ["check", "--root", "{garbage_root}"], {OK, FINDINGS}, "nf_conntrack_tcp_be_liberal"),
     ("check-garbage-json", ["check", "--root", "{garbage_root}", "--format", "json"], {OK, FINDINGS}, '"keys"'),
