@@ -56,6 +56,14 @@ def _build_tree(base: Path) -> Dict[str, str]:
     os.symlink("/etc/systemd/system/a.service", loops / "etc/systemd/system/sysinit.target.wants/a.service")
     paths["loops_root"] = str(loops)
 
+    kernel_dir = base / "modules-root/lib/modules/6.1.0-x/kernel"  # FIFOs and a loop among the module files
+    kernel_dir.mkdir(parents=True)
+    os.mkfifo(kernel_dir / "a.ko")
+    os.mkfifo(kernel_dir.parent / "modules.dep")
+    os.symlink("c.ko", kernel_dir / "d.ko")
+    os.symlink("d.ko", kernel_dir / "c.ko")
+    paths["modules_root"] = str(base / "modules-root")
+
     fifo = base / "fifo-root/etc/sysctl.d"
     fifo.mkdir(parents=True)
     os.mkfifo(fifo / "f.conf")
@@ -163,6 +171,9 @@ CASES = [
     ("index-missing-root", ["index", "--root", "{missing}"], {ERROR}, "not a directory"),
     ("index-kernel-missing", ["index", "--root", "{incident}", "--kernel", "nope"], {ERROR}, "--kernel nope"),
     ("index-garbage-tree", ["index", "--root", "{garbage_root}", "--no-cache"], {OK}, "partial"),
+    ("index-fifo-and-loop-modules", ["index", "--root", "{modules_root}", "--no-cache"], {OK},
+     "kernel/a.ko: not a regular file"),
+    ("check-fifo-and-loop-modules", ["check", "--root", "{modules_root}"], {OK}, "0 keys"),
     ("index-empty-root", ["index", "--root", "{empty_root}", "--format", "json"], {OK}, '"partial": true'),
     # conntrack replay
     ("replay-missing", ["conntrack", "replay", "{missing}"], {ERROR}, "cannot read"),
