@@ -108,7 +108,8 @@ def _validate_check(doc: Dict[str, Any], live: bool) -> None:
         _check_fields(k["provider"], {"kind", "module"}, "provider")
         assert k["provider"]["kind"] in PROVIDER_KINDS, k
         assert _is_str_or_none(k["provider"]["module"]), k
-        assert (k["provider"]["module"] is not None) == (k["provider"]["kind"] == "module"), k
+        if k["provider"]["kind"] in ("module", "autoload"):  # autoload: the module the value loads (tcp_bbr)
+            assert isinstance(k["provider"]["module"], str) and k["provider"]["module"], k
         _check_fields(k["boot"], {"applied", "value"}, "boot")
         assert isinstance(k["boot"]["applied"], bool), k
         assert _is_str_or_none(k["boot"]["value"]), k
@@ -145,6 +146,9 @@ def test_check_contract_absent_key_and_file_level_finding(tmp_path: Path) -> Non
     shutil.copytree(INCIDENT, root, symlinks=True)
     # nothing loads nf_conntrack any more: the key is absent after boot (value null) ...
     os.unlink(root / "etc/systemd/system/sysinit.target.wants/nftables.service")
+    # every provider kind: autoload (a value that loads a module), unknown (a typo), interface
+    (root / "etc/sysctl.d/50-more.conf").write_text(
+        "net.ipv4.tcp_congestion_control = bbr\nnet.bogus.key = 1\nnet.ipv4.conf.eth0.rp_filter = 2\n")
     # ... and a file that is never read gives a finding with no key
     (root / "etc/sysctl.d/50-local.cfg").write_text("vm.swappiness = 10\n")
     doc = _json(["check", "--root", str(root), "--format", "json"], {0, 1})
@@ -152,6 +156,10 @@ def test_check_contract_absent_key_and_file_level_finding(tmp_path: Path) -> Non
     be_liberal = next(k for k in doc["keys"] if k["key"] == "net.netfilter.nf_conntrack_tcp_be_liberal")
     assert be_liberal["boot"]["value"] is None and be_liberal["boot"]["applied"] is False
     assert any(f["code"] == "SD105" and f["key"] is None for f in doc["findings"])
+    assert {k["provider"]["kind"] for k in doc["keys"]} == PROVIDER_KINDS
+    providers = {k["key"]: k["provider"] for k in doc["keys"]}
+    assert providers["net.ipv4.tcp_congestion_control"] == {"kind": "autoload", "module": "tcp_bbr"}
+    assert providers["net.bogus.key"] == {"kind": "unknown", "module": None}
 
 
 def test_check_contract_on_this_host() -> None:
