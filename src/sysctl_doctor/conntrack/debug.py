@@ -283,6 +283,10 @@ def parse_duration(text: str) -> float:
             value = float(text)
     except ValueError as exc:
         raise DoctorError(f"--for {text!r}: not a duration (30s, 10m, 2h)") from exc
+    if value != value or value in (float("inf"), float("-inf")):  # NaN, inf: would switch on, then crash
+        raise DoctorError(f"--for {text!r}: not a duration (30s, 10m, 2h)")
     if value <= 0:
         raise DoctorError(f"--for {text!r}: must be positive")
+    if value > 365 * 86400:
+        raise DoctorError(f"--for {text!r}: more than a year; use `debug on` without --for and `debug off`")
     return value
