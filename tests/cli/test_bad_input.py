@@ -223,6 +223,7 @@ CASES = [
     ("lab-bad-scenario", ["lab", "--scenario", "nope"], {ERROR}, "is not one of"),
     ("lab-bad-mitigation", ["lab", "--mitigation", "nope"], {ERROR}, "is not one of"),
     ("lab-capture-dir-is-file", ["lab", "--capture-dir", "{afile}"], {ERROR}, "is a file"),
+    ("lab-capture-dir-uncreatable", ["lab", "--capture-dir", "/proc/sd-qa-no-such-dir"], {ERROR}, "error: "),
     ("unknown-command", ["frobnicate"], {ERROR}, "No such command"),
 ]
 
