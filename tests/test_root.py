@@ -101,3 +101,29 @@ def test_host_sysctl_change_restores_on_error(tmp_path: Path) -> None:
             assert key.read_text() == "1\n"
             raise RuntimeError("boom")
     assert key.read_text() == "0\n"
+
+
+def test_fifo_is_not_opened(tree: Path) -> None:
+    # open() on a FIFO with no writer blocks forever: a root holding one must not hang the tool.
+    os.mkfifo(tree / "etc/sysctl.d/fifo.conf")
+    root = Root(tree)
+    assert root.kind("/etc/sysctl.d/fifo.conf") is PathKind.OTHER
+    with pytest.raises(OSError) as info:
+        root.read_bytes("/etc/sysctl.d/fifo.conf")
+    assert info.value.filename == "/etc/sysctl.d/fifo.conf"
+
+
+def test_symlink_loop_is_other_and_reads_as_an_oserror(tree: Path) -> None:
+    # Readers skip unreadable files with a warning (except OSError); a loop must not stop the whole run.
+    import errno
+
+    os.symlink("b.conf", tree / "etc/sysctl.d/a.conf")
+    os.symlink("a.conf", tree / "etc/sysctl.d/b.conf")
+    root = Root(tree)
+    assert root.kind("/etc/sysctl.d/a.conf") is PathKind.OTHER
+    assert root.exists("/etc/sysctl.d/a.conf")
+    with pytest.raises(OSError) as info:
+        root.read_text("/etc/sysctl.d/a.conf")
+    assert info.value.errno == errno.ELOOP and info.value.filename == "/etc/sysctl.d/a.conf"
+    assert isinstance(info.value, RootError)  # still a DoctorError for those who catch that
+    assert str(info.value) == "/etc/sysctl.d/a.conf: too many levels of symbolic links (a loop?)"

@@ -13,6 +13,7 @@ reported as `PathKind.NULL` whether or not the root has a /dev.
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -27,6 +28,17 @@ DEV_NULL = "/dev/null"
 
 class RootError(DoctorError):
     """A path cannot be resolved inside the root (symlink loop, bad root)."""
+
+
+class SymlinkLoop(RootError, OSError):
+    """More than MAX_SYMLINK_HOPS links: also an OSError (ELOOP), so a reader that skips unreadable
+    files with a warning skips this one too instead of stopping the whole run."""
+
+    def __init__(self, path: str) -> None:
+        OSError.__init__(self, errno.ELOOP, "too many levels of symbolic links (a loop?)", path)
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
 
 
 class PathKind(enum.Enum):
@@ -102,7 +114,7 @@ class Root:
             if stat.S_ISLNK(st.st_mode) and (todo or follow_final):
                 hops += 1
                 if hops > MAX_SYMLINK_HOPS:
-                    raise RootError(f"{path}: too many levels of symbolic links (a loop?)")
+                    raise SymlinkLoop(path)
                 try:
                     target = os.readlink(host)
                 except OSError as exc:
@@ -137,10 +149,14 @@ class Root:
         return PathKind.OTHER
 
     def kind(self, path: str) -> PathKind:
-        return self.chase(path).kind
+        """What `path` leads to; a symlink loop is OTHER (neither file nor directory: never read)."""
+        try:
+            return self.chase(path).kind
+        except SymlinkLoop:
+            return PathKind.OTHER
 
     def exists(self, path: str) -> bool:
-        return self.chase(path).kind is not PathKind.MISSING
+        return self.kind(path) is not PathKind.MISSING
 
     def listdir(self, path: str) -> List[str]:
         """Names in a directory inside the root, sorted; [] when it is missing."""
@@ -165,6 +181,9 @@ class Root:
             raise IsADirectoryError(21, "Is a directory", path)
         if chased.kind is PathKind.MISSING:
             raise FileNotFoundError(2, "No such file or directory", path)
+        if chased.kind is PathKind.OTHER:
+            # A FIFO would block open() forever, a device could read forever.
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)", path)
         try:
             with open(chased.host, "rb") as handle:
                 return handle.read()

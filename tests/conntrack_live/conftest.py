@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import struct
 import subprocess
 import uuid
 
@@ -35,17 +34,10 @@ def send_lone_rst(netns: str, sport: int = 40404, dport: int = 40405) -> None:
     """A RST with no connection behind it, over lo in `netns`: conntrack says "invalid new"."""
     from sysctl_doctor.conntrack.stats import in_netns
 
-    def csum(data: bytes) -> int:
-        if len(data) % 2:
-            data += b"\0"
-        s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-        while s >> 16:
-            s = (s & 0xFFFF) + (s >> 16)
-        return ~s & 0xFFFF
+    from sysctl_doctor.conntrack.frames import F_RST, ip_tcp_packet
 
-    src = dst = socket.inet_aton("127.0.0.1")
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, 12345, 0, 5 << 4, 0x04, 0, 0, 0)
-    tcp = tcp[:16] + struct.pack("!H", csum(src + dst + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)) + tcp[18:]
+    # the TCP part of the project's frame writer's packet: a raw IPPROTO_TCP socket adds the IP header
+    tcp = ip_tcp_packet("127.0.0.1", "127.0.0.1", sport, dport, 12345, 0, F_RST, window=0)[20:]
     with in_netns(netns):
         raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
         try:

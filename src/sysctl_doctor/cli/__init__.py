@@ -11,6 +11,7 @@ Exit codes: 0 clean, 1 findings (at error level), 2 usage or I/O error,
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import List, Optional
@@ -37,6 +38,17 @@ class DefaultCommandGroup(click.Group):
                 args = [self.default_command, *args]
         return super().parse_args(ctx, args)
 
+    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            # click would swallow it and exit 1 ("findings"); main() makes it a quiet exit 0.
+            raise _OutputClosed() from exc
+
+
+class _OutputClosed(Exception):
+    """stdout was closed by the reader (`sysctl-doctor … | head`)."""
+
 
 @click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sysctl-doctor")
@@ -44,6 +56,9 @@ def cli() -> None:
     """Will your kernel settings be in effect after the next boot?
 
     A bare `sysctl-doctor` runs `check` on this host.
+
+    Exit status: 0 clean, 1 findings at error level (an INVALID packet for
+    conntrack logs/replay), 2 usage or I/O error, 130 interrupted.
     """
 
 
@@ -79,10 +94,18 @@ def main(argv: Optional[List[str]] = None) -> None:
     except DoctorError as exc:
         click.echo(f"error: {exc}", err=True)
         code = EXIT_ERROR
-    except BrokenPipeError:
-        # Output piped into `head` and closed: not an error of ours.
-        sys.stderr.close()
+    except (_OutputClosed, BrokenPipeError):
+        # Output piped into `head` and closed: not an error of ours. Point stdout at /dev/null so
+        # that the interpreter's final flush does not fail (and turn the exit status into 120).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         code = EXIT_OK
+    except OSError as exc:  # an I/O error that no command turned into a DoctorError (e.g. a full disk)
+        if debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ("writing the output: " if exc.errno == errno.ENOSPC else "")
+        click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        code = EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         if debug:
             raise

@@ -38,7 +38,7 @@ def command(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_s
             verbose: bool) -> None:
     """Predict what each configured sysctl will be after the next boot, and why.
 
-    Exit status: 0 nothing at error level, 1 findings at error level, 2 error.
+    Exit status: 0 nothing at error level, 1 findings at error level, 2 usage or I/O error.
     """
     from sysctl_doctor.cli import EXIT_FINDINGS, EXIT_OK
 

@@ -13,7 +13,7 @@ import click
 @click.argument("file", required=False)
 @click.option("--since", metavar="WHEN", help="Only records after WHEN: a duration ago (10m, 2h, 1d) or an ISO date.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--limit", type=int, default=200, show_default=True,
+@click.option("--limit", type=click.IntRange(min=0), default=200, show_default=True,
               help="Text timeline: show the first LIMIT records (0 = all); counts and flows cover every one.")
 def command(file: Optional[str], since: Optional[str], fmt: str, limit: int) -> None:
     """Explain conntrack's nf_log lines: INVALID or only IGNOREd, grouped by flow.

@@ -15,15 +15,21 @@ import click
 @click.option("--source", type=click.Choice(["proc", "netlink"]), default="proc", show_default=True,
               help="/proc/net/stat/nf_conntrack, or ctnetlink (pyroute2, the `conntrack` extra).")
 @click.option("--watch", is_flag=True, help="Print again every --interval seconds, with per-second rates.")
-@click.option("--interval", type=float, default=2.0, show_default=True)
-@click.option("--count", type=int, default=0, help="With --watch: stop after COUNT updates (0 = until Ctrl-C).")
+@click.option("--interval", type=click.FloatRange(min=0.1, max=86400), default=2.0, show_default=True,
+              help="Seconds between two readings with --watch (0.1 to 86400).")
+@click.option("--count", type=click.IntRange(min=0), default=0,
+              help="With --watch: stop after COUNT updates (0 = until Ctrl-C).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def command(netns: Optional[str], all_netns: bool, source: str, watch: bool, interval: float, count: int,
             fmt: str) -> None:
-    """invalid, insert_failed, drop, early_drop, … summed over CPUs, per network namespace.
+    """Conntrack's counters (invalid, insert_failed, drop, early_drop, …) per network namespace.
+
+    Summed over CPUs.
 
     With --format json each update is one JSON object per line.
     """
+    if not 0.1 <= interval <= 86400:  # NaN passes FloatRange
+        raise click.BadParameter(f"{interval} is not in 0.1 to 86400", param_hint="'--interval'")
     from sysctl_doctor.conntrack.stats import INTERESTING, list_netns, read_netns_stats
 
     targets = [None] + list_netns() if all_netns else [netns]

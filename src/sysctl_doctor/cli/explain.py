@@ -210,7 +210,11 @@ def _render(sections: List[ExplainSection]) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def command(subject: str, root_dir: str, flavor: Optional[str], proc_sys: Optional[str], fmt: str) -> None:
     """Explain a KEY (every line that sets it, which wins and why) or a finding CODE (e.g. SD101)."""
-    if CODE_PATTERN.match(subject):
+    subject = subject.strip()
+    if not subject or "=" in subject:
+        raise click.UsageError(f"explain {subject!r}: give a key (net.ipv4.ip_forward) or a finding code (SD101)")
+    if CODE_PATTERN.match(subject.upper()):
+        subject = subject.upper()
         sections = [explain_code(subject)]
     else:
         root, config, keys, tree_dir = load_for_cli(root_dir, flavor, proc_sys)

@@ -175,13 +175,14 @@ def render_text(doc: Dict[str, Any]) -> List[List[Segment]]:
 
 def dump_json(doc: Dict[str, Any]) -> None:
     """Pure JSON on stdout: indented on a terminal, compact (and fast) when piped."""
-    import json
     import sys
 
+    from sysctl_doctor.report.json_report import json_text
+
     if sys.stdout.isatty():
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        sys.stdout.write(json_text(doc, indent=2) + "\n")
     else:
-        sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
+        sys.stdout.write(json_text(doc, separators=(",", ":")) + "\n")
 
 
 @click.command("show")

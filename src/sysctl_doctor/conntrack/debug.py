@@ -195,7 +195,11 @@ def debug_on(netns: Optional[str], log_invalid: str = "255", until: Optional[flo
     changes = plan_debug_on(netns, _reader(netns), log_invalid)
     state = DebugState(netns=netns, started=time.time(), until=until,
                        pid=os.getpid() if until is not None else None, changes=changes)
-    _write_atomic(state_path(netns, state_dir), json.dumps(state.to_json(), indent=2) + "\n")
+    try:
+        _write_atomic(state_path(netns, state_dir), json.dumps(state.to_json(), indent=2) + "\n")
+    except OSError as exc:  # nothing changed yet
+        raise DoctorError(f"cannot record the current values in {state_path(netns, state_dir)}: "
+                          f"{exc.strerror or exc} (conntrack debug needs root)") from exc
     try:
         _apply(netns, changes, lambda c: c.new, include_host)
     except BaseException:
@@ -279,6 +283,10 @@ def parse_duration(text: str) -> float:
             value = float(text)
     except ValueError as exc:
         raise DoctorError(f"--for {text!r}: not a duration (30s, 10m, 2h)") from exc
+    if value != value or value in (float("inf"), float("-inf")):  # NaN, inf: would switch on, then crash
+        raise DoctorError(f"--for {text!r}: not a duration (30s, 10m, 2h)")
     if value <= 0:
         raise DoctorError(f"--for {text!r}: must be positive")
+    if value > 365 * 86400:
+        raise DoctorError(f"--for {text!r}: more than a year; use `debug on` without --for and `debug off`")
     return value

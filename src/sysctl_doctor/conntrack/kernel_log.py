@@ -580,13 +580,16 @@ def read_log_file(path: str) -> bytes:
                     return gz.read()
             return fh.read()
     except (OSError, EOFError) as exc:
-        raise DoctorError(f"{path}: cannot read: {exc}") from exc
+        raise DoctorError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
 
 
 def read_stream(stream: IO[bytes]) -> bytes:
     data = stream.read()
     if data[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=io.BytesIO(data)).read()
+        try:
+            return gzip.GzipFile(fileobj=io.BytesIO(data)).read()
+        except (OSError, EOFError) as exc:  # click would turn a bare EOFError into "interrupted"
+            raise DoctorError(f"<stdin>: starts like gzip but cannot be decompressed: {exc}") from exc
     return data
 
 

@@ -32,9 +32,12 @@ def parse_since(text: str, now: Optional[float] = None) -> float:
         stamp = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError as exc:
         raise DoctorError(f"--since {text!r}: not a duration (10m, 2h, 1d) or an ISO date/time") from exc
-    if stamp.tzinfo is None:
-        stamp = stamp.astimezone()
-    return stamp.timestamp()
+    try:
+        if stamp.tzinfo is None:
+            stamp = stamp.astimezone()
+        return stamp.timestamp()
+    except (ValueError, OverflowError) as exc:  # 0001-01-01 has no local time or Unix stamp
+        raise DoctorError(f"--since {text!r}: out of range ({exc})") from exc
 
 
 def boot_time() -> Optional[float]:

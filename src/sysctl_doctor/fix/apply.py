@@ -132,7 +132,11 @@ def apply_plan(root: Root, plan: FixPlan, faults: Faults = None) -> List[Applied
     done: List[AppliedEdit] = []
     for edit in plan.edits:
         expected = edit.old.encode() if edit.old is not None else None
-        done.append(write_atomic(root, edit.path, edit.new.encode(), faults, stamp, expected))
+        try:
+            done.append(write_atomic(root, edit.path, edit.new.encode(), faults, stamp, expected))
+        except OSError as exc:  # read-only root, permissions, full disk: the user's to fix, not a bug
+            written = f" (already written: {', '.join(e.path for e in done)})" if done else ""
+            raise DoctorError(f"cannot write {edit.path} in {root.path}: {exc.strerror or exc}{written}") from exc
     return done
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import stat
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Dict, List, Optional, Tuple
 
-from sysctl_doctor.errors import Diagnostic
+from sysctl_doctor.errors import Diagnostic, DoctorError
 from sysctl_doctor.kernel import cache
 from sysctl_doctor.kernel.elf_scan import scan_module_file
 from sysctl_doctor.kernel.index import MODE_ELF, MODE_METADATA, MODE_NONE, IndexData
@@ -34,11 +35,17 @@ def list_module_files(root: Root, moddir: str) -> Tuple[List[Tuple[str, str]], L
             if fname.endswith(MODULE_SUFFIXES):
                 if os.path.islink(host):
                     # e.g. updates/dkms/x.ko -> /var/lib/dkms/...: follow it inside the root only
-                    chased = root.chase(f"{moddir}/{rel}")
+                    try:
+                        chased = root.chase(f"{moddir}/{rel}")
+                    except DoctorError as exc:  # a symlink loop
+                        diags.append(Diagnostic(f"module link: {exc}", f"{moddir}/{rel}"))
+                        continue
                     if chased.kind is PathKind.FILE:
                         out.append((str(chased.host), rel))
                     else:
                         diags.append(Diagnostic(f"module link leads nowhere inside the root ({chased.resolved})", f"{moddir}/{rel}"))
+                elif not stat.S_ISREG(os.lstat(host).st_mode):  # a FIFO would block the scanner forever
+                    diags.append(Diagnostic("not a regular file (FIFO, socket or device): skipped", f"{moddir}/{rel}"))
                 else:
                     out.append((host, rel))
             else:

@@ -119,25 +119,9 @@ class InterfaceCapture:
         return len(frames)
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def build_tcp_segment(src: str, dst: str, sport: int, dport: int, seq: int, ack: int,
                       payload: bytes, window: int = 509) -> bytes:
     """An IPv4 packet carrying one TCP segment with ACK|PSH (checksums filled in)."""
-    flags = 0x18  # PSH|ACK
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, window, 0, 0)
-    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(tcp) + len(payload))
-    csum = _checksum(pseudo + tcp + payload)
-    tcp = tcp[:16] + struct.pack("!H", csum) + tcp[18:]
-    total = 20 + len(tcp) + len(payload)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0x5EED, 0x4000, 61, 6, 0,
-                     socket.inet_aton(src), socket.inet_aton(dst))
-    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
-    return ip + tcp + payload
+    from sysctl_doctor.conntrack.frames import F_ACK, F_PSH, ip_tcp_packet
+
+    return ip_tcp_packet(src, dst, sport, dport, seq, ack, F_ACK | F_PSH, window, payload, ip_id=0x5EED, ttl=61)

@@ -3,6 +3,29 @@
 from __future__ import annotations
 
 import json
+from typing import Any
+
+
+def _bytes_escaped(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {_bytes_escaped(k): _bytes_escaped(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_bytes_escaped(v) for v in value]
+    return value
+
+
+def json_text(doc: Any, **options: Any) -> str:
+    """json.dumps, except that file names which are not UTF-8 show their bytes as `\\xNN` (as values do).
+
+    Python reads such names as lone surrogates, which json.dumps writes as "\\udcff": strict parsers reject
+    that and jq turns it into U+FFFD, so the name no longer matches anything on disk.
+    """
+    text = json.dumps(doc, **options)
+    if "\\udc" not in text:  # the usual case costs one substring search
+        return text
+    return json.dumps(_bytes_escaped(doc), **options)
 
 
 def check_to_dict(report) -> dict:
@@ -29,4 +52,4 @@ def check_to_dict(report) -> dict:
 
 
 def render_check_json(report) -> str:
-    return json.dumps(check_to_dict(report), indent=2) + "\n"
+    return json_text(check_to_dict(report), indent=2) + "\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Iterator
 
+from sysctl_doctor.errors import DoctorError
 from sysctl_doctor.findings.model import WARNING, Example, Finding, Rule
 from sysctl_doctor.root import PathKind
 
@@ -38,7 +39,7 @@ RULE = Rule(
 def _has_assignments(root, path: str) -> bool:
     try:
         text = root.read_text(path)
-    except OSError:
+    except (OSError, DoctorError):  # unreadable, or a symlink loop: nothing that could be read
         return False
     lines = [item for item in text.splitlines() if item.strip() and not item.lstrip().startswith(("#", ";"))]
     return any(_ASSIGNMENT.match(item) for item in lines)
