@@ -171,6 +171,23 @@ class ConntrackLogLine:
         return f"{proto} {lo} <-> {hi}"
 
     def to_json(self) -> dict:
+        lazy = self.__dict__.get("_lazy")
+        if lazy is not None:  # a fast-path line not parsed yet: its JSON straight from one match
+            m = _FAST_TCP4.match(lazy[0].decode("ascii"), lazy[1])
+            if m is not None:
+                logger, proto, message, src, dst, spt, dpt, seq, ack, window, length, in_, out, tcpflags = m.group(
+                    "logger", "proto", "message", "SRC", "DST", "SPT", "DPT", "SEQ", "ACK", "WINDOW", "LEN", "IN",
+                    "OUT", "tcpflags")
+                reason = self.reason
+                return {
+                    "line": self.line, "time": self.time, "timestamp": self.timestamp, "clock": self.clock,
+                    "logger": logger, "protocol": int(proto) if proto is not None else 6,
+                    "message": message.strip(), "reason": reason.code, "verdict": reason.verdict,
+                    "wording": reason.wording, "flow": self.flow, "src": src, "dst": dst,
+                    "sport": int(spt), "dport": int(dpt), "seq": int(seq), "ack": int(ack), "window": int(window),
+                    "len": int(length), "in": in_, "out": out, "tcp_flags": sorted(set(tcpflags.split())),
+                    "continued_lines": self.continued,
+                }
         rec = self.record
         return {
             "line": self.line,
