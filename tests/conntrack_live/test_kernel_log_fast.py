@@ -117,3 +117,16 @@ def test_since_filters_fast_path_lines_like_generic_ones() -> None:
     report = parse_kernel_log(text.encode(), since=1764162005.0)  # 2025-11-26T13:00:05Z
     assert [r.time for r in report.records] == [f"2025-11-26T13:00:{s:02d}+00:00" for s in range(5, 10)]
     assert report.skipped.filtered == 5
+
+
+def test_text_view_prints_ipv6_flows_as_they_are() -> None:
+    """The text view is written plain when piped; `[fd32::1]` used to be swallowed as rich markup."""
+    import subprocess
+    import sys
+
+    line = f"[ 10.5] nf_ct_proto_6: {MESSAGES[0]} {V6}\n"
+    out = subprocess.run([sys.executable, "-m", "sysctl_doctor", "conntrack", "logs", "-"], input=line,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1, out.stderr
+    assert "  tcp [fd32::1]:40000 <-> [fd32::2]:5000: 1 records (INVALID 1; seq-over-upper-bound 1)" in out.stdout
+    assert "timeline of <stdin>" in out.stdout and "[ACK PSH]" in out.stdout
