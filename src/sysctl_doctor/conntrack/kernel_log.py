@@ -502,10 +502,9 @@ _FLOW_NAMES: Dict[Tuple[bytes, ...], str] = {}
 
 def _flow_name(src: bytes, dst: bytes, spt: bytes, dpt: bytes) -> str:
     """`ConntrackLogLine.flow` of a line the fast path matched (PROTO=TCP, all four fields)."""
-    a = _endpoint(src.decode("ascii"), spt.decode("ascii"))
-    b = _endpoint(dst.decode("ascii"), dpt.decode("ascii"))
-    lo, hi = sorted((a, b))
-    return f"tcp {lo} <-> {hi}"
+    a = src + b":" + spt if b":" not in src else b"[" + src + b"]:" + spt  # as _endpoint writes them
+    b = dst + b":" + dpt if b":" not in dst else b"[" + dst + b"]:" + dpt
+    return (b"tcp " + a + b" <-> " + b if a <= b else b"tcp " + b + b" <-> " + a).decode("ascii")
 
 
 # --- the reader ----------------------------------------------------------------
