@@ -587,6 +587,8 @@ def iter_kernel_log(data: bytes, report: KernelLogReport, since: Optional[float]
                 wording = msg.translate(digits_to_zero)
                 reason = reasons.get(wording)
                 if reason is None:
+                    if len(reasons) > 4096:  # odd logs with endless wordings: keep memory bounded
+                        reasons.clear()
                     reason = reasons[wording] = classify(msg.decode("ascii").strip())
                 prefix = raw[:at].strip()
                 if prefix[:1] == b"[" and prefix[-1:] == b"]":  # dmesg: _line_time's first case, inline
