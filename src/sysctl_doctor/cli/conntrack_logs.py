@@ -66,7 +66,7 @@ def _stream_json(report, records, table) -> None:  # type: ignore[no-untyped-def
 
     out.write('{"schema": %s, "source": %s, "records": [' % (json.dumps(JSON_SCHEMA), json.dumps(report.source)))
     first = True
-    dumps = _record_dumps()
+    dumps = json.dumps
     add, write = table.add, out.write
     for rec in records:
         add(rec)
@@ -81,16 +81,6 @@ def _stream_json(report, records, table) -> None:  # type: ignore[no-untyped-def
     out.write("],")
     out.write(json.dumps(tail, indent=indent)[1:])
     out.write("\n")
-
-
-def _record_dumps():  # type: ignore[no-untyped-def]
-    """`json.dumps` for one record, same bytes, without building an encoder per call."""
-    from json import encoder
-
-    if encoder.c_make_encoder is None:  # no C accelerator: the plain call
-        return json.dumps
-    make = encoder.c_make_encoder(None, json.JSONEncoder().default, encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
-    return lambda obj: "".join(make(obj, 0))
 
 
 def _render_text(report, records, table, limit: int) -> None:  # type: ignore[no-untyped-def]
