@@ -57,6 +57,9 @@ def build_root(base: Path) -> Path:
 
 
 CPU: dict = {}  # command name -> CPU seconds (user+sys) per run, less sensitive to a busy machine
+# The child processes may write .pyc files (as an installed tool has them): with
+# PYTHONDONTWRITEBYTECODE set, every run would compile changed modules from source again.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 def time_runs(argv, runs: int, name: str = "") -> list:
@@ -67,7 +70,7 @@ def time_runs(argv, runs: int, name: str = "") -> list:
     for _ in range(runs):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
         times.append(time.perf_counter() - start)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
@@ -122,6 +125,8 @@ def main() -> None:
             ("for scale: show on examples/incident (5 files)",
              exe + ["show", "--root", str(Path(__file__).resolve().parents[1] / "examples" / "incident")]),
         ]
+        for _name, argv in commands:  # warm-up: .pyc files, page cache
+            subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
         rows = [(name, time_runs(argv, args.runs, name)) for name, argv in commands]
         real, why = real_systemd_sysctl(base, tree, args.runs)
         if real is not None:

@@ -34,9 +34,22 @@ class DefaultCommandGroup(click.Group):
 
     def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
         if not args or (args[0].startswith("-") and args[0] not in ("--help", "-h", "--version")):
-            if self.default_command in self.commands:
+            if self.get_command(ctx, self.default_command) is not None:
                 args = [self.default_command, *args]
         return super().parse_args(ctx, args)
+
+    # Command modules are imported when their command is named, not at start-up (which is
+    # benchmarked): `show` need not import `check`, `explain`, `conntrack`, ... A command
+    # named like its module loads alone; any other name, and --help, registers them all.
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        found = self.commands.get(cmd_name)
+        if found is None and not _registered:
+            found = _load_command(cmd_name)
+        return found
+
+    def list_commands(self, ctx: click.Context) -> List[str]:
+        _register_all()
+        return super().list_commands(ctx)
 
     def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
         try:
@@ -72,7 +85,27 @@ def _register() -> None:
         cli.add_command(module.command)
 
 
-_register()
+_registered = False
+
+
+def _register_all() -> None:
+    global _registered
+    if not _registered:
+        _register()
+        _registered = True
+
+
+def _load_command(name: str) -> Optional[click.Command]:
+    if name.isidentifier() and not name.startswith("_"):
+        import importlib.util
+
+        if importlib.util.find_spec(f"sysctl_doctor.cli.{name}") is not None:
+            command = getattr(importlib.import_module(f"sysctl_doctor.cli.{name}"), "command", None)
+            if isinstance(command, click.Command) and command.name == name:
+                cli.add_command(command)
+                return command
+    _register_all()
+    return cli.commands.get(name)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -66,9 +66,11 @@ def _stream_json(report, records, table) -> None:  # type: ignore[no-untyped-def
 
     out.write('{"schema": %s, "source": %s, "records": [' % (json.dumps(JSON_SCHEMA), json.dumps(report.source)))
     first = True
+    dumps = json.dumps
+    add, write = table.add, out.write
     for rec in records:
-        table.add(rec)
-        out.write(("" if first else ",") + ("\n  " if indent else "") + json.dumps(rec.to_json()))
+        add(rec)
+        write(("" if first else ",") + ("\n  " if indent else "") + dumps(rec.to_json()))
         first = False
     tail = {
         "flows": [f.to_json() for f in table.summaries()],
@@ -82,11 +84,14 @@ def _stream_json(report, records, table) -> None:  # type: ignore[no-untyped-def
 
 
 def _render_text(report, records, table, limit: int) -> None:  # type: ignore[no-untyped-def]
-    from rich.console import Console
-
-    console = Console(highlight=False, soft_wrap=True)
-    console.print(f"[bold]timeline[/] of {report.source}")
+    """The timeline, counts and flows. Lines are (text, style) segments: plain writes when piped
+    (no rich import, fast on 100k flows), one rich Text on a terminal; never parsed as markup,
+    so data like ``[fd32::1]:80`` prints as it is."""
+    lines: list = []
+    say = lines.append
+    say([("timeline", "bold"), (f" of {report.source}", None)])
     shown = 0
+    styles = {"INVALID": "red", "IGNORE": "yellow"}
     for rec in records:
         table.add(rec)
         shown += 1
@@ -94,33 +99,47 @@ def _render_text(report, records, table, limit: int) -> None:  # type: ignore[no
             continue
         f = rec.record.fields
         verdict = rec.reason.verdict
-        style = {"INVALID": "red", "IGNORE": "yellow"}.get(verdict)
-        label = f"[{style}]{verdict:<7}[/]" if style else f"{verdict:<7}"
         when = f" {rec.time}" if rec.time else ""
-        console.print(
-            f"  line {rec.line}{when} {label} {rec.reason.code}: "
+        say([(f"  line {rec.line}{when} ", None), (f"{verdict:<7}", styles.get(verdict)), (
+            f" {rec.reason.code}: "
             f"{f.get('SRC')}:{f.get('SPT')} > {f.get('DST')}:{f.get('DPT')} "
             f"[{' '.join(sorted(rec.record.tcp_flags))}] seq={f.get('SEQ', '?')} ack={f.get('ACK', '?')}"
-            f" in={f.get('IN') or '-'} out={f.get('OUT') or '-'}"
-        )
+            f" in={f.get('IN') or '-'} out={f.get('OUT') or '-'}", None)])
     if limit and shown > limit:
-        console.print(f"  … {shown - limit} more records (--limit 0 shows all; --format json has every one)")
+        say([(f"  … {shown - limit} more records (--limit 0 shows all; --format json has every one)", None)])
     skipped = report.skipped
-    console.print(
-        f"[bold]{report.source}[/]: {report.lines_total} lines, {shown} conntrack records"
+    say([(report.source, "bold"), (
+        f": {report.lines_total} lines, {shown} conntrack records"
         f" ({report.continuation_lines} wrapped lines joined), {skipped.total} skipped"
-        f" (other {skipped.other}, partial {skipped.partial}, before --since {skipped.filtered})"
-    )
+        f" (other {skipped.other}, partial {skipped.partial}, before --since {skipped.filtered})", None)])
     if not shown:
-        console.print("no conntrack nf_log lines. To make the kernel log them: "
-                      "`sysctl-doctor conntrack debug on --for 10m`")
+        say([("no conntrack nf_log lines. To make the kernel log them: "
+              "`sysctl-doctor conntrack debug on --for 10m`", None)])
+        _emit(lines)
         return
-    console.print("verdicts: " + ", ".join(f"{k} {v}" for k, v in table.verdicts.items() if v))
-    console.print("[bold]flows[/]")
+    say([("verdicts: " + ", ".join(f"{k} {v}" for k, v in table.verdicts.items() if v), None)])
+    say([("flows", "bold")])
     for flow in table.summaries():
         reasons = ", ".join(f"{k} {v}" for k, v in flow.reasons.items())
         verdicts = ", ".join(f"{k} {v}" for k, v in flow.verdicts.items())
-        console.print(f"  {flow.flow}: {flow.records} records ({verdicts}; {reasons}), lines {flow.first_line}-{flow.last_line}")
-    console.print("[bold]what the messages mean[/]")
+        say([(f"  {flow.flow}: {flow.records} records ({verdicts}; {reasons}), "
+              f"lines {flow.first_line}-{flow.last_line}", None)])
+    say([("what the messages mean", "bold")])
     for reason in table.reasons.values():
-        console.print(f"  {reason.code} ({reason.verdict}, {reason.wording} wording): {reason.explanation}")
+        say([(f"  {reason.code} ({reason.verdict}, {reason.wording} wording): {reason.explanation}", None)])
+    _emit(lines)
+
+
+def _emit(lines: list) -> None:
+    if not sys.stdout.isatty():
+        sys.stdout.write("".join("".join(text for text, _ in line) + "\n" for line in lines))
+        return
+    from rich.console import Console
+    from rich.text import Text
+
+    text = Text()
+    for line in lines:
+        for chunk, style in line:
+            text.append(chunk, style=style)
+        text.append("\n")
+    Console(highlight=False, soft_wrap=True).print(text, end="")

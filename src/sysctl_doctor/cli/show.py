@@ -65,14 +65,16 @@ def show_document(config: "SysctlConfig", keys: Optional["KeyTree"], tree_dir: O
     settings: List[Dict[str, Any]] = []
     for s in effective_settings(config, keys, prefixes):
         a = s.assignment
+        key, value = s.key, s.value  # printable() inline for the usual ASCII text (10,000 settings)
         settings.append({
-            "key": printable(s.key),
-            "value": printable(s.value),
+            "key": key if key.isascii() else printable(key),
+            "value": value if value.isascii() else printable(value),
             "exists": s.exists,
             "file": a.origin.file,
             "line": a.origin.line,
             "ignore_failure": a.ignore_failure,
-            "overrides": [{"file": o.file, "line": o.line, "value": printable(o.value)} for o in s.overrides],
+            "overrides": [{"file": o.file, "line": o.line, "value": printable(o.value)} for o in s.overrides]
+            if s.overrides else [],
             "glob": printable(a.key) if a.is_glob else None,
             "final": s.final,
         })

@@ -102,6 +102,8 @@ def path_simplify(path: str) -> str:
 
 def systemd_normalize(key: str) -> str:
     """sysctl_normalize(): swap separators if the first is a dot, simplify, drop a leading slash."""
+    if "/" not in key and ".." not in key and key[:1] != "." and key[-1:] != ".":
+        return key.replace(".", "/")  # the common dotted key: swapping is all there is to do
     key = path_simplify(swap_separators(key))
     if key.startswith("/") and len(key) > 1:
         key = key[1:]
@@ -405,6 +407,7 @@ def _apply_systemd(config: SysctlConfig, parsed: List[Tuple[str, List[ParsedLine
     # SysctlAssignments; value None marks an exclusion until they are split at the end.
     table: Dict[str, SysctlAssignment] = {}
     history = config.history
+    new_tuple = tuple.__new__  # ConfigLine(...) without the NamedTuple's Python-level __new__
     normalized: Dict[str, Tuple[str, str]] = {}
     for path, lines in parsed:
         for pl in lines:
@@ -415,7 +418,7 @@ def _apply_systemd(config: SysctlConfig, parsed: List[Tuple[str, List[ParsedLine
                 cached = normalized[pl.key] = (norm, path_to_key(norm))
             norm, key = cached
             value = pl.value
-            history.append(ConfigLine(origin, key, norm, value, pl.ignore_failure))
+            history.append(new_tuple(ConfigLine, (origin, key, norm, value, pl.ignore_failure)))
             existing = table.get(norm)
             if existing is not None:
                 if existing.value == value:

@@ -103,6 +103,9 @@ def _c_lstrip(raw: bytes) -> bytes:
     return raw[i:]
 
 
+_new_tuple = tuple.__new__
+
+
 def parse_systemd_line(lineno: int, raw: bytes) -> Optional[ParsedLine]:
     p = raw.strip(_SYSTEMD_WS)
     if not p or p[0] in b"#;\n":
@@ -112,8 +115,9 @@ def parse_systemd_line(lineno: int, raw: bytes) -> Optional[ParsedLine]:
         ignore = p[0] == 45  # "-"
         key = p[1 if ignore else 0 : eq].strip(_SYSTEMD_WS)
         value = p[eq + 1 :].strip(_SYSTEMD_WS)
-        return ParsedLine(lineno, "assignment", key.decode("utf-8", "surrogateescape"),
-                          value.decode("utf-8", "surrogateescape"), ignore)
+        # tuple.__new__: the same ParsedLine without the NamedTuple's Python-level __new__ (per line)
+        return _new_tuple(ParsedLine, (lineno, "assignment", key.decode("utf-8", "surrogateescape"),
+                                       value.decode("utf-8", "surrogateescape"), ignore, ""))
     if p[:1] == b"-":
         return ParsedLine(lineno, "exclusion", _decode(p[1:].strip(_SYSTEMD_WS)), None, False)
     return ParsedLine(lineno, "invalid", text=_decode(p))

@@ -149,6 +149,17 @@ class ConntrackLogLine:
     reason: Reason
     continued: int = 0  # how many wrapped lines were joined into it
 
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        # Records of the fast path are built without `record`: it is parsed from the
+        # line's bytes the first time it is asked for (most records are only counted).
+        lazy = self.__dict__.pop("_lazy", None) if name == "record" else None
+        if lazy is None:
+            raise AttributeError(name)
+        raw, at = lazy
+        text = raw.decode("ascii")
+        record = self.__dict__["record"] = _parse_fast(text, at) or parse_nflog_line(text)
+        return record
+
     @cached_property
     def flow(self) -> str:
         """Direction-free flow key: ``tcp 10.0.0.1:80 <-> 10.0.0.2:4000``."""
@@ -160,6 +171,23 @@ class ConntrackLogLine:
         return f"{proto} {lo} <-> {hi}"
 
     def to_json(self) -> dict:
+        lazy = self.__dict__.get("_lazy")
+        if lazy is not None:  # a fast-path line not parsed yet: its JSON straight from one match
+            m = _FAST_TCP4.match(lazy[0].decode("ascii"), lazy[1])
+            if m is not None:
+                logger, proto, message, src, dst, spt, dpt, seq, ack, window, length, in_, out, tcpflags = m.group(
+                    "logger", "proto", "message", "SRC", "DST", "SPT", "DPT", "SEQ", "ACK", "WINDOW", "LEN", "IN",
+                    "OUT", "tcpflags")
+                reason = self.reason
+                return {
+                    "line": self.line, "time": self.time, "timestamp": self.timestamp, "clock": self.clock,
+                    "logger": logger, "protocol": int(proto) if proto is not None else 6,
+                    "message": message.strip(), "reason": reason.code, "verdict": reason.verdict,
+                    "wording": reason.wording, "flow": self.flow, "src": src, "dst": dst,
+                    "sport": int(spt), "dport": int(dpt), "seq": int(seq), "ack": int(ack), "window": int(window),
+                    "len": int(length), "in": in_, "out": out, "tcp_flags": sorted(set(tcpflags.split())),
+                    "continued_lines": self.continued,
+                }
         rec = self.record
         return {
             "line": self.line,
@@ -414,8 +442,9 @@ def _journal_json_line(text: str) -> Optional[Tuple[str, Optional[str], Optional
 # nf_log_syslog prints IPv4/TCP fields in a fixed order; one match replaces the
 # token-by-token parse for them (a line it does not fit goes to parse_nflog_line,
 # and both give equal records — tests hold them to it).
+# The message stops at the first whitespace + "IN=", where parse_nflog_line stops it.
 _FAST_TCP4 = re.compile(
-    r"(?P<logger>nf_ct_(?:proto_(?P<proto>\d+)|tcp)):\s*(?P<message>.*?) IN=(?P<IN>\S*) OUT=(?P<OUT>\S*) "
+    r"(?P<logger>nf_ct_(?:proto_(?P<proto>\d+)|tcp)):\s*(?P<message>(?!IN=)\S*(?:\s(?!IN=)\S*)*) IN=(?P<IN>\S*) OUT=(?P<OUT>\S*) "
     r"(?:MAC=(?P<MAC>\S*) )?SRC=(?P<SRC>\S+) DST=(?P<DST>\S+) LEN=(?P<LEN>\d+) TOS=(?P<TOS>\S+) "
     r"PREC=(?P<PREC>\S+) TTL=(?P<TTL>\d+) ID=(?P<ID>\d+) (?P<ipflags>(?:(?:CE|DF|MF) )*)"
     r"PROTO=(?P<PROTO>TCP) SPT=(?P<SPT>\d+) DPT=(?P<DPT>\d+) SEQ=(?P<SEQ>\d+) ACK=(?P<ACK>\d+) "
@@ -447,6 +476,35 @@ def _parse_fast(text: str, at: int = 0) -> Optional[NfLogRecord]:
 
 
 _new_record = object.__new__
+
+
+def _grouping_pattern(pattern: str) -> "re.Pattern[bytes]":
+    """`_FAST_TCP4` for ASCII bytes, capturing only what grouping needs.
+
+    Same structure, so it matches exactly the lines `_FAST_TCP4` matches (on ASCII
+    text, where str ``\\s`` also means ``\\x1c``-``\\x1f``); groups: message, SRC,
+    DST, SPT, DPT.
+    """
+    keep = ("message", "SRC", "DST", "SPT", "DPT")
+    out = re.sub(r"\(\?P<(\w+)>", lambda m: m.group(0) if m.group(1) in keep else "(?:", pattern)
+    out = re.sub(r"\\[sS]", lambda m: r"[\s\x1c-\x1f]" if m.group(0) == r"\s" else r"[^\s\x1c-\x1f]", out)
+    compiled = re.compile(out.encode("ascii"))
+    assert tuple(compiled.groupindex) == keep, compiled.groupindex
+    return compiled
+
+
+_GROUP_TCP4 = _grouping_pattern(_FAST_TCP4.pattern)
+# Digits to "0": the message's wording, with where its numbers are, as a cache key.
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_REASON_BY_WORDING: Dict[bytes, Reason] = {}
+_FLOW_NAMES: Dict[Tuple[bytes, ...], str] = {}
+
+
+def _flow_name(src: bytes, dst: bytes, spt: bytes, dpt: bytes) -> str:
+    """`ConntrackLogLine.flow` of a line the fast path matched (PROTO=TCP, all four fields)."""
+    a = src + b":" + spt if b":" not in src else b"[" + src + b"]:" + spt  # as _endpoint writes them
+    b = dst + b":" + dpt if b":" not in dst else b"[" + dst + b"]:" + dpt
+    return (b"tcp " + a + b" <-> " + b if a <= b else b"tcp " + b + b" <-> " + a).decode("ascii")
 
 
 # --- the reader ----------------------------------------------------------------
@@ -495,6 +553,8 @@ def iter_kernel_log(data: bytes, report: KernelLogReport, since: Optional[float]
     # Walk from one logger token to the next with bytes.find (C speed); line
     # numbers are counted only between hits, so the file is scanned once.
     find, rfind, count = data.find, data.rfind, data.count
+    group_match, digits_to_zero, line_time, new_line = _GROUP_TCP4.match, _DIGITS_TO_ZERO, _line_time, object.__new__
+    reasons, flow_names = _REASON_BY_WORDING, _FLOW_NAMES
     pos = line_no = counted_to = 0
     while True:
         hit = find(LOGGER_TOKEN, pos)
@@ -510,6 +570,45 @@ def iter_kernel_log(data: bytes, report: KernelLogReport, since: Optional[float]
         if line_no <= consumed_to:
             continue
         raw = data[start:end]
+        if raw.isascii() and raw[0] != 123:  # ASCII, and not journal JSON ("{")
+            at = hit - start  # where the logger name starts
+            m = group_match(raw, at)
+            if m is not None:
+                # The usual IPv4/TCP line: flow, reason and time from one match; the
+                # full record is parsed only if someone asks for it.
+                conntrack_lines += 1
+                ends = m.group(2, 3, 4, 5)  # SRC, DST, SPT, DPT
+                flow = flow_names.get(ends)
+                if flow is None:
+                    if len(flow_names) > 65536:
+                        flow_names.clear()
+                    flow = flow_names[ends] = _flow_name(*ends)
+                msg = m.group(1)
+                wording = msg.translate(digits_to_zero)
+                reason = reasons.get(wording)
+                if reason is None:
+                    if len(reasons) > 4096:  # odd logs with endless wordings: keep memory bounded
+                        reasons.clear()
+                    reason = reasons[wording] = classify(msg.decode("ascii").strip())
+                prefix = raw[:at].strip()
+                if prefix[:1] == b"[" and prefix[-1:] == b"]":  # dmesg: _line_time's first case, inline
+                    when_text = prefix[1:-1].decode("ascii").strip()
+                    try:
+                        seconds, clock = float(when_text), "boot"
+                    except ValueError:
+                        when_text, seconds, clock = line_time(raw[:at].decode("ascii").strip(), year)
+                else:
+                    when_text, seconds, clock = line_time(raw[:at].decode("ascii").strip(), year)
+                if since is not None and seconds is not None and (
+                        (clock == "realtime" and seconds < since)
+                        or (clock == "boot" and boot_time is not None and boot_time + seconds < since)):
+                    report.skipped.filtered += 1
+                    continue
+                rec = new_line(ConntrackLogLine)
+                rec.__dict__ = {"line": line_no + 1, "time": when_text, "timestamp": seconds, "clock": clock,
+                                "reason": reason, "continued": 0, "flow": flow, "_lazy": (raw, at)}
+                yield rec
+                continue
         text = raw.decode("utf-8", "replace").rstrip("\r")
         when_text: Optional[str] = None
         seconds: Optional[float] = None

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import os
 import stat
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Dict, List, Optional, Tuple
 
 from sysctl_doctor.errors import Diagnostic, DoctorError
 from sysctl_doctor.kernel import cache
-from sysctl_doctor.kernel.elf_scan import scan_module_file
 from sysctl_doctor.kernel.index import MODE_ELF, MODE_METADATA, MODE_NONE, IndexData
 from sysctl_doctor.kernel.model import ModuleScan
 from sysctl_doctor.kernel.modules_tree import MODULE_SUFFIXES, module_name, read_modules_metadata
@@ -62,6 +59,10 @@ def _run_scans(jobs: List[Tuple[str, str, str, bool]], progress: Optional[Progre
     if total < POOL_THRESHOLD or workers < 2:
         return _run_serial(jobs, progress)
     chunk = max(1, min(32, total // (workers * 8)))
+    # Imported here: multiprocessing costs 20-25 ms at start-up, and a warm `check` never scans.
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
     try:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             done = 0
@@ -78,6 +79,8 @@ def _run_scans(jobs: List[Tuple[str, str, str, bool]], progress: Optional[Progre
 
 
 def _run_serial(jobs: List[Tuple[str, str, str, bool]], progress: Optional[Progress]) -> List[dict]:
+    from sysctl_doctor.kernel.elf_scan import scan_module_file
+
     results: List[dict] = []
     for i, job in enumerate(jobs, 1):
         res = scan_module_file(*job)
@@ -89,6 +92,8 @@ def _run_serial(jobs: List[Tuple[str, str, str, bool]], progress: Optional[Progr
 
 
 def _scan_star(job: Tuple[str, str, str, bool]) -> Optional[dict]:
+    from sysctl_doctor.kernel.elf_scan import scan_module_file  # lazy: lzma and the ELF tables
+
     return scan_module_file(*job)
 
 
