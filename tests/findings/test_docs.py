@@ -50,3 +50,32 @@ def test_explain_key_has_a_boot_section() -> None:
     assert len(boot) == 1
     assert boot[0]["data"]["applied"] is False and boot[0]["data"]["verdict"] == "race"
     assert "SD101" in boot[0]["data"]["findings"]
+
+
+def test_explain_boot_line_reads_naturally() -> None:
+    """Regression: the boot section printed "(applied: yes, applied)"; each verdict now has one phrase."""
+    import subprocess
+    import sys
+
+    from findings.example_roots import INCIDENT
+    from sysctl_doctor.boot import predict
+    from sysctl_doctor.cli.explain import BOOT_VERDICT_PHRASES, boot_verdict_text
+
+    verdicts = {getattr(predict, name) for name in ("APPLIED", "APPLIED_BY_UDEV", "APPLIED_ON_HOTPLUG", "RACE_LOST",
+                                                    "LOADED_LATE", "NEVER_LOADED", "UDEV_RACE", "UNKNOWN_KEY",
+                                                    "NO_HOTPLUG", "NOT_RUN", "GLOB", "APPLIED_BY_REAPPLY",
+                                                    "DEFAULT_MATCHES")}
+    assert verdicts == set(BOOT_VERDICT_PHRASES)
+    assert boot_verdict_text(True, "applied") == "applied"
+    assert boot_verdict_text(True, "applied-by-udev") == "applied by a udev rule [applied-by-udev]"
+
+    def boot_line(key: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "sysctl_doctor", "explain", key, "--root", str(INCIDENT)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return next(line for line in proc.stdout.splitlines() if "after boot:" in line)
+
+    raced = boot_line("net.netfilter.nf_conntrack_tcp_be_liberal")
+    assert "(not guaranteed: a module load races the sysctl step [race])" in raced and "applied: no" not in raced
+    applied = boot_line("kernel.pid_max")
+    assert "after boot: 4194304  (applied);" in applied and "applied: yes" not in applied

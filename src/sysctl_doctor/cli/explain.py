@@ -124,6 +124,34 @@ def provider_section(ctx: ExplainContext) -> Optional[ExplainSection]:
                           lines=lines, data=data)
 
 
+# How each boot verdict (sysctl_doctor.boot.predict) reads in a sentence; the code itself follows in brackets
+# unless the phrase already is the code.
+BOOT_VERDICT_PHRASES = {
+    "applied": "applied",
+    "applied-by-udev": "applied by a udev rule",
+    "applied-on-hotplug": "applied when the interface appears",
+    "applied-by-later-unit": "applied by a later unit that runs the sysctl step again",
+    "default-matches": "kernel default already is the value",
+    "glob": "applied to every match of the pattern",
+    "race": "not guaranteed: a module load races the sysctl step",
+    "udev-race": "not guaranteed: only a udev rule, on a kernel before 5.11",
+    "loaded-late": "not applied: its module is loaded after the sysctl step",
+    "never-loaded": "not applied: its module is not loaded at boot",
+    "unknown-key": "not applied: the kernel has no such key",
+    "interface-not-reapplied": "not applied: nothing reapplies it when the interface appears",
+    "sysctl-step-not-run": "not applied: no sysctl step runs at boot",
+}
+
+
+def boot_verdict_text(applied: bool, verdict: str) -> str:
+    """`applied`/`race`/... as a phrase for the boot section: "applied by a udev rule [applied-by-udev]"."""
+    phrase = BOOT_VERDICT_PHRASES.get(verdict)
+    if phrase is None:
+        return f"{'applied' if applied else 'not applied'} [{verdict}]" if verdict else (
+            "applied" if applied else "not applied")
+    return phrase if phrase == verdict else f"{phrase} [{verdict}]"
+
+
 def boot_section(ctx: ExplainContext) -> Optional[ExplainSection]:
     """The key's fate at the next boot (sysctl_doctor.boot): value after boot, the chain, findings."""
     from sysctl_doctor.config.model import key_to_path
@@ -139,7 +167,7 @@ def boot_section(ctx: ExplainContext) -> Optional[ExplainSection]:
         return None
     shown = "(absent)" if found.boot_value is None else found.boot_value
     later = "(absent)" if found.after_late_load is None else found.after_late_load
-    lines = [f"after boot: {shown}  (applied: {'yes' if found.applied else 'no'}, {found.verdict}); "
+    lines = [f"after boot: {shown}  ({boot_verdict_text(found.applied, found.verdict)}); "
              f"once its module is loaded: {later}", ""]
     lines += [f"-> {step}" for step in found.chain]
     for finding in report.findings:
