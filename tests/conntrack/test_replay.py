@@ -339,3 +339,47 @@ def test_mutated_captures_never_crash(tmp_path, kind: str) -> None:
                     v.to_json()
             except DoctorError:
                 pass  # e.g. a pcap header cut below 24 bytes: a clear error, fine
+
+
+def test_out_of_range_sysctls_are_refused_like_the_kernel(seed_pcap) -> None:
+    """Regression: be_liberal=7 was accepted; the kernel refuses it (u8 with min 0, max 1)."""
+    from sysctl_doctor.conntrack.tcp_model import KNOWN_SYSCTLS, TIMEOUT_MAX, sysctl_value_limit
+
+    assert sysctl_value_limit("nf_conntrack_tcp_be_liberal") == 1
+    assert sysctl_value_limit("nf_conntrack_tcp_max_retrans") == 255
+    assert sysctl_value_limit("nf_conntrack_tcp_timeout_close") == TIMEOUT_MAX
+    for key in KNOWN_SYSCTLS:
+        limit = sysctl_value_limit(key)
+        assert settings_from_sysctls({key: str(limit)}) is not None
+        with pytest.raises(DoctorError, match=rf"out of range, the kernel accepts 0\.\.{limit}"):
+            settings_from_sysctls({key: str(limit + 1)})
+    for option in ("--sysctl", "--what-if"):
+        result = _cli(["conntrack", "replay", seed_pcap, option, "nf_conntrack_tcp_be_liberal=7"])
+        assert result.exit_code == 2, result.output
+        assert "nf_conntrack_tcp_be_liberal=7: out of range, the kernel accepts 0..1" in result.output
+        assert "Traceback" not in result.output
+    result = _cli(["conntrack", "replay", seed_pcap, "--what-if", "nf_conntrack_tcp_max_retrans=256"])
+    assert result.exit_code == 2 and "accepts 0..255" in result.output
+
+
+def test_sysctl_limits_match_the_running_kernel() -> None:
+    """The limits of the booleans and max_retrans are what this kernel's proc handlers enforce (in a new netns)."""
+    import os
+    import shutil
+
+    from sysctl_doctor.conntrack.tcp_model import sysctl_value_limit
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("NEEDS root and unshare(1): the check writes sysctls in a private network namespace")
+    keys = ["nf_conntrack_tcp_be_liberal", "nf_conntrack_tcp_loose", "nf_conntrack_tcp_max_retrans"]
+    if os.path.exists("/proc/sys/net/netfilter/nf_conntrack_tcp_ignore_invalid_rst"):
+        keys.append("nf_conntrack_tcp_ignore_invalid_rst")
+    script = "; ".join(
+        f"(echo {sysctl_value_limit(k)} > /proc/sys/net/netfilter/{k}) 2>/dev/null && echo {k}=ok || echo {k}=no; "
+        f"(echo {sysctl_value_limit(k) + 1} > /proc/sys/net/netfilter/{k}) 2>/dev/null && echo {k}+=ok || echo {k}+=no"
+        for k in keys)
+    proc = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True)
+    if proc.returncode != 0 or "=" not in proc.stdout:
+        pytest.skip(f"NEEDS a network namespace with conntrack sysctls: {proc.stderr.strip()}")
+    got = dict(line.split("=") for line in proc.stdout.split())
+    assert got == {**{k: "ok" for k in keys}, **{k + "+": "no" for k in keys}}

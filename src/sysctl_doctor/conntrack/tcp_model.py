@@ -132,6 +132,12 @@ _BOOL_KEYS = {
     "nf_conntrack_tcp_loose": "loose",
     "nf_conntrack_tcp_ignore_invalid_rst": "ignore_invalid_rst",
 }
+# What the kernel's proc handlers accept (nf_conntrack_standalone.c; checked against kernel 6.18 in a netns):
+# the booleans are u8 with min 0 / max 1, max_retrans is a u8 (0..255), the timeouts are seconds written with
+# proc_dointvec_jiffies: seconds * HZ must fit in an int, so no kernel (HZ >= 100) takes more than INT_MAX // 100.
+# The kernel takes a negative timeout; replay does not (it means nothing to the tracker).
+TIMEOUT_MAX = 0x7FFFFFFF // 100
+MAX_RETRANS_MAX = 255
 KNOWN_SYSCTLS = (
     tuple(_BOOL_KEYS)
     + ("nf_conntrack_tcp_max_retrans",)
@@ -152,6 +158,15 @@ def normalize_sysctl_name(name: str) -> str:
     return key
 
 
+def sysctl_value_limit(key: str) -> int:
+    """The largest value the kernel accepts for `key` (a KNOWN_SYSCTLS name); the smallest is 0."""
+    if key in _BOOL_KEYS:
+        return 1
+    if key == "nf_conntrack_tcp_max_retrans":
+        return MAX_RETRANS_MAX
+    return TIMEOUT_MAX
+
+
 def settings_from_sysctls(values: Mapping[str, str], base: Optional[TcpSettings] = None) -> TcpSettings:
     """Apply NAME=VALUE pairs (any accepted spelling of NAME) to `base`."""
     base = base or TcpSettings()
@@ -168,6 +183,10 @@ def settings_from_sysctls(values: Mapping[str, str], base: Optional[TcpSettings]
             raise DoctorError(f"{raw_name}={raw_value}: the value must be an integer") from None
         if value < 0:
             raise DoctorError(f"{raw_name}={raw_value}: the value must not be negative")
+        limit = sysctl_value_limit(key)
+        if value > limit:
+            raise DoctorError(f"{raw_name}={raw_value}: out of range, the kernel accepts 0..{limit} "
+                              f"for {_SYSCTL_PREFIX}{key}")
         if key in _BOOL_KEYS:
             fields[_BOOL_KEYS[key]] = value != 0
         elif key == "nf_conntrack_tcp_max_retrans":
