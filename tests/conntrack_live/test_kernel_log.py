@@ -196,3 +196,32 @@ def test_text_limit_keeps_counting() -> None:
     assert out.returncode == 1
     assert out.stdout.count("seq-over-upper-bound:") == 2 and "3 more records" in out.stdout
     assert "5 conntrack records" in out.stdout and "INVALID 5" in out.stdout
+
+
+def test_journal_json_byte_array_messages_are_read(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Regression: journald writes a non-UTF-8 MESSAGE as an array of bytes (`journalctl -o json`, compact
+    separators as journalctl prints them); such conntrack records were passed over by the pre-filter."""
+    now = time.time()
+    odd = OVER.replace("IN=to-srv", "IN=to-s\xffrv").encode("latin-1")  # an interface name that is not UTF-8
+    lines = [
+        {"MESSAGE": list(odd), "__REALTIME_TIMESTAMP": str(int(now * 1e6)), "_TRANSPORT": "kernel"},
+        {"MESSAGE": RST, "__REALTIME_TIMESTAMP": str(int(now * 1e6)), "_TRANSPORT": "kernel"},
+        {"MESSAGE": list(OTHER.encode()), "__REALTIME_TIMESTAMP": str(int(now * 1e6))},
+        {"MESSAGE": [1000, 2000], "__REALTIME_TIMESTAMP": str(int(now * 1e6))},  # not bytes: left alone
+    ]
+    data = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in lines).encode()
+    assert b"nf_ct_" not in data.split(b"\n")[0]
+    report = parse_kernel_log(data)
+    assert _codes(report) == [("seq-over-upper-bound", "INVALID"), ("invalid-new", "INVALID")]
+    assert [r.line for r in report.records] == [1, 2]
+    assert report.records[0].record.fields["IN"] == "to-s\ufffdrv"
+    assert report.records[0].clock == "realtime"
+    assert report.lines_total == 4 and report.skipped.other == 2
+
+    path = tmp_path / "journal.json"
+    path.write_bytes(data)
+    out = subprocess.run([sys.executable, "-m", "sysctl_doctor", "conntrack", "logs", str(path), "--format", "json"],
+                         capture_output=True, text=True)
+    assert out.returncode in (0, 1), out.stderr
+    doc = json.loads(out.stdout)
+    assert [r["line"] for r in doc["records"]] == [1, 2]

@@ -437,6 +437,40 @@ def _journal_json_line(text: str) -> Optional[Tuple[str, Optional[str], Optional
     return message, when, seconds
 
 
+# journald writes a MESSAGE that is not valid UTF-8 as an array of byte values; the
+# logger token is then not in the line's bytes and the pre-filter would pass over it.
+_BYTE_ARRAY_MESSAGE = re.compile(rb'"MESSAGE"\s*:\s*\[')
+
+
+def _journal_byte_messages_as_text(data: bytes) -> bytes:
+    """`data` with each journal JSON line whose MESSAGE is an array of bytes rewritten with MESSAGE as text
+    (invalid UTF-8 replaced by U+FFFD), one line for one line, so the reader below sees every record."""
+    search = _BYTE_ARRAY_MESSAGE.search
+    m = search(data)
+    if m is None:
+        return data
+    out = []
+    done = 0
+    while m is not None:
+        start = data.rfind(b"\n", 0, m.start()) + 1
+        end = data.find(b"\n", m.end())
+        if end < 0:
+            end = len(data)
+        line = data[start:end]
+        try:
+            entry = json.loads(line)
+            message = entry.get("MESSAGE") if isinstance(entry, dict) else None
+            if isinstance(message, list):
+                entry["MESSAGE"] = bytes(message).decode("utf-8", "replace")
+                out += [data[done:start], json.dumps(entry).encode("ascii")]
+                done = end
+        except (ValueError, TypeError):  # not JSON, or not a list of 0..255: left as it was
+            pass
+        m = search(data, end)
+    out.append(data[done:])
+    return b"".join(out)
+
+
 # --- fast path: the usual IPv4/TCP line in one regex ---------------------------
 
 # nf_log_syslog prints IPv4/TCP fields in a fixed order; one match replaces the
@@ -548,6 +582,7 @@ def iter_kernel_log(data: bytes, report: KernelLogReport, since: Optional[float]
         year = datetime.now().year
     if not data:
         return
+    data = _journal_byte_messages_as_text(data)
     conntrack_lines = 0
     consumed_to = -1  # last line index consumed as a continuation
     # Walk from one logger token to the next with bytes.find (C speed); line
