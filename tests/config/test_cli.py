@@ -143,3 +143,21 @@ def test_explain_lists_glob_lines_and_exclusions(tmp_path):
     # systemd: the later "-k.a.v" replaces the assignment (nothing is written); procps still writes it.
     assert verdicts["systemd"] == [(1, "skipped"), (2, "cancelled"), (1, "excludes")]
     assert verdicts["procps"] == [(1, "skipped"), (2, "wins"), (1, "excludes")]
+
+
+def test_show_names_a_symlink_loop_as_a_loop(tmp_path):
+    """Regression: a symlink loop in sysctl.d was listed as a "dangling symlink" under "Not read"."""
+    d = tmp_path / "etc/sysctl.d"
+    d.mkdir(parents=True)
+    os.symlink("x.conf", d / "y.conf")
+    os.symlink("y.conf", d / "x.conf")
+    os.symlink("nowhere.conf", d / "gone.conf")
+    (d / "10-ok.conf").write_text("net.ipv4.ip_forward = 1\n")
+    out = run("show", "--root", str(tmp_path)).stdout
+    for name in ("x.conf", "y.conf"):
+        line = next(ln for ln in out.splitlines() if ln.strip().startswith(f"/etc/sysctl.d/{name}:"))
+        assert "symlink loop" in line and "dangling" not in line
+    gone = next(ln for ln in out.splitlines() if ln.strip().startswith("/etc/sysctl.d/gone.conf:"))
+    assert "dangling symlink" in gone
+    doc = json.loads(run("show", "--root", str(tmp_path), "--format", "json").stdout)
+    assert "symlink loop" in json.dumps(doc) and "net.ipv4.ip_forward" in json.dumps(doc)

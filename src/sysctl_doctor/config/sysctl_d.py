@@ -65,7 +65,7 @@ from sysctl_doctor.config.sysctl_glob import (
 )
 from sysctl_doctor.config.sysctl_lines import ParsedLine, parse_sysctl_bytes
 from sysctl_doctor.errors import Diagnostic, DoctorError
-from sysctl_doctor.root import PathKind, Root
+from sysctl_doctor.root import PathKind, Root, SymlinkLoop
 
 SYSTEMD_DIRS: Tuple[str, ...] = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d")
 PROCPS_DIRS: Tuple[str, ...] = SYSTEMD_DIRS + ("/lib/sysctl.d",)
@@ -273,6 +273,17 @@ def _discover(root: Root, flavor: Flavor) -> Tuple[List[_Candidate], List[Ignore
 # --------------------------------------------------------------------------- loading
 
 
+def _is_symlink_loop(root: Root, path: str) -> bool:
+    """Whether `path` (which did not resolve to anything) fails because its links go round in a loop."""
+    try:
+        root.chase(path)
+    except SymlinkLoop:
+        return True
+    except DoctorError:
+        return False
+    return False
+
+
 def load_sysctl_config(root: Root, flavor: Flavor) -> SysctlConfig:
     """Every file and line the flavour reads from `root`, with what each line does."""
     if flavor not in ("systemd", "procps"):
@@ -306,7 +317,12 @@ def load_sysctl_config(root: Root, flavor: Flavor) -> SysctlConfig:
             ignored.append(IgnoredFile(cand.path, "a mask (link to /dev/null): nothing is read from it"))
             return
         if cand.kind is PathKind.MISSING:
-            ignored.append(IgnoredFile(cand.path, "dangling symlink: the target does not exist (silently skipped)"))
+            if _is_symlink_loop(root, cand.path):
+                ignored.append(IgnoredFile(cand.path, "symlink loop: too many levels of symbolic links, "
+                                                      "the file cannot be opened (skipped)"))
+            else:
+                ignored.append(IgnoredFile(cand.path,
+                                           "dangling symlink: the target does not exist (silently skipped)"))
             return
         if cand.kind is PathKind.OTHER:
             ignored.append(IgnoredFile(cand.path, "not a regular file (device, fifo or socket): not read"))
