@@ -15,8 +15,9 @@ Module names are compared with ``-`` and ``_`` equivalent (kmod does the same).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
+from sysctl_doctor.boot.conf_dirs import files_by_precedence
 from sysctl_doctor.errors import Diagnostic
 from sysctl_doctor.root import PathKind, Root
 
@@ -73,24 +74,7 @@ class ModulesLoadConfig:
 
 def modules_load_files(root: Root, dirs: Sequence[str] = MODULES_LOAD_DIRS) -> Tuple[List[str], List[str]]:
     """(files to read in order, masked entries) following the sysctl.d-style precedence."""
-    chosen: Dict[str, str] = {}
-    masked: Dict[str, str] = {}
-    seen: Set[str] = set()
-    for directory in dirs:
-        real = root.chase(directory).resolved
-        if real in seen:
-            continue
-        seen.add(real)
-        for name in root.listdir(directory):
-            if not name.endswith(".conf") or name in chosen or name in masked:
-                continue
-            path = f"{directory}/{name}"
-            kind = root.kind(path)
-            if kind is PathKind.NULL:
-                masked[name] = f"{path} -> /dev/null"
-            elif kind is PathKind.FILE:
-                chosen[name] = path
-    return [chosen[n] for n in sorted(chosen)], [masked[n] for n in sorted(masked)]
+    return files_by_precedence(root, dirs, ".conf")
 
 
 def parse_module_list(text: str, file: str, shown: Optional[str] = None) -> Tuple[List[ModuleRequest], List[Diagnostic]]:

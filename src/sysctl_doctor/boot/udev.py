@@ -17,9 +17,10 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
+from typing import FrozenSet, List, Optional, Sequence, Tuple
 
-from sysctl_doctor.root import PathKind, Root
+from sysctl_doctor.boot.conf_dirs import files_by_precedence
+from sysctl_doctor.root import Root
 
 UDEV_RULES_DIRS: Tuple[str, ...] = (
     "/etc/udev/rules.d",
@@ -141,24 +142,7 @@ def parse_rules(text: str, file: str) -> List[UdevRule]:
 
 
 def rules_files(root: Root, dirs: Sequence[str] = UDEV_RULES_DIRS) -> List[str]:
-    chosen: Dict[str, str] = {}
-    masked: Set[str] = set()
-    seen: Set[str] = set()
-    for directory in dirs:
-        real = root.chase(directory).resolved
-        if real in seen:
-            continue
-        seen.add(real)
-        for name in root.listdir(directory):
-            if not name.endswith(".rules") or name in chosen or name in masked:
-                continue
-            path = f"{directory}/{name}"
-            kind = root.kind(path)
-            if kind is PathKind.NULL:
-                masked.add(name)
-            elif kind is PathKind.FILE:
-                chosen[name] = path
-    return [chosen[n] for n in sorted(chosen)]
+    return files_by_precedence(root, dirs, ".rules")[0]
 
 
 def _prefixes(command: str) -> Optional[Tuple[str, ...]]:

@@ -1,0 +1,43 @@
+"""The directory precedence modules-load.d and udev rules.d share (sysctl_doctor.boot.conf_dirs), on a real tree."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sysctl_doctor.boot.conf_dirs import files_by_precedence
+from sysctl_doctor.boot.modules_load import MODULES_LOAD_DIRS, modules_load_files
+from sysctl_doctor.boot.udev import UDEV_RULES_DIRS, rules_files
+from sysctl_doctor.root import Root
+
+
+def _tree(base: Path, area: str, suffix: str) -> None:
+    etc, run, usr = (base / d / area for d in ("etc", "run", "usr/lib"))
+    for d in (etc, run, usr):
+        d.mkdir(parents=True)
+    os.symlink("usr/lib", base / "lib")  # merged /usr: /lib/... is /usr/lib/... and counts once
+    (usr / f"10-a{suffix}").write_text("usr\n")
+    (etc / f"10-a{suffix}").write_text("etc\n")  # same name, earlier directory: wins
+    (usr / f"05-b{suffix}").write_text("usr\n")
+    (run / f"20-c{suffix}").write_text("run\n")
+    os.symlink("/dev/null", etc / f"30-masked{suffix}")
+    (usr / f"30-masked{suffix}").write_text("usr\n")
+    (usr / "99-other.txt").write_text("not ours\n")
+    os.symlink("nowhere", usr / f"40-dangling{suffix}")
+
+
+def test_modules_load_and_udev_read_files_by_the_same_precedence(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    modules, udev = tmp_path / "m", tmp_path / "u"
+    _tree(modules, "modules-load.d", ".conf")
+    _tree(udev, "udev/rules.d", ".rules")
+
+    files, masked = modules_load_files(Root(str(modules)))
+    assert files == ["/usr/lib/modules-load.d/05-b.conf", "/etc/modules-load.d/10-a.conf",
+                     "/run/modules-load.d/20-c.conf"]
+    assert masked == ["/etc/modules-load.d/30-masked.conf -> /dev/null"]
+    assert (files, masked) == files_by_precedence(Root(str(modules)), MODULES_LOAD_DIRS, ".conf")
+
+    assert rules_files(Root(str(udev))) == ["/usr/lib/udev/rules.d/05-b.rules", "/etc/udev/rules.d/10-a.rules",
+                                            "/run/udev/rules.d/20-c.rules"]
+    assert files_by_precedence(Root(str(udev)), UDEV_RULES_DIRS, ".rules")[1] == [
+        "/etc/udev/rules.d/30-masked.rules -> /dev/null"]
