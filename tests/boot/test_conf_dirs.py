@@ -41,3 +41,31 @@ def test_modules_load_and_udev_read_files_by_the_same_precedence(tmp_path) -> No
                                             "/run/udev/rules.d/20-c.rules"]
     assert files_by_precedence(Root(str(udev)), UDEV_RULES_DIRS, ".rules")[1] == [
         "/etc/udev/rules.d/30-masked.rules -> /dev/null"]
+
+
+def test_conf_d_word_lists_split_like_the_shell(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """OpenRC's rc_* ordering and /etc/conf.d/modules read their words through one function."""
+    from sysctl_doctor.boot.initscripts import conf_d_word_lists, load_openrc
+    from sysctl_doctor.boot.timeline import _openrc_conf_modules
+
+    conf = tmp_path / "etc/conf.d"
+    conf.mkdir(parents=True)
+    (conf / "modules").write_text('modules="nf_conntrack  br_netfilter" # load early\n'
+                                  "modules_6_1='sctp'\n"
+                                  'modules="unclosed\n'
+                                  "other=x\n")
+    root = Root(str(tmp_path))
+    assert conf_d_word_lists(root, "/etc/conf.d/modules", r"modules(?:_[\w.-]+)?") == [
+        (1, "modules", ["nf_conntrack", "br_netfilter"]), (2, "modules_6_1", ["sctp"])]
+    assert conf_d_word_lists(root, "/etc/conf.d/missing", r"modules") == []
+    assert [(r.module, r.source) for r in _openrc_conf_modules(root)] == [
+        ("nf_conntrack", "/etc/conf.d/modules:1"), ("br_netfilter", "/etc/conf.d/modules:1"),
+        ("sctp", "/etc/conf.d/modules:2")]
+
+    init = tmp_path / "etc/init.d"
+    init.mkdir(parents=True)
+    (init / "sysctl").write_text("#!/sbin/openrc-run\ndepend() {\n  before net\n}\n")
+    (conf / "sysctl").write_text('rc_after="modules udev"\nrc_before=\'local\'\n')
+    script = load_openrc(root).scripts["sysctl"]
+    assert ("modules", "/etc/conf.d/sysctl:1") in script.after and ("udev", "/etc/conf.d/sysctl:1") in script.after
+    assert ("local", "/etc/conf.d/sysctl:2") in script.before

@@ -209,18 +209,30 @@ def _read_openrc(root: Root, path: str, name: str) -> InitScript:
         if "}" in line:
             in_depend = False
     conf = f"/etc/conf.d/{name}"
-    if root.kind(conf) is PathKind.FILE:
-        for number, raw in enumerate(root.read_text(conf).splitlines(), start=1):
-            match = re.match(r"^\s*rc_(need|use|want|after|before)\s*=\s*(.*)$", raw)
-            if not match:
-                continue
-            try:
-                words = " ".join(shlex.split(match.group(2), comments=True)).split()
-            except ValueError:
-                continue
-            target = script.before if match.group(1) == "before" else script.after
-            target.extend((w, f"{conf}:{number}") for w in words)
+    for number, variable, words in conf_d_word_lists(root, conf, r"rc_(?:need|use|want|after|before)"):
+        target = script.before if variable == "rc_before" else script.after
+        target.extend((w, f"{conf}:{number}") for w in words)
     return script
+
+
+def conf_d_word_lists(root: Root, path: str, variable: str) -> List[Tuple[int, str, List[str]]]:
+    """The `NAME=value` lines of a shell-style /etc/conf.d file whose NAME matches the regex `variable`:
+    (line number, NAME, the value's words as the shell splits them, comments dropped). A value the shell
+    could not split (an open quote) is passed over; a missing file has none."""
+    out: List[Tuple[int, str, List[str]]] = []
+    if root.kind(path) is not PathKind.FILE:
+        return out
+    line_of = re.compile(rf"^\s*(?P<name>{variable})\s*=\s*(?P<value>.*)$")
+    for number, raw in enumerate(root.read_text(path).splitlines(), start=1):
+        match = line_of.match(raw)
+        if not match:
+            continue
+        try:
+            words = " ".join(shlex.split(match.group("value"), comments=True)).split()
+        except ValueError:
+            continue
+        out.append((number, match.group("name"), words))
+    return out
 
 
 def load_openrc(root: Root) -> InitOrder:

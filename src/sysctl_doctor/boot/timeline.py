@@ -15,15 +15,13 @@ Every load carries its evidence (file:line and text) and the ordering that place
 
 from __future__ import annotations
 
-import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
 from sysctl_doctor.boot.cmdline import KernelCmdline, read_cmdline
 from sysctl_doctor.boot.initramfs import InitramfsModules, load_initramfs_modules
-from sysctl_doctor.boot.initscripts import InitOrder, load_openrc, load_sysvinit
+from sysctl_doctor.boot.initscripts import InitOrder, conf_d_word_lists, load_openrc, load_sysvinit
 from sysctl_doctor.boot.loaders import OnDemandLoader, detect_script_loader, find_loaders
 from sysctl_doctor.boot.modules_load import (
     ModuleRequest,
@@ -295,21 +293,10 @@ def _reapply_steps(root: Root, transaction, loaders: List[OnDemandLoader]) -> Li
 
 
 def _openrc_conf_modules(root: Root) -> List[ModuleRequest]:
-    out: List[ModuleRequest] = []
     path = "/etc/conf.d/modules"
-    if root.kind(path) is not PathKind.FILE:
-        return out
-    for number, raw in enumerate(root.read_text(path).splitlines(), start=1):
-        match = re.match(r'^\s*modules(_[\w.-]+)?\s*=\s*(.*)$', raw)
-        if not match:
-            continue
-        try:
-            words = " ".join(shlex.split(match.group(2), comments=True)).split()
-        except ValueError:
-            continue
-        for word in words:
-            out.append(ModuleRequest(module_name(word), f"{path}:{number}", path, number))
-    return out
+    return [ModuleRequest(module_name(word), f"{path}:{number}", path, number)
+            for number, _variable, words in conf_d_word_lists(root, path, r"modules(?:_[\w.-]+)?")
+            for word in words]
 
 
 def _scripts(root: Root, order: InitOrder, sysctl_name: str, modules_name: str) -> BootTimeline:
