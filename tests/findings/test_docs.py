@@ -79,3 +79,19 @@ def test_explain_boot_line_reads_naturally() -> None:
     assert "(not guaranteed: a module load races the sysctl step [race])" in raced and "applied: no" not in raced
     applied = boot_line("kernel.pid_max")
     assert "after boot: 4194304  (applied);" in applied and "applied: yes" not in applied
+
+
+def test_registry_lists_every_rule_module_once_in_code_order() -> None:
+    """The registry names each rule module once (the import list and the rule list are one list)."""
+    import pkgutil
+
+    import sysctl_doctor.findings.rules as rules_package
+    from sysctl_doctor.findings.registry import CT_RULE_MODULES, RULE_MODULES
+
+    on_disk = sorted(m.name for m in pkgutil.iter_modules(rules_package.__path__))
+    listed = [m.__name__.rsplit(".", 1)[1] for m in RULE_MODULES]
+    assert sorted(listed) == on_disk and len(set(listed)) == len(listed)
+    codes = [m.RULE.code for m in RULE_MODULES]
+    assert codes == [f"SD{n}" for n in range(101, 115)] + [f"CT00{n}" for n in range(1, 7)]
+    assert RULE_MODULES[-len(CT_RULE_MODULES):] == CT_RULE_MODULES
+    assert all(hasattr(m, "advise") for m in CT_RULE_MODULES)
