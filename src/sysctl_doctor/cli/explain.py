@@ -156,6 +156,7 @@ def boot_section(ctx: ExplainContext) -> Optional[ExplainSection]:
     """The key's fate at the next boot (sysctl_doctor.boot): value after boot, the chain, findings."""
     from sysctl_doctor.config.model import key_to_path
     from sysctl_doctor.findings.engine import run_check
+    from sysctl_doctor.kernel.model import ProviderKind
     from sysctl_doctor.live import LiveHost
 
     if any(c in ctx.key for c in "*?["):
@@ -167,8 +168,10 @@ def boot_section(ctx: ExplainContext) -> Optional[ExplainSection]:
         return None
     shown = "(absent)" if found.boot_value is None else found.boot_value
     later = "(absent)" if found.after_late_load is None else found.after_late_load
-    lines = [f"after boot: {shown}  ({boot_verdict_text(found.applied, found.verdict)}); "
-             f"once its module is loaded: {later}", ""]
+    status = f"after boot: {shown}  ({boot_verdict_text(found.applied, found.verdict)})"
+    if getattr(found.provider, "kind", None) is ProviderKind.MODULE and found.module:
+        status += f"; once {found.module} is loaded: {later}"  # built-in keys have no module to wait for
+    lines = [status, ""]
     lines += [f"-> {step}" for step in found.chain]
     for finding in report.findings:
         if finding.key == found.key:
