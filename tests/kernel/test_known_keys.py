@@ -138,3 +138,14 @@ def test_check_reports_the_typo_as_sd104(tmp_path, private_cache):
     assert "SD104" in entry["findings"] and "SD101" not in entry["findings"]
     [finding] = [f for f in report["findings"] if f["key"] == TYPO and f["code"] == "SD104"]
     assert "did you mean net.netfilter.nf_conntrack_tcp_be_liberal?" in finding["message"]
+
+
+def test_explain_says_where_the_answer_comes_from(private_cache):
+    from sysctl_doctor.kernel import describe_provider
+
+    index = load_module_index(Root(EXAMPLE))
+    text = "\n".join(describe_provider(index.provider(TYPO), index))
+    assert "not among the keys its module registers" in text
+    assert "did you mean net.netfilter.nf_conntrack_tcp_be_liberal?" in text
+    assert "nf_conntrack registers no such key in Debian 6.1.0-56-amd64" in text
+    assert "evidence: known-keys:6.1" in text
