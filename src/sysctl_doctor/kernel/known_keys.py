@@ -29,15 +29,13 @@ class KnownKeys:
     series: str
     kernel: str  # the release the list was read from, "6.1.0-56-amd64"
     by_module: Dict[str, FrozenSet[str]]
+    keys: FrozenSet[str] = frozenset()  # every module's keys together
 
     def module_dirs(self, module: str) -> FrozenSet[str]:
         return frozenset(k.rpartition("/")[0] for k in self.by_module.get(module, ()))
 
     def all_keys(self) -> FrozenSet[str]:
-        out: Set[str] = set()
-        for keys in self.by_module.values():
-            out.update(keys)
-        return frozenset(out)
+        return self.keys
 
 
 def render(series: str, kernel: str, package: str, module_keys: Dict[str, List[str]]) -> str:
@@ -72,7 +70,10 @@ def parse(text: str, name: str) -> KnownKeys:
         by_module.setdefault(cols[0], set()).add(cols[1])
     if not series:
         raise DoctorError(f"{name}: no '# series' header")
-    return KnownKeys(series, kernel, {m: frozenset(k) for m, k in by_module.items()})
+    every: Set[str] = set()
+    for keys in by_module.values():
+        every.update(keys)
+    return KnownKeys(series, kernel, {m: frozenset(k) for m, k in by_module.items()}, frozenset(every))
 
 
 def _series_tuple(text: str) -> Optional[Tuple[int, int]]:
