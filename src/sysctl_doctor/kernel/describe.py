@@ -52,7 +52,11 @@ def describe_provider(provider: KeyProvider, index: object = None) -> List[str]:
         if p.requires:
             lines.append(f"loading {p.module} first loads: {_listing(p.requires)}")
     else:
-        lines.append("no known provider: not in this kernel's module files, built-in keys or the curated table")
+        if p.evidence.startswith("known-keys:"):
+            lines.append("no known provider: not among the keys its module registers (no module files to scan: "
+                         "exact list of Debian's kernels)")
+        else:
+            lines.append("no known provider: not in this kernel's module files, built-in keys or the curated table")
         if p.suggestion:
             lines.append(f"did you mean {p.suggestion}?")
     scope = _scope(p)

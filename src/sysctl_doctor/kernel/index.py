@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 
 from sysctl_doctor.errors import Diagnostic, DoctorError
-from sysctl_doctor.kernel import curated
+from sysctl_doctor.kernel import curated, known_keys
 from sysctl_doctor.kernel.model import KeyProvider, ModuleScan, ProviderKind, SysctlEntry
 from sysctl_doctor.kernel.modules_tree import (
     ModprobeConfig,
@@ -290,6 +290,10 @@ class ModuleIndex:
 
         if rule is not None and rule.kind is ProviderKind.MODULE and rule.module:
             mod = self.normalize_module(rule.module)
+            if self.mode != MODE_ELF:
+                typo = self._not_a_known_key(path, mod)
+                if typo is not None:
+                    return typo
             if self.is_builtin_module(mod):
                 return KeyProvider(kind=ProviderKind.BUILTIN, module=mod, module_file=self.data.builtin.get(mod),
                                    per_netns=per_netns, init_netns_only=init_only, evidence="modules.builtin", key=path)
@@ -315,6 +319,33 @@ class ModuleIndex:
         # 5. nobody provides it: a typo, or a module that is not in this kernel
         return KeyProvider(kind=ProviderKind.UNKNOWN, evidence="proc" if self.proc_keys is not None else "none",
                            suggestion=self.suggest(path), key=path)
+
+    def _not_a_known_key(self, path: str, module: str) -> Optional[KeyProvider]:
+        """No module files were scanned: UNKNOWN if `module`'s exact key list (data/known_keys) lacks `path`.
+
+        Only for a key in a directory where the module registers its keys in the nearest kernel series;
+        when the root's kernel is not one of the listed series, a key any series knows counts as known.
+        """
+        found = known_keys.nearest(self.kernel)
+        if found is None:
+            return None
+        near, same_series = found
+        lists = [near] if same_series else list(known_keys.all_series())
+        keys: Set[str] = set()
+        dirs: Set[str] = set()
+        for kk in lists:
+            keys.update(kk.by_module.get(module, ()))
+            dirs.update(kk.module_dirs(module))
+        parent = path.rpartition("/")[0]
+        if not keys or parent not in dirs or path in keys:
+            return None
+        if any(path in kk.all_keys() for kk in lists):
+            return None  # registered by another module of the family
+        family = sorted(k for k in near.all_keys() if k.rpartition("/")[0] == parent) or sorted(keys)
+        where = f"Debian {near.kernel}" if same_series else f"Debian kernels {', '.join(k.series for k in lists)}"
+        return KeyProvider(kind=ProviderKind.UNKNOWN, evidence=f"known-keys:{near.series}", key=path,
+                           suggestion=self.suggest(path, family),
+                           note=f"{module} registers no such key in {where}")
 
     def to_json(self) -> dict:
         modules = {}
