@@ -8,6 +8,8 @@ from typing import Optional
 
 import click
 
+from sysctl_doctor.cli.styled_lines import emit
+
 
 @click.command("logs")
 @click.argument("file", required=False)
@@ -115,7 +117,7 @@ def _render_text(report, records, table, limit: int) -> None:  # type: ignore[no
     if not shown:
         say([("no conntrack nf_log lines. To make the kernel log them: "
               "`sysctl-doctor conntrack debug on --for 10m`", None)])
-        _emit(lines)
+        emit(lines)
         return
     say([("verdicts: " + ", ".join(f"{k} {v}" for k, v in table.verdicts.items() if v), None)])
     say([("flows", "bold")])
@@ -127,19 +129,6 @@ def _render_text(report, records, table, limit: int) -> None:  # type: ignore[no
     say([("what the messages mean", "bold")])
     for reason in table.reasons.values():
         say([(f"  {reason.code} ({reason.verdict}, {reason.wording} wording): {reason.explanation}", None)])
-    _emit(lines)
+    emit(lines)
 
 
-def _emit(lines: list) -> None:
-    if not sys.stdout.isatty():
-        sys.stdout.write("".join("".join(text for text, _ in line) + "\n" for line in lines))
-        return
-    from rich.console import Console
-    from rich.text import Text
-
-    text = Text()
-    for line in lines:
-        for chunk, style in line:
-            text.append(chunk, style=style)
-        text.append("\n")
-    Console(highlight=False, soft_wrap=True).print(text, end="")

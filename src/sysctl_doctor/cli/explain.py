@@ -222,7 +222,7 @@ def explain_code(code: str) -> ExplainSection:
 
 
 def _render(sections: List[ExplainSection]) -> None:
-    from sysctl_doctor.cli.show import emit
+    from sysctl_doctor.cli.styled_lines import emit
 
     lines: List[list] = []
     for i, s in enumerate(sections):

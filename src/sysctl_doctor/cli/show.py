@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import click
 
+from sysctl_doctor.cli.styled_lines import Segment, emit
+
 if TYPE_CHECKING:  # pragma: no cover
     from sysctl_doctor.config.model import KeyTree, SysctlConfig
     from sysctl_doctor.root import Root
@@ -92,29 +94,6 @@ def show_document(config: "SysctlConfig", keys: Optional["KeyTree"], tree_dir: O
     }
 
 
-Segment = Tuple[str, Optional[str]]  # (text, rich style or None)
-
-
-def emit(lines: List[List[Segment]]) -> None:
-    """Write styled lines: colour (via rich, one print) on a terminal, plain text otherwise.
-
-    Building one rich `Text` (no markup parsing) keeps 10,000 lines fast; piped output does
-    not import rich at all.
-    """
-    import sys
-
-    if not sys.stdout.isatty():
-        sys.stdout.write("".join("".join(text for text, _ in line) + "\n" for line in lines))
-        return
-    from rich.console import Console
-    from rich.text import Text
-
-    text = Text()
-    for line in lines:
-        for chunk, style in line:
-            text.append(chunk, style=style)
-        text.append("\n")
-    Console(highlight=False, soft_wrap=True).print(text, end="")
 
 
 def render_text(doc: Dict[str, Any]) -> List[List[Segment]]:
