@@ -22,7 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -152,25 +152,40 @@ def ensure_base_root() -> BaseRoot:
         if kernel is None:
             raise RuntimeError(f"cached root {final} has no kernel in /boot")
         return BaseRoot(final, kernel)
+    kernel = build_root(final, PACKAGES, CUSTOMIZE, mirror, _finish_base)
+    return BaseRoot(final, kernel)
+
+
+def _finish_base(rootdir: Path) -> Tuple[str, str]:
+    kernel = installed_kernel(rootdir)
+    if kernel is None:
+        raise RuntimeError("mmdebstrap built a root without /boot/vmlinuz-*")
+    return kernel, ""
+
+
+def build_root(final: Path, packages: Sequence[str], customize: Sequence[str], mirror: str,
+               finish: Callable[[Path], Tuple[str, str]]) -> str:
+    """Build the root `final` with mmdebstrap (`packages`, `customize` hooks), then `finish(rootdir)`,
+    which completes it and returns (kernel version, a note for the .complete marker).
+
+    The root is built in a temporary directory beside `final` and renamed only when complete, so a
+    half-built root never takes the final name (a concurrent build that finished first wins).
+    Returns the kernel version."""
     reason = missing_reason()
     if reason:
         raise RuntimeError(reason)
     final.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="building-", dir=final.parent))
     rootdir = work / "root"
-    cmd = [
-        "mmdebstrap", "--mode=root", "--variant=apt", f"--architectures={ARCH}",
-        "--include=" + ",".join(PACKAGES),
-    ]
-    cmd += [f"--customize-hook={hook}" for hook in CUSTOMIZE]
+    cmd = ["mmdebstrap", "--mode=root", "--variant=apt", f"--architectures={ARCH}",
+           "--include=" + ",".join(packages)]
+    cmd += [f"--customize-hook={hook}" for hook in customize]
     cmd += [SUITE, str(rootdir), mirror]
     try:
         with open(work / "mmdebstrap.log", "w") as out:
             subprocess.run(cmd, check=True, stdout=out, stderr=subprocess.STDOUT)
-        kernel = installed_kernel(rootdir)
-        if kernel is None:
-            raise RuntimeError("mmdebstrap built a root without /boot/vmlinuz-*")
-        (rootdir / ".complete").write_text(" ".join(cmd) + "\n")
+        kernel, note = finish(rootdir)
+        (rootdir / ".complete").write_text(" ".join(cmd) + "\n" + note)
         try:
             os.rename(rootdir, final)
         except OSError:
@@ -180,13 +195,13 @@ def ensure_base_root() -> BaseRoot:
         log = work / "mmdebstrap.log"
         tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
         shutil.rmtree(work, ignore_errors=True)
-        raise RuntimeError(f"mmdebstrap failed (exit {exc.returncode}); last output:\n{tail}") from None
+        raise RuntimeError(f"{exc.cmd[0]} failed (exit {exc.returncode}): {exc.stderr or ''}\n"
+                           f"last output:\n{tail}") from None
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     shutil.rmtree(work, ignore_errors=True)
-    return BaseRoot(final, kernel)
-
+    return kernel
 
 if __name__ == "__main__":
     base = ensure_base_root()

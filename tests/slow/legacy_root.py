@@ -16,15 +16,13 @@ Run `python -m tests.slow.legacy_root` to build it by hand and print its path.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Tuple
 
-from .base_root import ARCH, SUITE, BaseRoot, cache_dir, host_mirror, initrd_modules, missing_reason
+from .base_root import ARCH, SUITE, BaseRoot, build_root, cache_dir, host_mirror, initrd_modules
 
 SERIES = "5.10"
 PACKAGES: Tuple[str, ...] = (
@@ -75,37 +73,13 @@ def ensure_legacy_root() -> BaseRoot:
     final = cache_dir() / f"legacy-{hashlib.sha256(material.encode()).hexdigest()[:16]}"
     if (final / ".complete").exists():
         return BaseRoot(final, tree.kver)
-    reason = missing_reason()
-    if reason:
-        raise RuntimeError(reason)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="building-", dir=final.parent))
-    rootdir = work / "root"
-    cmd = ["mmdebstrap", "--mode=root", "--variant=apt", f"--architectures={ARCH}",
-           "--include=" + ",".join(PACKAGES)]
-    cmd += [f"--customize-hook={hook}" for hook in CUSTOMIZE]
-    cmd += [SUITE, str(rootdir), mirror]
-    try:
-        with open(work / "mmdebstrap.log", "w") as out:
-            subprocess.run(cmd, check=True, stdout=out, stderr=subprocess.STDOUT)
-        _install_kernel(rootdir, Path(tree), tree.kver)
-        (rootdir / ".complete").write_text(" ".join(cmd) + f"\nkernel {tree.kver} from {tree}\n")
-        try:
-            os.rename(rootdir, final)
-        except OSError:
-            if not (final / ".complete").exists():
-                raise
-    except subprocess.CalledProcessError as exc:
-        log = work / "mmdebstrap.log"
-        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-        shutil.rmtree(work, ignore_errors=True)
-        raise RuntimeError(f"{exc.cmd[0]} failed (exit {exc.returncode}): {exc.stderr or ''}\n{tail}") from None
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    shutil.rmtree(work, ignore_errors=True)
-    return BaseRoot(final, tree.kver)
 
+    def finish(rootdir: Path) -> Tuple[str, str]:
+        _install_kernel(rootdir, Path(tree), tree.kver)
+        return tree.kver, f"kernel {tree.kver} from {tree}\n"
+
+    build_root(final, PACKAGES, CUSTOMIZE, mirror, finish)
+    return BaseRoot(final, tree.kver)
 
 if __name__ == "__main__":
     legacy = ensure_legacy_root()
