@@ -12,11 +12,33 @@ never passed silently.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
+import uuid
+from typing import Iterator
 
 import pytest
+
+
+@contextlib.contextmanager
+def fresh_netns(prefix: str) -> Iterator[str]:
+    """A new network namespace named `<prefix>-<pid>-<random>` with lo up, always deleted.
+
+    Skips loudly without root or nft (the tests that use it load nft rulesets)."""
+    if os.geteuid() != 0:
+        pytest.skip("NEEDS ROOT: network namespaces")
+    if shutil.which("nft") is None:
+        pytest.skip("NEEDS nft: apt-get install nftables")
+    name = f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
-import uuid
 
 import pytest
+
+from conftest import fresh_netns
 
 
 @pytest.fixture
 def lab_netns():  # type: ignore[no-untyped-def]
     """A fresh netns with lo up and conntrack active (an nft table that uses ct in output)."""
-    if os.geteuid() != 0:
-        pytest.skip("NEEDS ROOT: network namespaces")
-    if shutil.which("nft") is None:
-        pytest.skip("NEEDS nft: apt-get install nftables")
-    name = f"sdlab-t{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    with fresh_netns("sdlab-t") as name:
         subprocess.run(["ip", "netns", "exec", name, "nft", "-f", "-"], check=True, text=True, input=(
             "table ip sdlabt { chain out { type filter hook output priority 0; policy accept; "
             "ct state invalid counter accept; }; }\n"))
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def send_lone_rst(netns: str, sport: int = 40404, dport: int = 40405) -> None:

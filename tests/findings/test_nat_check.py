@@ -11,10 +11,11 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
+
+from conftest import fresh_netns
 
 from findings.example_roots import INCIDENT, build_example, check_example
 from sysctl_doctor.conntrack.nat_facts import chains_from_nft_json, facts_from_chains, read_nat_facts
@@ -209,17 +210,8 @@ def test_no_rulesets_no_nat_no_ct_findings(tmp_path: Path) -> None:
 
 @pytest.fixture
 def netns():  # type: ignore[no-untyped-def]
-    if os.geteuid() != 0:
-        pytest.skip("NEEDS ROOT: network namespaces")
-    if shutil.which("nft") is None:
-        pytest.skip("NEEDS nft: apt-get install nftables")
-    name = f"sdint-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    with fresh_netns("sdint") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def _load(netns: str, ruleset: str) -> None:
