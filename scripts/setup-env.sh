@@ -2,6 +2,19 @@
 #   install_system_packages PKG...   apt-get install what is missing (as root; a warning otherwise)
 #   install_venv EXTRAS              ./.venv with sysctl-doctor installed editable, with EXTRAS ("test,lab")
 
+# retry N CMD...: run CMD up to N times (a registry hiccup is common); the last failure says so in one line
+retry() {
+  local tries=$1 n=1; shift
+  until "$@"; do
+    if [ "$n" -ge "$tries" ]; then
+      echo "== error: '$*' failed $tries times (package registry unreachable?)" >&2
+      return 1
+    fi
+    echo "== '$1 …' failed (try $n of $tries); retrying in $((n * 5)) s" >&2
+    sleep $((n * 5)); n=$((n + 1))
+  done
+}
+
 install_system_packages() {
   local missing=() pkg
   for pkg in "$@"; do
@@ -10,8 +23,8 @@ install_system_packages() {
   [ "${#missing[@]}" -eq 0 ] && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing system packages: ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    retry 3 apt-get update -qq --error-on=any
+    retry 3 env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
     echo "== warning: missing system packages (tests that need them are skipped): ${missing[*]}" >&2
   fi
@@ -24,6 +37,7 @@ install_venv() {
     "$py" -m venv .venv
   fi
   echo "== installing sysctl-doctor and test dependencies into .venv"
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".[$1]"
+  # constraints.txt: the versions the suite was last green with, so a new release cannot break CI
+  retry 3 .venv/bin/python -m pip install -q --upgrade pip -c constraints.txt >/dev/null
+  retry 3 .venv/bin/python -m pip install -q -e ".[$1]" -c constraints.txt
 }

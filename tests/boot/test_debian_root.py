@@ -37,13 +37,15 @@ def root() -> Path:
     if found is not None:
         return found
     # Build the qemu tier's base root (mmdebstrap, about 2 minutes, cached for later runs).
-    from slow.base_root import ensure_base_root, missing_reason
+    from slow.base_root import MirrorUnreachable, ensure_base_root, missing_reason
 
     reason = missing_reason()
     if reason:
         pytest.skip(f"NEEDS a mmdebstrap Debian 12 root, and it cannot be built here: {reason}")
     try:
         return ensure_base_root().path
+    except MirrorUnreachable as exc:  # an outage, not a defect: one clear line
+        pytest.skip(f"NEEDS the Debian mirror to build the Debian 12 root: {exc}")
     except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
         pytest.fail(f"building the mmdebstrap Debian 12 root failed: {exc}")
 

@@ -156,6 +156,9 @@ def test_udev_rule_running_procps_sysctl_p(tmp_path: Path) -> None:
     assert reruns[2].covers_key("net/sctp/rto_min", "sctp")
 
 
+KMOD_VERSION = "30+20221128-1"  # Debian 12's kmod
+
+
 def _real_debian_init_scripts(tmp_path: Path) -> dict:
     """procps' init script from this Debian host and kmod's from its Debian package (apt-get download)."""
     import os
@@ -172,7 +175,10 @@ def _real_debian_init_scripts(tmp_path: Path) -> dict:
     if not debs:
         if shutil.which("apt-get") is None:
             pytest.skip("NEEDS apt-get to download Debian's kmod package")
-        proc = subprocess.run(["apt-get", "download", "kmod"], cwd=cache, capture_output=True, text=True)
+        # the version these headers were checked against; the current one only when the archive dropped it
+        proc = subprocess.run(["apt-get", "download", f"kmod={KMOD_VERSION}"], cwd=cache, capture_output=True, text=True)
+        if proc.returncode != 0:
+            proc = subprocess.run(["apt-get", "download", "kmod"], cwd=cache, capture_output=True, text=True)
         debs = sorted(cache.glob("kmod_*.deb"))
         if proc.returncode != 0 or not debs:
             pytest.skip(f"NEEDS Debian's kmod package (apt-get download failed: {proc.stderr.strip()[-200:]})")

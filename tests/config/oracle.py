@@ -41,6 +41,22 @@ class Case:
     args: List[str] = field(default_factory=list)  # systemd-sysctl arguments (e.g. --prefix)
 
 
+ORACLE_VERSIONS = ("252", "4.0.2")  # systemd, procps-ng: Debian 12, the rules config/ implements
+
+
+def _oracle_versions() -> Tuple[str, str]:
+    """(systemd major version, procps-ng version) of the programs the oracle runs."""
+    def first_match(cmd: List[str], pattern: str) -> str:
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout
+        except OSError:
+            return ""
+        m = re.search(pattern, out)
+        return m.group(1) if m else ""
+    return (first_match([SYSTEMD_SYSCTL, "--version"], r"systemd (\d+)"),
+            first_match(["sysctl", "--version"], r"procps-ng (\S+)"))
+
+
 def why_not_runnable() -> Optional[str]:
     """A loud reason when the oracle cannot run here, else None."""
     if os.geteuid() != 0:
@@ -51,6 +67,10 @@ def why_not_runnable() -> Optional[str]:
         return f"NEEDS {SYSTEMD_SYSCTL} (systemd 252) as the systemd oracle"
     if shutil.which("sysctl") is None:
         return "NEEDS procps sysctl as the procps oracle"
+    versions = _oracle_versions()
+    if versions != ORACLE_VERSIONS:
+        return (f"NEEDS systemd-sysctl {ORACLE_VERSIONS[0]} and procps-ng {ORACLE_VERSIONS[1]} (the versions the "
+                f"model follows); this host has {versions[0] or '?'} and {versions[1] or '?'}")
     probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True)
     if probe.returncode != 0:
         return ("NEEDS mount namespaces (unshare --mount failed: "

@@ -149,6 +149,8 @@ def test_now_sets_the_value_in_a_private_network_namespace(require_root) -> None
 
     if shutil.which("unshare") is None:
         pytest.skip("NEEDS unshare (util-linux)")
+    if not Path("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal").exists():
+        pytest.skip("NEEDS a kernel with conntrack in /proc/sys (built in, or nf_conntrack loaded)")
     host_before = Path("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal").read_text()
     child = textwrap.dedent("""
         from pathlib import Path

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -163,6 +164,14 @@ def _finish_base(rootdir: Path) -> Tuple[str, str]:
     return kernel, ""
 
 
+class MirrorUnreachable(RuntimeError):
+    """The Debian mirror did not answer (twice): a test that needs a fresh root skips with this line."""
+
+
+_NETWORK_FAILURE = re.compile(r"(Could not connect|Could not resolve|Failed to fetch|Temporary failure resolving|"
+                              r"Connection timed out|Connection refused|Unable to connect)[^\n]*")
+
+
 def build_root(final: Path, packages: Sequence[str], customize: Sequence[str], mirror: str,
                finish: Callable[[Path], Tuple[str, str]]) -> str:
     """Build the root `final` with mmdebstrap (`packages`, `customize` hooks), then `finish(rootdir)`,
@@ -182,8 +191,19 @@ def build_root(final: Path, packages: Sequence[str], customize: Sequence[str], m
     cmd += [f"--customize-hook={hook}" for hook in customize]
     cmd += [SUITE, str(rootdir), mirror]
     try:
-        with open(work / "mmdebstrap.log", "w") as out:
-            subprocess.run(cmd, check=True, stdout=out, stderr=subprocess.STDOUT)
+        for attempt in (1, 2):  # one retry: a mirror hiccup is common, a second one in a row is an outage
+            with open(work / "mmdebstrap.log", "w") as out:
+                proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
+            if proc.returncode == 0:
+                break
+            log_text = (work / "mmdebstrap.log").read_text(errors="replace")
+            shutil.rmtree(rootdir, ignore_errors=True)
+            if attempt == 2 or not _NETWORK_FAILURE.search(log_text):
+                if _NETWORK_FAILURE.search(log_text):
+                    raise MirrorUnreachable(f"Debian mirror {mirror} unreachable: mmdebstrap could not fetch "
+                                            f"{SUITE} twice ({_NETWORK_FAILURE.search(log_text).group(0)})")
+                raise subprocess.CalledProcessError(proc.returncode, cmd)
+            time.sleep(5)
         kernel, note = finish(rootdir)
         (rootdir / ".complete").write_text(" ".join(cmd) + "\n" + note)
         try:
