@@ -4,7 +4,8 @@
                                              n1 10.231.2.1 ── s0 10.231.2.2   server ns (sdtcp-<id>-s)
 
 The nat ns masquerades what leaves n1 and drops TCP to itself (so its stack
-never answers with RSTs of its own); client and server drop TCP input (their
+never answers with RSTs of its own) except on ports 46000-46999, where the
+scenarios about the NAT box's own RST let its stack answer; client and server drop TCP input (their
 stacks have no sockets, our frames are the endpoints). Frames are written with
 raw AF_PACKET sockets opened inside the client/server namespaces.
 
@@ -158,6 +159,7 @@ table inet sdtcp_nat {
   }
   chain in {
     type filter hook input priority filter;
+    tcp dport 46000-46999 accept
     meta l4proto tcp drop
   }
 }
@@ -260,23 +262,53 @@ class Capture:
             self.proc.wait()
 
 
-Step = Tuple[str, int, int, int, int, int, bytes]  # side, flags, seq, ack, window, payload len, options
+Step = tuple  # side, flags, seq, ack, window, payload len, options[, extra: dict]
+
+_LOG_FLAGS = {"FIN": 0x01, "SYN": 0x02, "RST": 0x04, "PSH": 0x08, "ACK": 0x10, "URG": 0x20, "ECE": 0x40,
+              "CWR": 0x80}
+
+
+def corrupt_tcp_checksum(packet: bytes) -> bytes:
+    """The same packet with a TCP checksum that does not add up (every other byte untouched)."""
+    l4 = (packet[0] & 0x0F) * 4 if packet[0] >> 4 == 4 else 40
+    csum = ((packet[l4 + 16] << 8) | packet[l4 + 17]) ^ 0x5A5A
+    return packet[:l4 + 16] + bytes((csum >> 8, csum & 0xFF)) + packet[l4 + 18:]
+
+
+def _log_key(rec: NfLogRecord) -> tuple:
+    flags = 0
+    for word in rec.tcp_flags:
+        flags |= _LOG_FLAGS[word]
+    return (rec.fields.get("SRC"), rec.fields.get("DST"), rec.int_field("SPT"), rec.int_field("DPT"),
+            rec.int_field("SEQ"), rec.int_field("ACK"), flags)
 
 
 def inject(box: NatBox, kmsg: Kmsg, steps: List[Step], cport: int, sport: int = 6379, family: int = 4,
+           box_packets: Optional[List[Tuple[tuple, KernelVerdict]]] = None,
            ) -> List[Tuple[tuple, KernelVerdict]]:
-    """Send each step, return ((src, dst, sport, dport, seq, ack, flags), kernel verdict) per step."""
+    """Send each step, return ((src, dst, sport, dport, seq, ack, flags), kernel verdict) per step.
+
+    A step's optional 8th element is a dict: {"csum": "bad"} sends it with a wrong TCP checksum;
+    {"to": "client"} sends a server step to the client's own address (routed through the nat ns, no
+    NAT: the entry's original direction is then server -> client when the server speaks first).
+    Log lines for packets the nat ns itself sent (its stack's RSTs) are appended to `box_packets`
+    as (key, verdict), the key taken from the logged header."""
     out = []
     client, server, nat_out = ((CLIENT_IP, SERVER_IP, NAT_OUT_IP) if family == 4
                                else (CLIENT_IP6, SERVER_IP6, NAT_OUT_IP6))
-    for i, (side, flags, seq, ack, window, length, options) in enumerate(steps):
+    for i, step in enumerate(steps):
+        side, flags, seq, ack, window, length, options = step[:7]
+        extra = step[7] if len(step) > 7 else {}
         if side == "c":
             src, dst, sp, dp = client, server, cport, sport
         else:
-            src, dst, sp, dp = server, nat_out, sport, cport
+            src, dst, sp, dp = server, client if extra.get("to") == "client" else nat_out, sport, cport
         before = box.invalid_count()
-        box.send(side, ip_tcp_packet(src, dst, sp, dp, seq, ack, flags, window, b"d" * length, options,
-                                     ip_id=(cport * 64 + i) & 0xFFFF))
+        packet = ip_tcp_packet(src, dst, sp, dp, seq, ack, flags, window, b"d" * length, options,
+                               ip_id=(cport * 64 + i) & 0xFFFF)
+        if extra.get("csum") == "bad":
+            packet = corrupt_tcp_checksum(packet)
+        box.send(side, packet)
         time.sleep(0.003)
         after = box.invalid_count()
         logs = []
@@ -287,5 +319,9 @@ def inject(box: NatBox, kmsg: Kmsg, steps: List[Step], cport: int, sport: int = 
             logs.append(rec)
         key = (src, dst, sp, dp, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, flags)
         mine = [r for r in logs if r.int_field("SEQ") == key[4] and r.int_field("SPT") == sp]
-        out.append((key, KernelVerdict(invalid=after > before, logs=mine)))
+        others = [r for r in logs if r.fields.get("SRC") == nat_out and r not in mine]
+        if box_packets is not None:
+            for rec in others:
+                box_packets.append((_log_key(rec), KernelVerdict(invalid=True, logs=[rec])))
+        out.append((key, KernelVerdict(invalid=after - len(others) > before, logs=mine)))
     return out

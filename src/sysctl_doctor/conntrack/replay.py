@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from sysctl_doctor.conntrack import pcap
+from sysctl_doctor.conntrack.checksum import BAD, tcp_checksum_state
 from sysctl_doctor.conntrack.profiles import KernelProfile
 from sysctl_doctor.conntrack.tcp_model import (
     ACCEPT, IGNORE, INVALID, ORIGINAL, REPLY, STATE_NAMES, VALID_FLAG_BYTE, Connection, TcpSettings,
@@ -173,6 +174,7 @@ class FlowSummary:
     examples: List[PacketVerdict] = field(default_factory=list)  # the first non-accepted packets
     nat: Optional[str] = None  # "src:port -> dst:port" as it left the NAT box, when learnt
     status: Tuple[str, ...] = ()  # "ASSURED" / "UNREPLIED" of the live entry
+    live: Optional["_Entry"] = field(default=None, repr=False, compare=False)  # the flow's current entry
 
     def to_json(self) -> dict:
         return {
@@ -226,6 +228,10 @@ class Replay:
         self._flow_of: Dict[tuple, FlowSummary] = {}
         self._dedup = False  # only captures that can tell outgoing packets hold forwarded copies
         self._recent: "OrderedDict[tuple, Tuple[PacketVerdict, _Entry, int, tuple]]" = OrderedDict()
+        # tcp_error(): truncated header, then the checksum (PRE_ROUTING: packets arriving at the box), then flags
+        self._check_sums = settings.checksum
+        self._truncated = profile.message("truncated") or "truncated packet"
+        self._bad_checksum = profile.message("bad_checksum") or "bad checksum"
 
     # -- the conntrack table ------------------------------------------------------
     def _flow(self, key: tuple, pkt: pcap.TcpPacket, frame: int) -> FlowSummary:
@@ -316,6 +322,9 @@ class Replay:
         error = None
         if pkt.doff < 20 or pkt.tcplen < pkt.doff or not VALID_FLAG_BYTE[pkt.flags]:
             error = tracker.error(seg)
+        if self._check_sums and not pkt.outgoing and (error is None or error != self._truncated) and (
+                tcp_checksum_state(pkt.family, pkt.src, pkt.dst, pkt.raw, pkt.l4, pkt.tcplen) == BAD):
+            error = self._bad_checksum
         if error is not None:
             flow = entry.flow if entry is not None else self._flow(key, pkt, frame)
             return self._record(frame, ts, pkt, flow, direction, INVALID, error, entry)
@@ -360,10 +369,15 @@ class Replay:
             ct = entry.ct
             state = STATE_NAMES[ct.state]
             flow.status = _ASSURED if ct.assured else _UNREPLIED if not ct.seen_reply else _NOSTATUS
+            flow.state = state
+            flow.live = entry
         else:
             state = "NONE"
-            flow.status = _NOSTATUS
-        flow.state = state
+            live = flow.live
+            if live is None or not live.keys:  # else: a packet without an entry leaves the flow's entry alone
+                flow.status = _NOSTATUS
+                flow.state = state
+                flow.live = None
         v = PacketVerdict(frame, ts, verdict, message, flow.index, direction, pkt, state)
         if verdict != ACCEPT and len(flow.examples) < EXAMPLES_PER_FLOW:
             flow.examples.append(v)

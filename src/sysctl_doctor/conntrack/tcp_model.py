@@ -12,9 +12,10 @@ Verdicts:
   ``invalid`` — -NF_ACCEPT: the packet has no conntrack entry, so NAT is not
                 reversed and ``ct state invalid`` rules match.
 
-Not modelled: checksum validation (captures carry offloaded checksums; the
-kernel checks only in PRE_ROUTING with nf_conntrack_checksum=1), NAT sequence
-adjustment (helpers), SYN proxy, per-connection timeout policies.
+Checksums (tcp_error()'s "bad checksum", nf_conntrack_checksum, PRE_ROUTING only)
+are judged by the replay, which sees the captured bytes (conntrack/checksum.py).
+Not modelled: NAT sequence adjustment (helpers), SYN proxy, per-connection
+timeout policies.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class TcpSettings:
     loose: bool = True
     max_retrans: int = 3
     ignore_invalid_rst: bool = False
+    checksum: bool = True  # net.netfilter.nf_conntrack_checksum (not TCP-specific; tcp_error() reads it)
     timeouts: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
 
     def timeout(self, state: int) -> int:
@@ -131,6 +133,7 @@ _BOOL_KEYS = {
     "nf_conntrack_tcp_be_liberal": "be_liberal",
     "nf_conntrack_tcp_loose": "loose",
     "nf_conntrack_tcp_ignore_invalid_rst": "ignore_invalid_rst",
+    "nf_conntrack_checksum": "checksum",
 }
 # What the kernel's proc handlers accept (nf_conntrack_standalone.c; checked against kernel 6.18 in a netns):
 # the booleans are u8 with min 0 / max 1, max_retrans is a u8 (0..255), the timeouts are seconds written with
@@ -173,6 +176,7 @@ def settings_from_sysctls(values: Mapping[str, str], base: Optional[TcpSettings]
     fields = {
         "be_liberal": base.be_liberal, "loose": base.loose,
         "max_retrans": base.max_retrans, "ignore_invalid_rst": base.ignore_invalid_rst,
+        "checksum": base.checksum,
     }
     timeouts = dict(base.timeouts)
     for raw_name, raw_value in values.items():
