@@ -119,6 +119,8 @@ class NatBox:
         self.macs: Dict[str, bytes] = {}
         self._sockets: Dict[str, socket.socket] = {}
         self._stat_file = None
+        self._dev_file = None
+        self.rewritten = 0  # frames written again because the nat ns never received them
 
     # -- topology --------------------------------------------------------------
     def up(self) -> None:
@@ -174,6 +176,7 @@ table inet sdtcp_nat {
             self._sockets[side] = sock
         with InNetns(n):
             self._stat_file = open("/proc/self/net/stat/nf_conntrack", "rb", buffering=0)
+            self._dev_file = open("/proc/self/net/dev", "rb", buffering=0)
 
     def down(self) -> None:
         for sock in self._sockets.values():
@@ -182,6 +185,9 @@ table inet sdtcp_nat {
         if self._stat_file is not None:
             self._stat_file.close()
             self._stat_file = None
+        if self._dev_file is not None:
+            self._dev_file.close()
+            self._dev_file = None
         for ns in (self.client, self.nat, self.server):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
@@ -219,12 +225,36 @@ table inet sdtcp_nat {
         column = lines[0].split().index("invalid")
         return sum(int(line.split()[column], 16) for line in lines[1:] if line.strip())
 
+    def rx_packets(self, dev: str) -> int:
+        """The nat ns's received-packet counter of n0 or n1."""
+        assert self._dev_file is not None
+        self._dev_file.seek(0)
+        for line in self._dev_file.read().decode().splitlines():
+            name, sep, counters = line.partition(":")
+            if sep and name.strip() == dev:
+                return int(counters.split()[1])
+        raise RuntimeError(f"no device {dev} in the nat namespace")
+
     def send(self, side: str, packet: bytes) -> None:
+        """Write the frame and wait until the nat ns's interface has received it. On a loaded machine a
+        frame written to a veth is now and then never received (seen: 1-5 consecutive frames in a few
+        hundred, no drop counted anywhere); it is written again then — the nat box has not seen it, so
+        the trace is the same as if the first write had arrived."""
         if side == "c":
-            frame = ethernet_frame(self.macs["n0"], self.macs["c0"], packet)
+            frame, dev = ethernet_frame(self.macs["n0"], self.macs["c0"], packet), "n0"
         else:
-            frame = ethernet_frame(self.macs["n1"], self.macs["s0"], packet)
-        self._sockets[side].send(frame)
+            frame, dev = ethernet_frame(self.macs["n1"], self.macs["s0"], packet), "n1"
+        for attempt in range(3):
+            if attempt:
+                self.rewritten += 1
+            before = self.rx_packets(dev)
+            self._sockets[side].send(frame)
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline:
+                if self.rx_packets(dev) > before:
+                    return
+                time.sleep(0.001)
+        raise RuntimeError(f"the nat namespace's {dev} never received a frame written three times")
 
 
 def _mac(raw: bytes) -> str:
@@ -235,6 +265,7 @@ class Capture:
     """tcpdump -i any in the nat ns, written to `path`."""
 
     def __init__(self, ns: str, path: str, linktype: Optional[str] = None) -> None:
+        self.path = path
         args = ["ip", "netns", "exec", ns, "tcpdump", "-i", "any", "--immediate-mode", "-U", "-s", "0",
                 "-w", path]
         if linktype:
@@ -253,7 +284,14 @@ class Capture:
         time.sleep(0.2)
 
     def stop(self) -> None:
-        time.sleep(0.2)
+        # tcpdump drops what is still in its ring when SIGINT comes: on a loaded machine it may
+        # lag, so wait until the file has stopped growing (at most 5 s), not a fixed time
+        size, still, deadline = -1, 0, time.monotonic() + 5
+        while still < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = os.path.getsize(self.path) if os.path.exists(self.path) else 0
+            still = still + 1 if now == size else 0
+            size = now
         self.proc.send_signal(signal.SIGINT)
         try:
             self.proc.wait(timeout=5)

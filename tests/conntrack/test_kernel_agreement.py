@@ -10,6 +10,7 @@ every packet must get the same verdict and the same message.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections import defaultdict, deque
 from typing import Dict, List
@@ -122,6 +123,7 @@ def test_model_agrees_with_kernel(natbox, tmp_path, run: str) -> None:
     replay = Replay(capture_path, profile, settings_from_sysctls(settings_map))
     mismatches: List[str] = []
     seen = 0
+    bounded: Dict[int, int] = {}  # frame -> the bound the kernel logged for it
     for v in replay.packets():
         if v.copy_of is not None:
             continue
@@ -138,6 +140,11 @@ def test_model_agrees_with_kernel(natbox, tmp_path, run: str) -> None:
                 continue
         kernel = queue.popleft()
         seen += 1
+        number = re.search(r"bound (\d+) ", kernel[1] or "")
+        if number:
+            bounded[v.frame] = int(number.group(1))
+        elif (kernel[1] or "").endswith("bytes more than expected"):
+            bounded[v.frame] = -1  # the overshoot, not a bound: --explain must still show bound I crossed
         if (v.verdict, v.message) != kernel:
             mismatches.append(f"[{names[key]}] frame {v.frame} {v.flags} seq={v.seq} ack={v.ack}: "
                               f"model {v.verdict} {v.message!r} != kernel {kernel[0]} {kernel[1]!r}")
@@ -147,9 +154,15 @@ def test_model_agrees_with_kernel(natbox, tmp_path, run: str) -> None:
             if model != kernel_entries[flow.sport]:
                 mismatches.append(f"flow from port {flow.sport}: model entry {model} != kernel {kernel_entries[flow.sport]}")
     assert not replay.summary.diagnostics
-    assert seen == injected, f"capture holds {seen} of the {injected} injected segments"
+    assert seen == injected, (f"capture holds {seen} of the {injected} injected segments; missing: "
+                              + "; ".join(f"[{names[k]}] {k}" for k, q in expected.items() for _ in q))
     if os.environ.get("SDTCP_VERBOSE"):
-        print(run, seen, sorted(set(kernel_results), key=str), kernel_entries)
+        print(run, seen, sorted(set(kernel_results), key=str), kernel_entries, "rewritten:", box.rewritten)
+    assert not mismatches, "\n".join(mismatches)
+
+    # replay --explain shows, for each packet the kernel logged with a bound, that very number
+    for frame, logged in sorted(bounded.items()):
+        mismatches += _explain_disagrees(capture_path, profile, settings_from_sysctls(settings_map), frame, logged)
     assert not mismatches, "\n".join(mismatches)
 
     # the scenarios must reach the branches they are about, or agreement proves little
@@ -158,6 +171,26 @@ def test_model_agrees_with_kernel(natbox, tmp_path, run: str) -> None:
     for want in COVERAGE[run]:
         assert any(v == want[0] and (m or "").find(want[1]) >= 0 for v, m in kernel_results), (
             f"no kernel verdict {want} in run {run}: {sorted(reached)}")
+
+
+def _explain_disagrees(path: str, profile, settings, frame: int, logged: int) -> List[str]:
+    from sysctl_doctor.conntrack.explain_frame import bounds
+
+    replay = Replay(path, profile, settings, explain=frame)
+    for v in replay.packets():
+        if v.frame >= frame:
+            break
+    window = replay.explanation["trace"].get("window") if replay.explanation else None
+    if window is None:
+        return [f"frame {frame}: --explain shows no window arithmetic"]
+    checks = bounds(window, profile)
+    crossed = [c for c in checks if not c["ok"]]
+    if not crossed:
+        return [f"frame {frame}: --explain crosses no bound"]
+    if logged >= 0 and crossed[0]["logged_bound"] != logged:
+        return [f"frame {frame}: --explain bound {crossed[0]['name']} = {crossed[0]['logged_bound']}, "
+                f"kernel logged {logged}"]
+    return []
 
 
 COVERAGE = {

@@ -36,9 +36,13 @@ def _pairs(values: Tuple[str, ...], option: str) -> List[Tuple[str, str]]:
                    "repeatable). Unset ones have the kernel's defaults.")
 @click.option("--what-if", "what_ifs", multiple=True, metavar="NAME=VALUE",
               help="Replay again with this sysctl changed (or kernel=VER) and report what changes (repeatable).")
+@click.option("--explain", "explain", type=int, metavar="FRAME",
+              help="Show how one packet (its frame number) got its verdict: tcp_error(), the entry, the state "
+                   "table and the window arithmetic (td_end, td_maxend, td_maxwin, scaled window, the bound "
+                   "crossed). Exit 1 when that packet is INVALID.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def command(file: str, kernel: Optional[str], sysctls: Tuple[str, ...], what_ifs: Tuple[str, ...],
-            fmt: str) -> None:
+            explain: Optional[int], fmt: str) -> None:
     """Replay a pcap/pcapng capture through a model of conntrack's TCP window tracking.
 
     Every TCP packet gets the verdict the kernel's conntrack would give it —
@@ -68,6 +72,10 @@ def command(file: str, kernel: Optional[str], sysctls: Tuple[str, ...], what_ifs
 
     f, _info = pcap.open_capture(file)  # a clear error (exit 2) before any output
     f.close()
+    if explain is not None:
+        from sysctl_doctor.cli.conntrack_replay_explain import explain_frame
+
+        explain_frame(file, explain, profile, settings, fmt, {})
 
     progress = _progress_bar(file) if sys.stderr.isatty() else None
     main = Replay(file, profile, settings, progress=progress)

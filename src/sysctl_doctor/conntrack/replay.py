@@ -216,8 +216,10 @@ class Replay:
     """One pass over a capture with one profile and one set of sysctls."""
 
     def __init__(self, path: str, profile: KernelProfile, settings: TcpSettings,
-                 progress: Optional[pcap.ProgressCallback] = None) -> None:
+                 progress: Optional[pcap.ProgressCallback] = None, explain: Optional[int] = None) -> None:
         self.path = path
+        self.explain = explain  # a frame number: its steps are kept in self.explanation
+        self.explanation: Optional[dict] = None
         self.profile = profile
         self.settings = settings
         self.tracker = TcpTracker(profile, settings)
@@ -294,7 +296,10 @@ class Replay:
                 if pkt.__class__ is str:
                     skipped[pkt] = skipped.get(pkt, 0) + 1  # type: ignore[index]
                     continue
-                yield self._one(frame, ts, pkt)  # type: ignore[arg-type]
+                if frame == self.explain:
+                    yield self._explain_one(frame, ts, pkt)  # type: ignore[arg-type]
+                else:
+                    yield self._one(frame, ts, pkt)  # type: ignore[arg-type]
         finally:
             summary.frames = max(summary.frames, frame)
             f.close()
@@ -353,6 +358,27 @@ class Replay:
             self._register(entry, key, ORIGINAL)
             self._register(entry, (key[1], key[0], key[3], key[2]), REPLY)
         return self._record(frame, ts, pkt, flow, ORIGINAL, outcome.verdict, outcome.message, entry)
+
+    def _explain_one(self, frame: int, ts: float, pkt: pcap.TcpPacket) -> PacketVerdict:
+        """_one() for the frame asked about, with the tracker's steps recorded (replay --explain)."""
+        key = (pkt.src, pkt.dst, pkt.sport, pkt.dport)
+        found = self._table.get(key)
+        live = found is not None and found[0].ct.expires >= ts
+        trace: dict = {}
+        self.tracker.trace = trace
+        try:
+            v = self._one(frame, ts, pkt)
+        finally:
+            self.tracker.trace = None
+        checked = self.settings.checksum and not pkt.outgoing
+        self.explanation = {
+            "verdict": v, "trace": trace, "had_entry": live,
+            "entry_direction": ("reply" if found[1] == REPLY else "original") if live and found else None,
+            "checksum": (tcp_checksum_state(pkt.family, pkt.src, pkt.dst, pkt.raw, pkt.l4, pkt.tcplen)
+                         if checked else None),
+            "outgoing": pkt.outgoing, "window_raw": pkt.window, "datalen": pkt.datalen,
+        }
+        return v
 
     def _record(self, frame: int, ts: float, pkt: pcap.TcpPacket, flow: FlowSummary, direction: int,
                 verdict: str, message: Optional[str], entry: Optional[_Entry]) -> PacketVerdict:

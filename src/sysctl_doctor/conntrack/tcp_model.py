@@ -253,6 +253,11 @@ class PeerState:
         self.flags &= BE_LIBERAL
 
 
+def _peer_dict(peer: PeerState) -> dict:
+    return {"td_end": peer.td_end, "td_maxend": peer.td_maxend, "td_maxwin": peer.td_maxwin,
+            "td_maxack": peer.td_maxack, "td_scale": peer.td_scale, "flags": peer.flags}
+
+
 def parse_options(options: bytes, state: PeerState, keep_liberal: bool) -> None:
     """tcp_options(): window scale and SACK-permitted of a SYN."""
     if not options:
@@ -377,6 +382,8 @@ class TcpTracker:
         # None where the shorter timeout does not apply because it is not shorter
         est, unack, retrans = t["established"], t["unacknowledged"], t["max_retrans"]
         self._est_timeouts = (est, unack if est > unack else None, retrans if est > retrans else None)
+        # When a dict, the next packet() records its steps and window arithmetic in it (replay --explain).
+        self.trace: Optional[dict] = None
 
     # -- tcp_error() -------------------------------------------------------
     def error(self, seg: Segment) -> Optional[str]:
@@ -479,6 +486,13 @@ class TcpTracker:
         seq_ok = before(seq, (sender.td_maxend + 1) & MASK)
         ack_over_ok = before(sack, (receiver.td_end + 1) & MASK)
         ack_under_ok = after(sack, (receiver.td_end - maxackwin - 1) & MASK)
+        if self.trace is not None:
+            self.trace["window"] = {
+                "seq": seq, "end": end, "ack": ack, "sack": sack, "win": win_raw,
+                "scaled_win": (win_raw << sender.td_scale) & MASK if not flags & F_SYN else win_raw,
+                "sender": _peer_dict(sender), "receiver": _peer_dict(receiver), "maxackwindow": maxackwin,
+                "liberal": bool(sender.flags & BE_LIBERAL or self.settings.be_liberal),
+            }
 
         if prof.window_lower_ignore:
             if not seq_ok:
@@ -567,7 +581,12 @@ class TcpTracker:
     def packet(self, ct: Connection, direction: int, seg: Segment, now: float) -> Outcome:
         """The verdict for `seg` on an existing (or just created) entry; updates `ct`."""
         options = seg.options
-        if (ct.state == ESTABLISHED and seg.flags & 0x17 == F_ACK and ct.assured
+        trace = self.trace
+        if trace is not None:
+            trace["old_state"] = ct.state
+            trace["index"] = conntrack_index(seg.flags)
+            trace["new_state"] = STATE_TABLE[direction][trace["index"]][ct.state]
+        elif (ct.state == ESTABLISHED and seg.flags & 0x17 == F_ACK and ct.assured
                 and (not options or (len(options) == 12 and options[:4] == _TS_ONLY))):
             fast = self._established_ack(ct, direction, seg, now)
             if fast is not None:
@@ -635,6 +654,8 @@ class TcpTracker:
                 new_state = ESTABLISHED
         elif new_state == CLOSE and index == RST_SET:
             rst, keep = self._rst_check(ct, direction, seg, old_state)
+            if trace is not None:
+                trace["rst_check"] = (rst, keep)
             if rst == INVALID:
                 return Outcome(INVALID, prof.message("invalid_rst"))
             if keep:
