@@ -262,11 +262,11 @@ def _mac(raw: bytes) -> str:
 
 
 class Capture:
-    """tcpdump -i any in the nat ns, written to `path`."""
+    """tcpdump -i any (or one interface) in the nat ns, written to `path`."""
 
-    def __init__(self, ns: str, path: str, linktype: Optional[str] = None) -> None:
+    def __init__(self, ns: str, path: str, linktype: Optional[str] = None, iface: str = "any") -> None:
         self.path = path
-        args = ["ip", "netns", "exec", ns, "tcpdump", "-i", "any", "--immediate-mode", "-U", "-s", "0",
+        args = ["ip", "netns", "exec", ns, "tcpdump", "-i", iface, "--immediate-mode", "-U", "-s", "0",
                 "-w", path]
         if linktype:
             args += ["-y", linktype]

@@ -91,3 +91,63 @@ def test_offloaded_and_outgoing_checksums_are_not_checked(tmp_path) -> None:
     assert _verdicts(path, _connection(4, _partial)) == []
     # sent by the capturing host (OUTPUT/POSTROUTING): the kernel never checks those
     assert _verdicts(path, _connection(4, corrupt_tcp_checksum), outgoing_frames=(4,)) == []
+
+
+def _ethernet(path, packets):
+    from sysctl_doctor.conntrack.frames import ethernet_frame
+
+    with open(path, "wb") as f:
+        w = PcapWriter(f)
+        for t, pkt in packets:
+            w.write(ethernet_frame(captures.MAC_A, captures.MAC_B, pkt), t)
+
+
+def test_capture_points_decide_which_checksums_count(tmp_path) -> None:
+    """No direction flags (Ethernet): where the capture was taken says who received what."""
+    path = str(tmp_path / "e.pcap")
+    client_bad = _connection(4, corrupt_tcp_checksum)  # A (the SYN sender) -> B, wrong sum
+    server_bad = _connection(5, corrupt_tcp_checksum)  # B -> A
+    _ethernet(path, client_bad)
+
+    def bad(point: str):
+        return [v.frame for v in replay_capture_at(path, point) if v.message == "bad checksum"]
+
+    assert bad("any") == [4]          # every packet taken as arriving
+    assert bad("nat-inside") == [4]   # the client's packets arrive at the box on the inside
+    assert bad("nat-outside") == []   # the SYN sender's packets leave the box: checked on the inside
+    assert bad("endpoint") == []      # the sender's NIC fills the sum in on the wire
+    _ethernet(path, server_bad)
+    assert bad("nat-outside") == [5] and bad("nat-inside") == [] and bad("endpoint") == []
+
+
+def replay_capture_at(path: str, point: str):
+    from sysctl_doctor.conntrack.profiles import profile_for
+    from sysctl_doctor.conntrack.replay import Replay
+    from sysctl_doctor.conntrack.tcp_model import TcpSettings
+
+    return list(Replay(path, profile_for("6.18"), TcpSettings(), capture_point=point).packets())
+
+
+def test_cli_capture_point_and_explain(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "e.pcap")
+    _ethernet(path, _connection(4, corrupt_tcp_checksum))
+    sdoc = [sys.executable, "-m", "sysctl_doctor", "conntrack", "replay", path, "--kernel", "6.18"]
+    run = subprocess.run(sdoc + ["--format", "json"], capture_output=True, text=True)
+    assert run.returncode == 1 and '"capture_point": "any"' in run.stdout
+    run = subprocess.run(sdoc + ["--capture-point", "endpoint"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    run = subprocess.run(sdoc + ["--explain", "4"], capture_output=True, text=True)
+    assert run.returncode == 1 and "checksum wrong" in run.stdout and 'verdict: INVALID — "bad checksum"' in run.stdout
+    run = subprocess.run(sdoc + ["--explain", "5", "--format", "json"], capture_output=True, text=True)
+    data = json.loads(run.stdout)
+    assert run.returncode == 1 and data["verdict"] == "invalid"
+    crossed = [b for b in data["window"]["bounds"] if not b["ok"]]
+    assert crossed[0]["name"] == "III" and crossed[0]["logged_bound"] == 102
+    run = subprocess.run(sdoc + ["--explain", "99"], capture_output=True, text=True)
+    assert run.returncode == 2 and "frame 99" in run.stderr and "Traceback" not in run.stderr
+    run = subprocess.run(sdoc + ["--capture-point", "moon"], capture_output=True, text=True)
+    assert run.returncode == 2 and "Traceback" not in run.stderr

@@ -23,7 +23,7 @@ from sysctl_doctor.conntrack.tcp_model import settings_from_sysctls
 from sysctl_doctor.live import HostSysctlChange
 
 from . import scenarios
-from .natbox import NAT_OUT_IP, NAT_OUT_IP6, Capture, Kmsg, NatBox, inject
+from .natbox import CLIENT_IP, NAT_OUT_IP, NAT_OUT_IP6, Capture, Kmsg, NatBox, inject
 
 pytestmark = pytest.mark.root
 
@@ -214,3 +214,60 @@ COVERAGE = {
     "rst": [("accept", ""), ("invalid", "invalid rst"), ("invalid", "invalid new")],
     "box_rst": [("invalid", "SEQ is over upper bound"), ("invalid", "invalid new")],
 }
+
+
+def test_capture_on_the_nat_box_outside_link(natbox, tmp_path) -> None:
+    """`--capture-point nat-outside`: a capture of n1 alone (Ethernet, no direction flags). The box's own
+    RSTs (answering replies it found INVALID) leave n1 from the box's address like the client's NATed
+    packets; the kernel finds them "invalid new" in OUTPUT. With nat-outside the replay must give every
+    server packet and every box RST the kernel's verdict and message, and every NATed client packet its
+    original's verdict; read as "any" (every packet arriving, same tuple as the client's) it cannot."""
+    box, kmsg = natbox
+    box.flush()
+    for key, value in _DEFAULTS.items():
+        box.sysctl(box.nat, "net.netfilter." + key, value)
+    kmsg.read()
+    path = str(tmp_path / "n1.pcap")
+    capture = Capture(box.nat, path, iface="n1")
+    expected: Dict[tuple, deque] = defaultdict(deque)
+    box_keys = set()
+    try:
+        for i, (name, steps) in enumerate(sorted(scenarios.box_rst_cases().items())):
+            box_sent: List[tuple] = []
+            for key, kv in inject(box, kmsg, steps, cport=46100 + i, box_packets=box_sent):
+                if key[0] == CLIENT_IP and not kv.invalid:
+                    key = (NAT_OUT_IP,) + key[1:]  # masqueraded (the port is kept: no clash here)
+                expected[key[:6] + (flag_names(key[6]),)].append(_kernel_result(kv))
+            for key, kv in box_sent:
+                key = key[:6] + (flag_names(key[6]),)
+                expected[key].append(_kernel_result(kv))
+                box_keys.add(key)
+    finally:
+        capture.stop()
+    assert box_keys, "the nat box sent no RST of its own: the scenario proves nothing"
+
+    def compare(point: str) -> List[str]:
+        queues = {k: deque(q) for k, q in expected.items()}
+        out = []
+        replay = Replay(path, profile_for(os.uname().release), settings_from_sysctls(_DEFAULTS),
+                        capture_point=point)
+        for v in replay.packets():
+            key = (v.src, v.dst, v.sport, v.dport, v.seq, v.ack, v.flags)
+            if v.src == CLIENT_IP:
+                # INVALID on the inside, so not NATed: it leaves n1 with the client's address; what the
+                # kernel found wrong with it was decided on n0, which this capture does not show
+                continue
+            queue = queues.get(key)
+            if not queue:
+                out.append(f"frame {v.frame}: not expected on n1: {key}")
+                continue
+            kernel = queue.popleft()
+            if (v.verdict, v.message) != kernel:
+                out.append(f"frame {v.frame} {key}: model {v.verdict} {v.message!r} != kernel {kernel}")
+        out += [f"not on n1: {k}" for k, q in queues.items() for _ in q
+                if k[0] != CLIENT_IP]  # an INVALID client packet leaves n1 un-NATed or not at all
+        return out
+
+    mismatches = compare("nat-outside")
+    assert not mismatches, "\n".join(mismatches)
+    assert any("invalid new" in m for m in compare("any")), "read as 'any' the box's RSTs should disagree"

@@ -40,9 +40,14 @@ def _pairs(values: Tuple[str, ...], option: str) -> List[Tuple[str, str]]:
               help="Show how one packet (its frame number) got its verdict: tcp_error(), the entry, the state "
                    "table and the window arithmetic (td_end, td_maxend, td_maxwin, scaled window, the bound "
                    "crossed). Exit 1 when that packet is INVALID.")
+@click.option("--capture-point", "capture_point", default="any", show_default=True,
+              type=click.Choice(["any", "nat-outside", "nat-inside", "endpoint"]),
+              help="Where the capture was taken: 'any' reads each packet's direction from the capture "
+                   "(tcpdump -i any); 'nat-outside'/'nat-inside' one link of the NAT box (its own RSTs are "
+                   "told apart on the outside); 'endpoint' a host at one end (checksums not judged).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def command(file: str, kernel: Optional[str], sysctls: Tuple[str, ...], what_ifs: Tuple[str, ...],
-            explain: Optional[int], fmt: str) -> None:
+            explain: Optional[int], capture_point: str, fmt: str) -> None:
     """Replay a pcap/pcapng capture through a model of conntrack's TCP window tracking.
 
     Every TCP packet gets the verdict the kernel's conntrack would give it —
@@ -75,11 +80,11 @@ def command(file: str, kernel: Optional[str], sysctls: Tuple[str, ...], what_ifs
     if explain is not None:
         from sysctl_doctor.cli.conntrack_replay_explain import explain_frame
 
-        explain_frame(file, explain, profile, settings, fmt, {})
+        explain_frame(file, explain, profile, settings, fmt, {"capture_point": capture_point})
 
     progress = _progress_bar(file) if sys.stderr.isatty() else None
-    main = Replay(file, profile, settings, progress=progress)
-    others = [Replay(file, p, s) for _, p, s in alternatives]
+    main = Replay(file, profile, settings, progress=progress, capture_point=capture_point)
+    others = [Replay(file, p, s, capture_point=capture_point) for _, p, s in alternatives]
     changes: List[List[Tuple[object, object]]] = [[] for _ in alternatives]
     changed_counts: List[Dict[str, int]] = [{} for _ in alternatives]
 
@@ -109,6 +114,7 @@ def command(file: str, kernel: Optional[str], sysctls: Tuple[str, ...], what_ifs
         "profile": profile.name,
         "profile_label": profile.label,
         "sysctls": {"net.netfilter." + k: v for k, v in sorted(base_map.items())},
+        "capture_point": capture_point,
     }
     out = click.get_text_stream("stdout")
     if fmt == "json":

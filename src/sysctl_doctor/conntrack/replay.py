@@ -42,6 +42,10 @@ from sysctl_doctor.conntrack.tcp_model import (
 from sysctl_doctor.errors import Diagnostic
 
 EXAMPLES_PER_FLOW = 20
+# Where the capture was taken (replay --capture-point): "any" reads the direction from the capture
+# (Linux cooked / pcapng flags; without them every packet is taken as arriving); "nat-outside" /
+# "nat-inside": one link of the NAT box, no direction flags needed; "endpoint": on a host at one end.
+CAPTURE_POINTS = ("any", "nat-outside", "nat-inside", "endpoint")
 _ASSURED = ("ASSURED",)
 _UNREPLIED = ("UNREPLIED",)
 _NOSTATUS: Tuple[str, ...] = ()
@@ -216,8 +220,16 @@ class Replay:
     """One pass over a capture with one profile and one set of sysctls."""
 
     def __init__(self, path: str, profile: KernelProfile, settings: TcpSettings,
-                 progress: Optional[pcap.ProgressCallback] = None, explain: Optional[int] = None) -> None:
+                 progress: Optional[pcap.ProgressCallback] = None, explain: Optional[int] = None,
+                 capture_point: str = "any") -> None:
+        if capture_point not in CAPTURE_POINTS:
+            raise ValueError(f"capture point {capture_point!r}: one of {', '.join(CAPTURE_POINTS)}")
         self.path = path
+        self.capture_point = capture_point
+        # addresses that sent a SYN on this link: the inside of the NAT box as the link shows it
+        self._syn_senders: set = set()
+        # nat-outside: a RST the box's own stack will send, keyed by its tuple -> (seq, ack or None)
+        self._box_answers: Dict[tuple, Tuple[int, Optional[int]]] = {}
         self.explain = explain  # a frame number: its steps are kept in self.explanation
         self.explanation: Optional[dict] = None
         self.profile = profile
@@ -231,7 +243,7 @@ class Replay:
         self._dedup = False  # only captures that can tell outgoing packets hold forwarded copies
         self._recent: "OrderedDict[tuple, Tuple[PacketVerdict, _Entry, int, tuple]]" = OrderedDict()
         # tcp_error(): truncated header, then the checksum (PRE_ROUTING: packets arriving at the box), then flags
-        self._check_sums = settings.checksum
+        self._check_sums = settings.checksum and capture_point != "endpoint"
         self._truncated = profile.message("truncated") or "truncated packet"
         self._bad_checksum = profile.message("bad_checksum") or "bad checksum"
 
@@ -298,6 +310,8 @@ class Replay:
                     continue
                 if frame == self.explain:
                     yield self._explain_one(frame, ts, pkt)  # type: ignore[arg-type]
+                elif self.capture_point == "nat-outside":
+                    yield self._one_outside(frame, ts, pkt)  # type: ignore[arg-type]
                 else:
                     yield self._one(frame, ts, pkt)  # type: ignore[arg-type]
         finally:
@@ -327,7 +341,7 @@ class Replay:
         error = None
         if pkt.doff < 20 or pkt.tcplen < pkt.doff or not VALID_FLAG_BYTE[pkt.flags]:
             error = tracker.error(seg)
-        if self._check_sums and not pkt.outgoing and (error is None or error != self._truncated) and (
+        if self._check_sums and (error is None or error != self._truncated) and self.arriving(pkt) and (
                 tcp_checksum_state(pkt.family, pkt.src, pkt.dst, pkt.raw, pkt.l4, pkt.tcplen) == BAD):
             error = self._bad_checksum
         if error is not None:
@@ -359,6 +373,48 @@ class Replay:
             self._register(entry, (key[1], key[0], key[3], key[2]), REPLY)
         return self._record(frame, ts, pkt, flow, ORIGINAL, outcome.verdict, outcome.message, entry)
 
+    def arriving(self, pkt: pcap.TcpPacket) -> bool:
+        """Did the box receive this packet (PRE_ROUTING, where conntrack checks checksums) rather than
+        send it? From the capture's direction flag, or from the capture point the operator gave."""
+        point = self.capture_point
+        if point == "any":
+            return not pkt.outgoing
+        if pkt.flags & 0x12 == 0x02:  # a SYN: its sender is on the inside of what the link shows
+            self._syn_senders.add(pkt.src)
+        if point == "nat-outside":  # sent by the box (the inside's packets, NATed): not checked here
+            return pkt.src not in self._syn_senders
+        if point == "nat-inside":  # replies going back in were checked when they arrived outside
+            return pkt.dst not in self._syn_senders
+        return False  # endpoint: the sender's NIC filled the checksums; what arrived passed the box
+
+    def _one_outside(self, frame: int, ts: float, pkt: pcap.TcpPacket) -> PacketVerdict:
+        """A capture on the NAT box's outside link, without direction flags. A reply the box finds
+        INVALID is not de-NATed: it is addressed to the box, whose stack answers with a RST from the
+        box's address. That RST has no entry (its tuple is neither of the entry's tuples), so conntrack's
+        OUTPUT hook finds it "invalid new" — on this link it looks like the inside's own packet."""
+        key = (pkt.src, pkt.dst, pkt.sport, pkt.dport)
+        if pkt.flags & 0x12 == 0x02:
+            self._syn_senders.add(pkt.src)
+        if pkt.flags & 0x04 and self._box_answers:
+            expected = self._box_answers.pop(key, None)
+            if expected is not None:
+                seq, ack = expected
+                if (ack is None and not pkt.flags & 0x10 and pkt.seq == seq) or (
+                        ack is not None and pkt.flags & 0x10 and pkt.ack == ack):
+                    self.summary.tcp_packets += 1
+                    self.arriving(pkt)
+                    flow = self._flow(key, pkt, frame)
+                    _ct, message = self.tracker.new(pkt)
+                    return self._record(frame, ts, pkt, flow, ORIGINAL, INVALID, message, None)
+        v = self._one(frame, ts, pkt)
+        if v.verdict == INVALID and not pkt.flags & 0x04 and pkt.dst in self._syn_senders:
+            # the box's stack will answer it (tcp_v4_send_reset: seq = its ack, or ACK of its end)
+            self._box_answers[(pkt.dst, pkt.src, pkt.dport, pkt.sport)] = (
+                (pkt.ack, None) if pkt.flags & 0x10 else (0, pkt.end()))
+            if len(self._box_answers) > _RECENT_INCOMING:
+                self._box_answers.pop(next(iter(self._box_answers)))
+        return v
+
     def _explain_one(self, frame: int, ts: float, pkt: pcap.TcpPacket) -> PacketVerdict:
         """_one() for the frame asked about, with the tracker's steps recorded (replay --explain)."""
         key = (pkt.src, pkt.dst, pkt.sport, pkt.dport)
@@ -367,10 +423,10 @@ class Replay:
         trace: dict = {}
         self.tracker.trace = trace
         try:
-            v = self._one(frame, ts, pkt)
+            v = self._one_outside(frame, ts, pkt) if self.capture_point == "nat-outside" else self._one(frame, ts, pkt)
         finally:
             self.tracker.trace = None
-        checked = self.settings.checksum and not pkt.outgoing
+        checked = self._check_sums and self.arriving(pkt)
         self.explanation = {
             "verdict": v, "trace": trace, "had_entry": live,
             "entry_direction": ("reply" if found[1] == REPLY else "original") if live and found else None,
