@@ -361,5 +361,9 @@ def inject(box: NatBox, kmsg: Kmsg, steps: List[Step], cport: int, sport: int = 
         if box_packets is not None:
             for rec in others:
                 box_packets.append((_log_key(rec), KernelVerdict(invalid=True, logs=[rec])))
+            # the box answers only what it found INVALID; its answer, INVALID too, is not logged before
+            # 6.7 ("invalid new" was a pr_debug): the counter grew for it all the same
+            for _ in range(max(0, after - before - len(others) - 1)):
+                box_packets.append((None, KernelVerdict(invalid=True, logs=[])))
         out.append((key, KernelVerdict(invalid=after - len(others) > before, logs=mine)))
     return out
