@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from sysctl_doctor.conntrack import pcap
-from sysctl_doctor.conntrack.checksum import BAD, tcp_checksum_state
+from sysctl_doctor.conntrack.checksum import tcp_checksum_bad, tcp_checksum_state
 from sysctl_doctor.conntrack.profiles import KernelProfile
 from sysctl_doctor.conntrack.tcp_model import (
     ACCEPT, IGNORE, INVALID, ORIGINAL, REPLY, STATE_NAMES, VALID_FLAG_BYTE, Connection, TcpSettings,
@@ -244,6 +244,7 @@ class Replay:
         self._recent: "OrderedDict[tuple, Tuple[PacketVerdict, _Entry, int, tuple]]" = OrderedDict()
         # tcp_error(): truncated header, then the checksum (PRE_ROUTING: packets arriving at the box), then flags
         self._check_sums = settings.checksum and capture_point != "endpoint"
+        self._any_point = capture_point == "any"
         self._truncated = profile.message("truncated") or "truncated packet"
         self._bad_checksum = profile.message("bad_checksum") or "bad checksum"
 
@@ -341,8 +342,9 @@ class Replay:
         error = None
         if pkt.doff < 20 or pkt.tcplen < pkt.doff or not VALID_FLAG_BYTE[pkt.flags]:
             error = tracker.error(seg)
-        if self._check_sums and (error is None or error != self._truncated) and self.arriving(pkt) and (
-                tcp_checksum_state(pkt.family, pkt.src, pkt.dst, pkt.raw, pkt.l4, pkt.tcplen) == BAD):
+        if (self._check_sums and error != self._truncated
+                and (not pkt.outgoing if self._any_point else self.arriving(pkt))
+                and tcp_checksum_bad(pkt.src, pkt.dst, pkt.raw, pkt.l4, pkt.tcplen)):
             error = self._bad_checksum
         if error is not None:
             flow = entry.flow if entry is not None else self._flow(key, pkt, frame)
