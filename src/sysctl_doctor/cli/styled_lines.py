@@ -23,7 +23,10 @@ def emit(lines: List[List[Segment]]) -> None:
 
     safe = terminal_safe
     if not styled():  # piped, or NO_COLOR: plain text
-        sys.stdout.write("".join("".join(safe(text) for text, _ in line) + "\n" for line in lines))
+        out = "".join("".join(text for text, _ in line) + "\n" for line in lines)
+        if not out.replace("\n", "").isprintable():  # two C passes; escape segment by segment only if needed
+            out = "".join("".join(safe(text) for text, _ in line) + "\n" for line in lines)
+        sys.stdout.write(out)
         return
     from rich.text import Text
 
