@@ -276,3 +276,21 @@ def test_the_scan_sees_the_writes_it_guards_against() -> None:
                         'os.open(p, os.O_WRONLY | os.O_CREAT)\nopen(p)\n"a".replace("a", "b")\n')
     kinds = [_is_write(n) for n in ast.walk(snippet) if isinstance(n, ast.Call)]
     assert sorted(k for k in kinds if k) == ["chmod", "open", "open", "write_text"]
+
+
+def test_apply_plan_reports_a_refused_write_as_a_clean_error(tmp_path: Path) -> None:
+    """What the CLI turns into `error: cannot write … refusing to write under …` and exit 2."""
+    from sysctl_doctor.fix.apply import apply_plan
+    from sysctl_doctor.fix.plan import FileEdit, FixPlan
+
+    secret = secret_outside(tmp_path)
+    root = make_root(tmp_path / "r", {CONF: MINE})
+    plan = FixPlan("modules-load", edits=[FileEdit(CONF, MINE, MINE + "nf_conntrack\n", "test")])
+
+    def swap(step: str) -> None:
+        if step == "mkdir":
+            _swap_for_link(root / "etc/modules-load.d", secret.parent)
+
+    with pytest.raises(DoctorError, match=r"cannot write .*refusing to write under /etc/modules-load.d"):
+        apply_plan(Root(root), plan, faults=swap)
+    assert_untouched(secret)
