@@ -217,6 +217,23 @@ ALLOWED: Dict[Tuple[str, str, str], str] = {
 }
 
 
+def test_now_refuses_a_key_that_leaves_proc_sys(tmp_path: Path) -> None:
+    """`fix --now` writes each planned key under /proc/sys; a key from a crafted sysctl.d line with `..`
+    (the curated table's nf_conntrack_* pattern matches across slashes) must not lead out of it."""
+    from sysctl_doctor.fix.apply import apply_now
+    from sysctl_doctor.fix.plan import FixPlan, NowAction
+
+    proc_sys = tmp_path / "proc_sys"
+    (proc_sys / "net/netfilter/nf_conntrack_x").mkdir(parents=True)
+    sysmod = tmp_path / "sys_module"
+    (sysmod / "nf_conntrack").mkdir(parents=True)
+    plan = FixPlan("modules-load", now=[NowAction("nf_conntrack", {
+        "net/netfilter/nf_conntrack_x/../../../../pwned": "1"})])
+    with pytest.raises(DoctorError, match="leaves"):
+        apply_now(plan, proc_sys=proc_sys, sys_module=sysmod)
+    assert not (tmp_path / "pwned").exists()
+
+
 def _first_arg(call: ast.Call) -> str:
     if call.args:
         return ast.unparse(call.args[0]) if hasattr(ast, "unparse") else ast.dump(call.args[0])
@@ -234,9 +251,10 @@ def _is_write(call: ast.Call) -> str:
         if owner == "os":
             flags = {n.attr for a in call.args[1:2] for n in ast.walk(a) if isinstance(n, ast.Attribute)}
             return "open" if flags & WRITE_FLAGS else ""
-        modes = [a for a in call.args[1:2]] + [k.value for k in call.keywords if k.arg == "mode"]
+        modes = [a for a in call.args[:2]] + [k.value for k in call.keywords if k.arg == "mode"]  # Path.open(mode)
         for mode in modes:
-            if isinstance(mode, ast.Constant) and isinstance(mode.value, str) and set(mode.value) & set("wax+"):
+            if (isinstance(mode, ast.Constant) and isinstance(mode.value, str) and set(mode.value) <= set("rwxabt+U")
+                    and set(mode.value) & set("wax+")):
                 return "open"
         return ""
     if name == "fdopen":
@@ -273,9 +291,10 @@ def test_no_raw_write_into_a_root_outside_root_write() -> None:
 
 def test_the_scan_sees_the_writes_it_guards_against() -> None:
     snippet = ast.parse('open(p, "wb")\nPath(p).write_text(x)\nos.chmod(p, 0o755)\n'
-                        'os.open(p, os.O_WRONLY | os.O_CREAT)\nopen(p)\n"a".replace("a", "b")\n')
+                        'os.open(p, os.O_WRONLY | os.O_CREAT)\nopen(p)\n"a".replace("a", "b")\n'
+                        'Path(p).open("a")\nopen("/var/www")\nipr.link("add")\nos.replace(a, b)\n')
     kinds = [_is_write(n) for n in ast.walk(snippet) if isinstance(n, ast.Call)]
-    assert sorted(k for k in kinds if k) == ["chmod", "open", "open", "write_text"]
+    assert sorted(k for k in kinds if k) == ["chmod", "open", "open", "open", "replace", "write_text"]
 
 
 def test_apply_plan_reports_a_refused_write_as_a_clean_error(tmp_path: Path) -> None:

@@ -100,6 +100,8 @@ def apply_now(plan: FixPlan, proc_sys: Path = Path("/proc/sys"), sys_module: Pat
                     raise DoctorError(f"modprobe {action.module} failed: {result.stderr.strip() or result.returncode}")
                 done.append(f"modprobe {action.module}")
         for key, value in action.writes.items():
+            if key.startswith("/") or ".." in key.split("/"):  # a crafted sysctl.d key must not leave /proc/sys
+                raise DoctorError(f"refusing to write {proc_sys}/{key}: the key leaves {proc_sys}")
             try:
                 (proc_sys / key).write_text(value + "\n")
             except OSError as exc:
