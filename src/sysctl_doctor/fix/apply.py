@@ -72,9 +72,10 @@ def apply_plan(root: Root, plan: FixPlan, faults: Faults = None) -> List[Applied
     try:
         run = backup_run(root, root_fd)
         for edit in plan.edits:
-            expected = edit.old.encode() if edit.old is not None else None
+            # bytes that are not UTF-8 were read as surrogate escapes (plan._read): written back as they were
+            expected = edit.old.encode("utf-8", "surrogateescape") if edit.old is not None else None
             try:
-                done.append(write_atomic(root, edit.path, edit.new.encode(), faults, run, expected))
+                done.append(write_atomic(root, edit.path, edit.new.encode("utf-8", "surrogateescape"), faults, run, expected))
             except (OSError, DoctorError) as exc:  # read-only root, permissions, full disk, a planted link
                 written = f" (already written: {', '.join(e.path for e in done)})" if done else ""
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
