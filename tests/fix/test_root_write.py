@@ -313,3 +313,45 @@ def test_apply_plan_reports_a_refused_write_as_a_clean_error(tmp_path: Path) -> 
     with pytest.raises(DoctorError, match=r"cannot write .*refusing to write under /etc/modules-load.d"):
         apply_plan(Root(root), plan, faults=swap)
     assert_untouched(secret)
+
+
+@pytest.fixture
+def request_cleanup():  # type: ignore[no-untyped-def]
+    todo: list = []
+    yield todo
+    for step in todo:
+        step()
+
+
+def test_an_unprivileged_user_writes_its_own_root(request_cleanup: list, require_root) -> None:
+    """As `nobody` (a forked child that drops to uid/gid 65534): chown to another owner is not allowed,
+    so the backup is the user's own; the write itself works and nothing is left behind."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="sd-nobody-"))  # pytest's tmp_path is under a 0700 directory
+    request_cleanup.append(lambda: shutil.rmtree(base, ignore_errors=True))
+    root = make_root(base / "r", {CONF: MINE})
+    for path in [base, *root.rglob("*"), root]:
+        os.lchown(path, 65534, 65534)
+    os.chown(root / CONF.lstrip("/"), 1234, 65534)
+    os.chmod(root / CONF.lstrip("/"), 0o664)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            write_atomic(Root(root), CONF, b"nf_conntrack\n")
+            code = 0
+        except BaseException as exc:  # noqa: BLE001 - reported by the parent
+            os.write(2, f"child: {exc!r}\n".encode())
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert (root / CONF.lstrip("/")).read_bytes() == b"nf_conntrack\n"
+    (backup,) = backups_of(root)
+    assert backup.read_text() == MINE and backup.stat().st_uid == 65534
+    assert not [p for p in (root / "etc/modules-load.d").iterdir() if p.name.endswith(".sysctl-doctor-tmp")]
