@@ -157,3 +157,18 @@ def test_no_color_means_no_styling_on_a_terminal(args: List[str]) -> None:
     assert SGR not in plain, plain[:2000]
     empty: Optional[bytes] = run_on_pty(args, {"NO_COLOR": ""})  # set but empty: colour stays (no-color.org)
     assert empty is not None and SGR in empty
+
+
+def test_conntrack_replay_escapes_the_capture_name(tmp_path: Path) -> None:
+    from conntrack.captures import seed_packets, write_ethernet_pcap
+
+    capture = tmp_path / "cap\x1b]0;PWNED\x07.pcap"
+    write_ethernet_pcap(str(capture), seed_packets())
+    proc = run_cli(["conntrack", "replay", str(capture), "--kernel", "5.10"])
+    assert proc.returncode in (0, 1), proc.stderr
+    assert_safe(proc, "conntrack replay")
+    assert b"cap\\x1b]0;PWNED\\x07.pcap" in proc.stdout
+    truncated = tmp_path / "bad\x1b[2J.pcap"
+    truncated.write_bytes(capture.read_bytes()[:100])
+    proc = run_cli(["conntrack", "replay", str(truncated)])
+    assert_safe(proc, "conntrack replay (truncated)")
