@@ -108,6 +108,13 @@ def _load_command(name: str) -> Optional[click.Command]:
     return cli.commands.get(name)
 
 
+def _safe(message: str) -> str:
+    """An error message may name a file from the root: its control characters are shown escaped."""
+    from sysctl_doctor.terminal_text import terminal_safe
+
+    return terminal_safe(message, keep="\n")
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point."""
     debug = os.environ.get("SYSCTL_DOCTOR_DEBUG") == "1"
@@ -116,7 +123,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.ClickException as exc:
-        exc.show()
+        import io
+
+        shown = io.StringIO()
+        exc.show(file=shown)  # the usage error may quote an argument: shown escaped like any other text
+        sys.stderr.write(_safe(shown.getvalue()))
         code = EXIT_ERROR
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
@@ -125,7 +136,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         click.echo("interrupted", err=True)
         code = EXIT_INTERRUPTED
     except DoctorError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {_safe(str(exc))}", err=True)
         code = EXIT_ERROR
     except (_OutputClosed, BrokenPipeError):
         # Output piped into `head` and closed: not an error of ours. Point stdout at /dev/null so
@@ -137,13 +148,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         if debug:
             raise
         where = f"{exc.filename}: " if exc.filename else ("writing the output: " if exc.errno == errno.ENOSPC else "")
-        click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        click.echo(_safe(f"error: {where}{exc.strerror or exc}"), err=True)
         code = EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         if debug:
             raise
         click.echo(
-            f"internal error: {type(exc).__name__}: {exc}\n"
+            f"internal error: {type(exc).__name__}: {_safe(str(exc))}\n"
             "(this is a bug in sysctl-doctor; rerun with SYSCTL_DOCTOR_DEBUG=1 for a traceback)",
             err=True,
         )

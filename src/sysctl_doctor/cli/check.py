@@ -48,11 +48,9 @@ def command(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_s
 
         sys.stdout.write(render_check_json(report))
     else:
-        from rich.console import Console
-
+        from sysctl_doctor.cli.console import make_console
         from sysctl_doctor.report.text_report import render_check_text
 
-        tty = sys.stdout.isatty()
-        console = Console(highlight=False, width=None if tty else 120, no_color=not tty, soft_wrap=not tty)
+        console = make_console(piped_width=120, soft_wrap=not sys.stdout.isatty())
         render_check_text(report, console, verbose=verbose)
     raise click.exceptions.Exit(EXIT_FINDINGS if report.has_errors else EXIT_OK)

@@ -164,13 +164,15 @@ def _progress_bar(path: str):
 
 
 def _render_text(header, main, alternatives, others, changes, changed_counts, asked_what_if: bool) -> None:
-    from rich.console import Console
     from rich.text import Text
 
-    console = Console(highlight=False, soft_wrap=True)
+    from sysctl_doctor.cli.console import make_console
+    from sysctl_doctor.terminal_text import terminal_safe
+
+    console = make_console()
     s = main.summary
     sysctl_text = ", ".join(f"{k}={v}" for k, v in header["sysctls"].items()) or "kernel defaults"
-    console.print(Text(f"{header['file']}: {s.frames} frames, {s.tcp_packets} TCP packets in "
+    console.print(Text(f"{terminal_safe(str(header['file']))}: {s.frames} frames, {s.tcp_packets} TCP packets in "
                        f"{len(s.flows)} flows ({s.format})"))
     console.print(Text(f"model: kernel {header['kernel']} (profile {header['profile_label']}), sysctls: {sysctl_text}"))
     v = s.verdicts
@@ -227,4 +229,4 @@ def _render_text(header, main, alternatives, others, changes, changed_counts, as
         console.print()
         console.print(Text("not judged: " + ", ".join(f"{n} {reason}" for reason, n in sorted(s.skipped.items()))))
     for d in s.diagnostics:
-        console.print(Text(f"warning: {d}", style="yellow"))
+        console.print(Text(terminal_safe(f"warning: {d}"), style="yellow"))

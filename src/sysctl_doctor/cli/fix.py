@@ -35,13 +35,17 @@ def command(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_s
         raise DoctorError("--now acts on the running host: it needs --root /")
     report = run_analysis(root_dir, kernel, cmdline, init_system)
     plan = plan_fix(root, report, method)
-    out = click.echo
+    from sysctl_doctor.terminal_text import terminal_safe
+
+    def out(text: str) -> None:  # file names and contents from the root: shown escaped
+        click.echo(terminal_safe(text))
+
     for note in plan.notes:
         out(f"note: {note}")
     if plan.empty:
         out("nothing to change: every module key already applies at boot with this method")
     else:
-        sys.stdout.write(plan.diff())
+        sys.stdout.write("\n".join(terminal_safe(line, keep="\t") for line in plan.diff().split("\n")))
         if dry_run:
             out("(dry run: nothing written)")
         else:

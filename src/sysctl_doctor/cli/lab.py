@@ -42,12 +42,18 @@ def command(scenario: str, mitigation: str, capture_dir: Optional[str], fmt: str
 
 
 def _console():  # type: ignore[no-untyped-def]
-    from rich.console import Console
+    from sysctl_doctor.cli.console import make_console
 
-    console = Console(highlight=False, soft_wrap=True)
-    if not console.is_terminal:
-        console = Console(highlight=False, soft_wrap=True, width=160)
-    return console
+    return make_console(piped_width=160)
+
+
+def _safe(text: object) -> str:
+    """Kernel log text and error messages: terminal-safe and not read as rich markup."""
+    from rich.markup import escape
+
+    from sysctl_doctor.terminal_text import terminal_safe
+
+    return escape(terminal_safe(str(text)))
 
 
 def _print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
@@ -58,7 +64,7 @@ def _print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
     console.print(f"[bold]{outcome.scenario}[/] with mitigation [bold]{outcome.mitigation}[/]: {verdict}"
                   f" ({outcome.seconds:.1f} s)")
     if outcome.error:
-        console.print(f"  [red]run failed[/]: {outcome.error}")
+        console.print(f"  [red]run failed[/]: {_safe(outcome.error)}")
         return
     inj = outcome.injected
     if inj is not None:
@@ -69,7 +75,7 @@ def _print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
         for line, verdict_word in zip(outcome.kernel_lines, outcome.kernel_verdicts):
             rec = parse_nflog_line(line)
             text = f"{rec.logger}: {rec.message}" if rec else line
-            console.print(f"  kernel: {text}  → {verdict_word}")
+            console.print(f"  kernel: {_safe(text)}  → {verdict_word}")
     else:
         console.print("  kernel: no conntrack line (nothing was out of window for conntrack, or be_liberal)")
     console.print(f"  NAT box sent RST to the server: {'yes' if outcome.nat_rst else 'no'}; "
@@ -78,7 +84,7 @@ def _print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
     console.print(f"  client (pod): {outcome.client.state}, {outcome.client.bytes_received} bytes; "
                   f"server: {outcome.server.state}")
     if outcome.capture:
-        console.print(f"  capture: {outcome.capture} ({outcome.capture_frames} frames)")
+        console.print(f"  capture: {_safe(outcome.capture)} ({outcome.capture_frames} frames)")
 
 
 def _print_table(report) -> None:  # type: ignore[no-untyped-def]
@@ -113,4 +119,4 @@ def _print_table(report) -> None:  # type: ignore[no-untyped-def]
         console.print("host settings set for the run (so the NAT netns can log) and restored: " +
                       ", ".join(f"{k} back to {v}" for k, v in report.host_changes.items()))
     if report.kernel_log:
-        console.print(f"note: {report.kernel_log}")
+        console.print(f"note: {_safe(report.kernel_log)}")

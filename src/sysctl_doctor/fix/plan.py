@@ -76,7 +76,10 @@ def _read(root: Root, path: str) -> Optional[str]:
         return None
     if kind is not PathKind.FILE:
         raise DoctorError(f"{path}: not a regular file")
-    return root.read_text(path)
+    # bytes that are not UTF-8 (a Latin-1 comment) kept as surrogate escapes, so that the file is written
+    # back byte for byte and the diff shows them as \xNN; decoding with "replace" changed them to U+FFFD
+    # and made every apply fail with "changed since the plan was made"
+    return root.read_bytes(path).decode("utf-8", "surrogateescape")
 
 
 def _append_lines(old: Optional[str], lines: List[str], why: str) -> str:
