@@ -29,14 +29,12 @@ def _netns_value(netns: str, key: str) -> str:
 
 
 def _resting_host_value() -> str:
-    import fcntl
+    """nf_log_all_netns as it is when no run holds it (other runs and tests hold it at times)."""
+    from sysctl_doctor.host_switches import resting_value
 
-    from sysctl_doctor.live import HOST_LOCK
-
-    HOST_LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with open(HOST_LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        return open("/proc/sys/net/netfilter/nf_log_all_netns").read().strip()
+    value = resting_value("net/netfilter/nf_log_all_netns")
+    assert value is not None
+    return value
 
 
 def test_plan_is_pure_and_minimal() -> None:
