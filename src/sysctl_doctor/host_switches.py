@@ -264,6 +264,15 @@ def _write(path: str, value: str) -> None:
         raise DoctorError(f"cannot set {dotted(path)}={value}: {exc.strerror or exc}") from exc
 
 
+def _write_if_changed(path: str, value: str) -> None:
+    try:
+        current = _read(path)
+    except DoctorError:
+        current = None
+    if current != value:
+        _write(path, value)
+
+
 def _recover_locked(record: Record) -> List[str]:
     """Drop dead holders; restore and forget switches nobody holds. Returns what was done, for people."""
     done: List[str] = []
@@ -278,12 +287,12 @@ def _recover_locked(record: Record) -> List[str]:
             done.append(f"{dotted(path)}: dropped {who} (gone); still held by "
                         + ", ".join(h.describe() for h in switch.holders))
             continue
+        del record[path]  # also when the write fails: a record nobody can act on would block every run
         try:
-            _write(path, switch.original)
-        except DoctorError:
-            if _read(path) is not None:
-                raise
-        del record[path]
+            _write_if_changed(path, switch.original)
+        except DoctorError as exc:
+            done.append(f"{dotted(path)}: left by {who} (gone); {exc}")
+            continue
         done.append(f"{dotted(path)}: restored to {switch.original}, left by {who} (gone)")
     return done
 
@@ -390,7 +399,7 @@ class SwitchHold:
         if switch is not None:
             switch.holders = [h for h in switch.holders if not h.same(self.holder)]
             if not switch.holders:
-                _write(self.path, switch.original)  # restore first: a kill now leaves a record to recover
+                _write_if_changed(self.path, switch.original)  # first: a kill now leaves a record to recover
                 del record[self.path]
             save_record(record_file, record)
         self.recorded = False
