@@ -214,3 +214,32 @@ def test_killed_for_session_is_restored_by_the_next_on(lab_netns, host_log_switc
         _cli("off", "--netns", lab_netns)
     assert _netns_value(lab_netns, debug.LOG_INVALID) == "0"
     assert _host_value() == host_log_switch
+
+
+@pytest.mark.parametrize("extra", [[], ["--for", "60s"]], ids=["on", "on-for"])
+def test_ctrl_c_while_on_waits_for_the_host_lock(lab_netns, host_log_switch, extra) -> None:  # type: ignore[no-untyped-def]
+    """Ctrl-C while `on` waits for the host lock: exit 130 at once, nothing left changed."""
+    from sysctl_doctor import host_switches
+
+    with host_switches.host_lock():
+        proc = subprocess.Popen(SDOC + ["on", "--netns", lab_netns] + extra,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            ready, _, _ = select.select([proc.stderr], [], [], 30)
+            waiting = proc.stderr.readline() if ready else ""
+            proc.send_signal(signal.SIGINT)
+            try:
+                _, err = proc.communicate(timeout=15)  # the lock is still held by this test
+            except subprocess.TimeoutExpired:
+                pytest.fail("Ctrl-C was held while `on` waited for the host lock")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=30)
+        assert _host_value() == host_log_switch
+    assert "waiting for the host lock" in waiting
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert _netns_value(lab_netns, debug.LOG_INVALID) == "0"
+    assert not os.path.exists(debug.state_path(lab_netns))
+    assert host_switches.holders(debug.ALL_NETNS) == []

@@ -216,26 +216,28 @@ def debug_on(netns: Optional[str], log_invalid: str = "255", until: Optional[flo
     holder = _holder_for(netns, until) if netns is not None and any(c.scope == HOST_SCOPE for c in changes) else None
     state = DebugState(netns=netns, started=time.time(), until=until,
                        pid=os.getpid() if until is not None else None, changes=changes, holder=holder)
+    hold = SwitchHold(ALL_NETNS, "1", holder) if holder is not None else None
     _write_state(state, state_dir)  # nothing changed yet
     try:
         if state.netns_changes:
             with in_netns(netns):
                 for change in state.netns_changes:
                     _write_sysctl(change.key, change.new)
-        if holder is not None:
-            hold = SwitchHold(ALL_NETNS, "1", holder)
-            original = hold.take(notice)
+        if hold is not None:
+            original = hold.take(notice)  # Ctrl-C while it waits for the lock: nothing taken
             state.changes = [DebugChange(c.scope, c.key, original, c.new) if c.scope == HOST_SCOPE else c
                              for c in state.changes]
             _write_state(state, state_dir)
     except BaseException:
-        _restore(state, notice)
+        _restore_netns(state)
+        if hold is not None:
+            hold.release(notice)  # only when taken: never waits again for a lock just given up on
         _unlink_state(netns, state_dir)
         raise
     return state
 
 
-def _restore(state: DebugState, notice: Notice = stderr_notice) -> List[Diagnostic]:
+def _restore_netns(state: DebugState) -> List[Diagnostic]:
     diagnostics: List[Diagnostic] = []
     if state.netns_changes:
         try:
@@ -245,6 +247,12 @@ def _restore(state: DebugState, notice: Notice = stderr_notice) -> List[Diagnost
         except DoctorError as exc:
             diagnostics.append(Diagnostic(f"{exc} — its settings went with it" if "not found" in str(exc)
                                           else str(exc)))
+    return diagnostics
+
+
+def _restore(state: DebugState, notice: Notice = stderr_notice) -> List[Diagnostic]:
+    """The namespace's recorded values, then this session's hold on the host switch."""
+    diagnostics = _restore_netns(state)
     if state.holder is not None:
         host_switches.release_holder(ALL_NETNS, state.holder, notice=notice)
     elif state.host_changes:  # a state file written before the host-switch record existed
