@@ -174,7 +174,7 @@ def load_record(path: Path) -> Record:
 
 
 def save_record(path: Path, record: Record) -> None:
-    """Atomically: temp file, fsync, rename, directory fsync; no switches → no file."""
+    """Atomically: temp file, fsync, rename, directory fsync; no switches → no file. Under the host lock."""
     try:
         _save_record(path, record)
     except OSError as exc:
@@ -182,8 +182,22 @@ def save_record(path: Path, record: Record) -> None:
                           "(changing host settings needs root)") from exc
 
 
+def _stale_temps(path: Path) -> List[Path]:
+    return list(path.parent.glob(f"{path.name}.tmp.*"))
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Saves run under the host lock: a temp file seen while holding it was left by a killed save."""
+    for stale in _stale_temps(path):
+        try:
+            stale.unlink()
+        except FileNotFoundError:
+            pass
+
+
 def _save_record(path: Path, record: Record) -> None:
     path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    _remove_stale_temps(path)
     if not record:
         try:
             path.unlink()
@@ -300,12 +314,12 @@ def _recover_locked(record: Record) -> List[str]:
 def recover(notice: Notice = stderr_notice) -> List[str]:
     """Restore what dead runs left (under the lock); the messages also go to `notice`."""
     path = record_path()
-    if not path.exists():
+    if not path.exists() and not _stale_temps(path):
         return []
     with host_lock(notice):
         record = load_record(path)
         done = _recover_locked(record)
-        if done:
+        if done or _stale_temps(path):
             save_record(path, record)
     for message in done:
         notice(f"note: {message}")
