@@ -32,7 +32,8 @@ def command(scenario: str, mitigation: str, capture_dir: Optional[str], fmt: str
     from sysctl_doctor.lab.scenarios import select_scenarios
 
     progress = None if fmt == "json" else _print_outcome
-    report = run_lab(select_scenarios(scenario), select_mitigations(mitigation), capture_dir, progress)
+    report = run_lab(select_scenarios(scenario), select_mitigations(mitigation), capture_dir, progress,
+                     notice=lambda message: click.echo(message, err=True))
     if fmt == "json":
         click.echo(json.dumps(report.to_json(), indent=2))
     else:

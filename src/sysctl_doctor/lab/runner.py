@@ -272,10 +272,15 @@ def _collect_kernel_lines(outcome: LabOutcome, kmsg_fd: int, port: int) -> None:
 
 
 def run_lab(scenarios: List[Scenario], mitigations: List[Mitigation], keep_capture: Optional[str] = None,
-            progress: Optional[Callable[[LabOutcome], None]] = None) -> LabReport:
-    """Every scenario under every mitigation; the host is left as found."""
+            progress: Optional[Callable[[LabOutcome], None]] = None,
+            notice: Optional[Callable[[str], None]] = None) -> LabReport:
+    """Every scenario under every mitigation; the host is left as found.
+
+    `notice` gets the host-switch messages (waiting for the lock, a killed run's switch restored)."""
     require_lab_tools()
-    from sysctl_doctor.host_switches import Holder, SwitchHold
+    from sysctl_doctor.host_switches import Holder, SwitchHold, stderr_notice
+
+    say = notice or stderr_notice
 
     remove_stale_namespaces()
     kernel = os.uname().release
@@ -297,7 +302,7 @@ def run_lab(scenarios: List[Scenario], mitigations: List[Mitigation], keep_captu
         with interrupts_deferred_in_critical_sections():
             try:
                 if hold is not None:  # not critical: waiting for the lock stays interruptible
-                    report.host_changes = {hold.dotted: hold.take()}
+                    report.host_changes = {hold.dotted: hold.take(say)}
                 for scenario in scenarios:
                     for mitigation in mitigations:
                         if kmsg_fd is not None:
@@ -309,7 +314,7 @@ def run_lab(scenarios: List[Scenario], mitigations: List[Mitigation], keep_captu
             finally:
                 if hold is not None:
                     with critical():
-                        hold.release()
+                        hold.release(say)
     finally:
         if kmsg_fd is not None:
             os.close(kmsg_fd)
