@@ -237,8 +237,9 @@ def _lock_holders(lock_path: Path) -> List[int]:
 
 
 @contextmanager
-def host_lock(notice: Notice = stderr_notice) -> Iterator[None]:
-    """The host lock for the block. Waiting says so; Ctrl-C while waiting raises KeyboardInterrupt."""
+def host_lock(notice: Notice = stderr_notice, hint: str = "Ctrl-C gives up, nothing changed") -> Iterator[None]:
+    """The host lock for the block. Waiting says so (with `hint`); a signal whose handler raises
+    (Ctrl-C: KeyboardInterrupt) ends the wait."""
     lock_path = host_lock_path()
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -253,7 +254,7 @@ def host_lock(notice: Notice = stderr_notice) -> Iterator[None]:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise
             pids = ", ".join(str(p) for p in _lock_holders(lock_path)) or "another process"
-            notice(f"waiting for the host lock {lock_path} (held by {pids}); Ctrl-C gives up, nothing changed")
+            notice(f"waiting for the host lock {lock_path} (held by {pids}); {hint}")
             fcntl.flock(fd, fcntl.LOCK_EX)  # interruptible: a signal handler's exception ends the wait
         yield
     finally:
@@ -403,7 +404,7 @@ class SwitchHold:
         if not self.recorded:
             return
         record_file = record_path()
-        with host_lock(notice):
+        with host_lock(notice, hint=f"to put {self.dotted} back"):
             record = load_record(record_file)
             _recover_locked(record)
             self._drop_locked(record, record_file)
