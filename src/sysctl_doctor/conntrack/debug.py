@@ -1,6 +1,6 @@
 """Turn conntrack's INVALID logging on, and put everything back afterwards.
 
-What `on` changes (only what is not already so):
+What `on` changes (per netns only what is not already so; the host switch is always held):
 
 - ``net.netfilter.nf_log.2`` / ``.10`` → ``nf_log_ipv4`` / ``nf_log_ipv6`` when
   ``NONE`` (bind a logger; built in here, a module elsewhere) — per netns;
