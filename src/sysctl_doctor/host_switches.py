@@ -332,7 +332,8 @@ def resting_value(key: str, proc_sys: Path = PROC_SYS, notice: Notice = stderr_n
     path = str(proc_sys / key)
     with host_lock(notice):
         record = load_record(record_path())
-        _recover_locked(record)
+        if _recover_locked(record):
+            save_record(record_path(), record)
         switch = record.get(path)
         return switch.original if switch is not None else _read(path)
 
