@@ -113,3 +113,15 @@ def test_cli_with_a_corrupt_record_says_so(proc_sys: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "unreadable host-switch record" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_resting_value_is_the_original_and_recovers(proc_sys: Path) -> None:
+    live = SwitchHold(KEY, "1", Holder.this_process("lab"), proc_sys)
+    live.take()
+    try:
+        assert host_switches.resting_value(KEY, proc_sys) == "0" and _value(proc_sys) == "1"
+    finally:
+        live.release()
+    SwitchHold(KEY, "1", _dead_holder(), proc_sys).take()
+    assert host_switches.resting_value(KEY, proc_sys) == "0" and _value(proc_sys) == "0"
+    assert not host_switches.record_path().exists()
