@@ -32,7 +32,8 @@ def command(scenario: str, mitigation: str, capture_dir: Optional[str], fmt: str
     from sysctl_doctor.lab.scenarios import select_scenarios
 
     progress = None if fmt == "json" else _print_outcome
-    report = run_lab(select_scenarios(scenario), select_mitigations(mitigation), capture_dir, progress)
+    report = run_lab(select_scenarios(scenario), select_mitigations(mitigation), capture_dir, progress,
+                     notice=lambda message: click.echo(message, err=True))
     if fmt == "json":
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -116,7 +117,13 @@ def _print_table(report) -> None:  # type: ignore[no-untyped-def]
         table.add_row(*row)
     console.print(table)
     if report.host_changes:
-        console.print("host settings set for the run (so the NAT netns can log) and restored: " +
-                      ", ".join(f"{k} back to {v}" for k, v in report.host_changes.items()))
+        from sysctl_doctor.host_switches import holders
+
+        parts = []
+        for key, original in report.host_changes.items():
+            others = holders(key.replace(".", "/"))
+            parts.append(f"{key} back to {original}" if not others else
+                         f"{key} left on for " + ", ".join(h.describe() for h in others))
+        console.print("host settings set for the run (so the NAT netns can log): " + ", ".join(parts))
     if report.kernel_log:
         console.print(f"note: {_safe(report.kernel_log)}")
