@@ -21,10 +21,7 @@ import click
 from sysctl_doctor import __version__
 from sysctl_doctor.errors import DoctorError
 
-EXIT_OK = 0
-EXIT_FINDINGS = 1
-EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
+from sysctl_doctor.cli.exit_codes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 
 
 class DefaultCommandGroup(click.Group):

@@ -57,7 +57,7 @@ def command(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_s
     Exit status: 0 nothing at error level, 1 findings at error level, 2 usage or I/O error
     (with --format npd, node-problem-detector reads 0 OK, 1 problem, 2 unknown).
     """
-    from sysctl_doctor.cli import EXIT_FINDINGS, EXIT_OK
+    from sysctl_doctor.cli.exit_codes import EXIT_FINDINGS, EXIT_OK
     from sysctl_doctor.errors import DoctorError
 
     if textfile_dir is not None and fmt != "prometheus":

@@ -6,8 +6,6 @@ NPD runs the plugin, reads at most `max_output_length` (80) characters of stdout
 
 from __future__ import annotations
 
-from typing import List
-
 MAX_LINE = 80
 OK, PROBLEM, UNKNOWN = 0, 1, 3
 LOST_CODES = ("SD101", "SD102", "SD103", "SD110", "SD112", "SD114", "CT003")
