@@ -12,7 +12,8 @@ import time
 import pytest
 
 from sysctl_doctor.conntrack.kernel_log import parse_kernel_log
-from sysctl_doctor.lab.scenarios import expected_survival, kernel_version
+from sysctl_doctor.kernel_version import version_or_unknown as kernel_version
+from sysctl_doctor.lab.scenarios import expected_survival
 
 KERNEL = kernel_version(os.uname().release)
 SDOC = [sys.executable, "-m", "sysctl_doctor"]

@@ -21,14 +21,14 @@ module is in (loaded later by whatever needs it).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from sysctl_doctor.boot.kernel_defaults import UNKNOWN_DEFAULT, kernel_default
 from sysctl_doctor.boot.modules_load import module_name
 from sysctl_doctor.boot.timeline import AFTER, BEFORE, RACE, BootTimeline, ModuleLoad
 from sysctl_doctor.boot.udev import SysctlRerun
+from sysctl_doctor.kernel_version import KernelVersion
 
 # Verdicts (a short word per key, for tables and tests)
 APPLIED = "applied"
@@ -70,13 +70,6 @@ class KeyPrediction:
     blocked: List[tuple] = field(default_factory=list)  # (ModuleLoad, why it does nothing)
     setting: object = None  # the EffectiveSetting
     findings: List[str] = field(default_factory=list)  # codes, filled by the findings engine
-
-
-def kernel_version_tuple(release: Optional[str]) -> Optional[tuple]:
-    if not release:
-        return None
-    match = re.match(r"^(\d+)\.(\d+)", release)
-    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def _values_equal(a: Optional[str], b: Optional[str]) -> bool:
@@ -155,7 +148,7 @@ def predict_keys(
 ) -> List[KeyPrediction]:
     """One prediction per final write of the sysctl step, in apply order."""
     loads = _Loads(timeline, index)
-    version = kernel_version_tuple(kernel_release or getattr(index, "kernel", None))
+    version = KernelVersion.parse(kernel_release or getattr(index, "kernel", None))
     out: List[KeyPrediction] = []
     seen: Dict[str, int] = {}
     for setting in settings:
@@ -333,6 +326,3 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     return p
 
 
-def live_values_for(paths: Iterable[str], read) -> Dict[str, Optional[str]]:
-    """{slash path: value} using `read(path) -> Optional[str]` (the live host's /proc/sys)."""
-    return {path: read(path) for path in paths}

@@ -349,8 +349,3 @@ def _scripts(root: Root, order: InitOrder, sysctl_name: str, modules_name: str) 
     return timeline
 
 
-def loads_index(timeline: BootTimeline) -> Dict[str, List[ModuleLoad]]:
-    out: Dict[str, List[ModuleLoad]] = {}
-    for load in timeline.loads:
-        out.setdefault(load.module, []).append(load)
-    return out

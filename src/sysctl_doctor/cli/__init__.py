@@ -21,10 +21,7 @@ import click
 from sysctl_doctor import __version__
 from sysctl_doctor.errors import DoctorError
 
-EXIT_OK = 0
-EXIT_FINDINGS = 1
-EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
+from sysctl_doctor.cli.exit_codes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 
 
 class DefaultCommandGroup(click.Group):
@@ -78,9 +75,9 @@ def cli() -> None:
 def _register() -> None:
     # One import per command module; each module defines `command`.
     from sysctl_doctor.cli import conntrack
-    from sysctl_doctor.cli import check, explain, fix, index, lab, show
+    from sysctl_doctor.cli import check, explain, fix, fleet, index, lab, show
 
-    modules: tuple = (check, show, explain, fix, index, conntrack, lab)
+    modules: tuple = (check, show, explain, fix, index, conntrack, lab, fleet)
     for module in modules:
         cli.add_command(module.command)
 

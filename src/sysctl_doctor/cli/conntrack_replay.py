@@ -10,10 +10,9 @@ from typing import Dict, List, Optional, Tuple
 
 import click
 
+from sysctl_doctor.cli.exit_codes import EXIT_FINDINGS, EXIT_OK
 from sysctl_doctor.errors import DoctorError
 
-EXIT_OK = 0
-EXIT_INVALID = 1
 MAX_CHANGES_SHOWN = 50
 
 
@@ -133,7 +132,7 @@ def command(file: str, kernel: Optional[str], sysctls: Tuple[str, ...], what_ifs
         deque(packets(), maxlen=0)  # run the pass; the summary holds what the text shows
         invalid = main.summary.verdicts["invalid"]
         _render_text(header, main, alternatives, others, changes, changed_counts, bool(what_ifs))
-    sys.exit(EXIT_INVALID if invalid else EXIT_OK)
+    raise click.exceptions.Exit(EXIT_FINDINGS if invalid else EXIT_OK)
 
 
 def _summary_json(summary) -> dict:

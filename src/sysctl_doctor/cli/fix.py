@@ -24,7 +24,7 @@ def command(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_s
     what they replace under <root>/var/backups/sysctl-doctor/, and never leave the root. A second run
     changes nothing.
     """
-    from sysctl_doctor.cli import EXIT_FINDINGS, EXIT_OK
+    from sysctl_doctor.cli.exit_codes import EXIT_FINDINGS, EXIT_OK
     from sysctl_doctor.cli.check import run_analysis
     from sysctl_doctor.errors import DoctorError
     from sysctl_doctor.fix import apply_now, apply_plan, plan_fix

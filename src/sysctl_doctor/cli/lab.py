@@ -7,6 +7,8 @@ from typing import Optional
 
 import click
 
+from sysctl_doctor.cli.exit_codes import EXIT_FINDINGS
+
 SCENARIO_NAMES = ("all", "seq-over-upper-bound", "seq-under-lower-bound")
 MITIGATION_NAMES = ("all", "none", "be-liberal", "drop-invalid-input", "drop-invalid-forward")
 
@@ -39,7 +41,7 @@ def command(scenario: str, mitigation: str, capture_dir: Optional[str], fmt: str
     else:
         _print_table(report)
     if not report.all_as_expected:
-        raise click.exceptions.Exit(1)
+        raise click.exceptions.Exit(EXIT_FINDINGS)
 
 
 def _console():  # type: ignore[no-untyped-def]

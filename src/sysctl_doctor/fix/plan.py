@@ -149,9 +149,10 @@ def plan_fix(root: Root, report, method: str = "modules-load") -> FixPlan:
             plan.notes.append(f"{p.key} ({p.file}:{p.line}): unknown key, not something fix can repair")
     system = analysis.init_system
     if method == "udev":
-        from sysctl_doctor.boot.predict import UDEV_MODULE_EVENT_SAFE, kernel_version_tuple
+        from sysctl_doctor.boot.predict import UDEV_MODULE_EVENT_SAFE
+        from sysctl_doctor.kernel_version import KernelVersion
 
-        version = kernel_version_tuple(getattr(analysis, "kernel", None))
+        version = KernelVersion.parse(getattr(analysis, "kernel", None))
         if version is not None and version < UDEV_MODULE_EVENT_SAFE and needed:
             plan.notes.append(f"kernel {analysis.kernel} sends the module's add event before its sysctls exist "
                               "(before 5.11): a udev rule is not guaranteed there, prefer --method modules-load")

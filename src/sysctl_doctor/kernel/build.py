@@ -8,8 +8,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from sysctl_doctor.errors import Diagnostic, DoctorError
 from sysctl_doctor.kernel import cache
-from sysctl_doctor.kernel.index import MODE_ELF, MODE_METADATA, MODE_NONE, IndexData
-from sysctl_doctor.kernel.model import ModuleScan
+from sysctl_doctor.kernel.model import MODE_ELF, MODE_METADATA, MODE_NONE, IndexData, ModuleScan
 from sysctl_doctor.kernel.modules_tree import MODULE_SUFFIXES, module_name, read_modules_metadata
 from sysctl_doctor.root import PathKind, Root
 

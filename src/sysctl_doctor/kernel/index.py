@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import dataclass, field
 from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 
 from sysctl_doctor.errors import Diagnostic, DoctorError
 from sysctl_doctor.kernel import curated, known_keys
-from sysctl_doctor.kernel.model import KeyProvider, ModuleScan, ProviderKind, SysctlEntry
+from sysctl_doctor.kernel.model import (
+    MODE_ELF, MODE_NONE, IndexData, KeyProvider, ProviderKind, SysctlEntry,
+)
 from sysctl_doctor.kernel.modules_tree import (
     ModprobeConfig,
     available_kernels,
@@ -26,12 +27,6 @@ from sysctl_doctor.root import Root
 
 Progress = Callable[[int, int], None]
 
-# How the index knows what it knows (IndexData.mode).
-MODE_ELF = "elf"  # module files scanned
-MODE_METADATA = "metadata"  # modules.* metadata only (no module files): keys from the curated table
-MODE_NONE = "none"  # no modules tree at all (CONFIG_MODULES off, or not installed)
-
-
 def key_to_path(key: str) -> str:
     """A sysctl key in dotted or slash form -> slash path under /proc/sys (sysctl.d(5) rules)."""
     key = key.strip().strip("/")
@@ -43,54 +38,6 @@ def key_to_path(key: str) -> str:
 
 def path_to_key(path: str) -> str:
     return path.translate(str.maketrans("/.", "./"))
-
-
-@dataclass
-class IndexData:
-    """The cacheable part of an index: everything read from the modules tree."""
-
-    kernel: str
-    mode: str
-    files: Dict[str, str] = field(default_factory=dict)  # module -> path relative to the tree
-    deps: Dict[str, List[str]] = field(default_factory=dict)
-    builtin: Dict[str, str] = field(default_factory=dict)
-    softdep_pre: Dict[str, List[str]] = field(default_factory=dict)
-    aliases: List[Tuple[str, str]] = field(default_factory=list)  # non-device aliases only
-    scans: Dict[str, ModuleScan] = field(default_factory=dict)  # modules with sysctl tables or errors
-    scanned: int = 0  # module files looked at
-    diagnostics: List[Diagnostic] = field(default_factory=list)
-    partial: bool = False
-
-    def to_json(self) -> dict:
-        return {
-            "kernel": self.kernel,
-            "mode": self.mode,
-            "files": self.files,
-            "deps": self.deps,
-            "builtin": self.builtin,
-            "softdep_pre": self.softdep_pre,
-            "aliases": self.aliases,
-            "scans": {k: v.to_json() for k, v in self.scans.items()},
-            "scanned": self.scanned,
-            "diagnostics": [[d.message, d.file, d.line] for d in self.diagnostics],
-            "partial": self.partial,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict) -> "IndexData":
-        return cls(
-            kernel=data["kernel"],
-            mode=data["mode"],
-            files=dict(data["files"]),
-            deps={k: list(v) for k, v in data["deps"].items()},
-            builtin=dict(data["builtin"]),
-            softdep_pre={k: list(v) for k, v in data["softdep_pre"].items()},
-            aliases=[(a, b) for a, b in data["aliases"]],
-            scans={k: ModuleScan.from_json(v) for k, v in data["scans"].items()},
-            scanned=int(data["scanned"]),
-            diagnostics=[Diagnostic(m, f, ln) for m, f, ln in data["diagnostics"]],
-            partial=bool(data["partial"]),
-        )
 
 
 class ModuleIndex:

@@ -35,7 +35,8 @@ from sysctl_doctor.lab.interrupts import critical, interrupts_deferred_in_critic
 from sysctl_doctor.lab.capture import InterfaceCapture, build_tcp_segment
 from sysctl_doctor.lab.mitigations import Mitigation
 from sysctl_doctor.lab.outcome import COMPLETED, ERROR, RESET, TIMEOUT, EndResult, InjectedSegment, LabOutcome, LabReport
-from sysctl_doctor.lab.scenarios import INJECTED_PAYLOAD, Scenario, expected_survival, kernel_version
+from sysctl_doctor.kernel_version import version_or_unknown
+from sysctl_doctor.lab.scenarios import INJECTED_PAYLOAD, Scenario, expected_survival
 from sysctl_doctor.lab.topology import (
     NAT_OUTSIDE_ADDR,
     NAT_OUTSIDE_IFNAME,
@@ -142,7 +143,7 @@ def run_one(scenario: Scenario, mitigation: Mitigation, kernel: str, keep_captur
     port = random.randint(20000, 59999)
     outcome = LabOutcome(
         scenario=scenario.name, mitigation=mitigation.name, kernel=kernel, survived=False,
-        expected_survived=expected_survival(scenario.name, mitigation.name, kernel_version(kernel)),
+        expected_survived=expected_survival(scenario.name, mitigation.name, version_or_unknown(kernel)),
         client=EndResult(), server=EndResult(), injected=None, nat_rst=False, server_port=port,
     )
     capture: Optional[InterfaceCapture] = None
