@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "sysctl_doctor"
 # Root -> config -> kernel -> boot -> findings -> report/fix -> cli; the conntrack and lab side reads the
 # same foundations; `fleet` ships files for the outputs. A module may import its own layer or earlier ones.
 LAYERS: List[Set[str]] = [
-    {"errors", "kernel_version", "terminal_text", "root", "root_write", "live"},
+    {"errors", "kernel_version", "terminal_text", "root", "root_write", "host_switches", "live"},
     {"config"},
     {"kernel"},
     {"boot"},

@@ -65,9 +65,10 @@ def record_path() -> Path:
     return run_dir() / RECORD_NAME
 
 
-def host_lock_path() -> Path:
-    from sysctl_doctor.live import HOST_LOCK
+HOST_LOCK = Path("/run/lock/sysctl-doctor.lock")  # flock'ed while a host switch is read or changed
 
+
+def host_lock_path() -> Path:
     return HOST_LOCK
 
 

@@ -29,7 +29,7 @@ class LiveHost:
         return frozenset(line.split(" ", 1)[0] for line in text.splitlines() if line)
 
 
-HOST_LOCK = Path("/run/lock/sysctl-doctor.lock")
+from sysctl_doctor.host_switches import HOST_LOCK  # noqa: F401 - the lock lives with the record
 
 
 class HostSysctlChange:

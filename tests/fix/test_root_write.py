@@ -214,6 +214,16 @@ ALLOWED: Dict[Tuple[str, str, str], str] = {
     ("lab/runner.py", "makedirs", "keep_capture"): "lab --keep-capture DIR: a directory the user names",
     ("lab/capture.py", "open", "path"): "lab --pcap: the capture file the user names on the command line",
     ("cli/__init__.py", "open", "os.devnull"): "stdout pointed at /dev/null after a closed pipe",
+    ("fleet/textfile.py", "mkstemp", "prefix=f'.{FILENAME}.'"): "check --textfile-dir DIR: node_exporter's directory the user names",
+    ("fleet/textfile.py", "rename", "tmp"): "check --textfile-dir: the metrics file renamed into place",
+    ("fleet/textfile.py", "unlink", "tmp"): "check --textfile-dir: a failed temporary file",
+    ("host_switches.py", "mkdir", "mode=493"): "the host-switch record's directory under /run/sysctl-doctor",
+    ("host_switches.py", "open", "tmp"): "the host-switch record under /run/sysctl-doctor (host, root-owned)",
+    ("host_switches.py", "replace", "tmp"): "the host-switch record, renamed into place",
+    ("host_switches.py", "mkdir", "parents=True"): "the host lock's directory under /run/lock",
+    ("host_switches.py", "open", "lock_path"): "the host lock under /run/lock",
+    ("host_switches.py", "unlink", ""): "the host-switch record's temporary file or a stale record under /run",
+    ("host_switches.py", "open", "path"): "a host sysctl under /proc/sys switched by the record",
 }
 
 
