@@ -140,6 +140,7 @@ BOOT_VERDICT_PHRASES = {
     "unknown-key": "not applied: the kernel has no such key",
     "interface-not-reapplied": "not applied: nothing reapplies it when the interface appears",
     "sysctl-step-not-run": "not applied: no sysctl step runs at boot",
+    "value-rejected": "not applied: the kernel refuses the value, the write fails",
 }
 
 
