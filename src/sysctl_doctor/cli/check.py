@@ -27,7 +27,9 @@ def run_analysis(root_dir: str, kernel: Optional[str], cmdline: Optional[str], i
 
     root = Root(root_dir)
     live = LiveHost() if root.is_live else None
-    return run_check(root, live=live, kernel=kernel, cmdline=cmdline, init_system=init_system)
+    report = run_check(root, live=live, kernel=kernel, cmdline=cmdline, init_system=init_system)
+    root.raise_if_unreadable()  # a directory it could not read is not a missing one: exit 2, no answer
+    return report
 
 
 @click.command("check")

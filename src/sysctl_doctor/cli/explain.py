@@ -251,6 +251,7 @@ def command(subject: str, root_dir: str, flavor: Optional[str], proc_sys: Option
     else:
         root, config, keys, tree_dir = load_for_cli(root_dir, flavor, proc_sys)
         sections = explain_key(ExplainContext(subject, root, config, keys, tree_dir))
+        root.raise_if_unreadable()
     if fmt == "json":
         from sysctl_doctor.cli.show import dump_json
 

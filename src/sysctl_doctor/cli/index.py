@@ -47,6 +47,7 @@ def command(root_dir: str, kernel: Optional[str], fmt: str, no_cache: bool) -> N
     finally:
         if progress_bar is not None:
             progress_bar.stop()
+    root.raise_if_unreadable()
     data = index.to_json()
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))

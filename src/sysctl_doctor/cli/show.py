@@ -41,6 +41,7 @@ def load_for_cli(root_dir: str, flavor: Optional[str], proc_sys: Optional[str]
     root = Root(root_dir)
     chosen = flavor or default_flavor(root)
     config = load_sysctl_config(root, chosen)  # type: ignore[arg-type]
+    root.raise_if_unreadable()
     tree_dir = proc_sys
     if tree_dir is None and root.is_live and os.path.isdir("/proc/sys"):
         tree_dir = "/proc/sys"
