@@ -24,6 +24,7 @@ def command(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_s
     what they replace under <root>/var/backups/sysctl-doctor/, and never leave the root. A second run
     changes nothing.
     """
+    from sysctl_doctor.boot.predict import NOT_RUN, RACE_LOST, UDEV_RACE
     from sysctl_doctor.cli import EXIT_FINDINGS, EXIT_OK
     from sysctl_doctor.cli.check import run_analysis
     from sysctl_doctor.errors import DoctorError
@@ -38,7 +39,10 @@ def command(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_s
     out = click.echo
     for note in plan.notes:
         out(f"note: {note}")
-    if plan.empty:
+    pending = [p for p in report.predictions if not p.applied and (p.module or p.verdict == NOT_RUN)]
+    if plan.empty and pending:
+        out(f"nothing this method can change, but {len(pending)} key(s) still do not apply at boot:")
+    elif plan.empty:
         out("nothing to change: every module key already applies at boot with this method")
     else:
         sys.stdout.write(plan.diff())
@@ -55,7 +59,9 @@ def command(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_s
         raise click.exceptions.Exit(EXIT_OK)
     after = run_analysis(root_dir, kernel, cmdline, init_system)
     for p in after.predictions:
-        if p.module and any(p.key == q.key for q in report.predictions if not q.applied):
-            state = "applied at boot" if p.applied else f"still not guaranteed ({p.verdict})"
+        if (p.module or p.verdict == NOT_RUN) and any(p.key == q.key for q in pending):
+            state = "applied at boot" if p.applied else (
+                f"still not guaranteed ({p.verdict})" if p.verdict in (RACE_LOST, UDEV_RACE)
+                else f"still not applied at boot ({p.verdict})")
             out(f"{p.key}: {state}")
     raise click.exceptions.Exit(EXIT_FINDINGS if after.has_errors else EXIT_OK)
