@@ -234,3 +234,20 @@ class Root:
             return os.readlink(host)
         except OSError:
             return None
+
+
+ROOT_DIRS = ("etc", "usr", "lib", "boot")  # a root has at least one of them (a bare modules tree: /lib)
+
+
+def root_for_cli(root_dir: str) -> Root:
+    """The `--root` of a command: an empty path or a directory with none of ROOT_DIRS is an error.
+
+    Both used to analyse as a clean root (no sysctl.d, nothing loaded) with no warning: a typo in CI
+    (`--root "$UNSET"`, a mount that failed) passed as "nothing wrong"."""
+    if root_dir == "":
+        raise RootError("--root '': an empty path (for the current directory write --root .)")
+    root = Root(root_dir)
+    if not root.is_live and not any((root.path / name).is_dir() for name in ROOT_DIRS):
+        raise RootError(f"--root {root_dir}: not a root filesystem (it has none of "
+                        f"{', '.join('/' + d for d in ROOT_DIRS)}): nothing to analyse")
+    return root

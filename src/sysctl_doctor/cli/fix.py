@@ -29,9 +29,9 @@ def command(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_s
     from sysctl_doctor.cli.check import run_analysis
     from sysctl_doctor.errors import DoctorError
     from sysctl_doctor.fix import apply_now, apply_plan, plan_fix
-    from sysctl_doctor.root import Root
+    from sysctl_doctor.root import root_for_cli
 
-    root = Root(root_dir)
+    root = root_for_cli(root_dir)
     if now and not root.is_live:
         raise DoctorError("--now acts on the running host: it needs --root /")
     report = run_analysis(root_dir, kernel, cmdline, init_system)

@@ -105,21 +105,21 @@ def capture_file(path: str) -> Iterator[str]:
         source = sys.stdin.buffer if path == "-" else open(path, "rb")
     except OSError as exc:
         raise DoctorError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        regular = path != "-" and stat.S_ISREG(os.fstat(source.fileno()).st_mode)
-        head = source.peek(2)[:2] if hasattr(source, "peek") else b""
-        if regular and head != GZIP_MAGIC:
-            yield path
-            return
-        with tempfile.NamedTemporaryFile(prefix="sysctl-doctor-capture-", suffix=".pcap") as spool:
-            _copy_capture(source, spool, path, gzipped=head == GZIP_MAGIC)
-            spool.flush()
-            yield spool.name
-    except OSError as exc:
-        raise DoctorError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    finally:
+    with contextlib.ExitStack() as stack:
         if source is not sys.stdin.buffer:
-            source.close()
+            stack.enter_context(source)
+        try:
+            regular = path != "-" and stat.S_ISREG(os.fstat(source.fileno()).st_mode)
+            head = source.peek(2)[:2] if hasattr(source, "peek") else b""
+            spool = None
+            if not regular or head == GZIP_MAGIC:
+                spool = stack.enter_context(tempfile.NamedTemporaryFile(prefix="sysctl-doctor-capture-",
+                                                                        suffix=".pcap"))
+                _copy_capture(source, spool, path, gzipped=head == GZIP_MAGIC)
+                spool.flush()
+        except OSError as exc:
+            raise DoctorError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        yield path if spool is None else spool.name  # what the caller does with it is not ours to catch
 
 
 def _copy_capture(source: BinaryIO, spool: BinaryIO, path: str, gzipped: bool) -> None:
