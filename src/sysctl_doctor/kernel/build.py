@@ -23,6 +23,7 @@ def list_module_files(root: Root, moddir: str) -> Tuple[List[Tuple[str, str]], L
     base = root.chase(moddir).host
     out: List[Tuple[str, str]] = []
     diags: List[Diagnostic] = []
+
     def denied(exc: OSError) -> None:
         if exc.errno in (errno.EACCES, errno.EPERM):
             root.note_unreadable(f"{moddir}/{os.path.relpath(exc.filename or base, base)}",
