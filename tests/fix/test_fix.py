@@ -171,7 +171,7 @@ def test_now_sets_the_value_in_a_private_network_namespace(require_root) -> None
 def test_fix_leaves_a_blocked_module_alone(tmp_path: Path) -> None:
     root = copy_incident(tmp_path / "r", {"/etc/modprobe.d/cis.conf": "install nf_conntrack /bin/true\n"})
     proc = run("fix", "--root", str(root))
-    assert "nothing to change" in proc.stdout and "nf_conntrack cannot be loaded" in proc.stdout
+    assert "nothing this method can change" in proc.stdout and "nf_conntrack cannot be loaded" in proc.stdout
     assert not (root / "etc/modules-load.d/sysctl-doctor.conf").exists()
 
 

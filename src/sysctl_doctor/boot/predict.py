@@ -44,6 +44,7 @@ NOT_RUN = "sysctl-step-not-run"
 GLOB = "glob"
 APPLIED_BY_REAPPLY = "applied-by-later-unit"  # a unit ordered after the loaders runs the sysctl step again
 DEFAULT_MATCHES = "default-matches"  # not written in time, but the kernel default is the configured value
+VALUE_REJECTED = "value-rejected"  # the kernel refuses the value (no such congestion control, qdisc, logger)
 
 UDEV_MODULE_EVENT_SAFE = (5, 11)  # module "add" uevent after the module's init since Linux 5.11
 
@@ -205,6 +206,13 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
         hint = f"; did you mean {provider.suggestion}?" if getattr(provider, "suggestion", None) else ""
         p.chain = [f"no built-in code, module or interface of kernel {getattr(index, 'kernel', '?')} provides {key}{hint}",
                    f"{step} cannot write it: key absent"]
+        return p
+    if kind is ProviderKind.AUTOLOAD and getattr(provider, "value_rejected", None):
+        p.verdict = VALUE_REJECTED
+        p.boot_value = p.after_late_load = kernel_default(path) or UNKNOWN_DEFAULT
+        p.chain = [f"{step} writes {key} = {setting.value} ({p.file}:{p.line})",
+                   f"the kernel refuses it: {provider.value_rejected}",
+                   "the write fails and the key keeps its previous value"]
         return p
     if kind in (ProviderKind.BUILTIN, ProviderKind.AUTOLOAD):
         p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, APPLIED

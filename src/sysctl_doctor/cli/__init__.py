@@ -112,11 +112,40 @@ def _safe(message: str) -> str:
     return terminal_safe(message, keep="\n")
 
 
+def _stdout_identity() -> Optional[tuple]:
+    try:
+        st = os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _devnull_identity() -> Optional[tuple]:
+    try:
+        st = os.stat(os.devnull)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _closed_by_reader(exc: SystemExit, stdout_at_start: Optional[tuple]) -> bool:
+    """rich's answer to a broken pipe: /dev/null dup'ed over stdout, then SystemExit(1) (Console.on_broken_pipe).
+
+    Told apart from any other exit by stdout having become /dev/null during the run."""
+    now = _stdout_identity()
+    return exc.code == 1 and now is not None and now == _devnull_identity() and now != stdout_at_start
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point."""
     debug = os.environ.get("SYSCTL_DOCTOR_DEBUG") == "1"
+    stdout_at_start = _stdout_identity()
     try:
         code = cli.main(args=argv, prog_name="sysctl-doctor", standalone_mode=False)
+    except SystemExit as exc:
+        if not _closed_by_reader(exc, stdout_at_start):
+            raise
+        code = EXIT_OK  # output closed early (`| head`): a quiet 0, as for every other command
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.ClickException as exc:

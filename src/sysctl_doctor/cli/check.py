@@ -12,10 +12,21 @@ import click
 INIT_CHOICES = ("systemd", "sysvinit", "openrc")
 
 
+def kernel_release(_ctx: click.Context, _param: click.Parameter, value: Optional[str]) -> Optional[str]:
+    """--kernel names a directory under /lib/modules: one plain path component ("6.1.0-56-amd64")."""
+    if value is None:
+        return None
+    if value in ("", ".", "..") or "/" in value or not value.isprintable() or value != value.strip():
+        raise click.BadParameter(f"{value!r} is not a kernel release (a directory name under /lib/modules, "
+                                 "e.g. 6.1.0-56-amd64)")
+    return value
+
+
 def root_options(func):
     func = click.option("--root", "root_dir", default="/", show_default=True, type=click.Path(file_okay=False),
                         help="The root to read: / (this host) or an image directory.")(func)
-    func = click.option("--kernel", default=None, help="Kernel build to predict for (default: running / newest in the root).")(func)
+    func = click.option("--kernel", default=None, callback=kernel_release,
+                        help="Kernel build to predict for (default: running / newest in the root).")(func)
     func = click.option("--cmdline", default=None, help="Kernel command line to assume (default: /etc/kernel/cmdline, /etc/default/grub, /proc/cmdline).")(func)
     func = click.option("--init", "init_system", type=click.Choice(INIT_CHOICES), default=None,
                         help="Init system (default: detected from the root).")(func)
@@ -25,11 +36,13 @@ def root_options(func):
 def run_analysis(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_system: Optional[str]):
     from sysctl_doctor.findings.engine import run_check
     from sysctl_doctor.live import LiveHost
-    from sysctl_doctor.root import Root
+    from sysctl_doctor.root import root_for_cli
 
-    root = Root(root_dir)
+    root = root_for_cli(root_dir)
     live = LiveHost() if root.is_live else None
-    return run_check(root, live=live, kernel=kernel, cmdline=cmdline, init_system=init_system)
+    report = run_check(root, live=live, kernel=kernel, cmdline=cmdline, init_system=init_system)
+    root.raise_if_unreadable()  # a directory it could not read is not a missing one: exit 2, no answer
+    return report
 
 
 FORMATS = ("text", "json", "prometheus", "npd", "sarif")

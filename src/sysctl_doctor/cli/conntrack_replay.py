@@ -65,12 +65,14 @@ def command(file: str, kernel: Optional[str], sysctls: Tuple[str, ...], what_ifs
             alternatives.append((f"net.netfilter.{key}={value}", profile,
                                  settings_from_sysctls({key: value}, settings)))
 
-    f, _info = pcap.open_capture(file)  # a clear error (exit 2) before any output
+    # stdin, a FIFO or a .gz is copied once to a temporary file (removed when the command ends)
+    path = click.get_current_context().with_resource(pcap.capture_file(file))
+    f, _info = pcap.open_capture(path, file)  # a clear error (exit 2) before any output
     f.close()
 
-    progress = _progress_bar(file) if sys.stderr.isatty() else None
-    main = Replay(file, profile, settings, progress=progress)
-    others = [Replay(file, p, s) for _, p, s in alternatives]
+    progress = _progress_bar(path) if sys.stderr.isatty() else None
+    main = Replay(path, profile, settings, progress=progress, display=file)
+    others = [Replay(path, p, s, display=file) for _, p, s in alternatives]
     changes: List[List[Tuple[object, object]]] = [[] for _ in alternatives]
     changed_counts: List[Dict[str, int]] = [{} for _ in alternatives]
 

@@ -8,11 +8,13 @@ from typing import Optional
 
 import click
 
+from sysctl_doctor.cli.check import kernel_release
+
 
 @click.command("index")
 @click.option("--root", "root_dir", type=click.Path(file_okay=False), default="/", show_default=True,
               help="Root directory (an image or chroot); / is the live host.")
-@click.option("--kernel", "kernel", default=None, metavar="VER",
+@click.option("--kernel", "kernel", default=None, metavar="VER", callback=kernel_release,
               help="Kernel release under <root>/lib/modules (default: running kernel on /, else the newest).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--no-cache", is_flag=True, help="Rebuild instead of using the cached index.")
@@ -25,9 +27,9 @@ def command(root_dir: str, kernel: Optional[str], fmt: str, no_cache: bool) -> N
 
     from sysctl_doctor.kernel import load_module_index, path_to_key
     from sysctl_doctor.live import LiveHost
-    from sysctl_doctor.root import Root
+    from sysctl_doctor.root import root_for_cli
 
-    root = Root(root_dir)
+    root = root_for_cli(root_dir)
     live = LiveHost() if root.is_live else None
     err = make_console(stderr=True)
     progress_bar = None
@@ -50,6 +52,7 @@ def command(root_dir: str, kernel: Optional[str], fmt: str, no_cache: bool) -> N
     finally:
         if progress_bar is not None:
             progress_bar.stop()
+    root.raise_if_unreadable()
     data = index.to_json()
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))

@@ -214,13 +214,14 @@ class Replay:
     """One pass over a capture with one profile and one set of sysctls."""
 
     def __init__(self, path: str, profile: KernelProfile, settings: TcpSettings,
-                 progress: Optional[pcap.ProgressCallback] = None) -> None:
+                 progress: Optional[pcap.ProgressCallback] = None, display: str = "") -> None:
         self.path = path
+        self.display = display or path  # how messages name the capture (the spool of stdin is "-")
         self.profile = profile
         self.settings = settings
         self.tracker = TcpTracker(profile, settings)
         self.progress = progress
-        self.summary = ReplaySummary(path=path, profile=profile.name,
+        self.summary = ReplaySummary(path=self.display, profile=profile.name,
                                      kernel="%d.%d" % profile.version)
         self._table: Dict[tuple, Tuple[_Entry, int]] = {}
         self._flow_of: Dict[tuple, FlowSummary] = {}
@@ -260,7 +261,7 @@ class Replay:
     # -- the pass -------------------------------------------------------------------
     def packets(self) -> Iterator[PacketVerdict]:
         """Every TCP packet's verdict, in file order."""
-        f, info = pcap.open_capture(self.path)
+        f, info = pcap.open_capture(self.path, self.display)
         summary = self.summary
         summary.format = info.format
         skipped = summary.skipped

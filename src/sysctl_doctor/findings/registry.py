@@ -24,6 +24,7 @@ _SD_RULE_NAMES = (
     "sd112_interface_not_reapplied",
     "sd113_initramfs_image_stale",
     "sd114_module_load_blocked",
+    "sd115_value_rejected",
 )
 # Conntrack/NAT rules: run by `check` on hosts that do NAT; each also has `advise(NatFacts)` (advise_all).
 _CT_RULE_NAMES = (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 
 from sysctl_doctor.errors import Diagnostic, DoctorError
@@ -38,6 +39,26 @@ def key_to_path(key: str) -> str:
 
 def path_to_key(path: str) -> str:
     return path.translate(str.maketrans("/.", "./"))
+
+
+# Values the kernel knows without loading anything (registered by code that is never a module), per slash path:
+# net/ipv4/tcp_cong.c (tcp_reno is always built in); net/sched/sch_api.c pktsched_init() registers
+# pfifo_fast, pfifo, bfifo, pfifo_head_drop, mq and noqueue.
+IN_CORE_VALUES: Dict[str, Tuple[str, ...]] = {
+    "net/ipv4/tcp_congestion_control": ("reno",),
+    "net/core/default_qdisc": ("pfifo_fast", "pfifo", "bfifo", "pfifo_head_drop", "mq", "noqueue"),
+}
+# A value that can name a congestion control, a qdisc or a logger (module names: letters, digits, _ and -).
+_NAME_VALUE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _rejected_value(path: str, value: str, source: str, scope: str) -> KeyProvider:
+    """A value no kernel accepts for a name key: systemd-sysctl and sysctl --system write it as it is."""
+    why = (f"{value} is not a name the kernel knows: sysctl.d values are written exactly as they are "
+           "(quotes included), so no module can provide it")
+    return KeyProvider(kind=ProviderKind.AUTOLOAD, per_netns=scope == "netns", init_netns_only=scope == "init",
+                       evidence=f"curated:{source}", key=path, note=f"{why}: the write will fail",
+                       value_rejected=why)
 
 
 class ModuleIndex:
@@ -193,14 +214,18 @@ class ModuleIndex:
                 if rule.kind is not ProviderKind.AUTOLOAD or not rule.module:
                     continue
                 val = value.strip()
-                if not val or val.upper() == "NONE":
+                if not val or val.upper() == "NONE" or val in IN_CORE_VALUES.get(path, ()):
                     break
+                if not _NAME_VALUE.fullmatch(val):
+                    return _rejected_value(path, val, rule.source, rule.scope)
                 mod = self.normalize_module(rule.module.format(value=val))
                 if self.is_builtin_module(mod):
                     break  # already in the kernel: nothing to load
                 prov = self._module_provider(ProviderKind.AUTOLOAD, mod, path, f"curated:{rule.source}", rule.scope == "netns", rule.scope == "init")
                 if self.mode != MODE_NONE and not self.has_module(mod):
                     prov.note = f"no module {mod!r} in kernel {self.kernel}: the write will fail"
+                    if not path.startswith("net/netfilter/nf_log/"):
+                        prov.value_rejected = f"no module {mod} in kernel {self.kernel}"
                 elif path.startswith("net/netfilter/nf_log/"):
                     prov.note = "the kernel does not load the logger on write: it must already be loaded"
                 return prov

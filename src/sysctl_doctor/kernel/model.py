@@ -33,6 +33,7 @@ class KeyProvider:
     suggestion: Optional[str] = None  # UNKNOWN: nearest known key (dotted)
     key: str = ""  # the slash path asked about (additive field)
     note: Optional[str] = None  # e.g. "the kernel does not load the logger on write" (additive)
+    value_rejected: Optional[str] = None  # AUTOLOAD: why the kernel refuses the value (the write fails) (additive)
 
 
 @dataclass(frozen=True)

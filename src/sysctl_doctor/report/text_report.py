@@ -23,6 +23,7 @@ _VERDICT = {
     "glob": ("glob (expanded at boot)", "cyan"),
     "default-matches": ("kernel default = configured", "green"),
     "applied-by-later-unit": ("applied (re-run by a later unit)", "green"),
+    "value-rejected": ("NOT APPLIED (value rejected)", "red"),
 }
 _SEVERITY_STYLE = {ERROR: "bold red", WARNING: "yellow", INFO: "cyan"}
 
