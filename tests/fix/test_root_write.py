@@ -217,6 +217,7 @@ ALLOWED: Dict[Tuple[str, str, str], str] = {
     ("fleet/textfile.py", "mkstemp", "prefix=f'.{FILENAME}.'"): "check --textfile-dir DIR: node_exporter's directory the user names",
     ("fleet/textfile.py", "rename", "tmp"): "check --textfile-dir: the metrics file renamed into place",
     ("fleet/textfile.py", "unlink", "tmp"): "check --textfile-dir: a failed temporary file",
+    ("conntrack/pcap.py", "NamedTemporaryFile", "prefix='sysctl-doctor-capture-'"): "replay of stdin/a FIFO/.gz: a private copy in $TMPDIR",
     ("host_switches.py", "mkdir", "mode=493"): "the host-switch record's directory under /run/sysctl-doctor",
     ("host_switches.py", "open", "tmp"): "the host-switch record under /run/sysctl-doctor (host, root-owned)",
     ("host_switches.py", "replace", "tmp"): "the host-switch record, renamed into place",
