@@ -24,7 +24,15 @@ install_system_packages() {
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing system packages: ${missing[*]}"
     retry 3 apt-get update -qq --error-on=any
-    retry 3 env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # services in these packages (prometheus, node_exporter) must not start and listen on all addresses:
+    # the tests start their own on 127.0.0.1. policy-rc.d forbids starting them during the install.
+    local guard=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && guard=1
+    fi
+    retry 3 env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+      || { if [ -n "$guard" ]; then rm -f /usr/sbin/policy-rc.d; fi; return 1; }
+    if [ -n "$guard" ]; then rm -f /usr/sbin/policy-rc.d; fi
   else
     echo "== warning: missing system packages (tests that need them are skipped): ${missing[*]}" >&2
   fi
@@ -41,3 +49,17 @@ install_venv() {
   retry 3 .venv/bin/python -m pip install -q --upgrade pip -c constraints.txt >/dev/null
   retry 3 .venv/bin/python -m pip install -q -e ".[$1]" -c constraints.txt
 }
+
+# The SARIF multitool (npm) for the SARIF tests, into .cache/npm; a missing npm is a loud skip in those tests.
+install_npm_tools() {
+  local dir=.cache/npm
+  [ -x "$dir/node_modules/@microsoft/sarif-multitool-linux/Sarif.Multitool" ] && return 0
+  if ! command -v npm >/dev/null; then
+    echo "== warning: npm missing: the SARIF multitool tests are skipped" >&2
+    return 0
+  fi
+  echo "== installing the SARIF multitool (npm) into $dir"
+  mkdir -p "$dir"
+  retry 3 npm install --silent --no-audit --no-fund --prefix "$dir" @microsoft/sarif-multitool@5.7.0 >/dev/null
+}
+

@@ -77,3 +77,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
 def require_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("NEEDS ROOT: namespaces and mounts are unavailable to this user")
+
+
+ALL_NETNS_KEY = "net/netfilter/nf_log_all_netns"
+
+
+@pytest.fixture
+def host_log_switch() -> Iterator[str]:
+    """The resting value of the host's nf_log_all_netns; put back after the test, also when it fails.
+
+    Teardown: restore what dead holders left (`recover`), then — under the host lock, when no live
+    holder is recorded — write the resting value back if a failed test left it changed."""
+    if os.geteuid() != 0:
+        pytest.skip("NEEDS ROOT: nf_log_all_netns is a host setting")
+    if not os.path.exists(f"/proc/sys/{ALL_NETNS_KEY}"):
+        pytest.skip(f"NEEDS /proc/sys/{ALL_NETNS_KEY} (nf_log, init namespace)")
+    from sysctl_doctor import host_switches
+
+    before = host_switches.resting_value(ALL_NETNS_KEY)
+    assert before is not None
+    try:
+        yield before
+    finally:
+        host_switches.recover()
+        with host_switches.host_lock():
+            if not host_switches.holders(ALL_NETNS_KEY):
+                with open(f"/proc/sys/{ALL_NETNS_KEY}", "w") as fh:
+                    fh.write(before + "\n")

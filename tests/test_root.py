@@ -90,9 +90,11 @@ def test_live_root() -> None:
     assert Root("/").is_live
 
 
-def test_host_sysctl_change_restores_on_error(tmp_path: Path) -> None:
+def test_host_sysctl_change_restores_on_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sysctl_doctor.host_switches import RUN_DIR_ENV
     from sysctl_doctor.live import HostSysctlChange
 
+    monkeypatch.setenv(RUN_DIR_ENV, str(tmp_path / "run"))
     key = tmp_path / "net/netfilter/nf_log_all_netns"
     key.parent.mkdir(parents=True)
     key.write_text("0\n")
@@ -101,6 +103,7 @@ def test_host_sysctl_change_restores_on_error(tmp_path: Path) -> None:
             assert key.read_text() == "1\n"
             raise RuntimeError("boom")
     assert key.read_text() == "0\n"
+    assert not (tmp_path / "run/host-switches.json").exists()
 
 
 def test_fifo_is_not_opened(tree: Path) -> None:

@@ -29,40 +29,42 @@ class LiveHost:
         return frozenset(line.split(" ", 1)[0] for line in text.splitlines() if line)
 
 
-HOST_LOCK = Path("/run/lock/sysctl-doctor.lock")
+from sysctl_doctor.host_switches import HOST_LOCK  # noqa: F401 - the lock lives with the record
 
 
 class HostSysctlChange:
     """Set host (init-namespace) sysctls for a while and always put them back.
 
     Host-global keys such as ``net.netfilter.nf_log_all_netns`` are shared by
-    every test, lab run and debug session on the machine, so changes are made
-    under an exclusive lock (`HOST_LOCK`) held until they are restored:
+    every test, lab run and debug session on the machine, so each change is a
+    hold in the host-switch record (`sysctl_doctor.host_switches`): several
+    holders at once, the original written back when the last one leaves, and
+    a holder killed with SIGKILL undone by the next run. `HOST_LOCK` is held
+    only while switching, never for the whole block:
 
         with HostSysctlChange({"net/netfilter/nf_log_all_netns": "1"}):
             ...
 
-    Keys are slash paths under /proc/sys. The previous values are restored on
-    exit, exceptions and KeyboardInterrupt included.
+    Keys are slash paths under /proc/sys. `saved` maps each key to the value
+    it goes back to (exceptions and KeyboardInterrupt included).
     """
 
-    def __init__(self, changes: "dict[str, str]", proc_sys: Path = Path("/proc/sys")) -> None:
+    def __init__(self, changes: "dict[str, str]", proc_sys: Path = Path("/proc/sys"),
+                 what: str = "HostSysctlChange") -> None:
         self.changes = dict(changes)
         self.proc_sys = proc_sys
+        self.what = what
         self.saved: "dict[str, str]" = {}
-        self._lock = None
+        self._holds: list = []
 
     def __enter__(self) -> "HostSysctlChange":
-        import fcntl
+        from sysctl_doctor.host_switches import Holder, SwitchHold
 
-        HOST_LOCK.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = open(HOST_LOCK, "a")
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
         try:
             for key, value in self.changes.items():
-                path = self.proc_sys / key
-                self.saved[key] = path.read_text().strip()
-                path.write_text(value + "\n")
+                hold = SwitchHold(key, value, Holder.this_process(self.what), self.proc_sys)
+                self._holds.append(hold)
+                self.saved[key] = hold.take()
         except BaseException:
             self._restore()
             raise
@@ -72,14 +74,15 @@ class HostSysctlChange:
         self._restore()
 
     def _restore(self) -> None:
-        try:
-            for key, value in self.saved.items():
-                try:
-                    (self.proc_sys / key).write_text(value + "\n")
-                except OSError:
-                    pass
-            self.saved.clear()
-        finally:
-            if self._lock is not None:
-                self._lock.close()  # releases the flock
-                self._lock = None
+        from sysctl_doctor.errors import DoctorError
+
+        holds, self._holds = self._holds, []
+        self.saved.clear()
+        failed: "list[DoctorError]" = []
+        for hold in reversed(holds):
+            try:
+                hold.release()
+            except DoctorError as exc:  # the record still names this process: the next run restores
+                failed.append(exc)
+        if failed:
+            raise failed[0]

@@ -18,7 +18,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Dict, List, Optional, Union
 
 from sysctl_doctor.errors import DoctorError
 
@@ -39,6 +39,14 @@ class SymlinkLoop(RootError, OSError):
 
     def __str__(self) -> str:
         return f"{self.filename}: {self.strerror}"
+
+
+class UnreadableError(RootError):
+    """Directories the analysis needed could not be listed or searched (EACCES): the answer would be wrong."""
+
+
+# errno values that mean "there is something here we may not read", not "there is nothing here"
+_DENIED = (errno.EACCES, errno.EPERM)
 
 
 class PathKind(enum.Enum):
@@ -75,6 +83,24 @@ class Root:
         if not host.is_dir():
             raise RootError(f"--root {os.fspath(path)}: not a directory")
         self.path = Path(os.path.realpath(host))
+        # inside directory -> why it could not be read; shared with the views made from this root
+        self.unreadable: Dict[str, str] = {}
+
+    def note_unreadable(self, inside: str, reason: str) -> None:
+        """Record a directory that exists but could not be listed or searched (permission denied)."""
+        self.unreadable.setdefault("/" + "/".join(_components(inside)), reason)
+
+    def raise_if_unreadable(self) -> None:
+        """Stop with exit 2 (`UnreadableError`) when a directory the analysis read was unreadable.
+
+        A directory that cannot be read is not a missing one: taking it as missing silently changes
+        the answer (another sysctl flavour, another init system, a module never loaded)."""
+        if not self.unreadable:
+            return
+        listed = "; ".join(f"{path}: {why}" for path, why in sorted(self.unreadable.items()))
+        raise UnreadableError(
+            f"cannot read {listed} (in root {self.path}). The answer depends on what is there, so none is "
+            "given: run as a user that can read it (e.g. root)")
 
     @property
     def is_live(self) -> bool:
@@ -105,7 +131,9 @@ class Root:
             host = self.path.joinpath(*done, name)
             try:
                 st = os.lstat(host)
-            except OSError:
+            except OSError as exc:
+                if exc.errno in _DENIED:
+                    self.note_unreadable("/".join(done), f"cannot search: {exc.strerror}")
                 # Missing (or unreadable) component: the rest is taken literally.
                 done.append(name)
                 done.extend(c for c in todo if c != "..")
@@ -138,7 +166,9 @@ class Root:
         host = self.host_path(resolved)
         try:
             st = os.stat(host) if follow_final else os.lstat(host)
-        except OSError:
+        except OSError as exc:
+            if exc.errno in _DENIED:
+                self.note_unreadable(os.path.dirname(resolved), f"cannot search: {exc.strerror}")
             return PathKind.MISSING
         if stat.S_ISREG(st.st_mode):
             return PathKind.FILE
@@ -165,7 +195,9 @@ class Root:
             return []
         try:
             return sorted(os.listdir(chased.host))
-        except OSError:
+        except OSError as exc:
+            if exc.errno in _DENIED:
+                self.note_unreadable(chased.resolved, f"cannot list: {exc.strerror}")
             return []
 
     def read_bytes(self, path: str) -> bytes:
@@ -202,3 +234,20 @@ class Root:
             return os.readlink(host)
         except OSError:
             return None
+
+
+ROOT_DIRS = ("etc", "usr", "lib", "boot")  # a root has at least one of them (a bare modules tree: /lib)
+
+
+def root_for_cli(root_dir: str) -> Root:
+    """The `--root` of a command: an empty path or a directory with none of ROOT_DIRS is an error.
+
+    Both used to analyse as a clean root (no sysctl.d, nothing loaded) with no warning: a typo in CI
+    (`--root "$UNSET"`, a mount that failed) passed as "nothing wrong"."""
+    if root_dir == "":
+        raise RootError("--root '': an empty path (for the current directory write --root .)")
+    root = Root(root_dir)
+    if not root.is_live and not any((root.path / name).is_dir() for name in ROOT_DIRS):
+        raise RootError(f"--root {root_dir}: not a root filesystem (it has none of "
+                        f"{', '.join('/' + d for d in ROOT_DIRS)}): nothing to analyse")
+    return root

@@ -123,7 +123,8 @@ def _validate_check(doc: Dict[str, Any], live: bool) -> None:
         assert set(k["findings"]) <= codes, k
     for f in doc["findings"]:
         _check_fields(f, {"code", "severity", "key", "message", "fix"}, "finding")
-        assert isinstance(f["code"], str) and f["code"][:2] == "SD" and f["code"][2:].isdigit(), f
+        # SD rules everywhere, CT rules where the host does NAT (a podman or Kubernetes host masquerades)
+        assert isinstance(f["code"], str) and f["code"][:2] in ("SD", "CT") and f["code"][2:].isdigit(), f
         assert f["severity"] in SEVERITIES, f
         assert _is_str_or_none(f["key"]), f  # null for a file-level finding (SD105)
         assert isinstance(f["message"], str) and f["message"], f

@@ -161,3 +161,30 @@ def test_show_names_a_symlink_loop_as_a_loop(tmp_path):
     assert "dangling symlink" in gone
     doc = json.loads(run("show", "--root", str(tmp_path), "--format", "json").stdout)
     assert "symlink loop" in json.dumps(doc) and "net.ipv4.ip_forward" in json.dumps(doc)
+
+
+def test_explain_a_glob_itself_on_the_example(tmp_path):
+    """Issue 16 item 11: `explain 'net.ipv4.conf.*.rp_filter'` said "no line sets this key" and that its only
+    line was "overridden … by a later line with the same glob"."""
+    out = run("explain", "net.ipv4.conf.*.rp_filter", "--root", str(EXAMPLE)).stdout
+    assert "no line sets this key" not in out and "same glob" not in out
+    assert "net.ipv4.conf.*.rp_filter = 1  (a glob, from /etc/sysctl.d/10-hardening.conf:7)" in out
+    doc = json.loads(run("explain", "net.ipv4.conf.*.rp_filter", "--root", str(EXAMPLE), "--format", "json").stdout)
+    data = doc["sections"][0]["data"]
+    assert data["value"] == "1" and data["winner"] == {"file": "/etc/sysctl.d/10-hardening.conf", "line": 7}
+    assert [(ln["line"], ln["verdict"]) for ln in data["lines"]] == [(7, "wins"), (8, "skipped")]
+    tree = fake_proc_sys(tmp_path / "proc", "net/ipv4/conf/eth0/rp_filter", "net/ipv4/conf/lo/rp_filter")
+    out = run("explain", "net.ipv4.conf.*.rp_filter", "--root", str(EXAMPLE), "--proc-sys", str(tree)).stdout
+    assert "writes 1 key here: net.ipv4.conf.eth0.rp_filter" in out
+
+
+@pytest.mark.parametrize("flavor", ["systemd", "procps"])
+def test_explain_a_glob_set_twice(tmp_path, flavor):
+    root = tmp_path / "root"
+    (root / "etc/sysctl.d").mkdir(parents=True)
+    (root / "etc/sysctl.d/10-a.conf").write_text("k.*.v = 1\n")
+    (root / "etc/sysctl.d/20-b.conf").write_text("k.*.v = 2\n")
+    doc = json.loads(run("explain", "k.*.v", "--root", str(root), "--flavor", flavor, "--format", "json").stdout)
+    data = doc["sections"][0]["data"]
+    assert data["value"] == "2" and [ln["verdict"] for ln in data["lines"]] == ["overridden", "wins"]
+    assert "20-b.conf:1" in data["lines"][0]["reason"]

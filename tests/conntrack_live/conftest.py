@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
+from typing import Iterator
 
 import pytest
 
 from conftest import fresh_netns
 
 
-@pytest.fixture
-def lab_netns():  # type: ignore[no-untyped-def]
+@contextlib.contextmanager
+def conntrack_netns() -> Iterator[str]:
     """A fresh netns with lo up and conntrack active (an nft table that uses ct in output)."""
     with fresh_netns("sdlab-t") as name:
         subprocess.run(["ip", "netns", "exec", name, "nft", "-f", "-"], check=True, text=True, input=(
             "table ip sdlabt { chain out { type filter hook output priority 0; policy accept; "
             "ct state invalid counter accept; }; }\n"))
+        yield name
+
+
+@pytest.fixture
+def lab_netns():  # type: ignore[no-untyped-def]
+    with conntrack_netns() as name:
+        yield name
+
+
+@pytest.fixture
+def other_lab_netns():  # type: ignore[no-untyped-def]
+    """A second one, for overlapping sessions."""
+    with conntrack_netns() as name:
         yield name
 
 

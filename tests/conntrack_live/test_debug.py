@@ -29,14 +29,12 @@ def _netns_value(netns: str, key: str) -> str:
 
 
 def _resting_host_value() -> str:
-    import fcntl
+    """nf_log_all_netns as it is when no run holds it (other runs and tests hold it at times)."""
+    from sysctl_doctor.host_switches import resting_value
 
-    from sysctl_doctor.live import HOST_LOCK
-
-    HOST_LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with open(HOST_LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        return open("/proc/sys/net/netfilter/nf_log_all_netns").read().strip()
+    value = resting_value("net/netfilter/nf_log_all_netns")
+    assert value is not None
+    return value
 
 
 def test_plan_is_pure_and_minimal() -> None:
@@ -139,3 +137,109 @@ def test_cli_on_tells_to_run_off(lab_netns) -> None:  # type: ignore[no-untyped-
         off = subprocess.run(SDOC + ["off", "--netns", lab_netns], capture_output=True, text=True, timeout=60)
     assert off.returncode == 0 and "restored net.netfilter.nf_conntrack_log_invalid = 0" in off.stdout
     assert _netns_value(lab_netns, debug.LOG_INVALID) == "0"
+
+
+def _host_value() -> str:
+    return open("/proc/sys/" + debug.ALL_NETNS).read().strip()
+
+
+def _cli(*args: str) -> "subprocess.CompletedProcess[str]":
+    return subprocess.run(SDOC + list(args), capture_output=True, text=True, timeout=60)
+
+
+def test_overlapping_sessions_share_the_host_switch(lab_netns, other_lab_netns, host_log_switch) -> None:  # type: ignore[no-untyped-def]
+    """Item 5: on A, on B, off A put the shared switch back while B still said ON — B's lines were lost."""
+    a, b = lab_netns, other_lab_netns
+    try:
+        assert _cli("on", "--netns", a).returncode == 0
+        assert _cli("on", "--netns", b).returncode == 0
+        off_a = _cli("off", "--netns", a)
+        assert off_a.returncode == 0, off_a.stderr
+        assert _host_value() == "1", "B still holds the host switch"
+        assert f"still held by conntrack debug --netns {b}" in off_a.stdout
+        status = _cli("status", "--netns", b)
+        assert "is ON" in status.stdout and f"holders: conntrack debug --netns {b}" in status.stdout
+        # and B's lines really reach the log
+        kmsg = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        os.lseek(kmsg, 0, os.SEEK_END)
+        try:
+            send_lone_rst(b, 41011, 41012)
+            time.sleep(0.1)
+            data = read_kmsg_records(handle=kmsg)
+        finally:
+            os.close(kmsg)
+        assert [r for r in parse_kernel_log(data, "/dev/kmsg").records if r.record.int_field("SPT") == 41011]
+    finally:
+        _cli("off", "--netns", a)
+        off_b = _cli("off", "--netns", b)
+    assert f"restored net.netfilter.nf_log_all_netns = {host_log_switch}" in off_b.stdout
+    assert _host_value() == host_log_switch
+
+
+def test_removed_namespace_releases_the_host_switch(host_log_switch) -> None:  # type: ignore[no-untyped-def]
+    """`on --netns X`, then X is deleted without `off`: the next run puts the host switch back."""
+    from .conftest import conntrack_netns
+
+    with conntrack_netns() as name:
+        on = _cli("on", "--netns", name)
+        assert on.returncode == 0, on.stderr
+        assert _host_value() == "1"
+    try:
+        status = _cli("status")
+        assert status.returncode == 0, status.stderr
+        assert f"left by conntrack debug --netns {name} (gone)" in status.stderr
+        assert _host_value() == host_log_switch
+    finally:
+        _cli("off", "--netns", name)  # its state file (the namespace's own settings went with it)
+    assert not os.path.exists(debug.state_path(name))
+
+
+def test_killed_for_session_is_restored_by_the_next_on(lab_netns, host_log_switch) -> None:  # type: ignore[no-untyped-def]
+    """kill -9 of `on --for`: the host switch comes back at the next run, the netns settings at the next on."""
+    proc = subprocess.Popen(SDOC + ["on", "--netns", lab_netns, "--for", "60s"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready and "is ON" in proc.stdout.readline()
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    assert _host_value() == "1" and _netns_value(lab_netns, debug.LOG_INVALID) == "255"
+    try:
+        on = _cli("on", "--netns", lab_netns, "--protocol", "tcp")
+        assert on.returncode == 0, on.stderr
+        assert f"killed `conntrack debug on --for` (pid {proc.pid})" in on.stderr
+        assert "(was 0)" in on.stdout  # the recorded original, not the value the killed run left
+    finally:
+        _cli("off", "--netns", lab_netns)
+    assert _netns_value(lab_netns, debug.LOG_INVALID) == "0"
+    assert _host_value() == host_log_switch
+
+
+@pytest.mark.parametrize("extra", [[], ["--for", "60s"]], ids=["on", "on-for"])
+def test_ctrl_c_while_on_waits_for_the_host_lock(lab_netns, host_log_switch, extra) -> None:  # type: ignore[no-untyped-def]
+    """Ctrl-C while `on` waits for the host lock: exit 130 at once, nothing left changed."""
+    from sysctl_doctor import host_switches
+
+    with host_switches.host_lock():
+        proc = subprocess.Popen(SDOC + ["on", "--netns", lab_netns] + extra,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            ready, _, _ = select.select([proc.stderr], [], [], 30)
+            waiting = proc.stderr.readline() if ready else ""
+            proc.send_signal(signal.SIGINT)
+            try:
+                _, err = proc.communicate(timeout=15)  # the lock is still held by this test
+            except subprocess.TimeoutExpired:
+                pytest.fail("Ctrl-C was held while `on` waited for the host lock")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=30)
+        assert _host_value() == host_log_switch
+    assert "waiting for the host lock" in waiting
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert _netns_value(lab_netns, debug.LOG_INVALID) == "0"
+    assert not os.path.exists(debug.state_path(lab_netns))
+    assert host_switches.holders(debug.ALL_NETNS) == []

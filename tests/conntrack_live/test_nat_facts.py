@@ -1,5 +1,5 @@
 """NAT facts read from real rules (iptables-nft as kube-proxy writes them, native nft as the lab does),
-then fed to `recommend`."""
+then fed to the CT rules (`advise_all`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from sysctl_doctor.conntrack.nat_facts import read_nat_facts
-from sysctl_doctor.conntrack.recommend import recommend
+from sysctl_doctor.findings.registry import advise_all as recommend
 from sysctl_doctor.lab.topology import nat_ruleset
 
 

@@ -64,7 +64,7 @@ def test_explain_boot_line_reads_naturally() -> None:
     verdicts = {getattr(predict, name) for name in ("APPLIED", "APPLIED_BY_UDEV", "APPLIED_ON_HOTPLUG", "RACE_LOST",
                                                     "LOADED_LATE", "NEVER_LOADED", "UDEV_RACE", "UNKNOWN_KEY",
                                                     "NO_HOTPLUG", "NOT_RUN", "GLOB", "APPLIED_BY_REAPPLY",
-                                                    "DEFAULT_MATCHES")}
+                                                    "DEFAULT_MATCHES", "VALUE_REJECTED")}
     assert verdicts == set(BOOT_VERDICT_PHRASES)
     assert boot_verdict_text(True, "applied") == "applied"
     assert boot_verdict_text(True, "applied-by-udev") == "applied by a udev rule [applied-by-udev]"
@@ -93,6 +93,6 @@ def test_registry_lists_every_rule_module_once_in_code_order() -> None:
     listed = [m.__name__.rsplit(".", 1)[1] for m in RULE_MODULES]
     assert sorted(listed) == on_disk and len(set(listed)) == len(listed)
     codes = [m.RULE.code for m in RULE_MODULES]
-    assert codes == [f"SD{n}" for n in range(101, 115)] + [f"CT00{n}" for n in range(1, 7)]
+    assert codes == [f"SD{n}" for n in range(101, 116)] + [f"CT00{n}" for n in range(1, 7)]
     assert RULE_MODULES[-len(CT_RULE_MODULES):] == CT_RULE_MODULES
     assert all(hasattr(m, "advise") for m in CT_RULE_MODULES)

@@ -160,7 +160,8 @@ def test_a_ruleset_no_unit_loads_does_not_count(tmp_path: Path) -> None:
 
 
 def test_unknown_kernel_is_never_called_an_error() -> None:
-    from sysctl_doctor.conntrack.recommend import NatFacts, recommend
+    from sysctl_doctor.conntrack.nat_facts import NatFacts
+    from sysctl_doctor.findings.registry import advise_all as recommend
 
     [rec] = recommend(NatFacts(kernel=(0, 0), snat_to_node=True))
     assert rec.code == "CT001" and rec.severity == "warning" and "kernel is unknown" in rec.text

@@ -62,3 +62,11 @@ def test_sd103_applies_on_6_1_but_not_on_5_10(tmp_path: Path) -> None:
     assert old.analysis.kernel == "5.10.0-30-amd64" and new.analysis.kernel.startswith("6.1.")
     assert (old_p.applied, old_p.verdict) == (False, "udev-race")
     assert (new_p.applied, new_p.verdict, new_p.boot_value) == (True, "applied-by-udev", "1")
+
+
+def test_sd105_once_per_file(tmp_path: Path) -> None:
+    """Issue 16 item 15: /etc/sysctl.conf without the Debian link was reported twice (two wordings)."""
+    report = check_example(get_rule("SD105").example, tmp_path / "root")
+    files = [f.file for f in report.findings if f.code == "SD105"]
+    assert files.count("/etc/sysctl.conf") == 1, [f.message for f in report.findings if f.code == "SD105"]
+    assert len(files) == len(set(files))

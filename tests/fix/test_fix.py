@@ -171,5 +171,17 @@ def test_now_sets_the_value_in_a_private_network_namespace(require_root) -> None
 def test_fix_leaves_a_blocked_module_alone(tmp_path: Path) -> None:
     root = copy_incident(tmp_path / "r", {"/etc/modprobe.d/cis.conf": "install nf_conntrack /bin/true\n"})
     proc = run("fix", "--root", str(root))
-    assert "nothing to change" in proc.stdout and "nf_conntrack cannot be loaded" in proc.stdout
+    assert "nothing this method can change" in proc.stdout and "nf_conntrack cannot be loaded" in proc.stdout
     assert not (root / "etc/modules-load.d/sysctl-doctor.conf").exists()
+
+
+def test_a_file_with_bytes_that_are_not_utf8_is_edited_byte_for_byte(tmp_path: Path) -> None:
+    """As found: a Latin-1 comment in the file to extend made every `fix` fail with "changed since the
+    plan was made" (the plan had read it with U+FFFD replacements), and the diff printed the raw byte."""
+    root = copy_incident(tmp_path / "r", {})
+    target = root / "etc/modules-load.d/sysctl-doctor.conf"
+    target.write_bytes(b"# caf\xe9\nbr_netfilter\n")
+    proc = subprocess.run([sys.executable, "-m", "sysctl_doctor", "fix", "--root", str(root)], capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    assert target.read_bytes() == b"# caf\xe9\nbr_netfilter\nnf_conntrack\n"
+    assert b" # caf\\xe9\n" in proc.stdout and b"\xe9" not in proc.stdout

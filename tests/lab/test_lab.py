@@ -12,7 +12,8 @@ import time
 import pytest
 
 from sysctl_doctor.conntrack.kernel_log import parse_kernel_log
-from sysctl_doctor.lab.scenarios import expected_survival, kernel_version
+from sysctl_doctor.kernel_version import version_or_unknown as kernel_version
+from sysctl_doctor.lab.scenarios import expected_survival
 
 KERNEL = kernel_version(os.uname().release)
 SDOC = [sys.executable, "-m", "sysctl_doctor"]
@@ -93,15 +94,12 @@ def test_kernel_lines_are_explained_by_conntrack_logs(lab_report) -> None:  # ty
 
 
 def _resting_host_value() -> str:
-    """nf_log_all_netns while nobody holds the host lock (other helpers' tests change it under it)."""
-    import fcntl
+    """nf_log_all_netns as it is when no run holds it (other runs and tests hold it at times)."""
+    from sysctl_doctor.host_switches import resting_value
 
-    from sysctl_doctor.live import HOST_LOCK
-
-    HOST_LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with open(HOST_LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        return open("/proc/sys/net/netfilter/nf_log_all_netns").read().strip()
+    value = resting_value("net/netfilter/nf_log_all_netns")
+    assert value is not None
+    return value
 
 
 def test_host_left_as_found(lab_report) -> None:  # type: ignore[no-untyped-def]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 
-from sysctl_doctor.conntrack.recommend import NatFacts, recommend
-from sysctl_doctor.lab.scenarios import kernel_version
+from sysctl_doctor.conntrack.nat_facts import NatFacts
+from sysctl_doctor.findings.registry import advise_all as recommend
+from sysctl_doctor.kernel_version import version_or_unknown as kernel_version
 
 
 def _codes(facts: NatFacts):  # type: ignore[no-untyped-def]

@@ -47,6 +47,7 @@ class OnDemandLoader:
     unit_file: Optional[str]
     modules: Dict[str, Evidence] = field(default_factory=dict)  # module -> first evidence
     rulesets: List[Tuple[str, str]] = field(default_factory=list)  # (nft|iptables|ufw, file) it loads
+    failures: List[str] = field(default_factory=list)  # rulesets that fail to load at boot, and why
 
     def add(self, modules: Tuple[str, ...], evidence: Evidence) -> None:
         for module in modules:
@@ -123,9 +124,63 @@ def _strip_comment(line: str) -> str:
     return "".join(out).strip()
 
 
+NFT_INCLUDE_PATH = "/etc"  # nft's default --includepath (nftables 1.0.6: "Default is: /etc")
+NFT_MAX_INCLUDE_DEPTH = 16  # nft: "Include nested too deeply, max 16 levels"
+_NFT_INCLUDE = re.compile(r'include\s+"([^"]+)"')
+
+
+def nft_include_target(pattern: str) -> str:
+    """Where `nft -f` looks for an include: absolute as is; "./x" from the working directory (a unit's is /);
+    any other relative name in the include path (/etc), not next to the including file."""
+    if pattern.startswith("/"):
+        return os.path.normpath(pattern)
+    if pattern.startswith("./"):
+        return os.path.normpath("/" + pattern)
+    return os.path.normpath(f"{NFT_INCLUDE_PATH}/{pattern}")
+
+
+def _nft_includes(root: Root, path: str) -> List[Tuple[int, str, List[str]]]:
+    """(line, pattern, files it names) of each include of an nft file; a glob may name none."""
+    try:
+        text = root.read_text(path)
+    except OSError:
+        return []
+    out = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        match = _NFT_INCLUDE.match(_strip_comment(raw))
+        if match:
+            target = nft_include_target(match.group(1))
+            found = [f for f in _glob_inside(root, target) if root.kind(f) is not PathKind.MISSING]
+            out.append((number, match.group(1), found))
+    return out
+
+
+def nft_ruleset_failure(root: Root, path: str, depth: int = 0) -> Optional[str]:
+    """Why `nft -f path` fails as a whole (it loads all or nothing), or None.
+
+    As nft 1.0.6 does: an include of a file that does not exist ("File not found"; a glob matching nothing
+    is fine), and includes nested more than 16 deep (a loop)."""
+    if depth > NFT_MAX_INCLUDE_DEPTH:
+        return f"{path}: include nested too deeply, max {NFT_MAX_INCLUDE_DEPTH} levels (an include loop?)"
+    for number, pattern, found in _nft_includes(root, path):
+        if not found and not any(c in pattern for c in "*?["):
+            return f"{path}:{number} include \"{pattern}\": file not found ({nft_include_target(pattern)})"
+        for included in found:
+            failure = nft_ruleset_failure(root, included, depth + 1)
+            if failure is not None:
+                return failure
+    return None
+
+
 def _scan(root: Root, path: str, triggers, loader: OnDemandLoader, follow_includes: bool, depth: int = 0) -> None:
-    if depth > 8 or root.kind(path) is not PathKind.FILE:
+    if depth > NFT_MAX_INCLUDE_DEPTH or root.kind(path) is not PathKind.FILE:
         return
+    if follow_includes and depth == 0:
+        failure = nft_ruleset_failure(root, path)
+        if failure is not None:
+            loader.failures.append(f"nft -f {path} fails at boot, so {loader.unit} loads none of it "
+                                   f"(nft loads a ruleset all or nothing): {failure}")
+            return
     try:
         text = root.read_text(path)
     except OSError:
@@ -135,12 +190,9 @@ def _scan(root: Root, path: str, triggers, loader: OnDemandLoader, follow_includ
         if not line:
             continue
         if follow_includes:
-            match = re.match(r'include\s+"([^"]+)"', line)
+            match = _NFT_INCLUDE.match(line)
             if match:
-                target = match.group(1)
-                if not target.startswith("/"):
-                    target = os.path.join(os.path.dirname(path), target)
-                for included in _glob_inside(root, target):
+                for included in _glob_inside(root, nft_include_target(match.group(1))):
                     _scan(root, included, triggers, loader, True, depth + 1)
                 continue
         for pattern, modules, why in triggers:
@@ -219,7 +271,7 @@ def _detect(root: Root, unit: Unit) -> Optional[OnDemandLoader]:
                         modules = ("br_netfilter",)
                         why = "dockerd modprobes br_netfilter (iptables: false in /etc/docker/daemon.json)"
                     loader.add(modules, Evidence(item.file, item.line, f"{item.key}={item.value}", why))
-    return loader if loader.modules else None
+    return loader if loader.modules or loader.failures else None
 
 
 def _docker_iptables_disabled(root: Root) -> bool:
@@ -272,4 +324,4 @@ def detect_script_loader(root: Root, name: str, file: str) -> Optional[OnDemandL
         for daemon, modules, why in DAEMONS:
             if daemon == SCRIPT_DAEMONS[name]:
                 loader.add(modules, Evidence(file, None, f"init script {file}", why))
-    return loader if loader.modules else None
+    return loader if loader.modules or loader.failures else None

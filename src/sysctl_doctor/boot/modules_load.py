@@ -15,14 +15,11 @@ Module names are compared with ``-`` and ``_`` equivalent (kmod does the same).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from sysctl_doctor.boot.conf_dirs import files_by_precedence
 from sysctl_doctor.errors import Diagnostic
 from sysctl_doctor.root import PathKind, Root
-
-if TYPE_CHECKING:  # pragma: no cover
-    from sysctl_doctor.boot.cmdline import KernelCmdline
 
 MODULES_LOAD_DIRS: Tuple[str, ...] = (
     "/etc/modules-load.d",
@@ -109,7 +106,7 @@ def parse_module_list(text: str, file: str, shown: Optional[str] = None) -> Tupl
     return requests, diagnostics
 
 
-def load_modules_load(root: Root, cmdline: Optional["KernelCmdline"] = None) -> ModulesLoadConfig:
+def load_modules_load(root: Root) -> ModulesLoadConfig:
     """What systemd-modules-load loads on this root."""
     config = ModulesLoadConfig()
     files, masked = modules_load_files(root)
@@ -129,8 +126,6 @@ def load_modules_load(root: Root, cmdline: Optional["KernelCmdline"] = None) -> 
             ModuleRequest(r.module, r.source, r.file, r.line, path if chased.is_link else None) for r in requests
         )
         config.diagnostics.extend(diagnostics)
-    if cmdline is not None:
-        config.requests.extend(cmdline.module_requests())
     return config
 
 

@@ -21,14 +21,14 @@ module is in (loaded later by whatever needs it).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from sysctl_doctor.boot.kernel_defaults import UNKNOWN_DEFAULT, kernel_default
 from sysctl_doctor.boot.modules_load import module_name
 from sysctl_doctor.boot.timeline import AFTER, BEFORE, RACE, BootTimeline, ModuleLoad
 from sysctl_doctor.boot.udev import SysctlRerun
+from sysctl_doctor.kernel_version import KernelVersion
 
 # Verdicts (a short word per key, for tables and tests)
 APPLIED = "applied"
@@ -44,6 +44,7 @@ NOT_RUN = "sysctl-step-not-run"
 GLOB = "glob"
 APPLIED_BY_REAPPLY = "applied-by-later-unit"  # a unit ordered after the loaders runs the sysctl step again
 DEFAULT_MATCHES = "default-matches"  # not written in time, but the kernel default is the configured value
+VALUE_REJECTED = "value-rejected"  # the kernel refuses the value (no such congestion control, qdisc, logger)
 
 UDEV_MODULE_EVENT_SAFE = (5, 11)  # module "add" uevent after the module's init since Linux 5.11
 
@@ -70,13 +71,6 @@ class KeyPrediction:
     blocked: List[tuple] = field(default_factory=list)  # (ModuleLoad, why it does nothing)
     setting: object = None  # the EffectiveSetting
     findings: List[str] = field(default_factory=list)  # codes, filled by the findings engine
-
-
-def kernel_version_tuple(release: Optional[str]) -> Optional[tuple]:
-    if not release:
-        return None
-    match = re.match(r"^(\d+)\.(\d+)", release)
-    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def _values_equal(a: Optional[str], b: Optional[str]) -> bool:
@@ -155,7 +149,7 @@ def predict_keys(
 ) -> List[KeyPrediction]:
     """One prediction per final write of the sysctl step, in apply order."""
     loads = _Loads(timeline, index)
-    version = kernel_version_tuple(kernel_release or getattr(index, "kernel", None))
+    version = KernelVersion.parse(kernel_release or getattr(index, "kernel", None))
     out: List[KeyPrediction] = []
     seen: Dict[str, int] = {}
     for setting in settings:
@@ -212,6 +206,13 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
         hint = f"; did you mean {provider.suggestion}?" if getattr(provider, "suggestion", None) else ""
         p.chain = [f"no built-in code, module or interface of kernel {getattr(index, 'kernel', '?')} provides {key}{hint}",
                    f"{step} cannot write it: key absent"]
+        return p
+    if kind is ProviderKind.AUTOLOAD and getattr(provider, "value_rejected", None):
+        p.verdict = VALUE_REJECTED
+        p.boot_value = p.after_late_load = kernel_default(path) or UNKNOWN_DEFAULT
+        p.chain = [f"{step} writes {key} = {setting.value} ({p.file}:{p.line})",
+                   f"the kernel refuses it: {provider.value_rejected}",
+                   "the write fails and the key keeps its previous value"]
         return p
     if kind in (ProviderKind.BUILTIN, ProviderKind.AUTOLOAD):
         p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, APPLIED
@@ -333,6 +334,3 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     return p
 
 
-def live_values_for(paths: Iterable[str], read) -> Dict[str, Optional[str]]:
-    """{slash path: value} using `read(path) -> Optional[str]` (the live host's /proc/sys)."""
-    return {path: read(path) for path in paths}

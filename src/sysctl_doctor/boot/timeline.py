@@ -252,6 +252,7 @@ def _systemd(root: Root, cmdline: KernelCmdline) -> BootTimeline:
     # services that load modules on demand
     timeline.loaders = find_loaders(root, transaction, skip=lambda name: name in (SYSCTL_UNIT, MODULES_LOAD_UNIT))
     for loader in timeline.loaders:
+        timeline.diagnostics.extend(Diagnostic(failure) for failure in loader.failures)
         chain = transaction.order_path(loader.unit, SYSCTL_UNIT)
         if chain is not None:
             relation, ordering = BEFORE, _chain_text(chain)
@@ -339,6 +340,7 @@ def _scripts(root: Root, order: InitOrder, sysctl_name: str, modules_name: str) 
         if loader is None:
             continue
         timeline.loaders.append(loader)
+        timeline.diagnostics.extend(Diagnostic(failure) for failure in loader.failures)
         relation = order.relation(name, sysctl_name)
         mapped = {"before": BEFORE, "after": AFTER}.get(relation, RACE)
         path = order.order_path(name, sysctl_name) or order.order_path(sysctl_name, name)
@@ -349,8 +351,3 @@ def _scripts(root: Root, order: InitOrder, sysctl_name: str, modules_name: str) 
     return timeline
 
 
-def loads_index(timeline: BootTimeline) -> Dict[str, List[ModuleLoad]]:
-    out: Dict[str, List[ModuleLoad]] = {}
-    for load in timeline.loads:
-        out.setdefault(load.module, []).append(load)
-    return out

@@ -15,6 +15,7 @@ from sysctl_doctor.root import ChasedPath, PathKind, Root, RootError, _component
 class TolerantRoot(Root):
     def __init__(self, root: Root) -> None:  # a view: no new validation of the directory
         self.path = root.path
+        self.unreadable = root.unreadable  # one record for the root and its views
         self.problems: List[str] = []
 
     def chase(self, path: str, *, follow_final: bool = True) -> ChasedPath:

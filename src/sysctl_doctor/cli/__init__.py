@@ -21,10 +21,7 @@ import click
 from sysctl_doctor import __version__
 from sysctl_doctor.errors import DoctorError
 
-EXIT_OK = 0
-EXIT_FINDINGS = 1
-EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
+from sysctl_doctor.cli.exit_codes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 
 
 class DefaultCommandGroup(click.Group):
@@ -78,9 +75,9 @@ def cli() -> None:
 def _register() -> None:
     # One import per command module; each module defines `command`.
     from sysctl_doctor.cli import conntrack
-    from sysctl_doctor.cli import check, explain, fix, index, lab, show
+    from sysctl_doctor.cli import check, explain, fix, fleet, index, lab, show
 
-    modules: tuple = (check, show, explain, fix, index, conntrack, lab)
+    modules: tuple = (check, show, explain, fix, index, conntrack, lab, fleet)
     for module in modules:
         cli.add_command(module.command)
 
@@ -108,15 +105,55 @@ def _load_command(name: str) -> Optional[click.Command]:
     return cli.commands.get(name)
 
 
+def _safe(message: str) -> str:
+    """An error message may name a file from the root: its control characters are shown escaped."""
+    from sysctl_doctor.terminal_text import terminal_safe
+
+    return terminal_safe(message, keep="\n")
+
+
+def _stdout_identity() -> Optional[tuple]:
+    try:
+        st = os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _devnull_identity() -> Optional[tuple]:
+    try:
+        st = os.stat(os.devnull)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _closed_by_reader(exc: SystemExit, stdout_at_start: Optional[tuple]) -> bool:
+    """rich's answer to a broken pipe: /dev/null dup'ed over stdout, then SystemExit(1) (Console.on_broken_pipe).
+
+    Told apart from any other exit by stdout having become /dev/null during the run."""
+    now = _stdout_identity()
+    return exc.code == 1 and now is not None and now == _devnull_identity() and now != stdout_at_start
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point."""
     debug = os.environ.get("SYSCTL_DOCTOR_DEBUG") == "1"
+    stdout_at_start = _stdout_identity()
     try:
         code = cli.main(args=argv, prog_name="sysctl-doctor", standalone_mode=False)
+    except SystemExit as exc:
+        if not _closed_by_reader(exc, stdout_at_start):
+            raise
+        code = EXIT_OK  # output closed early (`| head`): a quiet 0, as for every other command
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.ClickException as exc:
-        exc.show()
+        import io
+
+        shown = io.StringIO()
+        exc.show(file=shown)  # the usage error may quote an argument: shown escaped like any other text
+        sys.stderr.write(_safe(shown.getvalue()))
         code = EXIT_ERROR
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
@@ -125,7 +162,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         click.echo("interrupted", err=True)
         code = EXIT_INTERRUPTED
     except DoctorError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {_safe(str(exc))}", err=True)
         code = EXIT_ERROR
     except (_OutputClosed, BrokenPipeError):
         # Output piped into `head` and closed: not an error of ours. Point stdout at /dev/null so
@@ -137,13 +174,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         if debug:
             raise
         where = f"{exc.filename}: " if exc.filename else ("writing the output: " if exc.errno == errno.ENOSPC else "")
-        click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        click.echo(_safe(f"error: {where}{exc.strerror or exc}"), err=True)
         code = EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         if debug:
             raise
         click.echo(
-            f"internal error: {type(exc).__name__}: {exc}\n"
+            f"internal error: {type(exc).__name__}: {_safe(str(exc))}\n"
             "(this is a bug in sysctl-doctor; rerun with SYSCTL_DOCTOR_DEBUG=1 for a traceback)",
             err=True,
         )

@@ -8,6 +8,7 @@ from typing import Optional
 
 import click
 
+from sysctl_doctor.cli.exit_codes import EXIT_FINDINGS
 from sysctl_doctor.cli.styled_lines import emit
 
 
@@ -57,7 +58,7 @@ def command(file: Optional[str], since: Optional[str], fmt: str, limit: int) -> 
     else:
         _render_text(report, records, table, limit)
     if table.verdicts["INVALID"]:
-        raise click.exceptions.Exit(1)
+        raise click.exceptions.Exit(EXIT_FINDINGS)
 
 
 def _stream_json(report, records, table) -> None:  # type: ignore[no-untyped-def]

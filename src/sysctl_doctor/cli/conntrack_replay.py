@@ -10,10 +10,9 @@ from typing import Dict, List, Optional, Tuple
 
 import click
 
+from sysctl_doctor.cli.exit_codes import EXIT_FINDINGS, EXIT_OK
 from sysctl_doctor.errors import DoctorError
 
-EXIT_OK = 0
-EXIT_INVALID = 1
 MAX_CHANGES_SHOWN = 50
 
 
@@ -75,16 +74,18 @@ def command(file: str, kernel: Optional[str], sysctls: Tuple[str, ...], what_ifs
             alternatives.append((f"net.netfilter.{key}={value}", profile,
                                  settings_from_sysctls({key: value}, settings)))
 
-    f, _info = pcap.open_capture(file)  # a clear error (exit 2) before any output
+    # stdin, a FIFO or a .gz is copied once to a temporary file (removed when the command ends)
+    path = click.get_current_context().with_resource(pcap.capture_file(file))
+    f, _info = pcap.open_capture(path, file)  # a clear error (exit 2) before any output
     f.close()
     if explain is not None:
         from sysctl_doctor.cli.conntrack_replay_explain import explain_frame
 
-        explain_frame(file, explain, profile, settings, fmt, {"capture_point": capture_point})
+        explain_frame(path, explain, profile, settings, fmt, {"capture_point": capture_point, "display": file})
 
-    progress = _progress_bar(file) if sys.stderr.isatty() else None
-    main = Replay(file, profile, settings, progress=progress, capture_point=capture_point)
-    others = [Replay(file, p, s, capture_point=capture_point) for _, p, s in alternatives]
+    progress = _progress_bar(path) if sys.stderr.isatty() else None
+    main = Replay(path, profile, settings, progress=progress, display=file, capture_point=capture_point)
+    others = [Replay(path, p, s, display=file, capture_point=capture_point) for _, p, s in alternatives]
     changes: List[List[Tuple[object, object]]] = [[] for _ in alternatives]
     changed_counts: List[Dict[str, int]] = [{} for _ in alternatives]
 
@@ -147,7 +148,7 @@ def command(file: str, kernel: Optional[str], sysctls: Tuple[str, ...], what_ifs
         deque(packets(), maxlen=0)  # run the pass; the summary holds what the text shows
         invalid = main.summary.verdicts["invalid"]
         _render_text(header, main, alternatives, others, changes, changed_counts, bool(what_ifs))
-    sys.exit(EXIT_INVALID if invalid else EXIT_OK)
+    raise click.exceptions.Exit(EXIT_FINDINGS if invalid else EXIT_OK)
 
 
 def _summary_json(summary) -> dict:
@@ -178,13 +179,15 @@ def _progress_bar(path: str):
 
 
 def _render_text(header, main, alternatives, others, changes, changed_counts, asked_what_if: bool) -> None:
-    from rich.console import Console
     from rich.text import Text
 
-    console = Console(highlight=False, soft_wrap=True)
+    from sysctl_doctor.cli.console import make_console
+    from sysctl_doctor.terminal_text import terminal_safe
+
+    console = make_console()
     s = main.summary
     sysctl_text = ", ".join(f"{k}={v}" for k, v in header["sysctls"].items()) or "kernel defaults"
-    console.print(Text(f"{header['file']}: {s.frames} frames, {s.tcp_packets} TCP packets in "
+    console.print(Text(f"{terminal_safe(str(header['file']))}: {s.frames} frames, {s.tcp_packets} TCP packets in "
                        f"{len(s.flows)} flows ({s.format})"))
     console.print(Text(f"model: kernel {header['kernel']} (profile {header['profile_label']}), sysctls: {sysctl_text}"))
     v = s.verdicts
@@ -241,4 +244,4 @@ def _render_text(header, main, alternatives, others, changes, changed_counts, as
         console.print()
         console.print(Text("not judged: " + ", ".join(f"{n} {reason}" for reason, n in sorted(s.skipped.items()))))
     for d in s.diagnostics:
-        console.print(Text(f"warning: {d}", style="yellow"))
+        console.print(Text(terminal_safe(f"warning: {d}"), style="yellow"))

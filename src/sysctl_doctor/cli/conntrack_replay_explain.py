@@ -4,14 +4,11 @@ conntrack_replay.py so that file stays the option parser and the whole-capture r
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
+from sysctl_doctor.cli.exit_codes import EXIT_FINDINGS, EXIT_OK
 from sysctl_doctor.errors import DoctorError
-
-EXIT_OK = 0
-EXIT_INVALID = 1
 
 
 def explain_frame(file: str, frame: int, profile, settings, fmt: str, replay_options: dict) -> None:
@@ -26,7 +23,8 @@ def explain_frame(file: str, frame: int, profile, settings, fmt: str, replay_opt
             break
     explanation = replay.explanation
     if explanation is None:
-        raise DoctorError(f"--explain {frame}: frame {frame} of {file} is not a TCP packet the replay judges "
+        name = replay_options.get("display") or file
+        raise DoctorError(f"--explain {frame}: frame {frame} of {name} is not a TCP packet the replay judges "
                           f"(see the summary's 'skipped' counts; the file has {replay.summary.frames} frames "
                           "read so far)")
     out = click.get_text_stream("stdout")
@@ -35,4 +33,4 @@ def explain_frame(file: str, frame: int, profile, settings, fmt: str, replay_opt
     else:
         for line in explanation_lines(explanation, profile, settings):
             out.write(line + "\n")
-    sys.exit(EXIT_INVALID if explanation["verdict"].verdict == "invalid" else EXIT_OK)
+    raise click.exceptions.Exit(EXIT_FINDINGS if explanation["verdict"].verdict == "invalid" else EXIT_OK)

@@ -140,6 +140,7 @@ BOOT_VERDICT_PHRASES = {
     "unknown-key": "not applied: the kernel has no such key",
     "interface-not-reapplied": "not applied: nothing reapplies it when the interface appears",
     "sysctl-step-not-run": "not applied: no sysctl step runs at boot",
+    "value-rejected": "not applied: the kernel refuses the value, the write fails",
 }
 
 
@@ -250,6 +251,7 @@ def command(subject: str, root_dir: str, flavor: Optional[str], proc_sys: Option
     else:
         root, config, keys, tree_dir = load_for_cli(root_dir, flavor, proc_sys)
         sections = explain_key(ExplainContext(subject, root, config, keys, tree_dir))
+        root.raise_if_unreadable()
     if fmt == "json":
         from sysctl_doctor.cli.show import dump_json
 

@@ -24,24 +24,32 @@ def command(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_s
     what they replace under <root>/var/backups/sysctl-doctor/, and never leave the root. A second run
     changes nothing.
     """
-    from sysctl_doctor.cli import EXIT_FINDINGS, EXIT_OK
+    from sysctl_doctor.boot.predict import NOT_RUN, RACE_LOST, UDEV_RACE
+    from sysctl_doctor.cli.exit_codes import EXIT_FINDINGS, EXIT_OK
     from sysctl_doctor.cli.check import run_analysis
     from sysctl_doctor.errors import DoctorError
     from sysctl_doctor.fix import apply_now, apply_plan, plan_fix
-    from sysctl_doctor.root import Root
+    from sysctl_doctor.root import root_for_cli
 
-    root = Root(root_dir)
+    root = root_for_cli(root_dir)
     if now and not root.is_live:
         raise DoctorError("--now acts on the running host: it needs --root /")
     report = run_analysis(root_dir, kernel, cmdline, init_system)
     plan = plan_fix(root, report, method)
-    out = click.echo
+    from sysctl_doctor.terminal_text import terminal_safe
+
+    def out(text: str) -> None:  # file names and contents from the root: shown escaped
+        click.echo(terminal_safe(text))
+
     for note in plan.notes:
         out(f"note: {note}")
-    if plan.empty:
+    pending = [p for p in report.predictions if not p.applied and (p.module or p.verdict == NOT_RUN)]
+    if plan.empty and pending:
+        out(f"nothing this method can change, but {len(pending)} key(s) still do not apply at boot:")
+    elif plan.empty:
         out("nothing to change: every module key already applies at boot with this method")
     else:
-        sys.stdout.write(plan.diff())
+        sys.stdout.write("\n".join(terminal_safe(line, keep="\t") for line in plan.diff().split("\n")))
         if dry_run:
             out("(dry run: nothing written)")
         else:
@@ -55,7 +63,9 @@ def command(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_s
         raise click.exceptions.Exit(EXIT_OK)
     after = run_analysis(root_dir, kernel, cmdline, init_system)
     for p in after.predictions:
-        if p.module and any(p.key == q.key for q in report.predictions if not q.applied):
-            state = "applied at boot" if p.applied else f"still not guaranteed ({p.verdict})"
+        if (p.module or p.verdict == NOT_RUN) and any(p.key == q.key for q in pending):
+            state = "applied at boot" if p.applied else (
+                f"still not guaranteed ({p.verdict})" if p.verdict in (RACE_LOST, UDEV_RACE)
+                else f"still not applied at boot ({p.verdict})")
             out(f"{p.key}: {state}")
     raise click.exceptions.Exit(EXIT_FINDINGS if after.has_errors else EXIT_OK)

@@ -7,6 +7,8 @@ from typing import Optional
 
 import click
 
+from sysctl_doctor.cli.exit_codes import EXIT_FINDINGS
+
 SCENARIO_NAMES = ("all", "seq-over-upper-bound", "seq-under-lower-bound")
 MITIGATION_NAMES = ("all", "none", "be-liberal", "drop-invalid-input", "drop-invalid-forward")
 
@@ -32,22 +34,29 @@ def command(scenario: str, mitigation: str, capture_dir: Optional[str], fmt: str
     from sysctl_doctor.lab.scenarios import select_scenarios
 
     progress = None if fmt == "json" else _print_outcome
-    report = run_lab(select_scenarios(scenario), select_mitigations(mitigation), capture_dir, progress)
+    report = run_lab(select_scenarios(scenario), select_mitigations(mitigation), capture_dir, progress,
+                     notice=lambda message: click.echo(message, err=True))
     if fmt == "json":
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
         _print_table(report)
     if not report.all_as_expected:
-        raise click.exceptions.Exit(1)
+        raise click.exceptions.Exit(EXIT_FINDINGS)
 
 
 def _console():  # type: ignore[no-untyped-def]
-    from rich.console import Console
+    from sysctl_doctor.cli.console import make_console
 
-    console = Console(highlight=False, soft_wrap=True)
-    if not console.is_terminal:
-        console = Console(highlight=False, soft_wrap=True, width=160)
-    return console
+    return make_console(piped_width=160)
+
+
+def _safe(text: object) -> str:
+    """Kernel log text and error messages: terminal-safe and not read as rich markup."""
+    from rich.markup import escape
+
+    from sysctl_doctor.terminal_text import terminal_safe
+
+    return escape(terminal_safe(str(text)))
 
 
 def _print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
@@ -58,7 +67,7 @@ def _print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
     console.print(f"[bold]{outcome.scenario}[/] with mitigation [bold]{outcome.mitigation}[/]: {verdict}"
                   f" ({outcome.seconds:.1f} s)")
     if outcome.error:
-        console.print(f"  [red]run failed[/]: {outcome.error}")
+        console.print(f"  [red]run failed[/]: {_safe(outcome.error)}")
         return
     inj = outcome.injected
     if inj is not None:
@@ -69,7 +78,7 @@ def _print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
         for line, verdict_word in zip(outcome.kernel_lines, outcome.kernel_verdicts):
             rec = parse_nflog_line(line)
             text = f"{rec.logger}: {rec.message}" if rec else line
-            console.print(f"  kernel: {text}  → {verdict_word}")
+            console.print(f"  kernel: {_safe(text)}  → {verdict_word}")
     else:
         console.print("  kernel: no conntrack line (nothing was out of window for conntrack, or be_liberal)")
     console.print(f"  NAT box sent RST to the server: {'yes' if outcome.nat_rst else 'no'}; "
@@ -78,7 +87,7 @@ def _print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
     console.print(f"  client (pod): {outcome.client.state}, {outcome.client.bytes_received} bytes; "
                   f"server: {outcome.server.state}")
     if outcome.capture:
-        console.print(f"  capture: {outcome.capture} ({outcome.capture_frames} frames)")
+        console.print(f"  capture: {_safe(outcome.capture)} ({outcome.capture_frames} frames)")
 
 
 def _print_table(report) -> None:  # type: ignore[no-untyped-def]
@@ -110,7 +119,13 @@ def _print_table(report) -> None:  # type: ignore[no-untyped-def]
         table.add_row(*row)
     console.print(table)
     if report.host_changes:
-        console.print("host settings set for the run (so the NAT netns can log) and restored: " +
-                      ", ".join(f"{k} back to {v}" for k, v in report.host_changes.items()))
+        from sysctl_doctor.host_switches import holders
+
+        parts = []
+        for key, original in report.host_changes.items():
+            others = holders(key.replace(".", "/"))
+            parts.append(f"{key} back to {original}" if not others else
+                         f"{key} left on for " + ", ".join(h.describe() for h in others))
+        console.print("host settings set for the run (so the NAT netns can log): " + ", ".join(parts))
     if report.kernel_log:
-        console.print(f"note: {report.kernel_log}")
+        console.print(f"note: {_safe(report.kernel_log)}")

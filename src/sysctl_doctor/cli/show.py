@@ -36,11 +36,12 @@ def load_for_cli(root_dir: str, flavor: Optional[str], proc_sys: Optional[str]
     from sysctl_doctor.config.model import KeyTree
     from sysctl_doctor.config.sysctl_d import default_flavor, load_sysctl_config
     from sysctl_doctor.errors import DoctorError
-    from sysctl_doctor.root import Root
+    from sysctl_doctor.root import root_for_cli
 
-    root = Root(root_dir)
+    root = root_for_cli(root_dir)
     chosen = flavor or default_flavor(root)
     config = load_sysctl_config(root, chosen)  # type: ignore[arg-type]
+    root.raise_if_unreadable()
     tree_dir = proc_sys
     if tree_dir is None and root.is_live and os.path.isdir("/proc/sys"):
         tree_dir = "/proc/sys"

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from sysctl_doctor.config.model import ConfigLine, EffectiveSetting, KeyTree, Origin, SysctlConfig, path_to_key
+from sysctl_doctor.config.model import (ConfigLine, EffectiveSetting, KeyTree, Origin, SysctlConfig, is_glob,
+                                        path_to_key)
 from sysctl_doctor.config.sysctl_d import effective_settings, procps_path, systemd_normalize
 from sysctl_doctor.config.sysctl_glob import glob_matches_path
 from sysctl_doctor.config.sysctl_lines import parse_sysctl_bytes
@@ -70,6 +71,8 @@ def key_story(config: SysctlConfig, key: str, keys: Optional[KeyTree] = None,
     lines that would have set it."""
     flavor = config.flavor
     path = lookup_path(key, flavor)
+    if is_glob(path):
+        return pattern_story(config, path, keys)
     story = KeyStory(key=path_to_key(path), path=path, flavor=flavor)
     relevant = [h for h in config.history if _matches(h.path, h.is_glob, path, flavor)]
 
@@ -96,6 +99,55 @@ def key_story(config: SysctlConfig, key: str, keys: Optional[KeyTree] = None,
                             None)
         story.final_value = final.value
     story.summary = _summary(story, final, explicit_entry)
+    return story
+
+
+def pattern_story(config: SysctlConfig, pattern: str, keys: Optional[KeyTree] = None) -> KeyStory:
+    """The story of a glob asked about as itself (`explain 'net.ipv4.conf.*.rp_filter'`).
+
+    The lines with this very pattern (the last one is the value the glob writes: systemd keeps one
+    entry per pattern, procps writes each line in order), then the lines that name a key the pattern
+    matches (the glob skips those keys). With a key tree, the keys it writes."""
+    flavor = config.flavor
+    story = KeyStory(key=path_to_key(pattern), path=pattern, flavor=flavor)
+    same = [h for h in config.history if h.is_glob and _canonical(h.path) == pattern]
+    last = next((h for h in reversed(same)), None)
+    for h in same:
+        line = KeyLine(h.origin, h.key, h.value, True, NO_EFFECT, "", h.ignore_failure)
+        if h is last and h.value is not None:
+            line.verdict, line.reason = WINS, ("the last line with this pattern: its value is written to every "
+                                               "matching key that has no line of its own")
+        elif h is last:
+            line.verdict, line.reason = EXCLUDES, "an exclusion line with this pattern: the glob writes nothing"
+        elif flavor == "systemd":
+            line.verdict = OVERRIDDEN
+            line.reason = f"replaced by the later line {_where(last.origin)} with the same pattern"
+        else:
+            line.verdict = OVERRIDDEN
+            line.reason = f"written, then written again by {_where(last.origin)} with the same pattern"
+        story.lines.append(line)
+    for h in config.history:
+        if h.is_glob or not glob_matches_path(pattern, _canonical(h.path), braces=flavor == "systemd"):
+            continue
+        what = "excludes" if h.value is None else "sets"
+        story.lines.append(KeyLine(h.origin, h.key, h.value, False, SKIPPED,
+                                   f"{what} {path_to_key(_canonical(h.path))} itself: the glob does not write that key",
+                                   h.ignore_failure))
+    position = {h.origin: i for i, h in enumerate(config.history)}
+    story.lines.sort(key=lambda ln: position[ln.origin])
+    if last is None or last.value is None:
+        story.summary = f"{story.key}: no line sets this pattern" if last is None else (
+            f"{story.key}: excluded at {_where(last.origin)}, nothing is written")
+        return story
+    story.winner = next(ln for ln in story.lines if ln.origin == last.origin)
+    story.final_value = last.value
+    written = sorted({_canonical(w.path) for w in effective_settings(config, keys)
+                      if w.assignment.origin == last.origin}) if keys is not None else []
+    story.exists = None if keys is None else bool(written)
+    story.summary = (f"{story.key} = {last.value}  (a glob, from {_where(last.origin)}): expanded when applied; "
+                     + (f"writes {len(written)} key{'' if len(written) == 1 else 's'} here: {', '.join(path_to_key(k) for k in written[:8])}"
+                        + (", …" if len(written) > 8 else "") if keys is not None
+                        else "every matching key without a line of its own gets this value"))
     return story
 
 

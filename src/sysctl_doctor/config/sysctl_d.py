@@ -36,6 +36,7 @@ finds the files, applies the lines in order and computes the writes.
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Set, Tuple
@@ -182,6 +183,8 @@ def _entries(root: Root, directory: str, diags: List[Diagnostic]) -> List[Tuple[
             entries = list(it)
     except OSError as exc:
         diags.append(Diagnostic(f"cannot list directory: {exc.strerror}", directory))
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            root.note_unreadable(chased.resolved, f"cannot list: {exc.strerror}")
         return []
     out = []
     for entry in entries:

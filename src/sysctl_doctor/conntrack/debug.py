@@ -1,6 +1,6 @@
 """Turn conntrack's INVALID logging on, and put everything back afterwards.
 
-What `on` changes (only what is not already so):
+What `on` changes (per netns only what is not already so; the host switch is always held):
 
 - ``net.netfilter.nf_log.2`` / ``.10`` → ``nf_log_ipv4`` / ``nf_log_ipv6`` when
   ``NONE`` (bind a logger; built in here, a module elsewhere) — per netns;
@@ -8,18 +8,22 @@ What `on` changes (only what is not already so):
   (TCP) — per netns;
 - for a namespace other than the host's: ``net.netfilter.nf_log_all_netns`` →
   1 in the init namespace (it exists only there; without it nf_log drops
-  lines from other namespaces). Host-global, changed under the host lock
-  (`sysctl_doctor.live.HOST_LOCK`) that `HostSysctlChange` uses.
+  lines from other namespaces). Host-global and shared: `on` becomes one of
+  its holders in the host-switch record (`sysctl_doctor.host_switches`) —
+  the namespace itself without --for, the process with --for — and the
+  original value comes back only when the last holder leaves.
 
 Before touching anything, `on` writes the previous values to a state file
-``/run/sysctl-doctor/conntrack-debug-<netns>.json`` (temp file, fsync,
-rename, directory fsync), so `off` — even after a crash or a SIGKILL —
-restores exactly the recorded values and deletes the file. /run is a tmpfs:
-after a reboot both the state and the sysctls are gone.
+``$SYSCTL_DOCTOR_RUN_DIR/conntrack-debug-<netns>.json`` (default /run/sysctl-doctor;
+temp file, fsync, rename, directory fsync), so `off` — even after a crash or
+a SIGKILL — restores exactly the recorded values and deletes the file. /run
+is a tmpfs: after a reboot both the state and the sysctls are gone.
 
-``--for`` (`debug_for`) stays in the foreground: the host-global key is held
-through `HostSysctlChange` for the whole time, and everything is restored at
-the end, on Ctrl-C and on SIGTERM.
+``--for`` (`debug_for`) stays in the foreground and restores everything at
+the end, on Ctrl-C and on SIGTERM; the host lock is held only while
+switching, never for the duration. A `--for` run killed with SIGKILL is
+undone by the next `on` for that namespace (its netns settings) and by any
+run (its host switch).
 """
 
 from __future__ import annotations
@@ -28,14 +32,14 @@ import errno
 import json
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
+from sysctl_doctor import host_switches
 from sysctl_doctor.conntrack.stats import in_netns
 from sysctl_doctor.errors import Diagnostic, DoctorError
+from sysctl_doctor.host_switches import Holder, Notice, SwitchHold, stderr_notice
 
-STATE_DIR = "/run/sysctl-doctor"
 HOST_SCOPE = "host"
 NETNS_SCOPE = "netns"
 LOGGERS = (("net/netfilter/nf_log/2", "nf_log_ipv4"), ("net/netfilter/nf_log/10", "nf_log_ipv6"))
@@ -62,18 +66,30 @@ class DebugState:
     until: Optional[float]  # --for deadline (Unix seconds), None = until `off`
     pid: Optional[int]  # the foreground process of --for
     changes: List[DebugChange] = field(default_factory=list)
+    holder: Optional[Holder] = None  # this session's hold on the host switch (host changes only)
 
     def to_json(self) -> dict:
         data = asdict(self)
         data["changes"] = [asdict(c) for c in self.changes]
+        data["holder"] = self.holder.to_json() if self.holder is not None else None
         return data
 
     @classmethod
     def from_json(cls, data: dict) -> "DebugState":
+        holder = data.get("holder")
         return cls(
             netns=data.get("netns"), started=float(data["started"]), until=data.get("until"),
             pid=data.get("pid"), changes=[DebugChange(**c) for c in data.get("changes", [])],
+            holder=Holder.from_json(holder) if holder else None,
         )
+
+    @property
+    def host_changes(self) -> List[DebugChange]:
+        return [c for c in self.changes if c.scope == HOST_SCOPE]
+
+    @property
+    def netns_changes(self) -> List[DebugChange]:
+        return [c for c in self.changes if c.scope == NETNS_SCOPE]
 
 
 def plan_debug_on(netns: Optional[str], read: Callable[[str, str], Optional[str]],
@@ -92,13 +108,13 @@ def plan_debug_on(netns: Optional[str], read: Callable[[str, str], Optional[str]
         changes.append(DebugChange(NETNS_SCOPE, LOG_INVALID, current, log_invalid))
     if netns is not None:
         current = read(HOST_SCOPE, ALL_NETNS)
-        if current is not None and current != "1":
+        if current is not None:  # held even when already 1: another holder may leave before us
             changes.append(DebugChange(HOST_SCOPE, ALL_NETNS, current, "1"))
     return changes
 
 
-def state_path(netns: Optional[str], state_dir: str = STATE_DIR) -> str:
-    return os.path.join(state_dir, f"conntrack-debug-{netns or 'init'}.json")
+def state_path(netns: Optional[str], state_dir: Optional[str] = None) -> str:
+    return os.path.join(state_dir or str(host_switches.run_dir()), f"conntrack-debug-{netns or 'init'}.json")
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -117,7 +133,7 @@ def _write_atomic(path: str, text: str) -> None:
         os.close(dfd)
 
 
-def read_state(netns: Optional[str], state_dir: str = STATE_DIR) -> Optional[DebugState]:
+def read_state(netns: Optional[str], state_dir: Optional[str] = None) -> Optional[DebugState]:
     path = state_path(netns, state_dir)
     try:
         with open(path) as fh:
@@ -146,19 +162,6 @@ def _write_sysctl(key: str, value: str) -> None:
         raise DoctorError(f"cannot set {key.replace('/', '.')}={value}: {exc}") from exc
 
 
-@contextmanager
-def _host_lock() -> Iterator[None]:
-    """The lock `HostSysctlChange` holds while host-global keys are changed."""
-    import fcntl
-
-    from sysctl_doctor.live import HOST_LOCK
-
-    HOST_LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with open(HOST_LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 def _reader(netns: Optional[str]) -> Callable[[str, str], Optional[str]]:
     def read(scope: str, key: str) -> Optional[str]:
         if scope == HOST_SCOPE:
@@ -168,24 +171,41 @@ def _reader(netns: Optional[str]) -> Callable[[str, str], Optional[str]]:
     return read
 
 
-def _apply(netns: Optional[str], changes: List[DebugChange], values: Callable[[DebugChange], str],
-           include_host: bool = True) -> None:
-    netns_changes = [c for c in changes if c.scope == NETNS_SCOPE]
-    if netns_changes:
-        with in_netns(netns):
-            for change in netns_changes:
-                _write_sysctl(change.key, values(change))
-    host_changes = [c for c in changes if c.scope == HOST_SCOPE]
-    if host_changes and include_host:
-        with _host_lock():
-            for change in host_changes:
-                _write_sysctl(change.key, values(change))
+def _write_state(state: DebugState, state_dir: Optional[str]) -> None:
+    path = state_path(state.netns, state_dir)
+    try:
+        _write_atomic(path, json.dumps(state.to_json(), indent=2) + "\n")
+    except OSError as exc:
+        raise DoctorError(f"cannot record the current values in {path}: "
+                          f"{exc.strerror or exc} (conntrack debug needs root)") from exc
+
+
+def _unlink_state(netns: Optional[str], state_dir: Optional[str]) -> None:
+    try:
+        os.unlink(state_path(netns, state_dir))
+    except FileNotFoundError:
+        pass
+
+
+def _holder_for(netns: str, until: Optional[float]) -> Holder:
+    """With --for the process holds the host switch; without, the namespace does (until `off` or its removal)."""
+    if until is not None:
+        return Holder.this_process(f"conntrack debug --netns {netns} --for")
+    return Holder.namespace(netns, f"conntrack debug --netns {netns}")
 
 
 def debug_on(netns: Optional[str], log_invalid: str = "255", until: Optional[float] = None,
-             state_dir: str = STATE_DIR, include_host: bool = True) -> DebugState:
-    """Record the current values, then switch logging on. Raises if a session is already on."""
+             state_dir: Optional[str] = None, notice: Notice = stderr_notice) -> DebugState:
+    """Record the current values, then switch logging on. Raises if a session is already on.
+
+    A session left by a killed `--for` run (its pid gone) is restored first."""
     existing = read_state(netns, state_dir)
+    if existing is not None and existing.pid is not None and not _alive(existing.pid):
+        for d in _restore(existing, notice):
+            notice(f"warning: {d}")
+        _unlink_state(netns, state_dir)
+        notice(f"note: restored the settings of a killed `conntrack debug on --for` (pid {existing.pid})")
+        existing = None
     if existing is not None:
         raise DoctorError(
             f"conntrack debug is already on for {netns or 'the host namespace'} since "
@@ -193,54 +213,68 @@ def debug_on(netns: Optional[str], log_invalid: str = "255", until: Optional[flo
             f"({state_path(netns, state_dir)}); run `sysctl-doctor conntrack debug off"
             f"{' --netns ' + netns if netns else ''}` first")
     changes = plan_debug_on(netns, _reader(netns), log_invalid)
+    holder = _holder_for(netns, until) if netns is not None and any(c.scope == HOST_SCOPE for c in changes) else None
     state = DebugState(netns=netns, started=time.time(), until=until,
-                       pid=os.getpid() if until is not None else None, changes=changes)
+                       pid=os.getpid() if until is not None else None, changes=changes, holder=holder)
+    hold = SwitchHold(ALL_NETNS, "1", holder) if holder is not None else None
+    _write_state(state, state_dir)  # nothing changed yet
     try:
-        _write_atomic(state_path(netns, state_dir), json.dumps(state.to_json(), indent=2) + "\n")
-    except OSError as exc:  # nothing changed yet
-        raise DoctorError(f"cannot record the current values in {state_path(netns, state_dir)}: "
-                          f"{exc.strerror or exc} (conntrack debug needs root)") from exc
-    try:
-        _apply(netns, changes, lambda c: c.new, include_host)
+        if state.netns_changes:
+            with in_netns(netns):
+                for change in state.netns_changes:
+                    _write_sysctl(change.key, change.new)
+        if hold is not None:
+            original = hold.take(notice)  # Ctrl-C while it waits for the lock: nothing taken
+            state.changes = [DebugChange(c.scope, c.key, original, c.new) if c.scope == HOST_SCOPE else c
+                             for c in state.changes]
+            _write_state(state, state_dir)
     except BaseException:
-        _restore(state, include_host)
-        os.unlink(state_path(netns, state_dir))
+        _restore_netns(state)
+        if hold is not None:
+            hold.release(notice)  # only when taken: never waits again for a lock just given up on
+        _unlink_state(netns, state_dir)
         raise
     return state
 
 
-def _restore(state: DebugState, include_host: bool = True) -> List[Diagnostic]:
+def _restore_netns(state: DebugState) -> List[Diagnostic]:
     diagnostics: List[Diagnostic] = []
-    netns_changes = [c for c in state.changes if c.scope == NETNS_SCOPE]
-    if netns_changes:
+    if state.netns_changes:
         try:
             with in_netns(state.netns):
-                for change in reversed(netns_changes):
+                for change in reversed(state.netns_changes):
                     _write_sysctl(change.key, change.old)
         except DoctorError as exc:
             diagnostics.append(Diagnostic(f"{exc} — its settings went with it" if "not found" in str(exc)
                                           else str(exc)))
-    host_changes = [c for c in state.changes if c.scope == HOST_SCOPE]
-    if host_changes and include_host:
-        with _host_lock():
-            for change in host_changes:
+    return diagnostics
+
+
+def _restore(state: DebugState, notice: Notice = stderr_notice) -> List[Diagnostic]:
+    """The namespace's recorded values, then this session's hold on the host switch."""
+    diagnostics = _restore_netns(state)
+    if state.holder is not None:
+        host_switches.release_holder(ALL_NETNS, state.holder, notice=notice)
+    elif state.host_changes:  # a state file written before the host-switch record existed
+        with host_switches.host_lock(notice):
+            for change in state.host_changes:
                 _write_sysctl(change.key, change.old)
     return diagnostics
 
 
-def debug_off(netns: Optional[str], state_dir: str = STATE_DIR) -> Tuple[Optional[DebugState], List[Diagnostic]]:
-    """Restore exactly what `on` recorded and delete the state. (None, []) when debug was not on."""
+def debug_off(netns: Optional[str], state_dir: Optional[str] = None,
+              notice: Notice = stderr_notice) -> Tuple[Optional[DebugState], List[Diagnostic]]:
+    """Restore exactly what `on` recorded and delete the state. (None, []) when debug was not on.
+
+    The host switch goes back only when no other session or lab run holds it."""
     state = read_state(netns, state_dir)
     if state is None:
         return None, []
     if state.pid is not None and state.pid != os.getpid() and _alive(state.pid):
         raise DoctorError(f"a foreground `debug on --for` (pid {state.pid}) owns this session; "
                           "stop it with Ctrl-C or kill it, it restores on exit")
-    diagnostics = _restore(state)
-    try:
-        os.unlink(state_path(netns, state_dir))
-    except FileNotFoundError:
-        pass
+    diagnostics = _restore(state, notice)
+    _unlink_state(netns, state_dir)
     return state, diagnostics
 
 
@@ -253,22 +287,18 @@ def _alive(pid: int) -> bool:
 
 
 def debug_for(netns: Optional[str], seconds: float, wait: Callable[[float], None],
-              log_invalid: str = "255", state_dir: str = STATE_DIR) -> Tuple[DebugState, List[Diagnostic]]:
-    """On for `seconds` in the foreground, then off — also when `wait` raises (Ctrl-C)."""
-    from sysctl_doctor.live import HostSysctlChange
+              log_invalid: str = "255", state_dir: Optional[str] = None,
+              notice: Notice = stderr_notice) -> Tuple[DebugState, List[Diagnostic]]:
+    """On for `seconds` in the foreground, then off — also when `wait` raises (Ctrl-C).
 
+    No lock is held while waiting: a `lab` or another session can start meanwhile."""
     until = time.time() + seconds
-    state = debug_on(netns, log_invalid, until, state_dir, include_host=False)
-    host = {c.key: c.new for c in state.changes if c.scope == HOST_SCOPE}
+    state = debug_on(netns, log_invalid, until, state_dir, notice)
     try:
-        with HostSysctlChange(host):
-            wait(max(0.0, until - time.time()))
+        wait(max(0.0, until - time.time()))
     finally:
-        diagnostics = _restore(state, include_host=False)
-        try:
-            os.unlink(state_path(netns, state_dir))
-        except FileNotFoundError:
-            pass
+        diagnostics = _restore(state, notice)
+        _unlink_state(netns, state_dir)
     return state, diagnostics
 
 

@@ -305,11 +305,6 @@ class KernelLogReport:
             table.add(rec)
         return table.summaries()
 
-    def verdict_counts(self) -> Dict[str, int]:
-        table = FlowTable()
-        for rec in self.records:
-            table.add(rec)
-        return table.verdicts
 
     def lines_json(self) -> dict:
         return {

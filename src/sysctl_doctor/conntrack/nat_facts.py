@@ -1,4 +1,4 @@
-"""The NAT facts `recommend` needs, read from a host's (or a namespace's) rules.
+"""The NAT facts the CT rules need, read from a host's (or a namespace's) rules.
 
 Sources: ``nft -j list ruleset`` (native nftables rules) and ``iptables-save``
 (legacy or iptables-nft rules; iptables-nft's ``-m conntrack --ctstate`` shows
@@ -32,10 +32,52 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Set, Tuple
 
-from sysctl_doctor.conntrack.recommend import NatFacts
 from sysctl_doctor.errors import DoctorError
+
+@dataclass(frozen=True)
+class NatFacts:
+    """What the CT rules read about a NAT host (the reasoning behind them: findings/rules/ct00N_*)."""
+
+    kernel: Tuple[int, int]  # (major, minor) of the running or target kernel
+    snat_to_node: bool = False  # the node masquerades/SNATs to its own address
+    dnat: bool = False  # the node DNATs (services, port forwards) to addresses behind it
+    be_liberal: Optional[bool] = None  # net.netfilter.nf_conntrack_tcp_be_liberal now (None: unknown)
+    be_liberal_after_boot: Optional[bool] = None  # what `check` predicts after the next boot
+    invalid_drop_chains: FrozenSet[str] = frozenset()  # "input", "forward": where ct state invalid is dropped
+    kube_proxy: Optional[Tuple[int, int]] = None  # kube-proxy version, iptables mode
+    kube_proxy_be_liberal_flag: bool = False  # kube-proxy runs with --conntrack-tcp-be-liberal
+    logged_reasons: Mapping[str, int] = field(default_factory=dict)  # reason code -> count (conntrack logs)
+    be_liberal_void: Optional[str] = None  # why a configured be_liberal=1 will not hold after boot (from `check`)
+
+    @property
+    def kernel_known(self) -> bool:
+        return self.kernel != (0, 0)
+
+    @property
+    def modern(self) -> bool:
+        """6.1+: under-lower-bound segments are IGNOREd, not INVALID (unknown kernel: assumed)."""
+        return self.kernel >= (6, 1) or not self.kernel_known
+
+    @property
+    def kube_liberal(self) -> bool:
+        return bool(self.kube_proxy and self.kube_proxy >= (1, 29) and self.kube_proxy_be_liberal_flag)
+
+    @property
+    def liberal_now(self) -> bool:
+        return bool(self.be_liberal) or self.kube_liberal
+
+    @property
+    def liberal(self) -> bool:
+        """be_liberal holds: now (live), or after boot when the current value is unknown (an offline root)."""
+        return self.liberal_now or (self.be_liberal is None and self.be_liberal_after_boot is True)
+
+    @property
+    def liberal_after_boot(self) -> bool:
+        return self.be_liberal_after_boot if self.be_liberal_after_boot is not None else self.liberal_now
+
+
 
 HOOKS = ("input", "forward")
 _LOW_PORT_LIMIT = 1024
@@ -328,7 +370,7 @@ def read_live_be_liberal(netns: Optional[str] = None) -> Optional[bool]:
 
 def read_nat_facts(netns: Optional[str] = None) -> NatFacts:
     """The live host's (or an `ip netns` namespace's) NAT facts."""
-    from sysctl_doctor.conntrack.recommend import kernel_version
+    from sysctl_doctor.kernel_version import version_or_unknown
 
     found = read_live_rules(netns)
-    return facts_of(found, kernel_version(os.uname().release), read_live_be_liberal(netns))
+    return facts_of(found, version_or_unknown(os.uname().release), read_live_be_liberal(netns))

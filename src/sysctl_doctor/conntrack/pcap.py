@@ -17,7 +17,15 @@ are decoded as far as they go. Only a file that is no capture at all raises
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import os
+import shutil
+import stat
 import struct
+import sys
+import tempfile
+import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator, List, Tuple, Union
 
@@ -83,28 +91,68 @@ class _Buffer:
 Record = Tuple[int, float, int, bytes, int, int]  # frame, time, linktype, data, orig_len, pkttype_hint
 
 
-def open_capture(path: str) -> Tuple[BinaryIO, CaptureInfo]:
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+@contextlib.contextmanager
+def capture_file(path: str) -> Iterator[str]:
+    """A regular file to replay from (read as often as the replay needs): `path` itself when it is one.
+
+    Standard input (`-`), /dev/stdin, a FIFO or a process substitution can be read only once, and a
+    gzip-compressed capture (`x.pcap.gz`, told by its magic bytes) not in place: both are copied
+    (decompressed) into a temporary file that is removed at the end."""
+    try:
+        source = sys.stdin.buffer if path == "-" else open(path, "rb")
+    except OSError as exc:
+        raise DoctorError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    with contextlib.ExitStack() as stack:
+        if source is not sys.stdin.buffer:
+            stack.enter_context(source)
+        try:
+            regular = path != "-" and stat.S_ISREG(os.fstat(source.fileno()).st_mode)
+            head = source.peek(2)[:2] if hasattr(source, "peek") else b""
+            spool = None
+            if not regular or head == GZIP_MAGIC:
+                spool = stack.enter_context(tempfile.NamedTemporaryFile(prefix="sysctl-doctor-capture-",
+                                                                        suffix=".pcap"))
+                _copy_capture(source, spool, path, gzipped=head == GZIP_MAGIC)
+                spool.flush()
+        except OSError as exc:
+            raise DoctorError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        yield path if spool is None else spool.name  # what the caller does with it is not ours to catch
+
+
+def _copy_capture(source: BinaryIO, spool: BinaryIO, path: str, gzipped: bool) -> None:
+    reader: BinaryIO = gzip.GzipFile(fileobj=source, mode="rb") if gzipped else source  # type: ignore[assignment]
+    try:
+        shutil.copyfileobj(reader, spool, _CHUNK)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise DoctorError(f"{path}: not a valid gzip file ({exc or 'cut short'})") from None
+
+
+def open_capture(path: str, display: str = "") -> Tuple[BinaryIO, CaptureInfo]:
+    """The open capture and its format; `display` names it in messages (default: `path`)."""
+    shown = display or path
     try:
         f = open(path, "rb")
     except OSError as exc:
-        raise DoctorError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    import os
+        raise DoctorError(f"{shown}: cannot read: {exc.strerror or exc}") from None
 
     try:
         size = os.fstat(f.fileno()).st_size
         head = f.read(4)
     except OSError as exc:
         f.close()
-        raise DoctorError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise DoctorError(f"{shown}: cannot read: {exc.strerror or exc}") from None
     f.seek(0)
     if head in PCAP_MAGICS:
-        return f, CaptureInfo(path, "pcap", size)
+        return f, CaptureInfo(shown, "pcap", size)
     if head == PCAPNG_SHB:
-        return f, CaptureInfo(path, "pcapng", size)
+        return f, CaptureInfo(shown, "pcapng", size)
     f.close()
     if len(head) < 4:
-        raise DoctorError(f"{path}: not a capture file (only {size} bytes)")
-    raise DoctorError(f"{path}: not a pcap or pcapng capture file (starts with {head.hex()})")
+        raise DoctorError(f"{shown}: not a capture file (only {size} bytes)")
+    raise DoctorError(f"{shown}: not a pcap or pcapng capture file (starts with {head.hex()})")
 
 
 def read_records(f: BinaryIO, info: CaptureInfo, diagnostics: List[Diagnostic]) -> Iterator[Record]:

@@ -52,9 +52,9 @@ def _read(root: Root, path: str) -> Optional[str]:
 
 
 def _resolve_include(root: Root, pattern: str, including: str) -> List[str]:
-    bases = [pattern] if pattern.startswith("/") else [
-        posixpath.join(posixpath.dirname(including), pattern), posixpath.join("/etc", pattern)]
-    for candidate in bases:
+    from sysctl_doctor.boot.loaders import nft_include_target
+
+    for candidate in [nft_include_target(pattern)]:
         candidate = posixpath.normpath(candidate)
         directory, name = posixpath.split(candidate)
         if any(c in name for c in "*?["):
@@ -95,6 +95,12 @@ def read_persisted_rules(root: Root, rulesets: Optional[Iterable[Tuple[str, str]
         if root.kind(path) is not PathKind.FILE or path in files or path in reader.files:
             continue
         if kind == "nft":
+            from sysctl_doctor.boot.loaders import nft_ruleset_failure
+
+            failure = nft_ruleset_failure(root, path)
+            if failure is not None:  # nft loads a ruleset all or nothing: none of its rules count
+                reader.diagnostics.append(Diagnostic(f"not loaded at boot: nft -f fails: {failure}", path, None))
+                continue
             before = len(reader.files)
             reader.feed_file(path)
             files += reader.files[before:]

@@ -59,11 +59,11 @@ sequence in SYN_SENT is still judged by the window checks, with no such line.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
 from sysctl_doctor.errors import DoctorError
+from sysctl_doctor.kernel_version import KernelVersion
 
 
 @dataclass(frozen=True)
@@ -168,15 +168,12 @@ def modern_profile(version: Tuple[int, int] = (6, 18)) -> KernelProfile:
     )
 
 
-_VERSION = re.compile(r"^\s*(\d+)\.(\d+)")
-
-
 def parse_kernel_version(text: str) -> Tuple[int, int]:
-    """(major, minor) of "6.18", "5.10.0-28-amd64", "6.18.44-fc-v657"."""
-    match = _VERSION.match(text)
-    if match is None:
+    """(major, minor) of "6.18", "5.10.0-28-amd64", "6.18.44-fc-v657"; an error for anything else."""
+    version = KernelVersion.parse(text)
+    if version is None:
         raise DoctorError(f"not a kernel version: {text!r} (expected e.g. 5.10 or 6.18)")
-    return int(match.group(1)), int(match.group(2))
+    return version
 
 
 def profile_for(kernel: str) -> KernelProfile:

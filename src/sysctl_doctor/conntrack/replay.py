@@ -220,11 +220,12 @@ class Replay:
     """One pass over a capture with one profile and one set of sysctls."""
 
     def __init__(self, path: str, profile: KernelProfile, settings: TcpSettings,
-                 progress: Optional[pcap.ProgressCallback] = None, explain: Optional[int] = None,
-                 capture_point: str = "any") -> None:
+                 progress: Optional[pcap.ProgressCallback] = None, display: str = "",
+                 explain: Optional[int] = None, capture_point: str = "any") -> None:
         if capture_point not in CAPTURE_POINTS:
             raise ValueError(f"capture point {capture_point!r}: one of {', '.join(CAPTURE_POINTS)}")
         self.path = path
+        self.display = display or path  # how messages name the capture (the spool of stdin is "-")
         self.capture_point = capture_point
         # addresses that sent a SYN on this link: the inside of the NAT box as the link shows it
         self._syn_senders: set = set()
@@ -236,7 +237,7 @@ class Replay:
         self.settings = settings
         self.tracker = TcpTracker(profile, settings)
         self.progress = progress
-        self.summary = ReplaySummary(path=path, profile=profile.name,
+        self.summary = ReplaySummary(path=self.display, profile=profile.name,
                                      kernel="%d.%d" % profile.version)
         self._table: Dict[tuple, Tuple[_Entry, int]] = {}
         self._flow_of: Dict[tuple, FlowSummary] = {}
@@ -281,7 +282,7 @@ class Replay:
     # -- the pass -------------------------------------------------------------------
     def packets(self) -> Iterator[PacketVerdict]:
         """Every TCP packet's verdict, in file order."""
-        f, info = pcap.open_capture(self.path)
+        f, info = pcap.open_capture(self.path, self.display)
         summary = self.summary
         summary.format = info.format
         skipped = summary.skipped

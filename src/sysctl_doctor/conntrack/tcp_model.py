@@ -348,9 +348,6 @@ class Connection:
         self.assured = False
         self.expires = 0.0
 
-    @property
-    def state_name(self) -> str:
-        return STATE_NAMES[self.state]
 
     def established(self) -> bool:
         return self.state == ESTABLISHED and self.assured

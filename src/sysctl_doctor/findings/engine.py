@@ -108,7 +108,7 @@ def _host_nat(root: Root, live: Optional[LiveHost], timeline: BootTimeline, pred
     import os
 
     from sysctl_doctor.conntrack.nat_facts import facts_of
-    from sysctl_doctor.conntrack.recommend import kernel_version
+    from sysctl_doctor.kernel_version import UNKNOWN, version_or_unknown
     from sysctl_doctor.findings.nat_advice import HostNat
 
     diagnostics: List[Diagnostic] = []
@@ -132,9 +132,9 @@ def _host_nat(root: Root, live: Optional[LiveHost], timeline: BootTimeline, pred
         source = ", ".join(persisted.files) or "no ruleset loaded at boot"
         if live_values and live_values.get(BE_LIBERAL_PATH) is not None:
             be_now = live_values[BE_LIBERAL_PATH] != "0"
-    version = kernel_version(kernel) if kernel and kernel != "unknown" else (0, 0)
-    if version == (0, 0) and live is not None:
-        version = kernel_version(os.uname().release)
+    version = version_or_unknown(kernel)
+    if version == UNKNOWN and live is not None:
+        version = version_or_unknown(os.uname().release)
     prediction = next((p for p in predictions if p.path == BE_LIBERAL_PATH), None)
     after_boot = None if prediction is None else prediction.boot_value not in (None, "0")
     facts = dataclasses.replace(facts_of(rules, version, be_now), be_liberal_after_boot=after_boot,

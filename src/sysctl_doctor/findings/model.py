@@ -54,3 +54,14 @@ class Finding:
         if not self.file:
             return ""
         return f"{self.file}:{self.line}" if self.line else self.file
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """What a CT rule advises for a set of NAT facts (`advise(facts)`), before it becomes a Finding."""
+
+    code: str
+    severity: str  # info | warning | error
+    title: str
+    text: str
+    fix: Optional[str] = None

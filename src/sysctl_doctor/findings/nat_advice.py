@@ -10,9 +10,9 @@ from sysctl_doctor.findings.model import Finding, Rule
 
 @dataclass
 class HostNat:
-    """What `check` knows about the host's NAT: the facts `recommend` reads, and where they come from."""
+    """What `check` knows about the host's NAT: the facts the CT rules read, and where they come from."""
 
-    facts: object  # sysctl_doctor.conntrack.recommend.NatFacts
+    facts: object  # sysctl_doctor.conntrack.nat_facts.NatFacts
     source: str  # "the running rules (nft, iptables-save)" or the ruleset files of the root
     snat: List[str] = field(default_factory=list)  # "file:line `rule`" of masquerade/snat rules
     dnat: List[str] = field(default_factory=list)

@@ -6,7 +6,7 @@ from importlib import import_module
 from types import ModuleType
 from typing import Dict, List, Tuple
 
-from sysctl_doctor.findings.model import SEVERITIES, Finding, Rule
+from sysctl_doctor.findings.model import SEVERITIES, Finding, Recommendation, Rule
 
 # The rule modules under sysctl_doctor.findings.rules, in the order their findings and docs are listed.
 _SD_RULE_NAMES = (
@@ -24,9 +24,9 @@ _SD_RULE_NAMES = (
     "sd112_interface_not_reapplied",
     "sd113_initramfs_image_stale",
     "sd114_module_load_blocked",
+    "sd115_value_rejected",
 )
-# Conntrack/NAT rules: run by `check` on hosts that do NAT; each also has `advise(NatFacts)`, which
-# `sysctl_doctor.conntrack.recommend.recommend` runs for the conntrack commands and the lab.
+# Conntrack/NAT rules: run by `check` on hosts that do NAT; each also has `advise(NatFacts)` (advise_all).
 _CT_RULE_NAMES = (
     "ct001_snat_reply_reset",
     "ct002_dnat_invalid_forwarded",
@@ -124,3 +124,9 @@ def rule_doc(code: str) -> str:
 
 def is_code(text: str) -> bool:
     return text.strip().upper() in RULES
+
+
+def advise_all(facts) -> List[Recommendation]:  # type: ignore[no-untyped-def]
+    """Every CT rule's advice for NAT facts (sysctl_doctor.conntrack.nat_facts.NatFacts), most severe first."""
+    out = [r for r in (module.advise(facts) for module in CT_RULE_MODULES) if r is not None]
+    return sorted(out, key=lambda r: (_SEVERITY_ORDER[r.severity], r.code))

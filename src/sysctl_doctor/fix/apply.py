@@ -1,10 +1,11 @@
 """Apply planned edits atomically, inside the root, keeping mode, owner and a backup.
 
 For each file: resolve it inside the root (links followed, never out of it; a mask is
-refused), back up the current content under <root>/var/backups/sysctl-doctor/<stamp>/,
-write a temporary file in the same directory, fsync it, give it the old file's mode and
-owner, rename it over the target, fsync the directory. A crash at any point leaves the
-old file or the new one, never a torn one; a failure removes the temporary file.
+refused), back up the current content under <root>/var/backups/sysctl-doctor/<stamp>-<random>/
+(one new directory per run), write a temporary file in the same directory, fsync it, give it the
+old file's owner and mode, rename it over the target, fsync the directory. A crash at any point
+leaves the old file or the new one, never a torn one; a failure removes the temporary file.
+Every write goes through `sysctl_doctor.root_write` (directory fds, O_NOFOLLOW, O_EXCL).
 
 `faults` is called with the name of each step before it runs (tests inject a crash there).
 """
@@ -12,19 +13,17 @@ old file or the new one, never a torn one; a failure removes the temporary file.
 from __future__ import annotations
 
 import os
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 from sysctl_doctor.errors import DoctorError
 from sysctl_doctor.fix.plan import FixPlan
 from sysctl_doctor.root import PathKind, Root
+from sysctl_doctor.root_write import BackupRun, Faults, open_root, replace_atomically
 
 BACKUP_DIR = "/var/backups/sysctl-doctor"
 STEPS = ("backup", "mkdir", "tempfile", "write", "fsync", "chmod", "rename", "dirfsync")
-Faults = Optional[Callable[[str], None]]
 
 
 @dataclass(frozen=True)
@@ -34,36 +33,14 @@ class AppliedEdit:
     backup: Optional[str]  # inside the root; None for a new file
 
 
-def _inside(root: Root, host: Path) -> None:
-    base = str(root.path).rstrip("/") + "/"
-    if root.path != Path("/") and not str(host).startswith(base):
-        raise DoctorError(f"refusing to write {host}: outside the root {root.path}")
+def backup_run(root: Root, root_fd: int, stamp: Optional[str] = None) -> BackupRun:
+    """The run's backup directory (made on first use), under BACKUP_DIR resolved inside the root."""
+    return BackupRun(root_fd, root.chase(BACKUP_DIR).resolved, stamp)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _mkdirs(root: Root, inside_dir: str) -> Path:
-    chased = root.chase(inside_dir)
-    if chased.kind is PathKind.DIR:
-        return chased.host
-    if chased.kind is not PathKind.MISSING:
-        raise DoctorError(f"{inside_dir}: exists and is not a directory")
-    _inside(root, chased.host)
-    parent = os.path.dirname(chased.resolved.rstrip("/")) or "/"
-    _mkdirs(root, parent)
-    os.mkdir(chased.host, 0o755)
-    _fsync_dir(chased.host.parent)
-    return chased.host
-
-
-def write_atomic(root: Root, path: str, data: bytes, faults: Faults = None, stamp: Optional[str] = None,
+def write_atomic(root: Root, path: str, data: bytes, faults: Faults = None, backups: Optional[BackupRun] = None,
                  expected_old: Optional[bytes] = None) -> AppliedEdit:
+    """Write one file inside the root (see the module docstring). Without `backups`, a run of its own."""
     fault = faults or (lambda step: None)
     chased = root.chase(path)
     if chased.kind is PathKind.NULL:
@@ -71,72 +48,40 @@ def write_atomic(root: Root, path: str, data: bytes, faults: Faults = None, stam
     if chased.kind not in (PathKind.FILE, PathKind.MISSING):
         raise DoctorError(f"{path}: not a regular file")
     target_inside = chased.resolved
-    target = chased.host
-    _inside(root, target)
-    old: Optional[bytes] = None
-    st = None
-    if chased.kind is PathKind.FILE:
-        st = os.stat(target)
-        old = target.read_bytes()
-        if expected_old is not None and old != expected_old:
-            raise DoctorError(f"{path} changed since the plan was made: run fix again")
-    backup_inside = None
-    fault("backup")
-    if old is not None:
-        stamp = stamp or time.strftime("%Y%m%dT%H%M%S")
-        backup_inside = f"{BACKUP_DIR}/{stamp}{target_inside}"
-        backup_dir = _mkdirs(root, os.path.dirname(backup_inside))
-        backup_host = backup_dir / os.path.basename(backup_inside)
-        _inside(root, backup_host)
-        with open(backup_host, "wb") as handle:
-            handle.write(old)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(backup_host, st.st_mode & 0o7777)
-    fault("mkdir")
-    directory = _mkdirs(root, os.path.dirname(target_inside))
-    fault("tempfile")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".sysctl-doctor-tmp", dir=directory)
-    tmp = Path(tmp_name)
+    root_fd = open_root(root) if backups is None else os.dup(backups.root_fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            fault("write")
-            handle.write(data)
-            handle.flush()
-            fault("fsync")
-            os.fsync(handle.fileno())
-            fault("chmod")
-            if st is not None:
-                os.fchmod(handle.fileno(), st.st_mode & 0o7777)
-                try:
-                    os.fchown(handle.fileno(), st.st_uid, st.st_gid)
-                except PermissionError:
-                    pass
-            else:
-                os.fchmod(handle.fileno(), 0o644)
-        fault("rename")
-        os.rename(tmp, target)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    fault("dirfsync")
-    _fsync_dir(directory)
-    return AppliedEdit(path, target_inside, backup_inside)
+        run = backups or backup_run(root, root_fd)
+        saved: List[str] = []
+
+        def backup(old: Optional[bytes], st: Optional[os.stat_result]) -> None:
+            if old is not None and expected_old is not None and old != expected_old:
+                raise DoctorError(f"{path} changed since the plan was made: run fix again")
+            fault("backup")
+            if old is not None and st is not None:
+                saved.append(run.save(target_inside, old, st))
+
+        replace_atomically(root_fd, target_inside, data, fault, backup)
+    finally:
+        os.close(root_fd)
+    return AppliedEdit(path, target_inside, saved[0] if saved else None)
 
 
 def apply_plan(root: Root, plan: FixPlan, faults: Faults = None) -> List[AppliedEdit]:
-    stamp = time.strftime("%Y%m%dT%H%M%S")
     done: List[AppliedEdit] = []
-    for edit in plan.edits:
-        expected = edit.old.encode() if edit.old is not None else None
-        try:
-            done.append(write_atomic(root, edit.path, edit.new.encode(), faults, stamp, expected))
-        except OSError as exc:  # read-only root, permissions, full disk: the user's to fix, not a bug
-            written = f" (already written: {', '.join(e.path for e in done)})" if done else ""
-            raise DoctorError(f"cannot write {edit.path} in {root.path}: {exc.strerror or exc}{written}") from exc
+    root_fd = open_root(root)
+    try:
+        run = backup_run(root, root_fd)
+        for edit in plan.edits:
+            # bytes that are not UTF-8 were read as surrogate escapes (plan._read): written back as they were
+            expected = edit.old.encode("utf-8", "surrogateescape") if edit.old is not None else None
+            try:
+                done.append(write_atomic(root, edit.path, edit.new.encode("utf-8", "surrogateescape"), faults, run, expected))
+            except (OSError, DoctorError) as exc:  # read-only root, permissions, full disk, a planted link
+                written = f" (already written: {', '.join(e.path for e in done)})" if done else ""
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise DoctorError(f"cannot write {edit.path} in {root.path}: {reason}{written}") from exc
+    finally:
+        os.close(root_fd)
     return done
 
 
@@ -156,6 +101,8 @@ def apply_now(plan: FixPlan, proc_sys: Path = Path("/proc/sys"), sys_module: Pat
                     raise DoctorError(f"modprobe {action.module} failed: {result.stderr.strip() or result.returncode}")
                 done.append(f"modprobe {action.module}")
         for key, value in action.writes.items():
+            if key.startswith("/") or ".." in key.split("/"):  # a crafted sysctl.d key must not leave /proc/sys
+                raise DoctorError(f"refusing to write {proc_sys}/{key}: the key leaves {proc_sys}")
             try:
                 (proc_sys / key).write_text(value + "\n")
             except OSError as exc:

@@ -27,6 +27,7 @@ METHODS = ("modules-load", "udev")
 MODULES_LOAD_FILE = "/etc/modules-load.d/sysctl-doctor.conf"
 UDEV_RULES_FILE = "/etc/udev/rules.d/90-sysctl-doctor.rules"
 SYSCTL_DROPIN = "/etc/systemd/system/systemd-sysctl.service.d/sysctl-doctor-after-modules.conf"
+DROPIN_NAME = SYSCTL_DROPIN.rsplit("/", 1)[1]
 HEADER = "# Written by sysctl-doctor fix: {why}\n"
 FIXABLE = (RACE_LOST, LOADED_LATE, NEVER_LOADED, UDEV_RACE)
 
@@ -76,7 +77,10 @@ def _read(root: Root, path: str) -> Optional[str]:
         return None
     if kind is not PathKind.FILE:
         raise DoctorError(f"{path}: not a regular file")
-    return root.read_text(path)
+    # bytes that are not UTF-8 (a Latin-1 comment) kept as surrogate escapes, so that the file is written
+    # back byte for byte and the diff shows them as \xNN; decoding with "replace" changed them to U+FFFD
+    # and made every apply fail with "changed since the plan was made"
+    return root.read_bytes(path).decode("utf-8", "surrogateescape")
 
 
 def _append_lines(old: Optional[str], lines: List[str], why: str) -> str:
@@ -132,12 +136,41 @@ def _insserv_override(root: Root) -> Optional[FileEdit]:
     return FileEdit(path, old, new, "insserv orders procps (sysctl --system) after kmod (/etc/modules)")
 
 
+def _dropin_names(root: Root, unit: str) -> List[str]:
+    """File names of `unit`'s drop-ins, as systemd applies them (sorted by name across directories)."""
+    from sysctl_doctor.boot.units import SystemdUnits
+
+    return [path.rsplit("/", 1)[1] for path in SystemdUnits(root).unit(unit).dropins]
+
+
+def sysctl_dropin(root: Root, unit: str) -> str:
+    """Where fix's `After=systemd-modules-load.service` drop-in must go so that no other drop-in sorts after it.
+
+    Drop-ins apply in file-name order across all directories, and a later `After=` (empty) resets every
+    earlier After=: a drop-in that sorts before such a reset is void. The name is the usual one unless another
+    drop-in sorts after it; then it gets "z" prefixes until it sorts last."""
+    directory = SYSCTL_DROPIN.rsplit("/", 1)[0]
+    names = _dropin_names(root, unit)
+    for prefix in [""] + ["z" * n + "-" for n in range(1, 65)] + ["~" * n + "-" for n in range(1, 65)]:
+        name = prefix + DROPIN_NAME
+        if all(other <= name for other in names):
+            return f"{directory}/{name}"
+    raise DoctorError(f"cannot name a drop-in of {unit} that sorts after all of its drop-ins ({names[-1]})")
+
+
+def _sysctl_step_not_run(timeline, notes: List[str]) -> None:
+    if not timeline.sysctl_runs:
+        notes.append(f"{timeline.sysctl_step} does not run at boot ({timeline.sysctl_note}): no sysctl.d setting "
+                     "applies, whatever fix writes; make it run first (see SD110)")
+
+
 def plan_fix(root: Root, report, method: str = "modules-load") -> FixPlan:
     if method not in METHODS:
         raise DoctorError(f"unknown method {method!r} (one of: {', '.join(METHODS)})")
     analysis = report.analysis
     timeline = analysis.timeline
     plan = FixPlan(method=method)
+    _sysctl_step_not_run(timeline, plan.notes)
     needed = _needed(report, plan.notes)
     for module, predictions in needed.items():
         plan.now.append(NowAction(module, {p.path: p.configured for p in predictions}))
@@ -146,9 +179,10 @@ def plan_fix(root: Root, report, method: str = "modules-load") -> FixPlan:
             plan.notes.append(f"{p.key} ({p.file}:{p.line}): unknown key, not something fix can repair")
     system = analysis.init_system
     if method == "udev":
-        from sysctl_doctor.boot.predict import UDEV_MODULE_EVENT_SAFE, kernel_version_tuple
+        from sysctl_doctor.boot.predict import UDEV_MODULE_EVENT_SAFE
+        from sysctl_doctor.kernel_version import KernelVersion
 
-        version = kernel_version_tuple(getattr(analysis, "kernel", None))
+        version = KernelVersion.parse(getattr(analysis, "kernel", None))
         if version is not None and version < UDEV_MODULE_EVENT_SAFE and needed:
             plan.notes.append(f"kernel {analysis.kernel} sends the module's add event before its sysctls exist "
                               "(before 5.11): a udev rule is not guaranteed there, prefer --method modules-load")
@@ -191,10 +225,11 @@ def plan_fix(root: Root, report, method: str = "modules-load") -> FixPlan:
                     old, lines, "load these modules before systemd-sysctl applies their keys"),
                     "systemd-modules-load loads them before systemd-sysctl"))
         if timeline.modules_step_relation in (RACE, AFTER) and (modules or timeline.modules_load.modules()):
-            old = _read(root, SYSCTL_DROPIN)
+            dropin = sysctl_dropin(root, timeline.sysctl_step)
+            old = _read(root, dropin)
             wanted = "[Unit]\nAfter=systemd-modules-load.service\n"
             if old is None or "After=systemd-modules-load.service" not in old:
-                plan.edits.append(FileEdit(SYSCTL_DROPIN, old, HEADER.format(
+                plan.edits.append(FileEdit(dropin, old, HEADER.format(
                     why="systemd-sysctl must run after systemd-modules-load") + wanted,
                     "orders systemd-sysctl after systemd-modules-load again"))
     elif system == "sysvinit":

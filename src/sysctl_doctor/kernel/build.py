@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from typing import Callable, Dict, List, Optional, Tuple
 
 from sysctl_doctor.errors import Diagnostic, DoctorError
 from sysctl_doctor.kernel import cache
-from sysctl_doctor.kernel.index import MODE_ELF, MODE_METADATA, MODE_NONE, IndexData
-from sysctl_doctor.kernel.model import ModuleScan
+from sysctl_doctor.kernel.model import MODE_ELF, MODE_METADATA, MODE_NONE, IndexData, ModuleScan
 from sysctl_doctor.kernel.modules_tree import MODULE_SUFFIXES, module_name, read_modules_metadata
 from sysctl_doctor.root import PathKind, Root
 
@@ -22,7 +22,13 @@ def list_module_files(root: Root, moddir: str) -> Tuple[List[Tuple[str, str]], L
     base = root.chase(moddir).host
     out: List[Tuple[str, str]] = []
     diags: List[Diagnostic] = []
-    for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+
+    def denied(exc: OSError) -> None:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            root.note_unreadable(f"{moddir}/{os.path.relpath(exc.filename or base, base)}",
+                                 f"cannot list: {exc.strerror}")
+
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=False, onerror=denied):
         dirnames.sort()
         for fname in sorted(filenames):
             if not (fname.endswith(".ko") or ".ko." in fname):

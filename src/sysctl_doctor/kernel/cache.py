@@ -57,7 +57,7 @@ def _path(key: str) -> Path:
 
 
 def load(key: str):  # -> Optional[IndexData]
-    from sysctl_doctor.kernel.index import IndexData
+    from sysctl_doctor.kernel.model import IndexData
 
     try:
         with open(_path(key), "rb") as handle:

@@ -48,7 +48,8 @@ def describe_provider(provider: KeyProvider, index: object = None) -> List[str]:
             lines.append(f"the directory itself comes from module {p.module}")
     elif p.kind is ProviderKind.AUTOLOAD:
         where = f" ({p.module_file})" if p.module_file else ""
-        lines.append(f"this value needs module {p.module}{where}")
+        if p.module:
+            lines.append(f"this value needs module {p.module}{where}")
         if p.requires:
             lines.append(f"loading {p.module} first loads: {_listing(p.requires)}")
     else:

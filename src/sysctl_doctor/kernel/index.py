@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import dataclass, field
+import re
 from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 
 from sysctl_doctor.errors import Diagnostic, DoctorError
 from sysctl_doctor.kernel import curated, known_keys
-from sysctl_doctor.kernel.model import KeyProvider, ModuleScan, ProviderKind, SysctlEntry
+from sysctl_doctor.kernel.model import (
+    MODE_ELF, MODE_NONE, IndexData, KeyProvider, ProviderKind, SysctlEntry,
+)
 from sysctl_doctor.kernel.modules_tree import (
     ModprobeConfig,
     available_kernels,
@@ -25,12 +27,6 @@ from sysctl_doctor.live import LiveHost
 from sysctl_doctor.root import Root
 
 Progress = Callable[[int, int], None]
-
-# How the index knows what it knows (IndexData.mode).
-MODE_ELF = "elf"  # module files scanned
-MODE_METADATA = "metadata"  # modules.* metadata only (no module files): keys from the curated table
-MODE_NONE = "none"  # no modules tree at all (CONFIG_MODULES off, or not installed)
-
 
 def key_to_path(key: str) -> str:
     """A sysctl key in dotted or slash form -> slash path under /proc/sys (sysctl.d(5) rules)."""
@@ -45,52 +41,24 @@ def path_to_key(path: str) -> str:
     return path.translate(str.maketrans("/.", "./"))
 
 
-@dataclass
-class IndexData:
-    """The cacheable part of an index: everything read from the modules tree."""
+# Values the kernel knows without loading anything (registered by code that is never a module), per slash path:
+# net/ipv4/tcp_cong.c (tcp_reno is always built in); net/sched/sch_api.c pktsched_init() registers
+# pfifo_fast, pfifo, bfifo, pfifo_head_drop, mq and noqueue.
+IN_CORE_VALUES: Dict[str, Tuple[str, ...]] = {
+    "net/ipv4/tcp_congestion_control": ("reno",),
+    "net/core/default_qdisc": ("pfifo_fast", "pfifo", "bfifo", "pfifo_head_drop", "mq", "noqueue"),
+}
+# A value that can name a congestion control, a qdisc or a logger (module names: letters, digits, _ and -).
+_NAME_VALUE = re.compile(r"[A-Za-z0-9_-]+")
 
-    kernel: str
-    mode: str
-    files: Dict[str, str] = field(default_factory=dict)  # module -> path relative to the tree
-    deps: Dict[str, List[str]] = field(default_factory=dict)
-    builtin: Dict[str, str] = field(default_factory=dict)
-    softdep_pre: Dict[str, List[str]] = field(default_factory=dict)
-    aliases: List[Tuple[str, str]] = field(default_factory=list)  # non-device aliases only
-    scans: Dict[str, ModuleScan] = field(default_factory=dict)  # modules with sysctl tables or errors
-    scanned: int = 0  # module files looked at
-    diagnostics: List[Diagnostic] = field(default_factory=list)
-    partial: bool = False
 
-    def to_json(self) -> dict:
-        return {
-            "kernel": self.kernel,
-            "mode": self.mode,
-            "files": self.files,
-            "deps": self.deps,
-            "builtin": self.builtin,
-            "softdep_pre": self.softdep_pre,
-            "aliases": self.aliases,
-            "scans": {k: v.to_json() for k, v in self.scans.items()},
-            "scanned": self.scanned,
-            "diagnostics": [[d.message, d.file, d.line] for d in self.diagnostics],
-            "partial": self.partial,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict) -> "IndexData":
-        return cls(
-            kernel=data["kernel"],
-            mode=data["mode"],
-            files=dict(data["files"]),
-            deps={k: list(v) for k, v in data["deps"].items()},
-            builtin=dict(data["builtin"]),
-            softdep_pre={k: list(v) for k, v in data["softdep_pre"].items()},
-            aliases=[(a, b) for a, b in data["aliases"]],
-            scans={k: ModuleScan.from_json(v) for k, v in data["scans"].items()},
-            scanned=int(data["scanned"]),
-            diagnostics=[Diagnostic(m, f, ln) for m, f, ln in data["diagnostics"]],
-            partial=bool(data["partial"]),
-        )
+def _rejected_value(path: str, value: str, source: str, scope: str) -> KeyProvider:
+    """A value no kernel accepts for a name key: systemd-sysctl and sysctl --system write it as it is."""
+    why = (f"{value} is not a name the kernel knows: sysctl.d values are written exactly as they are "
+           "(quotes included), so no module can provide it")
+    return KeyProvider(kind=ProviderKind.AUTOLOAD, per_netns=scope == "netns", init_netns_only=scope == "init",
+                       evidence=f"curated:{source}", key=path, note=f"{why}: the write will fail",
+                       value_rejected=why)
 
 
 class ModuleIndex:
@@ -246,14 +214,18 @@ class ModuleIndex:
                 if rule.kind is not ProviderKind.AUTOLOAD or not rule.module:
                     continue
                 val = value.strip()
-                if not val or val.upper() == "NONE":
+                if not val or val.upper() == "NONE" or val in IN_CORE_VALUES.get(path, ()):
                     break
+                if not _NAME_VALUE.fullmatch(val):
+                    return _rejected_value(path, val, rule.source, rule.scope)
                 mod = self.normalize_module(rule.module.format(value=val))
                 if self.is_builtin_module(mod):
                     break  # already in the kernel: nothing to load
                 prov = self._module_provider(ProviderKind.AUTOLOAD, mod, path, f"curated:{rule.source}", rule.scope == "netns", rule.scope == "init")
                 if self.mode != MODE_NONE and not self.has_module(mod):
                     prov.note = f"no module {mod!r} in kernel {self.kernel}: the write will fail"
+                    if not path.startswith("net/netfilter/nf_log/"):
+                        prov.value_rejected = f"no module {mod} in kernel {self.kernel}"
                 elif path.startswith("net/netfilter/nf_log/"):
                     prov.note = "the kernel does not load the logger on write: it must already be loaded"
                 return prov

@@ -11,13 +11,13 @@ docstring); tests/kernel/test_known_keys.py checks the committed 6.1 list agains
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
 from sysctl_doctor.errors import DoctorError
+from sysctl_doctor.kernel_version import KernelVersion
 
 FORMAT = "sysctl-doctor known-keys 1"
 
@@ -83,11 +83,6 @@ def parse(text: str, name: str) -> KnownKeys:
     return KnownKeys(series, kernel, {m: frozenset(k) for m, k in by_module.items()}, frozenset(every), source)
 
 
-def _series_tuple(text: str) -> Optional[Tuple[int, int]]:
-    m = re.match(r"(\d+)\.(\d+)", text)
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
 @lru_cache(maxsize=1)
 def all_series() -> Tuple[KnownKeys, ...]:
     folder = resources.files("sysctl_doctor").joinpath("data/known_keys")
@@ -95,22 +90,22 @@ def all_series() -> Tuple[KnownKeys, ...]:
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".tsv"):
             out.append(parse(entry.read_text(encoding="utf-8"), f"data/known_keys/{entry.name}"))
-    return tuple(sorted(out, key=lambda k: _series_tuple(k.series) or (0, 0)))
+    return tuple(sorted(out, key=lambda k: KernelVersion.parse(k.series) or (0, 0)))
 
 
 def nearest(kernel: str) -> Optional[Tuple[KnownKeys, bool]]:
     """(the list of the series nearest to `kernel`, whether it is the same major.minor); None if no list fits."""
-    want = _series_tuple(kernel)
+    want = KernelVersion.parse(kernel)
     lists = all_series()
     if want is None or not lists:
         return None
 
     def distance(k: KnownKeys) -> Tuple[int, int]:
-        have = _series_tuple(k.series) or (0, 0)
+        have = KernelVersion.parse(k.series) or (0, 0)
         return (abs((want[0] * 1000 + want[1]) - (have[0] * 1000 + have[1])), -(have[0] * 1000 + have[1]))
 
     best = min(lists, key=distance)
-    return best, _series_tuple(best.series) == want
+    return best, KernelVersion.parse(best.series) == want
 
 
 def key_changes(old: Dict[str, FrozenSet[str]], new: Dict[str, List[str]]) -> List[str]:

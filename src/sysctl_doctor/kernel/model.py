@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
+
+from sysctl_doctor.errors import Diagnostic
 
 
 class ProviderKind(str, enum.Enum):
@@ -31,6 +33,7 @@ class KeyProvider:
     suggestion: Optional[str] = None  # UNKNOWN: nearest known key (dotted)
     key: str = ""  # the slash path asked about (additive field)
     note: Optional[str] = None  # e.g. "the kernel does not load the logger on write" (additive)
+    value_rejected: Optional[str] = None  # AUTOLOAD: why the kernel refuses the value (the write fails) (additive)
 
 
 @dataclass(frozen=True)
@@ -98,3 +101,57 @@ class CuratedRule:
 
     def as_tuple(self) -> Tuple[str, str, Optional[str], str, str]:
         return (self.pattern, self.kind.value, self.module, self.scope, self.source)
+
+
+# How the index knows what it knows (IndexData.mode).
+MODE_ELF = "elf"  # module files scanned
+MODE_METADATA = "metadata"  # modules.* metadata only (no module files): keys from the curated table
+MODE_NONE = "none"  # no modules tree at all (CONFIG_MODULES off, or not installed)
+
+
+@dataclass
+class IndexData:
+    """The cacheable part of an index: everything read from the modules tree."""
+
+    kernel: str
+    mode: str
+    files: Dict[str, str] = field(default_factory=dict)  # module -> path relative to the tree
+    deps: Dict[str, List[str]] = field(default_factory=dict)
+    builtin: Dict[str, str] = field(default_factory=dict)
+    softdep_pre: Dict[str, List[str]] = field(default_factory=dict)
+    aliases: List[Tuple[str, str]] = field(default_factory=list)  # non-device aliases only
+    scans: Dict[str, ModuleScan] = field(default_factory=dict)  # modules with sysctl tables or errors
+    scanned: int = 0  # module files looked at
+    diagnostics: List[Diagnostic] = field(default_factory=list)
+    partial: bool = False
+
+    def to_json(self) -> dict:
+        return {
+            "kernel": self.kernel,
+            "mode": self.mode,
+            "files": self.files,
+            "deps": self.deps,
+            "builtin": self.builtin,
+            "softdep_pre": self.softdep_pre,
+            "aliases": self.aliases,
+            "scans": {k: v.to_json() for k, v in self.scans.items()},
+            "scanned": self.scanned,
+            "diagnostics": [[d.message, d.file, d.line] for d in self.diagnostics],
+            "partial": self.partial,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "IndexData":
+        return cls(
+            kernel=data["kernel"],
+            mode=data["mode"],
+            files=dict(data["files"]),
+            deps={k: list(v) for k, v in data["deps"].items()},
+            builtin=dict(data["builtin"]),
+            softdep_pre={k: list(v) for k, v in data["softdep_pre"].items()},
+            aliases=[(a, b) for a, b in data["aliases"]],
+            scans={k: ModuleScan.from_json(v) for k, v in data["scans"].items()},
+            scanned=int(data["scanned"]),
+            diagnostics=[Diagnostic(m, f, ln) for m, f, ln in data["diagnostics"]],
+            partial=bool(data["partial"]),
+        )

@@ -12,8 +12,9 @@ One run (about 1 s):
  5. each end reports completed / reset / timeout; the capture shows the NAT
     box's RST; /dev/kmsg gives the kernel's conntrack lines for this flow.
 Everything is torn down in `finally` (Ctrl-C included). The only host setting
-touched is net.netfilter.nf_log_all_netns (so the NAT netns may log), through
-`HostSysctlChange` (locked, restored).
+touched is net.netfilter.nf_log_all_netns (so the NAT netns may log): a hold in
+the host-switch record (`sysctl_doctor.host_switches`), taken before the first
+run and released after the last; a SIGKILLed lab is undone by the next run.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import socket
 import subprocess
 import threading
 import time
-from contextlib import contextmanager
 from typing import Callable, List, Optional
 
 from sysctl_doctor.conntrack.kernel_log import parse_kernel_log, read_kmsg_records
@@ -35,7 +35,8 @@ from sysctl_doctor.lab.interrupts import critical, interrupts_deferred_in_critic
 from sysctl_doctor.lab.capture import InterfaceCapture, build_tcp_segment
 from sysctl_doctor.lab.mitigations import Mitigation
 from sysctl_doctor.lab.outcome import COMPLETED, ERROR, RESET, TIMEOUT, EndResult, InjectedSegment, LabOutcome, LabReport
-from sysctl_doctor.lab.scenarios import INJECTED_PAYLOAD, Scenario, expected_survival, kernel_version
+from sysctl_doctor.kernel_version import version_or_unknown
+from sysctl_doctor.lab.scenarios import INJECTED_PAYLOAD, Scenario, expected_survival
 from sysctl_doctor.lab.topology import (
     NAT_OUTSIDE_ADDR,
     NAT_OUTSIDE_IFNAME,
@@ -142,7 +143,7 @@ def run_one(scenario: Scenario, mitigation: Mitigation, kernel: str, keep_captur
     port = random.randint(20000, 59999)
     outcome = LabOutcome(
         scenario=scenario.name, mitigation=mitigation.name, kernel=kernel, survived=False,
-        expected_survived=expected_survival(scenario.name, mitigation.name, kernel_version(kernel)),
+        expected_survived=expected_survival(scenario.name, mitigation.name, version_or_unknown(kernel)),
         client=EndResult(), server=EndResult(), injected=None, nat_rst=False, server_port=port,
     )
     capture: Optional[InterfaceCapture] = None
@@ -271,23 +272,16 @@ def _collect_kernel_lines(outcome: LabOutcome, kmsg_fd: int, port: int) -> None:
         outcome.kernel_verdicts.append(rec.reason.verdict)
 
 
-@contextmanager
-def _host_change(change):  # type: ignore[no-untyped-def]
-    """Enter and leave a HostSysctlChange without a signal cutting the restore short."""
-    with critical():
-        change.__enter__()
-    try:
-        yield change
-    finally:
-        with critical():
-            change.__exit__(None, None, None)
-
-
 def run_lab(scenarios: List[Scenario], mitigations: List[Mitigation], keep_capture: Optional[str] = None,
-            progress: Optional[Callable[[LabOutcome], None]] = None) -> LabReport:
-    """Every scenario under every mitigation; the host is left as found."""
+            progress: Optional[Callable[[LabOutcome], None]] = None,
+            notice: Optional[Callable[[str], None]] = None) -> LabReport:
+    """Every scenario under every mitigation; the host is left as found.
+
+    `notice` gets the host-switch messages (waiting for the lock, a killed run's switch restored)."""
     require_lab_tools()
-    from sysctl_doctor.live import HostSysctlChange
+    from sysctl_doctor.host_switches import Holder, SwitchHold, stderr_notice
+
+    say = notice or stderr_notice
 
     remove_stale_namespaces()
     kernel = os.uname().release
@@ -300,22 +294,28 @@ def run_lab(scenarios: List[Scenario], mitigations: List[Mitigation], keep_captu
         os.lseek(kmsg_fd, 0, os.SEEK_END)
     except OSError as exc:
         report.kernel_log = f"/dev/kmsg unreadable ({exc}): no kernel lines"
-    host_changes = {}
+    hold: Optional[SwitchHold] = None
     if os.path.exists(f"/proc/sys/{HOST_LOG_KEY}"):
-        host_changes[HOST_LOG_KEY] = "1"
+        hold = SwitchHold(HOST_LOG_KEY, "1", Holder.this_process("lab"))
     else:
         report.kernel_log = f"/proc/sys/{HOST_LOG_KEY} missing: the NAT netns cannot log"
     try:
-        with interrupts_deferred_in_critical_sections(), _host_change(HostSysctlChange(host_changes)) as change:
-            report.host_changes = {k.replace("/", "."): v for k, v in change.saved.items()}
-            for scenario in scenarios:
-                for mitigation in mitigations:
-                    if kmsg_fd is not None:
-                        os.lseek(kmsg_fd, 0, os.SEEK_END)
-                    outcome = run_one(scenario, mitigation, kernel, keep_capture, kmsg_fd)
-                    report.outcomes.append(outcome)
-                    if progress is not None:
-                        progress(outcome)
+        with interrupts_deferred_in_critical_sections():
+            try:
+                if hold is not None:  # not critical: waiting for the lock stays interruptible
+                    report.host_changes = {hold.dotted: hold.take(say)}
+                for scenario in scenarios:
+                    for mitigation in mitigations:
+                        if kmsg_fd is not None:
+                            os.lseek(kmsg_fd, 0, os.SEEK_END)
+                        outcome = run_one(scenario, mitigation, kernel, keep_capture, kmsg_fd)
+                        report.outcomes.append(outcome)
+                        if progress is not None:
+                            progress(outcome)
+            finally:
+                if hold is not None:
+                    with critical():
+                        hold.release(say)
     finally:
         if kmsg_fd is not None:
             os.close(kmsg_fd)

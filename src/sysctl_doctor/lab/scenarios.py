@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from sysctl_doctor.conntrack.recommend import kernel_version  # noqa: F401 - re-exported for the lab
 
 INJECTED_PAYLOAD = 1234  # bytes, as in the write-up's table
 

@@ -28,6 +28,14 @@ def json_text(doc: Any, **options: Any) -> str:
     return json.dumps(_bytes_escaped(doc), **options)
 
 
+def _value(value: Any) -> Any:
+    """A value, or null: the contract has no room for the text report's "(kernel default)" placeholder
+    (a default the kernel computes at boot, e.g. from memory size: not known here)."""
+    from sysctl_doctor.boot.kernel_defaults import UNKNOWN_DEFAULT
+
+    return None if value == UNKNOWN_DEFAULT else value
+
+
 def check_to_dict(report) -> dict:
     keys = []
     for p in report.predictions:
@@ -39,8 +47,8 @@ def check_to_dict(report) -> dict:
             "file": p.file,
             "line": p.line,
             "provider": {"kind": kind, "module": getattr(provider, "module", None)},
-            "boot": {"applied": bool(p.applied), "value": p.boot_value},
-            "after_late_load": {"value": p.after_late_load},
+            "boot": {"applied": bool(p.applied), "value": _value(p.boot_value)},
+            "after_late_load": {"value": _value(p.after_late_load)},
             "live": p.live,
             "findings": list(p.findings),
         })

@@ -7,6 +7,7 @@ from rich.markup import escape as _rich_escape
 from rich.table import Table
 
 from sysctl_doctor.findings.model import ERROR, INFO, WARNING
+from sysctl_doctor.terminal_text import terminal_safe
 
 _VERDICT = {
     "applied": ("applied", "green"),
@@ -22,17 +23,14 @@ _VERDICT = {
     "glob": ("glob (expanded at boot)", "cyan"),
     "default-matches": ("kernel default = configured", "green"),
     "applied-by-later-unit": ("applied (re-run by a later unit)", "green"),
+    "value-rejected": ("NOT APPLIED (value rejected)", "red"),
 }
 _SEVERITY_STYLE = {ERROR: "bold red", WARNING: "yellow", INFO: "cyan"}
 
 
-def _printable(text: str) -> str:
-    """Control and undecodable characters as escapes, so file contents cannot drive the terminal."""
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
-
-
-def escape(text: str) -> str:  # noqa: F811 - rich's escape, after making the text printable
-    return _rich_escape(_printable(text))
+def escape(text: str) -> str:
+    """Terminal-safe (control characters and undecodable bytes escaped), then rich markup escaped."""
+    return _rich_escape(terminal_safe(str(text)))
 
 
 def _value(value) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Iterator, Optional
 
-from sysctl_doctor.conntrack.recommend import ERROR, WARNING, NatFacts, Recommendation, version_text
-from sysctl_doctor.findings.model import Example, Finding, Rule
+from sysctl_doctor.conntrack.nat_facts import NatFacts
+from sysctl_doctor.kernel_version import version_text
+from sysctl_doctor.findings.model import ERROR, WARNING, Example, Finding, Recommendation, Rule
 from sysctl_doctor.findings.nat_advice import nat_findings
 
 # Debian's default input chain (policy accept) on the incident node: nothing drops INVALID replies.

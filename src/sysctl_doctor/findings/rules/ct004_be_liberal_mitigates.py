@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Iterator, Optional
 
-from sysctl_doctor.conntrack.recommend import INFO, NatFacts, Recommendation
-from sysctl_doctor.findings.model import Example, Finding, Rule
+from sysctl_doctor.conntrack.nat_facts import NatFacts
+from sysctl_doctor.findings.model import INFO, Example, Finding, Recommendation, Rule
 from sysctl_doctor.findings.nat_advice import nat_findings
 
 RULE = Rule(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Iterator, Optional
 
-from sysctl_doctor.conntrack.recommend import INFO, NatFacts, Recommendation, version_text
-from sysctl_doctor.findings.model import Example, Finding, Rule
+from sysctl_doctor.conntrack.nat_facts import NatFacts
+from sysctl_doctor.kernel_version import version_text
+from sysctl_doctor.findings.model import INFO, Example, Finding, Recommendation, Rule
 from sysctl_doctor.findings.nat_advice import nat_findings
 from sysctl_doctor.findings.rules.ct001_snat_reply_reset import ACCEPTING_NFTABLES_CONF
 
@@ -19,7 +20,7 @@ RULE = Rule(
         "Traffic SNATed to the node itself (pod to outside, masquerade) needs the rule in INPUT: the INVALID "
         "reply is addressed to the node. kube-proxy 1.29 adds --conntrack-tcp-be-liberal. No command detects "
         "the kube-proxy version yet (it runs in a pod): `check` reports this rule only when a caller of "
-        "`recommend()` / `analyze(nat_facts=...)` supplies the version."
+        "`advise_all()` / `analyze(nat_facts=...)` supplies the version."
     ),
     fix=(
         "Add the INPUT rule yourself (`-A INPUT -m conntrack --ctstate INVALID -j DROP`), or upgrade "

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Iterator, Optional
 
-from sysctl_doctor.conntrack.recommend import INFO, NatFacts, Recommendation, version_text
-from sysctl_doctor.findings.model import Example, Finding, Rule
+from sysctl_doctor.conntrack.nat_facts import NatFacts
+from sysctl_doctor.kernel_version import version_text
+from sysctl_doctor.findings.model import INFO, Example, Finding, Recommendation, Rule
 from sysctl_doctor.findings.nat_advice import nat_findings
 
 RULE = Rule(
@@ -19,7 +20,7 @@ RULE = Rule(
         "its conntrack entry and its NAT, and no RST follows. They need no mitigation on this kernel (before "
         "6.1 they are INVALID and CT001 applies). The counts are what `sysctl-doctor conntrack logs` reports "
         "per reason; `check` does not read the kernel log, so it reports this rule only when a caller of "
-        "`recommend()` / `analyze(nat_facts=...)` supplies them."
+        "`advise_all()` / `analyze(nat_facts=...)` supplies them."
     ),
     fix="Nothing to do for these lines; look for \"over upper bound\" lines instead (CT001).",
     example=Example(

@@ -48,12 +48,15 @@ def _has_assignments(root, path: str) -> bool:
 def check(analysis) -> Iterator[Finding]:
     root = analysis.root
     config = analysis.config
+    reported = set()
     for ignored in config.ignored_files:
-        if not _has_assignments(root, ignored.file):
-            continue  # a README or an empty mask is fine
+        if ignored.file in reported or not _has_assignments(root, ignored.file):
+            continue  # one finding per file; a README or an empty mask is fine
+        reported.add(ignored.file)
         yield Finding(RULE.code, RULE.severity, None,
                       f"{ignored.file} is never read: {ignored.reason}", RULE.fix, ignored.file, None)
-    if config.flavor == "systemd" and root.kind("/etc/sysctl.conf") is PathKind.FILE:
+    if config.flavor == "systemd" and "/etc/sysctl.conf" not in reported and (
+            root.kind("/etc/sysctl.conf") is PathKind.FILE):
         read = {root.chase(f).resolved for f in config.files}
         if "/etc/sysctl.conf" not in read and _has_assignments(root, "/etc/sysctl.conf"):
             yield Finding(

@@ -1,0 +1,45 @@
+"""The one way the command line makes a rich Console: colour only on a terminal, never with NO_COLOR.
+
+NO_COLOR (https://no-color.org): set and not empty, no ANSI styling at all — no colour and no bold
+(rich's own `no_color` keeps bold/dim/underline, and `check` used to force colour on a terminal).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console
+
+
+def no_color() -> bool:
+    """True when the user asked for no colour (NO_COLOR set to a non-empty value)."""
+    return os.environ.get("NO_COLOR", "") != ""
+
+
+def styled(stderr: bool = False) -> bool:
+    """Whether output on stdout (or stderr) may carry styles: a terminal, and no NO_COLOR."""
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):  # closed or replaced stream
+        tty = False
+    return tty and not no_color()
+
+
+def make_console(stderr: bool = False, piped_width: Optional[int] = None, soft_wrap: bool = True) -> "Console":
+    """A Console for stdout (or stderr): styles only when `styled()`; `piped_width` columns when the
+    stream is not a terminal (None: rich's default, 80 or $COLUMNS)."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    plain = not tty or no_color()
+    options = {"color_system": None} if plain else {}
+    return Console(stderr=stderr, highlight=False, soft_wrap=soft_wrap, no_color=plain,
+                   width=None if tty else piped_width, **options)

@@ -1,0 +1,429 @@
+"""Host-global sysctls switched on by several runs at once, and always put back.
+
+``net.netfilter.nf_log_all_netns`` exists only in the init namespace and is shared by every `lab` run,
+every `conntrack debug` session and every test on the machine. One persistent record,
+``$SYSCTL_DOCTOR_RUN_DIR/host-switches.json`` (default ``/run/sysctl-doctor``), holds per switch the
+original value and who holds it now:
+
+    {"version": 1, "switches": {"/proc/sys/net/netfilter/nf_log_all_netns": {
+        "original": "0", "value": "1", "holders": [
+            {"what": "lab", "pid": 4242, "start": 918273, "token": "…"},
+            {"what": "conntrack debug --netns pod", "netns": "pod", "inode": 4026532301}]}}}
+
+- `take` writes the record (temp file, fsync, rename, directory fsync) BEFORE it writes the value;
+- `release` writes the original back when the last holder leaves, then updates the record;
+- `recover` — run first by every entry point (inside `take`/`release`, and by `conntrack debug status`) —
+  drops the holders that are gone (a process holder whose pid is gone or now another process; a
+  namespace holder whose namespace was removed or replaced) and restores each switch nobody holds.
+So a SIGKILLed run is undone by the next run, and the value it left is never taken for the original.
+
+The flock on `HOST_LOCK` is held only while the record is read, changed and the value switched —
+never for a whole run. A run that has to wait says so (``notice``) and the wait stays interruptible.
+/run is a tmpfs: after a reboot the record and the switched values are gone together.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import sys
+import uuid
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, TextIO
+
+from sysctl_doctor.errors import DoctorError
+
+RUN_DIR_ENV = "SYSCTL_DOCTOR_RUN_DIR"
+DEFAULT_RUN_DIR = "/run/sysctl-doctor"
+RECORD_NAME = "host-switches.json"
+NETNS_DIR = "/run/netns"
+PROC_SYS = Path("/proc/sys")
+
+Notice = Callable[[str], None]
+
+
+def stderr_notice(message: str) -> None:
+    """The default `Notice`: one line on stderr (what the CLI shows while it waits)."""
+    stream: TextIO = sys.stderr
+    try:
+        stream.write(message + "\n")
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def run_dir() -> Path:
+    """Where run state lives: ``$SYSCTL_DOCTOR_RUN_DIR`` or /run/sysctl-doctor."""
+    return Path(os.environ.get(RUN_DIR_ENV) or DEFAULT_RUN_DIR)
+
+
+def record_path() -> Path:
+    return run_dir() / RECORD_NAME
+
+
+HOST_LOCK = Path("/run/lock/sysctl-doctor.lock")  # flock'ed while a host switch is read or changed
+
+
+def host_lock_path() -> Path:
+    return HOST_LOCK
+
+
+def dotted(path: str) -> str:
+    """``/proc/sys/net/a/b`` → ``net.a.b`` (other paths as they are)."""
+    prefix = str(PROC_SYS) + "/"
+    return path[len(prefix):].replace("/", ".") if path.startswith(prefix) else path
+
+
+def process_start(pid: int) -> Optional[int]:
+    """The process's start time (clock ticks after boot, /proc/<pid>/stat field 22); None when gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    try:
+        return int(stat[stat.rindex(b")") + 2:].split()[19])
+    except (ValueError, IndexError):
+        return None
+
+
+def netns_inode(name: str) -> Optional[int]:
+    try:
+        return os.stat(os.path.join(NETNS_DIR, name)).st_ino
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who keeps a switch on: a running process, or a network namespace (a `debug on` without --for)."""
+
+    what: str  # for people: "lab", "conntrack debug --netns pod"
+    pid: Optional[int] = None
+    start: Optional[int] = None
+    token: Optional[str] = None  # tells apart two holds of one process
+    netns: Optional[str] = None
+    inode: Optional[int] = None
+
+    @classmethod
+    def this_process(cls, what: str) -> "Holder":
+        pid = os.getpid()
+        return cls(what=what, pid=pid, start=process_start(pid), token=uuid.uuid4().hex)
+
+    @classmethod
+    def namespace(cls, name: str, what: str) -> "Holder":
+        inode = netns_inode(name)
+        if inode is None:
+            raise DoctorError(f"network namespace {name!r} not found (no {NETNS_DIR}/{name}; see `ip netns list`)")
+        return cls(what=what, netns=name, inode=inode)
+
+    def alive(self) -> bool:
+        if self.pid is not None:
+            return self.start is not None and process_start(self.pid) == self.start
+        if self.netns is not None:
+            return netns_inode(self.netns) == self.inode
+        return False
+
+    def same(self, other: "Holder") -> bool:
+        if self.pid is not None:
+            return (self.pid, self.start, self.token) == (other.pid, other.start, other.token)
+        return self.netns is not None and self.netns == other.netns and other.pid is None
+
+    def describe(self) -> str:
+        return f"{self.what} (pid {self.pid})" if self.pid is not None else self.what
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Holder":
+        return cls(what=str(data.get("what", "?")), pid=data.get("pid"), start=data.get("start"),
+                   token=data.get("token"), netns=data.get("netns"), inode=data.get("inode"))
+
+
+@dataclass
+class Switch:
+    original: str
+    value: str
+    holders: List[Holder] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"original": self.original, "value": self.value, "holders": [h.to_json() for h in self.holders]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Switch":
+        return cls(original=str(data["original"]), value=str(data["value"]),
+                   holders=[Holder.from_json(h) for h in data.get("holders", [])])
+
+
+Record = Dict[str, Switch]  # absolute /proc/sys path → switch
+
+
+def load_record(path: Path) -> Record:
+    try:
+        data = json.loads(path.read_text())
+        return {key: Switch.from_json(value) for key, value in data["switches"].items()}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DoctorError(f"{path}: unreadable host-switch record ({exc}); restore the values it names "
+                          "by hand and delete it") from exc
+
+
+def save_record(path: Path, record: Record) -> None:
+    """Atomically: temp file, fsync, rename, directory fsync; no switches → no file. Under the host lock."""
+    try:
+        _save_record(path, record)
+    except OSError as exc:
+        raise DoctorError(f"cannot write the host-switch record {path}: {exc.strerror or exc} "
+                          "(changing host settings needs root)") from exc
+
+
+def _stale_temps(path: Path) -> List[Path]:
+    return list(path.parent.glob(f"{path.name}.tmp.*"))
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Saves run under the host lock: a temp file seen while holding it was left by a killed save."""
+    for stale in _stale_temps(path):
+        try:
+            stale.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _save_record(path: Path, record: Record) -> None:
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    _remove_stale_temps(path)
+    if not record:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+    else:
+        tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
+        data = {"version": 1, "switches": {k: v.to_json() for k, v in record.items()}}
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(data, indent=2) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _lock_holders(lock_path: Path) -> List[int]:
+    """Pids holding a flock on the lock file, from /proc/locks (empty when unknown)."""
+    try:
+        ino = os.stat(lock_path).st_ino
+        with open("/proc/locks") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return []
+    pids = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5].rsplit(":", 1)[-1] == str(ino):
+            if parts[4].isdigit():
+                pids.append(int(parts[4]))
+    return pids
+
+
+@contextmanager
+def host_lock(notice: Notice = stderr_notice, hint: str = "Ctrl-C gives up, nothing changed") -> Iterator[None]:
+    """The host lock for the block. Waiting says so (with `hint`); a signal whose handler raises
+    (Ctrl-C: KeyboardInterrupt) ends the wait."""
+    lock_path = host_lock_path()
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise DoctorError(f"cannot open the host lock {lock_path}: {exc.strerror or exc} "
+                          "(changing host settings needs root)") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            pids = ", ".join(str(p) for p in _lock_holders(lock_path)) or "another process"
+            notice(f"waiting for the host lock {lock_path} (held by {pids}); {hint}")
+            fcntl.flock(fd, fcntl.LOCK_EX)  # interruptible: a signal handler's exception ends the wait
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DoctorError(f"{path}: {exc.strerror or exc}") from exc
+
+
+def _write(path: str, value: str) -> None:
+    try:
+        with open(path, "w") as fh:
+            fh.write(value + "\n")
+    except OSError as exc:
+        raise DoctorError(f"cannot set {dotted(path)}={value}: {exc.strerror or exc}") from exc
+
+
+def _write_if_changed(path: str, value: str) -> None:
+    try:
+        current = _read(path)
+    except DoctorError:
+        current = None
+    if current != value:
+        _write(path, value)
+
+
+def _recover_locked(record: Record) -> List[str]:
+    """Drop dead holders; restore and forget switches nobody holds. Returns what was done, for people."""
+    done: List[str] = []
+    for path in list(record):
+        switch = record[path]
+        gone = [h for h in switch.holders if not h.alive()]
+        if not gone:
+            continue
+        switch.holders = [h for h in switch.holders if h.alive()]
+        who = ", ".join(h.describe() for h in gone)
+        if switch.holders:
+            done.append(f"{dotted(path)}: dropped {who} (gone); still held by "
+                        + ", ".join(h.describe() for h in switch.holders))
+            continue
+        del record[path]  # also when the write fails: a record nobody can act on would block every run
+        try:
+            _write_if_changed(path, switch.original)
+        except DoctorError as exc:
+            done.append(f"{dotted(path)}: left by {who} (gone); {exc}")
+            continue
+        done.append(f"{dotted(path)}: restored to {switch.original}, left by {who} (gone)")
+    return done
+
+
+def recover(notice: Notice = stderr_notice) -> List[str]:
+    """Restore what dead runs left (under the lock); the messages also go to `notice`."""
+    path = record_path()
+    if not path.exists() and not _stale_temps(path):
+        return []
+    with host_lock(notice):
+        record = load_record(path)
+        done = _recover_locked(record)
+        if done or _stale_temps(path):
+            save_record(path, record)
+    for message in done:
+        notice(f"note: {message}")
+    return done
+
+
+def resting_value(key: str, proc_sys: Path = PROC_SYS, notice: Notice = stderr_notice) -> Optional[str]:
+    """The value `key` has when no run holds it (the recorded original, else the current value)."""
+    path = str(proc_sys / key)
+    with host_lock(notice):
+        record = load_record(record_path())
+        if _recover_locked(record):
+            save_record(record_path(), record)
+        switch = record.get(path)
+        return switch.original if switch is not None else _read(path)
+
+
+def holders(key: str, proc_sys: Path = PROC_SYS) -> List[Holder]:
+    """Who holds `key` now, as recorded (no lock, no recovery: for display)."""
+    switch = load_record(record_path()).get(str(proc_sys / key))
+    return list(switch.holders) if switch is not None else []
+
+
+class SwitchHold:
+    """One holder's hold on one host switch:
+
+        hold = SwitchHold("net/netfilter/nf_log_all_netns", "1", Holder.this_process("lab"))
+        try:
+            hold.take()
+            ...
+        finally:
+            hold.release()
+
+    `release` does nothing when `take` never recorded the holder (e.g. Ctrl-C while waiting for the lock),
+    so it never waits for a lock it does not need.
+    """
+
+    def __init__(self, key: str, value: str, holder: Holder, proc_sys: Path = PROC_SYS) -> None:
+        self.path = str(proc_sys / key)
+        self.value = value
+        self.holder = holder
+        self.recorded = False
+        self.original: Optional[str] = None
+        self.others = 0  # holders besides this one when taken
+
+    @property
+    def dotted(self) -> str:
+        return dotted(self.path)
+
+    def take(self, notice: Notice = stderr_notice) -> str:
+        """Record this holder (and the original, when first), then switch. Returns the original."""
+        record_file = record_path()
+        with host_lock(notice):
+            record = load_record(record_file)
+            recovered = _recover_locked(record)
+            switch = record.get(self.path)
+            if switch is None:
+                current = _read(self.path)
+                if current is None:
+                    raise DoctorError(f"{self.path} missing: cannot set {self.dotted}")
+                switch = record[self.path] = Switch(original=current, value=self.value)
+            switch.holders = [h for h in switch.holders if not h.same(self.holder)] + [self.holder]
+            switch.value = self.value
+            try:
+                save_record(record_file, record)
+                self.recorded = True
+                _write(self.path, self.value)
+            except BaseException:
+                try:
+                    self._drop_locked(record, record_file)
+                except DoctorError:
+                    pass  # the record names this (soon dead) holder: the next run restores
+                raise
+            self.original = switch.original
+            self.others = len(switch.holders) - 1
+        for message in recovered:
+            notice(f"note: {message}")
+        return switch.original
+
+    def release(self, notice: Notice = stderr_notice) -> None:
+        """Leave; the last holder out writes the original back. No-op when not recorded."""
+        if not self.recorded:
+            return
+        record_file = record_path()
+        with host_lock(notice, hint=f"to put {self.dotted} back"):
+            record = load_record(record_file)
+            _recover_locked(record)
+            self._drop_locked(record, record_file)
+
+    def _drop_locked(self, record: Record, record_file: Path) -> None:
+        switch = record.get(self.path)
+        if switch is not None:
+            switch.holders = [h for h in switch.holders if not h.same(self.holder)]
+            if not switch.holders:
+                _write_if_changed(self.path, switch.original)  # first: a kill now leaves a record to recover
+                del record[self.path]
+            save_record(record_file, record)
+        self.recorded = False
+
+
+def release_holder(key: str, holder: Holder, proc_sys: Path = PROC_SYS, notice: Notice = stderr_notice) -> None:
+    """Release a hold taken by another process (`conntrack debug off` for a namespace holder)."""
+    hold = SwitchHold(key, "", holder, proc_sys)
+    hold.recorded = True
+    hold.release(notice)

@@ -1,0 +1,132 @@
+"""The lab and the host's nf_log_all_netns under SIGKILL, Ctrl-C at the lock, and a debug session meanwhile.
+
+Issue 16, items 3, 4 and 6, reproduced the way they were found: real `sysctl-doctor lab` subprocesses,
+real signals, the real host setting (put back by the `host_log_switch` fixture, also on failure).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from typing import List
+
+import pytest
+
+from sysctl_doctor import host_switches
+
+from .conftest import lab_prerequisites
+
+SDOC = [sys.executable, "-m", "sysctl_doctor"]
+KEY = "net/netfilter/nf_log_all_netns"
+ONE_RUN = ["lab", "--scenario", "seq-under-lower-bound", "--mitigation", "none", "--format", "json"]
+
+
+def _value() -> str:
+    with open(f"/proc/sys/{KEY}") as fh:
+        return fh.read().strip()
+
+
+def _lab_namespaces(pid: int) -> List[str]:
+    names = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
+    return [n for n in names if n.startswith(f"sdlab-{pid}x")]
+
+
+def _wait_for(predicate, seconds: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate(timeout=30)
+
+
+def test_sigkill_during_lab_is_undone_by_the_next_run(host_log_switch: str) -> None:
+    """Item 3: kill -9 mid-run left 1 for good, and the next run took 1 for the previous value."""
+    lab_prerequisites()
+    before = host_log_switch
+    proc = subprocess.Popen(SDOC + ["lab"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # the host switch is taken before the first namespace is made
+        assert _wait_for(lambda: _lab_namespaces(proc.pid), 60), "the lab never created its namespaces"
+        assert _value() == "1"
+        proc.kill()  # SIGKILL: no finally runs
+        proc.communicate(timeout=30)
+    finally:
+        _stop(proc)
+    assert _value() == "1"  # left changed: nothing can restore it in the killed process
+    nxt = subprocess.run(SDOC + ONE_RUN, capture_output=True, text=True, timeout=120)
+    assert nxt.returncode == 0, nxt.stderr
+    assert json.loads(nxt.stdout)["host_changes_restored"] == {"net.netfilter.nf_log_all_netns": before}
+    assert f"left by lab (pid {proc.pid}) (gone)" in nxt.stderr
+    assert _value() == before
+    assert not any(h.pid == proc.pid for h in host_switches.holders(KEY))
+    assert _lab_namespaces(proc.pid) == []  # its namespaces went too (remove_stale_namespaces)
+
+
+def test_ctrl_c_while_waiting_for_the_host_lock(host_log_switch: str) -> None:
+    """Item 4: Ctrl-C at the lock was held until the lock freed, then exited 130 with the value left at 1."""
+    lab_prerequisites()
+    before = host_log_switch
+    with host_switches.host_lock():
+        proc = subprocess.Popen(SDOC + ONE_RUN, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            ready, _, _ = select.select([proc.stderr], [], [], 30)
+            waiting = proc.stderr.readline() if ready else ""
+            proc.send_signal(signal.SIGINT)
+            try:
+                _, err = proc.communicate(timeout=15)  # the lock is still held by this test
+            except subprocess.TimeoutExpired:
+                pytest.fail("Ctrl-C was held while the lab waited for the host lock")
+        finally:
+            _stop(proc)
+        assert _value() == before
+    assert "waiting for the host lock" in waiting and f"held by {os.getpid()}" in waiting
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert _value() == before
+    assert not any(h.pid == proc.pid for h in host_switches.holders(KEY))
+    assert _lab_namespaces(proc.pid) == []
+
+
+def test_lab_runs_while_a_debug_session_is_on(host_log_switch: str) -> None:
+    """Item 6: `conntrack debug on --for D` held the lock for all of D; a lab waited silently."""
+    lab_prerequisites()
+    from conftest import fresh_netns
+
+    before = host_log_switch
+    with fresh_netns("sdlab-t") as netns:
+        subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], check=True, text=True, input=(
+            "table ip sdlabt { chain out { type filter hook output priority 0; policy accept; "
+            "ct state invalid counter accept; }; }\n"))
+        debug = subprocess.Popen(SDOC + ["conntrack", "debug", "on", "--netns", netns, "--for", "120s"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            ready, _, _ = select.select([debug.stdout], [], [], 60)
+            assert ready and "is ON" in debug.stdout.readline()
+            started = time.monotonic()
+            lab = subprocess.run(SDOC + ONE_RUN, capture_output=True, text=True, timeout=60)
+            assert lab.returncode == 0, lab.stderr
+            assert time.monotonic() - started < 30
+            assert debug.poll() is None, "the debug session is still running"
+            # the lab saw the original, and left the switch to the session that still holds it
+            assert json.loads(lab.stdout)["host_changes_restored"] == {"net.netfilter.nf_log_all_netns": before}
+            assert _value() == "1"
+            assert [h.pid for h in host_switches.holders(KEY)] == [debug.pid]
+            debug.send_signal(signal.SIGINT)
+            _, err = debug.communicate(timeout=30)
+            assert debug.returncode == 130, err
+        finally:
+            _stop(debug)
+    assert _value() == before
+    assert host_switches.holders(KEY) == []
