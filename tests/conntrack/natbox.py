@@ -174,6 +174,8 @@ table inet sdtcp_nat {
                 sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
                 sock.bind((dev, 0))
             self._sockets[side] = sock
+        with InNetns(n):  # the nat box's own packets: a raw IP socket goes through its OUTPUT hooks
+            self._sockets["b"] = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         with InNetns(n):
             self._stat_file = open("/proc/self/net/stat/nf_conntrack", "rb", buffering=0)
             self._dev_file = open("/proc/self/net/dev", "rb", buffering=0)
@@ -240,6 +242,9 @@ table inet sdtcp_nat {
         frame written to a veth is now and then never received (seen: 1-5 consecutive frames in a few
         hundred, no drop counted anywhere); it is written again then — the nat box has not seen it, so
         the trace is the same as if the first write had arrived."""
+        if side == "b":
+            self._sockets["b"].sendto(packet, (socket.inet_ntoa(packet[16:20]), 0))
+            return
         if side == "c":
             frame, dev = ethernet_frame(self.macs["n0"], self.macs["c0"], packet), "n0"
         else:
@@ -326,6 +331,7 @@ def inject(box: NatBox, kmsg: Kmsg, steps: List[Step], cport: int, sport: int = 
            ) -> List[Tuple[tuple, KernelVerdict]]:
     """Send each step, return ((src, dst, sport, dport, seq, ack, flags), kernel verdict) per step.
 
+    Side "c" is the client, "s" the server, "b" the nat box itself (a raw IP socket in its namespace).
     A step's optional 8th element is a dict: {"csum": "bad"} sends it with a wrong TCP checksum;
     {"to": "client"} sends a server step to the client's own address (routed through the nat ns, no
     NAT: the entry's original direction is then server -> client when the server speaks first).
@@ -339,6 +345,8 @@ def inject(box: NatBox, kmsg: Kmsg, steps: List[Step], cport: int, sport: int = 
         extra = step[7] if len(step) > 7 else {}
         if side == "c":
             src, dst, sp, dp = client, server, cport, sport
+        elif side == "b":  # sent by the nat box itself (IPv4): conntrack's OUTPUT hook, no checksum check
+            src, dst, sp, dp = nat_out, server, cport, sport
         else:
             src, dst, sp, dp = server, client if extra.get("to") == "client" else nat_out, sport, cport
         before = box.invalid_count()

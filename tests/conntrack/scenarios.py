@@ -1,6 +1,6 @@
 """Crafted TCP conversations that hit each branch of conntrack's TCP tracker.
 
-Each scenario is a list of steps ("c" = client→server, "s" = server→client)
+Each scenario is a list of steps ("c" = client→server, "s" = server→client, "b" = sent by the nat box)
 with exact sequence numbers, on its own client port. The netns test pushes
 them through the real kernel; nothing here says what the verdicts should be —
 the kernel says that, and the model must agree.
@@ -244,6 +244,13 @@ def checksum_cases() -> Dict[str, List[Step]]:
         ],
         "bad_csum_bad_flags": established() + [
             ("c", F_SYN | F_FIN, CI + 1, 0, WIN, 0, b"", BAD_CSUM),
+        ],
+        # the box's own SYN with a wrong checksum: OUTPUT does not check, the entry is made
+        "bad_csum_sent_by_the_box": [
+            ("b", F_SYN, CI, 0, WIN, 0, b"", BAD_CSUM),
+            ("s", F_SYN | F_ACK, SI, CI + 1, WIN, 0, b""),
+            ("b", F_ACK, CI + 1, SI + 1, WIN, 0, b""),
+            ("s", F_ACK, SI + 1, CI + 1, WIN, 0, b"", BAD_CSUM),
         ],
         "bad_csum_seq_over": established() + [
             ("s", AP, D + 200_000, CI + 1, WIN, 100, b"", BAD_CSUM),
