@@ -138,8 +138,12 @@ def test_cli_capture_point_and_explain(tmp_path) -> None:
     sdoc = [sys.executable, "-m", "sysctl_doctor", "conntrack", "replay", path, "--kernel", "6.18"]
     run = subprocess.run(sdoc + ["--format", "json"], capture_output=True, text=True)
     assert run.returncode == 1 and '"capture_point": "any"' in run.stdout
+    assert '"bad_checksums": 1' in run.stdout
+    run = subprocess.run(sdoc, capture_output=True, text=True)
+    assert run.returncode == 1 and "1 packets arrived with a wrong TCP checksum" in run.stdout
+    assert "--capture-point endpoint" in run.stdout
     run = subprocess.run(sdoc + ["--capture-point", "endpoint"], capture_output=True, text=True)
-    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.returncode == 0 and "wrong TCP checksum" not in run.stdout, run.stdout + run.stderr
     run = subprocess.run(sdoc + ["--explain", "4"], capture_output=True, text=True)
     assert run.returncode == 1 and "checksum wrong" in run.stdout and 'verdict: INVALID — "bad checksum"' in run.stdout
     run = subprocess.run(sdoc + ["--explain", "5", "--format", "json"], capture_output=True, text=True)

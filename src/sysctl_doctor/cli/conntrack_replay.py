@@ -155,6 +155,7 @@ def _summary_json(summary) -> dict:
     return {
         "frames": summary.frames, "tcp_packets": summary.tcp_packets, "copies": summary.copies,
         "verdicts": summary.verdicts, "skipped": summary.skipped, "flows": len(summary.flows),
+        "bad_checksums": summary.bad_checksums,
         "format": summary.format,
     }
 
@@ -237,6 +238,12 @@ def _render_text(header, main, alternatives, others, changes, changed_counts, as
         for b, a in changes[i][:10]:
             console.print(Text(f"  frame {b.frame:>7}: {b.verdict} -> {a.verdict}"
                                + (f" ({a.message})" if a.message else "")))
+    if s.bad_checksums:
+        console.print()
+        console.print(Text(f"{s.bad_checksums} packets arrived with a wrong TCP checksum: INVALID (\"bad checksum\"), as "
+                           "the kernel judges them with nf_conntrack_checksum=1. If the capture was taken on the "
+                           "host that sent them, or a tool rewrote them, that is the capture, not the wire: use "
+                           "--capture-point endpoint or --sysctl nf_conntrack_checksum=0.", style="yellow"))
     if bad and not asked_what_if:
         console.print()
         console.print(Text("hint: --what-if nf_conntrack_tcp_be_liberal=1 shows what the usual mitigation changes"))

@@ -201,6 +201,7 @@ class ReplaySummary:
     copies: int = 0
     verdicts: Dict[str, int] = field(default_factory=lambda: {ACCEPT: 0, IGNORE: 0, INVALID: 0})
     skipped: Dict[str, int] = field(default_factory=dict)  # reason -> count (non-TCP, cut, …)
+    bad_checksums: int = 0  # packets judged INVALID for their TCP checksum ("bad checksum")
     flows: List[FlowSummary] = field(default_factory=list)
     diagnostics: List[Diagnostic] = field(default_factory=list)
 
@@ -347,6 +348,7 @@ class Replay:
                 and (not pkt.outgoing if self._any_point else self.arriving(pkt))
                 and tcp_checksum_bad(pkt.src, pkt.dst, pkt.raw, pkt.l4, pkt.tcplen)):
             error = self._bad_checksum
+            self.summary.bad_checksums += 1
         if error is not None:
             flow = entry.flow if entry is not None else self._flow(key, pkt, frame)
             return self._record(frame, ts, pkt, flow, direction, INVALID, error, entry)
