@@ -70,7 +70,6 @@ class KeyPrediction:
     rerun: Optional[SysctlRerun] = None
     blocked: List[tuple] = field(default_factory=list)  # (ModuleLoad, why it does nothing)
     setting: object = None  # the EffectiveSetting
-    findings: List[str] = field(default_factory=list)  # codes, filled by the findings engine
 
 
 def _values_equal(a: Optional[str], b: Optional[str]) -> bool:
