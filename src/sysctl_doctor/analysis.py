@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional
 
+from sysctl_doctor.boot.model import Verdict
 from sysctl_doctor.boot.predict import KeyPrediction, predict_keys
 from sysctl_doctor.boot.timeline import BootTimeline, build_timeline, detect_init_system
 from sysctl_doctor.config.model import KeyTree, SysctlConfig
@@ -82,13 +83,10 @@ def _index(root: Root, kernel: Optional[str], live: Optional[LiveHost]):
     return load_module_index(root, kernel, live)
 
 
-_AT_RISK = ("race", "loaded-late", "never-loaded", "udev-race")
-
-
 def _answer_depends_on_initramfs(predictions: List[KeyPrediction]) -> bool:
     """Read the (large) initramfs image only when a module key's fate depends on it."""
     for p in predictions:
-        if p.verdict in _AT_RISK:
+        if p.verdict.at_risk:
             return True
         if p.early and all(load.by.startswith("initramfs") for load in p.early):
             return True
@@ -103,15 +101,14 @@ def _read_live(live: LiveHost, path: str) -> Optional[str]:
 
 
 BE_LIBERAL_PATH = "net/netfilter/nf_conntrack_tcp_be_liberal"
-_SD_CODE_OF_VERDICT = {"race": "SD101", "loaded-late": "SD101", "never-loaded": "SD102", "udev-race": "SD103"}
 
 
 def _be_liberal_void(p: Optional[KeyPrediction]) -> Optional[str]:
     """Why a configured be_liberal=1 does not hold after boot, from the key's own prediction."""
     if p is None or p.configured.strip() == "0" or p.boot_value not in (None, "0"):
         return None
-    how = "not guaranteed" if p.verdict == "race" else "not applied"
-    code = _SD_CODE_OF_VERDICT.get(p.verdict) or ("SD114" if p.blocked else None)
+    how = "not guaranteed" if p.verdict is Verdict.RACE_LOST else "not applied"
+    code = p.verdict.code or ("SD114" if p.blocked else None)
     see = f"; see {code}" if code else ""
     return f"configured ({p.file}:{p.line}) but {how} at boot ({p.verdict}{see})"
 

@@ -129,33 +129,16 @@ def provider_section(ctx: ExplainContext) -> Optional[ExplainSection]:
                           lines=lines, data=data)
 
 
-# How each boot verdict (sysctl_doctor.boot.predict) reads in a sentence; the code itself follows in brackets
-# unless the phrase already is the code.
-BOOT_VERDICT_PHRASES = {
-    "applied": "applied",
-    "applied-by-udev": "applied by a udev rule",
-    "applied-on-hotplug": "applied when the interface appears",
-    "applied-by-later-unit": "applied by a later unit that runs the sysctl step again",
-    "default-matches": "kernel default already is the value",
-    "glob": "applied to every match of the pattern",
-    "race": "not guaranteed: a module load races the sysctl step",
-    "udev-race": "not guaranteed: only a udev rule, on a kernel before 5.11",
-    "loaded-late": "not applied: its module is loaded after the sysctl step",
-    "never-loaded": "not applied: its module is not loaded at boot",
-    "unknown-key": "not applied: the kernel has no such key",
-    "interface-not-reapplied": "not applied: nothing reapplies it when the interface appears",
-    "sysctl-step-not-run": "not applied: no sysctl step runs at boot",
-    "value-rejected": "not applied: the kernel refuses the value, the write fails",
-}
-
-
 def boot_verdict_text(applied: bool, verdict: str) -> str:
     """`applied`/`race`/... as a phrase for the boot section: "applied by a udev rule [applied-by-udev]"."""
-    phrase = BOOT_VERDICT_PHRASES.get(verdict)
-    if phrase is None:
+    from sysctl_doctor.boot.model import Verdict
+
+    try:
+        known = Verdict(verdict)
+    except ValueError:
         return f"{'applied' if applied else 'not applied'} [{verdict}]" if verdict else (
             "applied" if applied else "not applied")
-    return phrase if phrase == verdict else f"{phrase} [{verdict}]"
+    return known.phrase if known.phrase == known.value else f"{known.phrase} [{known.value}]"
 
 
 def boot_section(ctx: ExplainContext) -> Optional[ExplainSection]:

@@ -6,25 +6,10 @@ from rich.console import Console
 from rich.markup import escape as _rich_escape
 from rich.table import Table
 
+from sysctl_doctor.boot.model import Verdict
 from sysctl_doctor.findings.model import ERROR, INFO, WARNING
 from sysctl_doctor.terminal_text import terminal_safe
 
-_VERDICT = {
-    "applied": ("applied", "green"),
-    "applied-by-udev": ("applied (udev rule)", "green"),
-    "applied-on-hotplug": ("applied when the interface appears", "green"),
-    "race": ("NOT GUARANTEED (race)", "red"),
-    "loaded-late": ("NOT APPLIED (module loaded late)", "red"),
-    "never-loaded": ("not applied (module never loaded)", "yellow"),
-    "udev-race": ("NOT GUARANTEED (udev rule, kernel < 5.11)", "red"),
-    "unknown-key": ("UNKNOWN KEY", "red"),
-    "interface-not-reapplied": ("only if the interface exists at boot", "yellow"),
-    "sysctl-step-not-run": ("NOT APPLIED (sysctl step does not run)", "red"),
-    "glob": ("glob (expanded at boot)", "cyan"),
-    "default-matches": ("kernel default = configured", "green"),
-    "applied-by-later-unit": ("applied (re-run by a later unit)", "green"),
-    "value-rejected": ("NOT APPLIED (value rejected)", "red"),
-}
 _SEVERITY_STYLE = {ERROR: "bold red", WARNING: "yellow", INFO: "cyan"}
 
 
@@ -53,7 +38,7 @@ def render_check_text(report, console: Console, verbose: bool = False) -> None:
     for p in report.predictions:
         kind = getattr(getattr(p.provider, "kind", None), "value", "unknown")
         provider = f"{kind}:{p.module}" if p.module else kind
-        label, style = _VERDICT.get(p.verdict, (p.verdict, ""))
+        label, style = (p.verdict.label, p.verdict.style) if isinstance(p.verdict, Verdict) else (p.verdict, "")
         boot = _value(p.boot_value)
         if p.after_late_load != p.boot_value:
             boot += f" (later: {_value(p.after_late_load)})"
