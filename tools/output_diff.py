@@ -42,8 +42,9 @@ def _roots(workdir: Path) -> Dict[str, Path]:
     return roots
 
 
-def _run(src: Path, args: List[str]) -> Tuple[int, bytes]:
-    env = dict(os.environ, PYTHONPATH=str(src), XDG_CACHE_HOME=str(src.parent / ".xdg"))
+def _run(src: Path, args: List[str], xdg: Path) -> Tuple[int, bytes]:
+    """One command with the code under `src`; its index cache in `xdg` (never in the checkout)."""
+    env = dict(os.environ, PYTHONPATH=str(src), XDG_CACHE_HOME=str(xdg))
     proc = subprocess.run([sys.executable, "-m", "sysctl_doctor", *args], capture_output=True, env=env, timeout=600)
     return proc.returncode, proc.stdout
 
@@ -64,7 +65,7 @@ def main(argv: List[str]) -> int:
             for name, root in roots.items():
                 commands = [["check", "--root", str(root), "--format", "json"],
                             ["show", "--root", str(root), "--format", "json"]]
-                _, check_out = _run(after_src, commands[0])
+                _, check_out = _run(after_src, commands[0], tmpdir / "xdg-after")
                 try:
                     keys = [k["key"] for k in json.loads(check_out)["keys"]][: args.keys]
                 except (ValueError, KeyError):
@@ -72,7 +73,7 @@ def main(argv: List[str]) -> int:
                 commands += [["explain", key, "--root", str(root), "--format", "json"] for key in keys]
                 for cmd in commands:
                     compared += 1
-                    if _run(before_src, cmd) != _run(after_src, cmd):
+                    if _run(before_src, cmd, tmpdir / "xdg-before") != _run(after_src, cmd, tmpdir / "xdg-after"):
                         differ.append(f"{name}: sysctl-doctor {' '.join(cmd).replace(str(root), '<root>')}")
             print(f"{compared} outputs compared on {len(roots)} roots: {len(differ)} differ")
             for line in differ:
