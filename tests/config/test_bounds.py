@@ -171,3 +171,20 @@ def test_more_than_max_files_are_named(tmp_path: Path, monkeypatch: pytest.Monke
     assert [a.key for a in config.assignments] == [f"k.f{i}" for i in range(5)]
     note = [d for d in config.diagnostics if "more than 5 sysctl.d files" in d.message]
     assert len(note) == 1 and note[0].file == "/etc/sysctl.d/05.conf" and "the 2 after it" in note[0].message
+
+
+def test_glob_work_against_a_key_tree_is_capped_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With a key tree (`show --proc-sys`, `check` on a live host) each glob walks the tree: capped.
+    keys = KeyTree.of({f"net/ipv4/conf/if{i}/k{j}" for i in range(50) for j in range(20)})
+    globs = [f"net.ipv4.conf.*.k{j}*" for j in range(20)] + [f"net.*.*.*.k{j}" for j in range(20)]
+    base = _root(tmp_path, {"/etc/sysctl.d/50-x.conf": ("\n".join(f"{g} = 1" for g in globs) + "\n").encode()})
+    full = effective_settings(load_sysctl_config(Root(base), "systemd"), keys)
+    assert len(full) > 1000
+    monkeypatch.setattr(sysctl_d, "GLOB_WORK_MAX", 3000)
+    config = load_sysctl_config(Root(base), "systemd")
+    capped = effective_settings(config, keys)
+    notes = [d for d in config.diagnostics if "glob work limit reached" in d.message]
+    assert len(notes) == 1 and 1 < notes[0].line <= len(globs)
+    assert [w.key for w in capped[: notes[0].line - 1]] == [w.key for w in full[: notes[0].line - 1]]
+    unexpanded = [w for w in capped if w.exists is None]
+    assert unexpanded and all(w.key == w.assignment.key for w in unexpanded)  # the glob itself, as offline
