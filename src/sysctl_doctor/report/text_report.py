@@ -101,7 +101,7 @@ def _plain_table(rows: List[Tuple[List[str], str]]) -> List[List[Segment]]:
     return out
 
 
-def _emit(console: Console, lines: List[List[Segment]]) -> None:
+def _emit(console: Console, lines: List[List[Segment]], soft_wrap: bool = False) -> None:
     """Styled lines in one write: one rich Text on a terminal (no markup parsing), plain text when piped."""
     if not console.is_terminal:
         console.file.write("".join("".join(t for t, _ in line) + "\n" for line in lines))
@@ -111,7 +111,7 @@ def _emit(console: Console, lines: List[List[Segment]]) -> None:
         for chunk, style in line:
             text.append(chunk, style=style or "")
         text.append("\n")
-    console.print(text, end="")
+    console.print(text, end="", soft_wrap=soft_wrap)
 
 
 def render_check_text(report, console: Console, verbose: bool = False) -> None:
@@ -122,7 +122,7 @@ def render_check_text(report, console: Console, verbose: bool = False) -> None:
         f" {_printable(str(analysis.root.path))}: init {analysis.init_system}, "
         f"sysctl flavour {analysis.flavor}, kernel {_printable(str(analysis.kernel))}", None)]]
     if len(rows) > RICH_TABLE_MAX_ROWS:
-        _emit(console, head + _plain_table(rows))
+        _emit(console, head + _plain_table(rows), soft_wrap=True)  # table rows are not word-wrapped
     else:
         _emit(console, head)
         console.print(_rich_table(rows))
