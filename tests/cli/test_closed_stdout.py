@@ -1,5 +1,6 @@
-"""Started with stdout closed (`>&-`, issue 16 item 14): a clear error and exit 2, never
-"internal error … this is a bug" (Python gives such a process no sys.stdout at all)."""
+"""Started with stdout closed (`>&-`, issue 16 item 14) or, for `conntrack logs -`, stdin closed: a
+clear error and exit 2, never "internal error … this is a bug" (Python gives such a process no
+sys.stdout / sys.stdin at all)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,10 @@ def test_closed_stdout_is_a_clean_error(args: list) -> None:
     assert proc.returncode == 2
     assert b"error: standard output is closed" in proc.stderr
     assert b"internal error" not in proc.stderr and b"Traceback" not in proc.stderr
+
+
+def test_closed_stdin_is_a_clean_error() -> None:
+    cmd = f"exec {shlex.quote(sys.executable)} -m sysctl_doctor conntrack logs - <&-"
+    proc = subprocess.run(["sh", "-c", cmd], capture_output=True)
+    assert proc.returncode == 2
+    assert b"error: <stdin>: standard input is closed" in proc.stderr and b"internal error" not in proc.stderr

@@ -10,6 +10,7 @@ from typing import Optional
 import click
 
 from sysctl_doctor.cli.styled_lines import emit
+from sysctl_doctor.errors import DoctorError
 
 
 @click.command("logs")
@@ -43,6 +44,8 @@ def command(file: Optional[str], since: Optional[str], fmt: str, limit: int) -> 
     since_at = parse_since(since) if since else None
     boot = None
     if file == "-":
+        if sys.stdin is None:  # started with stdin closed (`<&-`)
+            raise DoctorError("<stdin>: standard input is closed (pass a log FILE, or pipe one in)")
         log, source = LogInput(sys.stdin.buffer, "<stdin>"), "<stdin>"
     elif file:
         log, source = open_log_file(file), file
