@@ -125,3 +125,28 @@ def test_absurd_journal_time_stamp_skips_that_record_only(tmp_path: Path) -> Non
     assert doc["records"][1]["time"] is None
     assert doc["lines"]["skipped"]["bad_time"] == 1 and doc["lines"]["conntrack"] == 3
     assert b"1 journal record(s) skipped: __REALTIME_TIMESTAMP is not a date" in proc.stderr
+
+
+def test_flow_summaries_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Per-flow summaries were the one thing still growing with the log (one per distinct flow).
+    monkeypatch.setattr(kernel_log, "MAX_FLOWS", 3)
+    lines = [f"[ {i}.0] " + OVER.replace("SPT=40536", f"SPT={1000 + i}") for i in range(5)]
+    report = parse_kernel_log(("\n".join(lines) + "\n").encode(), "x")
+    table = kernel_log.FlowTable()
+    for rec in report.records:
+        table.add(rec)
+    assert len(table.summaries()) == 3 and table.untracked == 2 and table.verdicts["INVALID"] == 5
+
+
+def test_cli_names_the_flow_cap(tmp_path: Path) -> None:
+    log = tmp_path / "flows.log"
+    n = kernel_log.MAX_FLOWS + 20
+    with open(log, "w") as fh:
+        for i in range(n):
+            fh.write(f"[ 1.0] " + OVER.replace("SRC=10.232.2.2", f"SRC=10.{i >> 16}.{(i >> 8) & 255}.{i & 255}") + "\n")
+    proc = _run(["conntrack", "logs", "--format", "json", str(log)])
+    assert proc.returncode == 1, proc.stderr[-500:]
+    doc = json.loads(proc.stdout)
+    assert len(doc["flows"]) == kernel_log.MAX_FLOWS and doc["flows_untracked_records"] == 20
+    assert doc["counts"]["INVALID"] == n
+    assert b"20 records of later flows are counted but not listed per flow" in proc.stderr

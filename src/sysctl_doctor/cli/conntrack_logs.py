@@ -62,6 +62,11 @@ def command(file: Optional[str], since: Optional[str], fmt: str, limit: int) -> 
     else:
         _render_text(report, records, table, limit)
     _warn_cut(report)
+    if table.untracked:
+        from sysctl_doctor.conntrack.kernel_log import MAX_FLOWS
+
+        click.echo(f"warning: {report.source}: more than {MAX_FLOWS} flows: {table.untracked} records of later "
+                   "flows are counted but not listed per flow", err=True)
     if table.verdicts["INVALID"]:
         raise click.exceptions.Exit(1)
 
@@ -95,6 +100,7 @@ def _stream_json(report, records, table) -> None:  # type: ignore[no-untyped-def
         first = False
     tail = {
         "flows": [f.to_json() for f in table.summaries()],
+        "flows_untracked_records": table.untracked,
         "counts": table.verdicts,
         "reasons": table.reasons_json(),
         "lines": report.lines_json(),
@@ -147,6 +153,9 @@ def _render_text(report, records, table, limit: int) -> None:  # type: ignore[no
         verdicts = ", ".join(f"{k} {v}" for k, v in flow.verdicts.items())
         say([(f"  {flow.flow}: {flow.records} records ({verdicts}; {reasons}), "
               f"lines {flow.first_line}-{flow.last_line}", None)])
+    if table.untracked:
+        say([(f"  … {table.untracked} more records in flows beyond the first {len(table.by_flow)} "
+              "(counted above, not listed per flow)", None)])
     say([("what the messages mean", "bold")])
     for reason in table.reasons.values():
         say([(f"  {reason.code} ({reason.verdict}, {reason.wording} wording): {reason.explanation}", None)])

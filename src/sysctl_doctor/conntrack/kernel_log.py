@@ -248,6 +248,9 @@ class FlowSummary:
         }
 
 
+MAX_FLOWS = 100_000  # flows summarised one by one (~1 KiB each); records of later new flows are only counted
+
+
 class FlowTable:
     """Per-flow summaries, verdict counts and reasons, fed one record at a time (O(flows) memory)."""
 
@@ -255,12 +258,18 @@ class FlowTable:
         self.by_flow: Dict[str, FlowSummary] = {}
         self.verdicts: Dict[str, int] = {INVALID: 0, IGNORE: 0, ACCEPT: 0, UNKNOWN: 0}
         self.reasons: Dict[Tuple[str, str], Reason] = {}
+        self.untracked = 0  # records of flows beyond MAX_FLOWS: counted, not summarised per flow
 
     def add(self, rec: "ConntrackLogLine") -> None:
         summary = self.by_flow.get(rec.flow)
-        if summary is None:
-            summary = self.by_flow[rec.flow] = FlowSummary(rec.flow, first_line=rec.line, first_time=rec.time)
         verdict, code = rec.reason.verdict, rec.reason.code
+        if summary is None:
+            if len(self.by_flow) >= MAX_FLOWS:  # memory stays bounded whatever the log holds
+                self.untracked += 1
+                self.verdicts[verdict] += 1
+                self.reasons[(code, rec.reason.wording)] = rec.reason
+                return
+            summary = self.by_flow[rec.flow] = FlowSummary(rec.flow, first_line=rec.line, first_time=rec.time)
         summary.records += 1
         summary.verdicts[verdict] = summary.verdicts.get(verdict, 0) + 1
         summary.reasons[code] = summary.reasons.get(code, 0) + 1
@@ -343,6 +352,7 @@ class KernelLogReport:
             "reasons": table.reasons_json(),
             "records": [r.to_json() for r in self.records],
             "flows": [f.to_json() for f in table.summaries()],
+            "flows_untracked_records": table.untracked,
         }
 
 
