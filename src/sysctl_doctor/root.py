@@ -200,8 +200,8 @@ class Root:
                 self.note_unreadable(chased.resolved, f"cannot list: {exc.strerror}")
             return []
 
-    def read_bytes(self, path: str) -> bytes:
-        """The bytes of a file inside the root.
+    def read_bytes(self, path: str, limit: Optional[int] = None) -> bytes:
+        """The bytes of a file inside the root (at most `limit` of them, if given).
 
         Raises `OSError` (with the inside path as filename) when it is missing,
         unreadable or not a regular file; a /dev/null mask reads as empty.
@@ -218,7 +218,7 @@ class Root:
             raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)", path)
         try:
             with open(chased.host, "rb") as handle:
-                return handle.read()
+                return handle.read() if limit is None else handle.read(limit)
         except OSError as exc:
             raise type(exc)(exc.errno, exc.strerror, path) from None
 

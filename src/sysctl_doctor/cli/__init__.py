@@ -139,6 +139,10 @@ def _closed_by_reader(exc: SystemExit, stdout_at_start: Optional[tuple]) -> bool
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point."""
     debug = os.environ.get("SYSCTL_DOCTOR_DEBUG") == "1"
+    if sys.stdout is None:  # started with stdout closed (`>&-`): Python gives no stream at all
+        click.echo("error: standard output is closed: nothing can be written (redirect it to /dev/null "
+                   "to discard the output)", err=True)
+        sys.exit(EXIT_ERROR)
     stdout_at_start = _stdout_identity()
     try:
         code = cli.main(args=argv, prog_name="sysctl-doctor", standalone_mode=False)
