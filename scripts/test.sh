@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SYSTEM_PACKAGES=(python3-venv procps systemd iproute2 nftables iptables tcpdump tshark conntrack xz-utils zstd kmod cpio mmdebstrap dpkg-dev debian-archive-keyring
-  prometheus prometheus-node-exporter nodejs)
+  prometheus prometheus-node-exporter nodejs
+  man-db bash-completion zsh fish)
 . scripts/setup-env.sh
 install_system_packages "${SYSTEM_PACKAGES[@]}"
 install_venv test,conntrack,lab
