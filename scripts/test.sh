@@ -12,7 +12,7 @@ SYSTEM_PACKAGES=(python3-venv procps systemd iproute2 nftables iptables tcpdump 
   man-db bash-completion zsh fish)
 . scripts/setup-env.sh
 install_system_packages "${SYSTEM_PACKAGES[@]}"
-install_venv test,conntrack,lab
+install_venv test,conntrack,lab,deploy
 install_npm_tools
 
 echo "== running tests"
