@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 
 SYSTEM_PACKAGES=(python3-venv procps systemd iproute2 nftables iptables tcpdump tshark conntrack xz-utils zstd kmod cpio mmdebstrap dpkg-dev debian-archive-keyring
   prometheus prometheus-node-exporter nodejs
-  man-db bash-completion zsh fish podman runc pipx)
+  man-db bash-completion zsh fish podman runc pipx
+  debhelper dh-python lintian python3-click python3-rich python3-pyelftools python3-zstandard)
 . scripts/setup-env.sh
 install_system_packages "${SYSTEM_PACKAGES[@]}"
 install_venv test,conntrack,lab,deploy

@@ -31,7 +31,7 @@ mmdebstrap --quiet --variant=essential --include="$PACKAGES" \
   --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
   --customize-hook="tar -C \"\$1/usr/lib/python3/dist-packages\" --no-same-owner -xf $stage/src.tar" \
-  --customize-hook='printf "#!/usr/bin/python3\nimport sys\nfrom sysctl_doctor.cli import main\nsys.exit(main())\n" > "$1/usr/bin/sysctl-doctor" && chmod 0755 "$1/usr/bin/sysctl-doctor"' \
+  --customize-hook="install -m 0755 $repo/deploy/bin/sysctl-doctor \"\$1/usr/bin/sysctl-doctor\"" \
   --customize-hook='chroot "$1" python3 -m compileall -q --invalidation-mode checked-hash /usr/lib/python3/dist-packages/sysctl_doctor' \
   --customize-hook='mkdir -p "$1/host" "$1/cache" && chmod 1777 "$1/cache"' \
   --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/* "$1"/etc/machine-id' \

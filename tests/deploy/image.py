@@ -39,6 +39,7 @@ def _mirror() -> str:
 def image_key(mirror: str) -> str:
     digest = hashlib.sha256()
     digest.update(BUILD.read_bytes())
+    digest.update((REPO / "deploy" / "bin" / "sysctl-doctor").read_bytes())
     digest.update(mirror.encode())
     src = REPO / "src" / "sysctl_doctor"
     for path in sorted(p for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
