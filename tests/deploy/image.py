@@ -91,7 +91,24 @@ def built_image() -> str:
     done = subprocess.run([*argv, str(tarball), tag], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                           timeout=600)
     assert done.returncode == 0, done.stderr.decode()
+    prune_older(tarball.parent, "rootfs-*.tar", keep=tarball)
+    # the images of earlier keys (each ~180 MB)
+    listed = subprocess.run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"], stdout=subprocess.PIPE,
+                            text=True).stdout.split()
+    stale = [t for t in listed if t.startswith("localhost/sysctl-doctor-test:") and t != tag]
+    if stale:
+        subprocess.run(["podman", "rmi", *stale], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return tag
+
+
+def prune_older(directory: Path, pattern: str, keep: Path, spare: int = 1) -> None:
+    """Delete cached artefacts of earlier keys, keeping `keep` and the `spare` most recent others."""
+    others = sorted((p for p in directory.glob(pattern) if p != keep), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in others[spare:]:
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
 
 
 def podman_flags(pod_spec: dict, container: dict, scratch: Path, env: Optional[Dict[str, str]] = None) -> List[str]:

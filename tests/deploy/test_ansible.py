@@ -137,6 +137,7 @@ ROLE_PLAY = """
         sysctl_doctor_man_dir: "{prefix}/usr/local/share/man/man1"
         sysctl_doctor_bash_completion_dir: "{prefix}/usr/local/share/bash-completion/completions"
         sysctl_doctor_manage_service: false
+        sysctl_doctor_system_packages: []
 """
 
 
@@ -188,3 +189,27 @@ def test_ansible_doc_reads_the_module_documentation(tmp_path: Path) -> None:
     doc = json.loads(done.stdout)["sysctl_doctor.core.sysctl_doctor"]["doc"]
     assert doc["options"]["root"]["default"] == "/"
     assert doc["options"]["method"]["choices"] == ["modules-load", "udev"]
+
+
+def test_the_units_execstart_writes_the_report_atomically(tmp_path: Path) -> None:
+    """The shell line of ExecStart= as systemd hands it over (`$$` is a literal `$`), run with the
+    StateDirectory= systemd would create. (No systemd runs as PID 1 here: the unit itself is checked by
+    `systemd-analyze verify` in the role test, not started.)"""
+    import json
+    import shlex
+
+    unit = (REPO / "deploy/systemd/sysctl-doctor.service").read_text()
+    line = next(ln for ln in unit.splitlines() if ln.startswith("ExecStart="))[len("ExecStart="):]
+    assert "$" not in line.replace("$$", ""), "a lone $ would be expanded by systemd itself"
+    argv = shlex.split(line.replace("$$", "$"))
+    assert argv[:2] == ["/bin/sh", "-c"]
+    script = argv[2].replace("/usr/bin/sysctl-doctor", str(console_script()))
+    state = tmp_path / "state"
+    state.mkdir()
+    done = subprocess.run(["/bin/sh", "-c", script], env={"STATE_DIRECTORY": str(state), "PATH": "/usr/bin:/bin",
+                                                          "NO_COLOR": "1"}, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=300)
+    host = subprocess.run([str(console_script()), "check", "--format", "json"], stdout=subprocess.PIPE, timeout=300)
+    assert done.returncode == host.returncode, done.stderr.decode()
+    assert json.loads((state / "check.json").read_text()) == json.loads(host.stdout)
+    assert sorted(p.name for p in state.iterdir()) == ["check.json"]

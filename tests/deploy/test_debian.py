@@ -19,6 +19,7 @@ from typing import List
 import pytest
 
 from cli.console import REPO
+from deploy.image import prune_older
 
 
 def _cache() -> Path:
@@ -71,6 +72,7 @@ def package() -> Path:
             if f.is_file() and f.name.startswith("sysctl-doctor_") and f.suffix in (".deb", ".changes", ".buildinfo"):
                 shutil.move(str(f), built / f.name)
         built.rename(out)
+    prune_older(out.parent, "?" * 16, keep=out)
     return sorted(out.glob("sysctl-doctor_*_all.deb"))[0]
 
 
@@ -124,6 +126,7 @@ def installed(package: Path) -> Path:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=1200)
         assert done.returncode == 0, done.stdout.decode()[-4000:]
         target.rename(root)
+    prune_older(root.parent, "?" * 16, keep=root)
     return root
 
 
