@@ -85,6 +85,9 @@ class Root:
         self.path = Path(os.path.realpath(host))
         # inside directory -> why it could not be read; shared with the views made from this root
         self.unreadable: Dict[str, str] = {}
+        # `live`: this root is the running system's `/` mounted elsewhere (a container with the node's
+        # `/` at /host and the node's /proc): live facts (/proc, uname) describe it.
+        self._live = live
 
     def note_unreadable(self, inside: str, reason: str) -> None:
         """Record a directory that exists but could not be listed or searched (permission denied)."""
@@ -101,9 +104,6 @@ class Root:
         raise UnreadableError(
             f"cannot read {listed} (in root {self.path}). The answer depends on what is there, so none is "
             "given: run as a user that can read it (e.g. root)")
-        # `live`: this root is the running system's `/` mounted elsewhere (a container with the node's
-        # `/` at /host and the node's /proc): live facts (/proc, uname) describe it.
-        self._live = live
 
     @property
     def is_live(self) -> bool:
