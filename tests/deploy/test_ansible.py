@@ -114,12 +114,16 @@ def test_ansible_lint_is_clean(tmp_path: Path) -> None:
     assert "Passed" in text, text
 
 
-def test_the_role_template_is_the_shipped_unit() -> None:
-    shipped = (REPO / "deploy/systemd/sysctl-doctor.service").read_text()
-    template = (COLLECTION / "roles/sysctl_doctor/templates/sysctl-doctor.service.j2").read_text()
-    assert template.replace("{{ sysctl_doctor_bin }}", "/usr/bin/sysctl-doctor") == shipped
-    assert (REPO / "deploy/systemd/sysctl-doctor.timer").read_text() == \
-        (COLLECTION / "roles/sysctl_doctor/templates/sysctl-doctor.timer.j2").read_text()
+def test_the_role_templates_are_the_fleet_units() -> None:
+    """The role installs exactly what `sysctl-doctor fleet install-units` would, for its variables."""
+    from sysctl_doctor.fleet.shipped import unit_files
+
+    templates = COLLECTION / "roles/sysctl_doctor/templates"
+    expected = unit_files("/opt/x/bin/sysctl-doctor", "/srv/textfile")
+    for name, text in expected.items():
+        rendered = ((templates / f"{name}.j2").read_text().replace("{{ sysctl_doctor_bin }}", "/opt/x/bin/sysctl-doctor")
+                    .replace("{{ sysctl_doctor_textfile_dir }}", "/srv/textfile"))
+        assert rendered == text, name
 
 
 ROLE_PLAY = """
@@ -138,6 +142,7 @@ ROLE_PLAY = """
         sysctl_doctor_bash_completion_dir: "{prefix}/usr/local/share/bash-completion/completions"
         sysctl_doctor_manage_service: false
         sysctl_doctor_system_packages: []
+        sysctl_doctor_textfile_dir: "{prefix}/var/lib/prometheus/node-exporter"
 """
 
 
@@ -165,15 +170,22 @@ def test_the_role_installs_the_command_man_pages_completion_and_timer(tmp_path: 
     assert (prefix / "usr/local/share/bash-completion/completions/sysctl-doctor").read_text().startswith(
         "_sysctl_doctor_completion()")
     units = prefix / "etc/systemd/system"
-    assert f"ExecStart=/bin/sh -c '{command} check --format json" in (units / "sysctl-doctor.service").read_text()
-    wanted = units / "timers.target.wants/sysctl-doctor.timer"
-    assert wanted.is_symlink() and wanted.resolve() == units / "sysctl-doctor.timer"
+    textfile = prefix / "var/lib/prometheus/node-exporter"
+    service = (units / "sysctl-doctor-textfile.service").read_text()
+    assert f"ExecStart={command} check --format prometheus --textfile-dir {textfile}\n" in service
+    wanted = units / "timers.target.wants/sysctl-doctor-textfile.timer"
+    assert wanted.is_symlink() and wanted.resolve() == units / "sysctl-doctor-textfile.timer"
     if shutil.which("systemd-analyze"):
-        verify = subprocess.run(["systemd-analyze", "verify", "--man=no", str(units / "sysctl-doctor.service"),
-                                 str(units / "sysctl-doctor.timer")], stdout=subprocess.PIPE,
+        verify = subprocess.run(["systemd-analyze", "verify", "--man=no", str(units / "sysctl-doctor-textfile.service"),
+                                 str(units / "sysctl-doctor-textfile.timer")], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, timeout=120)
         assert verify.returncode == 0, verify.stderr.decode()
         assert "sysctl-doctor" not in verify.stderr.decode(), verify.stderr.decode()
+    # what the service runs (its ExecStart= line, a plain command): the metrics land in the textfile dir
+    exec_line = next(ln for ln in service.splitlines() if ln.startswith("ExecStart="))[len("ExecStart="):]
+    ran = subprocess.run(exec_line.split(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+    assert ran.returncode in (0, 1), ran.stderr.decode()  # SuccessExitStatus=1
+    assert "sysctl_doctor_last_run_success 1" in (textfile / "sysctl_doctor.prom").read_text()
 
     again = playbook(tmp_path, text)
     assert again.returncode == 0, again.stdout.decode()
@@ -190,26 +202,3 @@ def test_ansible_doc_reads_the_module_documentation(tmp_path: Path) -> None:
     assert doc["options"]["root"]["default"] == "/"
     assert doc["options"]["method"]["choices"] == ["modules-load", "udev"]
 
-
-def test_the_units_execstart_writes_the_report_atomically(tmp_path: Path) -> None:
-    """The shell line of ExecStart= as systemd hands it over (`$$` is a literal `$`), run with the
-    StateDirectory= systemd would create. (No systemd runs as PID 1 here: the unit itself is checked by
-    `systemd-analyze verify` in the role test, not started.)"""
-    import json
-    import shlex
-
-    unit = (REPO / "deploy/systemd/sysctl-doctor.service").read_text()
-    line = next(ln for ln in unit.splitlines() if ln.startswith("ExecStart="))[len("ExecStart="):]
-    assert "$" not in line.replace("$$", ""), "a lone $ would be expanded by systemd itself"
-    argv = shlex.split(line.replace("$$", "$"))
-    assert argv[:2] == ["/bin/sh", "-c"]
-    script = argv[2].replace("/usr/bin/sysctl-doctor", str(console_script()))
-    state = tmp_path / "state"
-    state.mkdir()
-    done = subprocess.run(["/bin/sh", "-c", script], env={"STATE_DIRECTORY": str(state), "PATH": "/usr/bin:/bin",
-                                                          "NO_COLOR": "1"}, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, timeout=300)
-    host = subprocess.run([str(console_script()), "check", "--format", "json"], stdout=subprocess.PIPE, timeout=300)
-    assert done.returncode == host.returncode, done.stderr.decode()
-    assert json.loads((state / "check.json").read_text()) == json.loads(host.stdout)
-    assert sorted(p.name for p in state.iterdir()) == ["check.json"]

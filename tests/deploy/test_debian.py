@@ -90,7 +90,8 @@ def test_the_package_holds_what_it_should(package: Path) -> None:
                  "./usr/share/bash-completion/completions/sysctl-doctor",
                  "./usr/share/zsh/vendor-completions/_sysctl-doctor",
                  "./usr/share/fish/vendor_completions.d/sysctl-doctor.fish",
-                 "./lib/systemd/system/sysctl-doctor.timer", "./lib/systemd/system/sysctl-doctor.service",
+                 "./lib/systemd/system/sysctl-doctor-textfile.timer",
+                 "./lib/systemd/system/sysctl-doctor-textfile.service",
                  "./usr/share/doc/sysctl-doctor/examples/incident/etc/sysctl.conf",
                  "./usr/lib/python3/dist-packages/sysctl_doctor/data/providers.tsv"):
         assert f" {path}" in listing, path
@@ -159,10 +160,14 @@ def test_the_installed_bash_completion_loads_on_demand(installed: Path) -> None:
     assert set(done.stdout.decode().split()) == {"debug", "logs", "replay", "stats"}
 
 
-def test_the_timer_is_installed_and_enabled(installed: Path) -> None:
-    unit = installed / "lib/systemd/system/sysctl-doctor.timer"
-    assert "OnUnitActiveSec=1d" in unit.read_text()
-    link = installed / "etc/systemd/system/timers.target.wants/sysctl-doctor.timer"
-    assert link.is_symlink() and os.readlink(link) == "/lib/systemd/system/sysctl-doctor.timer"
-    service = (installed / "lib/systemd/system/sysctl-doctor.service").read_text()
-    assert "/usr/bin/sysctl-doctor check --format json" in service
+def test_the_fleet_units_are_installed_not_enabled(installed: Path) -> None:
+    """The units of `sysctl-doctor fleet install-units`, for /usr/bin; left disabled, since they write into
+    prometheus-node-exporter's directory (`systemctl enable --now sysctl-doctor-textfile.timer`)."""
+    from sysctl_doctor.fleet.shipped import unit_files
+
+    for name, text in unit_files("/usr/bin/sysctl-doctor", "/var/lib/prometheus/node-exporter").items():
+        assert (installed / "lib/systemd/system" / name).read_text() == text
+    assert not (installed / "etc/systemd/system/timers.target.wants/sysctl-doctor-textfile.timer").exists()
+    done = _chroot(installed, "sysctl-doctor", "check", "--root", "/usr/share/doc/sysctl-doctor/examples/incident",
+                   "--format", "prometheus")
+    assert done.returncode == 1 and 'sysctl_doctor_findings{code="SD101",severity="error"} 1' in done.stdout.decode()

@@ -79,12 +79,16 @@ def test_the_audit_profile_is_the_least_privileged_one() -> None:
     (container,) = spec["containers"]
     ctx = container["securityContext"]
     assert spec["hostNetwork"] is True and spec["hostPID"] is True
-    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
+    # uid 0 for the textfile directory's owner bits, with no capability at all
     assert ctx["capabilities"] == {"drop": ["ALL"]}
     assert ctx["readOnlyRootFilesystem"] is True and ctx["allowPrivilegeEscalation"] is False
-    host = next(m for m in container["volumeMounts"] if m["mountPath"] == "/host")
-    assert host["readOnly"] is True
-    assert next(v for v in spec["volumes"] if v["name"] == host["name"])["hostPath"]["path"] == "/"
+    assert "privileged" not in ctx and spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert mounts["/host"]["readOnly"] is True and volumes[mounts["/host"]["name"]]["hostPath"]["path"] == "/"
+    writable = [p for p, m in mounts.items() if "hostPath" in volumes[m["name"]] and not m.get("readOnly")]
+    assert writable == ["/textfile"]
+    assert volumes[mounts["/textfile"]["name"]]["hostPath"]["path"] == "/var/lib/prometheus/node-exporter"
     assert spec["automountServiceAccountToken"] is False
     debug = _daemonset(DEBUG, "sysctl-doctor-debug")["spec"]["template"]["spec"]["containers"][0]
     assert debug["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN", "SYSLOG"]}
@@ -107,14 +111,31 @@ def _one_run(path: Path, name: str, tmp_path: Path) -> dict:
     return result
 
 
+def _metrics(text: str) -> dict:
+    """Series -> value, without the run's own time and duration."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            if not series.startswith(("sysctl_doctor_last_run_timestamp", "sysctl_doctor_last_run_duration")):
+                out[series] = value
+    return out
+
+
 def test_the_image_under_the_audit_profile_gives_the_hosts_check(tmp_path: Path) -> None:
-    """All but the conntrack rules: without CAP_NET_ADMIN the running rules cannot be read (next test)."""
+    """All but the conntrack rules: without CAP_NET_ADMIN the running rules cannot be read (see below).
+    The textfile lands in the hostPath (here a scratch directory) as `check --format prometheus` writes it."""
     pod = _one_run(AUDIT, "sysctl-doctor", tmp_path)
     host = _host_check()
     host["findings"] = [f for f in host["findings"] if not f["code"].startswith("CT")]
     host["exit"] = int(any(f["severity"] == "error" for f in host["findings"]))
     assert [f for f in pod["findings"] if f["code"].startswith("CT")] == []
     assert pod == host
+    written = (tmp_path / "var_lib_prometheus_node-exporter" / "sysctl_doctor.prom").read_text()
+    expected = run_cli(["check", "--format", "prometheus"]).stdout.decode()
+    ours = {k: v for k, v in _metrics(written).items() if 'code="CT' not in k}
+    theirs = {k: v for k, v in _metrics(expected).items() if 'code="CT' not in k}
+    assert ours == theirs and ours["sysctl_doctor_last_run_success"] == "1"
 
 
 def test_the_image_under_the_debug_profile_gives_the_hosts_check(tmp_path: Path) -> None:
