@@ -65,9 +65,9 @@ def test_one_page_per_command_the_help_lists(manpages) -> None:  # type: ignore[
 
 
 def test_every_page_renders_without_warnings_and_lists_the_options(manpages) -> None:  # type: ignore[no-untyped-def]
-    for name, page in manpages.items():
-        words = name[: -len(".1")].split("-")[2:]  # sysctl-doctor-conntrack-logs -> [conntrack, logs]
-        shown = _render(page)
+    for words in _all_command_paths():  # [], [check], [conntrack, logs], [fleet, install-units], ...
+        name = "-".join(["sysctl-doctor", *words]) + ".1"
+        shown = _render(manpages[name])
         assert shown.returncode == 0, shown.stderr.decode()
         assert shown.stderr.decode() == "", f"{name}: {shown.stderr.decode()}"
         text = shown.stdout.decode()
