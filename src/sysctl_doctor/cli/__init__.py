@@ -30,7 +30,11 @@ class DefaultCommandGroup(click.Group):
     default_command = "check"
 
     def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
-        if not args or (args[0].startswith("-") and args[0] not in ("--help", "-h", "--version")):
+        # Shell completion parses resiliently: with no words yet the user is completing a command
+        # name, not check's options, so the default command is not inserted then.
+        if (not args and not ctx.resilient_parsing) or (
+            args and args[0].startswith("-") and args[0] not in ("--help", "-h", "--version")
+        ):
             if self.get_command(ctx, self.default_command) is not None:
                 args = [self.default_command, *args]
         return super().parse_args(ctx, args)
