@@ -104,3 +104,20 @@ def host_log_switch() -> Iterator[str]:
             if not host_switches.holders(ALL_NETNS_KEY):
                 with open(f"/proc/sys/{ALL_NETNS_KEY}", "w") as fh:
                     fh.write(before + "\n")
+
+
+def assert_host_switch_at_rest(before: str, lock_held: bool = False) -> None:
+    """nf_log_all_netns is back at `before` — unless a run holds it now. The switch is shared by every run
+    on the machine (other test sessions too): while any holder is recorded it stays 1, and the last one
+    out restores `before`. Read under the host lock (`lock_held`: the caller holds it), so the record and
+    the value agree."""
+    from sysctl_doctor import host_switches
+
+    with contextlib.nullcontext() if lock_held else host_switches.host_lock():
+        held = host_switches.holders(ALL_NETNS_KEY)
+        with open(f"/proc/sys/{ALL_NETNS_KEY}") as fh:
+            value = fh.read().strip()
+    if held:
+        assert value == "1", f"{value} while held by {[h.describe() for h in held]}"
+    else:
+        assert value == before
