@@ -134,6 +134,7 @@ from sysctl_doctor import host_switches
 host_switches.HOST_LOCK = Path(sys.argv[1])
 with host_switches.host_lock():
     if os.fork() == 0:  # a helper forked without exec while the lock is held (pyroute2 does this)
+        print("child", flush=True)  # after the fork hooks ran
         time.sleep(60)
         os._exit(0)
     print("locked", flush=True)
@@ -153,7 +154,7 @@ def test_a_child_forked_while_locked_never_keeps_the_host_lock(tmp_path: Path,
     proc = subprocess.Popen([sys.executable, "-c", _FORK_WHILE_LOCKED, str(lock)], stdout=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
-        assert proc.stdout.readline().strip() == "locked"
+        assert {proc.stdout.readline().strip(), proc.stdout.readline().strip()} == {"locked", "child"}
         ino = os.stat(lock).st_ino
         keepers = [p for p in os.listdir("/proc") if p.isdigit() and _has_open(int(p), ino)]
         assert keepers == [str(proc.pid)]  # the child closed its copy of the lock descriptor
