@@ -8,6 +8,7 @@ tests/conntrack_live/test_debug.py.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -134,10 +135,10 @@ from sysctl_doctor import host_switches
 host_switches.HOST_LOCK = Path(sys.argv[1])
 with host_switches.host_lock():
     if os.fork() == 0:  # a helper forked without exec while the lock is held (pyroute2 does this)
-        print("child", flush=True)  # after the fork hooks ran
+        os.write(1, b"child\\n")  # after the fork hooks ran (one write each: lines never interleave)
         time.sleep(60)
         os._exit(0)
-    print("locked", flush=True)
+    os.write(1, b"locked\\n")
     time.sleep(60)  # SIGKILLed here: no finally runs
 """
 
@@ -222,6 +223,9 @@ def test_release_reports_the_dead_holder_it_drops(proc_sys: Path) -> None:
     assert said == [f"note: {host_switches.dotted(str(proc_sys / KEY))}: dropped killed run (pid {dead.pid}) "
                     f"(gone); still held by lab (pid {live.holder.pid})"]
     assert not host_switches.record_path().exists()
+    # and the journal keeps it, with the run that did it
+    journal = host_switches.recovery_journal()
+    assert len(journal) == 1 and journal[0].endswith(f" pid {os.getpid()}: {said[0][len('note: '):]}")
 
 
 def test_resting_value_reports_the_dead_holder_it_drops(proc_sys: Path) -> None:

@@ -22,8 +22,9 @@ never for a whole run. A run that has to wait says so (``notice``) and the wait 
 A flock belongs to the open file, not the process: a child forked (without exec) while it is held would
 keep it after the parent dies. So the lock's descriptor is O_CLOEXEC and closed in every forked child
 (`os.register_at_fork`), and a forked child never takes or releases its parent's holds. Whoever drops a
-dead holder says so (``notice``) — `take`, `release`, `recover` and `resting_value` alike — so a
-killed run's switch is never put back silently by another run.
+dead holder says so (``notice``) — `take`, `release`, `recover` and `resting_value` alike — and appends it
+to ``$SYSCTL_DOCTOR_RUN_DIR/host-switches.recovered`` (`recovery_journal`), so a killed run's switch is
+never put back silently, whichever run on the host happens to do it.
 /run is a tmpfs: after a reboot the record and the switched values are gone together.
 """
 
@@ -34,6 +35,7 @@ import fcntl
 import json
 import os
 import sys
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -45,6 +47,8 @@ from sysctl_doctor.errors import DoctorError
 RUN_DIR_ENV = "SYSCTL_DOCTOR_RUN_DIR"
 DEFAULT_RUN_DIR = "/run/sysctl-doctor"
 RECORD_NAME = "host-switches.json"
+JOURNAL_NAME = "host-switches.recovered"  # what recovery did, and which run did it (the last JOURNAL_LINES)
+JOURNAL_LINES = 200
 NETNS_DIR = "/run/netns"
 PROC_SYS = Path("/proc/sys")
 
@@ -68,6 +72,38 @@ def run_dir() -> Path:
 
 def record_path() -> Path:
     return run_dir() / RECORD_NAME
+
+
+def journal_path() -> Path:
+    return run_dir() / JOURNAL_NAME
+
+
+def recovery_journal() -> List[str]:
+    """What recovery did lately, one line each: ``<UTC time> pid <run>: <message>`` (oldest first).
+
+    The `note:` goes to the stderr of whichever run recovers — with many runs on a host often not the one
+    a person watches; this journal keeps it."""
+    try:
+        return journal_path().read_text().splitlines()
+    except OSError:
+        return []
+
+
+def _journal_locked(messages: List[str]) -> None:
+    """Append to the journal (under the host lock; best effort: it never stops a recovery)."""
+    path = journal_path()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    lines = (recovery_journal() + [f"{stamp} pid {os.getpid()}: {m}" for m in messages])[-JOURNAL_LINES:]
+    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
+    try:
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        tmp.write_text("".join(line + "\n" for line in lines))
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
 
 
 HOST_LOCK = Path("/run/lock/sysctl-doctor.lock")  # flock'ed while a host switch is read or changed
@@ -380,6 +416,8 @@ def _recover_locked(record: Record) -> List[str]:
             done.append(f"{dotted(path)}: left by {who} (gone); {exc}")
             continue
         done.append(f"{dotted(path)}: restored to {switch.original}, left by {who} (gone)")
+    if done:
+        _journal_locked(done)
     return done
 
 
