@@ -121,3 +121,20 @@ def assert_host_switch_at_rest(before: str, lock_held: bool = False) -> None:
         assert value == "1", f"{value} while held by {[h.describe() for h in held]}"
     else:
         assert value == before
+
+
+def assert_recovery_reported(who: str, run: "subprocess.Popen", stderr: str) -> None:
+    """The dead holder `who` was dropped and said so: in the host-switch journal, whichever run did it,
+    and on `run`'s stderr when `run` is the one (a test holds the host lock until `run` waits for it, but
+    another run on the machine that waited too may get it first)."""
+    import re
+
+    from sysctl_doctor import host_switches
+
+    pattern = (rf"^\S+ pid (\d+): (net\.netfilter\.nf_log_all_netns: (restored to \S+, left by|dropped) "
+               rf"{re.escape(who)} \(gone\).*)$")
+    found = [m for m in (re.match(pattern, line) for line in host_switches.recovery_journal()) if m]
+    assert found, f"no recovery of {who} in {host_switches.journal_path()}; {run.args[-1]} said: {stderr}"
+    last = found[-1]
+    if int(last.group(1)) == run.pid:
+        assert f"note: {last.group(2)}" in stderr
