@@ -21,7 +21,7 @@ from sysctl_doctor.conntrack.kernel_log import parse_kernel_log, read_kmsg_recor
 from sysctl_doctor.conntrack.stats import in_netns
 from sysctl_doctor.errors import DoctorError
 
-from conftest import assert_host_switch_at_rest, assert_recovery_reported
+from conftest import assert_host_switch_at_rest, host_lock_waiters, recovery_reported
 
 from .conftest import send_lone_rst
 
@@ -203,8 +203,18 @@ def test_removed_namespace_releases_the_host_switch(host_log_switch) -> None:  #
 
     Every run on the machine (other test sessions too) recovers from the shared record, and says so on its
     own stderr: from the deletion until `status` waits for the host lock, this test holds it, so `status`
-    is the run that finds the namespace gone."""
+    is the run that finds the namespace gone. Tried again (at most 3 times) only when another run was
+    waiting for the lock too and got it first."""
+    others = []
+    for _ in range(3):
+        others = _remove_a_namespace_then_status(host_log_switch)
+        if not others:
+            return
+    pytest.fail(f"other runs on this machine (pids {others}) took the host lock first, 3 times")
 
+
+def _remove_a_namespace_then_status(before: str) -> list:
+    """[] when checked; else the pids of other runs that waited for the lock with `status`."""
     from .conftest import conntrack_netns
 
     name = None
@@ -221,14 +231,15 @@ def test_removed_namespace_releases_the_host_switch(host_log_switch) -> None:  #
                                       text=True)
             waiting = _read_until(status.stderr, "waiting for the host lock", 60)
             assert f"(held by {os.getpid()})" in waiting, waiting
+            others = [p for p in host_lock_waiters() if p != status.pid]
         out, err = status.communicate(timeout=60)
         err = waiting + err
         assert status.returncode == 0, err
-        # restored ("left by"), or left to the runs that hold it now ("dropped …; still held by"): said by
-        # `status` — or journaled by another run on the machine that got the lock first
-        assert_recovery_reported(f"conntrack debug --netns {name}", status, err)
         assert not any(h.netns == name for h in host_switches.holders(debug.ALL_NETNS))
-        assert_host_switch_at_rest(host_log_switch)
+        assert_host_switch_at_rest(before)
+        # restored ("left by"), or left to the runs that hold it now ("dropped …; still held by"): said by
+        # `status`, and journaled
+        checked = recovery_reported(f"conntrack debug --netns {name}", status, err, others)
     finally:
         if status is not None and status.poll() is None:
             status.kill()
@@ -236,6 +247,7 @@ def test_removed_namespace_releases_the_host_switch(host_log_switch) -> None:  #
         if name is not None:
             _cli("off", "--netns", name)  # its state file (the namespace's own settings went with it)
     assert not os.path.exists(debug.state_path(name))
+    return [] if checked else others
 
 
 def test_killed_for_session_is_restored_by_the_next_on(lab_netns, host_log_switch) -> None:  # type: ignore[no-untyped-def]

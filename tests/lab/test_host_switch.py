@@ -19,7 +19,7 @@ import pytest
 
 from sysctl_doctor import host_switches
 
-from conftest import assert_host_switch_at_rest, assert_recovery_reported
+from conftest import assert_host_switch_at_rest, host_lock_waiters, recovery_reported
 
 from .conftest import lab_prerequisites
 
@@ -76,9 +76,19 @@ def test_sigkill_during_lab_is_undone_by_the_next_run(host_log_switch: str) -> N
 
     The host lock and the record are shared by every run on the machine (other test sessions too): any
     of them could recover the killed lab's hold first, and say so on its own stderr. So from the kill until
-    the next run waits for the lock, this test holds it: the next run is the one that recovers, and says so."""
+    the next run waits for the lock, this test holds it: the next run is the one that recovers, and says so.
+    Tried again (at most 3 times) only when another run was waiting for the lock too and got it first."""
     lab_prerequisites()
-    before = host_log_switch
+    others = []
+    for _ in range(3):
+        others = _kill_a_lab_then_run_the_next(host_log_switch)
+        if not others:
+            return
+    pytest.fail(f"other runs on this machine (pids {others}) took the host lock first, 3 times")
+
+
+def _kill_a_lab_then_run_the_next(before: str) -> list:
+    """[] when checked; else the pids of other runs that waited for the lock with the next run."""
     proc = subprocess.Popen(SDOC + ["lab"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     nxt = None
     try:
@@ -93,16 +103,17 @@ def test_sigkill_during_lab_is_undone_by_the_next_run(host_log_switch: str) -> N
             nxt = subprocess.Popen(SDOC + ONE_RUN, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             waiting = _read_until(nxt.stderr, "waiting for the host lock", 60)
             assert f"waiting for the host lock {host_switches.host_lock_path()} (held by {os.getpid()})" in waiting
+            others = [p for p in host_lock_waiters() if p != nxt.pid]
         out, err = nxt.communicate(timeout=120)
         err = waiting + err
         assert nxt.returncode == 0, err
         assert json.loads(out)["host_changes_restored"] == {"net.netfilter.nf_log_all_netns": before}
-        # restored ("left by"), or left to the runs that hold it now ("dropped …; still held by"): said by the
-        # next run — or journaled by another run on the machine that got the lock first
-        assert_recovery_reported(f"lab (pid {proc.pid})", nxt, err)
         assert not any(h.pid == proc.pid for h in host_switches.holders(KEY))
         assert_host_switch_at_rest(before)
         assert _lab_namespaces(proc.pid) == []  # its namespaces went too (remove_stale_namespaces)
+        # restored ("left by"), or left to the runs that hold it now ("dropped …; still held by"): said by the
+        # next run, and journaled
+        return [] if recovery_reported(f"lab (pid {proc.pid})", nxt, err, others) else others
     finally:
         _stop(proc)
         if nxt is not None:
