@@ -8,10 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SYSTEM_PACKAGES=(python3-venv procps systemd iproute2 nftables iptables tcpdump tshark conntrack xz-utils zstd kmod cpio mmdebstrap dpkg-dev debian-archive-keyring
-  prometheus prometheus-node-exporter nodejs)
+  prometheus prometheus-node-exporter nodejs
+  man-db bash-completion zsh fish podman runc pipx
+  debhelper dh-python lintian python3-click python3-rich python3-pyelftools python3-zstandard)
 . scripts/setup-env.sh
 install_system_packages "${SYSTEM_PACKAGES[@]}"
-install_venv test,conntrack,lab
+install_venv test,conntrack,lab,deploy
 install_npm_tools
 
 echo "== running tests"

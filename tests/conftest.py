@@ -104,3 +104,59 @@ def host_log_switch() -> Iterator[str]:
             if not host_switches.holders(ALL_NETNS_KEY):
                 with open(f"/proc/sys/{ALL_NETNS_KEY}", "w") as fh:
                     fh.write(before + "\n")
+
+
+def assert_host_switch_at_rest(before: str, lock_held: bool = False) -> None:
+    """nf_log_all_netns is back at `before` — unless a run holds it now. The switch is shared by every run
+    on the machine (other test sessions too): while any holder is recorded it stays 1, and the last one
+    out restores `before`. Read under the host lock (`lock_held`: the caller holds it), so the record and
+    the value agree."""
+    from sysctl_doctor import host_switches
+
+    with contextlib.nullcontext() if lock_held else host_switches.host_lock():
+        held = host_switches.holders(ALL_NETNS_KEY)
+        with open(f"/proc/sys/{ALL_NETNS_KEY}") as fh:
+            value = fh.read().strip()
+    if held:
+        assert value == "1", f"{value} while held by {[h.describe() for h in held]}"
+    else:
+        assert value == before
+
+
+def host_lock_waiters() -> list:
+    """Pids blocked on the host lock now (the ``->`` lines of /proc/locks)."""
+    from sysctl_doctor import host_switches
+
+    try:
+        ino = os.stat(host_switches.host_lock_path()).st_ino
+        with open("/proc/locks") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return []
+    pids = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 7 and parts[1] == "->" and parts[2] == "FLOCK" and parts[6].endswith(f":{ino}"):
+            pids.append(int(parts[5]))
+    return pids
+
+
+def recovery_reported(who: str, run: "subprocess.Popen", stderr: str, others_waited: list) -> bool:
+    """The dead holder `who` was dropped and said so: in the host-switch journal, whichever run did it,
+    and on `run`'s stderr when `run` is the one. A test holds the host lock until `run` waits for it, but
+    other runs on the machine that waited too (`others_waited`, pids) may get it first — and one of an
+    older sysctl-doctor reports on its own stderr only. False (try again) only in that case."""
+    import re
+
+    from sysctl_doctor import host_switches
+
+    pattern = (rf"^\S+ pid (\d+): (net\.netfilter\.nf_log_all_netns: (restored to \S+, left by|dropped) "
+               rf"{re.escape(who)} \(gone\).*)$")
+    found = [m for m in (re.match(pattern, line) for line in host_switches.recovery_journal()) if m]
+    if not found and others_waited and f"{who} (gone)" not in stderr:
+        return False
+    assert found, f"no recovery of {who} in {host_switches.journal_path()}; {run.args[-1]} said: {stderr}"
+    last = found[-1]
+    if int(last.group(1)) == run.pid:
+        assert f"note: {last.group(2)}" in stderr
+    return True

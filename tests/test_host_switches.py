@@ -8,6 +8,7 @@ tests/conntrack_live/test_debug.py.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +126,112 @@ def test_resting_value_is_the_original_and_recovers(proc_sys: Path) -> None:
     SwitchHold(KEY, "1", _dead_holder(), proc_sys).take()
     assert host_switches.resting_value(KEY, proc_sys) == "0" and _value(proc_sys) == "0"
     assert not host_switches.record_path().exists()
+
+
+_FORK_WHILE_LOCKED = """
+import os, signal, sys, time
+from pathlib import Path
+from sysctl_doctor import host_switches
+host_switches.HOST_LOCK = Path(sys.argv[1])
+with host_switches.host_lock():
+    if os.fork() == 0:  # a helper forked without exec while the lock is held (pyroute2 does this)
+        os.write(1, b"child\\n")  # after the fork hooks ran (one write each: lines never interleave)
+        time.sleep(60)
+        os._exit(0)
+    os.write(1, b"locked\\n")
+    time.sleep(60)  # SIGKILLed here: no finally runs
+"""
+
+
+def test_a_child_forked_while_locked_never_keeps_the_host_lock(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lock holder is SIGKILLed while its forked child lives on: the lock is free at once."""
+    import fcntl
+    import os
+    import signal
+
+    lock = tmp_path / "host.lock"
+    monkeypatch.setattr(host_switches, "HOST_LOCK", lock)
+    proc = subprocess.Popen([sys.executable, "-c", _FORK_WHILE_LOCKED, str(lock)], stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        assert {proc.stdout.readline().strip(), proc.stdout.readline().strip()} == {"locked", "child"}
+        ino = os.stat(lock).st_ino
+        keepers = [p for p in os.listdir("/proc") if p.isdigit() and _has_open(int(p), ino)]
+        assert keepers == [str(proc.pid)]  # the child closed its copy of the lock descriptor
+        proc.kill()
+        proc.wait(timeout=30)
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises BlockingIOError if the child kept it
+        finally:
+            os.close(fd)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the orphaned child too
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+
+
+def _has_open(pid: int, ino: int) -> bool:
+    import os
+
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.stat(f"/proc/{pid}/fd/{fd}").st_ino == ino:
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def test_a_forked_child_never_releases_its_parents_hold(proc_sys: Path) -> None:
+    """A child forked without exec that unwinds its parent's stack must leave the parent's hold alone."""
+    import os
+
+    hold = SwitchHold(KEY, "1", Holder.this_process("lab"), proc_sys)
+    hold.take()
+    try:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                hold.release()
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        assert _value(proc_sys) == "1"
+        assert [h.pid for h in host_switches.holders(KEY, proc_sys)] == [os.getpid()]
+    finally:
+        hold.release()
+    assert _value(proc_sys) == "0"
+
+
+def test_release_reports_the_dead_holder_it_drops(proc_sys: Path) -> None:
+    """Another run's release drops a killed run's hold: it says so (the killed run is never undone silently)."""
+    live = SwitchHold(KEY, "1", Holder.this_process("lab"), proc_sys)
+    live.take()
+    dead = _dead_holder()
+    SwitchHold(KEY, "1", dead, proc_sys).take()
+    said: list = []
+    live.release(notice=said.append)
+    assert _value(proc_sys) == "0"
+    assert said == [f"note: {host_switches.dotted(str(proc_sys / KEY))}: dropped killed run (pid {dead.pid}) "
+                    f"(gone); still held by lab (pid {live.holder.pid})"]
+    assert not host_switches.record_path().exists()
+    # and the journal keeps it, with the run that did it
+    journal = host_switches.recovery_journal()
+    assert len(journal) == 1 and journal[0].endswith(f" pid {os.getpid()}: {said[0][len('note: '):]}")
+
+
+def test_resting_value_reports_the_dead_holder_it_drops(proc_sys: Path) -> None:
+    dead = _dead_holder()
+    SwitchHold(KEY, "1", dead, proc_sys).take()
+    said: list = []
+    assert host_switches.resting_value(KEY, proc_sys, notice=said.append) == "0"
+    assert said == [f"note: {host_switches.dotted(str(proc_sys / KEY))}: restored to 0, "
+                    f"left by killed run (pid {dead.pid}) (gone)"]

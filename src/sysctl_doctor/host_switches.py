@@ -19,6 +19,12 @@ So a SIGKILLed run is undone by the next run, and the value it left is never tak
 
 The flock on `HOST_LOCK` is held only while the record is read, changed and the value switched —
 never for a whole run. A run that has to wait says so (``notice``) and the wait stays interruptible.
+A flock belongs to the open file, not the process: a child forked (without exec) while it is held would
+keep it after the parent dies. So the lock's descriptor is O_CLOEXEC and closed in every forked child
+(`os.register_at_fork`), and a forked child never takes or releases its parent's holds. Whoever drops a
+dead holder says so (``notice``) — `take`, `release`, `recover` and `resting_value` alike — and appends it
+to ``$SYSCTL_DOCTOR_RUN_DIR/host-switches.recovered`` (`recovery_journal`), so a killed run's switch is
+never put back silently, whichever run on the host happens to do it.
 /run is a tmpfs: after a reboot the record and the switched values are gone together.
 """
 
@@ -29,6 +35,7 @@ import fcntl
 import json
 import os
 import sys
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -40,6 +47,8 @@ from sysctl_doctor.errors import DoctorError
 RUN_DIR_ENV = "SYSCTL_DOCTOR_RUN_DIR"
 DEFAULT_RUN_DIR = "/run/sysctl-doctor"
 RECORD_NAME = "host-switches.json"
+JOURNAL_NAME = "host-switches.recovered"  # what recovery did, and which run did it (the last JOURNAL_LINES)
+JOURNAL_LINES = 200
 NETNS_DIR = "/run/netns"
 PROC_SYS = Path("/proc/sys")
 
@@ -63,6 +72,38 @@ def run_dir() -> Path:
 
 def record_path() -> Path:
     return run_dir() / RECORD_NAME
+
+
+def journal_path() -> Path:
+    return run_dir() / JOURNAL_NAME
+
+
+def recovery_journal() -> List[str]:
+    """What recovery did lately, one line each: ``<UTC time> pid <run>: <message>`` (oldest first).
+
+    The `note:` goes to the stderr of whichever run recovers — with many runs on a host often not the one
+    a person watches; this journal keeps it."""
+    try:
+        return journal_path().read_text().splitlines()
+    except OSError:
+        return []
+
+
+def _journal_locked(messages: List[str]) -> None:
+    """Append to the journal (under the host lock; best effort: it never stops a recovery)."""
+    path = journal_path()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    lines = (recovery_journal() + [f"{stamp} pid {os.getpid()}: {m}" for m in messages])[-JOURNAL_LINES:]
+    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
+    try:
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        tmp.write_text("".join(line + "\n" for line in lines))
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
 
 
 HOST_LOCK = Path("/run/lock/sysctl-doctor.lock")  # flock'ed while a host switch is read or changed
@@ -237,29 +278,94 @@ def _lock_holders(lock_path: Path) -> List[int]:
     return pids
 
 
+def _processes_with_open(lock_path: Path) -> List[int]:
+    """Pids with a descriptor on the lock file (a flock is kept by every descriptor of its open file)."""
+    try:
+        st = os.stat(lock_path)
+    except OSError:
+        return []
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                fst = os.stat(f"/proc/{entry}/fd/{fd}")
+            except OSError:
+                continue
+            if (fst.st_dev, fst.st_ino) == (st.st_dev, st.st_ino):
+                pids.append(int(entry))
+                break
+    return pids
+
+
+def _describe_lock_holders(lock_path: Path) -> str:
+    """For the waiting notice. /proc/locks names the process that took the flock; when it is gone, the
+    lock is kept by a descriptor it passed on (a child forked while it held it): name those processes."""
+    takers = _lock_holders(lock_path)
+    if not takers:
+        return "another process"
+    parts = []
+    for pid in takers:
+        if process_start(pid) is not None:
+            parts.append(str(pid))
+            continue
+        keepers = [p for p in _processes_with_open(lock_path) if p != os.getpid()]
+        parts.append(f"{pid} (gone; its descriptor is kept by "
+                     + (", ".join(f"pid {p}" for p in keepers) or "another process") + ")")
+    return ", ".join(parts)
+
+
+_LOCK_FDS: Dict[int, int] = {}  # host-lock descriptor → pid that opened it
+
+
+def _close_inherited_lock_fds() -> None:
+    """In a forked child: close the host-lock descriptors of the parent, so a child that outlives its
+    parent (SIGKILLed while switching) can never keep the lock. Closing a copy leaves the parent's lock."""
+    for fd in list(_LOCK_FDS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _LOCK_FDS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_lock_fds)
+
+
 @contextmanager
 def host_lock(notice: Notice = stderr_notice, hint: str = "Ctrl-C gives up, nothing changed") -> Iterator[None]:
     """The host lock for the block. Waiting says so (with `hint`); a signal whose handler raises
-    (Ctrl-C: KeyboardInterrupt) ends the wait."""
+    (Ctrl-C: KeyboardInterrupt) ends the wait. The descriptor is never inherited: O_CLOEXEC for exec,
+    closed in forked children (`_close_inherited_lock_fds`)."""
     lock_path = host_lock_path()
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise DoctorError(f"cannot open the host lock {lock_path}: {exc.strerror or exc} "
                           "(changing host settings needs root)") from exc
+    owner = os.getpid()
+    _LOCK_FDS[fd] = owner
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise
-            pids = ", ".join(str(p) for p in _lock_holders(lock_path)) or "another process"
-            notice(f"waiting for the host lock {lock_path} (held by {pids}); {hint}")
+            notice(f"waiting for the host lock {lock_path} (held by {_describe_lock_holders(lock_path)}); {hint}")
             fcntl.flock(fd, fcntl.LOCK_EX)  # interruptible: a signal handler's exception ends the wait
         yield
     finally:
-        os.close(fd)  # releases the flock
+        # in a forked child unwinding its parent's stack the descriptor is already closed (and its number
+        # may be reused): close only our own
+        if os.getpid() == owner and _LOCK_FDS.pop(fd, None) == owner:
+            os.close(fd)  # releases the flock
 
 
 def _read(path: str) -> Optional[str]:
@@ -310,6 +416,8 @@ def _recover_locked(record: Record) -> List[str]:
             done.append(f"{dotted(path)}: left by {who} (gone); {exc}")
             continue
         done.append(f"{dotted(path)}: restored to {switch.original}, left by {who} (gone)")
+    if done:
+        _journal_locked(done)
     return done
 
 
@@ -333,10 +441,14 @@ def resting_value(key: str, proc_sys: Path = PROC_SYS, notice: Notice = stderr_n
     path = str(proc_sys / key)
     with host_lock(notice):
         record = load_record(record_path())
-        if _recover_locked(record):
+        recovered = _recover_locked(record)
+        if recovered:
             save_record(record_path(), record)
         switch = record.get(path)
-        return switch.original if switch is not None else _read(path)
+        value = switch.original if switch is not None else _read(path)
+    for message in recovered:
+        notice(f"note: {message}")
+    return value
 
 
 def holders(key: str, proc_sys: Path = PROC_SYS) -> List[Holder]:
@@ -366,6 +478,7 @@ class SwitchHold:
         self.recorded = False
         self.original: Optional[str] = None
         self.others = 0  # holders besides this one when taken
+        self.owner_pid = os.getpid()  # a child forked (without exec) must not take or release this hold
 
     @property
     def dotted(self) -> str:
@@ -373,6 +486,8 @@ class SwitchHold:
 
     def take(self, notice: Notice = stderr_notice) -> str:
         """Record this holder (and the original, when first), then switch. Returns the original."""
+        if os.getpid() != self.owner_pid:
+            raise DoctorError(f"{self.dotted}: a forked child cannot take its parent's hold")
         record_file = record_path()
         with host_lock(notice):
             record = load_record(record_file)
@@ -403,21 +518,24 @@ class SwitchHold:
 
     def release(self, notice: Notice = stderr_notice) -> None:
         """Leave; the last holder out writes the original back. No-op when not recorded."""
-        if not self.recorded:
-            return
+        if not self.recorded or os.getpid() != self.owner_pid:
+            return  # a forked child unwinding its parent's stack: the hold is the parent's
         record_file = record_path()
         with host_lock(notice, hint=f"to put {self.dotted} back"):
             record = load_record(record_file)
-            _recover_locked(record)
-            self._drop_locked(record, record_file)
+            recovered = _recover_locked(record)
+            self._drop_locked(record, record_file, changed=bool(recovered))
+        for message in recovered:
+            notice(f"note: {message}")
 
-    def _drop_locked(self, record: Record, record_file: Path) -> None:
+    def _drop_locked(self, record: Record, record_file: Path, changed: bool = False) -> None:
         switch = record.get(self.path)
         if switch is not None:
             switch.holders = [h for h in switch.holders if not h.same(self.holder)]
             if not switch.holders:
                 _write_if_changed(self.path, switch.original)  # first: a kill now leaves a record to recover
                 del record[self.path]
+        if switch is not None or changed:
             save_record(record_file, record)
         self.recorded = False
 

@@ -78,13 +78,16 @@ def _components(path: str) -> List[str]:
 class Root:
     """A confined view of the filesystem under `path`."""
 
-    def __init__(self, path: Union[str, Path] = "/") -> None:
+    def __init__(self, path: Union[str, Path] = "/", live: bool = False) -> None:
         host = Path(os.path.abspath(os.fspath(path)))
         if not host.is_dir():
             raise RootError(f"--root {os.fspath(path)}: not a directory")
         self.path = Path(os.path.realpath(host))
         # inside directory -> why it could not be read; shared with the views made from this root
         self.unreadable: Dict[str, str] = {}
+        # `live`: this root is the running system's `/` mounted elsewhere (a container with the node's
+        # `/` at /host and the node's /proc): live facts (/proc, uname) describe it.
+        self._live = live
 
     def note_unreadable(self, inside: str, reason: str) -> None:
         """Record a directory that exists but could not be listed or searched (permission denied)."""
@@ -104,8 +107,8 @@ class Root:
 
     @property
     def is_live(self) -> bool:
-        """True when this root is the running system's `/`."""
-        return self.path == Path("/")
+        """True when this root is the running system's `/` (or declared to be it, mounted elsewhere)."""
+        return self._live or self.path == Path("/")
 
     def __repr__(self) -> str:
         return f"Root({str(self.path)!r})"
@@ -200,8 +203,8 @@ class Root:
                 self.note_unreadable(chased.resolved, f"cannot list: {exc.strerror}")
             return []
 
-    def read_bytes(self, path: str) -> bytes:
-        """The bytes of a file inside the root.
+    def read_bytes(self, path: str, limit: Optional[int] = None) -> bytes:
+        """The bytes of a file inside the root (at most `limit` of them, if given).
 
         Raises `OSError` (with the inside path as filename) when it is missing,
         unreadable or not a regular file; a /dev/null mask reads as empty.
@@ -218,7 +221,7 @@ class Root:
             raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device)", path)
         try:
             with open(chased.host, "rb") as handle:
-                return handle.read()
+                return handle.read() if limit is None else handle.read(limit)
         except OSError as exc:
             raise type(exc)(exc.errno, exc.strerror, path) from None
 
@@ -239,15 +242,15 @@ class Root:
 ROOT_DIRS = ("etc", "usr", "lib", "boot")  # a root has at least one of them (a bare modules tree: /lib)
 
 
-def root_for_cli(root_dir: str) -> Root:
+def root_for_cli(root_dir: str, live: bool = False) -> Root:
     """The `--root` of a command: an empty path or a directory with none of ROOT_DIRS is an error.
 
     Both used to analyse as a clean root (no sysctl.d, nothing loaded) with no warning: a typo in CI
     (`--root "$UNSET"`, a mount that failed) passed as "nothing wrong"."""
     if root_dir == "":
         raise RootError("--root '': an empty path (for the current directory write --root .)")
-    root = Root(root_dir)
-    if not root.is_live and not any((root.path / name).is_dir() for name in ROOT_DIRS):
+    root = Root(root_dir, live=live)
+    if root.path != Path("/") and not any((root.path / name).is_dir() for name in ROOT_DIRS):
         raise RootError(f"--root {root_dir}: not a root filesystem (it has none of "
                         f"{', '.join('/' + d for d in ROOT_DIRS)}): nothing to analyse")
     return root

@@ -122,7 +122,7 @@ def test_explain_sections_and_code_handlers_are_extensible(monkeypatch):
     from sysctl_doctor.cli import explain as explain_cli
 
     monkeypatch.setattr(explain_cli, "KEY_SECTIONS", explain_cli.KEY_SECTIONS + [
-        lambda ctx: explain_cli.ExplainSection("extra", [f"seen {ctx.key} with {len(ctx.config.files)} files"])])
+        lambda ctx: explain_cli.ExplainSection("extra", [f"seen {ctx.key} with {len(ctx.analysis.config.files)} files"])])
     monkeypatch.setattr(explain_cli, "CODE_HANDLERS", [
         lambda code: explain_cli.ExplainSection(code, ["a rule"]) if code == "SD101" else None])
     out = CliRunner().invoke(cli, ["explain", "net.ipv4.ip_forward", "--root", str(EXAMPLE)]).output

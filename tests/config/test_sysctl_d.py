@@ -138,10 +138,10 @@ def test_unreadable_file_is_a_diagnostic(tmp_path, monkeypatch):
                                 "etc/sysctl.d/20-b.conf": ("link", "10-a.conf")})
     real_read = Root.read_bytes
 
-    def deny(self, path):
+    def deny(self, path, *args, **kwargs):
         if path.endswith("20-b.conf"):
             raise PermissionError(13, "Permission denied", path)
-        return real_read(self, path)
+        return real_read(self, path, *args, **kwargs)
 
     monkeypatch.setattr(Root, "read_bytes", deny)
     cfg = load_sysctl_config(root, "systemd")

@@ -224,7 +224,11 @@ ALLOWED: Dict[Tuple[str, str, str], str] = {
     ("host_switches.py", "mkdir", "parents=True"): "the host lock's directory under /run/lock",
     ("host_switches.py", "open", "lock_path"): "the host lock under /run/lock",
     ("host_switches.py", "unlink", ""): "the host-switch record's temporary file or a stale record under /run",
+    ("host_switches.py", "write_text", "''.join((line + '\\n' for line in lines))"): "the recovery log under /run/sysctl-doctor (host, root-owned)",
     ("host_switches.py", "open", "path"): "a host sysctl under /proc/sys switched by the record",
+    ("cli/_shellfiles.py", "mkdir", "parents=True"): "packaging: the man/completion output directory the packager names",
+    ("cli/_shellfiles.py", "write_text", "manpage(path, cmd, ctx, __version__, date)"): "packaging: a generated man page",
+    ("cli/_shellfiles.py", "write_text", "completion_script(shell)"): "packaging: a generated completion script",
 }
 
 

@@ -19,6 +19,8 @@ import pytest
 
 from sysctl_doctor import host_switches
 
+from conftest import assert_host_switch_at_rest, host_lock_waiters, recovery_reported
+
 from .conftest import lab_prerequisites
 
 SDOC = [sys.executable, "-m", "sysctl_doctor"]
@@ -51,27 +53,72 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.communicate(timeout=30)
 
 
+def _remove_lab_namespaces(pid: int) -> None:
+    for name in _lab_namespaces(pid):
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def _read_until(stream, needle: str, seconds: float) -> str:  # type: ignore[no-untyped-def]
+    """Lines of `stream` up to the first that contains `needle` (all read so far when it never comes)."""
+    seen = ""
+    deadline = time.time() + seconds
+    while needle not in seen and time.time() < deadline:
+        ready, _, _ = select.select([stream], [], [], max(0.0, deadline - time.time()))
+        line = stream.readline() if ready else ""
+        if not line:
+            break
+        seen += line
+    return seen
+
+
 def test_sigkill_during_lab_is_undone_by_the_next_run(host_log_switch: str) -> None:
-    """Item 3: kill -9 mid-run left 1 for good, and the next run took 1 for the previous value."""
+    """Item 3: kill -9 mid-run left 1 for good, and the next run took 1 for the previous value.
+
+    The host lock and the record are shared by every run on the machine (other test sessions too): any
+    of them could recover the killed lab's hold first, and say so on its own stderr. So from the kill until
+    the next run waits for the lock, this test holds it: the next run is the one that recovers, and says so.
+    Tried again (at most 3 times) only when another run was waiting for the lock too and got it first."""
     lab_prerequisites()
-    before = host_log_switch
+    others = []
+    for _ in range(3):
+        others = _kill_a_lab_then_run_the_next(host_log_switch)
+        if not others:
+            return
+    pytest.fail(f"other runs on this machine (pids {others}) took the host lock first, 3 times")
+
+
+def _kill_a_lab_then_run_the_next(before: str) -> list:
+    """[] when checked; else the pids of other runs that waited for the lock with the next run."""
     proc = subprocess.Popen(SDOC + ["lab"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    nxt = None
     try:
         # the host switch is taken before the first namespace is made
         assert _wait_for(lambda: _lab_namespaces(proc.pid), 60), "the lab never created its namespaces"
         assert _value() == "1"
-        proc.kill()  # SIGKILL: no finally runs
-        proc.communicate(timeout=30)
+        with host_switches.host_lock():
+            proc.kill()  # SIGKILL: no finally runs
+            proc.communicate(timeout=30)
+            assert _value() == "1"  # left changed: nothing can restore it in the killed process
+            assert any(h.pid == proc.pid for h in host_switches.holders(KEY))  # and still recorded
+            nxt = subprocess.Popen(SDOC + ONE_RUN, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            waiting = _read_until(nxt.stderr, "waiting for the host lock", 60)
+            assert f"waiting for the host lock {host_switches.host_lock_path()} (held by {os.getpid()})" in waiting
+            others = [p for p in host_lock_waiters() if p != nxt.pid]
+        out, err = nxt.communicate(timeout=120)
+        err = waiting + err
+        assert nxt.returncode == 0, err
+        assert json.loads(out)["host_changes_restored"] == {"net.netfilter.nf_log_all_netns": before}
+        assert not any(h.pid == proc.pid for h in host_switches.holders(KEY))
+        assert_host_switch_at_rest(before)
+        assert _lab_namespaces(proc.pid) == []  # its namespaces went too (remove_stale_namespaces)
+        # restored ("left by"), or left to the runs that hold it now ("dropped …; still held by"): said by the
+        # next run, and journaled
+        return [] if recovery_reported(f"lab (pid {proc.pid})", nxt, err, others) else others
     finally:
         _stop(proc)
-    assert _value() == "1"  # left changed: nothing can restore it in the killed process
-    nxt = subprocess.run(SDOC + ONE_RUN, capture_output=True, text=True, timeout=120)
-    assert nxt.returncode == 0, nxt.stderr
-    assert json.loads(nxt.stdout)["host_changes_restored"] == {"net.netfilter.nf_log_all_netns": before}
-    assert f"left by lab (pid {proc.pid}) (gone)" in nxt.stderr
-    assert _value() == before
-    assert not any(h.pid == proc.pid for h in host_switches.holders(KEY))
-    assert _lab_namespaces(proc.pid) == []  # its namespaces went too (remove_stale_namespaces)
+        if nxt is not None:
+            _stop(nxt)
+        _remove_lab_namespaces(proc.pid)  # when the next run never got to it
 
 
 def test_ctrl_c_while_waiting_for_the_host_lock(host_log_switch: str) -> None:
@@ -90,12 +137,12 @@ def test_ctrl_c_while_waiting_for_the_host_lock(host_log_switch: str) -> None:
                 pytest.fail("Ctrl-C was held while the lab waited for the host lock")
         finally:
             _stop(proc)
-        assert _value() == before
+        assert_host_switch_at_rest(before, lock_held=True)
     assert "waiting for the host lock" in waiting and f"held by {os.getpid()}" in waiting
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    assert _value() == before
     assert not any(h.pid == proc.pid for h in host_switches.holders(KEY))
+    assert_host_switch_at_rest(before)
     assert _lab_namespaces(proc.pid) == []
 
 
@@ -122,11 +169,12 @@ def test_lab_runs_while_a_debug_session_is_on(host_log_switch: str) -> None:
             # the lab saw the original, and left the switch to the session that still holds it
             assert json.loads(lab.stdout)["host_changes_restored"] == {"net.netfilter.nf_log_all_netns": before}
             assert _value() == "1"
-            assert [h.pid for h in host_switches.holders(KEY)] == [debug.pid]
+            held = host_switches.holders(KEY)  # other runs on the machine may hold it too, never the lab
+            assert debug.pid in [h.pid for h in held] and all(h.alive() for h in held), held
             debug.send_signal(signal.SIGINT)
             _, err = debug.communicate(timeout=30)
             assert debug.returncode == 130, err
         finally:
             _stop(debug)
-    assert _value() == before
-    assert host_switches.holders(KEY) == []
+    assert not any(h.pid == debug.pid for h in host_switches.holders(KEY))
+    assert_host_switch_at_rest(before)

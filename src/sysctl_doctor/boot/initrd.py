@@ -156,37 +156,42 @@ def image_for_kernel(root, kernel: Optional[str]) -> Optional[str]:
     return None
 
 
-def refine_timeline_with_image(root, timeline, kernel: Optional[str]) -> Optional[InitrdContents]:
-    """Replace the initramfs loads taken from the configuration lists by what the image loads.
+def timeline_with_image(root, timeline, kernel: Optional[str]):  # type: ignore[no-untyped-def]
+    """The timeline with the initramfs loads taken from the image itself instead of the configuration lists.
 
-    Returns the contents read, or None when there is no image (the lists then stand).
+    Returns a new BootTimeline (the given one is not changed), or `timeline` itself when there is no image
+    (the lists then stand) — callers compare identity to know whether anything was read.
     """
+    import dataclasses
+
     from sysctl_doctor.boot.timeline import BEFORE, ModuleLoad
     from sysctl_doctor.errors import Diagnostic
 
     image = image_for_kernel(root, kernel)
     if image is None:
-        return None
+        return timeline
+    refined = dataclasses.replace(timeline, loads=list(timeline.loads), diagnostics=list(timeline.diagnostics),
+                                  stale_initramfs=list(timeline.stale_initramfs))
     try:
         data = root.read_bytes(image)
     except OSError as exc:
-        timeline.diagnostics.append(Diagnostic(f"cannot read the initramfs image: {exc.strerror}", image))
-        return None
+        refined.diagnostics.append(Diagnostic(f"cannot read the initramfs image: {exc.strerror}", image))
+        return refined
     contents = read_initrd(image, data)
     if contents.error:
-        timeline.diagnostics.append(Diagnostic(f"cannot list the initramfs image ({contents.error}); "
-                                               "using the configured module lists", image))
-        return contents
-    listed = [item for item in timeline.loads if item.by == "initramfs"]
+        refined.diagnostics.append(Diagnostic(f"cannot list the initramfs image ({contents.error}); "
+                                              "using the configured module lists", image))
+        return refined
+    listed = [item for item in refined.loads if item.by == "initramfs"]
     in_image = {module for module, _ in contents.loads}
     for load in listed:
         if load.module not in in_image:
-            timeline.stale_initramfs.append((load.module, load.evidence, image))
-    timeline.loads = [item for item in timeline.loads if item.by != "initramfs"]
+            refined.stale_initramfs.append((load.module, load.evidence, image))
+    refined.loads = [item for item in refined.loads if item.by != "initramfs"]
     early = [ModuleLoad(module, "initramfs", BEFORE, where, "the initramfs image loads it before init starts",
                         "the initramfs runs before the real root's init") for module, where in contents.loads]
-    timeline.loads[:0] = early
-    return contents
+    refined.loads[:0] = early
+    return refined
 
 
 def newc_archive(files: Dict[str, str]) -> str:

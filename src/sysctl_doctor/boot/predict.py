@@ -25,26 +25,28 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 from sysctl_doctor.boot.kernel_defaults import UNKNOWN_DEFAULT, kernel_default
+from sysctl_doctor.boot.model import Verdict
 from sysctl_doctor.boot.modules_load import module_name
 from sysctl_doctor.boot.timeline import AFTER, BEFORE, RACE, BootTimeline, ModuleLoad
 from sysctl_doctor.boot.udev import SysctlRerun
 from sysctl_doctor.kernel_version import KernelVersion
 
 # Verdicts (a short word per key, for tables and tests)
-APPLIED = "applied"
-APPLIED_BY_UDEV = "applied-by-udev"
-APPLIED_ON_HOTPLUG = "applied-on-hotplug"
-RACE_LOST = "race"  # not guaranteed: a loader races the sysctl step
-LOADED_LATE = "loaded-late"
-NEVER_LOADED = "never-loaded"
-UDEV_RACE = "udev-race"  # only a udev rule, on a kernel before 5.11
-UNKNOWN_KEY = "unknown-key"
-NO_HOTPLUG = "interface-not-reapplied"
-NOT_RUN = "sysctl-step-not-run"
-GLOB = "glob"
-APPLIED_BY_REAPPLY = "applied-by-later-unit"  # a unit ordered after the loaders runs the sysctl step again
-DEFAULT_MATCHES = "default-matches"  # not written in time, but the kernel default is the configured value
-VALUE_REJECTED = "value-rejected"  # the kernel refuses the value (no such congestion control, qdisc, logger)
+# The verdicts, by their old names (sysctl_doctor.boot.model.Verdict describes each once).
+APPLIED = Verdict.APPLIED
+APPLIED_BY_UDEV = Verdict.APPLIED_BY_UDEV
+APPLIED_ON_HOTPLUG = Verdict.APPLIED_ON_HOTPLUG
+RACE_LOST = Verdict.RACE_LOST
+LOADED_LATE = Verdict.LOADED_LATE
+NEVER_LOADED = Verdict.NEVER_LOADED
+UDEV_RACE = Verdict.UDEV_RACE
+UNKNOWN_KEY = Verdict.UNKNOWN_KEY
+NO_HOTPLUG = Verdict.NO_HOTPLUG
+NOT_RUN = Verdict.NOT_RUN
+GLOB = Verdict.GLOB
+APPLIED_BY_REAPPLY = Verdict.APPLIED_BY_REAPPLY
+DEFAULT_MATCHES = Verdict.DEFAULT_MATCHES
+VALUE_REJECTED = Verdict.VALUE_REJECTED
 
 UDEV_MODULE_EVENT_SAFE = (5, 11)  # module "add" uevent after the module's init since Linux 5.11
 
@@ -61,7 +63,7 @@ class KeyPrediction:
     boot_value: Optional[str]
     after_late_load: Optional[str]
     live: Optional[str]
-    verdict: str
+    verdict: Verdict  # set by predict_keys (the boot.model vocabulary)
     chain: List[str] = field(default_factory=list)
     module: Optional[str] = None
     early: List[ModuleLoad] = field(default_factory=list)
@@ -70,7 +72,6 @@ class KeyPrediction:
     rerun: Optional[SysctlRerun] = None
     blocked: List[tuple] = field(default_factory=list)  # (ModuleLoad, why it does nothing)
     setting: object = None  # the EffectiveSetting
-    findings: List[str] = field(default_factory=list)  # codes, filled by the findings engine
 
 
 def _values_equal(a: Optional[str], b: Optional[str]) -> bool:

@@ -16,6 +16,7 @@ class TolerantRoot(Root):
     def __init__(self, root: Root) -> None:  # a view: no new validation of the directory
         self.path = root.path
         self.unreadable = root.unreadable  # one record for the root and its views
+        self._live = root.is_live  # a view of the running host (`check --live`) stays one
         self.problems: List[str] = []
 
     def chase(self, path: str, *, follow_final: bool = True) -> ChasedPath:

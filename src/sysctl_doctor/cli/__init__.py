@@ -30,7 +30,11 @@ class DefaultCommandGroup(click.Group):
     default_command = "check"
 
     def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
-        if not args or (args[0].startswith("-") and args[0] not in ("--help", "-h", "--version")):
+        # Shell completion parses resiliently: with no words yet the user is completing a command
+        # name, not check's options, so the default command is not inserted then.
+        if (not args and not ctx.resilient_parsing) or (
+            args and args[0].startswith("-") and args[0] not in ("--help", "-h", "--version")
+        ):
             if self.get_command(ctx, self.default_command) is not None:
                 args = [self.default_command, *args]
         return super().parse_args(ctx, args)
@@ -139,6 +143,10 @@ def _closed_by_reader(exc: SystemExit, stdout_at_start: Optional[tuple]) -> bool
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point."""
     debug = os.environ.get("SYSCTL_DOCTOR_DEBUG") == "1"
+    if sys.stdout is None:  # started with stdout closed (`>&-`): Python gives no stream at all
+        click.echo("error: standard output is closed: nothing can be written (redirect it to /dev/null "
+                   "to discard the output)", err=True)
+        sys.exit(EXIT_ERROR)
     stdout_at_start = _stdout_identity()
     try:
         code = cli.main(args=argv, prog_name="sysctl-doctor", standalone_mode=False)

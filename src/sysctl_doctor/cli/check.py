@@ -33,12 +33,13 @@ def root_options(func):
     return func
 
 
-def run_analysis(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_system: Optional[str]):
+def run_analysis(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_system: Optional[str],
+                 live_mount: bool = False):
     from sysctl_doctor.findings.engine import run_check
     from sysctl_doctor.live import LiveHost
     from sysctl_doctor.root import root_for_cli
 
-    root = root_for_cli(root_dir)
+    root = root_for_cli(root_dir, live=live_mount)
     live = LiveHost() if root.is_live else None
     report = run_check(root, live=live, kernel=kernel, cmdline=cmdline, init_system=init_system)
     root.raise_if_unreadable()  # a directory it could not read is not a missing one: exit 2, no answer
@@ -57,6 +58,9 @@ FORMATS = ("text", "json", "prometheus", "npd", "sarif")
 @click.option("--textfile-dir", default=None, type=click.Path(file_okay=False),
               help="With --format prometheus: write DIR/sysctl_doctor.prom atomically (node_exporter's "
                    "textfile collector) instead of stdout; a failed run still writes last_run_success 0.")
+@click.option("--live", "live_mount", is_flag=True,
+              help="The --root DIR is this running host's / mounted elsewhere (a container with the node's / "
+                   "at /host): read live values, drift, the running kernel and rules from this /proc.")
 @click.option("--sarif-srcroot", default=None, type=click.Path(file_okay=False),
               help="With --format sarif: the repository the root lives in; result paths are made relative to it.")
 @click.option("--sarif-help-uri", default=None, metavar="URL",
@@ -64,7 +68,7 @@ FORMATS = ("text", "json", "prometheus", "npd", "sarif")
                    "each rule's helpUri is URL#<code>.")
 def command(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_system: Optional[str], fmt: str,
             verbose: bool, textfile_dir: Optional[str], sarif_srcroot: Optional[str],
-            sarif_help_uri: Optional[str]) -> None:
+            sarif_help_uri: Optional[str], live_mount: bool) -> None:
     """Predict what each configured sysctl will be after the next boot, and why.
 
     Exit status: 0 nothing at error level, 1 findings at error level, 2 usage or I/O error
@@ -81,7 +85,7 @@ def command(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_s
         raise click.BadParameter("an absolute URL (https://…/docs/findings.md)", param_hint="--sarif-help-uri")
     started, clock = time.time(), time.monotonic()
     try:
-        report = run_analysis(root_dir, kernel, cmdline, init_system)
+        report = run_analysis(root_dir, kernel, cmdline, init_system, live_mount)
     except DoctorError as exc:
         if fmt == "prometheus":  # a failing check is a series too, or the fleet reads silence as clean
             from sysctl_doctor import __version__

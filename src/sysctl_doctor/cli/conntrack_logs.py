@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from typing import Optional
@@ -10,6 +11,7 @@ import click
 
 from sysctl_doctor.cli.exit_codes import EXIT_FINDINGS
 from sysctl_doctor.cli.styled_lines import emit
+from sysctl_doctor.errors import DoctorError
 
 
 @click.command("logs")
@@ -31,9 +33,9 @@ def command(file: Optional[str], since: Optional[str], fmt: str, limit: int) -> 
     from sysctl_doctor.conntrack.kernel_log import (
         FlowTable,
         KernelLogReport,
-        iter_kernel_log,
-        read_log_file,
-        read_stream,
+        LogInput,
+        iter_kernel_log_stream,
+        open_log_file,
     )
 
     from sysctl_doctor.conntrack.log_sources import boot_time, parse_since, read_live_kernel_log
@@ -43,22 +45,44 @@ def command(file: Optional[str], since: Optional[str], fmt: str, limit: int) -> 
     since_at = parse_since(since) if since else None
     boot = None
     if file == "-":
-        data, source = read_stream(sys.stdin.buffer), "<stdin>"
+        if sys.stdin is None:  # started with stdin closed (`<&-`)
+            raise DoctorError("<stdin>: standard input is closed (pass a log FILE, or pipe one in)")
+        log, source = LogInput(sys.stdin.buffer, "<stdin>"), "<stdin>"
     elif file:
-        data, source = read_log_file(file), file
+        log, source = open_log_file(file), file
     else:
         live = read_live_kernel_log(since_at)
-        data, source = live.data, live.source
+        log, source = LogInput(io.BytesIO(live.data), live.source), live.source
         boot = boot_time() if live.boot_clock else None
     report = KernelLogReport(source=source)
-    records = iter_kernel_log(data, report, since=since_at, boot_time=boot)
+    # Read in blocks: memory stays bounded whatever the input (over-long lines are cut and counted).
+    records = iter_kernel_log_stream(log, report, since=since_at, boot_time=boot)
     table = FlowTable()
     if fmt == "json":
         _stream_json(report, records, table)
     else:
         _render_text(report, records, table, limit)
+    _warn_cut(report)
+    if table.untracked:
+        from sysctl_doctor.conntrack.kernel_log import MAX_FLOWS
+
+        click.echo(f"warning: {report.source}: more than {MAX_FLOWS} flows: {table.untracked} records of later "
+                   "flows are counted but not listed per flow", err=True)
     if table.verdicts["INVALID"]:
         raise click.exceptions.Exit(EXIT_FINDINGS)
+
+
+def _warn_cut(report) -> None:  # type: ignore[no-untyped-def]
+    """Say on stderr what was not read: over-long lines and journal records with an absurd time."""
+    from sysctl_doctor.conntrack.kernel_log import MAX_LINE
+
+    skipped = report.skipped
+    if skipped.too_long:
+        click.echo(f"warning: {report.source}: {skipped.too_long} line(s) over {MAX_LINE} bytes cut and not read "
+                   f"(kernel log lines are under 1 KiB; first at line {report.first_too_long})", err=True)
+    if skipped.bad_time:
+        click.echo(f"warning: {report.source}: {skipped.bad_time} journal record(s) skipped: __REALTIME_TIMESTAMP "
+                   "is not a date (out of range)", err=True)
 
 
 def _stream_json(report, records, table) -> None:  # type: ignore[no-untyped-def]
@@ -77,6 +101,7 @@ def _stream_json(report, records, table) -> None:  # type: ignore[no-untyped-def
         first = False
     tail = {
         "flows": [f.to_json() for f in table.summaries()],
+        "flows_untracked_records": table.untracked,
         "counts": table.verdicts,
         "reasons": table.reasons_json(),
         "lines": report.lines_json(),
@@ -114,7 +139,9 @@ def _render_text(report, records, table, limit: int) -> None:  # type: ignore[no
     say([(report.source, "bold"), (
         f": {report.lines_total} lines, {shown} conntrack records"
         f" ({report.continuation_lines} wrapped lines joined), {skipped.total} skipped"
-        f" (other {skipped.other}, partial {skipped.partial}, before --since {skipped.filtered})", None)])
+        f" (other {skipped.other}, partial {skipped.partial}, before --since {skipped.filtered}"
+        + (f", too long {skipped.too_long}" if skipped.too_long else "")
+        + (f", bad time stamp {skipped.bad_time}" if skipped.bad_time else "") + ")", None)])
     if not shown:
         say([("no conntrack nf_log lines. To make the kernel log them: "
               "`sysctl-doctor conntrack debug on --for 10m`", None)])
@@ -127,6 +154,9 @@ def _render_text(report, records, table, limit: int) -> None:  # type: ignore[no
         verdicts = ", ".join(f"{k} {v}" for k, v in flow.verdicts.items())
         say([(f"  {flow.flow}: {flow.records} records ({verdicts}; {reasons}), "
               f"lines {flow.first_line}-{flow.last_line}", None)])
+    if table.untracked:
+        say([(f"  … {table.untracked} more records in flows beyond the first {len(table.by_flow)} "
+              "(counted above, not listed per flow)", None)])
     say([("what the messages mean", "bold")])
     for reason in table.reasons.values():
         say([(f"  {reason.code} ({reason.verdict}, {reason.wording} wording): {reason.explanation}", None)])

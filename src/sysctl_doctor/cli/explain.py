@@ -1,13 +1,8 @@
 """`sysctl-doctor explain KEY|CODE`: everything known about one key, or one finding code.
 
 `explain KEY` prints a list of sections; each section is produced by one function in
-`KEY_SECTIONS`. Other parts of the tool add their own with a one-line edit, e.g.
-
-    from sysctl_doctor.kernel.explain import provider_section
-    KEY_SECTIONS.append(provider_section)          # "provided by module …"
-
-A section function takes an `ExplainContext` and returns an `ExplainSection` (or None to
-stay silent). Finding codes (``SD``/``CT`` + 3 digits, e.g. SD101, CT001) go to `CODE_HANDLERS`: each
+`KEY_SECTIONS` from the same analysis (`ExplainContext`: the key, one `Analysis` built once per run, and
+the findings over it), and returns an `ExplainSection` (or None to stay silent). Finding codes (``SD``/``CT`` + 3 digits, e.g. SD101, CT001) go to `CODE_HANDLERS`: each
 takes the code and returns an `ExplainSection`, or None when it does not know the code.
 """
 
@@ -15,15 +10,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 import click
 
-from sysctl_doctor.cli.show import load_for_cli, printable, root_options
+from sysctl_doctor.cli.show import key_tree_for_cli, printable, root_options
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sysctl_doctor.config.model import KeyTree, SysctlConfig
-    from sysctl_doctor.root import Root
+    from sysctl_doctor.analysis import Analysis
+    from sysctl_doctor.config.key_story import KeyStory
+    from sysctl_doctor.findings.engine import CheckReport
 
 CODE_PATTERN = re.compile(r"^(SD|CT)\d{3}$", re.IGNORECASE)
 
@@ -31,11 +28,22 @@ CODE_PATTERN = re.compile(r"^(SD|CT)\d{3}$", re.IGNORECASE)
 @dataclass
 class ExplainContext:
     key: str  # as typed
-    root: "Root"
-    config: "SysctlConfig"
-    keys: Optional["KeyTree"]  # None: no key tree
-    key_tree_dir: Optional[str]
-    extra: Dict[str, Any] = field(default_factory=dict)  # for sections to share work
+    analysis: "Analysis"  # built once for every section
+
+    @cached_property
+    def report(self) -> "CheckReport":
+        """The finding rules over the same analysis."""
+        from sysctl_doctor.findings.engine import report_for
+
+        return report_for(self.analysis)
+
+    @cached_property
+    def story(self) -> "KeyStory":
+        """Every line that sets the key, which wins and why."""
+        from sysctl_doctor.config.key_story import key_story
+
+        a = self.analysis
+        return key_story(a.config, self.key, a.key_tree, a.root)
 
 
 @dataclass
@@ -51,10 +59,9 @@ CodeHandler = Callable[[str], Optional[ExplainSection]]
 
 def config_section(ctx: ExplainContext) -> ExplainSection:
     """Every line that sets the key, in apply order; which wins and why."""
-    from sysctl_doctor.config.key_story import WINS, key_story
+    from sysctl_doctor.config.key_story import WINS
 
-    story = key_story(ctx.config, ctx.key, ctx.keys, ctx.root)
-    ctx.extra["key_story"] = story
+    story, config = ctx.story, ctx.analysis.config
     lines = [printable(story.summary), ""]
     if story.lines:
         never = any(ln.verdict == "not applied" for ln in story.lines)
@@ -64,17 +71,17 @@ def config_section(ctx: ExplainContext) -> ExplainSection:
         what = f"-{ln.key}" if ln.value is None else f"{'-' if ln.ignore_failure else ''}{ln.key} = {ln.value}"
         lines.append(f"{mark} {ln.origin.file}:{ln.origin.line}  {printable(what)}")
         lines.append(f"     {ln.verdict}: {printable(ln.reason)}")
-    if ctx.keys is None:
+    if ctx.analysis.key_tree is None:
         lines.append("")
         lines.append("(no key tree: pass --proc-sys DIR to check that the key exists and expand globs)")
     elif story.exists is False:
         lines.append("")
-        lines.append(f"The key does not exist under {ctx.key_tree_dir}: a write fails"
-                     + (" with 'Couldn't write …, ignoring'" if ctx.config.flavor == "systemd" else " silently"))
+        lines.append(f"The key does not exist under {ctx.analysis.key_tree_dir}: a write fails"
+                     + (" with 'Couldn't write …, ignoring'" if config.flavor == "systemd" else " silently"))
     lines.append("")
-    lines.append(_rules(ctx.config.flavor))
+    lines.append(_rules(config.flavor))
     return ExplainSection(
-        title=f"{story.key} in sysctl.d ({ctx.config.flavor})",
+        title=f"{story.key} in sysctl.d ({config.flavor})",
         lines=lines,
         data={
             "key": printable(story.key),
@@ -106,14 +113,12 @@ def provider_section(ctx: ExplainContext) -> Optional[ExplainSection]:
     """Who makes the key exist in the kernel the root boots (sysctl_doctor.kernel)."""
     import dataclasses
 
-    from sysctl_doctor.kernel import describe_provider, load_module_index, path_to_key
-    from sysctl_doctor.live import LiveHost
+    from sysctl_doctor.kernel import describe_provider, path_to_key
 
     if any(c in ctx.key for c in "*?["):
         return None  # a glob has no single provider
-    story = ctx.extra.get("key_story")
-    value = getattr(story, "final_value", None)
-    index = load_module_index(ctx.root, None, LiveHost() if ctx.root.is_live else None)
+    value = ctx.story.final_value
+    index = ctx.analysis.index
     provider = index.provider(ctx.key, value)
     lines = describe_provider(provider, index)
     if index.partial:
@@ -124,49 +129,28 @@ def provider_section(ctx: ExplainContext) -> Optional[ExplainSection]:
                           lines=lines, data=data)
 
 
-# How each boot verdict (sysctl_doctor.boot.predict) reads in a sentence; the code itself follows in brackets
-# unless the phrase already is the code.
-BOOT_VERDICT_PHRASES = {
-    "applied": "applied",
-    "applied-by-udev": "applied by a udev rule",
-    "applied-on-hotplug": "applied when the interface appears",
-    "applied-by-later-unit": "applied by a later unit that runs the sysctl step again",
-    "default-matches": "kernel default already is the value",
-    "glob": "applied to every match of the pattern",
-    "race": "not guaranteed: a module load races the sysctl step",
-    "udev-race": "not guaranteed: only a udev rule, on a kernel before 5.11",
-    "loaded-late": "not applied: its module is loaded after the sysctl step",
-    "never-loaded": "not applied: its module is not loaded at boot",
-    "unknown-key": "not applied: the kernel has no such key",
-    "interface-not-reapplied": "not applied: nothing reapplies it when the interface appears",
-    "sysctl-step-not-run": "not applied: no sysctl step runs at boot",
-    "value-rejected": "not applied: the kernel refuses the value, the write fails",
-}
-
-
 def boot_verdict_text(applied: bool, verdict: str) -> str:
     """`applied`/`race`/... as a phrase for the boot section: "applied by a udev rule [applied-by-udev]"."""
-    phrase = BOOT_VERDICT_PHRASES.get(verdict)
-    if phrase is None:
+    from sysctl_doctor.boot.model import Verdict
+
+    try:
+        known = Verdict(verdict)
+    except ValueError:
         return f"{'applied' if applied else 'not applied'} [{verdict}]" if verdict else (
             "applied" if applied else "not applied")
-    return phrase if phrase == verdict else f"{phrase} [{verdict}]"
+    return known.phrase if known.phrase == known.value else f"{known.phrase} [{known.value}]"
 
 
 def boot_section(ctx: ExplainContext) -> Optional[ExplainSection]:
     """The key's fate at the next boot (sysctl_doctor.boot): value after boot, the chain, findings."""
-    from sysctl_doctor.config.model import key_to_path
-    from sysctl_doctor.findings.engine import run_check
     from sysctl_doctor.kernel.model import ProviderKind
-    from sysctl_doctor.live import LiveHost
 
     if any(c in ctx.key for c in "*?["):
         return None
-    report = run_check(ctx.root, live=LiveHost() if ctx.root.is_live else None)
-    path = key_to_path(ctx.key)
-    found = next((p for p in report.predictions if p.path == path), None)
+    found = ctx.analysis.prediction(ctx.key)
     if found is None:
         return None
+    report = ctx.report
     shown = "(absent)" if found.boot_value is None else found.boot_value
     later = "(absent)" if found.after_late_load is None else found.after_late_load
     status = f"after boot: {shown}  ({boot_verdict_text(found.applied, found.verdict)})"
@@ -179,7 +163,7 @@ def boot_section(ctx: ExplainContext) -> Optional[ExplainSection]:
             lines += ["", f"{finding.severity} {finding.code}: {finding.message}", f"fix: {finding.fix}"]
     return ExplainSection(title=f"{found.key} at the next boot ({report.analysis.init_system})", lines=lines, data={
         "applied": found.applied, "value": found.boot_value, "after_late_load": found.after_late_load,
-        "verdict": found.verdict, "chain": found.chain, "findings": found.findings})
+        "verdict": found.verdict, "chain": found.chain, "findings": report.codes_for(found.key)})
 
 
 # Sections of `explain KEY`, in order. Other branches append theirs (see module docstring).
@@ -249,8 +233,16 @@ def command(subject: str, root_dir: str, flavor: Optional[str], proc_sys: Option
         subject = subject.upper()
         sections = [explain_code(subject)]
     else:
-        root, config, keys, tree_dir = load_for_cli(root_dir, flavor, proc_sys)
-        sections = explain_key(ExplainContext(subject, root, config, keys, tree_dir))
+        from sysctl_doctor.analysis import CheckInputs, build_analysis
+        from sysctl_doctor.live import LiveHost
+        from sysctl_doctor.root import root_for_cli
+
+        root = root_for_cli(root_dir)
+        keys, tree_dir = key_tree_for_cli(root, proc_sys)
+        analysis = build_analysis(CheckInputs(root, live=LiveHost() if root.is_live else None, flavor=flavor,
+                                              key_tree=keys, key_tree_dir=tree_dir))
+        root.raise_if_unreadable()
+        sections = explain_key(ExplainContext(subject, analysis))
         root.raise_if_unreadable()
     if fmt == "json":
         from sysctl_doctor.cli.show import dump_json

@@ -16,8 +16,10 @@ from sysctl_doctor.cli.check import root_options
               help="Load the module before the sysctl step, or re-apply its keys when it loads (sysctl.d(5)).")
 @click.option("--dry-run", is_flag=True, help="Show the diff, write nothing.")
 @click.option("--now", is_flag=True, help="Live host only: also load the modules and set the values now.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: the plan (each file's path, before, after), what was written and each key's state after.")
 def command(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_system: Optional[str], method: str,
-            dry_run: bool, now: bool) -> None:
+            dry_run: bool, now: bool, fmt: str) -> None:
     """Plan the edits that make every module key apply at boot, show the diff, then write them.
 
     Writes are atomic (temporary file, fsync, rename, directory fsync), keep mode and owner, back up
@@ -36,6 +38,8 @@ def command(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_s
         raise DoctorError("--now acts on the running host: it needs --root /")
     report = run_analysis(root_dir, kernel, cmdline, init_system)
     plan = plan_fix(root, report, method)
+    if fmt == "json":
+        _json_run(root, plan, report, dry_run, now, lambda: run_analysis(root_dir, kernel, cmdline, init_system))
     from sysctl_doctor.terminal_text import terminal_safe
 
     def out(text: str) -> None:  # file names and contents from the root: shown escaped
@@ -69,3 +73,34 @@ def command(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_s
                 else f"still not applied at boot ({p.verdict})")
             out(f"{p.key}: {state}")
     raise click.exceptions.Exit(EXIT_FINDINGS if after.has_errors else EXIT_OK)
+
+
+def _json_run(root, plan, report, dry_run: bool, now: bool, analyse) -> None:  # type: ignore[no-untyped-def]
+    """`fix --format json`: one JSON document on stdout, the same exit codes as the text form."""
+    import json
+
+    from sysctl_doctor.boot.predict import NOT_RUN
+    from sysctl_doctor.cli.exit_codes import EXIT_FINDINGS, EXIT_OK
+    from sysctl_doctor.fix import apply_now, apply_plan
+
+    doc: dict = {
+        "method": plan.method,
+        "dry_run": dry_run,
+        "edits": [{"path": e.path, "before": e.old, "after": e.new, "reason": e.reason} for e in plan.edits],
+        "notes": list(plan.notes),
+        "written": [],
+        "now": [],
+        "keys": [],
+    }
+    code = EXIT_OK
+    if not dry_run:
+        doc["written"] = [{"path": a.path, "written": a.written, "backup": a.backup} for a in apply_plan(root, plan)]
+        if now:
+            doc["now"] = list(apply_now(plan))
+        after = analyse()
+        lost = {q.key for q in report.predictions if not q.applied and (q.module or q.verdict == NOT_RUN)}
+        doc["keys"] = [{"key": p.key, "applied": bool(p.applied), "verdict": p.verdict}
+                       for p in after.predictions if p.key in lost]
+        code = EXIT_FINDINGS if after.has_errors else EXIT_OK
+    sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+    raise click.exceptions.Exit(code)

@@ -28,28 +28,34 @@ def root_options(func):  # type: ignore[no-untyped-def]
     return func
 
 
-def load_for_cli(root_dir: str, flavor: Optional[str], proc_sys: Optional[str]
-                 ) -> Tuple["Root", "SysctlConfig", Optional["KeyTree"], Optional[str]]:
-    """Root, config, key tree and where the key tree came from (None: no tree)."""
+def key_tree_for_cli(root: "Root", proc_sys: Optional[str]) -> Tuple[Optional["KeyTree"], Optional[str]]:
+    """The keys that exist (from --proc-sys DIR, or /proc/sys on the live host) and where they were read."""
     import os
 
     from sysctl_doctor.config.model import KeyTree
-    from sysctl_doctor.config.sysctl_d import default_flavor, load_sysctl_config
     from sysctl_doctor.errors import DoctorError
+
+    tree_dir = proc_sys
+    if tree_dir is None and root.is_live and os.path.isdir("/proc/sys"):
+        tree_dir = "/proc/sys"
+    if tree_dir is None:
+        return None, None
+    if not os.path.isdir(tree_dir):
+        raise DoctorError(f"--proc-sys {tree_dir}: not a directory")
+    return KeyTree.from_dir(tree_dir), tree_dir
+
+
+def load_for_cli(root_dir: str, flavor: Optional[str], proc_sys: Optional[str]
+                 ) -> Tuple["Root", "SysctlConfig", Optional["KeyTree"], Optional[str]]:
+    """Root, config, key tree and where the key tree came from (None: no tree)."""
+    from sysctl_doctor.config.sysctl_d import default_flavor, load_sysctl_config
     from sysctl_doctor.root import root_for_cli
 
     root = root_for_cli(root_dir)
     chosen = flavor or default_flavor(root)
     config = load_sysctl_config(root, chosen)  # type: ignore[arg-type]
     root.raise_if_unreadable()
-    tree_dir = proc_sys
-    if tree_dir is None and root.is_live and os.path.isdir("/proc/sys"):
-        tree_dir = "/proc/sys"
-    keys = None
-    if tree_dir is not None:
-        if not os.path.isdir(tree_dir):
-            raise DoctorError(f"--proc-sys {tree_dir}: not a directory")
-        keys = KeyTree.from_dir(tree_dir)
+    keys, tree_dir = key_tree_for_cli(root, proc_sys)
     return root, config, keys, tree_dir
 
 

@@ -71,7 +71,8 @@ def key_story(config: SysctlConfig, key: str, keys: Optional[KeyTree] = None,
     lines that would have set it."""
     flavor = config.flavor
     path = lookup_path(key, flavor)
-    if is_glob(path):
+    if is_glob(path) and not (keys is not None and path in keys.paths):
+        # a pattern asked about as itself; a key whose name really holds '*' (it exists) is a key
         return pattern_story(config, path, keys)
     story = KeyStory(key=path_to_key(path), path=path, flavor=flavor)
     relevant = [h for h in config.history if _matches(h.path, h.is_glob, path, flavor)]

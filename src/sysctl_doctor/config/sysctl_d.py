@@ -59,12 +59,13 @@ from sysctl_doctor.config.model import (
 from sysctl_doctor.config.sysctl_glob import (
     _component_regex,
     _sort_key,
-    _union_glob_regex,
+    GlobIndex,
     expand_braces,
     glob_matches,
     glob_matches_path,
+    normalized_alternatives,
 )
-from sysctl_doctor.config.sysctl_lines import ParsedLine, parse_sysctl_bytes
+from sysctl_doctor.config.sysctl_lines import LONG_LINE_MAX, ParsedLine, parse_sysctl_bytes
 from sysctl_doctor.errors import Diagnostic, DoctorError
 from sysctl_doctor.root import PathKind, Root, SymlinkLoop
 
@@ -338,16 +339,28 @@ def load_sysctl_config(root: Root, flavor: Flavor) -> SysctlConfig:
         try:
             if cand.host is not None:  # not a link: nothing to resolve, read it directly
                 with open(cand.host, "rb") as handle:
-                    data = handle.read()
+                    data = handle.read(MAX_FILE_BYTES + 1)
             else:
-                data = root.read_bytes(cand.path)
+                data = root.read_bytes(cand.path, MAX_FILE_BYTES + 1)
         except OSError as exc:
             ignored.append(IgnoredFile(cand.path, f"unreadable: {exc.strerror or exc}"))
             diagnostics.append(Diagnostic(f"cannot read: {exc.strerror or exc}", cand.path))
             return
+        left = MAX_TOTAL_BYTES - sum(len(d) for _, d in sources)
+        if unread or left <= 0:  # the total is spent (a file was cut for it): later files are not read
+            unread.append(cand.path)
+            return
         read_paths.append(cand.path)
-        sources.append((cand.path, data))
+        sources.append((cand.path, _bounded(data, min(left, MAX_FILE_BYTES), cand.path, diagnostics)))
+        if len(data) > left:
+            unread.append("")  # marks the total as spent; names only files really left out
 
+    if len(candidates) > MAX_FILES:
+        diagnostics.append(Diagnostic(
+            f"more than {MAX_FILES} sysctl.d files: this one and the {len(candidates) - MAX_FILES - 1} after it "
+            "are not analysed (systemd-sysctl reads them all)", candidates[MAX_FILES].path))
+        del candidates[MAX_FILES:]
+    unread: List[str] = []
     for cand in candidates:
         read(cand)
 
@@ -369,6 +382,11 @@ def load_sysctl_config(root: Root, flavor: Flavor) -> SysctlConfig:
             f"systemd-sysctl never reads /etc/sysctl.conf itself and there is no {DEBIAN_SYSCTL_CONF_LINK} "
             "-> ../sysctl.conf link: its settings are not applied at boot"))
 
+    unread = [u for u in unread if u]
+    if unread:
+        diagnostics.append(Diagnostic(
+            f"sysctl-doctor analyses at most {MAX_TOTAL_BYTES} bytes of sysctl.d files in all: this file and "
+            f"{len(unread) - 1} after it are not analysed (systemd-sysctl reads them all)", unread[0]))
     config = SysctlConfig(flavor=flavor, files=read_paths, assignments=[], exclusions=[],
                           ignored_files=ignored, diagnostics=diagnostics, opened=opened)
     parsed = []
@@ -381,6 +399,29 @@ def load_sysctl_config(root: Root, flavor: Flavor) -> SysctlConfig:
     else:
         _apply_procps(config, parsed)
     return config
+
+
+# Bounds on what is analysed (issue 16: 100 MB of random bytes ran out of memory). Real sysctl.d
+# files are a few KiB; a cut is named in a diagnostic with the file and line where it happens.
+MAX_FILE_BYTES = 2 << 20  # per file (above systemd-sysctl's 1 MiB line limit, which still applies)
+MAX_TOTAL_BYTES = 2 << 20  # all files together
+MAX_FILES = 1000
+
+
+def _bounded(data: bytes, limit: int, path: str, diagnostics: List[Diagnostic]) -> bytes:
+    """`data` cut to `limit` bytes at a line end, with a diagnostic naming the line when it is cut.
+    A line of LONG_LINE_MAX bytes or more that reaches the cut stays (systemd-sysctl stops there)."""
+    if len(data) <= limit:
+        return data
+    end = max(data.rfind(b"\n", 0, limit), data.rfind(b"\r", 0, limit), data.rfind(b"\x00", 0, limit)) + 1
+    if limit - end >= LONG_LINE_MAX:
+        end = limit
+    kept = data[:end]
+    diagnostics.append(Diagnostic(
+        f"sysctl-doctor analyses at most {MAX_FILE_BYTES} bytes of a file and {MAX_TOTAL_BYTES} in all: "
+        "the rest of this file, from here, is not analysed (systemd-sysctl and procps read it all)",
+        path, kept.count(b"\n") + 1))
+    return kept
 
 
 def _same_file(root: Root, a: str, b: str) -> bool:
@@ -529,13 +570,17 @@ def effective_settings(
         exists = procps_key_exists
     globs = [a for a in config.assignments if a.is_glob] if keys is None else []
     braces = config.flavor == "systemd"
-    any_glob = _union_glob_regex([g.path for g in globs], braces) if globs else None
+    index = GlobIndex([(i, alt) for i, g in enumerate(globs) for alt in normalized_alternatives(g.path, braces)])
+    budget = GlobBudget(config)
     for a in config.assignments:
         if a.is_glob:
-            if keys is None:
+            if keys is None or not budget.spend(a, 0):  # past the glob work cap: left unexpanded
                 writes.append(EffectiveSetting(a.key, a.value, a, None, path=a.path))
                 continue
-            for match in glob_matches(a.path, keys, braces=config.flavor == "systemd"):
+            work = [0]
+            matches = glob_matches(a.path, keys, braces=config.flavor == "systemd", work=work)
+            budget.spend(a, work[0])
+            for match in matches:
                 if not under_prefix(match, norm_prefixes):
                     continue
                 if match in named:
@@ -548,14 +593,45 @@ def effective_settings(
                 continue
             if globs:  # no key tree: a glob that would match this key is beaten by this line
                 canonical = _canonical(a.path)
-                if any_glob is not None and any_glob.fullmatch(canonical):
-                    for g in globs:
+                candidates = index.candidates(canonical)
+                if candidates and budget.spend(a, len(candidates)):
+                    for i in candidates:
+                        g = globs[i]
                         if glob_matches_path(g.path, canonical, braces=braces):
                             beaten_globs.setdefault(a.path, []).append(g)
             writes.append(EffectiveSetting(a.key, a.value, a, None if keys is None else exists(a.path, keys),
                                            path=a.path))
     _link_overrides(writes, beaten_globs, config.files)
     return writes
+
+
+GLOB_WORK_MAX = 2_000_000  # glob tests (key x glob) per run; real configurations need thousands
+
+
+class GlobBudget:
+    """Caps the glob work of one `effective_settings` run. Past the cap, globs are left unexpanded
+    (and unchecked against explicit keys) and one diagnostic names the line where it stopped."""
+
+    def __init__(self, config: SysctlConfig, limit: Optional[int] = None) -> None:
+        self.config = config
+        self.left = GLOB_WORK_MAX if limit is None else limit
+        self.exhausted = False
+
+    def spend(self, line: SysctlAssignment, work: int) -> bool:
+        """Whether `work` more tests for `line` fit in the budget (False from then on once it is spent)."""
+        if self.exhausted:
+            return False
+        self.left -= work
+        if self.left >= 0:
+            return True
+        self.exhausted = True
+        note = Diagnostic(
+            f"glob work limit reached ({GLOB_WORK_MAX} key x glob tests): globs are not expanded or "
+            "compared with explicit keys from this line on (results for globs are incomplete)",
+            line.origin.file, line.origin.line)
+        if note not in self.config.diagnostics:
+            self.config.diagnostics.append(note)
+        return False
 
 
 def _canonical(path: str) -> str:

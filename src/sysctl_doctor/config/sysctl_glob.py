@@ -9,7 +9,7 @@ follow POSIX.
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from sysctl_doctor.config.model import KeyTree
 
@@ -123,26 +123,23 @@ def expand_braces(pattern: str) -> List[str]:
     return [pattern]
 
 
-def glob_matches(pattern: str, keys: KeyTree, braces: bool = False) -> List[str]:
+def glob_matches(pattern: str, keys: KeyTree, braces: bool = False, work: Optional[List[int]] = None) -> List[str]:
     """Slash paths (files and directories) in `keys` that glob(3) returns for
-    /proc/sys/<pattern>, sorted like glob; `braces` = GLOB_BRACE (systemd)."""
+    /proc/sys/<pattern>, sorted like glob; `braces` = GLOB_BRACE (systemd).
+    `work[0]` (if given) is increased by the number of names tried."""
     patterns = expand_braces(pattern) if braces else [pattern]
     found: List[str] = []
+    seen: Set[str] = set()
+    counter = work if work is not None else [0]
     for pat in patterns:
-        for path in _glob_one(pat, keys):
-            if path not in found:
+        for path in _glob_one(pat, keys, counter):
+            if path not in seen:
+                seen.add(path)
                 found.append(path)
     return found
 
 
 _PATH_REGEX_CACHE: Dict[Tuple[str, bool], "re.Pattern[str]"] = {}
-
-
-def _union_glob_regex(patterns: List[str], braces: bool) -> "re.Pattern[str]":
-    """One regex matching a path when any of the globs would."""
-    for pat in patterns:
-        glob_matches_path(pat, "", braces)  # fills the cache
-    return re.compile("|".join(f"(?:{_PATH_REGEX_CACHE[(pat, braces)].pattern})" for pat in patterns), re.DOTALL)
 
 
 def glob_matches_path(pattern: str, path: str, braces: bool = False) -> bool:
@@ -161,25 +158,28 @@ def glob_matches_path(pattern: str, path: str, braces: bool = False) -> bool:
     return rx.fullmatch(path) is not None
 
 
-def _glob_one(pattern: str, keys: KeyTree) -> List[str]:
+def _glob_one(pattern: str, keys: KeyTree, work: List[int]) -> List[str]:
     comps = [c for c in pattern.split("/") if c not in ("", ".")]
     if not comps:
         return []
     children = keys.children()
-    everything = keys.paths | keys.all_directories()
+    files, dirs = keys.paths, keys.all_directories()  # (not their union: that is a copy of the tree per glob)
     level = [""]
     for comp in comps:
         nxt = []
         if not any(ch in comp for ch in "*?[\\"):
+            work[0] += len(level)
             for base in level:
                 cand = f"{base}/{comp}" if base else comp
-                if cand in everything:
+                if cand in files or cand in dirs:
                     nxt.append(cand)
         else:
             rx = _component_regex(comp)
             dot_ok = comp.startswith(".") or comp.startswith("\\.")
             for base in level:
-                for name in children.get(base, ()):
+                names = children.get(base, ())
+                work[0] += len(names)
+                for name in names:
                     if name.startswith(".") and not dot_ok:
                         continue
                     if rx.fullmatch(name):
@@ -195,3 +195,55 @@ def _sort_key(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
 
 
+
+
+# --------------------------------------------------------------------------- many globs, many keys
+
+_END = 8  # characters of a literal start or end a glob is filed under
+GLOB_SPECIALS = "*?[]\\"  # glob(3): what may stand for other characters (after brace expansion)
+FNMATCH_SPECIALS = "*?[]"  # fnmatch: backslash is an ordinary character
+
+
+class GlobIndex:
+    """Which of many globs may match a path, without trying each one (issue 16: G x K was quadratic).
+
+    A glob is filed under its literal start (text before the first special character) and its
+    literal end (text after the last one), each cut to 8 characters and possibly empty. A path
+    looks up the pairs of its own first and last 0..8 characters, so only globs whose literal ends
+    both fit it are candidates. Candidates are a superset of the matches, in the globs' order;
+    callers confirm each with the exact matcher. `patterns` must be what the matcher matches
+    (brace alternatives and empty/"." components resolved: see `normalized_alternatives`).
+    """
+
+    def __init__(self, patterns: Sequence[Tuple[int, str]], specials: str = GLOB_SPECIALS) -> None:
+        self._by_ends: Dict[Tuple[str, str], List[int]] = {}
+        self._heads: Set[str] = set()
+        self._tails: Set[str] = set()
+        for ident, pat in patterns:
+            first = next((i for i, c in enumerate(pat) if c in specials), len(pat))
+            last = max(pat.rfind(c) for c in specials)
+            head, tail = pat[:first][:_END], (pat[last + 1:] if last >= 0 else pat)[-_END:]
+            self._by_ends.setdefault((head, tail), []).append(ident)
+            self._heads.add(head)
+            self._tails.add(tail)
+
+    def candidates(self, path: str) -> List[int]:
+        """Idents of the globs that may match `path`, ascending, each once."""
+        n = min(_END, len(path))
+        heads = [h for h in {path[:m] for m in range(n + 1)} if h in self._heads]
+        tails = [t for t in {path[len(path) - m:] for m in range(n + 1)} if t in self._tails]
+        found: List[int] = []
+        by_ends = self._by_ends
+        for h in heads:
+            for t in tails:
+                found += by_ends.get((h, t), ())
+        if len(found) > 1:
+            found = sorted(set(found))
+        return found
+
+
+def normalized_alternatives(pattern: str, braces: bool) -> List[str]:
+    """The patterns `glob_matches_path` matches for `pattern`: brace alternatives (systemd), with
+    empty and "." components dropped."""
+    return ["/".join(c for c in pat.split("/") if c not in ("", "."))
+            for pat in (expand_braces(pattern) if braces else [pattern])]

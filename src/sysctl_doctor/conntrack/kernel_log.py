@@ -39,6 +39,7 @@ import gzip
 import io
 import json
 import re
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
@@ -247,6 +248,9 @@ class FlowSummary:
         }
 
 
+MAX_FLOWS = 100_000  # flows summarised one by one (~1 KiB each); records of later new flows are only counted
+
+
 class FlowTable:
     """Per-flow summaries, verdict counts and reasons, fed one record at a time (O(flows) memory)."""
 
@@ -254,12 +258,18 @@ class FlowTable:
         self.by_flow: Dict[str, FlowSummary] = {}
         self.verdicts: Dict[str, int] = {INVALID: 0, IGNORE: 0, ACCEPT: 0, UNKNOWN: 0}
         self.reasons: Dict[Tuple[str, str], Reason] = {}
+        self.untracked = 0  # records of flows beyond MAX_FLOWS: counted, not summarised per flow
 
     def add(self, rec: "ConntrackLogLine") -> None:
         summary = self.by_flow.get(rec.flow)
-        if summary is None:
-            summary = self.by_flow[rec.flow] = FlowSummary(rec.flow, first_line=rec.line, first_time=rec.time)
         verdict, code = rec.reason.verdict, rec.reason.code
+        if summary is None:
+            if len(self.by_flow) >= MAX_FLOWS:  # memory stays bounded whatever the log holds
+                self.untracked += 1
+                self.verdicts[verdict] += 1
+                self.reasons[(code, rec.reason.wording)] = rec.reason
+                return
+            summary = self.by_flow[rec.flow] = FlowSummary(rec.flow, first_line=rec.line, first_time=rec.time)
         summary.records += 1
         summary.verdicts[verdict] = summary.verdicts.get(verdict, 0) + 1
         summary.reasons[code] = summary.reasons.get(code, 0) + 1
@@ -284,10 +294,12 @@ class SkippedLines:
     other: int = 0  # not a conntrack line (other kernel messages, prose, garbage)
     partial: int = 0  # a conntrack logger with no packet fields and no continuation
     filtered: int = 0  # conntrack lines outside --since
+    too_long: int = 0  # lines over MAX_LINE bytes: cut, not read
+    bad_time: int = 0  # journal records whose time stamp is not a time (absurd __REALTIME_TIMESTAMP)
 
     @property
     def total(self) -> int:
-        return self.other + self.partial + self.filtered
+        return self.other + self.partial + self.filtered + self.too_long + self.bad_time
 
 
 @dataclass
@@ -298,6 +310,7 @@ class KernelLogReport:
     conntrack_lines: int = 0  # lines with a conntrack logger: records + partial + filtered
     continuation_lines: int = 0
     skipped: SkippedLines = field(default_factory=SkippedLines)
+    first_too_long: Optional[int] = None  # line number of the first line cut for its length
 
     def flows(self) -> List[FlowSummary]:
         table = FlowTable()
@@ -309,12 +322,15 @@ class KernelLogReport:
     def lines_json(self) -> dict:
         return {
             "total": self.lines_total,
-            "conntrack": self.conntrack_lines - self.skipped.partial - self.skipped.filtered,
+            "conntrack": self.conntrack_lines - self.skipped.partial - self.skipped.filtered
+            - self.skipped.bad_time,
             "continuation": self.continuation_lines,
             "skipped": {
                 "other": self.skipped.other,
                 "partial": self.skipped.partial,
                 "filtered": self.skipped.filtered,
+                "too_long": self.skipped.too_long,
+                "bad_time": self.skipped.bad_time,
                 "total": self.skipped.total,
             },
         }
@@ -331,6 +347,7 @@ class KernelLogReport:
             "reasons": table.reasons_json(),
             "records": [r.to_json() for r in self.records],
             "flows": [f.to_json() for f in table.summaries()],
+            "flows_untracked_records": table.untracked,
         }
 
 
@@ -423,13 +440,22 @@ def _journal_json_line(text: str) -> Optional[Tuple[str, Optional[str], Optional
     if not isinstance(message, str):
         return None
     stamp = entry.get("__REALTIME_TIMESTAMP")
+    if stamp is None:
+        return message, None, None
     try:
-        seconds = int(stamp) / 1e6 if stamp is not None else None
-    except (TypeError, ValueError):
-        seconds = None
-    when = (datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="microseconds")
-            if seconds is not None else None)
+        seconds = int(stamp) / 1e6
+    except (TypeError, ValueError, OverflowError):  # not a number: the record is kept without a time
+        return message, None, None
+    try:
+        when = datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="microseconds")
+    except (ValueError, OverflowError, OSError):  # a number no date reaches (year > 9999)
+        return message, None, BAD_TIME
     return message, when, seconds
+
+
+# The seconds `_journal_json_line` gives a record whose __REALTIME_TIMESTAMP is out of any
+# date's range: such a record is skipped and counted (skipped.bad_time), the run goes on.
+BAD_TIME = float("nan")
 
 
 # journald writes a MESSAGE that is not valid UTF-8 as an array of byte values; the
@@ -573,8 +599,92 @@ def iter_kernel_log(data: bytes, report: KernelLogReport, since: Optional[float]
     `report` receives the line counts (complete once the iterator is
     exhausted); its `records` list is left alone. For logs too large to hold.
     """
+    return iter_kernel_log_stream(io.BytesIO(data), report, since, year, boot_time)
+
+
+def iter_kernel_log_stream(stream: IO[bytes], report: KernelLogReport, since: Optional[float] = None,
+                           year: Optional[int] = None,
+                           boot_time: Optional[float] = None) -> Iterator[ConntrackLogLine]:
+    """`iter_kernel_log` over a binary stream read in blocks: memory stays bounded whatever the
+    input (a line over MAX_LINE bytes is cut, counted in `report.skipped.too_long`, not kept)."""
     if year is None:
         year = datetime.now().year
+    for first_line, block in line_blocks(stream, report):
+        yield from _iter_block(block, report, first_line, since, year, boot_time)
+    report.skipped.other = (report.lines_total - report.conntrack_lines - report.continuation_lines
+                            - report.skipped.too_long)
+
+
+MAX_LINE = 64 * 1024  # kernel log lines are under 1 KiB; longer ones are cut, not read
+BLOCK = 1 << 20  # bytes read at a time
+
+
+def line_blocks(stream: IO[bytes], report: KernelLogReport, block: Optional[int] = None,
+                max_line: Optional[int] = None) -> Iterator[Tuple[int, bytes]]:
+    """(number of the first line, bytes of whole lines) from `stream`, about `block` bytes at a
+    time. A line longer than `max_line` bytes becomes an empty line (so line numbers stay
+    right), is counted in ``report.skipped.too_long`` and is dropped as it is read, never held:
+    memory stays under a few blocks whatever the input."""
+    block = block or BLOCK
+    max_line = max_line or MAX_LINE
+    buf = b""
+    line = 1  # number of buf's first line
+    skipping = False  # inside a cut line: drop bytes up to and including its newline
+    while True:
+        chunk = stream.read(block)
+        eof = not chunk
+        if skipping:
+            nl = chunk.find(b"\n")
+            if nl < 0 and not eof:
+                continue
+            chunk = chunk[nl + 1:] if nl >= 0 else b""
+            skipping = False
+        buf, skipping = _cut_long_lines(buf + chunk, line, report, max_line, eof)
+        if eof:
+            if buf:
+                yield line, buf
+            return
+        cut = buf.rfind(b"\n") + 1
+        if cut == 0:
+            continue
+        # A record near the end may have wrapped continuation lines in the next read: keep it.
+        tok = buf.rfind(LOGGER_TOKEN, max(0, cut - 8192), cut)
+        if tok >= 0:
+            cut = buf.rfind(b"\n", 0, tok) + 1
+            if cut == 0:  # buf is that record and what follows it (under 8 KiB + a line): read on
+                continue
+        piece, buf = buf[:cut], buf[cut:]
+        yield line, piece
+        line += piece.count(b"\n")
+
+
+def _cut_long_lines(buf: bytes, line: int, report: KernelLogReport, max_line: int,
+                    eof: bool) -> Tuple[bytes, bool]:
+    """`buf` with each line over `max_line` bytes replaced by an empty line, and whether the last
+    one is still open (its newline not read yet: the caller drops bytes up to it)."""
+    out: List[bytes] = []
+    pos = kept = 0
+    size = len(buf)
+    while size - pos > max_line:
+        nl = buf.rfind(b"\n", pos, pos + max_line + 1)  # jump to the last line start in reach
+        if nl >= 0:
+            pos = nl + 1
+            continue
+        report.skipped.too_long += 1  # the line at `pos` is too long
+        if report.first_too_long is None:
+            report.first_too_long = line + buf.count(b"\n", 0, pos)
+        out += [buf[kept:pos], b"\n"]
+        nl = buf.find(b"\n", pos + max_line + 1)
+        if nl < 0:
+            return b"".join(out), not eof
+        pos = kept = nl + 1
+    out.append(buf[kept:])
+    return b"".join(out), False
+
+
+def _iter_block(data: bytes, report: KernelLogReport, first_line: int, since: Optional[float], year: int,
+                boot_time: Optional[float]) -> Iterator[ConntrackLogLine]:
+    """The records of one block of whole lines whose first line is number `first_line`."""
     if not data:
         return
     data = _journal_byte_messages_as_text(data)
@@ -635,7 +745,7 @@ def iter_kernel_log(data: bytes, report: KernelLogReport, since: Optional[float]
                     report.skipped.filtered += 1
                     continue
                 rec = new_line(ConntrackLogLine)
-                rec.__dict__ = {"line": line_no + 1, "time": when_text, "timestamp": seconds, "clock": clock,
+                rec.__dict__ = {"line": line_no + first_line, "time": when_text, "timestamp": seconds, "clock": clock,
                                 "reason": reason, "continued": 0, "flow": flow, "_lazy": (raw, at)}
                 yield rec
                 continue
@@ -649,6 +759,11 @@ def iter_kernel_log(data: bytes, report: KernelLogReport, since: Optional[float]
             if entry is None:
                 continue
             text, when_text, seconds = entry
+            if seconds is BAD_TIME:
+                if parse_nflog_line(text) is not None:  # a conntrack record: skipped, counted
+                    conntrack_lines += 1
+                    report.skipped.bad_time += 1
+                continue
             clock = "realtime" if seconds is not None else None
             at = 0
         record = _parse_fast(text, at)
@@ -690,36 +805,78 @@ def iter_kernel_log(data: bytes, report: KernelLogReport, since: Optional[float]
             report.skipped.filtered += 1
             continue
         yield ConntrackLogLine(
-            line=line_no + 1, time=when_text, timestamp=seconds, clock=clock,
+            line=line_no + first_line, time=when_text, timestamp=seconds, clock=clock,
             record=record, reason=classify(record.message), continued=joined,
         )
-    report.lines_total = line_no + count(b"\n", counted_to) + (0 if data.endswith(b"\n") else 1)
-    report.conntrack_lines = conntrack_lines
-    report.skipped.other = report.lines_total - conntrack_lines - report.continuation_lines
+    report.lines_total += line_no + count(b"\n", counted_to) + (0 if data.endswith(b"\n") else 1)
+    report.conntrack_lines += conntrack_lines
+
+
+class LogInput:
+    """A log to read in blocks: a file (``.gz`` decompressed as it is read) or a stream. Read errors
+    (a corrupt or truncated ``.gz``, an I/O error) become a `DoctorError` that names the source."""
+
+    def __init__(self, raw: IO[bytes], name: str) -> None:
+        self.name = name
+        self._file = raw
+        self._raw: IO[bytes] = _Prefixed(self._guard(lambda: raw.read(2)), raw)  # type: ignore[assignment]
+        if self._raw.peek() == b"\x1f\x8b":  # type: ignore[attr-defined]
+            self._raw = gzip.GzipFile(fileobj=self._raw, mode="rb")  # type: ignore[assignment]
+
+    def read(self, size: int = -1) -> bytes:
+        return self._guard(lambda: self._raw.read(size))
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "LogInput":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _guard(self, read):  # type: ignore[no-untyped-def]
+        try:
+            return read()
+        except (OSError, EOFError, zlib.error) as exc:  # click would turn a bare EOFError into "interrupted"
+            detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            if isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile)):
+                detail = f"not a valid gzip stream ({detail})"
+            raise DoctorError(f"{self.name}: cannot read: {detail}") from exc
+
+
+class _Prefixed:
+    """`raw` with `head` (already read from it) put back in front."""
+
+    def __init__(self, head: bytes, raw: IO[bytes]) -> None:
+        self._head, self._raw, self.mode = head, raw, "rb"
+
+    def peek(self) -> bytes:
+        return self._head
+
+    def read(self, size: int = -1) -> bytes:
+        head, self._head = self._head, b""
+        if size is None or size < 0:
+            return head + self._raw.read()
+        if len(head) >= size:
+            self._head = head[size:]
+            return head[:size]
+        return head + self._raw.read(size - len(head))
+
+
+def open_log_file(path: str) -> LogInput:
+    """A log file to read in blocks (see `LogInput`)."""
+    try:
+        raw = open(path, "rb")
+    except OSError as exc:
+        raise DoctorError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    return LogInput(raw, path)
 
 
 def read_log_file(path: str) -> bytes:
-    """The bytes of a log file; ``.gz`` files (rotated syslog) are decompressed."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(2)
-            fh.seek(0)
-            if head == b"\x1f\x8b":
-                with gzip.GzipFile(fileobj=fh) as gz:
-                    return gz.read()
-            return fh.read()
-    except (OSError, EOFError) as exc:
-        raise DoctorError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
-
-
-def read_stream(stream: IO[bytes]) -> bytes:
-    data = stream.read()
-    if data[:2] == b"\x1f\x8b":
-        try:
-            return gzip.GzipFile(fileobj=io.BytesIO(data)).read()
-        except (OSError, EOFError) as exc:  # click would turn a bare EOFError into "interrupted"
-            raise DoctorError(f"<stdin>: starts like gzip but cannot be decompressed: {exc}") from exc
-    return data
+    """The bytes of a log file; ``.gz`` files (rotated syslog) are decompressed (whole: for small files)."""
+    with open_log_file(path) as log:
+        return log.read()
 
 
 def read_kmsg_records(fd_path: str = "/dev/kmsg", start_at_end: bool = False,

@@ -374,3 +374,34 @@ def read_nat_facts(netns: Optional[str] = None) -> NatFacts:
 
     found = read_live_rules(netns)
     return facts_of(found, version_or_unknown(os.uname().release), read_live_be_liberal(netns))
+
+
+@dataclass
+class HostNat:
+    """What `check` knows about the host's NAT: the facts the CT rules read, and where they come from."""
+
+    facts: NatFacts
+    source: str  # "the running rules (nft, iptables-save)" or the ruleset files of the root
+    snat: List[str] = field(default_factory=list)  # "file:line `rule`" of masquerade/snat rules
+    dnat: List[str] = field(default_factory=list)
+    invalid_dropped: dict = field(default_factory=dict)  # hook -> what drops INVALID there
+
+
+    @property
+    def does_nat(self) -> bool:
+        return bool(self.snat or self.dnat)
+
+    def summary(self) -> str:
+        """One line: what NAT the host does and where INVALID is dropped, with the rules behind it."""
+        return nat_evidence(self).strip(" []")
+
+
+def nat_evidence(nat: HostNat) -> str:
+    parts = []
+    if nat.snat:
+        parts.append("SNAT: " + "; ".join(nat.snat[:2]) + (" …" if len(nat.snat) > 2 else ""))
+    if nat.dnat:
+        parts.append("DNAT: " + "; ".join(nat.dnat[:2]) + (" …" if len(nat.dnat) > 2 else ""))
+    for hook, why in sorted(nat.invalid_dropped.items()):
+        parts.append(f"INVALID dropped in {hook} by {why}")
+    return f" [{nat.source}: " + ", ".join(parts) + "]" if parts else f" [{nat.source}]"

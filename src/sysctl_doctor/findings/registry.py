@@ -2,47 +2,60 @@
 
 from __future__ import annotations
 
-from importlib import import_module
 from types import ModuleType
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 from sysctl_doctor.findings.model import SEVERITIES, Finding, Recommendation, Rule
-
-# The rule modules under sysctl_doctor.findings.rules, in the order their findings and docs are listed.
-_SD_RULE_NAMES = (
-    "sd101_module_loaded_after_sysctl",
-    "sd102_module_never_loaded",
-    "sd103_udev_rule_before_5_11",
-    "sd104_unknown_key",
-    "sd105_file_never_read",
-    "sd106_overridden_by_later_file",
-    "sd107_glob_shadowed",
-    "sd108_drift",
-    "sd109_per_netns",
-    "sd110_broken_ordering",
-    "sd111_not_an_assignment",
-    "sd112_interface_not_reapplied",
-    "sd113_initramfs_image_stale",
-    "sd114_module_load_blocked",
-    "sd115_value_rejected",
+from sysctl_doctor.findings.rules import (  # the rules, in the order their findings and docs are listed
+    sd101_module_loaded_after_sysctl,
+    sd102_module_never_loaded,
+    sd103_udev_rule_before_5_11,
+    sd104_unknown_key,
+    sd105_file_never_read,
+    sd106_overridden_by_later_file,
+    sd107_glob_shadowed,
+    sd108_drift,
+    sd109_per_netns,
+    sd110_broken_ordering,
+    sd111_not_an_assignment,
+    sd112_interface_not_reapplied,
+    sd113_initramfs_image_stale,
+    sd114_module_load_blocked,
+    sd115_value_rejected,
+    ct001_snat_reply_reset,
+    ct002_dnat_invalid_forwarded,
+    ct003_be_liberal_lost_at_boot,
+    ct004_be_liberal_mitigates,
+    ct005_kube_proxy_forward_only,
+    ct006_under_lower_bound_ignored,
 )
+
 # Conntrack/NAT rules: run by `check` on hosts that do NAT; each also has `advise(NatFacts)` (advise_all).
-_CT_RULE_NAMES = (
-    "ct001_snat_reply_reset",
-    "ct002_dnat_invalid_forwarded",
-    "ct003_be_liberal_lost_at_boot",
-    "ct004_be_liberal_mitigates",
-    "ct005_kube_proxy_forward_only",
-    "ct006_under_lower_bound_ignored",
-)
-
-
-def _rule_modules(names: Tuple[str, ...]) -> List[ModuleType]:
-    return [import_module(f"sysctl_doctor.findings.rules.{name}") for name in names]
-
-
-CT_RULE_MODULES: List[ModuleType] = _rule_modules(_CT_RULE_NAMES)
-RULE_MODULES: List[ModuleType] = _rule_modules(_SD_RULE_NAMES) + CT_RULE_MODULES
+CT_RULE_MODULES: List[ModuleType] = [
+    ct001_snat_reply_reset,
+    ct002_dnat_invalid_forwarded,
+    ct003_be_liberal_lost_at_boot,
+    ct004_be_liberal_mitigates,
+    ct005_kube_proxy_forward_only,
+    ct006_under_lower_bound_ignored,
+]
+RULE_MODULES: List[ModuleType] = [
+    sd101_module_loaded_after_sysctl,
+    sd102_module_never_loaded,
+    sd103_udev_rule_before_5_11,
+    sd104_unknown_key,
+    sd105_file_never_read,
+    sd106_overridden_by_later_file,
+    sd107_glob_shadowed,
+    sd108_drift,
+    sd109_per_netns,
+    sd110_broken_ordering,
+    sd111_not_an_assignment,
+    sd112_interface_not_reapplied,
+    sd113_initramfs_image_stale,
+    sd114_module_load_blocked,
+    sd115_value_rejected,
+] + CT_RULE_MODULES
 RULES: Dict[str, Rule] = {m.RULE.code: m.RULE for m in RULE_MODULES}
 _SEVERITY_ORDER = {s: i for i, s in enumerate(SEVERITIES)}
 

@@ -18,7 +18,8 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from sysctl_doctor.boot.predict import LOADED_LATE, NEVER_LOADED, RACE_LOST, UDEV_RACE
+from sysctl_doctor.boot.model import Verdict
+from sysctl_doctor.boot.predict import NEVER_LOADED, UNKNOWN_KEY
 from sysctl_doctor.boot.timeline import AFTER, RACE
 from sysctl_doctor.errors import DoctorError
 from sysctl_doctor.root import PathKind, Root
@@ -29,7 +30,7 @@ UDEV_RULES_FILE = "/etc/udev/rules.d/90-sysctl-doctor.rules"
 SYSCTL_DROPIN = "/etc/systemd/system/systemd-sysctl.service.d/sysctl-doctor-after-modules.conf"
 DROPIN_NAME = SYSCTL_DROPIN.rsplit("/", 1)[1]
 HEADER = "# Written by sysctl-doctor fix: {why}\n"
-FIXABLE = (RACE_LOST, LOADED_LATE, NEVER_LOADED, UDEV_RACE)
+FIXABLE = tuple(v for v in Verdict if v.fixable)
 
 
 @dataclass
@@ -175,7 +176,7 @@ def plan_fix(root: Root, report, method: str = "modules-load") -> FixPlan:
     for module, predictions in needed.items():
         plan.now.append(NowAction(module, {p.path: p.configured for p in predictions}))
     for p in report.predictions:
-        if p.verdict == "unknown-key":
+        if p.verdict == UNKNOWN_KEY:
             plan.notes.append(f"{p.key} ({p.file}:{p.line}): unknown key, not something fix can repair")
     system = analysis.init_system
     if method == "udev":

@@ -61,6 +61,9 @@ def _rejected_value(path: str, value: str, source: str, scope: str) -> KeyProvid
                        value_rejected=why)
 
 
+SUGGEST_MAX_LEN = 256
+
+
 class ModuleIndex:
     """Key -> provider for one kernel build."""
 
@@ -179,7 +182,17 @@ class ModuleIndex:
         return frozenset(keys)
 
     def suggest(self, path: str, among: Optional[Iterable[str]] = None) -> Optional[str]:
-        pool = sorted(among if among is not None else self.known_keys())
+        """The nearest known key (dotted), or None. No real key is longer than SUGGEST_MAX_LEN and
+        difflib's cost grows with the length: longer paths get no suggestion (issue 16: random
+        input spent most of `check` here)."""
+        if len(path) > SUGGEST_MAX_LEN:
+            return None
+        if among is None:  # the whole known pool: sorted once per index, not per key
+            pool = self.__dict__.get("_known_sorted")
+            if pool is None:
+                pool = self.__dict__["_known_sorted"] = sorted(self.known_keys())
+        else:
+            pool = sorted(among)
         best = difflib.get_close_matches(path, pool, n=1, cutoff=0.75)
         if not best:
             leaf = path.rsplit("/", 1)[-1]

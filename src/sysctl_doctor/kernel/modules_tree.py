@@ -194,37 +194,42 @@ def read_modprobe_config(root: Root) -> ModprobeConfig:
         except OSError as exc:
             cfg.diagnostics.append(Diagnostic(f"cannot read: {exc.strerror}", path))
             continue
-        # Backslash-newline continues a line (libkmod getline_wrapped).
-        logical: List[Tuple[int, str]] = []
-        buf, start = "", 0
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not buf:
-                start = lineno
-            if line.endswith("\\"):
-                buf += line[:-1] + " "
-                continue
-            logical.append((start, buf + line))
-            buf = ""
-        for lineno, line in logical:
-            words = line.split()
-            if not words or words[0].startswith("#"):
-                continue
-            where = f"{path}:{lineno}"
-            cmd = words[0]
-            if cmd == "softdep" and len(words) >= 2:
-                mod, pre, _post = parse_softdep_line(words[1:])
-                cfg.softdep_pre.setdefault(mod, []).extend(pre)
-            elif cmd == "blacklist" and len(words) >= 2:
-                cfg.blacklist[words[1].replace("-", "_")] = where
-            elif cmd == "install" and len(words) >= 3:
-                cfg.install[words[1].replace("-", "_")] = (" ".join(words[2:]), where)
-            elif cmd == "alias" and len(words) >= 3:
-                cfg.aliases.append((words[1], words[2].replace("-", "_")))
-            elif cmd in ("options", "remove", "include", "softdep", "blacklist", "install", "alias", "weakdep"):
-                continue
-            else:
-                cfg.diagnostics.append(Diagnostic(f"unknown modprobe.d command {cmd!r}", path, lineno))
+        parse_modprobe_text(text, path, cfg)
     return cfg
+
+
+def parse_modprobe_text(text: str, path: str, cfg: ModprobeConfig) -> None:
+    """Add one modprobe.d file's commands to `cfg` (unknown commands become diagnostics)."""
+    # Backslash-newline continues a line (libkmod getline_wrapped).
+    logical: List[Tuple[int, str]] = []
+    buf, start = "", 0
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not buf:
+            start = lineno
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        logical.append((start, buf + line))
+        buf = ""
+    for lineno, line in logical:
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        where = f"{path}:{lineno}"
+        cmd = words[0]
+        if cmd == "softdep" and len(words) >= 2:
+            mod, pre, _post = parse_softdep_line(words[1:])
+            cfg.softdep_pre.setdefault(mod, []).extend(pre)
+        elif cmd == "blacklist" and len(words) >= 2:
+            cfg.blacklist[words[1].replace("-", "_")] = where
+        elif cmd == "install" and len(words) >= 3:
+            cfg.install[words[1].replace("-", "_")] = (" ".join(words[2:]), where)
+        elif cmd == "alias" and len(words) >= 3:
+            cfg.aliases.append((words[1], words[2].replace("-", "_")))
+        elif cmd in ("options", "remove", "include", "softdep", "blacklist", "install", "alias", "weakdep"):
+            continue
+        else:
+            cfg.diagnostics.append(Diagnostic(f"unknown modprobe.d command {cmd!r}", path, lineno))
 
 
 def resolve_alias(name: str, aliases: List[Tuple[str, str]]) -> Optional[str]:

@@ -50,7 +50,7 @@ def check_to_dict(report) -> dict:
             "boot": {"applied": bool(p.applied), "value": _value(p.boot_value)},
             "after_late_load": {"value": _value(p.after_late_load)},
             "live": p.live,
-            "findings": list(p.findings),
+            "findings": report.codes_for(p.key),
         })
     findings = [
         {"code": f.code, "severity": f.severity, "key": f.key, "message": f.message, "fix": f.fix}

@@ -20,7 +20,7 @@ RULE = Rule(
         "Traffic SNATed to the node itself (pod to outside, masquerade) needs the rule in INPUT: the INVALID "
         "reply is addressed to the node. kube-proxy 1.29 adds --conntrack-tcp-be-liberal. No command detects "
         "the kube-proxy version yet (it runs in a pod): `check` reports this rule only when a caller of "
-        "`advise_all()` / `analyze(nat_facts=...)` supplies the version."
+        "`advise_all()` / `run_check(nat_facts=...)` supplies the version."
     ),
     fix=(
         "Add the INPUT rule yourself (`-A INPUT -m conntrack --ctstate INVALID -j DROP`), or upgrade "

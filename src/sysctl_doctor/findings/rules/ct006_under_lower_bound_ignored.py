@@ -20,7 +20,7 @@ RULE = Rule(
         "its conntrack entry and its NAT, and no RST follows. They need no mitigation on this kernel (before "
         "6.1 they are INVALID and CT001 applies). The counts are what `sysctl-doctor conntrack logs` reports "
         "per reason; `check` does not read the kernel log, so it reports this rule only when a caller of "
-        "`advise_all()` / `analyze(nat_facts=...)` supplies them."
+        "`advise_all()` / `run_check(nat_facts=...)` supplies them."
     ),
     fix="Nothing to do for these lines; look for \"over upper bound\" lines instead (CT001).",
     example=Example(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import fnmatch
-from typing import Iterator
+from typing import Dict, Iterator, List
 
+from sysctl_doctor.config.sysctl_d import GLOB_WORK_MAX
+from sysctl_doctor.config.sysctl_glob import FNMATCH_SPECIALS, GlobIndex
 from sysctl_doctor.findings.model import INFO, Example, Finding, Rule
 
 RULE = Rule(
@@ -34,16 +36,43 @@ def check(analysis) -> Iterator[Finding]:
     if config.flavor != "systemd":
         return
     globs = [a for a in config.assignments if a.is_glob]
+    if not globs:
+        return
     explicit = [a for a in config.assignments if not a.is_glob]
-    for glob in globs:
-        for other in explicit:
-            if fnmatch.fnmatchcase(other.path, glob.path):
-                message = (
-                    f"{glob.key} = {glob.value} ({glob.origin}) does not apply to {other.key}: it is set "
-                    f"explicitly at {other.origin} ({other.value})"
-                )
-                yield Finding(RULE.code, RULE.severity, other.key, message, RULE.fix, glob.origin.file, glob.origin.line)
-        for exclusion in config.exclusions:
-            if fnmatch.fnmatchcase(exclusion.path, glob.path):
-                message = f"{glob.key} ({glob.origin}) skips {exclusion.pattern}: excluded at {exclusion.origin}"
-                yield Finding(RULE.code, RULE.severity, None, message, RULE.fix, glob.origin.file, glob.origin.line)
+    # Each (glob, explicit key) pair that fnmatch matches, found through an index of the globs'
+    # literal ends rather than by trying every pair (quadratic: issue 16); same pairs, same order.
+    index = GlobIndex(list(enumerate(g.path for g in globs)), FNMATCH_SPECIALS)
+    budget = [GLOB_WORK_MAX]
+    shadowed = _pairs(index, globs, [a.path for a in explicit], budget)
+    skipped = _pairs(index, globs, [e.path for e in config.exclusions], budget)
+    for gi, glob in enumerate(globs):
+        for oi in shadowed.get(gi, ()):
+            other = explicit[oi]
+            message = (
+                f"{glob.key} = {glob.value} ({glob.origin}) does not apply to {other.key}: it is set "
+                f"explicitly at {other.origin} ({other.value})"
+            )
+            yield Finding(RULE.code, RULE.severity, other.key, message, RULE.fix, glob.origin.file, glob.origin.line)
+        for ei in skipped.get(gi, ()):
+            exclusion = config.exclusions[ei]
+            message = f"{glob.key} ({glob.origin}) skips {exclusion.pattern}: excluded at {exclusion.origin}"
+            yield Finding(RULE.code, RULE.severity, None, message, RULE.fix, glob.origin.file, glob.origin.line)
+    if budget[0] < 0:
+        yield Finding(RULE.code, RULE.severity, None,
+                      f"glob work limit reached ({GLOB_WORK_MAX} key x glob tests): more keys may be shadowed "
+                      "than listed here", RULE.fix)
+
+
+def _pairs(index: GlobIndex, globs: List, paths: List[str], budget: List[int]) -> Dict[int, List[int]]:
+    """glob number -> numbers of the paths it matches (fnmatch), ascending; stops when `budget[0]`
+    (tests left) runs out."""
+    out: Dict[int, List[int]] = {}
+    for pi, path in enumerate(paths):
+        candidates = index.candidates(path)
+        budget[0] -= len(candidates)
+        if budget[0] < 0:
+            break
+        for gi in candidates:
+            if fnmatch.fnmatchcase(path, globs[gi].path):
+                out.setdefault(gi, []).append(pi)
+    return out

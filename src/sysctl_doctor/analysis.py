@@ -1,0 +1,204 @@
+"""One analysis per command: CheckInputs -> build_analysis() -> a frozen, typed Analysis.
+
+Data flows one way: Root -> config (sysctl.d as systemd-sysctl or procps read it) -> kernel (which provider
+makes each key exist) -> boot (the timeline and each key's fate) -> NAT facts. `check`, `explain`, `fix` and
+every finding rule read the same Analysis; nothing downstream changes it (the rules' findings live in the
+CheckReport, not in the predictions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional
+
+from sysctl_doctor.boot.model import Verdict
+from sysctl_doctor.boot.predict import KeyPrediction, predict_keys
+from sysctl_doctor.boot.timeline import BootTimeline, build_timeline, detect_init_system
+from sysctl_doctor.config.model import KeyTree, SysctlConfig
+from sysctl_doctor.config.sysctl_d import EffectiveSetting
+from sysctl_doctor.conntrack.nat_facts import HostNat
+from sysctl_doctor.errors import Diagnostic, DoctorError
+from sysctl_doctor.kernel.index import ModuleIndex
+from sysctl_doctor.live import LiveHost
+from sysctl_doctor.root import Root
+
+
+@dataclass(frozen=True)
+class CheckInputs:
+    """What a command asks about: the root and what to assume where the root does not say."""
+
+    root: Root
+    live: Optional[LiveHost] = None  # the running host's facts (only for the root /)
+    kernel: Optional[str] = None  # kernel build to predict for (None: running / newest in the root)
+    cmdline: Optional[str] = None
+    init_system: Optional[str] = None
+    flavor: Optional[str] = None  # "systemd" | "procps" (None: what the root's init uses)
+    key_tree: Optional[KeyTree] = None  # keys that exist (None: /proc/sys on the live host, else none)
+    key_tree_dir: Optional[str] = None  # where key_tree was read
+    live_values: Optional[Mapping[str, str]] = None  # slash key -> value, standing in for /proc/sys
+    nat_facts: Optional[Mapping[str, object]] = None  # NatFacts fields check cannot read (kube_proxy, …)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    root: Root
+    init_system: str
+    flavor: str
+    config: SysctlConfig
+    settings: List[EffectiveSetting]  # in apply order
+    index: ModuleIndex
+    timeline: BootTimeline
+    predictions: List[KeyPrediction]
+    live: bool  # a running host (drift can be measured)
+    live_values: Optional[Dict[str, Optional[str]]]
+    kernel: str
+    key_tree: Optional[KeyTree] = None
+    key_tree_dir: Optional[str] = None
+    diagnostics: List[Diagnostic] = field(default_factory=list)
+    nat: Optional[HostNat] = None  # the NAT facts the CT rules read (None: not gathered)
+
+    def prediction(self, key: str) -> Optional[KeyPrediction]:
+        """The prediction of one concrete key (dotted or slash form)."""
+        from sysctl_doctor.config.model import key_to_path
+
+        path = key_to_path(key)
+        return next((p for p in self.predictions if p.path == path), None)
+
+
+def _index(root: Root, kernel: Optional[str], live: Optional[LiveHost]):
+    from sysctl_doctor.kernel import available_kernels, load_module_index
+
+    if kernel is None and not (root.is_live and live is not None) and not available_kernels(root):
+        # A root without any /lib/modules tree (a container image, a minimal debootstrap):
+        # providers come from the kernel helper's curated table only.
+        from sysctl_doctor.kernel.build import build_index_data
+        from sysctl_doctor.kernel.index import ModuleIndex
+        from sysctl_doctor.kernel.modules_tree import read_modprobe_config
+
+        data, _ = build_index_data(root, "unknown", None)
+        data.diagnostics.append(Diagnostic(
+            f"no kernel modules tree in {root.path}/lib/modules: module providers come from the curated table "
+            "(pass --kernel VER for a root that has one)"))
+        return ModuleIndex(data, read_modprobe_config(root))
+    return load_module_index(root, kernel, live)
+
+
+def _answer_depends_on_initramfs(predictions: List[KeyPrediction]) -> bool:
+    """Read the (large) initramfs image only when a module key's fate depends on it."""
+    for p in predictions:
+        if p.verdict.at_risk:
+            return True
+        if p.early and all(load.by.startswith("initramfs") for load in p.early):
+            return True
+    return False
+
+
+def _read_live(live: LiveHost, path: str) -> Optional[str]:
+    try:
+        return (live.proc_sys / path).read_text().strip()
+    except OSError:
+        return None
+
+
+BE_LIBERAL_PATH = "net/netfilter/nf_conntrack_tcp_be_liberal"
+
+
+def _be_liberal_void(p: Optional[KeyPrediction]) -> Optional[str]:
+    """Why a configured be_liberal=1 does not hold after boot, from the key's own prediction."""
+    if p is None or p.configured.strip() == "0" or p.boot_value not in (None, "0"):
+        return None
+    how = "not guaranteed" if p.verdict is Verdict.RACE_LOST else "not applied"
+    code = p.verdict.code or ("SD114" if p.blocked else None)
+    see = f"; see {code}" if code else ""
+    return f"configured ({p.file}:{p.line}) but {how} at boot ({p.verdict}{see})"
+
+
+def _host_nat(root: Root, live: Optional[LiveHost], timeline: BootTimeline, predictions: List[KeyPrediction],
+              kernel: str,
+              live_values: Optional[Dict[str, Optional[str]]], overrides: Optional[Dict[str, object]]):
+    """The host's NAT facts for the CT rules: the running rules on `/`, the persisted rulesets offline."""
+    import dataclasses
+    import os
+
+    from sysctl_doctor.conntrack.nat_facts import facts_of
+    from sysctl_doctor.kernel_version import UNKNOWN, version_or_unknown
+    from sysctl_doctor.conntrack.nat_facts import HostNat
+
+    diagnostics: List[Diagnostic] = []
+    be_now: Optional[bool] = None
+    if live is not None:
+        import subprocess
+
+        from sysctl_doctor.conntrack.nat_facts import read_live_be_liberal, read_live_rules
+
+        try:
+            rules = read_live_rules(None)
+        except (DoctorError, OSError, subprocess.SubprocessError) as exc:
+            return None, [Diagnostic(f"NAT recommendations (CT rules) skipped: cannot read the running rules ({exc})")]
+        source = "running rules (nft, iptables-save)"
+        be_now = read_live_be_liberal(None)
+    else:
+        from sysctl_doctor.conntrack.persisted_rules import read_persisted_rules
+
+        persisted = read_persisted_rules(root, [r for loader in timeline.loaders for r in loader.rulesets])
+        rules, diagnostics = persisted.rules, list(persisted.diagnostics)
+        source = ", ".join(persisted.files) or "no ruleset loaded at boot"
+        if live_values and live_values.get(BE_LIBERAL_PATH) is not None:
+            be_now = live_values[BE_LIBERAL_PATH] != "0"
+    version = version_or_unknown(kernel)
+    if version == UNKNOWN and live is not None:
+        version = version_or_unknown(os.uname().release)
+    prediction = next((p for p in predictions if p.path == BE_LIBERAL_PATH), None)
+    after_boot = None if prediction is None else prediction.boot_value not in (None, "0")
+    facts = dataclasses.replace(facts_of(rules, version, be_now), be_liberal_after_boot=after_boot,
+                                be_liberal_void=_be_liberal_void(prediction))
+    if overrides:
+        facts = dataclasses.replace(facts, **overrides)
+    nat = HostNat(facts, source, [f"{r.where} `{r.text}`" if r.text else r.where for r in rules.snat],
+                  [f"{r.where} `{r.text}`" if r.text else r.where for r in rules.dnat], dict(rules.invalid_dropped))
+    if nat.does_nat:
+        diagnostics.append(Diagnostic(f"NAT facts for the CT rules: {nat.summary()}"))
+    return nat, diagnostics
+
+
+def build_analysis(inputs: CheckInputs) -> Analysis:
+    """Every fact the rules, `check`, `explain` and `fix` read, gathered once: Root -> config -> kernel -> boot."""
+    from sysctl_doctor.boot.initrd import timeline_with_image
+    from sysctl_doctor.config.sysctl_d import default_flavor, effective_settings, load_sysctl_config
+
+    root, live = inputs.root, inputs.live
+    if live is not None and not root.is_live:
+        live = None  # live facts describe `/`, never another root
+    system = inputs.init_system or detect_init_system(root)
+    chosen_flavor = inputs.flavor or ("systemd" if system == "systemd" else "procps")
+    if inputs.flavor is None and system == "systemd":
+        chosen_flavor = default_flavor(root)
+    config = load_sysctl_config(root, chosen_flavor)
+    key_tree, key_tree_dir = inputs.key_tree, inputs.key_tree_dir
+    if key_tree is None and live is not None:
+        # on the running host globs expand against the keys that exist now (as systemd-sysctl would)
+        key_tree, key_tree_dir = KeyTree.from_dir(live.proc_sys), str(live.proc_sys)
+    settings = effective_settings(config, key_tree)
+    index = _index(root, inputs.kernel, live)
+    timeline = build_timeline(
+        root, system, inputs.cmdline, live.proc_sys.parent / "cmdline" if live is not None else None
+    )
+    values: Optional[Dict[str, Optional[str]]] = None
+    if inputs.live_values is not None:
+        values = dict(inputs.live_values)
+    elif live is not None:
+        values = {s.path: _read_live(live, s.path) for s in settings}
+    predictions = predict_keys(settings, index, timeline, values, index.kernel)
+    if _answer_depends_on_initramfs(predictions):
+        refined = timeline_with_image(root, timeline, index.kernel)
+        if refined is not timeline:
+            timeline = refined
+            predictions = predict_keys(settings, index, timeline, values, index.kernel)
+    diagnostics = list(index.diagnostics) + list(timeline.diagnostics)
+    nat, nat_diagnostics = _host_nat(root, live, timeline, predictions, index.kernel, values, inputs.nat_facts)
+    diagnostics += nat_diagnostics
+    return Analysis(
+        root=root, init_system=system, flavor=chosen_flavor, config=config, settings=settings, index=index,
+        timeline=timeline, predictions=predictions, live=values is not None, live_values=values,
+        kernel=index.kernel, key_tree=key_tree, key_tree_dir=key_tree_dir, diagnostics=diagnostics, nat=nat,
+    )
