@@ -184,3 +184,49 @@ def test_capture_on_the_nat_box_outside_link(natbox, tmp_path) -> None:
     mismatches = compare("nat-outside")
     assert not mismatches, "\n".join(mismatches)
     assert any("invalid new" in m for m in compare("any")), "read as 'any' the box's RSTs should disagree"
+
+
+def test_capture_on_the_nat_box_inside_link(natbox, tmp_path) -> None:
+    """`--capture-point nat-inside`: a capture of n0 alone (Ethernet, no direction flags). The client's
+    packets arrive there (their checksums count: a wrong one is "bad checksum"); the server's show up
+    de-NATed, after the outside link judged them — those the kernel found INVALID never do. Every packet
+    on n0 must get the kernel's verdict and message."""
+    box, kmsg = natbox
+    box.flush()
+    for key, value in _DEFAULTS.items():
+        box.sysctl(box.nat, "net.netfilter." + key, value)
+    kmsg.read()
+    path = str(tmp_path / "n0.pcap")
+    capture = Capture(box.nat, path, iface="n0")
+    expected: Dict[tuple, deque] = defaultdict(deque)
+    invalid_replies = 0
+    try:
+        for i, (name, steps) in enumerate(sorted(scenarios.checksum_cases().items())):
+            if "by_the_box" in name:
+                continue  # the box's own connection never crosses n0
+            for key, kv in inject(box, kmsg, steps, cport=46200 + i):
+                result = _kernel_result(kv)
+                if key[1] == NAT_OUT_IP:  # a reply: de-NATed to the client, unless INVALID
+                    if result[0] == "invalid":
+                        invalid_replies += 1
+                        continue
+                    key = (key[0], CLIENT_IP) + key[2:]
+                expected[key[:6] + (flag_names(key[6]),)].append(result)
+    finally:
+        capture.stop()
+    assert invalid_replies, "no INVALID reply: the scenario proves nothing about what n0 misses"
+    replay = Replay(path, profile_for(os.uname().release), settings_from_sysctls(_DEFAULTS),
+                    capture_point="nat-inside")
+    mismatches = []
+    for v in replay.packets():
+        key = (v.src, v.dst, v.sport, v.dport, v.seq, v.ack, v.flags)
+        queue = expected.get(key)
+        if not queue:
+            mismatches.append(f"frame {v.frame}: not expected on n0: {key}")
+            continue
+        kernel = queue.popleft()
+        if (v.verdict, v.message) != kernel:
+            mismatches.append(f"frame {v.frame} {key}: model {v.verdict} {v.message!r} != kernel {kernel}")
+    mismatches += [f"not on n0: {k}" for k, q in expected.items() for _ in q]
+    assert not mismatches, "\n".join(mismatches)
+    assert replay.summary.bad_checksums >= 2, "the client's wrong checksums on n0 were not judged"
