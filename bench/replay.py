@@ -75,6 +75,10 @@ def generate(path: str, packets: int, flows: int, payload: int = 64) -> int:
                     opts = ts_opt.pack(1, 1, 8, 10, written & 0xFFFFFFFF, (written - 1) & 0xFFFFFFFF)
                     seg = (tcp.pack(sp, dp, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 0x80, flags, win, 0, 0)
                            + opts + body)
+                    # a correct TCP checksum (replay checks them, as conntrack does with nf_conntrack_checksum=1)
+                    total = (int.from_bytes(src + dst, "big") + 6 + len(seg)
+                             + int.from_bytes(seg + b"\0" * (len(seg) & 1), "big")) % 0xFFFF
+                    seg = seg[:16] + struct.pack("!H", 0xFFFF - (total or 0xFFFF)) + seg[18:]
                     pkt = ip.pack(0x45, 0, 20 + len(seg), written & 0xFFFF, 0x4000, 64, 6, 0, src, dst) + seg
                     frame = eth + pkt
                     t += 0.00001

@@ -42,3 +42,13 @@ def test_fix_sample_lines_are_printed(tmp_path) -> None:  # type: ignore[no-unty
     written, again = re.split(r"^\$ sysctl-doctor fix --root /tmp/incident\n", sample, flags=re.M)[:2]
     assert first == written
     assert second.splitlines()[0] == again.splitlines()[0]
+
+
+def test_replay_explain_sample_is_the_real_output(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from conntrack import captures
+
+    path = tmp_path / "seed.pcap"
+    captures.write_ethernet_pcap(str(path), captures.seed_packets())
+    result = run_cli(["conntrack", "replay", str(path), "--kernel", "6.18", "--explain", "204"], cwd=REPO)
+    assert result.returncode == 0
+    assert result.stdout.decode() == _sample("$ sysctl-doctor conntrack replay seed.pcap --kernel 6.18 --explain 204\n")

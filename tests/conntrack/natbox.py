@@ -4,7 +4,8 @@
                                              n1 10.231.2.1 ── s0 10.231.2.2   server ns (sdtcp-<id>-s)
 
 The nat ns masquerades what leaves n1 and drops TCP to itself (so its stack
-never answers with RSTs of its own); client and server drop TCP input (their
+never answers with RSTs of its own) except on ports 46000-46999, where the
+scenarios about the NAT box's own RST let its stack answer; client and server drop TCP input (their
 stacks have no sockets, our frames are the endpoints). Frames are written with
 raw AF_PACKET sockets opened inside the client/server namespaces.
 
@@ -118,6 +119,8 @@ class NatBox:
         self.macs: Dict[str, bytes] = {}
         self._sockets: Dict[str, socket.socket] = {}
         self._stat_file = None
+        self._dev_file = None
+        self.rewritten = 0  # frames written again because the nat ns never received them
 
     # -- topology --------------------------------------------------------------
     def up(self) -> None:
@@ -158,6 +161,7 @@ table inet sdtcp_nat {
   }
   chain in {
     type filter hook input priority filter;
+    tcp dport 46000-46999 accept
     meta l4proto tcp drop
   }
 }
@@ -170,8 +174,11 @@ table inet sdtcp_nat {
                 sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
                 sock.bind((dev, 0))
             self._sockets[side] = sock
+        with InNetns(n):  # the nat box's own packets: a raw IP socket goes through its OUTPUT hooks
+            self._sockets["b"] = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         with InNetns(n):
             self._stat_file = open("/proc/self/net/stat/nf_conntrack", "rb", buffering=0)
+            self._dev_file = open("/proc/self/net/dev", "rb", buffering=0)
 
     def down(self) -> None:
         for sock in self._sockets.values():
@@ -180,6 +187,9 @@ table inet sdtcp_nat {
         if self._stat_file is not None:
             self._stat_file.close()
             self._stat_file = None
+        if self._dev_file is not None:
+            self._dev_file.close()
+            self._dev_file = None
         for ns in (self.client, self.nat, self.server):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
@@ -217,12 +227,39 @@ table inet sdtcp_nat {
         column = lines[0].split().index("invalid")
         return sum(int(line.split()[column], 16) for line in lines[1:] if line.strip())
 
+    def rx_packets(self, dev: str) -> int:
+        """The nat ns's received-packet counter of n0 or n1."""
+        assert self._dev_file is not None
+        self._dev_file.seek(0)
+        for line in self._dev_file.read().decode().splitlines():
+            name, sep, counters = line.partition(":")
+            if sep and name.strip() == dev:
+                return int(counters.split()[1])
+        raise RuntimeError(f"no device {dev} in the nat namespace")
+
     def send(self, side: str, packet: bytes) -> None:
+        """Write the frame and wait until the nat ns's interface has received it. On a loaded machine a
+        frame written to a veth is now and then never received (seen: 1-5 consecutive frames in a few
+        hundred, no drop counted anywhere); it is written again then — the nat box has not seen it, so
+        the trace is the same as if the first write had arrived."""
+        if side == "b":
+            self._sockets["b"].sendto(packet, (socket.inet_ntoa(packet[16:20]), 0))
+            return
         if side == "c":
-            frame = ethernet_frame(self.macs["n0"], self.macs["c0"], packet)
+            frame, dev = ethernet_frame(self.macs["n0"], self.macs["c0"], packet), "n0"
         else:
-            frame = ethernet_frame(self.macs["n1"], self.macs["s0"], packet)
-        self._sockets[side].send(frame)
+            frame, dev = ethernet_frame(self.macs["n1"], self.macs["s0"], packet), "n1"
+        for attempt in range(3):
+            if attempt:
+                self.rewritten += 1
+            before = self.rx_packets(dev)
+            self._sockets[side].send(frame)
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline:
+                if self.rx_packets(dev) > before:
+                    return
+                time.sleep(0.001)
+        raise RuntimeError(f"the nat namespace's {dev} never received a frame written three times")
 
 
 def _mac(raw: bytes) -> str:
@@ -230,10 +267,11 @@ def _mac(raw: bytes) -> str:
 
 
 class Capture:
-    """tcpdump -i any in the nat ns, written to `path`."""
+    """tcpdump -i any (or one interface) in the nat ns, written to `path`."""
 
-    def __init__(self, ns: str, path: str, linktype: Optional[str] = None) -> None:
-        args = ["ip", "netns", "exec", ns, "tcpdump", "-i", "any", "--immediate-mode", "-U", "-s", "0",
+    def __init__(self, ns: str, path: str, linktype: Optional[str] = None, iface: str = "any") -> None:
+        self.path = path
+        args = ["ip", "netns", "exec", ns, "tcpdump", "-i", iface, "--immediate-mode", "-U", "-s", "0",
                 "-w", path]
         if linktype:
             args += ["-y", linktype]
@@ -251,7 +289,14 @@ class Capture:
         time.sleep(0.2)
 
     def stop(self) -> None:
-        time.sleep(0.2)
+        # tcpdump drops what is still in its ring when SIGINT comes: on a loaded machine it may
+        # lag, so wait until the file has stopped growing (at most 5 s), not a fixed time
+        size, still, deadline = -1, 0, time.monotonic() + 5
+        while still < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = os.path.getsize(self.path) if os.path.exists(self.path) else 0
+            still = still + 1 if now == size else 0
+            size = now
         self.proc.send_signal(signal.SIGINT)
         try:
             self.proc.wait(timeout=5)
@@ -260,23 +305,56 @@ class Capture:
             self.proc.wait()
 
 
-Step = Tuple[str, int, int, int, int, int, bytes]  # side, flags, seq, ack, window, payload len, options
+Step = tuple  # side, flags, seq, ack, window, payload len, options[, extra: dict]
+
+_LOG_FLAGS = {"FIN": 0x01, "SYN": 0x02, "RST": 0x04, "PSH": 0x08, "ACK": 0x10, "URG": 0x20, "ECE": 0x40,
+              "CWR": 0x80}
+
+
+def corrupt_tcp_checksum(packet: bytes) -> bytes:
+    """The same packet with a TCP checksum that does not add up (every other byte untouched)."""
+    l4 = (packet[0] & 0x0F) * 4 if packet[0] >> 4 == 4 else 40
+    csum = ((packet[l4 + 16] << 8) | packet[l4 + 17]) ^ 0x5A5A
+    return packet[:l4 + 16] + bytes((csum >> 8, csum & 0xFF)) + packet[l4 + 18:]
+
+
+def _log_key(rec: NfLogRecord) -> tuple:
+    flags = 0
+    for word in rec.tcp_flags:
+        flags |= _LOG_FLAGS[word]
+    return (rec.fields.get("SRC"), rec.fields.get("DST"), rec.int_field("SPT"), rec.int_field("DPT"),
+            rec.int_field("SEQ"), rec.int_field("ACK"), flags)
 
 
 def inject(box: NatBox, kmsg: Kmsg, steps: List[Step], cport: int, sport: int = 6379, family: int = 4,
+           box_packets: Optional[List[Tuple[tuple, KernelVerdict]]] = None,
            ) -> List[Tuple[tuple, KernelVerdict]]:
-    """Send each step, return ((src, dst, sport, dport, seq, ack, flags), kernel verdict) per step."""
+    """Send each step, return ((src, dst, sport, dport, seq, ack, flags), kernel verdict) per step.
+
+    Side "c" is the client, "s" the server, "b" the nat box itself (a raw IP socket in its namespace).
+    A step's optional 8th element is a dict: {"csum": "bad"} sends it with a wrong TCP checksum;
+    {"to": "client"} sends a server step to the client's own address (routed through the nat ns, no
+    NAT: the entry's original direction is then server -> client when the server speaks first).
+    Log lines for packets the nat ns itself sent (its stack's RSTs) are appended to `box_packets`
+    as (key, verdict), the key taken from the logged header."""
     out = []
     client, server, nat_out = ((CLIENT_IP, SERVER_IP, NAT_OUT_IP) if family == 4
                                else (CLIENT_IP6, SERVER_IP6, NAT_OUT_IP6))
-    for i, (side, flags, seq, ack, window, length, options) in enumerate(steps):
+    for i, step in enumerate(steps):
+        side, flags, seq, ack, window, length, options = step[:7]
+        extra = step[7] if len(step) > 7 else {}
         if side == "c":
             src, dst, sp, dp = client, server, cport, sport
+        elif side == "b":  # sent by the nat box itself (IPv4): conntrack's OUTPUT hook, no checksum check
+            src, dst, sp, dp = nat_out, server, cport, sport
         else:
-            src, dst, sp, dp = server, nat_out, sport, cport
+            src, dst, sp, dp = server, client if extra.get("to") == "client" else nat_out, sport, cport
         before = box.invalid_count()
-        box.send(side, ip_tcp_packet(src, dst, sp, dp, seq, ack, flags, window, b"d" * length, options,
-                                     ip_id=(cport * 64 + i) & 0xFFFF))
+        packet = ip_tcp_packet(src, dst, sp, dp, seq, ack, flags, window, b"d" * length, options,
+                               ip_id=(cport * 64 + i) & 0xFFFF)
+        if extra.get("csum") == "bad":
+            packet = corrupt_tcp_checksum(packet)
+        box.send(side, packet)
         time.sleep(0.003)
         after = box.invalid_count()
         logs = []
@@ -287,5 +365,13 @@ def inject(box: NatBox, kmsg: Kmsg, steps: List[Step], cport: int, sport: int = 
             logs.append(rec)
         key = (src, dst, sp, dp, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, flags)
         mine = [r for r in logs if r.int_field("SEQ") == key[4] and r.int_field("SPT") == sp]
-        out.append((key, KernelVerdict(invalid=after > before, logs=mine)))
+        others = [r for r in logs if r.fields.get("SRC") == nat_out and r not in mine]
+        if box_packets is not None:
+            for rec in others:
+                box_packets.append((_log_key(rec), KernelVerdict(invalid=True, logs=[rec])))
+            # the box answers only what it found INVALID; its answer, INVALID too, is not logged before
+            # 6.7 ("invalid new" was a pr_debug): the counter grew for it all the same
+            for _ in range(max(0, after - before - len(others) - 1)):
+                box_packets.append((None, KernelVerdict(invalid=True, logs=[])))
+        out.append((key, KernelVerdict(invalid=after - len(others) > before, logs=mine)))
     return out

@@ -35,9 +35,18 @@ def _pairs(values: Tuple[str, ...], option: str) -> List[Tuple[str, str]]:
                    "repeatable). Unset ones have the kernel's defaults.")
 @click.option("--what-if", "what_ifs", multiple=True, metavar="NAME=VALUE",
               help="Replay again with this sysctl changed (or kernel=VER) and report what changes (repeatable).")
+@click.option("--explain", "explain", type=int, metavar="FRAME",
+              help="Show how one packet (its frame number) got its verdict: tcp_error(), the entry, the state "
+                   "table and the window arithmetic (td_end, td_maxend, td_maxwin, scaled window, the bound "
+                   "crossed). Exit 1 when that packet is INVALID.")
+@click.option("--capture-point", "capture_point", default="any", show_default=True,
+              type=click.Choice(["any", "nat-outside", "nat-inside", "endpoint"]),
+              help="Where the capture was taken: 'any' reads each packet's direction from the capture "
+                   "(tcpdump -i any); 'nat-outside'/'nat-inside' one link of the NAT box (its own RSTs are "
+                   "told apart on the outside); 'endpoint' a host at one end (checksums not judged).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def command(file: str, kernel: Optional[str], sysctls: Tuple[str, ...], what_ifs: Tuple[str, ...],
-            fmt: str) -> None:
+            explain: Optional[int], capture_point: str, fmt: str) -> None:
     """Replay a pcap/pcapng capture through a model of conntrack's TCP window tracking.
 
     Every TCP packet gets the verdict the kernel's conntrack would give it —
@@ -69,10 +78,14 @@ def command(file: str, kernel: Optional[str], sysctls: Tuple[str, ...], what_ifs
     path = click.get_current_context().with_resource(pcap.capture_file(file))
     f, _info = pcap.open_capture(path, file)  # a clear error (exit 2) before any output
     f.close()
+    if explain is not None:
+        from sysctl_doctor.cli.conntrack_replay_explain import explain_frame
+
+        explain_frame(path, explain, profile, settings, fmt, {"capture_point": capture_point, "display": file})
 
     progress = _progress_bar(path) if sys.stderr.isatty() else None
-    main = Replay(path, profile, settings, progress=progress, display=file)
-    others = [Replay(path, p, s, display=file) for _, p, s in alternatives]
+    main = Replay(path, profile, settings, progress=progress, display=file, capture_point=capture_point)
+    others = [Replay(path, p, s, display=file, capture_point=capture_point) for _, p, s in alternatives]
     changes: List[List[Tuple[object, object]]] = [[] for _ in alternatives]
     changed_counts: List[Dict[str, int]] = [{} for _ in alternatives]
 
@@ -102,6 +115,7 @@ def command(file: str, kernel: Optional[str], sysctls: Tuple[str, ...], what_ifs
         "profile": profile.name,
         "profile_label": profile.label,
         "sysctls": {"net.netfilter." + k: v for k, v in sorted(base_map.items())},
+        "capture_point": capture_point,
     }
     out = click.get_text_stream("stdout")
     if fmt == "json":
@@ -141,6 +155,7 @@ def _summary_json(summary) -> dict:
     return {
         "frames": summary.frames, "tcp_packets": summary.tcp_packets, "copies": summary.copies,
         "verdicts": summary.verdicts, "skipped": summary.skipped, "flows": len(summary.flows),
+        "bad_checksums": summary.bad_checksums,
         "format": summary.format,
     }
 
@@ -223,6 +238,12 @@ def _render_text(header, main, alternatives, others, changes, changed_counts, as
         for b, a in changes[i][:10]:
             console.print(Text(f"  frame {b.frame:>7}: {b.verdict} -> {a.verdict}"
                                + (f" ({a.message})" if a.message else "")))
+    if s.bad_checksums:
+        console.print()
+        console.print(Text(f"{s.bad_checksums} packets arrived with a wrong TCP checksum: INVALID (\"bad checksum\"), as "
+                           "the kernel judges them with nf_conntrack_checksum=1. If the capture was taken on the "
+                           "host that sent them, or a tool rewrote them, that is the capture, not the wire: use "
+                           "--capture-point endpoint or --sysctl nf_conntrack_checksum=0.", style="yellow"))
     if bad and not asked_what_if:
         console.print()
         console.print(Text("hint: --what-if nf_conntrack_tcp_be_liberal=1 shows what the usual mitigation changes"))

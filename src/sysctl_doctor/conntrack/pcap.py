@@ -334,11 +334,11 @@ def _epb_direction(options: bytes, order: str) -> int:
 class TcpPacket(Segment):
     """One decoded TCP packet: addresses, ports and the header fields the tracker reads."""
 
-    __slots__ = ("src", "dst", "sport", "dport", "ip_id", "outgoing", "family")
+    __slots__ = ("src", "dst", "sport", "dport", "ip_id", "outgoing", "family", "raw", "l4")
 
     def __init__(self, family: int, src: bytes, dst: bytes, sport: int, dport: int, ip_id: int,
                  seq: int, ack: int, flags: int, window: int, doff: int, datalen: int,
-                 options: bytes, tcplen: int, outgoing: bool) -> None:
+                 options: bytes, tcplen: int, outgoing: bool, raw: bytes = b"", l4: int = -1) -> None:
         self.family = family
         self.src = src
         self.dst = dst
@@ -354,6 +354,8 @@ class TcpPacket(Segment):
         self.options = options
         self.tcplen = tcplen
         self.outgoing = outgoing
+        self.raw = raw  # the captured frame, for the checksum (conntrack/checksum.py)
+        self.l4 = l4  # where the TCP header starts in it (-1: unknown)
 
 
 # Reasons a record gives no TCP packet; the keys of ReplaySummary.skipped.
@@ -421,10 +423,10 @@ def decode(linktype: int, data: bytes, hint: int = -1) -> Union[TcpPacket, str]:
             l4len = total - 20
             if doff == 20:
                 return TcpPacket(4, src, dst, sport, dport, ip_id, seq, ack, flags, window, 20,
-                                 l4len - 20, b"", l4len, outgoing)
+                                 l4len - 20, b"", l4len, outgoing, data, off + 20)
             if 20 < doff <= l4len and len(data) >= off + 20 + doff:
                 return TcpPacket(4, src, dst, sport, dport, ip_id, seq, ack, flags, window, doff,
-                                 l4len - doff, data[off + 40:off + 20 + doff], l4len, outgoing)
+                                 l4len - doff, data[off + 40:off + 20 + doff], l4len, outgoing, data, off + 20)
         # anything else: the general path below
     if etype == 0x0800:
         if len(data) < off + 20:
@@ -490,7 +492,7 @@ def decode(linktype: int, data: bytes, hint: int = -1) -> Union[TcpPacket, str]:
     options = data[l4 + 20:l4 + doff] if doff > 20 else b""
     datalen = l4len - doff if l4len >= doff else 0
     return TcpPacket(family, src, dst, sport, dport, ip_id, seq, ack, flags, window, doff,
-                     datalen, options, l4len, outgoing)
+                     datalen, options, l4len, outgoing, data, l4)
 
 
 ProgressCallback = Callable[[int, int], None]

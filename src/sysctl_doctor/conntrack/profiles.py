@@ -1,8 +1,9 @@
 """Kernel profiles for the conntrack TCP model: what differs between kernel versions.
 
 The TCP tracker (net/netfilter/nf_conntrack_proto_tcp.c) changed in ways that
-decide whether a packet is INVALID. Two profiles cover the versions operators
-run; each names the commits that make the difference.
+decide whether a packet is INVALID or what it logs. Two profiles cover the
+versions operators run (``modern`` has a 6.1–6.6 and a ≥ 6.7 variant); each
+names the commits that make the difference.
 
 ``legacy`` — Linux ≤ 6.0 (read from v5.10):
   * every out-of-window case of ``tcp_in_window()`` is INVALID, logged as
@@ -19,7 +20,8 @@ run; each names the commits that make the difference.
   ``nf_conntrack_tcp_ignore_invalid_rst`` exists from 5.14 (commit "netfilter:
   conntrack: add new sysctl to disable RST check").
 
-``modern`` — Linux ≥ 6.1 (read from 6.1.y and a 6.16+ tree; validated on 6.18):
+``modern`` — Linux ≥ 6.1 (read from Debian's 6.1.192 and 6.12.95 sources and a 6.16+ tree; validated
+packet by packet on 6.18 in network namespaces):
   * d9a6f0d0df18 "netfilter: conntrack: prepare tcp_in_window for ternary return value"
   * 6e250dcbff1d "netfilter: conntrack: ignore overly delayed tcp packets": "SEQ is
     under lower bound N" and "ignored ACK under lower bound N" return IGNORE — the
@@ -32,8 +34,27 @@ run; each names the commits that make the difference.
     a SEQ-over packet that is otherwise in window moves td_end and is IGNOREd;
   * log texts carry the bound: "SEQ is over upper bound %u (...)"; the state table
     logs "packet (index I) in dir D ignored|invalid, state S"; "invalid new".
+  * 6ac9c51eebe8 "netfilter: conntrack: prefer tcp_error_log to pr_debug" (v6.7): a packet
+    that cannot make a new entry (RST, FIN, SYN/ACK or a bare flag set with no entry — also
+    the NAT box's own RST for a reply it found INVALID) is logged as "invalid new". 6.1–6.6
+    only pr_debug it: nothing in the log (the 6.1 label, read from 6.1.192).
   ``be_liberal`` turns every window verdict into ACCEPT (without updating the
   window) in both profiles, but not the state table, tcp_error() or "invalid rst".
+
+Common to every modelled version (v5.10, 6.1.192, 6.12.95, 6.18):
+  * tcp_error(): "truncated packet", then — with ``nf_conntrack_checksum=1``, in the
+    PRE_ROUTING hook only — "bad checksum" (nf_checksum(); CHECKSUM_UNNECESSARY and
+    CHECKSUM_PARTIAL skbs are not recomputed), then "invalid tcp flag combination";
+  * tcp_new() with ``nf_conntrack_tcp_loose=0`` refuses to pick up a non-SYN packet
+    without logging anything (and so for every later packet of that flow: none makes an
+    entry; a RST, FIN or SYN/ACK among them is "invalid new" from 6.7); with loose=1 the
+    picked-up entry starts with BE_LIBERAL in both directions and the first packet's
+    sender — the server's, if its packet comes first — is ORIGINAL;
+  * a SYN/ACK that acknowledges a SYN conntrack ignored resynchronises the entry from
+    that SYN (the server may answer a retransmitted SYN with a new ISN).
+Not found in 6.18 (checked in the netns): the proposed "ignored SYN with SEQ before the
+previous one" / IP_CT_TCP_REINIT change (netfilter-devel, Feb 2025): a SYN with a lower
+sequence in SYN_SENT is still judged by the window checks, with no such line.
 """
 
 from __future__ import annotations
@@ -80,6 +101,7 @@ _LEGACY_MESSAGES: Dict[str, Optional[str]] = {
     "invalid_rst": "invalid rst",
     "challenge_ack": "challenge-ack ignored",
     "truncated": "truncated packet",
+    "bad_checksum": "bad checksum",
     "bad_flags": "invalid tcp flag combination",
     "invalid_new": None,
     "no_pickup": None,
@@ -96,6 +118,7 @@ _MODERN_MESSAGES: Dict[str, Optional[str]] = {
     "invalid_rst": "invalid rst",
     "challenge_ack": "challenge-ack ignored",
     "truncated": "truncated packet",
+    "bad_checksum": "bad checksum",
     "bad_flags": "invalid tcp flag combination",
     "invalid_new": "invalid new",
     "no_pickup": None,
@@ -120,9 +143,12 @@ def legacy_profile(version: Tuple[int, int] = (5, 10)) -> KernelProfile:
 
 
 def modern_profile(version: Tuple[int, int] = (6, 18)) -> KernelProfile:
+    messages = dict(_MODERN_MESSAGES)
+    if version < (6, 7):
+        messages["invalid_new"] = None  # pr_debug only until 6ac9c51eebe8
     return KernelProfile(
         name="modern",
-        label="≥ 6.1",
+        label="≥ 6.7" if version >= (6, 7) else "6.1–6.6",
         version=version,
         window_lower_ignore=True,
         exceed_window_workaround=True,
@@ -131,13 +157,14 @@ def modern_profile(version: Tuple[int, int] = (6, 18)) -> KernelProfile:
         modern_syn_reinit=True,
         modern_rst_checks=True,
         handle_invalid_timeout=True,
-        messages=dict(_MODERN_MESSAGES),
+        messages=messages,
         commits=(
             "d9a6f0d0df18 netfilter: conntrack: prepare tcp_in_window for ternary return value",
             "6e250dcbff1d netfilter: conntrack: ignore overly delayed tcp packets",
             "09a59001b0d6 netfilter: conntrack: remove unneeded indent level",
             "netfilter: conntrack: reduce timeout when receiving out-of-window fin or rst",
-        ),
+        ) + (("6ac9c51eebe8 netfilter: conntrack: prefer tcp_error_log to pr_debug",)
+             if version >= (6, 7) else ()),
     )
 
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from sysctl_doctor.conntrack import pcap
+from sysctl_doctor.conntrack.checksum import tcp_checksum_bad, tcp_checksum_state
 from sysctl_doctor.conntrack.profiles import KernelProfile
 from sysctl_doctor.conntrack.tcp_model import (
     ACCEPT, IGNORE, INVALID, ORIGINAL, REPLY, STATE_NAMES, VALID_FLAG_BYTE, Connection, TcpSettings,
@@ -41,6 +42,10 @@ from sysctl_doctor.conntrack.tcp_model import (
 from sysctl_doctor.errors import Diagnostic
 
 EXAMPLES_PER_FLOW = 20
+# Where the capture was taken (replay --capture-point): "any" reads the direction from the capture
+# (Linux cooked / pcapng flags; without them every packet is taken as arriving); "nat-outside" /
+# "nat-inside": one link of the NAT box, no direction flags needed; "endpoint": on a host at one end.
+CAPTURE_POINTS = ("any", "nat-outside", "nat-inside", "endpoint")
 _ASSURED = ("ASSURED",)
 _UNREPLIED = ("UNREPLIED",)
 _NOSTATUS: Tuple[str, ...] = ()
@@ -173,6 +178,7 @@ class FlowSummary:
     examples: List[PacketVerdict] = field(default_factory=list)  # the first non-accepted packets
     nat: Optional[str] = None  # "src:port -> dst:port" as it left the NAT box, when learnt
     status: Tuple[str, ...] = ()  # "ASSURED" / "UNREPLIED" of the live entry
+    live: Optional["_Entry"] = field(default=None, repr=False, compare=False)  # the flow's current entry
 
     def to_json(self) -> dict:
         return {
@@ -195,6 +201,7 @@ class ReplaySummary:
     copies: int = 0
     verdicts: Dict[str, int] = field(default_factory=lambda: {ACCEPT: 0, IGNORE: 0, INVALID: 0})
     skipped: Dict[str, int] = field(default_factory=dict)  # reason -> count (non-TCP, cut, …)
+    bad_checksums: int = 0  # packets judged INVALID for their TCP checksum ("bad checksum")
     flows: List[FlowSummary] = field(default_factory=list)
     diagnostics: List[Diagnostic] = field(default_factory=list)
 
@@ -214,9 +221,19 @@ class Replay:
     """One pass over a capture with one profile and one set of sysctls."""
 
     def __init__(self, path: str, profile: KernelProfile, settings: TcpSettings,
-                 progress: Optional[pcap.ProgressCallback] = None, display: str = "") -> None:
+                 progress: Optional[pcap.ProgressCallback] = None, display: str = "",
+                 explain: Optional[int] = None, capture_point: str = "any") -> None:
+        if capture_point not in CAPTURE_POINTS:
+            raise ValueError(f"capture point {capture_point!r}: one of {', '.join(CAPTURE_POINTS)}")
         self.path = path
         self.display = display or path  # how messages name the capture (the spool of stdin is "-")
+        self.capture_point = capture_point
+        # addresses that sent a SYN on this link: the inside of the NAT box as the link shows it
+        self._syn_senders: set = set()
+        # nat-outside: a RST the box's own stack will send, keyed by its tuple -> (seq, ack or None)
+        self._box_answers: Dict[tuple, Tuple[int, Optional[int]]] = {}
+        self.explain = explain  # a frame number: its steps are kept in self.explanation
+        self.explanation: Optional[dict] = None
         self.profile = profile
         self.settings = settings
         self.tracker = TcpTracker(profile, settings)
@@ -227,6 +244,11 @@ class Replay:
         self._flow_of: Dict[tuple, FlowSummary] = {}
         self._dedup = False  # only captures that can tell outgoing packets hold forwarded copies
         self._recent: "OrderedDict[tuple, Tuple[PacketVerdict, _Entry, int, tuple]]" = OrderedDict()
+        # tcp_error(): truncated header, then the checksum (PRE_ROUTING: packets arriving at the box), then flags
+        self._check_sums = settings.checksum and capture_point != "endpoint"
+        self._any_point = capture_point == "any"
+        self._truncated = profile.message("truncated") or "truncated packet"
+        self._bad_checksum = profile.message("bad_checksum") or "bad checksum"
 
     # -- the conntrack table ------------------------------------------------------
     def _flow(self, key: tuple, pkt: pcap.TcpPacket, frame: int) -> FlowSummary:
@@ -289,7 +311,12 @@ class Replay:
                 if pkt.__class__ is str:
                     skipped[pkt] = skipped.get(pkt, 0) + 1  # type: ignore[index]
                     continue
-                yield self._one(frame, ts, pkt)  # type: ignore[arg-type]
+                if frame == self.explain:
+                    yield self._explain_one(frame, ts, pkt)  # type: ignore[arg-type]
+                elif self.capture_point == "nat-outside":
+                    yield self._one_outside(frame, ts, pkt)  # type: ignore[arg-type]
+                else:
+                    yield self._one(frame, ts, pkt)  # type: ignore[arg-type]
         finally:
             summary.frames = max(summary.frames, frame)
             f.close()
@@ -317,6 +344,11 @@ class Replay:
         error = None
         if pkt.doff < 20 or pkt.tcplen < pkt.doff or not VALID_FLAG_BYTE[pkt.flags]:
             error = tracker.error(seg)
+        if (self._check_sums and error != self._truncated
+                and (not pkt.outgoing if self._any_point else self.arriving(pkt))
+                and tcp_checksum_bad(pkt.src, pkt.dst, pkt.raw, pkt.l4, pkt.tcplen)):
+            error = self._bad_checksum
+            self.summary.bad_checksums += 1
         if error is not None:
             flow = entry.flow if entry is not None else self._flow(key, pkt, frame)
             return self._record(frame, ts, pkt, flow, direction, INVALID, error, entry)
@@ -346,6 +378,69 @@ class Replay:
             self._register(entry, (key[1], key[0], key[3], key[2]), REPLY)
         return self._record(frame, ts, pkt, flow, ORIGINAL, outcome.verdict, outcome.message, entry)
 
+    def arriving(self, pkt: pcap.TcpPacket) -> bool:
+        """Did the box receive this packet (PRE_ROUTING, where conntrack checks checksums) rather than
+        send it? From the capture's direction flag, or from the capture point the operator gave."""
+        point = self.capture_point
+        if point == "any":
+            return not pkt.outgoing
+        if pkt.flags & 0x12 == 0x02:  # a SYN: its sender is on the inside of what the link shows
+            self._syn_senders.add(pkt.src)
+        if point == "nat-outside":  # sent by the box (the inside's packets, NATed): not checked here
+            return pkt.src not in self._syn_senders
+        if point == "nat-inside":  # replies going back in were checked when they arrived outside
+            return pkt.dst not in self._syn_senders
+        return False  # endpoint: the sender's NIC filled the checksums; what arrived passed the box
+
+    def _one_outside(self, frame: int, ts: float, pkt: pcap.TcpPacket) -> PacketVerdict:
+        """A capture on the NAT box's outside link, without direction flags. A reply the box finds
+        INVALID is not de-NATed: it is addressed to the box, whose stack answers with a RST from the
+        box's address. That RST has no entry (its tuple is neither of the entry's tuples), so conntrack's
+        OUTPUT hook finds it "invalid new" — on this link it looks like the inside's own packet."""
+        key = (pkt.src, pkt.dst, pkt.sport, pkt.dport)
+        if pkt.flags & 0x12 == 0x02:
+            self._syn_senders.add(pkt.src)
+        if pkt.flags & 0x04 and self._box_answers:
+            expected = self._box_answers.pop(key, None)
+            if expected is not None:
+                seq, ack = expected
+                if (ack is None and not pkt.flags & 0x10 and pkt.seq == seq) or (
+                        ack is not None and pkt.flags & 0x10 and pkt.ack == ack):
+                    self.summary.tcp_packets += 1
+                    self.arriving(pkt)
+                    flow = self._flow(key, pkt, frame)
+                    _ct, message = self.tracker.new(pkt)
+                    return self._record(frame, ts, pkt, flow, ORIGINAL, INVALID, message, None)
+        v = self._one(frame, ts, pkt)
+        if v.verdict == INVALID and not pkt.flags & 0x04 and pkt.dst in self._syn_senders:
+            # the box's stack will answer it (tcp_v4_send_reset: seq = its ack, or ACK of its end)
+            self._box_answers[(pkt.dst, pkt.src, pkt.dport, pkt.sport)] = (
+                (pkt.ack, None) if pkt.flags & 0x10 else (0, pkt.end()))
+            if len(self._box_answers) > _RECENT_INCOMING:
+                self._box_answers.pop(next(iter(self._box_answers)))
+        return v
+
+    def _explain_one(self, frame: int, ts: float, pkt: pcap.TcpPacket) -> PacketVerdict:
+        """_one() for the frame asked about, with the tracker's steps recorded (replay --explain)."""
+        key = (pkt.src, pkt.dst, pkt.sport, pkt.dport)
+        found = self._table.get(key)
+        live = found is not None and found[0].ct.expires >= ts
+        trace: dict = {}
+        self.tracker.trace = trace
+        try:
+            v = self._one_outside(frame, ts, pkt) if self.capture_point == "nat-outside" else self._one(frame, ts, pkt)
+        finally:
+            self.tracker.trace = None
+        checked = self._check_sums and self.arriving(pkt)
+        self.explanation = {
+            "verdict": v, "trace": trace, "had_entry": live,
+            "entry_direction": ("reply" if found[1] == REPLY else "original") if live and found else None,
+            "checksum": (tcp_checksum_state(pkt.family, pkt.src, pkt.dst, pkt.raw, pkt.l4, pkt.tcplen)
+                         if checked else None),
+            "outgoing": pkt.outgoing, "window_raw": pkt.window, "datalen": pkt.datalen,
+        }
+        return v
+
     def _record(self, frame: int, ts: float, pkt: pcap.TcpPacket, flow: FlowSummary, direction: int,
                 verdict: str, message: Optional[str], entry: Optional[_Entry]) -> PacketVerdict:
         self.summary.verdicts[verdict] += 1
@@ -361,10 +456,15 @@ class Replay:
             ct = entry.ct
             state = STATE_NAMES[ct.state]
             flow.status = _ASSURED if ct.assured else _UNREPLIED if not ct.seen_reply else _NOSTATUS
+            flow.state = state
+            flow.live = entry
         else:
             state = "NONE"
-            flow.status = _NOSTATUS
-        flow.state = state
+            live = flow.live
+            if live is None or not live.keys:  # else: a packet without an entry leaves the flow's entry alone
+                flow.status = _NOSTATUS
+                flow.state = state
+                flow.live = None
         v = PacketVerdict(frame, ts, verdict, message, flow.index, direction, pkt, state)
         if verdict != ACCEPT and len(flow.examples) < EXAMPLES_PER_FLOW:
             flow.examples.append(v)

@@ -12,9 +12,10 @@ Verdicts:
   ``invalid`` — -NF_ACCEPT: the packet has no conntrack entry, so NAT is not
                 reversed and ``ct state invalid`` rules match.
 
-Not modelled: checksum validation (captures carry offloaded checksums; the
-kernel checks only in PRE_ROUTING with nf_conntrack_checksum=1), NAT sequence
-adjustment (helpers), SYN proxy, per-connection timeout policies.
+Checksums (tcp_error()'s "bad checksum", nf_conntrack_checksum, PRE_ROUTING only)
+are judged by the replay, which sees the captured bytes (conntrack/checksum.py).
+Not modelled: NAT sequence adjustment (helpers), SYN proxy, per-connection
+timeout policies.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class TcpSettings:
     loose: bool = True
     max_retrans: int = 3
     ignore_invalid_rst: bool = False
+    checksum: bool = True  # net.netfilter.nf_conntrack_checksum (not TCP-specific; tcp_error() reads it)
     timeouts: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
 
     def timeout(self, state: int) -> int:
@@ -131,6 +133,7 @@ _BOOL_KEYS = {
     "nf_conntrack_tcp_be_liberal": "be_liberal",
     "nf_conntrack_tcp_loose": "loose",
     "nf_conntrack_tcp_ignore_invalid_rst": "ignore_invalid_rst",
+    "nf_conntrack_checksum": "checksum",
 }
 # What the kernel's proc handlers accept (nf_conntrack_standalone.c; checked against kernel 6.18 in a netns):
 # the booleans are u8 with min 0 / max 1, max_retrans is a u8 (0..255), the timeouts are seconds written with
@@ -173,6 +176,7 @@ def settings_from_sysctls(values: Mapping[str, str], base: Optional[TcpSettings]
     fields = {
         "be_liberal": base.be_liberal, "loose": base.loose,
         "max_retrans": base.max_retrans, "ignore_invalid_rst": base.ignore_invalid_rst,
+        "checksum": base.checksum,
     }
     timeouts = dict(base.timeouts)
     for raw_name, raw_value in values.items():
@@ -247,6 +251,11 @@ class PeerState:
         """nf_ct_tcp_state_reset(): everything but BE_LIBERAL."""
         self.td_end = self.td_maxend = self.td_maxwin = self.td_maxack = self.td_scale = 0
         self.flags &= BE_LIBERAL
+
+
+def _peer_dict(peer: PeerState) -> dict:
+    return {"td_end": peer.td_end, "td_maxend": peer.td_maxend, "td_maxwin": peer.td_maxwin,
+            "td_maxack": peer.td_maxack, "td_scale": peer.td_scale, "flags": peer.flags}
 
 
 def parse_options(options: bytes, state: PeerState, keep_liberal: bool) -> None:
@@ -370,6 +379,8 @@ class TcpTracker:
         # None where the shorter timeout does not apply because it is not shorter
         est, unack, retrans = t["established"], t["unacknowledged"], t["max_retrans"]
         self._est_timeouts = (est, unack if est > unack else None, retrans if est > retrans else None)
+        # When a dict, the next packet() records its steps and window arithmetic in it (replay --explain).
+        self.trace: Optional[dict] = None
 
     # -- tcp_error() -------------------------------------------------------
     def error(self, seg: Segment) -> Optional[str]:
@@ -472,6 +483,13 @@ class TcpTracker:
         seq_ok = before(seq, (sender.td_maxend + 1) & MASK)
         ack_over_ok = before(sack, (receiver.td_end + 1) & MASK)
         ack_under_ok = after(sack, (receiver.td_end - maxackwin - 1) & MASK)
+        if self.trace is not None:
+            self.trace["window"] = {
+                "seq": seq, "end": end, "ack": ack, "sack": sack, "win": win_raw,
+                "scaled_win": (win_raw << sender.td_scale) & MASK if not flags & F_SYN else win_raw,
+                "sender": _peer_dict(sender), "receiver": _peer_dict(receiver), "maxackwindow": maxackwin,
+                "liberal": bool(sender.flags & BE_LIBERAL or self.settings.be_liberal),
+            }
 
         if prof.window_lower_ignore:
             if not seq_ok:
@@ -560,7 +578,12 @@ class TcpTracker:
     def packet(self, ct: Connection, direction: int, seg: Segment, now: float) -> Outcome:
         """The verdict for `seg` on an existing (or just created) entry; updates `ct`."""
         options = seg.options
-        if (ct.state == ESTABLISHED and seg.flags & 0x17 == F_ACK and ct.assured
+        trace = self.trace
+        if trace is not None:
+            trace["old_state"] = ct.state
+            trace["index"] = conntrack_index(seg.flags)
+            trace["new_state"] = STATE_TABLE[direction][trace["index"]][ct.state]
+        elif (ct.state == ESTABLISHED and seg.flags & 0x17 == F_ACK and ct.assured
                 and (not options or (len(options) == 12 and options[:4] == _TS_ONLY))):
             fast = self._established_ack(ct, direction, seg, now)
             if fast is not None:
@@ -628,6 +651,8 @@ class TcpTracker:
                 new_state = ESTABLISHED
         elif new_state == CLOSE and index == RST_SET:
             rst, keep = self._rst_check(ct, direction, seg, old_state)
+            if trace is not None:
+                trace["rst_check"] = (rst, keep)
             if rst == INVALID:
                 return Outcome(INVALID, prof.message("invalid_rst"))
             if keep:
