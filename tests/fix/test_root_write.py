@@ -155,7 +155,8 @@ def test_two_runs_in_the_same_second_keep_both_backups(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     found = backups_of(root)
-    assert [p.read_text() for p in sorted(found, key=lambda p: p.stat().st_mtime_ns)] == ["first\n", "second\n"]
+    # both kept (their mtimes can be equal: the file system's clock is coarser than two quick writes)
+    assert sorted(p.read_text() for p in found) == ["first\n", "second\n"]
     assert len({p.relative_to(root).parts[3] for p in found}) == 2
     assert all(p.relative_to(root).parts[3].startswith("20260101T000000-") for p in found)
     run_dir = found[0].parents[2]
