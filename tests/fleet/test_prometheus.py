@@ -166,6 +166,10 @@ tests:
         values: '0x300'
       - series: 'sysctl_doctor_last_run_success{{instance="node-9"}}'
         values: '0x60'
+      - series: 'sysctl_doctor_conntrack_log_messages_total{{instance="node-7",reason="seq-over-upper-bound",verdict="INVALID"}}'
+        values: '0x20 3x40'
+      - series: 'sysctl_doctor_conntrack_log_messages_total{{instance="node-7",reason="seq-under-lower-bound",verdict="IGNORE"}}'
+        values: '0+5x60'
     alert_rule_test:
       - eval_time: 20m
         alertname: SysctlLostAtBoot
@@ -191,6 +195,16 @@ tests:
             exp_annotations:
               summary: "conntrack marks 10 packets/s INVALID on node-7"
               description: "INVALID packets are climbing (node_exporter's conntrack counters). Run `sysctl-doctor conntrack logs` and `sysctl-doctor conntrack stats` on the node to see which reason, and whether be_liberal applies."
+      - eval_time: 15m
+        alertname: ConntrackInvalidLogged
+        exp_alerts: []
+      - eval_time: 30m
+        alertname: ConntrackInvalidLogged
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: node-7, reason: seq-over-upper-bound}}
+            exp_annotations:
+              summary: "conntrack logged 3 INVALID seq-over-upper-bound packets in 30m on node-7"
+              description: "The kernel log shows INVALID packets (nf_conntrack_log_invalid / nf_log). Run `sysctl-doctor conntrack logs` on the node for the flows and `sysctl-doctor explain CT001` for what they mean."
       - eval_time: 40m
         alertname: SysctlDoctorStale
         exp_alerts:

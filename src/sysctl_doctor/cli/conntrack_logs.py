@@ -17,10 +17,19 @@ from sysctl_doctor.errors import DoctorError
 @click.command("logs")
 @click.argument("file", required=False)
 @click.option("--since", metavar="WHEN", help="Only records after WHEN: a duration ago (10m, 2h, 1d) or an ISO date.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "prometheus"]), default="text", show_default=True,
+              help="prometheus: add the records new since the last run to running totals (--state-dir) and "
+                   "print them as counters (or write them to --textfile-dir); exit 0 whatever the verdicts.")
+@click.option("--state-dir", default=None, metavar="DIR",
+              help="With --format prometheus: where the totals and each source's cursor are kept "
+                   "(default /var/lib/sysctl-doctor).")
+@click.option("--textfile-dir", default=None, metavar="DIR",
+              help="With --format prometheus: write DIR/sysctl_doctor_conntrack.prom atomically "
+                   "(node_exporter's textfile collector) instead of stdout.")
 @click.option("--limit", type=click.IntRange(min=0), default=200, show_default=True,
               help="Text timeline: show the first LIMIT records (0 = all); counts and flows cover every one.")
-def command(file: Optional[str], since: Optional[str], fmt: str, limit: int) -> None:
+def command(file: Optional[str], since: Optional[str], fmt: str, limit: int, state_dir: Optional[str],
+            textfile_dir: Optional[str]) -> None:
     """Explain conntrack's nf_log lines: INVALID or only IGNOREd, grouped by flow.
 
     FILE is dmesg output, `journalctl -k` (short or -o json), a syslog file
@@ -42,6 +51,8 @@ def command(file: Optional[str], since: Optional[str], fmt: str, limit: int) -> 
 
     gc.disable()  # a short-lived run building acyclic records: the collector would only rescan them
 
+    if fmt != "prometheus" and (state_dir is not None or textfile_dir is not None):
+        raise click.UsageError("--state-dir and --textfile-dir go with --format prometheus")
     since_at = parse_since(since) if since else None
     boot = None
     if file == "-":
@@ -58,6 +69,10 @@ def command(file: Optional[str], since: Optional[str], fmt: str, limit: int) -> 
     # Read in blocks: memory stays bounded whatever the input (over-long lines are cut and counted).
     records = iter_kernel_log_stream(log, report, since=since_at, boot_time=boot)
     table = FlowTable()
+    if fmt == "prometheus":
+        _count_for_prometheus(report, records, state_dir, textfile_dir, file)
+        _warn_cut(report)
+        return
     if fmt == "json":
         _stream_json(report, records, table)
     else:
@@ -70,6 +85,26 @@ def command(file: Optional[str], since: Optional[str], fmt: str, limit: int) -> 
                    "flows are counted but not listed per flow", err=True)
     if table.verdicts["INVALID"]:
         raise click.exceptions.Exit(EXIT_FINDINGS)
+
+
+def _count_for_prometheus(report, records, state_dir: Optional[str], textfile_dir: Optional[str],  # type: ignore[no-untyped-def]
+                          file: Optional[str]) -> None:
+    """Running totals: only the records after this source's cursor are added (counters only go up)."""
+    import os
+
+    from sysctl_doctor.fleet import log_counters
+    from sysctl_doctor.fleet.textfile import write_textfile
+
+    directory = state_dir or log_counters.DEFAULT_STATE_DIR
+    counters = log_counters.load(directory)
+    source = os.path.realpath(file) if file and file != "-" else ("<stdin>" if file == "-" else "live kernel log")
+    log_counters.count_new(counters, source, records, log_counters.boot_id())
+    log_counters.save(directory, counters)
+    text = log_counters.render(counters)
+    if textfile_dir is None:
+        sys.stdout.write(text)
+    else:
+        write_textfile(textfile_dir, text, log_counters.TEXTFILE)
 
 
 def _warn_cut(report) -> None:  # type: ignore[no-untyped-def]

@@ -16,13 +16,13 @@ from sysctl_doctor.errors import DoctorError
 FILENAME = "sysctl_doctor.prom"
 
 
-def write_textfile(directory: str, text: str) -> Path:
+def write_textfile(directory: str, text: str, filename: str = FILENAME) -> Path:
     target_dir = Path(directory)
     if not target_dir.is_dir():
         raise DoctorError(f"--textfile-dir {directory}: not a directory (node_exporter's "
                           "--collector.textfile.directory, e.g. /var/lib/prometheus/node-exporter)")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{FILENAME}.", suffix=".tmp", dir=target_dir)
+        fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", suffix=".tmp", dir=target_dir)
     except OSError as exc:
         raise DoctorError(f"--textfile-dir {directory}: cannot create a file there: {exc.strerror}") from None
     try:
@@ -31,7 +31,7 @@ def write_textfile(directory: str, text: str) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
             os.fchmod(handle.fileno(), 0o644)
-        os.rename(tmp, target_dir / FILENAME)
+        os.rename(tmp, target_dir / filename)
         dir_fd = os.open(target_dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(dir_fd)
@@ -43,4 +43,4 @@ def write_textfile(directory: str, text: str) -> Path:
         except FileNotFoundError:
             pass
         raise
-    return target_dir / FILENAME
+    return target_dir / filename
