@@ -29,6 +29,7 @@ from sysctl_doctor.boot.model import Verdict
 from sysctl_doctor.boot.modules_load import module_name
 from sysctl_doctor.boot.timeline import AFTER, BEFORE, RACE, BootTimeline, ModuleLoad
 from sysctl_doctor.boot.udev import SysctlRerun
+from sysctl_doctor.kernel.model import KeyProvider
 from sysctl_doctor.kernel_version import KernelVersion
 
 # Verdicts (a short word per key, for tables and tests)
@@ -58,7 +59,7 @@ class KeyPrediction:
     configured: str
     file: str
     line: int
-    provider: object  # sysctl_doctor.kernel.KeyProvider
+    provider: KeyProvider
     applied: bool
     boot_value: Optional[str]
     after_late_load: Optional[str]

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Dict, Optional, Tuple, Union
 
-ERROR = "error"
-WARNING = "warning"
-INFO = "info"
-SEVERITIES: Tuple[str, ...] = (ERROR, WARNING, INFO)
+class Severity(str, Enum):
+    """How bad a finding is (the one definition: rules, CT advice, reports and exit codes use it).
+
+    A str enum: it compares, hashes, formats and serialises (JSON) as its value ("error")."""
+
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+ERROR, WARNING, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
+SEVERITIES: Tuple[Severity, ...] = tuple(Severity)  # most severe first
 
 FileContent = Union[str, Tuple[str, str]]  # text, or ("link", target)
 
@@ -32,7 +47,7 @@ class Example:
 class Rule:
     code: str  # "SD101", stable forever
     name: str  # "module-loaded-after-sysctl"
-    severity: str
+    severity: Severity
     title: str  # one line
     rationale: str  # why it matters (paragraphs)
     fix: str  # what to do
@@ -43,7 +58,7 @@ class Rule:
 @dataclass
 class Finding:
     code: str
-    severity: str
+    severity: Severity
     key: Optional[str]
     message: str
     fix: str
@@ -61,7 +76,7 @@ class Recommendation:
     """What a CT rule advises for a set of NAT facts (`advise(facts)`), before it becomes a Finding."""
 
     code: str
-    severity: str  # info | warning | error
+    severity: Severity
     title: str
     text: str
     fix: Optional[str] = None

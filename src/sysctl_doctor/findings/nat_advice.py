@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator, Optional
 
-from sysctl_doctor.conntrack.nat_facts import nat_evidence
-from sysctl_doctor.findings.model import Finding, Rule
+from sysctl_doctor.analysis import Analysis
+from sysctl_doctor.conntrack.nat_facts import NatFacts, nat_evidence
+from sysctl_doctor.findings.model import Finding, Recommendation, Rule
 
 
-def nat_findings(analysis, rule: Rule, advise) -> Iterator[Finding]:  # type: ignore[no-untyped-def]
-    nat = getattr(analysis, "nat", None)
+def nat_findings(analysis: Analysis, rule: Rule, advise: Callable[[NatFacts], Optional[Recommendation]]
+                 ) -> Iterator[Finding]:
+    nat = analysis.nat
     if nat is None:
         return
     rec = advise(nat.facts)

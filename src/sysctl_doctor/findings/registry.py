@@ -5,6 +5,8 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Dict, List
 
+from sysctl_doctor.analysis import Analysis
+from sysctl_doctor.conntrack.nat_facts import NatFacts
 from sysctl_doctor.findings.model import SEVERITIES, Finding, Recommendation, Rule
 from sysctl_doctor.findings.rules import (  # the rules, in the order their findings and docs are listed
     sd101_module_loaded_after_sysctl,
@@ -68,7 +70,7 @@ def get_rule(code: str) -> Rule:
     return RULES[code.strip().upper()]
 
 
-def run_rules(analysis) -> List[Finding]:
+def run_rules(analysis: Analysis) -> List[Finding]:
     """Every rule's findings, most severe first, then by rule code (stable)."""
     findings: List[Finding] = []
     for module in RULE_MODULES:
@@ -139,7 +141,7 @@ def is_code(text: str) -> bool:
     return text.strip().upper() in RULES
 
 
-def advise_all(facts) -> List[Recommendation]:  # type: ignore[no-untyped-def]
+def advise_all(facts: NatFacts) -> List[Recommendation]:
     """Every CT rule's advice for NAT facts (sysctl_doctor.conntrack.nat_facts.NatFacts), most severe first."""
     out = [r for r in (module.advise(facts) for module in CT_RULE_MODULES) if r is not None]
     return sorted(out, key=lambda r: (_SEVERITY_ORDER[r.severity], r.code))

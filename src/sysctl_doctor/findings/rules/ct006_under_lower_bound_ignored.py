@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator, Optional
 
+from sysctl_doctor.analysis import Analysis
 from sysctl_doctor.conntrack.nat_facts import NatFacts
 from sysctl_doctor.kernel_version import version_text
 from sysctl_doctor.findings.model import INFO, Example, Finding, Recommendation, Rule
@@ -50,5 +51,5 @@ def advise(facts: NatFacts) -> Optional[Recommendation]:
     )
 
 
-def check(analysis) -> Iterator[Finding]:
+def check(analysis: Analysis) -> Iterator[Finding]:
     return nat_findings(analysis, RULE, advise)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from sysctl_doctor.analysis import Analysis
 from sysctl_doctor.boot.kernel_defaults import UNKNOWN_DEFAULT
 from sysctl_doctor.boot.predict import LOADED_LATE, RACE_LOST
 from sysctl_doctor.findings.model import ERROR, Example, Finding, Rule
@@ -46,7 +47,7 @@ def _default_text(value) -> str:
     return "the kernel default" if value == UNKNOWN_DEFAULT else f"kernel default {value}"
 
 
-def check(analysis) -> Iterator[Finding]:
+def check(analysis: Analysis) -> Iterator[Finding]:
     step = analysis.timeline.sysctl_step
     for p in analysis.predictions:
         if p.verdict not in (RACE_LOST, LOADED_LATE):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from sysctl_doctor.analysis import Analysis
 from sysctl_doctor.boot.kernel_defaults import UNKNOWN_DEFAULT
 from sysctl_doctor.boot.predict import NEVER_LOADED
 from sysctl_doctor.findings.model import WARNING, Example, Finding, Rule
@@ -36,7 +37,7 @@ RULE = Rule(
 )
 
 
-def check(analysis) -> Iterator[Finding]:
+def check(analysis: Analysis) -> Iterator[Finding]:
     for p in analysis.predictions:
         if p.verdict != NEVER_LOADED:
             continue

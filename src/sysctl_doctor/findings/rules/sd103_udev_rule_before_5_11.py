@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from sysctl_doctor.analysis import Analysis
 from sysctl_doctor.boot.predict import UDEV_RACE
 from sysctl_doctor.findings.model import ERROR, Example, Finding, Rule
 
@@ -56,7 +57,7 @@ RULE = Rule(
 )
 
 
-def check(analysis) -> Iterator[Finding]:
+def check(analysis: Analysis) -> Iterator[Finding]:
     for p in analysis.predictions:
         if p.verdict != UDEV_RACE or p.rerun is None:
             continue

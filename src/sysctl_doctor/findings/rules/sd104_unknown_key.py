@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from sysctl_doctor.analysis import Analysis
 from sysctl_doctor.boot.predict import UNKNOWN_KEY
 from sysctl_doctor.findings.model import ERROR, Example, Finding, Rule
 
@@ -26,11 +27,11 @@ RULE = Rule(
 )
 
 
-def check(analysis) -> Iterator[Finding]:
+def check(analysis: Analysis) -> Iterator[Finding]:
     for p in analysis.predictions:
         if p.verdict != UNKNOWN_KEY:
             continue
-        suggestion = getattr(p.provider, "suggestion", None)
+        suggestion = p.provider.suggestion
         hint = f"; did you mean {suggestion}?" if suggestion else ""
         message = f"{p.key} ({p.file}:{p.line}) is not provided by kernel {analysis.kernel}{hint}"
         fix = f"Replace it with {suggestion} or remove the line." if suggestion else RULE.fix

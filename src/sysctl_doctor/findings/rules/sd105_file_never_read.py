@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Iterator
 
+from sysctl_doctor.analysis import Analysis
 from sysctl_doctor.errors import DoctorError
 from sysctl_doctor.findings.model import WARNING, Example, Finding, Rule
 from sysctl_doctor.root import PathKind
@@ -45,7 +46,7 @@ def _has_assignments(root, path: str) -> bool:
     return any(_ASSIGNMENT.match(item) for item in lines)
 
 
-def check(analysis) -> Iterator[Finding]:
+def check(analysis: Analysis) -> Iterator[Finding]:
     root = analysis.root
     config = analysis.config
     reported = set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from sysctl_doctor.analysis import Analysis
 from sysctl_doctor.findings.model import WARNING, Example, Finding, Rule
 
 RULE = Rule(
@@ -28,7 +29,7 @@ RULE = Rule(
 )
 
 
-def check(analysis) -> Iterator[Finding]:
+def check(analysis: Analysis) -> Iterator[Finding]:
     for assignment in analysis.config.assignments:
         for lost in assignment.overrides:
             if getattr(lost, "kind", "assignment") != "assignment":

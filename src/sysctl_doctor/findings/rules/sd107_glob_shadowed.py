@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 from typing import Dict, Iterator, List
 
+from sysctl_doctor.analysis import Analysis
 from sysctl_doctor.config.sysctl_d import GLOB_WORK_MAX
 from sysctl_doctor.config.sysctl_glob import FNMATCH_SPECIALS, GlobIndex
 from sysctl_doctor.findings.model import INFO, Example, Finding, Rule
@@ -31,7 +32,7 @@ RULE = Rule(
 )
 
 
-def check(analysis) -> Iterator[Finding]:
+def check(analysis: Analysis) -> Iterator[Finding]:
     config = analysis.config
     if config.flavor != "systemd":
         return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from sysctl_doctor.analysis import Analysis
 from sysctl_doctor.findings.model import INFO, Example, Finding, Rule
 
 RULE = Rule(
@@ -30,10 +31,10 @@ RULE = Rule(
 )
 
 
-def check(analysis) -> Iterator[Finding]:
+def check(analysis: Analysis) -> Iterator[Finding]:
     for p in analysis.predictions:
         provider = p.provider
-        if not getattr(provider, "per_netns", False) or getattr(provider, "init_netns_only", False):
+        if not provider.per_netns or provider.init_netns_only:
             continue
         message = f"{p.key} is set per network namespace: containers and pods start with the kernel default"
         yield Finding(RULE.code, RULE.severity, p.key, message, RULE.fix, p.file, p.line)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from sysctl_doctor.analysis import Analysis
 from sysctl_doctor.boot.timeline import BEFORE
 from sysctl_doctor.findings.model import ERROR, Example, Finding, Rule
 
@@ -32,7 +33,7 @@ RULE = Rule(
 )
 
 
-def check(analysis) -> Iterator[Finding]:
+def check(analysis: Analysis) -> Iterator[Finding]:
     timeline = analysis.timeline
     if not timeline.sysctl_runs:
         yield Finding(RULE.code, RULE.severity, None,

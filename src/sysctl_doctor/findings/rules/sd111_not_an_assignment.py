@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from sysctl_doctor.analysis import Analysis
 from sysctl_doctor.findings.model import WARNING, Example, Finding, Rule
 
 RULE = Rule(
@@ -25,6 +26,6 @@ RULE = Rule(
 )
 
 
-def check(analysis) -> Iterator[Finding]:
+def check(analysis: Analysis) -> Iterator[Finding]:
     for diagnostic in analysis.config.diagnostics:
         yield Finding(RULE.code, RULE.severity, None, diagnostic.message, RULE.fix, diagnostic.file, diagnostic.line)

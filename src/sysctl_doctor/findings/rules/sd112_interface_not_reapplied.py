@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from sysctl_doctor.analysis import Analysis
 from sysctl_doctor.boot.predict import NO_HOTPLUG
 from sysctl_doctor.findings.model import WARNING, Example, Finding, Rule
 
@@ -34,11 +35,11 @@ RULE = Rule(
 )
 
 
-def check(analysis) -> Iterator[Finding]:
+def check(analysis: Analysis) -> Iterator[Finding]:
     for p in analysis.predictions:
         if p.verdict != NO_HOTPLUG:
             continue
-        iface = getattr(p.provider, "interface", None) or "the interface"
+        iface = p.provider.interface or "the interface"
         message = (f"{p.key} = {p.configured} ({p.file}:{p.line}) is applied only if {iface} exists when "
                    f"{analysis.timeline.sysctl_step} runs: no udev rule re-runs systemd-sysctl for new interfaces")
         yield Finding(RULE.code, RULE.severity, p.key, message, RULE.fix, p.file, p.line)

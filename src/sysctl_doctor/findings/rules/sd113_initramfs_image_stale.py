@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from sysctl_doctor.analysis import Analysis
 from sysctl_doctor.boot.initrd import newc_archive
 from sysctl_doctor.findings.model import WARNING, Example, Finding, Rule
 
@@ -34,7 +35,7 @@ RULE = Rule(
 )
 
 
-def check(analysis) -> Iterator[Finding]:
+def check(analysis: Analysis) -> Iterator[Finding]:
     for module, listed_at, image in analysis.timeline.stale_initramfs:
         message = (f"{module} is listed for the initramfs ({listed_at}) but {image} does not load it: the image "
                    "was not rebuilt since")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from sysctl_doctor.analysis import Analysis
 from sysctl_doctor.findings.model import ERROR, Example, Finding, Rule
 
 RULE = Rule(
@@ -37,10 +38,10 @@ RULE = Rule(
 )
 
 
-def check(analysis) -> Iterator[Finding]:
+def check(analysis: Analysis) -> Iterator[Finding]:
     for p in analysis.predictions:
         grouped = {}
-        for load, why in getattr(p, "blocked", []):
+        for load, why in p.blocked:
             grouped.setdefault((load.by, why), []).append(load)
         for (by, why), loads in grouped.items():
             modules = ", ".join(dict.fromkeys(load.module for load in loads))

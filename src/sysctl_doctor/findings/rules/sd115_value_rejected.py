@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from sysctl_doctor.analysis import Analysis
 from sysctl_doctor.boot.predict import VALUE_REJECTED
 from sysctl_doctor.findings.model import ERROR, Example, Finding, Rule
 
@@ -31,10 +32,10 @@ RULE = Rule(
 )
 
 
-def check(analysis) -> Iterator[Finding]:
+def check(analysis: Analysis) -> Iterator[Finding]:
     for p in analysis.predictions:
         if p.verdict != VALUE_REJECTED:
             continue
-        why = getattr(p.provider, "value_rejected", None) or "no module provides it"
+        why = p.provider.value_rejected or "no module provides it"
         message = f"{p.key} = {p.configured} ({p.file}:{p.line}) is not applied at boot: the write fails: {why}"
         yield Finding(RULE.code, RULE.severity, p.key, message, RULE.fix, p.file, p.line)
