@@ -127,18 +127,7 @@ def host_lock_waiters() -> list:
     """Pids blocked on the host lock now (the ``->`` lines of /proc/locks)."""
     from sysctl_doctor import host_switches
 
-    try:
-        ino = os.stat(host_switches.host_lock_path()).st_ino
-        with open("/proc/locks") as fh:
-            lines = fh.read().splitlines()
-    except OSError:
-        return []
-    pids = []
-    for line in lines:
-        parts = line.split()
-        if len(parts) >= 7 and parts[1] == "->" and parts[2] == "FLOCK" and parts[6].endswith(f":{ino}"):
-            pids.append(int(parts[5]))
-    return pids
+    return host_switches.flock_pids(host_switches.host_lock_path(), waiting=True)
 
 
 def recovery_reported(who: str, run: "subprocess.Popen", stderr: str, others_waited: list) -> bool:

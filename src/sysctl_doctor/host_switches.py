@@ -261,8 +261,10 @@ def _save_record(path: Path, record: Record) -> None:
         os.close(dfd)
 
 
-def _lock_holders(lock_path: Path) -> List[int]:
-    """Pids holding a flock on the lock file, from /proc/locks (empty when unknown)."""
+def flock_pids(lock_path: Path, waiting: bool = False) -> List[int]:
+    """Pids holding (or, with `waiting`, blocked on) a flock of the lock file, from /proc/locks
+    (empty when unknown). Holder lines read "N: FLOCK ADVISORY WRITE pid maj:min:ino …"; a waiter's
+    line has "->" after the number."""
     try:
         ino = os.stat(lock_path).st_ino
         with open("/proc/locks") as fh:
@@ -272,6 +274,11 @@ def _lock_holders(lock_path: Path) -> List[int]:
     pids = []
     for line in lines:
         parts = line.split()
+        blocked = len(parts) > 1 and parts[1] == "->"
+        if blocked != waiting:
+            continue
+        if blocked:
+            parts = parts[:1] + parts[2:]
         if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5].rsplit(":", 1)[-1] == str(ino):
             if parts[4].isdigit():
                 pids.append(int(parts[4]))
@@ -306,7 +313,7 @@ def _processes_with_open(lock_path: Path) -> List[int]:
 def _describe_lock_holders(lock_path: Path) -> str:
     """For the waiting notice. /proc/locks names the process that took the flock; when it is gone, the
     lock is kept by a descriptor it passed on (a child forked while it held it): name those processes."""
-    takers = _lock_holders(lock_path)
+    takers = flock_pids(lock_path)
     if not takers:
         return "another process"
     parts = []
@@ -368,7 +375,8 @@ def host_lock(notice: Notice = stderr_notice, hint: str = "Ctrl-C gives up, noth
             os.close(fd)  # releases the flock
 
 
-def _read(path: str) -> Optional[str]:
+def read_value(path: str) -> Optional[str]:
+    """A /proc/sys file's value (None when it does not exist)."""
     try:
         with open(path) as fh:
             return fh.read().strip()
@@ -378,7 +386,7 @@ def _read(path: str) -> Optional[str]:
         raise DoctorError(f"{path}: {exc.strerror or exc}") from exc
 
 
-def _write(path: str, value: str) -> None:
+def write_value(path: str, value: str) -> None:
     try:
         with open(path, "w") as fh:
             fh.write(value + "\n")
@@ -388,11 +396,11 @@ def _write(path: str, value: str) -> None:
 
 def _write_if_changed(path: str, value: str) -> None:
     try:
-        current = _read(path)
+        current = read_value(path)
     except DoctorError:
         current = None
     if current != value:
-        _write(path, value)
+        write_value(path, value)
 
 
 def _recover_locked(record: Record) -> List[str]:
@@ -445,7 +453,7 @@ def resting_value(key: str, proc_sys: Path = PROC_SYS, notice: Notice = stderr_n
         if recovered:
             save_record(record_path(), record)
         switch = record.get(path)
-        value = switch.original if switch is not None else _read(path)
+        value = switch.original if switch is not None else read_value(path)
     for message in recovered:
         notice(f"note: {message}")
     return value
@@ -494,7 +502,7 @@ class SwitchHold:
             recovered = _recover_locked(record)
             switch = record.get(self.path)
             if switch is None:
-                current = _read(self.path)
+                current = read_value(self.path)
                 if current is None:
                     raise DoctorError(f"{self.path} missing: cannot set {self.dotted}")
                 switch = record[self.path] = Switch(original=current, value=self.value)
@@ -503,7 +511,7 @@ class SwitchHold:
             try:
                 save_record(record_file, record)
                 self.recorded = True
-                _write(self.path, self.value)
+                write_value(self.path, self.value)
             except BaseException:
                 try:
                     self._drop_locked(record, record_file)

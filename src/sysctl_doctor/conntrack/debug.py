@@ -38,7 +38,7 @@ from typing import Callable, List, Optional, Tuple
 from sysctl_doctor import host_switches
 from sysctl_doctor.conntrack.stats import in_netns
 from sysctl_doctor.errors import Diagnostic, DoctorError
-from sysctl_doctor.host_switches import Holder, Notice, SwitchHold, stderr_notice
+from sysctl_doctor.host_switches import Holder, Notice, SwitchHold, read_value, stderr_notice, write_value
 
 HOST_SCOPE = "host"
 NETNS_SCOPE = "netns"
@@ -145,21 +145,11 @@ def read_state(netns: Optional[str], state_dir: Optional[str] = None) -> Optiona
 
 
 def _read_sysctl(key: str) -> Optional[str]:
-    try:
-        with open(f"/proc/sys/{key}") as fh:
-            return fh.read().strip()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise DoctorError(f"/proc/sys/{key}: {exc}") from exc
+    return read_value(f"/proc/sys/{key}")
 
 
 def _write_sysctl(key: str, value: str) -> None:
-    try:
-        with open(f"/proc/sys/{key}", "w") as fh:
-            fh.write(value + "\n")
-    except OSError as exc:
-        raise DoctorError(f"cannot set {key.replace('/', '.')}={value}: {exc}") from exc
+    write_value(f"/proc/sys/{key}", value)
 
 
 def _reader(netns: Optional[str]) -> Callable[[str, str], Optional[str]]:

@@ -59,6 +59,9 @@ RULE_MODULES: List[ModuleType] = [
     sd115_value_rejected,
 ] + CT_RULE_MODULES
 RULES: Dict[str, Rule] = {m.RULE.code: m.RULE for m in RULE_MODULES}
+# The findings that say a configured value is lost (or not guaranteed) at the next boot: the fleet outputs
+# (Prometheus key_lost_at_boot, the NPD line) report exactly these.
+LOST_AT_BOOT_CODES = ("SD101", "SD102", "SD103", "SD110", "SD112", "SD114", "CT003")
 _SEVERITY_ORDER = {s: i for i, s in enumerate(SEVERITIES)}
 
 

@@ -12,8 +12,6 @@ doubled).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -82,25 +80,14 @@ def load(state_dir: str) -> LogCounters:
 
 
 def save(state_dir: str, counters: LogCounters) -> None:
-    """Written whole or not at all (temporary file, fsync, rename): a killed run keeps the old state."""
-    directory = Path(state_dir)
+    """Written whole or not at all (the textfile writer: temporary file, fsync, rename): a killed run keeps the old state."""
+    from sysctl_doctor.fleet.textfile import write_textfile
+
     try:
-        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{STATE_FILE}.", suffix=".tmp", dir=directory)
+        Path(state_dir).mkdir(mode=0o755, parents=True, exist_ok=True)
     except OSError as exc:
         raise DoctorError(f"--state-dir {state_dir}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(counters.to_json(), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, directory / STATE_FILE)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_textfile(state_dir, json.dumps(counters.to_json()), STATE_FILE, option="--state-dir")
 
 
 def count_new(counters: LogCounters, source: str, records, current_boot: Optional[str]) -> int:  # type: ignore[no-untyped-def]

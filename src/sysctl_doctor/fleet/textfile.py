@@ -16,15 +16,17 @@ from sysctl_doctor.errors import DoctorError
 FILENAME = "sysctl_doctor.prom"
 
 
-def write_textfile(directory: str, text: str, filename: str = FILENAME) -> Path:
+def write_textfile(directory: str, text: str, filename: str = FILENAME, option: str = "--textfile-dir") -> Path:
+    """`directory`/`filename` replaced atomically; `option` names the directory in errors."""
     target_dir = Path(directory)
     if not target_dir.is_dir():
-        raise DoctorError(f"--textfile-dir {directory}: not a directory (node_exporter's "
-                          "--collector.textfile.directory, e.g. /var/lib/prometheus/node-exporter)")
+        hint = (" (node_exporter's --collector.textfile.directory, e.g. /var/lib/prometheus/node-exporter)"
+                if option == "--textfile-dir" else "")
+        raise DoctorError(f"{option} {directory}: not a directory{hint}")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", suffix=".tmp", dir=target_dir)
     except OSError as exc:
-        raise DoctorError(f"--textfile-dir {directory}: cannot create a file there: {exc.strerror}") from None
+        raise DoctorError(f"{option} {directory}: cannot create a file there: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)

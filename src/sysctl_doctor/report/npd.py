@@ -6,9 +6,10 @@ NPD runs the plugin, reads at most `max_output_length` (80) characters of stdout
 
 from __future__ import annotations
 
+from sysctl_doctor.findings.registry import LOST_AT_BOOT_CODES
+
 MAX_LINE = 80
 OK, PROBLEM, UNKNOWN = 0, 1, 3
-LOST_CODES = ("SD101", "SD102", "SD103", "SD110", "SD112", "SD114", "CT003")
 
 
 def summary(report) -> "tuple[int, str]":
@@ -17,7 +18,7 @@ def summary(report) -> "tuple[int, str]":
     if not errors:
         warnings = sum(1 for f in report.findings if f.severity == "warning")
         return OK, cut(f"OK: {len(report.predictions)} sysctls checked, no errors, {warnings} warnings")
-    lost = sorted({f.key for f in errors if f.key and f.code in LOST_CODES})
+    lost = sorted({f.key for f in errors if f.key and f.code in LOST_AT_BOOT_CODES})
     if lost:
         line = f"{len(lost)} sysctl{'s' if len(lost) != 1 else ''} lost at boot: {', '.join(lost)}"
     else:

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from sysctl_doctor.findings.registry import LOST_AT_BOOT_CODES
+
 MAX_KEY_SERIES = 500  # per metric; what is cut is counted in sysctl_doctor_series_dropped
-LOST_CODES = ("SD101", "SD102", "SD103", "SD110", "SD112", "SD114", "CT003")  # "not applied at boot" findings
 
 Labels = Tuple[Tuple[str, str], ...]
 
@@ -78,7 +79,7 @@ def check_metrics(report, rules: Sequence, version: str, started: float, duratio
     dropped = {"lost": 0, "drift": 0}
     for p in report.predictions:
         codes = report.codes_for(p.key)
-        code = next((c for c in codes if c in LOST_CODES), None)
+        code = next((c for c in codes if c in LOST_AT_BOOT_CODES), None)
         if code is not None:
             if len(lost.samples) < MAX_KEY_SERIES:
                 lost.samples.append(((("key", p.key), ("module", p.module or ""), ("code", code)), 1))
