@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional
 
 from sysctl_doctor.boot.model import Verdict
-from sysctl_doctor.boot.predict import KeyPrediction, predict_keys
-from sysctl_doctor.boot.timeline import BootTimeline, build_timeline, detect_init_system
+from sysctl_doctor.boot.model import BootTimeline, KeyFate
+from sysctl_doctor.boot.predict import predict_keys
+from sysctl_doctor.boot.timeline import build_timeline, detect_init_system
 from sysctl_doctor.config.model import KeyTree, SysctlConfig
 from sysctl_doctor.config.sysctl_d import EffectiveSetting
 from sysctl_doctor.conntrack.nat_facts import HostNat
@@ -48,7 +49,7 @@ class Analysis:
     settings: List[EffectiveSetting]  # in apply order
     index: ModuleIndex
     timeline: BootTimeline
-    predictions: List[KeyPrediction]
+    fates: List[KeyFate]  # one per configured key, in apply order
     live: bool  # a running host (drift can be measured)
     live_values: Optional[Dict[str, Optional[str]]]
     kernel: str
@@ -57,12 +58,12 @@ class Analysis:
     diagnostics: List[Diagnostic] = field(default_factory=list)
     nat: Optional[HostNat] = None  # the NAT facts the CT rules read (None: not gathered)
 
-    def prediction(self, key: str) -> Optional[KeyPrediction]:
-        """The prediction of one concrete key (dotted or slash form)."""
+    def fate(self, key: str) -> Optional[KeyFate]:
+        """The fate of one concrete key (dotted or slash form)."""
         from sysctl_doctor.config.model import key_to_path
 
         path = key_to_path(key)
-        return next((p for p in self.predictions if p.path == path), None)
+        return next((p for p in self.fates if p.path == path), None)
 
 
 def _index(root: Root, kernel: Optional[str], live: Optional[LiveHost]):
@@ -83,9 +84,9 @@ def _index(root: Root, kernel: Optional[str], live: Optional[LiveHost]):
     return load_module_index(root, kernel, live)
 
 
-def _answer_depends_on_initramfs(predictions: List[KeyPrediction]) -> bool:
+def _answer_depends_on_initramfs(fates: List[KeyFate]) -> bool:
     """Read the (large) initramfs image only when a module key's fate depends on it."""
-    for p in predictions:
+    for p in fates:
         if p.verdict.at_risk:
             return True
         if p.early and all(load.by.startswith("initramfs") for load in p.early):
@@ -103,7 +104,7 @@ def _read_live(live: LiveHost, path: str) -> Optional[str]:
 BE_LIBERAL_PATH = "net/netfilter/nf_conntrack_tcp_be_liberal"
 
 
-def _be_liberal_void(p: Optional[KeyPrediction]) -> Optional[str]:
+def _be_liberal_void(p: Optional[KeyFate]) -> Optional[str]:
     """Why a configured be_liberal=1 does not hold after boot, from the key's own prediction."""
     if p is None or p.configured.strip() == "0" or p.boot_value not in (None, "0"):
         return None
@@ -113,7 +114,7 @@ def _be_liberal_void(p: Optional[KeyPrediction]) -> Optional[str]:
     return f"configured ({p.file}:{p.line}) but {how} at boot ({p.verdict}{see})"
 
 
-def _host_nat(root: Root, live: Optional[LiveHost], timeline: BootTimeline, predictions: List[KeyPrediction],
+def _host_nat(root: Root, live: Optional[LiveHost], timeline: BootTimeline, fates: List[KeyFate],
               kernel: str,
               live_values: Optional[Dict[str, Optional[str]]], overrides: Optional[Dict[str, object]]):
     """The host's NAT facts for the CT rules: the running rules on `/`, the persisted rulesets offline."""
@@ -148,7 +149,7 @@ def _host_nat(root: Root, live: Optional[LiveHost], timeline: BootTimeline, pred
     version = version_or_unknown(kernel)
     if version == UNKNOWN and live is not None:
         version = version_or_unknown(os.uname().release)
-    prediction = next((p for p in predictions if p.path == BE_LIBERAL_PATH), None)
+    prediction = next((p for p in fates if p.path == BE_LIBERAL_PATH), None)
     after_boot = None if prediction is None else prediction.boot_value not in (None, "0")
     facts = dataclasses.replace(facts_of(rules, version, be_now), be_liberal_after_boot=after_boot,
                                 be_liberal_void=_be_liberal_void(prediction))
@@ -188,17 +189,17 @@ def build_analysis(inputs: CheckInputs) -> Analysis:
         values = dict(inputs.live_values)
     elif live is not None:
         values = {s.path: _read_live(live, s.path) for s in settings}
-    predictions = predict_keys(settings, index, timeline, values, index.kernel)
-    if _answer_depends_on_initramfs(predictions):
+    fates = predict_keys(settings, index, timeline, values, index.kernel)
+    if _answer_depends_on_initramfs(fates):
         refined = timeline_with_image(root, timeline, index.kernel)
         if refined is not timeline:
             timeline = refined
-            predictions = predict_keys(settings, index, timeline, values, index.kernel)
+            fates = predict_keys(settings, index, timeline, values, index.kernel)
     diagnostics = list(index.diagnostics) + list(timeline.diagnostics)
-    nat, nat_diagnostics = _host_nat(root, live, timeline, predictions, index.kernel, values, inputs.nat_facts)
+    nat, nat_diagnostics = _host_nat(root, live, timeline, fates, index.kernel, values, inputs.nat_facts)
     diagnostics += nat_diagnostics
     return Analysis(
         root=root, init_system=system, flavor=chosen_flavor, config=config, settings=settings, index=index,
-        timeline=timeline, predictions=predictions, live=values is not None, live_values=values,
+        timeline=timeline, fates=fates, live=values is not None, live_values=values,
         kernel=index.kernel, key_tree=key_tree, key_tree_dir=key_tree_dir, diagnostics=diagnostics, nat=nat,
     )

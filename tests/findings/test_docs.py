@@ -58,15 +58,10 @@ def test_explain_boot_line_reads_naturally() -> None:
     import sys
 
     from findings.example_roots import INCIDENT
-    from sysctl_doctor.boot import predict
     from sysctl_doctor.boot.model import Verdict
     from sysctl_doctor.cli.explain import boot_verdict_text
 
-    verdicts = {getattr(predict, name) for name in ("APPLIED", "APPLIED_BY_UDEV", "APPLIED_ON_HOTPLUG", "RACE_LOST",
-                                                    "LOADED_LATE", "NEVER_LOADED", "UDEV_RACE", "UNKNOWN_KEY",
-                                                    "NO_HOTPLUG", "NOT_RUN", "GLOB", "APPLIED_BY_REAPPLY",
-                                                    "DEFAULT_MATCHES", "VALUE_REJECTED")}
-    assert verdicts == set(Verdict) and all(v.phrase and v.label for v in Verdict)
+    assert all(v.phrase and v.label for v in Verdict)
     assert boot_verdict_text(True, "applied") == "applied"
     assert boot_verdict_text(True, "applied-by-udev") == "applied by a udev rule [applied-by-udev]"
 

@@ -57,8 +57,8 @@ def test_sd103_applies_on_6_1_but_not_on_5_10(tmp_path: Path) -> None:
     old = check_example(rule.example, tmp_path / "old")
     new = check_example(rule.passing, tmp_path / "new")
     key = "net.netfilter.nf_conntrack_tcp_be_liberal"
-    old_p = next(p for p in old.predictions if p.key == key)
-    new_p = next(p for p in new.predictions if p.key == key)
+    old_p = next(p for p in old.fates if p.key == key)
+    new_p = next(p for p in new.fates if p.key == key)
     assert old.analysis.kernel == "5.10.0-30-amd64" and new.analysis.kernel.startswith("6.1.")
     assert (old_p.applied, old_p.verdict) == (False, "udev-race")
     assert (new_p.applied, new_p.verdict, new_p.boot_value) == (True, "applied-by-udev", "1")

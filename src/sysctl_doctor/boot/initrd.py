@@ -164,7 +164,7 @@ def timeline_with_image(root, timeline, kernel: Optional[str]):  # type: ignore[
     """
     import dataclasses
 
-    from sysctl_doctor.boot.timeline import BEFORE, ModuleLoad
+    from sysctl_doctor.boot.model import BEFORE, ModuleLoad
     from sysctl_doctor.errors import Diagnostic
 
     image = image_for_kernel(root, kernel)

@@ -1,5 +1,7 @@
-"""The vocabulary of a key's fate at boot, declared once: every verdict with its table label and colour,
-the phrase `explain` uses, whether the key is at risk, and the finding code that reports it.
+"""The boot model's types, declared once: the `BootTimeline` (each `ModuleLoad` placed before, after or in a
+race with the sysctl step), each configured key's `KeyFate`, and the vocabulary of fates: every `Verdict` with
+its table label and colour, the phrase `explain` uses, whether the key is at risk, and the finding code that
+reports it.
 
 `Verdict` is a str enum: it compares, hashes, formats and serialises (JSON) as its value ("race"), so the
 JSON contract and every text stay as they were; renderers ask the member for its words instead of keeping
@@ -8,8 +10,17 @@ their own tables.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import NamedTuple, Optional
+from typing import Dict, FrozenSet, List, NamedTuple, Optional, Tuple
+
+from sysctl_doctor.boot.cmdline import KernelCmdline
+from sysctl_doctor.boot.initramfs import InitramfsModules
+from sysctl_doctor.boot.loaders import OnDemandLoader
+from sysctl_doctor.boot.modules_load import ModulesLoadConfig
+from sysctl_doctor.boot.udev import SysctlRerun, command_covers
+from sysctl_doctor.errors import Diagnostic
+from sysctl_doctor.kernel.model import KeyProvider
 
 
 class _Words(NamedTuple):
@@ -100,3 +111,130 @@ _WORDS = {
                                    "not applied: the kernel refuses the value, the write fails", False, None, False),
 }
 assert set(_WORDS) == set(Verdict), "every verdict is described"
+
+
+BEFORE = "before"  # guaranteed to happen before the sysctl step
+RACE = "race"  # started at boot with no ordering against the sysctl step
+AFTER = "after"  # ordered after the sysctl step
+
+
+@dataclass(frozen=True)
+class ModuleLoad:
+    """A module the boot loads, by whom, and where that happens relative to the sysctl step."""
+
+    module: str  # canonical name as requested (its dependencies load with it)
+    by: str  # "initramfs", "systemd-modules-load.service", "nftables.service"
+    relation: str  # BEFORE | RACE | AFTER
+    evidence: str  # "/etc/nftables.conf:9 `ct state established,related accept`"
+    why: str  # what makes the load happen
+    ordering: str  # the ordering (or its absence) that places it
+
+
+@dataclass(frozen=True)
+class ReapplyStep:
+    """A unit started at boot that runs systemd-sysctl or `sysctl --system`/`-p` again."""
+
+    unit: str
+    evidence: str  # "file:line ExecStart=..."
+    prefixes: Tuple[str, ...]
+    only_keys: Optional[FrozenSet[str]]
+    after_units: FrozenSet[str]  # loader units it is ordered after
+
+    def covers_key(self, slash_key: str) -> bool:
+        return command_covers(self.prefixes, self.only_keys, slash_key)
+
+
+@dataclass
+class BootTimeline:
+    init_system: str
+    sysctl_step: str  # "systemd-sysctl.service", "procps", "sysctl"
+    sysctl_runs: bool
+    sysctl_note: str  # why it does not run, or how it is started
+    modules_step: str
+    modules_step_relation: str  # BEFORE | RACE | AFTER | "masked" | "disabled"
+    modules_step_note: str
+    loads: List[ModuleLoad] = field(default_factory=list)
+    reruns: List[SysctlRerun] = field(default_factory=list)
+    modules_load: ModulesLoadConfig = field(default_factory=ModulesLoadConfig)
+    initramfs: InitramfsModules = field(default_factory=InitramfsModules)
+    cmdline: KernelCmdline = field(default_factory=lambda: KernelCmdline("", ""))
+    loaders: List[OnDemandLoader] = field(default_factory=list)
+    diagnostics: List[Diagnostic] = field(default_factory=list)
+    # (module, where it is listed, image) for modules listed for the initramfs that its image does not load
+    stale_initramfs: List[tuple] = field(default_factory=list)
+    reapply: List[ReapplyStep] = field(default_factory=list)
+
+    def loads_by_relation(self, relation: str) -> List[ModuleLoad]:
+        return [load for load in self.loads if load.relation == relation]
+
+    def events(self) -> List[str]:
+        """The timeline as ordered one-line events (for display), one per loader and relation."""
+        groups: Dict[tuple, List[ModuleLoad]] = {}
+        for load in self.loads:
+            groups.setdefault((load.relation, load.by), []).append(load)
+
+        def line(relation: str) -> List[str]:
+            out = []
+            for (rel, by), loads in groups.items():
+                if rel != relation:
+                    continue
+                modules = ", ".join(dict.fromkeys(item.module for item in loads))
+                evidence = "; ".join(dict.fromkeys(item.evidence for item in loads))
+                how = {BEFORE: "before", RACE: "in a RACE with", AFTER: "after"}[relation]
+                out.append(f"{by}: loads {modules} {how} {self.sysctl_step} ({evidence})")
+            return out
+
+        out = line(BEFORE)
+        if not any(load.by == self.modules_step for load in self.loads):
+            files = ", ".join(self.modules_load.files) or "no modules-load.d files"
+            place = {BEFORE: "before", RACE: "unordered with", AFTER: "after"}.get(self.modules_step_relation)
+            where = f"{place} {self.sysctl_step}" if place else self.modules_step_relation
+            out.append(f"{self.modules_step} ({where}): loads nothing ({files})")
+        state = "runs" if self.sysctl_runs else "DOES NOT RUN"
+        out.append(f"{self.sysctl_step}: {state}: applies sysctl.d ({self.sysctl_note})")
+        out += line(RACE) + line(AFTER)
+        for step in self.reapply:
+            after = f" after {', '.join(sorted(step.after_units))}" if step.after_units else ""
+            out.append(f"{step.unit}: runs the sysctl step again{after} ({step.evidence})")
+        for rerun in self.reruns:
+            what = rerun.rule.matches("KERNEL")
+            if rerun.subsystem == "net":
+                target = "each new interface"
+            else:
+                target = f"module {what[0].value}" if what else "any module"
+            out.append(f"udev ({rerun.rule.where}): re-runs systemd-sysctl for {target}")
+        return out
+
+
+@dataclass(frozen=True)
+class BlockedLoad:
+    """A boot load that would bring a key's module in, and why it does nothing."""
+
+    load: ModuleLoad
+    why: str
+
+
+@dataclass(frozen=True)
+class KeyFate:
+    """What happens at boot to one configured key: its value after boot and after a late module load, the
+    verdict, and the chain of reasons with their evidence. Built once by `boot.predict.predict_keys`."""
+
+    key: str  # concrete dotted key
+    path: str  # slash form
+    configured: str
+    file: str
+    line: int
+    provider: KeyProvider
+    applied: bool
+    boot_value: Optional[str]
+    after_late_load: Optional[str]
+    live: Optional[str]
+    verdict: Verdict
+    chain: Tuple[str, ...] = ()
+    module: Optional[str] = None
+    early: Tuple[ModuleLoad, ...] = ()
+    racing: Tuple[ModuleLoad, ...] = ()
+    late: Tuple[ModuleLoad, ...] = ()
+    rerun: Optional[SysctlRerun] = None
+    blocked: Tuple[BlockedLoad, ...] = ()
+    setting: object = None  # the config.model.EffectiveSetting that wrote it

@@ -25,54 +25,52 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 from sysctl_doctor.boot.kernel_defaults import UNKNOWN_DEFAULT, kernel_default
-from sysctl_doctor.boot.model import Verdict
+from sysctl_doctor.boot.model import AFTER, BEFORE, RACE, BlockedLoad, BootTimeline, KeyFate, ModuleLoad, Verdict
 from sysctl_doctor.boot.modules_load import module_name
-from sysctl_doctor.boot.timeline import AFTER, BEFORE, RACE, BootTimeline, ModuleLoad
 from sysctl_doctor.boot.udev import SysctlRerun
 from sysctl_doctor.kernel.model import KeyProvider
 from sysctl_doctor.kernel_version import KernelVersion
-
-# Verdicts (a short word per key, for tables and tests)
-# The verdicts, by their old names (sysctl_doctor.boot.model.Verdict describes each once).
-APPLIED = Verdict.APPLIED
-APPLIED_BY_UDEV = Verdict.APPLIED_BY_UDEV
-APPLIED_ON_HOTPLUG = Verdict.APPLIED_ON_HOTPLUG
-RACE_LOST = Verdict.RACE_LOST
-LOADED_LATE = Verdict.LOADED_LATE
-NEVER_LOADED = Verdict.NEVER_LOADED
-UDEV_RACE = Verdict.UDEV_RACE
-UNKNOWN_KEY = Verdict.UNKNOWN_KEY
-NO_HOTPLUG = Verdict.NO_HOTPLUG
-NOT_RUN = Verdict.NOT_RUN
-GLOB = Verdict.GLOB
-APPLIED_BY_REAPPLY = Verdict.APPLIED_BY_REAPPLY
-DEFAULT_MATCHES = Verdict.DEFAULT_MATCHES
-VALUE_REJECTED = Verdict.VALUE_REJECTED
 
 UDEV_MODULE_EVENT_SAFE = (5, 11)  # module "add" uevent after the module's init since Linux 5.11
 
 
 @dataclass
-class KeyPrediction:
-    key: str  # concrete dotted key
-    path: str  # slash form
+class _Draft:
+    """A `KeyFate` while `_predict_one` decides it (the one mutable step); `fate()` freezes it."""
+
+    key: str
+    path: str
     configured: str
     file: str
     line: int
     provider: KeyProvider
-    applied: bool
-    boot_value: Optional[str]
-    after_late_load: Optional[str]
     live: Optional[str]
-    verdict: Verdict  # set by predict_keys (the boot.model vocabulary)
+    setting: object
+    applied: bool = False
+    boot_value: Optional[str] = None
+    after_late_load: Optional[str] = None
+    verdict: Optional[Verdict] = None
     chain: List[str] = field(default_factory=list)
     module: Optional[str] = None
     early: List[ModuleLoad] = field(default_factory=list)
     racing: List[ModuleLoad] = field(default_factory=list)
     late: List[ModuleLoad] = field(default_factory=list)
     rerun: Optional[SysctlRerun] = None
-    blocked: List[tuple] = field(default_factory=list)  # (ModuleLoad, why it does nothing)
-    setting: object = None  # the EffectiveSetting
+    blocked: List[BlockedLoad] = field(default_factory=list)
+
+    def applies(self, verdict: Verdict) -> None:
+        """The configured value holds after boot and after a late load."""
+        self.applied, self.boot_value, self.after_late_load, self.verdict = True, self.configured, self.configured, verdict
+
+    def fate(self) -> KeyFate:
+        assert self.verdict is not None, f"no verdict decided for {self.key}"
+        return KeyFate(
+            key=self.key, path=self.path, configured=self.configured, file=self.file, line=self.line,
+            provider=self.provider, applied=self.applied, boot_value=self.boot_value,
+            after_late_load=self.after_late_load, live=self.live, verdict=self.verdict, chain=tuple(self.chain),
+            module=self.module, early=tuple(self.early), racing=tuple(self.racing), late=tuple(self.late),
+            rerun=self.rerun, blocked=tuple(self.blocked), setting=self.setting,
+        )
 
 
 def _values_equal(a: Optional[str], b: Optional[str]) -> bool:
@@ -133,9 +131,14 @@ class _Loads:
         return [load for load in self.timeline.loads
                 if module in self.closure(load.module) and self.load_blocked(load) is None]
 
-    def blocked_loads(self, module: str) -> List[tuple]:
-        return [(load, self.load_blocked(load)) for load in self.timeline.loads
-                if module in self.closure(load.module) and self.load_blocked(load) is not None]
+    def blocked_loads(self, module: str) -> List[BlockedLoad]:
+        out = []
+        for load in self.timeline.loads:
+            if module in self.closure(load.module):
+                why = self.load_blocked(load)
+                if why is not None:
+                    out.append(BlockedLoad(load, why))
+        return out
 
 
 def _load_text(load: ModuleLoad) -> str:
@@ -148,16 +151,16 @@ def predict_keys(
     timeline: BootTimeline,
     live_values: Optional[Dict[str, Optional[str]]] = None,
     kernel_release: Optional[str] = None,
-) -> List[KeyPrediction]:
-    """One prediction per final write of the sysctl step, in apply order."""
+) -> List[KeyFate]:
+    """One fate per configured key (its final write by the sysctl step), in apply order."""
     loads = _Loads(timeline, index)
     version = KernelVersion.parse(kernel_release or getattr(index, "kernel", None))
-    out: List[KeyPrediction] = []
+    out: List[KeyFate] = []
     seen: Dict[str, int] = {}
     for setting in settings:
         if not getattr(setting, "final", True):
             continue
-        prediction = _predict_one(setting, index, timeline, loads, version, live_values)
+        prediction = _predict_one(setting, index, timeline, loads, version, live_values).fate()
         if prediction.key in seen:  # a later write of the same key replaces the earlier row
             out[seen[prediction.key]] = prediction
             continue
@@ -174,7 +177,7 @@ def _provider(index, key: str, value: str):
     return index.provider(key, value)
 
 
-def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version, live_values) -> KeyPrediction:
+def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version, live_values) -> _Draft:
     from sysctl_doctor.kernel.model import ProviderKind
 
     assignment = setting.assignment
@@ -184,40 +187,37 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     live = None
     if live_values is not None:
         live = live_values.get(path)
-    p = KeyPrediction(
-        key=key, path=path, configured=setting.value, file=assignment.origin.file, line=assignment.origin.line,
-        provider=provider, applied=False, boot_value=None, after_late_load=None, live=live, verdict="",
-        setting=setting,
-    )
+    p = _Draft(key=key, path=path, configured=setting.value, file=assignment.origin.file,
+               line=assignment.origin.line, provider=provider, live=live, setting=setting)
     step = timeline.sysctl_step
     written = f"{step} writes {key} = {setting.value} ({p.file}:{p.line})"
     kind = provider.kind
     if getattr(assignment, "is_glob", False) and setting.key == assignment.key:
-        p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, GLOB
+        p.applies(Verdict.GLOB)
         p.chain = [f"{step} expands the glob against the keys that exist when it runs", written]
         return p
     if not timeline.sysctl_runs:
-        p.verdict = NOT_RUN
+        p.verdict = Verdict.NOT_RUN
         p.chain = [f"{step} does not run at boot ({timeline.sysctl_note})", "nothing applies this setting"]
         default = kernel_default(path)
         p.boot_value = default if kind is not ProviderKind.UNKNOWN else None
         p.after_late_load = p.boot_value
         return p
     if kind is ProviderKind.UNKNOWN:
-        p.verdict = UNKNOWN_KEY
+        p.verdict = Verdict.UNKNOWN_KEY
         hint = f"; did you mean {provider.suggestion}?" if getattr(provider, "suggestion", None) else ""
         p.chain = [f"no built-in code, module or interface of kernel {getattr(index, 'kernel', '?')} provides {key}{hint}",
                    f"{step} cannot write it: key absent"]
         return p
     if kind is ProviderKind.AUTOLOAD and getattr(provider, "value_rejected", None):
-        p.verdict = VALUE_REJECTED
+        p.verdict = Verdict.VALUE_REJECTED
         p.boot_value = p.after_late_load = kernel_default(path) or UNKNOWN_DEFAULT
         p.chain = [f"{step} writes {key} = {setting.value} ({p.file}:{p.line})",
                    f"the kernel refuses it: {provider.value_rejected}",
                    "the write fails and the key keeps its previous value"]
         return p
     if kind in (ProviderKind.BUILTIN, ProviderKind.AUTOLOAD):
-        p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, APPLIED
+        p.applies(Verdict.APPLIED)
         if kind is ProviderKind.AUTOLOAD:
             p.chain = [f"writing {setting.value} makes the kernel load {provider.module}", written]
         else:
@@ -229,16 +229,16 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
         rerun = next((r for r in timeline.reruns if r.subsystem == "net" and r.covers_key(path, iface)
                       and r.rule.matches_value("KERNEL", iface) is not False), None)
         if iface == "lo":
-            p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, APPLIED
+            p.applies(Verdict.APPLIED)
             p.chain = ["lo exists in every network namespace from its creation, before the sysctl step", written]
         elif rerun is not None:
             p.rerun = rerun
-            p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, APPLIED_ON_HOTPLUG
+            p.applies(Verdict.APPLIED_ON_HOTPLUG)
             p.chain = [f"{key} exists once interface {iface} appears",
                        f"udev ({rerun.rule.where}) re-runs systemd-sysctl for each new interface",
                        f"value {setting.value} is applied when {iface} appears"]
         else:
-            p.verdict = NO_HOTPLUG
+            p.verdict = Verdict.NO_HOTPLUG
             p.chain = [f"{key} exists only once interface {iface} appears",
                        "no udev rule re-runs systemd-sysctl for new interfaces",
                        f"applied only if {iface} already exists when {step} runs"]
@@ -249,14 +249,14 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     default = kernel_default(path) or UNKNOWN_DEFAULT
     default_text = f"kernel default {default}" if default != UNKNOWN_DEFAULT else "the kernel default"
     if index is not None and getattr(index, "is_builtin_module", None) and index.is_builtin_module(module):
-        p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, APPLIED
+        p.applies(Verdict.APPLIED)
         p.chain = [f"{module} is built into this kernel: {key} exists when {step} runs", written]
         return p
     found = loads.loading(module)
     p.blocked = loads.blocked_loads(module)
     grouped: Dict[tuple, List[ModuleLoad]] = {}
-    for load, why in p.blocked:
-        grouped.setdefault((load.by, why), []).append(load)
+    for blocked in p.blocked:
+        grouped.setdefault((blocked.load.by, blocked.why), []).append(blocked.load)
     blocked_text = [
         f"{by} would load {', '.join(dict.fromkeys(x.module for x in group))} ({group[0].evidence}) but {why}"
         for (by, why), group in grouped.items()
@@ -271,7 +271,7 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     if p.early:
         first = p.early[0]
         via = "" if first.module == module else f" (it needs {module})"
-        p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, APPLIED
+        p.applies(Verdict.APPLIED)
         p.chain = [f"{first.module} loaded by {_load_text(first)}{via} before {step} ({first.ordering})", written]
         return p
     absent = f"{step} could not write {key}: key absent ({module} not loaded yet)"
@@ -282,7 +282,7 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
         again = next((r for r in timeline.reapply if loaders <= r.after_units and r.covers_key(path)), None)
         if again is not None:
             load = (p.racing or p.late)[0]
-            p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, APPLIED_BY_REAPPLY
+            p.applies(Verdict.APPLIED_BY_REAPPLY)
             p.chain = [absent, f"{module} loaded by {_load_text(load)}",
                        f"{again.unit} ({again.evidence}) is ordered after {', '.join(sorted(loaders))} and writes "
                        f"{key} = {setting.value} again"]
@@ -290,7 +290,7 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     constant = kernel_default(path)
     if (p.racing or p.late) and constant is not None and _values_equal(constant, setting.value):
         load = (p.racing or p.late)[0]
-        p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, DEFAULT_MATCHES
+        p.applies(Verdict.DEFAULT_MATCHES)
         p.chain = [absent, f"{module} loaded by {_load_text(load)}",
                    f"its kernel default is already {constant}, the configured value"]
         return p
@@ -300,17 +300,17 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
         p.chain = [absent, f"{module} loaded by {_load_text(trigger)}",
                    f"udev ({rerun.rule.where}) re-runs systemd-sysctl when {module} appears"]
         if safe:
-            p.applied, p.boot_value, p.after_late_load, p.verdict = True, setting.value, setting.value, APPLIED_BY_UDEV
+            p.applies(Verdict.APPLIED_BY_UDEV)
             p.chain.append(f"value {setting.value} applied")
         else:
-            p.verdict = UDEV_RACE
+            p.verdict = Verdict.UDEV_RACE
             p.boot_value, p.after_late_load = default, setting.value
             p.chain.append(f"on kernel {'.'.join(map(str, version))} the module's add event can come before its "
                            f"sysctls exist: not guaranteed, may stay {default_text}")
         return p
     if p.racing:
         racer = p.racing[0]
-        p.verdict = RACE_LOST
+        p.verdict = Verdict.RACE_LOST
         p.boot_value, p.after_late_load = default, default
         p.chain = [absent,
                    f"{module} loaded by {_load_text(racer)}; {racer.ordering}",
@@ -318,12 +318,12 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
         return p
     if p.late:
         late = p.late[0]
-        p.verdict = LOADED_LATE
+        p.verdict = Verdict.LOADED_LATE
         p.boot_value, p.after_late_load = default, default
         p.chain = [absent, f"{module} loaded by {_load_text(late)} after {step} ({late.ordering})",
                    f"value stays {default_text}"]
         return p
-    p.verdict = NEVER_LOADED
+    p.verdict = Verdict.NEVER_LOADED
     p.boot_value = None
     p.after_late_load = default if rerun is None else setting.value
     tail = (f"udev ({rerun.rule.where}) will apply {setting.value} when it is loaded" if rerun is not None

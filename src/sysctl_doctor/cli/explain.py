@@ -147,7 +147,7 @@ def boot_section(ctx: ExplainContext) -> Optional[ExplainSection]:
 
     if any(c in ctx.key for c in "*?["):
         return None
-    found = ctx.analysis.prediction(ctx.key)
+    found = ctx.analysis.fate(ctx.key)
     if found is None:
         return None
     report = ctx.report

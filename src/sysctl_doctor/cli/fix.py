@@ -26,7 +26,7 @@ def command(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_s
     what they replace under <root>/var/backups/sysctl-doctor/, and never leave the root. A second run
     changes nothing.
     """
-    from sysctl_doctor.boot.predict import NOT_RUN, RACE_LOST, UDEV_RACE
+    from sysctl_doctor.boot.model import Verdict
     from sysctl_doctor.cli.exit_codes import EXIT_FINDINGS, EXIT_OK
     from sysctl_doctor.cli.check import run_analysis
     from sysctl_doctor.errors import DoctorError
@@ -47,7 +47,7 @@ def command(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_s
 
     for note in plan.notes:
         out(f"note: {note}")
-    pending = [p for p in report.predictions if not p.applied and (p.module or p.verdict == NOT_RUN)]
+    pending = [p for p in report.fates if not p.applied and (p.module or p.verdict == Verdict.NOT_RUN)]
     if plan.empty and pending:
         out(f"nothing this method can change, but {len(pending)} key(s) still do not apply at boot:")
     elif plan.empty:
@@ -66,10 +66,10 @@ def command(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_s
     if dry_run:
         raise click.exceptions.Exit(EXIT_OK)
     after = run_analysis(root_dir, kernel, cmdline, init_system)
-    for p in after.predictions:
-        if (p.module or p.verdict == NOT_RUN) and any(p.key == q.key for q in pending):
+    for p in after.fates:
+        if (p.module or p.verdict == Verdict.NOT_RUN) and any(p.key == q.key for q in pending):
             state = "applied at boot" if p.applied else (
-                f"still not guaranteed ({p.verdict})" if p.verdict in (RACE_LOST, UDEV_RACE)
+                f"still not guaranteed ({p.verdict})" if p.verdict in (Verdict.RACE_LOST, Verdict.UDEV_RACE)
                 else f"still not applied at boot ({p.verdict})")
             out(f"{p.key}: {state}")
     raise click.exceptions.Exit(EXIT_FINDINGS if after.has_errors else EXIT_OK)
@@ -79,7 +79,7 @@ def _json_run(root, plan, report, dry_run: bool, now: bool, analyse) -> None:  #
     """`fix --format json`: one JSON document on stdout, the same exit codes as the text form."""
     import json
 
-    from sysctl_doctor.boot.predict import NOT_RUN
+    from sysctl_doctor.boot.model import Verdict
     from sysctl_doctor.cli.exit_codes import EXIT_FINDINGS, EXIT_OK
     from sysctl_doctor.fix import apply_now, apply_plan
 
@@ -98,9 +98,9 @@ def _json_run(root, plan, report, dry_run: bool, now: bool, analyse) -> None:  #
         if now:
             doc["now"] = list(apply_now(plan))
         after = analyse()
-        lost = {q.key for q in report.predictions if not q.applied and (q.module or q.verdict == NOT_RUN)}
+        lost = {q.key for q in report.fates if not q.applied and (q.module or q.verdict == Verdict.NOT_RUN)}
         doc["keys"] = [{"key": p.key, "applied": bool(p.applied), "verdict": p.verdict}
-                       for p in after.predictions if p.key in lost]
+                       for p in after.fates if p.key in lost]
         code = EXIT_FINDINGS if after.has_errors else EXIT_OK
     sys.stdout.write(json.dumps(doc, indent=1) + "\n")
     raise click.exceptions.Exit(code)

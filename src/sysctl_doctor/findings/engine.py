@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List
 
 from sysctl_doctor.analysis import Analysis, CheckInputs, build_analysis
-from sysctl_doctor.boot.predict import KeyPrediction
+from sysctl_doctor.boot.model import KeyFate
 from sysctl_doctor.errors import DoctorError
 from sysctl_doctor.findings.model import ERROR, Finding
 from sysctl_doctor.root import Root
@@ -23,8 +23,8 @@ class CheckReport:
     _codes: Dict[str, List[str]] = field(default_factory=dict, repr=False)  # key -> codes, in finding order
 
     @property
-    def predictions(self) -> List[KeyPrediction]:
-        return self.analysis.predictions
+    def fates(self) -> List[KeyFate]:
+        return self.analysis.fates
 
     @property
     def has_errors(self) -> bool:

@@ -18,9 +18,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from sysctl_doctor.boot.model import Verdict
-from sysctl_doctor.boot.predict import NEVER_LOADED, UNKNOWN_KEY
-from sysctl_doctor.boot.timeline import AFTER, RACE
+from sysctl_doctor.boot.model import AFTER, RACE, Verdict
 from sysctl_doctor.errors import DoctorError
 from sysctl_doctor.root import PathKind, Root
 
@@ -99,13 +97,13 @@ def _sysctl_binary(root: Root) -> str:
 
 
 def _needed(report, notes: List[str]) -> Dict[str, List]:
-    """module -> predictions of its keys that are not guaranteed after boot (blocked modules go to notes)."""
+    """module -> fates of its keys that are not guaranteed after boot (blocked modules go to notes)."""
     out: Dict[str, List] = {}
-    for p in report.predictions:
+    for p in report.fates:
         if p.verdict not in FIXABLE or not p.module:
             continue
         if p.blocked:
-            why = p.blocked[0][1]
+            why = p.blocked[0].why
             note = f"{p.module} cannot be loaded ({why}): remove that first; fix leaves {p.key} alone"
             if note not in notes:
                 notes.append(note)
@@ -175,8 +173,8 @@ def plan_fix(root: Root, report, method: str = "modules-load") -> FixPlan:
     needed = _needed(report, plan.notes)
     for module, predictions in needed.items():
         plan.now.append(NowAction(module, {p.path: p.configured for p in predictions}))
-    for p in report.predictions:
-        if p.verdict == UNKNOWN_KEY:
+    for p in report.fates:
+        if p.verdict == Verdict.UNKNOWN_KEY:
             plan.notes.append(f"{p.key} ({p.file}:{p.line}): unknown key, not something fix can repair")
     system = analysis.init_system
     if method == "udev":
@@ -204,7 +202,7 @@ def plan_fix(root: Root, report, method: str = "modules-load") -> FixPlan:
                 plan.edits.append(FileEdit(UDEV_RULES_FILE, old, _append_lines(
                     old, lines, "re-apply module keys when the module loads (sysctl.d(5))"),
                     "udev re-runs systemd-sysctl for the module's keys when it loads"))
-            if any(p.verdict == NEVER_LOADED for ps in needed.values() for p in ps):
+            if any(p.verdict == Verdict.NEVER_LOADED for ps in needed.values() for p in ps):
                 plan.notes.append("a udev rule applies the keys when the module loads, but nothing loads it at boot; "
                                   "use --method modules-load to load it")
         return plan

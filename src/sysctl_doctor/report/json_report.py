@@ -38,7 +38,7 @@ def _value(value: Any) -> Any:
 
 def check_to_dict(report) -> dict:
     keys = []
-    for p in report.predictions:
+    for p in report.fates:
         provider = p.provider
         kind = getattr(getattr(provider, "kind", None), "value", "unknown")
         keys.append({

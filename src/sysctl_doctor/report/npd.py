@@ -17,7 +17,7 @@ def summary(report) -> "tuple[int, str]":
     errors = [f for f in report.findings if f.severity == "error"]
     if not errors:
         warnings = sum(1 for f in report.findings if f.severity == "warning")
-        return OK, cut(f"OK: {len(report.predictions)} sysctls checked, no errors, {warnings} warnings")
+        return OK, cut(f"OK: {len(report.fates)} sysctls checked, no errors, {warnings} warnings")
     lost = sorted({f.key for f in errors if f.key and f.code in LOST_AT_BOOT_CODES})
     if lost:
         line = f"{len(lost)} sysctl{'s' if len(lost) != 1 else ''} lost at boot: {', '.join(lost)}"

@@ -77,7 +77,7 @@ def check_metrics(report, rules: Sequence, version: str, started: float, duratio
     drift = Metric("sysctl_doctor_key_drift", "gauge",
                    "1 for each key whose live value differs from what the next boot will set (SD108).")
     dropped = {"lost": 0, "drift": 0}
-    for p in report.predictions:
+    for p in report.fates:
         codes = report.codes_for(p.key)
         code = next((c for c in codes if c in LOST_AT_BOOT_CODES), None)
         if code is not None:

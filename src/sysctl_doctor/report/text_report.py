@@ -29,7 +29,7 @@ Segment = Tuple[str, Optional[str]]
 def _rows(report) -> List[Tuple[List[str], str]]:  # type: ignore[no-untyped-def]
     """Cells (printable text) and verdict style of each key's row."""
     rows = []
-    for p in report.predictions:
+    for p in report.fates:
         kind = getattr(getattr(p.provider, "kind", None), "value", "unknown")
         provider = f"{kind}:{p.module}" if p.module else kind
         label, style = (p.verdict.label, p.verdict.style) if isinstance(p.verdict, Verdict) else (p.verdict, "")
@@ -88,7 +88,7 @@ def render_check_text(report, console: Console, verbose: bool = False) -> None:
         console.print(_rich_table(rows))
     lines: List[List[Segment]] = []
     say = lines.append
-    explained = [p for p in report.predictions if verbose or not p.applied]
+    explained = [p for p in report.fates if verbose or not p.applied]
     if explained:
         say([])
         say([("Why", "bold")])
@@ -119,8 +119,8 @@ def render_check_text(report, console: Console, verbose: bool = False) -> None:
             say([(f"  {terminal_safe(str(d))}", None)])
     errors = sum(1 for f in report.findings if f.severity == ERROR)
     warnings = sum(1 for f in report.findings if f.severity == WARNING)
-    not_applied = sum(1 for p in report.predictions if not p.applied)
+    not_applied = sum(1 for p in report.fates if not p.applied)
     say([])
-    say([(f"{len(report.predictions)} keys, {not_applied} not guaranteed after boot; "
+    say([(f"{len(report.fates)} keys, {not_applied} not guaranteed after boot; "
           f"{errors} errors, {warnings} warnings", None)])
     _emit(console, lines)

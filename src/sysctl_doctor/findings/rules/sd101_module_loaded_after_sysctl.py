@@ -6,7 +6,7 @@ from typing import Iterator
 
 from sysctl_doctor.analysis import Analysis
 from sysctl_doctor.boot.kernel_defaults import UNKNOWN_DEFAULT
-from sysctl_doctor.boot.predict import LOADED_LATE, RACE_LOST
+from sysctl_doctor.boot.model import Verdict
 from sysctl_doctor.findings.model import ERROR, Example, Finding, Rule
 from sysctl_doctor.findings.remedies import load_early_fix
 
@@ -49,11 +49,11 @@ def _default_text(value) -> str:
 
 def check(analysis: Analysis) -> Iterator[Finding]:
     step = analysis.timeline.sysctl_step
-    for p in analysis.predictions:
-        if p.verdict not in (RACE_LOST, LOADED_LATE):
+    for p in analysis.fates:
+        if p.verdict not in (Verdict.RACE_LOST, Verdict.LOADED_LATE):
             continue
         load = (p.racing or p.late)[0]
-        if p.verdict == RACE_LOST:
+        if p.verdict == Verdict.RACE_LOST:
             how = f"which has no ordering against {step}: a race, the value is not guaranteed"
         else:
             how = f"which runs after {step}"

@@ -6,7 +6,7 @@ from typing import Iterator
 
 from sysctl_doctor.analysis import Analysis
 from sysctl_doctor.boot.kernel_defaults import UNKNOWN_DEFAULT
-from sysctl_doctor.boot.predict import NEVER_LOADED
+from sysctl_doctor.boot.model import Verdict
 from sysctl_doctor.findings.model import WARNING, Example, Finding, Rule
 from sysctl_doctor.findings.remedies import load_early_fix
 
@@ -38,8 +38,8 @@ RULE = Rule(
 
 
 def check(analysis: Analysis) -> Iterator[Finding]:
-    for p in analysis.predictions:
-        if p.verdict != NEVER_LOADED:
+    for p in analysis.fates:
+        if p.verdict != Verdict.NEVER_LOADED:
             continue
         message = (
             f"{p.key} = {p.configured} ({p.file}:{p.line}) is not applied at boot: nothing loads {p.module}; "

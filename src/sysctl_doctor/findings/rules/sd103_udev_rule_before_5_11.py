@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from sysctl_doctor.analysis import Analysis
-from sysctl_doctor.boot.predict import UDEV_RACE
+from sysctl_doctor.boot.model import Verdict
 from sysctl_doctor.findings.model import ERROR, Example, Finding, Rule
 
 _RULE_TEXT = ('ACTION=="add", SUBSYSTEM=="module", KERNEL=="nf_conntrack", '
@@ -58,8 +58,8 @@ RULE = Rule(
 
 
 def check(analysis: Analysis) -> Iterator[Finding]:
-    for p in analysis.predictions:
-        if p.verdict != UDEV_RACE or p.rerun is None:
+    for p in analysis.fates:
+        if p.verdict != Verdict.UDEV_RACE or p.rerun is None:
             continue
         message = (
             f"{p.key} = {p.configured} ({p.file}:{p.line}) relies on the udev rule {p.rerun.rule.where} to be "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from sysctl_doctor.analysis import Analysis
-from sysctl_doctor.boot.predict import UNKNOWN_KEY
+from sysctl_doctor.boot.model import Verdict
 from sysctl_doctor.findings.model import ERROR, Example, Finding, Rule
 
 RULE = Rule(
@@ -28,8 +28,8 @@ RULE = Rule(
 
 
 def check(analysis: Analysis) -> Iterator[Finding]:
-    for p in analysis.predictions:
-        if p.verdict != UNKNOWN_KEY:
+    for p in analysis.fates:
+        if p.verdict != Verdict.UNKNOWN_KEY:
             continue
         suggestion = p.provider.suggestion
         hint = f"; did you mean {suggestion}?" if suggestion else ""

@@ -33,7 +33,7 @@ RULE = Rule(
 def check(analysis: Analysis) -> Iterator[Finding]:
     if not analysis.live:
         return
-    for p in analysis.predictions:
+    for p in analysis.fates:
         if p.live is None or p.verdict == "glob":
             continue
         if p.live.split() != p.configured.split():

@@ -32,7 +32,7 @@ RULE = Rule(
 
 
 def check(analysis: Analysis) -> Iterator[Finding]:
-    for p in analysis.predictions:
+    for p in analysis.fates:
         provider = p.provider
         if not provider.per_netns or provider.init_netns_only:
             continue

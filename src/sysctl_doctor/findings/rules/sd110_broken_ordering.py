@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from sysctl_doctor.analysis import Analysis
-from sysctl_doctor.boot.timeline import BEFORE
+from sysctl_doctor.boot.model import BEFORE
 from sysctl_doctor.findings.model import ERROR, Example, Finding, Rule
 
 RULE = Rule(

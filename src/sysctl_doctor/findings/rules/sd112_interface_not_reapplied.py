@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from sysctl_doctor.analysis import Analysis
-from sysctl_doctor.boot.predict import NO_HOTPLUG
+from sysctl_doctor.boot.model import Verdict
 from sysctl_doctor.findings.model import WARNING, Example, Finding, Rule
 
 RULE = Rule(
@@ -36,8 +36,8 @@ RULE = Rule(
 
 
 def check(analysis: Analysis) -> Iterator[Finding]:
-    for p in analysis.predictions:
-        if p.verdict != NO_HOTPLUG:
+    for p in analysis.fates:
+        if p.verdict != Verdict.NO_HOTPLUG:
             continue
         iface = p.provider.interface or "the interface"
         message = (f"{p.key} = {p.configured} ({p.file}:{p.line}) is applied only if {iface} exists when "

@@ -39,10 +39,10 @@ RULE = Rule(
 
 
 def check(analysis: Analysis) -> Iterator[Finding]:
-    for p in analysis.predictions:
+    for p in analysis.fates:
         grouped = {}
-        for load, why in p.blocked:
-            grouped.setdefault((load.by, why), []).append(load)
+        for blocked in p.blocked:
+            grouped.setdefault((blocked.load.by, blocked.why), []).append(blocked.load)
         for (by, why), loads in grouped.items():
             modules = ", ".join(dict.fromkeys(load.module for load in loads))
             message = (f"{by} would load {modules} ({loads[0].evidence}) for {p.key} = {p.configured} "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from sysctl_doctor.analysis import Analysis
-from sysctl_doctor.boot.predict import VALUE_REJECTED
+from sysctl_doctor.boot.model import Verdict
 from sysctl_doctor.findings.model import ERROR, Example, Finding, Rule
 
 RULE = Rule(
@@ -33,8 +33,8 @@ RULE = Rule(
 
 
 def check(analysis: Analysis) -> Iterator[Finding]:
-    for p in analysis.predictions:
-        if p.verdict != VALUE_REJECTED:
+    for p in analysis.fates:
+        if p.verdict != Verdict.VALUE_REJECTED:
             continue
         why = p.provider.value_rejected or "no module provides it"
         message = f"{p.key} = {p.configured} ({p.file}:{p.line}) is not applied at boot: the write fails: {why}"
