@@ -164,3 +164,14 @@ def test_a_file_where_the_directory_should_be(tmp_path):
     cfg = load_sysctl_config(root, "systemd")
     assert [d.file for d in cfg.diagnostics] == ["/etc/sysctl.d"]
     assert [a.key for a in cfg.assignments] == ["kernel.y"]
+
+
+def test_one_key_normaliser_for_users_rules_and_tables():
+    """config.model.key_to_path is the only user-facing normaliser (kernel/index uses it too)."""
+    import sysctl_doctor.kernel.index as index_module
+
+    assert index_module.key_to_path is key_to_path
+    assert key_to_path(" net.ipv4.ip_forward ") == "net/ipv4/ip_forward"
+    assert key_to_path("/net/ipv4/ip_forward/") == "net/ipv4/ip_forward"
+    assert key_to_path("net/ipv4/conf/eth0.100/rp_filter") == "net/ipv4/conf/eth0.100/rp_filter"
+    assert key_to_path("net.ipv4.conf.eth0/100.rp_filter") == "net/ipv4/conf/eth0.100/rp_filter"

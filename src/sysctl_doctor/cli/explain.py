@@ -113,7 +113,8 @@ def provider_section(ctx: ExplainContext) -> Optional[ExplainSection]:
     """Who makes the key exist in the kernel the root boots (sysctl_doctor.kernel)."""
     import dataclasses
 
-    from sysctl_doctor.kernel import describe_provider, path_to_key
+    from sysctl_doctor.config.model import path_to_key
+    from sysctl_doctor.kernel import describe_provider
 
     if any(c in ctx.key for c in "*?["):
         return None  # a glob has no single provider

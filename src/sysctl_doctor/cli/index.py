@@ -25,7 +25,8 @@ def command(root_dir: str, kernel: Optional[str], fmt: str, no_cache: bool) -> N
     from sysctl_doctor.cli.console import make_console
     from sysctl_doctor.terminal_text import terminal_safe
 
-    from sysctl_doctor.kernel import load_module_index, path_to_key
+    from sysctl_doctor.config.model import path_to_key
+    from sysctl_doctor.kernel import load_module_index
     from sysctl_doctor.live import LiveHost
     from sysctl_doctor.root import root_for_cli
 

@@ -52,8 +52,10 @@ def _swap_all(text: str) -> str:
 
 
 def key_to_path(key: str) -> str:
-    """Dotted (or already slash) key -> slash path relative to /proc/sys."""
-    return swap_separators(key).lstrip("/")
+    """A key as written (dotted or slash form, with stray spaces or outer slashes) -> slash path relative to
+    /proc/sys: the one normaliser for keys that come from users, rules and tables. (What systemd-sysctl and
+    procps themselves open is `sysctl_d.systemd_normalize` / `sysctl_d.procps_path`: each program's own rule.)"""
+    return swap_separators(key.strip()).strip("/")
 
 
 def path_to_key(path: str) -> str:

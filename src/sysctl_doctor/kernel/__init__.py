@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sysctl_doctor.kernel.describe import describe_provider
-from sysctl_doctor.kernel.index import ModuleIndex, key_to_path, load_module_index, path_to_key
+from sysctl_doctor.kernel.index import ModuleIndex, load_module_index
 from sysctl_doctor.kernel.model import KeyProvider, ProviderKind
 from sysctl_doctor.kernel.modules_tree import available_kernels
 
@@ -13,7 +13,5 @@ __all__ = [
     "ProviderKind",
     "available_kernels",
     "describe_provider",
-    "key_to_path",
     "load_module_index",
-    "path_to_key",
 ]

@@ -11,6 +11,7 @@ import os
 import re
 from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 
+from sysctl_doctor.config.model import key_to_path, path_to_key
 from sysctl_doctor.errors import Diagnostic, DoctorError
 from sysctl_doctor.kernel import curated, known_keys
 from sysctl_doctor.kernel.model import (
@@ -27,19 +28,6 @@ from sysctl_doctor.live import LiveHost
 from sysctl_doctor.root import Root
 
 Progress = Callable[[int, int], None]
-
-def key_to_path(key: str) -> str:
-    """A sysctl key in dotted or slash form -> slash path under /proc/sys (sysctl.d(5) rules)."""
-    key = key.strip().strip("/")
-    dot, slash = key.find("."), key.find("/")
-    if dot != -1 and (slash == -1 or dot < slash):
-        key = key.translate(str.maketrans("./", "/."))
-    return key
-
-
-def path_to_key(path: str) -> str:
-    return path.translate(str.maketrans("/.", "./"))
-
 
 # Values the kernel knows without loading anything (registered by code that is never a module), per slash path:
 # net/ipv4/tcp_cong.c (tcp_reno is always built in); net/sched/sch_api.c pktsched_init() registers
