@@ -198,6 +198,7 @@ def build_analysis(inputs: CheckInputs) -> Analysis:
     diagnostics = list(index.diagnostics) + list(timeline.diagnostics)
     nat, nat_diagnostics = _host_nat(root, live, timeline, fates, index.kernel, values, inputs.nat_facts)
     diagnostics += nat_diagnostics
+    diagnostics += root.unreadable_file_diagnostics()  # every reader's skipped files, once each
     return Analysis(
         root=root, init_system=system, flavor=chosen_flavor, config=config, settings=settings, index=index,
         timeline=timeline, fates=fates, live=values is not None, live_values=values,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
-from sysctl_doctor.errors import DoctorError
+from sysctl_doctor.errors import Diagnostic, DoctorError
 
 MAX_SYMLINK_HOPS = 40  # the kernel's and systemd's limit
 DEV_NULL = "/dev/null"
@@ -85,6 +85,8 @@ class Root:
         self.path = Path(os.path.realpath(host))
         # inside directory -> why it could not be read; shared with the views made from this root
         self.unreadable: Dict[str, str] = {}
+        # inside file -> why it could not be read (it exists): a diagnostic, shared with the views
+        self.unreadable_files: Dict[str, str] = {}
         # `live`: this root is the running system's `/` mounted elsewhere (a container with the node's
         # `/` at /host and the node's /proc): live facts (/proc, uname) describe it.
         self._live = live
@@ -92,6 +94,24 @@ class Root:
     def note_unreadable(self, inside: str, reason: str) -> None:
         """Record a directory that exists but could not be listed or searched (permission denied)."""
         self.unreadable.setdefault("/" + "/".join(_components(inside)), reason)
+
+    def note_unreadable_file(self, inside: str, reason: str) -> None:
+        """Record a file that exists but could not be read. Every reader follows this one policy: the file
+        is skipped (as systemd, udev and kmod skip it) and the analysis reports `file: cannot read: reason`."""
+        self.unreadable_files.setdefault("/" + "/".join(_components(inside)), reason)
+
+    def read_config(self, path: str) -> Optional[str]:
+        """A configuration file's text; None when it is absent, or unreadable (then recorded, see
+        `note_unreadable_file`)."""
+        try:
+            return self.read_text(path)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                self.note_unreadable_file(path, exc.strerror or str(exc))
+            return None
+
+    def unreadable_file_diagnostics(self) -> List[Diagnostic]:
+        return [Diagnostic(f"cannot read: {reason}", path) for path, reason in self.unreadable_files.items()]
 
     def raise_if_unreadable(self) -> None:
         """Stop with exit 2 (`UnreadableError`) when a directory the analysis read was unreadable.

@@ -75,3 +75,24 @@ def test_unreadable_sysctl_d_directory_is_exit_2(base: Path) -> None:
         result = _as_nobody([*args, "--root", str(root)], base)
         assert result.returncode == ERROR, (args, result.stdout, result.stderr)
         assert "/usr/lib/sysctl.d: cannot list: Permission denied" in result.stderr
+
+
+def test_unreadable_files_are_one_kind_of_note_each_naming_file_and_reason(base: Path) -> None:
+    """Issue 10: one policy for unreadable files. A unit file, a udev rules file, the nft ruleset, an
+    initramfs module list and a GRUB drop-in that exist but cannot be read are skipped (as systemd, udev
+    and kmod skip them) and each is a note `file: cannot read: reason` - none is dropped silently."""
+    # (the persisted nft ruleset is read for the NAT facts after the boot readers: the same note)
+    root = base / "root"
+    (root / "etc/initramfs-tools").mkdir(parents=True)
+    (root / "etc/initramfs-tools/modules").write_text("nf_conntrack\n")
+    (root / "etc/default/grub.d").mkdir(parents=True)
+    (root / "etc/default/grub.d/50-x.cfg").write_text('GRUB_CMDLINE_LINUX="quiet"\n')
+    unreadable = ["/usr/lib/systemd/system/systemd-modules-load.service", "/usr/lib/udev/rules.d/99-systemd.rules",
+                  "/etc/nftables.conf", "/etc/initramfs-tools/modules", "/etc/default/grub.d/50-x.cfg"]
+    for inside in unreadable:
+        (root / inside.lstrip("/")).chmod(0)
+    result = _as_nobody(["check", "--root", str(root)], base)
+    assert "Traceback" not in result.stderr and result.returncode in (0, 1), (result.returncode, result.stderr)
+    notes = result.stdout.split("\nNotes\n", 1)[1]
+    for inside in unreadable:
+        assert f"{inside}: cannot read: Permission denied" in notes, (inside, notes)

@@ -117,7 +117,9 @@ def read_cmdline(root: Root, explicit: Optional[str] = None, live_proc_cmdline: 
     if explicit is not None:
         return KernelCmdline(explicit, "--cmdline")
     if root.kind("/etc/kernel/cmdline") is PathKind.FILE:
-        return KernelCmdline(root.read_text("/etc/kernel/cmdline").strip(), "/etc/kernel/cmdline")
+        text = root.read_config("/etc/kernel/cmdline")
+        if text is not None:
+            return KernelCmdline(text.strip(), "/etc/kernel/cmdline")
     grub_files = []
     if root.kind("/etc/default/grub") is PathKind.FILE:
         grub_files.append("/etc/default/grub")
@@ -127,10 +129,9 @@ def read_cmdline(root: Root, explicit: Optional[str] = None, live_proc_cmdline: 
     if grub_files:
         values: dict = {}
         for path in grub_files:
-            try:
-                values.update(_grub_assignments(root.read_text(path)))
-            except OSError:
-                continue
+            text = root.read_config(path)
+            if text is not None:
+                values.update(_grub_assignments(text))
         text = " ".join(v for v in (values.get("GRUB_CMDLINE_LINUX", ""), values.get("GRUB_CMDLINE_LINUX_DEFAULT", "")) if v)
         return KernelCmdline(text, " + ".join(grub_files))
     if live_proc_cmdline is not None:

@@ -66,9 +66,8 @@ def load_initramfs_modules(root: Root) -> InitramfsModules:
     if root.kind("/etc/initramfs-tools") is PathKind.DIR or tools_files:
         result.builder = "initramfs-tools"
     for path in tools_files:
-        try:
-            text = root.read_text(path)
-        except OSError:
+        text = root.read_config(path)
+        if text is None:
             continue
         for number, raw in enumerate(text.splitlines(), start=1):
             line = raw.strip()
@@ -81,9 +80,8 @@ def load_initramfs_modules(root: Root) -> InitramfsModules:
     if dracut_files:
         result.builder = result.builder or "dracut"
     for path in dracut_files:
-        try:
-            text = root.read_text(path)
-        except OSError:
+        text = root.read_config(path)
+        if text is None:
             continue
         for number, raw in enumerate(text.splitlines(), start=1):
             match = _DRACUT_LINE.match(raw.split("#", 1)[0])

@@ -100,9 +100,8 @@ _LSB_FIELD = re.compile(r"^#\s*([A-Za-z-]+):\s*(.*)$")
 
 def _read_lsb(root: Root, path: str, name: str) -> InitScript:
     script = InitScript(name=name, file=path, provides=[name])
-    try:
-        text = root.read_text(path)
-    except OSError:
+    text = root.read_config(path)
+    if text is None:
         return script
     inside = False
     for number, line in enumerate(text.splitlines(), start=1):
@@ -133,7 +132,7 @@ def _insserv_facilities(root: Root) -> Dict[str, List[str]]:
     for path in files:
         if root.kind(path) is not PathKind.FILE:
             continue
-        for raw in root.read_text(path).splitlines():
+        for raw in (root.read_config(path) or "").splitlines():
             line = raw.split("#", 1)[0].strip()
             if not line.startswith("$"):
                 continue
@@ -183,9 +182,8 @@ _DEPEND_WORDS = ("need", "use", "want", "after", "before")
 
 def _read_openrc(root: Root, path: str, name: str) -> InitScript:
     script = InitScript(name=name, file=path, provides=[name])
-    try:
-        text = root.read_text(path)
-    except OSError:
+    text = root.read_config(path)
+    if text is None:
         return script
     in_depend = False
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -223,7 +221,7 @@ def conf_d_word_lists(root: Root, path: str, variable: str) -> List[Tuple[int, s
     if root.kind(path) is not PathKind.FILE:
         return out
     line_of = re.compile(rf"^\s*(?P<name>{variable})\s*=\s*(?P<value>.*)$")
-    for number, raw in enumerate(root.read_text(path).splitlines(), start=1):
+    for number, raw in enumerate((root.read_config(path) or "").splitlines(), start=1):
         match = line_of.match(raw)
         if not match:
             continue

@@ -141,9 +141,8 @@ def nft_include_target(pattern: str) -> str:
 
 def _nft_includes(root: Root, path: str) -> List[Tuple[int, str, List[str]]]:
     """(line, pattern, files it names) of each include of an nft file; a glob may name none."""
-    try:
-        text = root.read_text(path)
-    except OSError:
+    text = root.read_config(path)
+    if text is None:
         return []
     out = []
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -181,9 +180,8 @@ def _scan(root: Root, path: str, triggers, loader: OnDemandLoader, follow_includ
             loader.failures.append(f"nft -f {path} fails at boot, so {loader.unit} loads none of it "
                                    f"(nft loads a ruleset all or nothing): {failure}")
             return
-    try:
-        text = root.read_text(path)
-    except OSError:
+    text = root.read_config(path)
+    if text is None:
         return
     for number, raw in enumerate(text.splitlines(), start=1):
         line = _strip_comment(raw)
@@ -275,9 +273,8 @@ def _detect(root: Root, unit: Unit) -> Optional[OnDemandLoader]:
 
 
 def _docker_iptables_disabled(root: Root) -> bool:
-    try:
-        text = root.read_text("/etc/docker/daemon.json")
-    except OSError:
+    text = root.read_config("/etc/docker/daemon.json")
+    if text is None:
         return False
     return re.search(r'"iptables"\s*:\s*false', text) is not None
 

@@ -132,10 +132,11 @@ def load_modules_load(root: Root) -> ModulesLoadConfig:
 def debian_etc_modules(root: Root) -> ModulesLoadConfig:
     """/etc/modules read directly (sysvinit's kmod script reads it besides modules-load.d)."""
     config = ModulesLoadConfig()
-    if root.kind(DEBIAN_MODULES) is not PathKind.FILE:
+    text = root.read_config(DEBIAN_MODULES) if root.kind(DEBIAN_MODULES) is PathKind.FILE else None
+    if text is None:
         return config
     config.files.append(DEBIAN_MODULES)
-    requests, diagnostics = parse_module_list(root.read_text(DEBIAN_MODULES), DEBIAN_MODULES)
+    requests, diagnostics = parse_module_list(text, DEBIAN_MODULES)
     config.requests.extend(requests)
     config.diagnostics.extend(diagnostics)
     return config

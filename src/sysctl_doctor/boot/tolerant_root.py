@@ -16,6 +16,8 @@ class TolerantRoot(Root):
     def __init__(self, root: Root) -> None:  # a view: no new validation of the directory
         self.path = root.path
         self.unreadable = root.unreadable  # one record for the root and its views
+        self.unreadable_files = root.unreadable_files
+        self._broken: set = set()  # inside paths whose chase failed (reported as problems already)
         self._live = root.is_live  # a view of the running host (`check --live`) stays one
         self.problems: List[str] = []
 
@@ -26,4 +28,9 @@ class TolerantRoot(Root):
             if str(exc) not in self.problems:
                 self.problems.append(str(exc))
             requested = "/" + "/".join(_components(path))
+            self._broken.add(requested)
             return ChasedPath(requested, requested, self.host_path(requested), PathKind.OTHER)
+
+    def note_unreadable_file(self, inside: str, reason: str) -> None:
+        if "/" + "/".join(_components(inside)) not in self._broken:  # a loop is reported once, as a problem
+            super().note_unreadable_file(inside, reason)

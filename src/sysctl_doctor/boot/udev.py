@@ -167,11 +167,8 @@ def sysctl_reruns(root: Root) -> List[SysctlRerun]:
     """Every rule that re-runs systemd-sysctl on a module or net "add" event."""
     out: List[SysctlRerun] = []
     for path in rules_files(root):
-        try:
-            text = root.read_text(path)
-        except OSError:
-            continue
-        if "sysctl" not in text:
+        text = root.read_config(path)
+        if text is None or "sysctl" not in text:
             continue
         for rule in parse_rules(text, path):
             if rule.matches_value("ACTION", "add") is False:
@@ -221,11 +218,8 @@ def _procps_run(root: Root, command: str) -> Tuple[bool, Optional[FrozenSet[str]
 
     keys = set()
     for path in files or ["/etc/sysctl.conf"]:
-        try:
-            text = root.read_text(path)
-        except OSError:
-            continue
-        for raw in text.splitlines():
+        text = root.read_config(path)
+        for raw in (text or "").splitlines():
             line = raw.strip()
             if not line or line[0] in "#;" or "=" not in line:
                 continue

@@ -242,7 +242,8 @@ class SystemdUnits:
         try:
             with open(chased.host, "rb") as handle:
                 text = handle.read().decode("utf-8", errors="replace")
-        except OSError:
+        except OSError as exc:
+            self.root.note_unreadable_file(path, exc.strerror or str(exc))
             return []
         return parse_unit_text(text, path)
 

@@ -45,10 +45,7 @@ class PersistedRules:
 
 
 def _read(root: Root, path: str) -> Optional[str]:
-    try:
-        return root.read_text(path)
-    except OSError:
-        return None
+    return root.read_config(path)
 
 
 def _resolve_include(root: Root, pattern: str, including: str) -> List[str]:
