@@ -1,35 +1,19 @@
-"""Build small fixture roots: write files and links under a temporary directory."""
+"""Small fixture roots for the boot tests (written by the suite's one builder, tests/fixture_roots.py)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, Optional
 
-REPO = Path(__file__).resolve().parents[2]
-INCIDENT = REPO / "examples" / "incident"
+from fixture_roots import INCIDENT, REPO, Entry, write_root
+
+__all__ = ["INCIDENT", "REPO", "copy_incident", "make_root"]
 
 
-def make_root(base: Path, files: Dict[str, Union[str, tuple]], usrmerge: bool = True) -> Path:
+def make_root(base: Path, files: Dict[str, Entry], usrmerge: bool = True) -> Path:
     """files: inside path -> text, or ("link", target) for a symlink."""
-    base.mkdir(parents=True, exist_ok=True)
-    if usrmerge and not (base / "lib").exists():
-        (base / "usr" / "lib").mkdir(parents=True, exist_ok=True)
-        os.symlink("usr/lib", base / "lib")
-    for inside, content in files.items():
-        host = base / inside.lstrip("/")
-        host.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, tuple):
-            assert content[0] == "link"
-            os.symlink(content[1], host)
-        else:
-            host.write_text(content)
-    return base
+    return write_root(base, files, usrmerge=usrmerge)
 
 
-def copy_incident(dest: Path, extra: Optional[Dict[str, Union[str, tuple]]] = None) -> Path:
-    shutil.copytree(INCIDENT, dest, symlinks=True)
-    if extra:
-        make_root(dest, extra, usrmerge=False)
-    return dest
+def copy_incident(dest: Path, extra: Optional[Dict[str, Entry]] = None) -> Path:
+    return write_root(dest, extra, base=INCIDENT)

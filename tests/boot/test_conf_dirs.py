@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from fixture_roots import write_root
 from sysctl_doctor.boot.conf_dirs import files_by_precedence
 from sysctl_doctor.boot.modules_load import MODULES_LOAD_DIRS, modules_load_files
 from sysctl_doctor.boot.udev import UDEV_RULES_DIRS, rules_files
@@ -12,18 +12,17 @@ from sysctl_doctor.root import Root
 
 
 def _tree(base: Path, area: str, suffix: str) -> None:
-    etc, run, usr = (base / d / area for d in ("etc", "run", "usr/lib"))
-    for d in (etc, run, usr):
-        d.mkdir(parents=True)
-    os.symlink("usr/lib", base / "lib")  # merged /usr: /lib/... is /usr/lib/... and counts once
-    (usr / f"10-a{suffix}").write_text("usr\n")
-    (etc / f"10-a{suffix}").write_text("etc\n")  # same name, earlier directory: wins
-    (usr / f"05-b{suffix}").write_text("usr\n")
-    (run / f"20-c{suffix}").write_text("run\n")
-    os.symlink("/dev/null", etc / f"30-masked{suffix}")
-    (usr / f"30-masked{suffix}").write_text("usr\n")
-    (usr / "99-other.txt").write_text("not ours\n")
-    os.symlink("nowhere", usr / f"40-dangling{suffix}")
+    etc, run, usr = (f"/{d}/{area}" for d in ("etc", "run", "usr/lib"))
+    write_root(base, {  # merged /usr: /lib/... is /usr/lib/... and counts once
+        f"{usr}/10-a{suffix}": "usr\n",
+        f"{etc}/10-a{suffix}": "etc\n",  # same name, earlier directory: wins
+        f"{usr}/05-b{suffix}": "usr\n",
+        f"{run}/20-c{suffix}": "run\n",
+        f"{etc}/30-masked{suffix}": ("null",),
+        f"{usr}/30-masked{suffix}": "usr\n",
+        f"{usr}/99-other.txt": "not ours\n",
+        f"{usr}/40-dangling{suffix}": ("link", "nowhere"),
+    })
 
 
 def test_modules_load_and_udev_read_files_by_the_same_precedence(tmp_path) -> None:  # type: ignore[no-untyped-def]

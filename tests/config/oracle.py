@@ -19,8 +19,9 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
+from fixture_roots import Entry, write_root
 from sysctl_doctor.config.model import KeyTree, path_to_key
 from sysctl_doctor.config.sysctl_d import effective_settings, load_sysctl_config
 from sysctl_doctor.root import Root
@@ -28,7 +29,6 @@ from sysctl_doctor.root import Root
 NS_SCRIPT = Path(__file__).with_name("oracle_ns.py")
 SYSTEMD_SYSCTL = "/usr/lib/systemd/systemd-sysctl"
 
-Entry = Union[str, bytes, Tuple[str, ...]]  # text | bytes | ("link", target) | ("dir",) | ("null",)
 
 
 @dataclass
@@ -133,23 +133,8 @@ def run_real(jobs: List[Tuple[Case, str]]) -> List[dict]:
 
 def build_root(case: Case, where: Path) -> Path:
     """The case's files as a root directory (for the model)."""
-    where.mkdir(parents=True, exist_ok=True)
-    for d in ("etc/sysctl.d", "run/sysctl.d", "usr/local/lib/sysctl.d", "usr/lib/sysctl.d"):
-        (where / d).mkdir(parents=True, exist_ok=True)
-    os.symlink("usr/lib", where / "lib")
-    for path, entry in case.files.items():
-        p = where / path.lstrip("/")
-        p.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(entry, tuple):
-            if entry[0] == "link":
-                os.symlink(entry[1], p)
-            elif entry[0] == "dir":
-                p.mkdir()
-            elif entry[0] == "null":
-                os.symlink("/dev/null", p)
-        else:
-            p.write_bytes(entry.encode() if isinstance(entry, str) else entry)
-    return where
+    return write_root(where, case.files, dirs=("etc/sysctl.d", "run/sysctl.d", "usr/local/lib/sysctl.d",
+                                               "usr/lib/sysctl.d"))
 
 
 def build_key_dir(keys: Sequence[str], where: Path) -> KeyTree:

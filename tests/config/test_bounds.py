@@ -16,6 +16,7 @@ from typing import Dict, List
 
 import pytest
 
+from fixture_roots import write_root
 from sysctl_doctor.config import sysctl_d
 from sysctl_doctor.config.model import KeyTree
 from sysctl_doctor.config.sysctl_d import effective_settings, load_sysctl_config
@@ -33,14 +34,7 @@ ALPHABET = "ab.*?[]!\\{},/-"
 
 
 def _root(base: Path, files: Dict[str, bytes]) -> Path:
-    for name, data in files.items():
-        path = base / name.lstrip("/")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    unit = base / "usr/lib/systemd/system/systemd-sysctl.service"
-    unit.parent.mkdir(parents=True, exist_ok=True)
-    unit.write_text("[Unit]\n")
-    return base
+    return write_root(base, {**files, "/usr/lib/systemd/system/systemd-sysctl.service": "[Unit]\n"}, usrmerge=False)
 
 
 def _word(rng: random.Random, alphabet: str = ALPHABET) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from fixture_roots import write_root
 from sysctl_doctor.config.model import KeyTree, key_to_path, path_to_key
 from sysctl_doctor.config.sysctl_d import (
     default_flavor,
@@ -18,14 +19,7 @@ from sysctl_doctor.root import Root
 
 
 def make_root(tmp_path: Path, files: dict) -> Root:
-    for rel, content in files.items():
-        p = tmp_path / rel.lstrip("/")
-        p.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, tuple) and content[0] == "link":
-            os.symlink(content[1], p)
-        else:
-            p.write_bytes(content.encode() if isinstance(content, str) else content)
-    return Root(tmp_path)
+    return Root(write_root(tmp_path, files, usrmerge=False))
 
 
 def tree(*paths: str) -> KeyTree:
