@@ -29,9 +29,6 @@ class LiveHost:
         return frozenset(line.split(" ", 1)[0] for line in text.splitlines() if line)
 
 
-from sysctl_doctor.host_switches import HOST_LOCK  # noqa: F401 - the lock lives with the record
-
-
 class HostSysctlChange:
     """Set host (init-namespace) sysctls for a while and always put them back.
 

@@ -164,9 +164,6 @@ class BootTimeline:
     stale_initramfs: List[tuple] = field(default_factory=list)
     reapply: List[ReapplyStep] = field(default_factory=list)
 
-    def loads_by_relation(self, relation: str) -> List[ModuleLoad]:
-        return [load for load in self.loads if load.relation == relation]
-
     def events(self) -> List[str]:
         """The timeline as ordered one-line events (for display), one per loader and relation."""
         groups: Dict[tuple, List[ModuleLoad]] = {}

@@ -326,13 +326,6 @@ def chains_from_iptables_save(text: str, source: str = "iptables-save", family: 
     return list(chains.values())
 
 
-def nat_facts_from_rules(nft_json: Optional[dict], iptables_save: str, kernel: Tuple[int, int],
-                         be_liberal: Optional[bool] = None) -> NatFacts:
-    """Pure: the facts from nft's JSON ruleset and iptables-save's text."""
-    found = facts_from_chains(chains_from_nft_json(nft_json) + chains_from_iptables_save(iptables_save))
-    return facts_of(found, kernel, be_liberal)
-
-
 def facts_of(found: NatRulesFacts, kernel: Tuple[int, int], be_liberal: Optional[bool] = None) -> NatFacts:
     return NatFacts(kernel=kernel, snat_to_node=bool(found.snat), dnat=bool(found.dnat), be_liberal=be_liberal,
                     invalid_drop_chains=found.chains)

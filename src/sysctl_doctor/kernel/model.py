@@ -99,9 +99,6 @@ class CuratedRule:
     scope: str  # "netns" | "init" | "global"
     source: str  # kernel file or commit the row was read from
 
-    def as_tuple(self) -> Tuple[str, str, Optional[str], str, str]:
-        return (self.pattern, self.kind.value, self.module, self.scope, self.source)
-
 
 # How the index knows what it knows (IndexData.mode).
 MODE_ELF = "elf"  # module files scanned

@@ -97,9 +97,5 @@ def check_metrics(report, rules: Sequence, version: str, started: float, duratio
     return run_metrics(version, started, duration, True) + [findings, lost, drift, cut]
 
 
-def textfile_name() -> str:
-    return "sysctl_doctor.prom"
-
-
 def failure_text(version: str, started: float, duration: float, rules: Optional[Sequence] = None) -> str:
     return render(run_metrics(version, started, duration, False))
