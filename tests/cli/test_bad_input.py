@@ -24,6 +24,7 @@ from typing import Dict, Iterator, List
 import pytest
 
 from cli.console import INCIDENT, console_script, run_cli
+from unprivileged import require_nobody, run_as_nobody
 
 GARBAGE = bytes(range(256)) * 16 + b"\x00\xff\xfe" * 100
 
@@ -274,22 +275,11 @@ def test_fix_on_read_only_root_is_exit_2(tmp_path: Path, require_root: None) -> 
 
 
 def _as_nobody(args: List[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "SYSCTL_DOCTOR_DEBUG"}
-    env["HOME"] = str(cwd)
-    env["XDG_CACHE_HOME"] = str(cwd / "cache")
-    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                           str(console_script()), *args], cwd=cwd, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, timeout=120, env=env)
+    return run_as_nobody(args, cwd)
 
 
 def test_unreadable_files_as_an_unprivileged_user(require_root: None) -> None:
-    if shutil.which("setpriv") is None:
-        pytest.skip("NEEDS setpriv(1) to drop to an unprivileged user (root reads every file)")
-    script = console_script()
-    probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "test", "-x",
-                            str(script)])
-    if probe.returncode != 0:
-        pytest.skip(f"NEEDS {script} to be executable by nobody (uid 65534) to test unreadable files")
+    require_nobody()
     base = Path(tempfile.mkdtemp(prefix="sd-unreadable-"))
     try:
         base.chmod(0o777)

@@ -16,25 +16,19 @@ from typing import Iterator, List
 
 import pytest
 
-from cli.console import INCIDENT, console_script
+from cli.console import INCIDENT
+from unprivileged import require_nobody, run_as_nobody
 
 ERROR = 2
 
 
 def _as_nobody(args: List[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "XDG_CACHE_HOME": str(cwd / "cache")}
-    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(console_script()),
-                           *args], cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
+    return run_as_nobody(args, cwd, text=True)
 
 
 @pytest.fixture
 def base(require_root: None) -> Iterator[Path]:
-    if shutil.which("setpriv") is None:
-        pytest.skip("NEEDS setpriv(1) to drop to an unprivileged user (root reads every directory)")
-    probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "test", "-x",
-                            str(console_script())])
-    if probe.returncode != 0:
-        pytest.skip(f"NEEDS {console_script()} to be executable by nobody (uid 65534)")
+    require_nobody()
     where = Path(tempfile.mkdtemp(prefix="sd-unreadable-dir-"))
     where.chmod(0o755)
     shutil.copytree(INCIDENT, where / "root", symlinks=True)
