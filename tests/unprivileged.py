@@ -57,7 +57,8 @@ def require_nobody() -> None:
 def run_as_nobody(args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None,
                   text: bool = False) -> subprocess.CompletedProcess:
     require_nobody()
-    full = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(cwd), "XDG_CACHE_HOME": str(cwd / "cache")}
+    full = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(cwd),
+            "XDG_CACHE_HOME": str(cwd / "cache")}
     full.update(env or {})
     full.pop("SYSCTL_DOCTOR_DEBUG", None)  # the user's view: never a traceback
     return subprocess.run([*NOBODY, *_command()[0], *args], cwd=cwd, capture_output=True, text=text,

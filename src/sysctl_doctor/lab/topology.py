@@ -44,14 +44,14 @@ def _pyroute2():  # type: ignore[no-untyped-def]
 
 
 def require_lab_tools() -> None:
-    """Raise DoctorError naming what is missing (pyroute2, nft, root)."""
+    """Raise DoctorError naming what is missing (root first: no install helps without it; pyroute2, nft, ip)."""
+    if os.geteuid() != 0:
+        raise DoctorError("the lab needs root (network namespaces, nftables)")
     _pyroute2()
     if shutil.which("nft") is None:
         raise DoctorError("the lab needs `nft`: apt-get install nftables")
     if shutil.which("ip") is None:
         raise DoctorError("the lab needs `ip`: apt-get install iproute2")
-    if os.geteuid() != 0:
-        raise DoctorError("the lab needs root (network namespaces, nftables)")
 
 
 def _pid_alive(pid: int) -> bool:
