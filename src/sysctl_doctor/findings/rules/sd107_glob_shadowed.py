@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import fnmatch
 from typing import Dict, Iterator, List
 
 from sysctl_doctor.analysis import Analysis
 from sysctl_doctor.config.sysctl_d import GLOB_WORK_MAX
-from sysctl_doctor.config.sysctl_glob import FNMATCH_SPECIALS, GlobIndex
+from sysctl_doctor.config.sysctl_glob import GlobIndex, glob_matches_path, normalized_alternatives
 from sysctl_doctor.findings.model import INFO, Example, Finding, Rule
 
 RULE = Rule(
@@ -40,9 +39,10 @@ def check(analysis: Analysis) -> Iterator[Finding]:
     if not globs:
         return
     explicit = [a for a in config.assignments if not a.is_glob]
-    # Each (glob, explicit key) pair that fnmatch matches, found through an index of the globs'
-    # literal ends rather than by trying every pair (quadratic: issue 16); same pairs, same order.
-    index = GlobIndex(list(enumerate(g.path for g in globs)), FNMATCH_SPECIALS)
+    # Each (glob, explicit key) pair where glob(3) of the pattern would return the key, as systemd-sysctl
+    # expands it (one component per `*`, braces), found through an index of the globs' literal ends
+    # rather than by trying every pair (quadratic: issue 16).
+    index = GlobIndex([(i, alt) for i, g in enumerate(globs) for alt in normalized_alternatives(g.path, True)])
     budget = [GLOB_WORK_MAX]
     shadowed = _pairs(index, globs, [a.path for a in explicit], budget)
     skipped = _pairs(index, globs, [e.path for e in config.exclusions], budget)
@@ -65,8 +65,8 @@ def check(analysis: Analysis) -> Iterator[Finding]:
 
 
 def _pairs(index: GlobIndex, globs: List, paths: List[str], budget: List[int]) -> Dict[int, List[int]]:
-    """glob number -> numbers of the paths it matches (fnmatch), ascending; stops when `budget[0]`
-    (tests left) runs out."""
+    """glob number -> numbers of the paths it matches (glob(3) with braces), ascending; stops when
+    `budget[0]` (tests left) runs out."""
     out: Dict[int, List[int]] = {}
     for pi, path in enumerate(paths):
         candidates = index.candidates(path)
@@ -74,6 +74,6 @@ def _pairs(index: GlobIndex, globs: List, paths: List[str], budget: List[int]) -
         if budget[0] < 0:
             break
         for gi in candidates:
-            if fnmatch.fnmatchcase(path, globs[gi].path):
+            if glob_matches_path(globs[gi].path, path, braces=True):
                 out.setdefault(gi, []).append(pi)
     return out
