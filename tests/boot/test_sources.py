@@ -125,6 +125,18 @@ def test_sysvinit_order_from_lsb_headers(tmp_path: Path) -> None:
     assert [(item.module, item.relation) for item in timeline.loads] == [("nf_conntrack", RACE)]
     fixed = make_root(tmp_path / "b", {**files, "/etc/init.d/kmod": SYSV_KMOD.replace("kmod\n", "kmod module-init-tools\n", 1)})
     assert load_sysvinit(Root(fixed)).relation("kmod", "procps") == "before"
+    # SD110's fix text for sysvinit: name kmod in procps's Required-Start (or Should-Start) line
+    from sysctl_doctor.findings.engine import run_check
+    from sysctl_doctor.findings.rules.sd110_broken_ordering import RULE
+
+    assert "SD110" in {f.code for f in run_check(Root(root)).findings}
+    assert "name kmod in the `# Required-Start:`" in RULE.fix
+    for header in ("# Required-Start:    mountkernfs $local_fs kmod\n", "# Should-Start:      udev kmod\n"):
+        old = header.split(":")[0] + ":"
+        line = next(x for x in SYSV_PROCPS.splitlines(keepends=True) if x.startswith(old))
+        as_told = make_root(tmp_path / header[2:8], {**files, "/etc/init.d/procps": SYSV_PROCPS.replace(line, header)})
+        assert load_sysvinit(Root(as_told)).relation("kmod", "procps") == "before", header
+        assert "SD110" not in {f.code for f in run_check(Root(as_told)).findings}, header
 
 
 def test_openrc_sysctl_and_modules_unordered_unless_conf_d(tmp_path: Path) -> None:

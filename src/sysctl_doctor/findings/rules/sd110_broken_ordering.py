@@ -22,7 +22,9 @@ RULE = Rule(
     fix=(
         "systemd: remove the masking link or the drop-in that resets After=, or add a drop-in "
         "/etc/systemd/system/systemd-sysctl.service.d/after-modules.conf with "
-        "[Unit] After=systemd-modules-load.service. OpenRC: rc_after=\"modules\" in /etc/conf.d/sysctl."
+        "[Unit] After=systemd-modules-load.service. sysvinit: name kmod in the `# Required-Start:` (or "
+        "`# Should-Start:`) line of /etc/init.d/procps's LSB header, then re-order the scripts with "
+        "`update-rc.d procps defaults` (insserv). OpenRC: rc_after=\"modules\" in /etc/conf.d/sysctl."
     ),
     example=Example(
         "A drop-in resets systemd-sysctl's After= list.",
