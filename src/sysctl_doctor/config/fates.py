@@ -95,13 +95,18 @@ def _read_lines(config: SysctlConfig, keys: Optional[KeyTree]) -> List[LineFate]
     systemd = config.flavor == "systemd"
     written: Dict[Origin, List[str]] = {}
     missing: Dict[Origin, bool] = {}
+    replaced: Dict[Origin, str] = {}  # an explicit write a later write (a procps glob) replaces -> its key
+    final_by: Dict[str, Origin] = {}  # key -> the line of its final write
     if keys is not None:
         for w in effective_settings(config, keys):
             origin = w.assignment.origin
             if w.final and w.exists:
                 written.setdefault(origin, []).append(w.key)
+                final_by[_canonical(w.path)] = origin
             elif w.exists is False and not w.assignment.is_glob:
                 missing[origin] = True
+            elif w.exists and not w.assignment.is_glob:
+                replaced[origin] = _canonical(w.path)
     if systemd:
         # the map's surviving entry per key (or pattern): an assignment or an exclusion
         entry: Dict[str, ConfigLine] = {}
@@ -109,19 +114,37 @@ def _read_lines(config: SysctlConfig, keys: Optional[KeyTree]) -> List[LineFate]
             entry[a.path] = ConfigLine(a.origin, a.key, a.path, a.value, a.ignore_failure)
         for e in config.exclusions:
             entry[e.path] = ConfigLine(e.origin, e.pattern, e.path, None)
-    else:
-        entry = {}
-        for h in config.history:  # procps: the last write through any spelling of the path wins
-            if h.value is not None:
-                entry[_canonical(h.path)] = h
+        return [_fate(h, entry.get(h.path), systemd, keys, written, missing) for h in config.history]
+    # procps: every line is written in order; the last write through any spelling of the path wins. The same
+    # file can be read twice (/etc/sysctl.conf through the link and again last; a file name procps globs), so
+    # lines are told apart by their place in the history, not by file:line.
+    last: Dict[str, int] = {}
+    for i, h in enumerate(config.history):
+        if h.value is not None and not missing.get(h.origin):  # a write that fails (no such key) wins nothing
+            last[_canonical(h.path)] = i
     out: List[LineFate] = []
-    for h in config.history:
-        out.append(_fate(h, entry.get(h.path if systemd else _canonical(h.path)), systemd, keys, written, missing))
+    for i, h in enumerate(config.history):
+        if missing.get(h.origin):
+            out.append(LineFate(h.origin, h.key, h.path, h.value, h.is_glob, NO_SUCH_KEY,
+                                "the key does not exist (as procps opens this spelling of it): the write fails"))
+            continue
+        j = last.get(_canonical(h.path))
+        later = final_by.get(replaced.get(h.origin, ""))
+        if j == i and later is not None and later != h.origin:  # a glob line writes the key after it
+            out.append(LineFate(h.origin, h.key, h.path, h.value, h.is_glob, OVERRIDDEN, by=later,
+                                reason=f"written, then overwritten by the glob at {later} (this spelling of the "
+                                       "key is not the one the glob skips)"))
+            continue
+        if j is not None and j != i and config.history[j].origin == h.origin:
+            out.append(LineFate(h.origin, h.key, h.path, h.value, h.is_glob, REPEAT, by=h.origin,
+                                reason="procps reads this file twice: the second reading of the line writes it again"))
+            continue
+        out.append(_fate(h, None if j is None else config.history[j], systemd, keys, written, missing, j == i))
     return out
 
 
 def _fate(h: ConfigLine, entry: Optional[ConfigLine], systemd: bool, keys: Optional[KeyTree],
-          written: Dict[Origin, List[str]], missing: Dict[Origin, bool]) -> LineFate:
+          written: Dict[Origin, List[str]], missing: Dict[Origin, bool], wins: Optional[bool] = None) -> LineFate:
     glob = h.is_glob
     base = dict(origin=h.origin, key=h.key, path=h.path, value=h.value, is_glob=glob)
     if h.value is None:  # an exclusion line
@@ -131,7 +154,9 @@ def _fate(h: ConfigLine, entry: Optional[ConfigLine], systemd: bool, keys: Optio
         return LineFate(**base, fate=EXCLUDES, reason=(
             "keeps globs off the key; being the last line for it, it also cancels every earlier assignment"
             if systemd else "keeps globs off the key (procps writes explicit lines all the same)"))
-    if entry is None or entry.origin == h.origin:
+    if wins is None:
+        wins = entry is None or entry.origin == h.origin
+    if wins or entry is None:
         if glob:
             if keys is None:
                 return LineFate(**base, fate=APPLIED,
