@@ -53,7 +53,8 @@ def load_for_cli(root_dir: str, flavor: Optional[str], proc_sys: Optional[str]
 
     root = root_for_cli(root_dir)
     chosen = flavor or default_flavor(root)
-    config = load_sysctl_config(root, chosen)  # type: ignore[arg-type]
+    # the settings the boot would apply: an offline root's /run is an empty tmpfs then (runtime-only files)
+    config = load_sysctl_config(root, chosen, at_boot=True)  # type: ignore[arg-type]
     root.raise_if_unreadable()
     keys, tree_dir = key_tree_for_cli(root, proc_sys)
     return root, config, keys, tree_dir
