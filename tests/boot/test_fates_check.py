@@ -151,3 +151,12 @@ def test_sd109_is_one_finding_per_file(tmp_path: Path) -> None:
     assert sd109[1]["keys"] == ["net.ipv4.tcp_syncookies"]
     rows = {k["key"]: k for k in doc["keys"]}
     assert all("SD109" in rows[k]["findings"] for k in keys) and "SD109" not in rows["kernel.sysrq"]["findings"]
+
+
+def test_explain_tells_an_unset_keys_fate(tmp_path: Path) -> None:
+    root = _root(tmp_path, {**SYSTEMD, "etc/sysctl.d/50-a.conf": "kernel.sysrq = 1\n-kernel.sysrq\n"})
+    proc = subprocess.run([sys.executable, "-m", "sysctl_doctor", "explain", "kernel.sysrq", "--root", str(root)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "kernel.sysrq at the next boot (systemd)" in proc.stdout
+    assert "(not set: cancelled by -key)" in proc.stdout and "warning SD116" in proc.stdout
