@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Dict, Iterator
 
 from sysctl_doctor.analysis import Analysis
 from sysctl_doctor.config.fates import CANCELLED, MASKED, RUNTIME_ONLY, SHADOWED
@@ -37,26 +37,50 @@ RULE = Rule(
 )
 
 
-def _how(fate: str, line) -> str:  # type: ignore[no-untyped-def]
-    if fate == CANCELLED:
-        return f"is cancelled by the later `-{line.key}` line at {line.by}"
+def _file_why(fate: str, line) -> str:  # type: ignore[no-untyped-def]
+    """Why the file of a never-applied line is not read."""
     if fate == SHADOWED:
-        return f"sits in a file never read: it is shadowed by {line.by.file if line.by else 'a file of the same name'}"
+        return f"is never read: {line.by.file if line.by else 'a file of the same name'} shadows it"
     if fate == MASKED:
-        return f"sits in a file never read: it is masked by {line.by.file if line.by else 'a /dev/null link'}"
+        return f"is never read: {line.by.file if line.by else 'a link of the same name'} -> /dev/null masks it"
     if fate == RUNTIME_ONLY:
-        return "sits in /run, an empty tmpfs at boot: the file in the image is never read"
-    return "sits in a file that is never read"
+        return "is never read at boot: /run is an empty tmpfs then (the file is only in the image)"
+    return f"is never read ({line.reason})"
+
+
+def _after(u) -> str:  # type: ignore[no-untyped-def]
+    if u.boot_value is None:
+        return "does not exist on this kernel"
+    if str(u.boot_value).startswith("("):
+        return "stays at the kernel default"
+    return f"stays at the kernel default {u.boot_value}"
 
 
 def check(analysis: Analysis) -> Iterator[Finding]:
+    # A cancelled key is one finding each; keys whose lines all sit in one file that is never read are one
+    # finding for that file (a Debian 13 /etc/sysctl.conf without the link holds dozens).
+    by_file: Dict[str, list] = {}
     for u in analysis.unset:
         line = u.unset.line
+        if u.fate != CANCELLED:
+            by_file.setdefault(line.origin.file, []).append(u)
+            continue
         others = [f for f in u.unset.lines if f is not line and f.value is not None]
         also = f" (and {len(others)} other line{'s' if len(others) != 1 else ''} that never apply)" if others else ""
-        after = "stays at the kernel default" if u.boot_value is not None else "does not exist on this kernel"
-        if u.boot_value is not None and not str(u.boot_value).startswith("("):
-            after += f" {u.boot_value}"
-        message = (f"{u.key} = {line.value} ({line.where}) {_how(u.fate, line)}{also}; nothing else sets the key, "
-                   f"so it {after} after boot")
+        message = (f"{u.key} = {line.value} ({line.where}) is cancelled by the later `-{line.key}` line at {line.by}"
+                   f"{also}; nothing else sets the key, so it {_after(u)} after boot")
         yield Finding(RULE.code, RULE.severity, u.key, message, RULE.fix, line.origin.file, line.origin.line)
+    for file, group in by_file.items():
+        first = group[0].unset.line
+        if len(group) == 1:
+            u = group[0]
+            message = (f"{u.key} = {first.value} ({first.where}): {file} {_file_why(u.fate, first)}; nothing else "
+                       f"sets the key, so it {_after(u)} after boot")
+            yield Finding(RULE.code, RULE.severity, u.key, message, RULE.fix, file, first.origin.line)
+            continue
+        shown = ", ".join(f"{u.key} = {u.unset.line.value}" for u in group[:12])
+        more = f", … ({len(group) - 12} more)" if len(group) > 12 else ""
+        message = (f"{len(group)} keys are set only in {file}, which {_file_why(group[0].fate, first)}: {shown}{more}; "
+                   "nothing else sets them, so they keep their kernel defaults after boot")
+        yield Finding(RULE.code, RULE.severity, group[0].key, message, RULE.fix, file, None,
+                      tuple(u.key for u in group))
