@@ -261,7 +261,7 @@ def build_analysis(inputs: CheckInputs) -> Analysis:
     diagnostics += config_notes(config)
     nat, nat_diagnostics = _host_nat(root, live, timeline, fates, index.kernel, values, inputs.nat_facts)
     diagnostics += nat_diagnostics
-    lines, unset = _line_fates(config, root, key_tree, index, values, live)
+    lines, unset = _line_fates(config, root, key_tree, settings, index, values, live)
     return Analysis(
         root=root, init_system=system, flavor=chosen_flavor, config=config, settings=settings, index=index,
         timeline=timeline, fates=fates, live=values is not None, live_values=values,
@@ -270,14 +270,14 @@ def build_analysis(inputs: CheckInputs) -> Analysis:
     )
 
 
-def _line_fates(config: SysctlConfig, root: Root, key_tree: Optional[KeyTree], index: ModuleIndex,
-                values: Optional[Dict[str, Optional[str]]], live: Optional[LiveHost]):
+def _line_fates(config: SysctlConfig, root: Root, key_tree: Optional[KeyTree], settings: List[EffectiveSetting],
+                index: ModuleIndex, values: Optional[Dict[str, Optional[str]]], live: Optional[LiveHost]):
     """Every line's fate, and the value after boot of each key that no line applies (its kernel default)."""
     from sysctl_doctor.boot.kernel_defaults import UNKNOWN_DEFAULT, kernel_default
     from sysctl_doctor.config.fates import line_fates, unset_keys
     from sysctl_doctor.kernel.model import ProviderKind
 
-    lines = line_fates(config, root, key_tree)
+    lines = line_fates(config, root, key_tree, settings if key_tree is not None else None)
     out: List[UnsetKeyFate] = []
     for unset in unset_keys(config, lines, key_tree):
         provider = index.provider(unset.key, unset.line.value or "")

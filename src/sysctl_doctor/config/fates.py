@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from sysctl_doctor.config.model import (MASKED, NEVER_READ, RUNTIME_ONLY, SHADOWED, ConfigLine, KeyTree, Origin,
-                                        SysctlConfig, path_to_key)
+from sysctl_doctor.config.model import (MASKED, NEVER_READ, RUNTIME_ONLY, SHADOWED, ConfigLine, EffectiveSetting,
+                                        KeyTree, Origin, SysctlConfig, path_to_key)
 from sysctl_doctor.config.sysctl_d import _canonical, effective_settings, procps_path, systemd_normalize
 from sysctl_doctor.config.sysctl_glob import glob_matches_path
 from sysctl_doctor.config.sysctl_lines import INVALID_LINE, parse_sysctl_bytes
@@ -75,10 +75,12 @@ class UnsetKey:
     lines: Tuple[LineFate, ...]  # every line that names it
 
 
-def line_fates(config: SysctlConfig, root: Optional[Root] = None, keys: Optional[KeyTree] = None) -> List[LineFate]:
+def line_fates(config: SysctlConfig, root: Optional[Root] = None, keys: Optional[KeyTree] = None,
+               writes: Optional[List[EffectiveSetting]] = None) -> List[LineFate]:
     """Every line of every sysctl file with its fate: the files read in apply order (invalid lines in
-    place), then the lines of the files never read (with `root`), in the order they were passed over."""
-    out = _read_lines(config, keys)
+    place), then the lines of the files never read (with `root`), in the order they were passed over.
+    `writes`: `effective_settings(config, keys)` when the caller has it already (it is not computed again)."""
+    out = _read_lines(config, keys, writes)
     invalid = [d for d in config.diagnostics if d.kind == INVALID_LINE and d.file is not None]
     if invalid:
         rank = {f: i for i, f in enumerate(config.files)}
@@ -91,14 +93,15 @@ def line_fates(config: SysctlConfig, root: Optional[Root] = None, keys: Optional
     return out
 
 
-def _read_lines(config: SysctlConfig, keys: Optional[KeyTree]) -> List[LineFate]:
+def _read_lines(config: SysctlConfig, keys: Optional[KeyTree],
+                writes: Optional[List[EffectiveSetting]]) -> List[LineFate]:
     systemd = config.flavor == "systemd"
     written: Dict[Origin, List[str]] = {}
     missing: Dict[Origin, bool] = {}
     replaced: Dict[Origin, str] = {}  # an explicit write a later write (a procps glob) replaces -> its key
     final_by: Dict[str, Origin] = {}  # key -> the line of its final write
     if keys is not None:
-        for w in effective_settings(config, keys):
+        for w in effective_settings(config, keys) if writes is None else writes:
             origin = w.assignment.origin
             if w.final and w.exists:
                 written.setdefault(origin, []).append(w.key)
