@@ -160,3 +160,19 @@ def test_explain_tells_an_unset_keys_fate(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "kernel.sysrq at the next boot (systemd)" in proc.stdout
     assert "(not set: cancelled by -key)" in proc.stdout and "warning SD116" in proc.stdout
+
+
+def test_lines_of_files_never_read_are_bounded(tmp_path: Path) -> None:
+    """Hostile input: thousands of .cfg files are not all read for their lines (the fates stop at a bound)."""
+    from sysctl_doctor.config import fates
+    from sysctl_doctor.config.sysctl_d import load_sysctl_config
+
+    d = tmp_path / "etc/sysctl.d"
+    d.mkdir(parents=True)
+    for i in range(fates.IGNORED_FILES_MAX + 50):
+        (d / f"{i:05d}.cfg").write_text(f"kernel.k{i} = 1\n")
+    (d / "big.txt").write_bytes(b"kernel.big = 1\n" * 400_000)  # 6 MB
+    root = Root(str(tmp_path))
+    lines = fates.line_fates(load_sysctl_config(root, "systemd"), root)
+    assert len({f.origin.file for f in lines}) <= fates.IGNORED_FILES_MAX
+    assert sum(1 for f in lines if f.key == "kernel.big") <= fates.IGNORED_BYTES_MAX // 15

@@ -168,7 +168,8 @@ def _fate(h: ConfigLine, entry: Optional[ConfigLine], systemd: bool, keys: Optio
             won = tuple(written.get(h.origin, ()))
             if not won:
                 return LineFate(**base, fate=NO_SUCH_KEY, keys=won,
-                                reason="a glob that matches no key here (or only keys with lines of their own)")
+                                reason="a glob that writes no key here: it matches none, or only keys with lines "
+                                       "of their own or that a later glob writes")
             return LineFate(**base, fate=APPLIED, keys=won,
                             reason=f"a glob: writes {len(won)} key{'s' if len(won) != 1 else ''} here")
         if missing.get(h.origin):
@@ -194,17 +195,29 @@ def _fate(h: ConfigLine, entry: Optional[ConfigLine], systemd: bool, keys: Optio
                     else f"written, then overwritten by {entry.origin} (procps writes every line in order)")
 
 
+# Bounds on the files never read whose lines are shown (hostile input: thousands of .cfg files); the files read
+# are bounded by sysctl_d's own limits.
+IGNORED_FILES_MAX = 1000
+IGNORED_BYTES_MAX = 2 << 20
+
+
 def _ignored_lines(config: SysctlConfig, root: Root) -> List[LineFate]:
     out: List[LineFate] = []
     seen = set()
+    budget = IGNORED_BYTES_MAX
     for ignored in config.ignored_files:
         if ignored.file in seen:
             continue
         seen.add(ignored.file)
+        if len(seen) > IGNORED_FILES_MAX or budget <= 0:
+            break
         try:
             if root.kind(ignored.file) is not PathKind.FILE:
                 continue
-            data = root.read_bytes(ignored.file, 2 << 20)
+            data = root.read_bytes(ignored.file, budget)
+            if len(data) == budget:  # cut by the bound: keep whole lines only
+                data = data[: data.rfind(b"\n") + 1]
+            budget -= max(len(data), 1)
         except (OSError, Exception):  # noqa: BLE001 - an unreadable ignored file has no lines to show
             continue
         by = Origin(ignored.by, 0) if ignored.by else None  # the file that shadows or masks it (no line)
