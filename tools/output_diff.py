@@ -3,6 +3,8 @@
 code of REV (a temporary git worktree) and with the working tree, and compare the bytes.
 
     .venv/bin/python tools/output_diff.py --before main~3          # exit 0: identical; 1: lists what differs
+    .venv/bin/python tools/output_diff.py --before main --additions  # a contract extension: only added fields
+                                                                     # and list items pass; lists what was lost
 
 Roots: examples/incident and every finding rule's example and passing roots (the roots tests/findings
 builds). Commands per root: `check --format json`, `show --format json`, and `explain KEY --format json`
