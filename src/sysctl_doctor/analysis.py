@@ -22,7 +22,7 @@ from sysctl_doctor.conntrack.nat_facts import HostNat
 from sysctl_doctor.errors import Diagnostic, DoctorError
 from sysctl_doctor.kernel.index import ModuleIndex
 from sysctl_doctor.live import LiveHost
-from sysctl_doctor.root import PathKind, Root
+from sysctl_doctor.root import Root
 
 
 @dataclass(frozen=True)
@@ -186,18 +186,13 @@ def _host_nat(root: Root, live: Optional[LiveHost], timeline: BootTimeline, fate
     return nat, diagnostics
 
 
-# What shows that a root boots with systemd even when its systemd-sysctl binary and unit are missing.
-_SYSTEMD_SIGNS = ("/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/etc/systemd/system", "/usr/lib/systemd/system",
-                  "/lib/systemd/system")
-
-
 def _flavor(root: Root, system: str, asked: Optional[str], explicit_init: bool):
     """The sysctl flavour and, when it is not what the root's own sysctl programs suggest, a note saying why.
 
     The init system decides: systemd boots run systemd-sysctl.service, whatever else the tree holds (a
     config-only tree or a partial image may lack the binary; procps' `sysctl --system` is then not what
     runs at boot, and /etc/sysctl.conf counts only through /etc/sysctl.d/99-sysctl.conf)."""
-    from sysctl_doctor.config.sysctl_d import default_flavor
+    from sysctl_doctor.config.sysctl_d import default_flavor, systemd_signs
 
     if asked is not None:
         return asked, None
@@ -206,10 +201,7 @@ def _flavor(root: Root, system: str, asked: Optional[str], explicit_init: bool):
     found = default_flavor(root)
     if found == "systemd":
         return "systemd", None
-    signs = [p for p in _SYSTEMD_SIGNS if root.kind(p) is not PathKind.MISSING]
-    init = root.chase("/sbin/init").resolved if root.kind("/sbin/init") is PathKind.FILE else ""
-    if "systemd" in init.rsplit("/", 1)[-1]:
-        signs.insert(0, f"/sbin/init -> {init}")
+    signs = systemd_signs(root)
     if not signs and not explicit_init:
         return found, None  # no sign of systemd at all: the init system was only a guess
     why = f"--init {system}" if explicit_init else ", ".join(signs[:3])

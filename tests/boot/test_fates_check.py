@@ -176,3 +176,17 @@ def test_lines_of_files_never_read_are_bounded(tmp_path: Path) -> None:
     lines = fates.line_fates(load_sysctl_config(root, "systemd"), root)
     assert len({f.origin.file for f in lines}) <= fates.IGNORED_FILES_MAX
     assert sum(1 for f in lines if f.key == "kernel.big") <= fates.IGNORED_BYTES_MAX // 15
+
+
+def test_show_reads_a_config_only_systemd_tree_as_systemd(tmp_path: Path) -> None:
+    from sysctl_doctor.config.sysctl_d import boot_flavor
+
+    systemd = _root(tmp_path / "s", {"etc/sysctl.conf": "kernel.sysrq = 1\n", "etc/systemd/system/.keep": ""})
+    sysv = _root(tmp_path / "v", {"etc/sysctl.conf": "kernel.sysrq = 1\n", "etc/systemd/system/.keep": "",
+                                  "sbin/init": "sysvinit"})
+    openrc = _root(tmp_path / "o", {"etc/sysctl.conf": "x = 1\n", "etc/runlevels/default/.keep": "",
+                                    "etc/systemd/system/.keep": ""})
+    assert [boot_flavor(Root(str(r))) for r in (systemd, sysv, openrc)] == ["systemd", "procps", "procps"]
+    proc = subprocess.run([sys.executable, "-m", "sysctl_doctor", "show", "--root", str(systemd)],
+                          capture_output=True, text=True)
+    assert proc.stdout.startswith("flavour systemd") and "/etc/sysctl.conf" in proc.stdout, proc.stdout

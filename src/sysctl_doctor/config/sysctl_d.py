@@ -160,6 +160,36 @@ def default_flavor(root: Root) -> Flavor:
     return "procps"
 
 
+# What shows that a root boots with systemd even when its systemd-sysctl binary and unit are missing
+# (a config-only tree, a partial image).
+SYSTEMD_SIGNS = ("/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/etc/systemd/system", "/usr/lib/systemd/system",
+                 "/lib/systemd/system")
+
+
+def systemd_signs(root: Root) -> List[str]:
+    """The paths that show a systemd boot: /sbin/init -> systemd, the manager, the unit directories."""
+    signs = [p for p in SYSTEMD_SIGNS if root.kind(p) is not PathKind.MISSING]
+    if root.kind("/sbin/init") is PathKind.FILE:
+        init = root.chase("/sbin/init").resolved
+        if "systemd" in init.rsplit("/", 1)[-1]:
+            signs.insert(0, f"/sbin/init -> {init}")
+    return signs
+
+
+def boot_flavor(root: Root) -> Flavor:
+    """The flavour the root's init applies sysctl.d with (`show`'s default; `check` decides it from the init
+    system the boot model detects, the same way): systemd when the root has systemd-sysctl, or shows a systemd
+    boot without it and /sbin/init is no other init; else procps."""
+    if default_flavor(root) == "systemd":
+        return "systemd"
+    init = root.chase("/sbin/init").resolved if root.kind("/sbin/init") is PathKind.FILE else None
+    if init is not None and "systemd" not in init.rsplit("/", 1)[-1]:
+        return "procps"  # sysvinit, OpenRC, busybox: `sysctl --system` or `sysctl -p`
+    if root.kind("/sbin/openrc") is PathKind.FILE or root.kind("/etc/runlevels") is PathKind.DIR:
+        return "procps"
+    return "systemd" if systemd_signs(root) else "procps"
+
+
 def _hidden_or_backup(name: str) -> bool:
     if name.startswith(".") or name in ("lost+found", "aquota.user", "aquota.group") or name.endswith("~"):
         return True
