@@ -15,6 +15,7 @@ from sysctl_doctor.boot.model import Verdict
 from sysctl_doctor.boot.model import BootTimeline, KeyFate
 from sysctl_doctor.boot.predict import predict_keys
 from sysctl_doctor.boot.timeline import build_timeline, detect_init_system
+from sysctl_doctor.config.fates import LineFate, UnsetKey
 from sysctl_doctor.config.model import KeyTree, SysctlConfig
 from sysctl_doctor.config.sysctl_d import EffectiveSetting
 from sysctl_doctor.conntrack.nat_facts import HostNat
@@ -41,6 +42,27 @@ class CheckInputs:
 
 
 @dataclass(frozen=True)
+class UnsetKeyFate:
+    """A configured key that gets no value at boot (every line for it cancelled or never read, no glob
+    reaching it): it keeps the kernel's default. Rows of `check` beside the KeyFates; SD116 reports them."""
+
+    key: str  # dotted
+    path: str
+    unset: UnsetKey  # its lines and the decisive one
+    provider: object  # kernel.model.KeyProvider
+    boot_value: Optional[str]  # the kernel default (UNKNOWN_DEFAULT when not known), None: no such key
+    live: Optional[str]
+
+    @property
+    def configured(self) -> Optional[str]:
+        return self.unset.line.value
+
+    @property
+    def fate(self) -> str:
+        return self.unset.fate
+
+
+@dataclass(frozen=True)
 class Analysis:
     root: Root
     init_system: str
@@ -57,6 +79,8 @@ class Analysis:
     key_tree_dir: Optional[str] = None
     diagnostics: List[Diagnostic] = field(default_factory=list)
     nat: Optional[HostNat] = None  # the NAT facts the CT rules read (None: not gathered)
+    lines: List[LineFate] = field(default_factory=list)  # every line of every sysctl file, with its fate
+    unset: List[UnsetKeyFate] = field(default_factory=list)  # configured keys that get no value at boot
 
     def fate(self, key: str) -> Optional[KeyFate]:
         """The fate of one concrete key (dotted or slash form)."""
@@ -162,6 +186,38 @@ def _host_nat(root: Root, live: Optional[LiveHost], timeline: BootTimeline, fate
     return nat, diagnostics
 
 
+def _flavor(root: Root, system: str, asked: Optional[str], explicit_init: bool):
+    """The sysctl flavour and, when it is not what the root's own sysctl programs suggest, a note saying why.
+
+    The init system decides: systemd boots run systemd-sysctl.service, whatever else the tree holds (a
+    config-only tree or a partial image may lack the binary; procps' `sysctl --system` is then not what
+    runs at boot, and /etc/sysctl.conf counts only through /etc/sysctl.d/99-sysctl.conf)."""
+    from sysctl_doctor.config.sysctl_d import default_flavor, systemd_signs
+
+    if asked is not None:
+        return asked, None
+    if system != "systemd":
+        return "procps", None
+    found = default_flavor(root)
+    if found == "systemd":
+        return "systemd", None
+    signs = systemd_signs(root)
+    if not signs and not explicit_init:
+        return found, None  # no sign of systemd at all: the init system was only a guess
+    why = f"--init {system}" if explicit_init else ", ".join(signs[:3])
+    return "systemd", Diagnostic(
+        f"sysctl flavour systemd although the root has no systemd-sysctl binary or unit: the init system is "
+        f"systemd ({why}), and a systemd boot applies sysctl.d with systemd-sysctl (so /etc/sysctl.conf counts "
+        f"only through /etc/sysctl.d/99-sysctl.conf, never by itself)")
+
+
+def config_notes(config: SysctlConfig) -> List[Diagnostic]:
+    """The sysctl.d reader's remarks that are not about a line's syntax (SD111 reports those)."""
+    from sysctl_doctor.config.sysctl_lines import INVALID_LINE
+
+    return [d for d in config.diagnostics if getattr(d, "kind", None) != INVALID_LINE]
+
+
 def build_analysis(inputs: CheckInputs) -> Analysis:
     """Every fact the rules, `check`, `explain` and `fix` read, gathered once: Root -> config -> kernel -> boot."""
     from sysctl_doctor.boot.initrd import timeline_with_image
@@ -171,10 +227,8 @@ def build_analysis(inputs: CheckInputs) -> Analysis:
     if live is not None and not root.is_live:
         live = None  # live facts describe `/`, never another root
     system = inputs.init_system or detect_init_system(root)
-    chosen_flavor = inputs.flavor or ("systemd" if system == "systemd" else "procps")
-    if inputs.flavor is None and system == "systemd":
-        chosen_flavor = default_flavor(root)
-    config = load_sysctl_config(root, chosen_flavor)
+    chosen_flavor, flavor_note = _flavor(root, system, inputs.flavor, explicit_init=inputs.init_system is not None)
+    config = load_sysctl_config(root, chosen_flavor, at_boot=True)  # type: ignore[arg-type]
     key_tree, key_tree_dir = inputs.key_tree, inputs.key_tree_dir
     if key_tree is None and live is not None:
         # on the running host globs expand against the keys that exist now (as systemd-sysctl would)
@@ -195,12 +249,37 @@ def build_analysis(inputs: CheckInputs) -> Analysis:
         if refined is not timeline:
             timeline = refined
             fates = predict_keys(settings, index, timeline, values, index.kernel)
-    diagnostics = list(index.diagnostics) + list(timeline.diagnostics)
+    diagnostics = ([flavor_note] if flavor_note else []) + list(index.diagnostics) + list(timeline.diagnostics)
+    diagnostics += config_notes(config)
     nat, nat_diagnostics = _host_nat(root, live, timeline, fates, index.kernel, values, inputs.nat_facts)
     diagnostics += nat_diagnostics
+    lines, unset = _line_fates(config, root, key_tree, settings, index, values, live)
     diagnostics += root.unreadable_file_diagnostics()  # every reader's skipped files, once each
     return Analysis(
         root=root, init_system=system, flavor=chosen_flavor, config=config, settings=settings, index=index,
         timeline=timeline, fates=fates, live=values is not None, live_values=values,
         kernel=index.kernel, key_tree=key_tree, key_tree_dir=key_tree_dir, diagnostics=diagnostics, nat=nat,
+        lines=lines, unset=unset,
     )
+
+
+def _line_fates(config: SysctlConfig, root: Root, key_tree: Optional[KeyTree], settings: List[EffectiveSetting],
+                index: ModuleIndex, values: Optional[Dict[str, Optional[str]]], live: Optional[LiveHost]):
+    """Every line's fate, and the value after boot of each key that no line applies (its kernel default)."""
+    from sysctl_doctor.boot.kernel_defaults import UNKNOWN_DEFAULT, kernel_default
+    from sysctl_doctor.config.fates import line_fates, unset_keys
+    from sysctl_doctor.kernel.model import ProviderKind
+
+    lines = line_fates(config, root, key_tree, settings if key_tree is not None else None)
+    out: List[UnsetKeyFate] = []
+    for unset in unset_keys(config, lines, key_tree):
+        provider = index.provider(unset.key, unset.line.value or "")
+        exists = provider.kind is not ProviderKind.UNKNOWN
+        now = None
+        if values is not None and unset.path in values:
+            now = values[unset.path]
+        elif live is not None:
+            now = _read_live(live, unset.path)
+        out.append(UnsetKeyFate(unset.key, unset.path, unset, provider,
+                                (kernel_default(unset.path) or UNKNOWN_DEFAULT) if exists else None, now))
+    return lines, out

@@ -25,6 +25,7 @@ class Diagnostic:
     message: str
     file: Optional[str] = None
     line: Optional[int] = None
+    kind: Optional[str] = None  # what sort of remark, for the reader that routes it (e.g. "invalid-line": SD111)
 
     def where(self) -> str:
         if self.file is None:

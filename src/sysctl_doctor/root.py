@@ -133,6 +133,22 @@ class Root:
     def __repr__(self) -> str:
         return f"Root({str(self.path)!r})"
 
+    def empty_at_boot(self, directory: str) -> bool:
+        """Whether the boot finds `directory` empty although the root holds files there.
+
+        /run is a tmpfs mounted fresh at every boot: in an offline root (an image, a mounted disk) the
+        files found under it (/run/sysctl.d, /run/modules-load.d, /run/udev/rules.d,
+        /run/systemd/system, …) were left by whoever built the image and are never read at boot. On the
+        running host they are what they are: the tools read them when they run again (a unit restart,
+        udev, `systemd-sysctl`). The one place this policy lives: every boot reader asks here."""
+        if self.is_live:
+            return False
+        try:
+            resolved = self.chase(directory).resolved
+        except RootError:
+            resolved = "/" + "/".join(_components(directory))
+        return resolved == "/run" or resolved.startswith("/run/")
+
     def host_path(self, inside: str) -> Path:
         """The host path of an already-resolved inside path."""
         parts = _components(inside)

@@ -22,16 +22,17 @@ def test_incident_json_contract_and_exit_1() -> None:
     proc = run("check", "--root", str(INCIDENT), "--format", "json")
     assert proc.returncode == 1, proc.stderr
     data = json.loads(proc.stdout)
-    assert set(data) == {"keys", "findings"}
+    assert set(data) == {"keys", "findings", "assignments"}  # "assignments": issue 15's extension
     for entry in data["keys"]:
-        assert set(entry) == {"key", "configured", "file", "line", "provider", "boot", "after_late_load", "live", "findings"}
+        assert set(entry) == {"key", "configured", "file", "line", "provider", "boot", "after_late_load", "live", "findings",
+                              "fate"}
         assert set(entry["provider"]) == {"kind", "module"}
         assert entry["provider"]["kind"] in ("builtin", "module", "interface", "autoload", "unknown")
         assert set(entry["boot"]) == {"applied", "value"} and isinstance(entry["boot"]["applied"], bool)
         assert set(entry["after_late_load"]) == {"value"}
         assert entry["live"] is None  # an offline root has no live values
     for finding in data["findings"]:
-        assert set(finding) == {"code", "severity", "key", "message", "fix"}
+        assert set(finding) == {"code", "severity", "key", "message", "fix", "keys"}
     entry = next(e for e in data["keys"] if e["key"] == KEY)
     assert entry["configured"] == "1" and entry["line"] == 71
     assert entry["provider"] == {"kind": "module", "module": "nf_conntrack"}

@@ -30,16 +30,35 @@ def test_modules_load_and_udev_read_files_by_the_same_precedence(tmp_path) -> No
     _tree(modules, "modules-load.d", ".conf")
     _tree(udev, "udev/rules.d", ".rules")
 
-    files, masked = modules_load_files(Root(str(modules)))
+    # a root mounted as the running host (`check --live`): /run counts as it is
+    files, masked = modules_load_files(Root(str(modules), live=True))
     assert files == ["/usr/lib/modules-load.d/05-b.conf", "/etc/modules-load.d/10-a.conf",
                      "/run/modules-load.d/20-c.conf"]
     assert masked == ["/etc/modules-load.d/30-masked.conf -> /dev/null"]
-    assert (files, masked) == files_by_precedence(Root(str(modules)), MODULES_LOAD_DIRS, ".conf")
+    assert (files, masked) == files_by_precedence(Root(str(modules), live=True), MODULES_LOAD_DIRS, ".conf")
 
-    assert rules_files(Root(str(udev))) == ["/usr/lib/udev/rules.d/05-b.rules", "/etc/udev/rules.d/10-a.rules",
-                                            "/run/udev/rules.d/20-c.rules"]
+    assert rules_files(Root(str(udev), live=True)) == [
+        "/usr/lib/udev/rules.d/05-b.rules", "/etc/udev/rules.d/10-a.rules", "/run/udev/rules.d/20-c.rules"]
     assert files_by_precedence(Root(str(udev)), UDEV_RULES_DIRS, ".rules")[1] == [
         "/etc/udev/rules.d/30-masked.rules -> /dev/null"]
+
+
+def test_an_offline_roots_run_is_empty_at_boot(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """/run is a tmpfs at boot: files an image holds there are never read (and hide nothing)."""
+    from sysctl_doctor.boot.conf_dirs import runtime_only_files
+
+    modules, udev = tmp_path / "m", tmp_path / "u"
+    _tree(modules, "modules-load.d", ".conf")
+    _tree(udev, "udev/rules.d", ".rules")
+    (modules / "run/modules-load.d/05-b.conf").write_text("run\n")  # would hide /usr/lib's 05-b on a live host
+    offline = Root(str(modules))
+    assert offline.empty_at_boot("/run/modules-load.d") and not Root(str(modules), live=True).empty_at_boot("/run")
+    assert modules_load_files(offline)[0] == ["/usr/lib/modules-load.d/05-b.conf", "/etc/modules-load.d/10-a.conf"]
+    assert runtime_only_files(offline, MODULES_LOAD_DIRS, ".conf") == [
+        "/run/modules-load.d/05-b.conf", "/run/modules-load.d/20-c.conf"]
+    assert rules_files(Root(str(udev))) == ["/usr/lib/udev/rules.d/05-b.rules", "/etc/udev/rules.d/10-a.rules"]
+    os.symlink("../run", modules / "var")  # /var/run -> ../run style links lead to /run too
+    assert offline.empty_at_boot("/var/modules-load.d")
 
 
 def test_conf_d_word_lists_split_like_the_shell(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -63,6 +63,30 @@ def test_check_reads_the_real_debian_root(root: Path) -> None:
     assert keys["fs.protected_regular"]["boot"] == {"applied": True, "value": "2"}
 
 
+def test_stock_debian_root_is_quiet_and_every_line_applies(root: Path, tmp_path: Path) -> None:
+    """Issue 15 item 7: no SD111 (nor any warning) on the stock layout, each vendor line once with its fate; the
+    same /etc and sysctl.d without systemd's binaries (a config-only tree) is still read as systemd-sysctl."""
+    doc = json.loads(run("check", "--root", str(root), "--format", "json").stdout)
+    assert [f["code"] for f in doc["findings"] if f["severity"] != "info"] == [], doc["findings"]
+    lines = [(a["file"], a["line"]) for a in doc["assignments"]]
+    assert len(lines) == len(set(lines)) and all(not f.startswith("/lib/") for f, _ in lines), lines
+    assert {a["fate"] for a in doc["assignments"]} == {"applied"}, doc["assignments"]
+    assert all(k["fate"] == "applied" for k in doc["keys"])
+
+    partial = tmp_path / "config-only"
+    partial.mkdir()
+    for link in ("lib", "sbin", "bin", "lib64"):
+        if (root / link).is_symlink():
+            os.symlink(os.readlink(root / link), partial / link)
+    shutil.copytree(root / "etc", partial / "etc", symlinks=True)
+    shutil.copytree(root / "usr/lib/sysctl.d", partial / "usr/lib/sysctl.d", symlinks=True)
+    proc = run("check", "--root", str(partial))
+    assert "sysctl flavour systemd" in proc.stdout and "SD111" not in proc.stdout, proc.stdout
+    assert "although the root has no systemd-sysctl binary or unit" in proc.stdout, proc.stdout
+    doc = json.loads(run("check", "--root", str(partial), "--format", "json").stdout)
+    assert [f["code"] for f in doc["findings"] if f["severity"] != "info"] == [], doc["findings"]
+
+
 def _copy_boot_parts(src: Path, dest: Path) -> Path:
     dest.mkdir()
     for link in ("lib", "sbin", "bin", "lib64"):

@@ -129,6 +129,23 @@ def _validate_check(doc: Dict[str, Any], live: bool) -> None:
         assert _is_str_or_none(f["key"]), f  # null for a file-level finding (SD105)
         assert isinstance(f["message"], str) and f["message"], f
         assert isinstance(f["fix"], str), f
+        # issue 15: the keys a finding is about (a per-file SD109 names several); [] for host-level findings
+        assert isinstance(f["keys"], list) and (f["key"] is None or f["keys"][0] == f["key"]), f
+    # issue 15: every line of every sysctl file with its fate; key rows carry the fate of the line they show
+    fates = {"applied", "overridden", "repeat", "cancelled", "excludes", "no-such-key", "invalid", "shadowed", "masked",
+             "runtime-only", "never-read"}
+    for k in doc["keys"]:
+        assert k["fate"] in fates and (k["fate"] == "applied") == (k["fate"] not in ("cancelled", "shadowed", "masked",
+                                                                                      "runtime-only", "never-read")), k
+        if k["fate"] != "applied":
+            assert k["boot"]["applied"] is False, k
+    assert isinstance(doc["assignments"], list)
+    for a in doc["assignments"]:
+        _check_fields(a, {"file", "line", "key", "value", "glob", "fate", "reason", "by", "keys"}, "assignment")
+        assert a["fate"] in fates and isinstance(a["file"], str) and _is_int(a["line"]), a
+        assert _is_str_or_none(a["key"]) and _is_str_or_none(a["value"]) and isinstance(a["glob"], bool), a
+        assert a["by"] is None or (isinstance(a["by"]["file"], str) and (a["by"]["line"] is None or _is_int(a["by"]["line"]))), a
+        assert a["keys"] is None or all(isinstance(x, str) for x in a["keys"]), a
 
 
 def test_check_contract_on_the_example_root() -> None:

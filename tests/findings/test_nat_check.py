@@ -68,9 +68,9 @@ def test_incident_with_accepting_input_json(tmp_path: Path) -> None:
     proc = run("check", "--root", str(root), "--format", "json")
     assert proc.returncode == 1, proc.stderr  # SD101 is the error; CT001 on 6.1 is a warning
     data = json.loads(proc.stdout)
-    assert set(data) == {"keys", "findings"}
+    assert set(data) == {"keys", "findings", "assignments"}
     for finding in data["findings"]:
-        assert set(finding) == {"code", "severity", "key", "message", "fix"}
+        assert set(finding) == {"code", "severity", "key", "message", "fix", "keys"}
     [ct] = _ct(data)
     assert ct["code"] == "CT001" and ct["severity"] == "warning" and ct["key"] is None
     assert "over upper bound" in ct["message"] and "under the lower bound" not in ct["message"]
@@ -326,7 +326,7 @@ def test_live_check_inside_the_namespace(netns) -> None:  # type: ignore[no-unty
     assert proc.returncode in (0, 1), proc.stderr
     data = json.loads(proc.stdout)
     for finding in data["findings"]:
-        assert set(finding) == {"code", "severity", "key", "message", "fix"}
+        assert set(finding) == {"code", "severity", "key", "message", "fix", "keys"}
     [ct] = _ct(data)
     assert ct["code"] == "CT001" and ct["key"] is None and ct["severity"] == "warning"  # kernel 6.18
     assert "running rules (nft, iptables-save)" in ct["message"]

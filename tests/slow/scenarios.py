@@ -206,5 +206,27 @@ INCIDENT_LAYOUT = Scenario(
     extra_probe_keys=("kernel.pid_max",),
 )
 
-ALL = (SYSCTL_ONLY, MODULES_LOAD, NFTABLES_LATE, NFTABLES_FIXED, NFTABLES_FIXED_UDEV, UDEV_RULE_LATE, INCIDENT_LAYOUT)
+# Issue 15: lines that never apply. Files left in the image's /run (an empty tmpfs at boot) are never read:
+# a /run/sysctl.d/50-pid-max.conf that would shadow systemd's vendor file (on a live host) and a module list in
+# /run/modules-load.d; a `-key` line cancels an earlier assignment; a .cfg name is never read; an /etc file of
+# the same name shadows procps' vendor 99-protect-links.conf (its other keys keep the kernel default).
+NEVER_APPLIED = Scenario(
+    "never-applied",
+    "runtime-only /run/sysctl.d and /run/modules-load.d, a cancelled assignment, a never-read and a shadowed file",
+    {
+        **_BASE_FILES,
+        "run/sysctl.d/50-pid-max.conf": "# left in the image's /run: never read at boot\nkernel.pid_max = 65536\n",
+        "run/sysctl.d/70-runtime.conf": "vm.swappiness = 7\n",
+        "run/modules-load.d/nf_conntrack.conf": MODULES_LOAD_CONF,
+        "etc/sysctl.d/60-sysrq.conf": "kernel.sysrq = 0\n",
+        "etc/sysctl.d/95-local.conf": "# let the default stand\n-kernel.sysrq\n",
+        "etc/sysctl.d/40-tuning.cfg": "vm.dirty_ratio = 33\n",
+        "etc/sysctl.d/99-protect-links.conf": "fs.protected_fifos = 1\n",
+    },
+    extra_probe_keys=("kernel.pid_max", "kernel.sysrq", "vm.swappiness", "vm.dirty_ratio", "fs.protected_fifos",
+                      "fs.protected_regular", "fs.protected_symlinks"),
+)
+
+ALL = (SYSCTL_ONLY, MODULES_LOAD, NFTABLES_LATE, NFTABLES_FIXED, NFTABLES_FIXED_UDEV, UDEV_RULE_LATE, INCIDENT_LAYOUT,
+       NEVER_APPLIED)
 BY_NAME = {s.name: s for s in ALL}

@@ -92,8 +92,25 @@ def build_timeline(
                     "(only a systemd-based initrd reads it)", kernel_cmdline.source or None))
     timeline.loads[:0] = early
     timeline.reruns = sysctl_reruns(root)
+    timeline.diagnostics.extend(_runtime_only_notes(root))
     timeline.diagnostics.extend(Diagnostic(f"skipped: {problem}") for problem in root.problems)
     return timeline
+
+
+def _runtime_only_notes(root: Root) -> List[Diagnostic]:
+    """Files an offline root holds under /run for the boot readers: a tmpfs at boot, so never read."""
+    from sysctl_doctor.boot.conf_dirs import runtime_only_files
+    from sysctl_doctor.boot.modules_load import MODULES_LOAD_DIRS
+    from sysctl_doctor.boot.udev import UDEV_RULES_DIRS
+    from sysctl_doctor.boot.units import UNIT_PATH
+
+    notes = []
+    for dirs, suffix, what in ((MODULES_LOAD_DIRS, ".conf", "module list"), (UDEV_RULES_DIRS, ".rules", "udev rules"),
+                               (UNIT_PATH, "", "unit")):
+        for path in runtime_only_files(root, dirs, suffix):
+            notes.append(Diagnostic(f"runtime-only {what} file: /run is an empty tmpfs at boot, so the boot never "
+                                    "reads it (not used for the prediction)", path))
+    return notes
 
 
 def _chain_text(edges) -> str:

@@ -153,6 +153,8 @@ class SystemdUnits:
         seen: Set[str] = set()
         for directory in self.unit_path:
             real = root.chase(directory).resolved
+            if root.empty_at_boot(directory):
+                continue  # an offline root's /run/systemd/system: a tmpfs at boot, never read
             if real not in seen:
                 seen.add(real)
                 self._dirs.append(directory)
@@ -265,7 +267,7 @@ class SystemdUnits:
         return None
 
     def default_target(self) -> str:
-        for directory in self.unit_path:
+        for directory in self._dirs:
             link = self.root.readlink(f"{directory}/default.target")
             if link:
                 return os.path.basename(link)

@@ -150,7 +150,7 @@ def boot_section(ctx: ExplainContext) -> Optional[ExplainSection]:
         return None
     found = ctx.analysis.fate(ctx.key)
     if found is None:
-        return None
+        return _unset_section(ctx)
     report = ctx.report
     shown = "(absent)" if found.boot_value is None else found.boot_value
     later = "(absent)" if found.after_late_load is None else found.after_late_load
@@ -160,11 +160,34 @@ def boot_section(ctx: ExplainContext) -> Optional[ExplainSection]:
     lines = [status, ""]
     lines += [f"-> {step}" for step in found.chain]
     for finding in report.findings:
-        if finding.key == found.key:
+        if found.key == finding.key or found.key in finding.keys:
             lines += ["", f"{finding.severity} {finding.code}: {finding.message}", f"fix: {finding.fix}"]
     return ExplainSection(title=f"{found.key} at the next boot ({report.analysis.init_system})", lines=lines, data={
         "applied": found.applied, "value": found.boot_value, "after_late_load": found.after_late_load,
         "verdict": found.verdict, "chain": found.chain, "findings": report.codes_for(found.key)})
+
+
+def _unset_section(ctx: ExplainContext) -> Optional[ExplainSection]:
+    """A key some line sets that gets no value at boot (every line cancelled or never read): its kernel default."""
+    from sysctl_doctor.config.fates import LABELS
+    from sysctl_doctor.config.model import key_to_path
+
+    path = key_to_path(ctx.key)
+    unset = next((u for u in getattr(ctx.analysis, "unset", ()) if u.path == path), None)
+    if unset is None:
+        return None
+    report = ctx.report
+    shown = "(absent)" if unset.boot_value is None else unset.boot_value
+    lines = [f"after boot: {shown}  (not set: {LABELS.get(unset.fate, unset.fate)})", ""]
+    lines += [f"-> {line.where} {line.key} = {line.value}: {line.fate}: {line.reason}"
+              for line in unset.unset.lines if line.value is not None]
+    lines.append("-> no other line and no glob sets it: the sysctl step writes nothing, the kernel default stays")
+    for finding in report.findings:
+        if unset.key == finding.key or unset.key in finding.keys:
+            lines += ["", f"{finding.severity} {finding.code}: {finding.message}", f"fix: {finding.fix}"]
+    return ExplainSection(title=f"{unset.key} at the next boot ({report.analysis.init_system})", lines=lines, data={
+        "applied": False, "value": unset.boot_value, "after_late_load": unset.boot_value, "verdict": "not-set",
+        "fate": unset.fate, "chain": lines[2:], "findings": report.codes_for(unset.key)})
 
 
 # Sections of `explain KEY`, in order. Other branches append theirs (see module docstring).

@@ -48,12 +48,13 @@ def key_tree_for_cli(root: "Root", proc_sys: Optional[str]) -> Tuple[Optional["K
 def load_for_cli(root_dir: str, flavor: Optional[str], proc_sys: Optional[str]
                  ) -> Tuple["Root", "SysctlConfig", Optional["KeyTree"], Optional[str]]:
     """Root, config, key tree and where the key tree came from (None: no tree)."""
-    from sysctl_doctor.config.sysctl_d import default_flavor, load_sysctl_config
+    from sysctl_doctor.config.sysctl_d import boot_flavor, load_sysctl_config
     from sysctl_doctor.root import root_for_cli
 
     root = root_for_cli(root_dir)
-    chosen = flavor or default_flavor(root)
-    config = load_sysctl_config(root, chosen)  # type: ignore[arg-type]
+    chosen = flavor or boot_flavor(root)  # the init decides, as for check
+    # the settings the boot would apply: an offline root's /run is an empty tmpfs then (runtime-only files)
+    config = load_sysctl_config(root, chosen, at_boot=True)  # type: ignore[arg-type]
     root.raise_if_unreadable()
     keys, tree_dir = key_tree_for_cli(root, proc_sys)
     return root, config, keys, tree_dir

@@ -123,10 +123,19 @@ class SysctlExclusion:
             object.__setattr__(self, "path", key_to_path(self.pattern))
 
 
+# Why a file's lines are never applied (IgnoredFile.kind; the fate of each line in it)
+SHADOWED = "shadowed"  # a file of the same name in an earlier directory wins
+MASKED = "masked"  # the winner of its name is a link to /dev/null
+RUNTIME_ONLY = "runtime-only"  # in an offline root's /run: a tmpfs at boot
+NEVER_READ = "never-read"  # any other reason: not a .conf name, /etc/sysctl.conf without the link, ...
+
+
 @dataclass(frozen=True)
 class IgnoredFile:
     file: str
     reason: str
+    kind: str = NEVER_READ  # SHADOWED, MASKED, RUNTIME_ONLY or NEVER_READ
+    by: Optional[str] = None  # SHADOWED, MASKED: the file of the same name that wins (or the /dev/null link)
 
 
 class ConfigLine(NamedTuple):

@@ -42,6 +42,9 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from sysctl_doctor.config.model import (
+    MASKED,
+    RUNTIME_ONLY,
+    SHADOWED,
     ConfigLine,
     EffectiveSetting,
     Flavor,
@@ -157,6 +160,36 @@ def default_flavor(root: Root) -> Flavor:
     return "procps"
 
 
+# What shows that a root boots with systemd even when its systemd-sysctl binary and unit are missing
+# (a config-only tree, a partial image).
+SYSTEMD_SIGNS = ("/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/etc/systemd/system", "/usr/lib/systemd/system",
+                 "/lib/systemd/system")
+
+
+def systemd_signs(root: Root) -> List[str]:
+    """The paths that show a systemd boot: /sbin/init -> systemd, the manager, the unit directories."""
+    signs = [p for p in SYSTEMD_SIGNS if root.kind(p) is not PathKind.MISSING]
+    if root.kind("/sbin/init") is PathKind.FILE:
+        init = root.chase("/sbin/init").resolved
+        if "systemd" in init.rsplit("/", 1)[-1]:
+            signs.insert(0, f"/sbin/init -> {init}")
+    return signs
+
+
+def boot_flavor(root: Root) -> Flavor:
+    """The flavour the root's init applies sysctl.d with (`show`'s default; `check` decides it from the init
+    system the boot model detects, the same way): systemd when the root has systemd-sysctl, or shows a systemd
+    boot without it and /sbin/init is no other init; else procps."""
+    if default_flavor(root) == "systemd":
+        return "systemd"
+    init = root.chase("/sbin/init").resolved if root.kind("/sbin/init") is PathKind.FILE else None
+    if init is not None and "systemd" not in init.rsplit("/", 1)[-1]:
+        return "procps"  # sysvinit, OpenRC, busybox: `sysctl --system` or `sysctl -p`
+    if root.kind("/sbin/openrc") is PathKind.FILE or root.kind("/etc/runlevels") is PathKind.DIR:
+        return "procps"
+    return "systemd" if systemd_signs(root) else "procps"
+
+
 def _hidden_or_backup(name: str) -> bool:
     if name.startswith(".") or name in ("lost+found", "aquota.user", "aquota.group") or name.endswith("~"):
         return True
@@ -219,7 +252,8 @@ class _Candidate:
     host: Optional[str] = None  # a plain file (no link) found in a directory the Root resolved
 
 
-def _discover(root: Root, flavor: Flavor) -> Tuple[List[_Candidate], List[IgnoredFile], List[Diagnostic]]:
+def _discover(root: Root, flavor: Flavor,
+              at_boot: bool = False) -> Tuple[List[_Candidate], List[IgnoredFile], List[Diagnostic]]:
     ignored: List[IgnoredFile] = []
     diags: List[Diagnostic] = []
     winners: Dict[str, _Candidate] = {}
@@ -234,8 +268,30 @@ def _discover(root: Root, flavor: Flavor) -> Tuple[List[_Candidate], List[Ignore
             if resolved not in dirs:
                 dirs.append(resolved)
     else:
-        dirs = list(PROCPS_DIRS)
+        # procps opens each directory as named; a directory reached twice (/lib -> usr/lib) only repeats
+        # names already seen, which it skips: every file is reported once, for the first directory.
+        dirs = []
+        seen_dirs: Set[str] = set()
+        for d in PROCPS_DIRS:
+            try:
+                resolved = root.chase(d).resolved
+            except DoctorError:
+                resolved = d
+            if resolved in seen_dirs and root.kind(d) is PathKind.DIR:
+                continue
+            seen_dirs.add(resolved)
+            dirs.append(d)
     for d in dirs:
+        if at_boot and root.empty_at_boot(d):
+            # an offline root's /run/sysctl.d: /run is an empty tmpfs at boot, so nothing here is read and
+            # nothing here hides a file of the same name in a later directory
+            for name, kind, _host in _entries(root, d, diags):
+                if name.endswith(".conf") and kind is not PathKind.DIR:
+                    ignored.append(IgnoredFile(
+                        f"{d.rstrip('/')}/{name}",
+                        "runtime-only: /run is an empty tmpfs at boot, so a file left in the image's /run is "
+                        "never read", RUNTIME_ONLY))
+            continue
         for name, kind, host in _entries(root, d, diags):
             path = f"{d.rstrip('/')}/{name}"
             if flavor == "systemd":
@@ -256,10 +312,10 @@ def _discover(root: Root, flavor: Flavor) -> Tuple[List[_Candidate], List[Ignore
                 if _same_file(root, winner.path, path):
                     continue  # the same directory seen twice (/lib -> usr/lib)
                 if winner.kind is PathKind.NULL:
-                    reason = f"masked by {winner.path} -> /dev/null"
+                    reason, why = f"masked by {winner.path} -> /dev/null", MASKED
                 else:
-                    reason = f"overridden by {winner.path} (same file name, earlier directory)"
-                ignored.append(IgnoredFile(path, reason))
+                    reason, why = f"overridden by {winner.path} (same file name, earlier directory)", SHADOWED
+                ignored.append(IgnoredFile(path, reason, why, winner.path))
                 continue
             winners[name] = _Candidate(path, kind, host)
     if flavor == "systemd":
@@ -288,11 +344,15 @@ def _is_symlink_loop(root: Root, path: str) -> bool:
     return False
 
 
-def load_sysctl_config(root: Root, flavor: Flavor) -> SysctlConfig:
-    """Every file and line the flavour reads from `root`, with what each line does."""
+def load_sysctl_config(root: Root, flavor: Flavor, at_boot: bool = False) -> SysctlConfig:
+    """Every file and line the flavour reads from `root`, with what each line does.
+
+    `at_boot`: read as the next boot does: in an offline root /run/sysctl.d is an empty tmpfs then
+    (`Root.empty_at_boot`), so its files are reported as runtime-only and take no part. Without it the
+    files are read as the program would read them now (`show`, the oracle tests)."""
     if flavor not in ("systemd", "procps"):
         raise DoctorError(f"unknown flavour {flavor!r} (systemd or procps)")
-    candidates, ignored, diagnostics = _discover(root, flavor)
+    candidates, ignored, diagnostics = _discover(root, flavor, at_boot)
     read_paths: List[str] = []
     sources: List[Tuple[str, bytes]] = []
 
@@ -318,7 +378,7 @@ def load_sysctl_config(root: Root, flavor: Flavor) -> SysctlConfig:
                     read(_Candidate(target, kind), announce=False)
                 return
         if cand.kind is PathKind.NULL:
-            ignored.append(IgnoredFile(cand.path, "a mask (link to /dev/null): nothing is read from it"))
+            ignored.append(IgnoredFile(cand.path, "a mask (link to /dev/null): nothing is read from it", MASKED))
             return
         if cand.kind is PathKind.MISSING:
             if _is_symlink_loop(root, cand.path):

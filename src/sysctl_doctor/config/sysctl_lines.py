@@ -34,6 +34,9 @@ class ParsedLine(NamedTuple):
     text: str = ""  # the stripped line (for messages)
 
 
+INVALID_LINE = "invalid-line"  # Diagnostic.kind of a line that is not an assignment (SD111)
+
+
 @dataclass
 class ParsedFile:
     lines: List[ParsedLine] = field(default_factory=list)
@@ -183,7 +186,7 @@ def parse_sysctl_bytes(data: bytes, flavor: Flavor, file: str) -> ParsedFile:
                 msg = ("line is not an assignment, ignored (systemd-sysctl then exits with an error, so "
                        "systemd-sysctl.service shows as failed): " if flavor == "systemd"
                        else "invalid syntax (no '='), ignored: ")
-                out.diagnostics.append(Diagnostic(msg + _shorten(parsed.text), file, lineno))
+                out.diagnostics.append(Diagnostic(msg + _shorten(parsed.text), file, lineno, INVALID_LINE))
                 continue
             try:
                 if check_utf8:

@@ -41,8 +41,8 @@ def report_for(analysis: Analysis) -> CheckReport:
     findings = run_rules(analysis)
     codes: Dict[str, List[str]] = {}
     for finding in findings:
-        if finding.key:
-            listed = codes.setdefault(finding.key, [])
+        for key in dict.fromkeys((finding.key, *finding.keys) if finding.key else finding.keys):
+            listed = codes.setdefault(key, [])
             if finding.code not in listed:
                 listed.append(finding.code)
     return CheckReport(analysis, findings, codes)

@@ -64,6 +64,7 @@ class Finding:
     fix: str
     file: Optional[str] = None
     line: Optional[int] = None
+    keys: Tuple[str, ...] = ()  # a finding about several keys (one per file): all of them; `key` is the first
 
     def where(self) -> str:
         if not self.file:

@@ -51,12 +51,46 @@ def check_to_dict(report) -> dict:
             "after_late_load": {"value": _value(p.after_late_load)},
             "live": p.live,
             "findings": report.codes_for(p.key),
+            "fate": "applied",
+        })
+    analysis = report.analysis
+    for u in getattr(analysis, "unset", ()):  # keys set only by lines that never apply: the kernel default
+        line = u.unset.line
+        kind = getattr(getattr(u.provider, "kind", None), "value", "unknown")
+        keys.append({
+            "key": u.key,
+            "configured": u.configured,
+            "file": line.origin.file,
+            "line": line.origin.line,
+            "provider": {"kind": kind, "module": getattr(u.provider, "module", None)},
+            "boot": {"applied": False, "value": _value(u.boot_value)},
+            "after_late_load": {"value": _value(u.boot_value)},
+            "live": u.live,
+            "findings": report.codes_for(u.key),
+            "fate": u.fate,
         })
     findings = [
-        {"code": f.code, "severity": f.severity, "key": f.key, "message": f.message, "fix": f.fix}
+        {"code": f.code, "severity": f.severity, "key": f.key, "message": f.message, "fix": f.fix,
+         "keys": list(dict.fromkeys((f.key, *f.keys) if f.key else f.keys))}
         for f in report.findings
     ]
-    return {"keys": keys, "findings": findings}
+    return {"keys": keys, "findings": findings,
+            "assignments": [_line(f) for f in getattr(analysis, "lines", ())]}
+
+
+def _line(f) -> dict:  # type: ignore[no-untyped-def]
+    """One line of a sysctl file and its fate (`check`'s "assignments" array)."""
+    return {
+        "file": f.origin.file,
+        "line": f.origin.line,
+        "key": f.key,
+        "value": f.value,
+        "glob": f.is_glob,
+        "fate": f.fate,
+        "reason": f.reason,
+        "by": None if f.by is None else {"file": f.by.file, "line": f.by.line or None},
+        "keys": None if f.keys is None else list(f.keys),
+    }
 
 
 def render_check_json(report) -> str:

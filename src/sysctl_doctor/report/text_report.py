@@ -39,7 +39,42 @@ def _rows(report) -> List[Tuple[List[str], str]]:  # type: ignore[no-untyped-def
         if p.live is not None:
             boot += f" [live {p.live}]"
         rows.append(([terminal_safe(x) for x in (p.key, p.configured, provider, boot, label)], style))
+    from sysctl_doctor.config.fates import LABELS
+
+    for u in getattr(report.analysis, "unset", ()):  # set only by lines that never apply
+        kind = getattr(getattr(u.provider, "kind", None), "value", "unknown")
+        provider = f"{kind}:{u.provider.module}" if getattr(u.provider, "module", None) else kind
+        boot = _value(u.boot_value) + (f" [live {u.live}]" if u.live is not None else "")
+        label = f"NOT SET ({LABELS.get(u.fate, u.fate)})"
+        rows.append(([terminal_safe(x) for x in (u.key, u.configured or "", provider, boot, label)], "red"))
     return rows
+
+
+def _assignment_lines(analysis, verbose: bool) -> List[List[Segment]]:  # type: ignore[no-untyped-def]
+    """The lines of the sysctl files with their fates, in apply order, then the files never read. The lines
+    that apply are the table's rows: listed with -v, counted otherwise (the JSON lists every line)."""
+    from sysctl_doctor.config.fates import APPLIED, EXCLUDES, INVALID, REPEAT
+
+    every = list(getattr(analysis, "lines", ()))
+    lines = every if verbose else [f for f in every if f.fate != APPLIED]
+    if not lines:
+        return []
+    hidden = len(every) - len(lines)
+    note = (f" (every line of every sysctl file, in apply order, then files never read"
+            + (f"; the {hidden} that apply are the table's rows, -v lists them)" if hidden else ")"))
+    out: List[List[Segment]] = [[], [("Assignments", "bold"), (note, None)]]
+    styles = {APPLIED: "green", REPEAT: None, EXCLUDES: "cyan", INVALID: "yellow"}
+    for f in lines:
+        if f.key is None:
+            what = f.text
+        elif f.value is None:
+            what = f"-{f.key}"
+        else:
+            what = f"{f.key} = {f.value}"
+        reason = f.reason
+        out.append([(f"  {terminal_safe(f.where)}  {terminal_safe(what)}  ", None),
+                    (f.fate, styles.get(f.fate, "red")), (f": {terminal_safe(reason)}", None)])
+    return out
 
 
 def _rich_table(rows: List[Tuple[List[str], str]]) -> Table:
@@ -86,7 +121,7 @@ def render_check_text(report, console: Console, verbose: bool = False) -> None:
     else:
         _emit(console, head)
         console.print(_rich_table(rows))
-    lines: List[List[Segment]] = []
+    lines: List[List[Segment]] = _assignment_lines(analysis, verbose)
     say = lines.append
     explained = [p for p in report.fates if verbose or not p.applied]
     if explained:
@@ -120,7 +155,9 @@ def render_check_text(report, console: Console, verbose: bool = False) -> None:
     errors = sum(1 for f in report.findings if f.severity == ERROR)
     warnings = sum(1 for f in report.findings if f.severity == WARNING)
     not_applied = sum(1 for p in report.fates if not p.applied)
+    unset = len(getattr(analysis, "unset", ()))
+    never = f", {unset} set only by lines that never apply" if unset else ""
     say([])
-    say([(f"{len(report.fates)} keys, {not_applied} not guaranteed after boot; "
+    say([(f"{len(report.fates)} keys, {not_applied} not guaranteed after boot{never}; "
           f"{errors} errors, {warnings} warnings", None)])
     _emit(console, lines)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Dict, Iterator, List
 
 from sysctl_doctor.analysis import Analysis
+from sysctl_doctor.boot.model import KeyFate
 from sysctl_doctor.findings.model import INFO, Example, Finding, Rule
 
 RULE = Rule(
@@ -32,9 +33,20 @@ RULE = Rule(
 
 
 def check(analysis: Analysis) -> Iterator[Finding]:
+    # One finding per file, listing its per-namespace keys (a hardened host sets dozens of net.* keys).
+    by_file: Dict[str, List[KeyFate]] = {}
     for p in analysis.fates:
         provider = p.provider
         if not provider.per_netns or provider.init_netns_only:
             continue
-        message = f"{p.key} is set per network namespace: containers and pods start with the kernel default"
-        yield Finding(RULE.code, RULE.severity, p.key, message, RULE.fix, p.file, p.line)
+        by_file.setdefault(p.file, []).append(p)
+    for file, fates in by_file.items():
+        keys = [p.key for p in fates]
+        if len(keys) == 1:
+            message = f"{keys[0]} is set per network namespace: containers and pods start with the kernel default"
+        else:
+            shown = ", ".join(keys[:12]) + (f", … ({len(keys) - 12} more)" if len(keys) > 12 else "")
+            message = (f"{len(keys)} keys set here are per network namespace: containers and pods start with the "
+                       f"kernel defaults: {shown}")
+        yield Finding(RULE.code, RULE.severity, keys[0], message, RULE.fix, file,
+                      fates[0].line if len(keys) == 1 else None, tuple(keys))

@@ -27,5 +27,11 @@ RULE = Rule(
 
 
 def check(analysis: Analysis) -> Iterator[Finding]:
+    from sysctl_doctor.config.sysctl_lines import INVALID_LINE
+
+    # Only lines that are not assignments: the reader's other remarks (a file read twice by procps, bytes
+    # that are not UTF-8, a cut file, ...) are notes of `check`, not this finding with its fix.
     for diagnostic in analysis.config.diagnostics:
+        if diagnostic.kind != INVALID_LINE:
+            continue
         yield Finding(RULE.code, RULE.severity, None, diagnostic.message, RULE.fix, diagnostic.file, diagnostic.line)
