@@ -48,5 +48,5 @@ def check(analysis: Analysis) -> Iterator[Finding]:
             shown = ", ".join(keys[:12]) + (f", … ({len(keys) - 12} more)" if len(keys) > 12 else "")
             message = (f"{len(keys)} keys set here are per network namespace: containers and pods start with the "
                        f"kernel defaults: {shown}")
-        yield Finding(RULE.code, RULE.severity, keys[0], message, RULE.fix, file,
-                      fates[0].line if len(keys) == 1 else None, tuple(keys))
+        # located at the file's first such line (a place to start, and what SARIF consumers need)
+        yield Finding(RULE.code, RULE.severity, keys[0], message, RULE.fix, file, fates[0].line, tuple(keys))
