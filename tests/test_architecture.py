@@ -21,6 +21,7 @@ LAYERS: List[Set[str]] = [
     {"findings"},
     {"report", "fix", "fleet"},
     {"lab"},
+    {"verify"},
     {"cli", "__main__", "__init__"},
 ]
 
