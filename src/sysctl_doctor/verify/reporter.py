@@ -15,7 +15,9 @@ to the second serial port (`SDVERIFY_OUT`, default /dev/ttyS1):
     SDVERIFY END
 
 with <phase> `boot` (after boot settled), then `late` (after the --late-load modules, only when there are
-any). `SDVERIFY_PROC_SYS` points it at another /proc/sys (the default tier runs it against a tmpfs one);
+any). `SDVERIFY_PROC_SYS` points it at another /proc/sys, `SDVERIFY_OUT` at another file and
+`SDVERIFY_NO_SETTLE=1` skips the waits (the default tier runs it on the host, against a tmpfs /proc/sys in
+a private mount namespace);
 only `--poweroff` (the guest's unit passes it) makes it power the machine off at the end.
 
 "Settled": systemd starts it from a transient timer 3 s after multi-user.target (so that it is not
@@ -44,6 +46,7 @@ PROC_SYS=${SDVERIFY_PROC_SYS:-/proc/sys}
 exec > "${SDVERIFY_OUT:-/dev/ttyS1}" 2>&1
 say() { echo "SDVERIFY $*"; }
 settle() {
+    [ -z "$SDVERIFY_NO_SETTLE" ] || return 0
     if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
         timeout 120 systemctl is-system-running --wait >/dev/null 2>&1
     fi
@@ -66,9 +69,11 @@ snapshot() {
             say unreadable "$phase" "$key"
         fi
     done < "$CONF/keys"
-    while read -r name _; do
-        say module "$phase" "$name"
-    done < /proc/modules
+    if [ -r /proc/modules ]; then
+        while read -r name _; do
+            say module "$phase" "$name"
+        done < /proc/modules
+    fi
 }
 say BEGIN
 settle

@@ -20,6 +20,7 @@ from sysctl_doctor.verify.compare import (KeyOutcome, Predicted, RaceTally, comp
 from sysctl_doctor.verify.image import boot_files, image_of
 from sysctl_doctor.verify.qemu import BootFiles, BootRun, boot, choose_accel
 from sysctl_doctor.verify.reporter import Observation, parse_report, reporter_injection
+from sysctl_doctor.verify.tools import MKE2FS, QEMU, require
 
 DEFAULT_TIMEOUT = 600.0
 MAX_BOOTS = 50
@@ -114,6 +115,8 @@ def verify_root(root_dir: str, kernel: Optional[str] = None, late_load: Sequence
     if not 1 <= boots <= MAX_BOOTS:
         raise DoctorError(f"--boots {boots}: between 1 and {MAX_BOOTS}")
     say = progress or (lambda _message: None)
+    require(QEMU)
+    require(MKE2FS)  # both before anything is copied: a missing tool is said at once
     root = root_for_cli(root_dir)
     if root.is_live:
         raise DoctorError("verify boots an image of a root directory: pass --root DIR (not the running host /)")

@@ -1,0 +1,132 @@
+"""`sysctl-doctor verify` on the roots the slow tier boots: the command's own boot (one per test) must
+show what the tier's probe shows, and agree with `check` where check is sure.
+
+- examples/incident made bootable (the cached base root's kernel, initrd and userland, the incident's /etc
+  laid over it): be_liberal is "not guaranteed" (nftables.service races systemd-sysctl); verify reports
+  the side that won and exits 0 (a race is what was predicted), every other key agrees;
+- the same root after `sysctl-doctor fix --root` (on a copy): every key agrees, be_liberal is 1;
+- the sysctl-only scenario with `--late-load nf_conntrack`: be_liberal is absent after boot, and after
+  the late load it is the kernel default 0, as check's after_late_load says.
+
+Opt-in like the rest of the tier (`pytest --run-slow tests/slow -k verify`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from . import base_root as base_root_module
+from .bootable import bootable_root
+from .real_boot import prepare_root
+from .scenarios import BE_LIBERAL, BY_NAME
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT = os.environ.get("SYSCTL_DOCTOR_BOOT_TIMEOUT", "420")
+TIMINGS: List[str] = []   # printed by conftest's terminal summary
+
+
+def _tree_digest(root: Path) -> str:
+    """Names, modes, link targets and contents of the configuration verify reads (it must change nothing)."""
+    digest = hashlib.sha256()
+    for base in ("etc", "usr/lib/sysctl.d"):
+        for path in sorted((root / base).rglob("*")):
+            st = path.lstat()
+            digest.update(f"{path.relative_to(root)} {st.st_mode} {st.st_uid}\n".encode())
+            if path.is_symlink():
+                digest.update(os.readlink(path).encode())
+            elif path.is_file():
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _verify(root: Path, name: str, *extra: str) -> dict:
+    env = dict(os.environ, SYSCTL_DOCTOR_ACCEL=os.environ.get("SYSCTL_DOCTOR_ACCEL") or "tcg")
+    logs = base_root_module.cache_dir() / "logs" / f"verify-{name}"
+    shutil.rmtree(logs, ignore_errors=True)
+    argv = [sys.executable, "-m", "sysctl_doctor", "verify", "--root", str(root), "--format", "json",
+            "--timeout", TIMEOUT, "--log-dir", str(logs), *extra]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=float(TIMEOUT) * 2 + 300)
+    assert proc.returncode in (0, 1, 2) and proc.stdout.startswith("{"), (
+        f"verify exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    doc = json.loads(proc.stdout)
+    doc["_exit"], doc["_stderr"] = proc.returncode, proc.stderr
+    TIMINGS.append(f"verify {name:22} image {doc['image_seconds']:5.1f}s " + " ".join(
+        f"boot{b['number']} {b['seconds']:6.1f}s (report at uptime {b['uptime'].get('boot')}s)" for b in doc["boots"])
+        + f" status={doc['status']} logs {logs}")
+    return doc
+
+
+def _explain(doc: dict) -> str:
+    out = [f"exit {doc['_exit']} status {doc['status']}; stderr: {doc['_stderr'][-1500:]}"]
+    out += [f"boot {b['number']}: {b['failure']}\n" + "\n".join(b["console_tail"]) for b in doc["boots"] if b["failure"]]
+    out += [f"{k['key']}: verdict {k['verdict']} predicted {k['predicted']} observed {k['observed']} agree {k['agree']}"
+            f"\n  evidence {k['evidence']}" for k in doc["keys"]]
+    return "\n".join(out)
+
+
+def _key(doc: dict, key: str) -> dict:
+    return next(k for k in doc["keys"] if k["key"] == key)
+
+
+@pytest.fixture()
+def workdir():
+    cache = base_root_module.cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="run-verify-", dir=cache))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_verify_shows_the_race_on_the_incident_root(base_root, workdir):
+    root = bootable_root(base_root, REPO / "examples" / "incident", workdir / "incident")
+    before = _tree_digest(root)
+    doc = _verify(root, "incident")
+    assert _tree_digest(root) == before, "verify changed the root it was given"
+    assert doc["_exit"] == 0 and doc["status"] == "agree", _explain(doc)
+    be = _key(doc, BE_LIBERAL)
+    assert be["not_guaranteed"] and be["verdict"] == "race", _explain(doc)
+    race = next(r for r in doc["races"] if r["key"] == BE_LIBERAL)
+    assert race["boots"] == 1 and race["loader_first"] + race["sysctl_step_first"] == 1, _explain(doc)
+    if race["sysctl_step_first"]:   # the side seen on this host so far: the journal says why
+        assert be["observed"]["boot"] == ["0"], _explain(doc)
+        assert any("Couldn't write" in line for line in be["evidence"]), _explain(doc)
+    else:
+        assert be["observed"]["boot"] == ["1"], _explain(doc)
+    assert all(k["agree"] for k in doc["keys"]), _explain(doc)
+
+
+def test_verify_after_fix_agrees_on_every_key(base_root, workdir):
+    root = bootable_root(base_root, REPO / "examples" / "incident", workdir / "incident-fixed")
+    fix = subprocess.run([sys.executable, "-m", "sysctl_doctor", "fix", "--root", str(root)],
+                         capture_output=True, text=True, timeout=300)
+    assert fix.returncode == 0 and "wrote " in fix.stdout, fix.stdout + fix.stderr
+    doc = _verify(root, "incident-fixed")
+    assert doc["_exit"] == 0 and doc["status"] == "agree", _explain(doc)
+    be = _key(doc, BE_LIBERAL)
+    assert not be["not_guaranteed"] and be["observed"]["boot"] == ["1"], _explain(doc)
+    assert doc["races"] == [] and all(k["agree"] for k in doc["keys"]), _explain(doc)
+
+
+def test_verify_late_load_brings_the_key_at_its_kernel_default(base_root, workdir):
+    root = prepare_root(base_root, BY_NAME["sysctl-only"], workdir / "sysctl-only")
+    doc = _verify(root, "sysctl-only-late", "--late-load", "nf_conntrack")
+    assert doc["_exit"] == 0 and doc["status"] == "agree", _explain(doc)
+    be = _key(doc, BE_LIBERAL)
+    assert be["predicted"]["boot"]["absent"] and be["observed"]["boot"] == [None], _explain(doc)
+    assert be["observed"]["late"] == ["0"], _explain(doc)
+    loads = doc["boots"][0]["loads"]
+    assert loads and loads[0]["module"] == "nf_conntrack" and loads[0]["rc"] == 0, _explain(doc)
