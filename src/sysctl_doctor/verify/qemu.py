@@ -87,11 +87,14 @@ class Terminated(KeyboardInterrupt):
 
 
 @dataclass
-class _SigtermGuard:
+class SigtermRaises:
+    """While active (main thread only), SIGTERM raises Terminated, so every `finally` runs (qemu killed, work
+    directory removed); the previous handler is restored on exit."""
+
     previous: object = None
     installed: bool = False
 
-    def __enter__(self) -> "_SigtermGuard":
+    def __enter__(self) -> "SigtermRaises":
         if threading.current_thread() is threading.main_thread():
             def _raise(_signum, _frame):  # type: ignore[no-untyped-def]
                 raise Terminated()
@@ -123,7 +126,7 @@ def run_qemu(cmd: List[str], timeout: float, stderr_path: Optional[Path] = None)
     started = time.monotonic()
     stderr = open(stderr_path, "wb") if stderr_path is not None else subprocess.DEVNULL
     try:
-        with _SigtermGuard():
+        with SigtermRaises():
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
                                     start_new_session=True)
             try:

@@ -17,8 +17,8 @@ from typing import Callable, List, Optional, Sequence
 from sysctl_doctor.errors import DoctorError
 from sysctl_doctor.verify.compare import (KeyOutcome, Predicted, RaceTally, compare, fates_of, predictions_from,
                                           tally_races)
-from sysctl_doctor.verify.image import boot_files, image_of
-from sysctl_doctor.verify.qemu import BootFiles, BootRun, boot, choose_accel
+from sysctl_doctor.verify.image import Injection, boot_files, image_of
+from sysctl_doctor.verify.qemu import BootFiles, BootRun, SigtermRaises, boot, choose_accel
 from sysctl_doctor.verify.reporter import Observation, parse_report, reporter_injection
 from sysctl_doctor.verify.tools import MKE2FS, QEMU, require
 
@@ -130,17 +130,33 @@ def verify_root(root_dir: str, kernel: Optional[str] = None, late_load: Sequence
     extra = guest_cmdline(root_cmdline or "")
     modules = [p.module for p in predicted if p.module]
     injection = reporter_injection(analysis.init_system, [p.key for p in predicted], late_load, modules)
+    with SigtermRaises():  # SIGTERM as Ctrl-C: qemu killed, the work directory removed
+        results, accel, accel_why, image_seconds = _build_and_boot(
+            root_path, files, analysis.init_system, predicted, injection, extra, boots, timeout, log_dir,
+            workdir_parent, say)
+    return VerifyResult(str(root_path), files.kernel, analysis.init_system, accel, accel_why, extra,
+                        list(late_load), predicted, results, image_seconds,
+                        [str(d) for d in analysis.diagnostics])
+
+
+def _build_and_boot(root_path: Path, files: BootFiles, init_system: str, predicted: List[Predicted],
+                    injection: Injection, extra: str, boots: int, timeout: float, log_dir: Optional[Path],
+                    workdir_parent: Optional[Path], say: Callable[[str], None]):
+    """One image (from a copy of the root), N boots of fresh copies of it, each report compared."""
     work = Path(tempfile.mkdtemp(prefix="sysctl-doctor-verify-", dir=workdir_parent))
     results: List[BootOutcome] = []
     try:
         accel, accel_why = choose_accel(files, work)
-        say(f"building the image of {root_path} (kernel {files.kernel}, init {analysis.init_system})")
+        say(f"building the image of {root_path} (kernel {files.kernel}, init {init_system})")
         started = time.monotonic()
         pristine = image_of(root_path, injection, work)
         image_seconds = time.monotonic() - started
         for number in range(1, boots + 1):
             disk = work / f"boot-{number}.img"
-            subprocess.run(["cp", "--sparse=always", "--reflink=auto", str(pristine), str(disk)], check=True)
+            copied = subprocess.run(["cp", "--sparse=always", "--reflink=auto", str(pristine), str(disk)],
+                                    capture_output=True, text=True)
+            if copied.returncode != 0:
+                raise DoctorError(f"cannot copy the image for boot {number}: {copied.stderr.strip()[-300:]}")
             logs = (log_dir / f"boot-{number}") if log_dir is not None else work / f"logs-{number}"
             say(f"boot {number}/{boots}: qemu -accel {accel} (timeout {timeout:.0f} s)")
             try:
@@ -157,7 +173,5 @@ def verify_root(root_dir: str, kernel: Optional[str] = None, late_load: Sequence
                 break
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return VerifyResult(str(root_path), files.kernel, analysis.init_system, accel, accel_why, extra,
-                        list(late_load), predicted, results, image_seconds,
-                        [str(d) for d in analysis.diagnostics])
+    return results, accel, accel_why, image_seconds
 
