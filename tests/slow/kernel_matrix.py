@@ -18,7 +18,6 @@ compares packet by packet (agreement.compare_run).
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import shutil
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from sysctl_doctor.verify.serial import between, marker_lines, read_lines
+from sysctl_doctor.verify.serial import between, decode_block, marker_lines, read_lines
 
 from .base_root import BaseRoot
 from .real_boot import BootResult, _copy_tree, _symlink, _write, boot_image, build_image
@@ -100,10 +99,10 @@ def parse_matrix_probe(boot: BootResult, outdir: Path) -> MatrixRun:
         elif key == "END":
             run.complete = True
     run.stderr = "\n".join(between(lines, "SDMATRIX-STDERR-BEGIN", "SDMATRIX-STDERR-END") or [])
-    encoded = between(lines, "SDMATRIX-DATA-BEGIN", "SDMATRIX-DATA-END")
-    if encoded:
+    data_tar = decode_block(lines, "SDMATRIX-DATA-BEGIN", "SDMATRIX-DATA-END")
+    if data_tar:
         outdir.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(fileobj=io.BytesIO(base64.b64decode("".join(encoded))), mode="r:gz") as tar:
+        with tarfile.open(fileobj=io.BytesIO(data_tar), mode="r:gz") as tar:
             for member in tar.getmembers():
                 name = Path(member.name).name
                 if member.isfile() and (name.endswith(".pcap") or name == "records.json"):

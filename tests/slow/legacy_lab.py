@@ -18,7 +18,6 @@ then powers off. Nothing is modprobed by the probe: the lab must get what it nee
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import shutil
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from sysctl_doctor.verify.serial import between, marker_lines, read_lines
+from sysctl_doctor.verify.serial import between, decode_block, marker_lines, read_lines
 
 from .base_root import BaseRoot
 from .real_boot import BootResult, _copy_tree, _symlink, _write, boot_image, build_image
@@ -139,10 +138,9 @@ def parse_legacy_probe(boot: BootResult, pcap_dir: Path) -> LegacyLabRun:
         except ValueError:
             run.report = None
     run.stderr = "\n".join(between(lines, "SDLEGACY-STDERR-BEGIN", "SDLEGACY-STDERR-END") or [])
-    encoded = between(lines, "SDLEGACY-PCAP-BEGIN", "SDLEGACY-PCAP-END")
-    if encoded:
+    data = decode_block(lines, "SDLEGACY-PCAP-BEGIN", "SDLEGACY-PCAP-END")
+    if data:
         pcap_dir.mkdir(parents=True, exist_ok=True)
-        data = base64.b64decode("".join(encoded))
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
             for member in tar.getmembers():
                 name = Path(member.name).name

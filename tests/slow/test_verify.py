@@ -130,3 +130,25 @@ def test_verify_late_load_brings_the_key_at_its_kernel_default(base_root, workdi
     assert be["observed"]["late"] == ["0"], _explain(doc)
     loads = doc["boots"][0]["loads"]
     assert loads and loads[0]["module"] == "nf_conntrack" and loads[0]["rc"] == 0, _explain(doc)
+
+
+# The tier's other scenario roots (sysctl-only is above, with a late load): verify must agree on each, the
+# races included, with one boot of its own per root (about a minute each with TCG).
+OTHER_SCENARIOS = ("modules-load", "nftables-late", "nftables-fixed", "nftables-fixed-udev", "udev-rule",
+                   "incident-layout")
+
+
+@pytest.mark.parametrize("name", OTHER_SCENARIOS)
+def test_verify_agrees_on_each_scenario_root(base_root, workdir, name):
+    scenario = BY_NAME[name]
+    root = prepare_root(base_root, scenario, workdir / name)
+    if scenario.fix_args is not None:
+        fix = subprocess.run([sys.executable, "-m", "sysctl_doctor", "fix", "--root", str(root), *scenario.fix_args],
+                             capture_output=True, text=True, timeout=300)
+        assert fix.returncode == 0 and "wrote " in fix.stdout, fix.stdout + fix.stderr
+    extra = ("--cmdline", scenario.cmdline_extra) if scenario.cmdline_extra else ()
+    doc = _verify(root, name, *extra)
+    assert doc["_exit"] == 0 and doc["status"] == "agree", _explain(doc)
+    keys = {k["key"] for k in doc["keys"]}
+    assert {BE_LIBERAL, "net.core.somaxconn"} <= keys, _explain(doc)
+    assert _key(doc, "net.core.somaxconn")["observed"]["boot"] == ["1234"], _explain(doc)

@@ -108,3 +108,31 @@ def test_evidence_names_the_key_or_its_module():
                     "[ 3.5] kernel: something else", "[ 4.0] systemd-modules-load[1]: Inserted module 'nf_conntrack'"]
     seen.loads = [LoadResult("nf_conntrack", 0, "")]
     assert evidence(p, seen) == [seen.journal[0], seen.journal[2], "modprobe nf_conntrack: rc=0"]
+
+
+def test_a_key_of_an_interface_the_guest_lacks_is_not_tested():
+    eth = Predicted("net.ipv4.conf.eth0/100.rp_filter", "2", "/f", 1, None, True, "2", False, "2", False,
+                    "applied-on-hotplug", "applied when the interface appears", (), "interface")
+    lo = Predicted("net.ipv4.conf.lo.rp_filter", "0", "/f", 2, None, True, "0", False, "0", False, "applied",
+                   "applied", (), "interface")
+    out = compare([eth, lo], _seen({"net.ipv4.conf.eth0/100.rp_filter": None, "net.ipv4.conf.lo.rp_filter": None}))
+    assert out[0].untested and out[0].agree and "no interface eth0.100" in out[0].note
+    assert not out[1].untested and not out[1].agree   # lo always exists: its absence is a real difference
+
+
+def test_the_real_analysis_of_the_incident_reads_as_a_race():
+    """verify reads the Analysis through its public attributes: this holds it to them (a rename fails here)."""
+    from pathlib import Path
+
+    from sysctl_doctor.findings.engine import run_check
+    from sysctl_doctor.report.json_report import check_to_dict
+    from sysctl_doctor.root import root_for_cli
+
+    incident = Path(__file__).resolve().parents[2] / "examples" / "incident"
+    report = run_check(root_for_cli(str(incident)))
+    predicted = {p.key: p for p in predictions_from(check_to_dict(report), fates_of(report.analysis.predictions))}
+    be = predicted[BE]
+    assert be.not_guaranteed and be.verdict == "race" and be.module == "nf_conntrack" and be.provider_kind == "module"
+    assert be.boot_value == "0" and not be.boot_absent and any("nftables.service" in why for why in be.why)
+    assert predicted["kernel.pid_max"].verdict == "applied" and predicted["kernel.pid_max"].applied
+    assert "net.ipv4.conf.*.rp_filter" not in predicted

@@ -35,6 +35,7 @@ class Predicted:
     verdict: str
     label: str
     why: Tuple[str, ...] = ()
+    provider_kind: str = ""  # check's provider.kind: builtin, module, interface, …
 
     @property
     def not_guaranteed(self) -> bool:
@@ -90,7 +91,7 @@ def predictions_from(document: Mapping[str, Any], fates: Mapping[str, Fate]) -> 
             provider.get("module") if provider.get("kind") == "module" else None,
             bool(boot.get("applied")), _text(boot.get("value")), fate.boot_absent and boot.get("value") is None,
             _text(late.get("value")), fate.late_absent and late.get("value") is None,
-            fate.verdict, fate.label, fate.why))
+            fate.verdict, fate.label, fate.why, str(provider.get("kind") or "")))
     return out
 
 
@@ -108,6 +109,7 @@ class KeyOutcome:
     agree: bool
     race_side: Optional[str] = None  # for a "not guaranteed" key: which side won this boot
     note: str = ""
+    untested: bool = False  # the guest cannot show it (no such interface): neither agrees nor differs
 
     @property
     def observed_text(self) -> str:
@@ -141,10 +143,28 @@ def _observed(snapshot: Snapshot, key: str) -> Tuple[Any, str]:
     return normal(snapshot.values[key]), ""
 
 
+def interface_of(key: str) -> Optional[str]:
+    """The interface a per-interface key names (net.ipv4.conf.eth0/100.rp_filter -> eth0.100), else None."""
+    parts = key.split(".")
+    if len(parts) >= 5 and parts[0] == "net" and parts[2] in ("conf", "neigh"):
+        return parts[3].replace("/", ".")
+    return None
+
+
+def _missing_interface(p: Predicted, observed: Optional[str]) -> Optional[str]:
+    name = interface_of(p.key)
+    if observed is None and p.provider_kind == "interface" and name not in (None, "all", "default", "lo"):
+        return f"not tested: the guest has no interface {name} (qemu gives it no network device)"
+    return None
+
+
 def compare_boot(p: Predicted, snapshot: Snapshot) -> KeyOutcome:
     observed, problem = _observed(snapshot, p.key)
     if problem:
         return KeyOutcome(p.key, BOOT, "a reading", None, False, note=problem)
+    untested = _missing_interface(p, observed)
+    if untested:
+        return KeyOutcome(p.key, BOOT, p.configured, None, True, note=untested, untested=True)
     configured = normal(p.configured)
     if p.not_guaranteed:
         lost_words, lost = _expect(p.boot_value, p.boot_absent, p.configured, False)
@@ -170,6 +190,9 @@ def compare_late(p: Predicted, boot: Snapshot, late: Snapshot) -> KeyOutcome:
     observed, problem = _observed(late, p.key)
     if problem:
         return KeyOutcome(p.key, LATE, "a reading", None, False, note=problem)
+    untested = _missing_interface(p, observed)
+    if untested:
+        return KeyOutcome(p.key, LATE, p.configured, None, True, note=untested, untested=True)
     if late_concerns(p, boot, late):
         applied = p.late_value is not None and normal(p.late_value) == normal(p.configured)
         words, expected = _expect(p.late_value, p.late_absent, p.configured, applied)

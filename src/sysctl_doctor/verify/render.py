@@ -28,6 +28,8 @@ def _state(p: Predicted, outcomes: List[KeyOutcome]) -> str:
         note = next((o.note for o in bad if o.note), "")
         return f"DIFFERS ({len(bad)} of {len(outcomes)} boots)" + (f": {note}" if note else "") \
             if len(outcomes) > 1 else "DIFFERS" + (f": {note}" if note else "")
+    if all(o.untested for o in outcomes):
+        return outcomes[0].note
     sides = Counter(o.race_side for o in outcomes if o.race_side)
     if sides:
         return "race: " + "; ".join(f"{side} ({n} of {len(outcomes)})" for side, n in sides.most_common())
@@ -100,8 +102,8 @@ def render_text(result: VerifyResult) -> str:
 
 
 def _outcome_dict(o: KeyOutcome) -> Dict[str, Any]:
-    return {"key": o.key, "phase": o.phase, "expected": o.expected, "observed": o.observed, "agree": o.agree,
-            "race_side": o.race_side, "note": o.note or None}
+    return {"key": o.key, "phase": o.phase, "expected": o.expected, "observed": o.observed,
+            "agree": None if o.untested else o.agree, "race_side": o.race_side, "note": o.note or None}
 
 
 def to_dict(result: VerifyResult) -> Dict[str, Any]:
@@ -115,7 +117,7 @@ def to_dict(result: VerifyResult) -> Dict[str, Any]:
             "predicted": {"boot": {"applied": p.applied, "value": p.boot_value, "absent": p.boot_absent},
                           "after_late_load": {"value": p.late_value, "absent": p.late_absent}},
             "observed": {"boot": [o.observed for o in boot], "late": [o.observed for o in late]},
-            "agree": all(o.agree for o in boot + late) if boot else None,
+            "agree": all(o.agree for o in boot + late) if boot and not all(o.untested for o in boot) else None,
             "evidence": evidence(p, last.observation) if last is not None else [],
         })
     return {

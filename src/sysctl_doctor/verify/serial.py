@@ -45,3 +45,17 @@ def between(lines: List[str], begin: str, end: str) -> Optional[List[str]]:
 def tail(lines: List[str], count: int = 40) -> List[str]:
     """The last `count` non-empty lines (a boot that failed shows where it stopped)."""
     return [line for line in lines if line.strip()][-count:]
+
+
+def decode_block(lines: List[str], begin: str, end: str) -> Optional[bytes]:
+    """The bytes of a base64 block between `begin` and `end` (a probe's tar of files); None when absent."""
+    import base64
+    import binascii
+
+    body = between(lines, begin, end)
+    if not body:
+        return None
+    try:
+        return base64.b64decode("".join(line.strip() for line in body), validate=True)
+    except (binascii.Error, ValueError):
+        return None
