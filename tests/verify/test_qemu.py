@@ -36,8 +36,9 @@ def test_qemu_command_is_serial_only_with_the_roots_kernel(tmp_path):
         f"file:{tmp_path / 'c.log'}", f"file:{tmp_path / 'p.log'}"]
     assert cmd[cmd.index("-initrd") + 1] == str(files.initrd)
     assert cmd[cmd.index("-append") + 1].endswith("console=ttyS0 panic=-1 systemd.show_status=1 modules_load=x")
-    no_initrd = qemu_command(BootFiles("k", Path("/v"), None), tmp_path / "d", tmp_path / "c", tmp_path / "p")
+    no_initrd = qemu_command(BootFiles("k", Path("/v"), None), Path("/w,x/d"), tmp_path / "c", tmp_path / "p")
     assert "-initrd" not in no_initrd
+    assert no_initrd[no_initrd.index("-drive") + 1] == "file=/w,,x/d,format=raw,if=virtio"
 
 
 def test_the_environment_decides_the_accelerator_without_a_probe(tmp_path):

@@ -65,3 +65,19 @@ def test_a_key_that_differs_and_a_failed_boot():
 def test_the_guest_boots_with_the_roots_own_words_not_the_boot_loaders():
     assert guest_cmdline("BOOT_IMAGE=/vmlinuz root=UUID=x ro quiet modules_load=nf_conntrack "
                          "console=tty0 sysctl.kernel.pid_max=1") == "modules_load=nf_conntrack sysctl.kernel.pid_max=1"
+
+
+def test_a_globs_matches_get_their_own_rows():
+    from sysctl_doctor.verify.compare import GlobLine
+
+    lines = ["SDVERIFY BEGIN", f"SDVERIFY value boot {BE}=0", "SDVERIFY value boot net.ipv4.ip_forward=1",
+             "SDVERIFY match boot net.ipv4.conf.*.rp_filter net.ipv4.conf.all.rp_filter=1",
+             "SDVERIFY match boot net.ipv4.conf.*.rp_filter net.ipv4.conf.default.rp_filter=0", "SDVERIFY END"]
+    seen = parse_report(lines)
+    glob = GlobLine("net.ipv4.conf.*.rp_filter", "1", "/etc/sysctl.d/10-hardening.conf", 7)
+    boot = BootOutcome(1, BootRun(Path("/c"), Path("/p"), 50.0, 0, "tcg"), seen, compare(PREDICTED, seen, [glob]))
+    result = _result([boot])
+    assert result.status == "differ" and [o.key for o in result.differing] == ["net.ipv4.conf.default.rp_filter"]
+    text = render_text(result)
+    assert "net.ipv4.conf.all.rp_filter      1          1           agrees: matched by net.ipv4.conf.*.rp_filter" in text
+    assert to_dict(result)["glob_matches"][1]["agree"] is False

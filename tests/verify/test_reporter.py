@@ -26,12 +26,12 @@ def _host_module():
     return lines[0].split()[0] if lines and shutil.which("modprobe") else None
 
 
-def _run_reporter(tmp_path: Path, keys, late_load, proc_sys_files) -> list:
+def _run_reporter(tmp_path: Path, keys, late_load, proc_sys_files, globs=()) -> list:
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.skip("NEEDS root and unshare (a private mount namespace with a tmpfs /proc/sys)")
     conf = tmp_path / "conf"
     conf.mkdir()
-    injection = reporter_injection("systemd", keys, late_load)
+    injection = reporter_injection("systemd", keys, late_load, (), globs)
     for rel, (content, mode) in injection.files.items():
         if rel.startswith("etc/sdverify/"):
             (conf / rel.rsplit("/", 1)[1]).write_text(content)
@@ -97,3 +97,22 @@ def test_reporter_without_late_loads_reports_one_phase(tmp_path):
     seen = parse_report(lines)
     assert seen.complete and set(seen.phases) == {BOOT} and seen.loads == []
     assert seen.snapshot(BOOT).values == {"kernel.pid_max": "99"}
+
+
+def test_reporter_expands_a_glob_line_like_the_kernel_tree_does(tmp_path):
+    from sysctl_doctor.verify.compare import GlobLine, compare_globs
+
+    lines = _run_reporter(tmp_path, ["net.ipv4.conf.lo.rp_filter"], [], {
+        "net/ipv4/conf/all/rp_filter": "1\n", "net/ipv4/conf/default/rp_filter": "1\n",
+        "net/ipv4/conf/lo/rp_filter": "0\n", "net/ipv4/conf/eth0.100/rp_filter": "2\n",
+        "net/ipv4/conf/all/forwarding": "0\n",
+    }, globs=["net.ipv4.conf.*.rp_filter"])
+    boot = parse_report(lines).snapshot(BOOT)
+    assert boot.matches == {"net.ipv4.conf.*.rp_filter": {
+        "net.ipv4.conf.all.rp_filter": "1", "net.ipv4.conf.default.rp_filter": "1",
+        "net.ipv4.conf.lo.rp_filter": "0", "net.ipv4.conf.eth0/100.rp_filter": "2"}}, lines
+    glob = GlobLine("net.ipv4.conf.*.rp_filter", "1", "/etc/sysctl.d/10-hardening.conf", 7)
+    outcomes = {o.key: o for o in compare_globs([glob], ["net.ipv4.conf.lo.rp_filter"], boot)}
+    assert set(outcomes) == {"net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter",
+                             "net.ipv4.conf.eth0/100.rp_filter"}   # lo has its own line: not the glob's
+    assert outcomes["net.ipv4.conf.all.rp_filter"].agree and not outcomes["net.ipv4.conf.eth0/100.rp_filter"].agree

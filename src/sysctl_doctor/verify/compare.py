@@ -95,6 +95,22 @@ def predictions_from(document: Mapping[str, Any], fates: Mapping[str, Fate]) -> 
     return out
 
 
+@dataclass(frozen=True)
+class GlobLine:
+    """A glob line of the configuration: systemd-sysctl writes its value to every match with no explicit line."""
+
+    pattern: str
+    configured: str
+    file: Optional[str]
+    line: Optional[int]
+
+
+def globs_from(document: Mapping[str, Any]) -> List[GlobLine]:
+    """check's glob lines, in apply order."""
+    return [GlobLine(item["key"], str(item.get("configured", "")), item.get("file"), item.get("line"))
+            for item in document.get("keys", []) if isinstance(item.get("key"), str) and _is_glob(item["key"])]
+
+
 def normal(value: Optional[str]) -> Optional[str]:
     """Values compare as the kernel prints them: whitespace runs are one space."""
     return None if value is None else " ".join(value.split())
@@ -205,10 +221,28 @@ def compare_late(p: Predicted, boot: Snapshot, late: Snapshot) -> KeyOutcome:
     return KeyOutcome(p.key, LATE, words, observed, observed == before)
 
 
-def compare(predicted: Sequence[Predicted], seen: Observation) -> List[KeyOutcome]:
-    """Every key after boot, then (when the reporter loaded modules late) after the late loads."""
+def compare_globs(globs: Sequence[GlobLine], explicit: Sequence[str], snapshot: Snapshot) -> List[KeyOutcome]:
+    """Each key a glob matched after boot and no explicit line sets: the last matching glob's value
+    (systemd-sysctl skips matches that have their own line, and a later line wins)."""
+    winner: Dict[str, GlobLine] = {}
+    for glob in globs:
+        for key in snapshot.matches.get(glob.pattern, {}):
+            if key not in explicit:
+                winner[key] = glob
+    out = []
+    for key, glob in winner.items():
+        observed = normal(snapshot.matches[glob.pattern][key])
+        out.append(KeyOutcome(key, BOOT, glob.configured, observed, observed == normal(glob.configured),
+                              note=f"matched by {glob.pattern} ({glob.file}:{glob.line})"))
+    return out
+
+
+def compare(predicted: Sequence[Predicted], seen: Observation, globs: Sequence[GlobLine] = ()) -> List[KeyOutcome]:
+    """Every key after boot (and every match of a glob line), then (when the reporter loaded modules late)
+    after the late loads."""
     boot = seen.snapshot(BOOT) or Snapshot()
     out = [compare_boot(p, boot) for p in predicted]
+    out += compare_globs(globs, [p.key for p in predicted], boot)
     late = seen.snapshot(LATE)
     if late is not None:
         out += [compare_late(p, boot, late) for p in predicted]

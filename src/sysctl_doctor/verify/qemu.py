@@ -75,7 +75,7 @@ def qemu_command(files: BootFiles, image: Path, console_log: Path, probe_log: Pa
         cmd += ["-initrd", str(files.initrd)]
     cmd += [
         "-append", f"{KERNEL_CMDLINE} {cmdline_extra}".strip(),
-        "-drive", f"file={image},format=raw,if=virtio",
+        "-drive", f"file={str(image).replace(',', ',,')},format=raw,if=virtio",  # a comma in -drive is doubled
         "-serial", f"file:{console_log}",
         "-serial", f"file:{probe_log}",
     ]

@@ -63,6 +63,18 @@ def render_text(result: VerifyResult) -> str:
         expected = outcomes[0].expected if outcomes else "-"
         rows.append([p.key, expected, _observed_words(outcomes) if outcomes else "-", _state(p, outcomes)])
     lines += [""] + _table(rows)
+    listed = {p.key for p in result.predicted}
+    matched = list(dict.fromkeys(o.key for b in result.boots for o in b.outcomes
+                                 if o.phase == BOOT and o.key not in listed))
+    if matched:
+        rows = [["key (a glob's match)", "predicted", head, "verdict"]]
+        for key in matched:
+            outcomes = _per_key(result, key, BOOT)
+            bad = [o for o in outcomes if not o.agree]
+            state = (f"DIFFERS ({len(bad)} of {len(outcomes)} boots)" if len(outcomes) > 1 else "DIFFERS") if bad \
+                else "agrees"
+            rows.append([key, outcomes[0].expected, _observed_words(outcomes), f"{state}: {outcomes[0].note}"])
+        lines += [""] + _table(rows)
     if any(o.phase == LATE for b in result.boots for o in b.outcomes):
         loads = "; ".join(f"{load.module} rc={load.rc}" for load in result.boots[-1].observation.loads)
         rows = [["key", "predicted", "after late load", "verdict"]]
@@ -126,6 +138,8 @@ def to_dict(result: VerifyResult) -> Dict[str, Any]:
         "late_load": result.late_load, "status": result.status,
         "image_seconds": round(result.image_seconds, 1),
         "keys": keys,
+        "glob_matches": [_outcome_dict(o) for b in result.boots[-1:] for o in b.outcomes
+                         if o.phase == BOOT and o.key not in {p.key for p in result.predicted}],
         "races": [{"key": t.key, "loader_first": t.loader, "sysctl_step_first": t.step, "neither": t.other,
                    "boots": t.boots} for t in result.races],
         "boots": [{"number": b.number, "seconds": round(b.run.seconds, 1), "qemu_exit": b.run.exit_code,

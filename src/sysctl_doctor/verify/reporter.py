@@ -9,6 +9,7 @@ to the second serial port (`SDVERIFY_OUT`, default /dev/ttyS1):
     SDVERIFY value <phase> <dotted key>=<value, tabs and newlines as spaces>
     SDVERIFY absent <phase> <dotted key>
     SDVERIFY unreadable <phase> <dotted key>
+    SDVERIFY match <phase> <glob> <dotted key>=<value>   (each key a glob line of `/etc/sdverify/globs` matches)
     SDVERIFY module <phase> <name>                      (every line of /proc/modules)
     SDVERIFY load <module> rc=<modprobe status> <its message>
     SDVERIFY journal <line>                             (this boot's journal, or dmesg without journald)
@@ -69,6 +70,18 @@ snapshot() {
             say unreadable "$phase" "$key"
         fi
     done < "$CONF/keys"
+    if [ -s "$CONF/globs" ]; then
+        while read -r pattern path; do
+            [ -n "$pattern" ] || continue
+            for file in $PROC_SYS/$path; do
+                [ -e "$file" ] || continue
+                key=$(printf '%s' "${file#"$PROC_SYS"/}" | tr './' '/.')
+                if value=$(tr '\t\n' '  ' < "$file" 2>/dev/null); then
+                    say match "$phase" "$pattern" "$key=$(printf '%s' "$value" | sed 's/ *$//')"
+                fi
+            done
+        done < "$CONF/globs"
+    fi
     if [ -r /proc/modules ]; then
         while read -r name _; do
             say module "$phase" "$name"
@@ -143,13 +156,15 @@ def proc_sys_path(key: str) -> str:
 
 
 def reporter_injection(init_system: str, keys: Iterable[str], late_load: Iterable[str] = (),
-                       patterns: Iterable[str] = ()) -> Injection:
+                       patterns: Iterable[str] = (), globs: Iterable[str] = ()) -> Injection:
     """The reporter's files for a root booted by `init_system` ("systemd", "sysvinit", "openrc")."""
     keys = list(dict.fromkeys(keys))
     words = list(dict.fromkeys([*BASE_PATTERNS, *(proc_sys_path(k) for k in keys), *keys, *late_load, *patterns]))
     files = {
         SCRIPT_PATH: (SCRIPT, 0o755),
         f"{CONF_DIR}/keys": ("".join(f"{k} {proc_sys_path(k)}\n" for k in keys), 0o644),
+        f"{CONF_DIR}/globs": ("".join(f"{g} {proc_sys_path(g)}\n" for g in dict.fromkeys(globs)
+                                      if all(c not in g for c in " \t\n")), 0o644),
         f"{CONF_DIR}/late-load": ("".join(f"{m}\n" for m in late_load), 0o644),
         f"{CONF_DIR}/patterns": ("".join(f"{w}\n" for w in words if w and "\n" not in w), 0o644),
     }
@@ -175,6 +190,7 @@ class Snapshot:
     unreadable: Set[str] = field(default_factory=set)
     modules: Set[str] = field(default_factory=set)
     uptime: Optional[float] = None
+    matches: Dict[str, Dict[str, str]] = field(default_factory=dict)  # glob -> {matching key: value}
 
 
 @dataclass
@@ -223,7 +239,7 @@ def parse_report(lines: List[str]) -> Observation:
                 except ValueError:
                     rc = None
             seen.loads.append(LoadResult(module, rc, message.strip()))
-        elif kind in ("value", "absent", "unreadable", "module", "uptime"):
+        elif kind in ("value", "absent", "unreadable", "module", "uptime", "match"):
             phase, _, body = rest.partition(" ")
             snap = seen.phases.setdefault(phase, Snapshot())
             if kind == "value" and "=" in body:
@@ -231,6 +247,10 @@ def parse_report(lines: List[str]) -> Observation:
                 snap.values[key] = value.strip()
             elif kind == "absent" and body:
                 snap.values[body] = None
+            elif kind == "match" and "=" in body:
+                pattern, _, assignment = body.partition(" ")
+                key, _, value = assignment.partition("=")
+                snap.matches.setdefault(pattern, {})[key] = value.strip()
             elif kind == "unreadable" and body:
                 snap.unreadable.add(body)
             elif kind == "module" and body:
