@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Dict, List
 
-from sysctl_doctor.verify.compare import KeyOutcome, Predicted, evidence
+from sysctl_doctor.verify.compare import KeyOutcome, evidence
 from sysctl_doctor.verify.reporter import BOOT, LATE
 from sysctl_doctor.verify.run import VerifyResult
 
@@ -20,14 +20,21 @@ def _observed_words(outcomes: List[KeyOutcome]) -> str:
     return ", ".join(f"{value} ×{n}" for value, n in counts.most_common())
 
 
-def _state(p: Predicted, outcomes: List[KeyOutcome]) -> str:
+def _differs(outcomes: List[KeyOutcome]) -> str:
+    """"DIFFERS" (with "n of N boots" over several boots) and the first note, or "" when all agree."""
+    bad = [o for o in outcomes if not o.agree]
+    if not bad:
+        return ""
+    words = f"DIFFERS ({len(bad)} of {len(outcomes)} boots)" if len(outcomes) > 1 else "DIFFERS"
+    note = next((o.note for o in bad if o.note), "")
+    return f"{words}: {note}" if note else words
+
+
+def _state(outcomes: List[KeyOutcome]) -> str:
     if not outcomes:
         return "-"
-    bad = [o for o in outcomes if not o.agree]
-    if bad:
-        note = next((o.note for o in bad if o.note), "")
-        return f"DIFFERS ({len(bad)} of {len(outcomes)} boots)" + (f": {note}" if note else "") \
-            if len(outcomes) > 1 else "DIFFERS" + (f": {note}" if note else "")
+    if _differs(outcomes):
+        return _differs(outcomes)
     if all(o.untested for o in outcomes):
         return outcomes[0].note
     sides = Counter(o.race_side for o in outcomes if o.race_side)
@@ -61,7 +68,7 @@ def render_text(result: VerifyResult) -> str:
     for p in result.predicted:
         outcomes = _per_key(result, p.key, BOOT)
         expected = outcomes[0].expected if outcomes else "-"
-        rows.append([p.key, expected, _observed_words(outcomes) if outcomes else "-", _state(p, outcomes)])
+        rows.append([p.key, expected, _observed_words(outcomes) if outcomes else "-", _state(outcomes)])
     lines += [""] + _table(rows)
     listed = {p.key for p in result.predicted}
     matched = list(dict.fromkeys(o.key for b in result.boots for o in b.outcomes
@@ -70,10 +77,8 @@ def render_text(result: VerifyResult) -> str:
         rows = [["key (a glob's match)", "predicted", head, "verdict"]]
         for key in matched:
             outcomes = _per_key(result, key, BOOT)
-            bad = [o for o in outcomes if not o.agree]
-            state = (f"DIFFERS ({len(bad)} of {len(outcomes)} boots)" if len(outcomes) > 1 else "DIFFERS") if bad \
-                else "agrees"
-            rows.append([key, outcomes[0].expected, _observed_words(outcomes), f"{state}: {outcomes[0].note}"])
+            state = _differs(outcomes) or f"agrees: {outcomes[0].note}"
+            rows.append([key, outcomes[0].expected, _observed_words(outcomes), state])
         lines += [""] + _table(rows)
     if any(o.phase == LATE for b in result.boots for o in b.outcomes):
         loads = "; ".join(f"{load.module} rc={load.rc}" for load in result.boots[-1].observation.loads)
@@ -81,7 +86,7 @@ def render_text(result: VerifyResult) -> str:
         for p in result.predicted:
             outcomes = _per_key(result, p.key, LATE)
             rows.append([p.key, outcomes[0].expected if outcomes else "-",
-                         _observed_words(outcomes) if outcomes else "-", _state(p, outcomes)])
+                         _observed_words(outcomes) if outcomes else "-", _state(outcomes)])
         lines += ["", f"After late load ({loads})"] + _table(rows)
     races = result.races
     if races:
