@@ -107,6 +107,9 @@ def test_verify_shows_the_race_on_the_incident_root(base_root, workdir):
     else:
         assert be["observed"]["boot"] == ["1"], _explain(doc)
     assert all(k["agree"] for k in doc["keys"]), _explain(doc)
+    # the glob line net.ipv4.conf.*.rp_filter = 1: its matches without a line of their own (lo has one)
+    assert {(m["key"], m["observed"], m["agree"]) for m in doc["glob_matches"]} == {
+        ("net.ipv4.conf.all.rp_filter", "1", True), ("net.ipv4.conf.default.rp_filter", "1", True)}, _explain(doc)
 
 
 def test_verify_after_fix_agrees_on_every_key(base_root, workdir):
@@ -152,3 +155,18 @@ def test_verify_agrees_on_each_scenario_root(base_root, workdir, name):
     keys = {k["key"] for k in doc["keys"]}
     assert {BE_LIBERAL, "net.core.somaxconn"} <= keys, _explain(doc)
     assert _key(doc, "net.core.somaxconn")["observed"]["boot"] == ["1234"], _explain(doc)
+
+
+def test_a_boot_that_fails_is_exit_2_with_the_console_tail(base_root, workdir):
+    """The root's kernel without its initramfs cannot mount the virtio disk (virtio_blk is a module): the
+    kernel panics within seconds (panic=-1 and -no-reboot end qemu); verify says the boot failed, exit 2."""
+    root = workdir / "no-initrd"
+    (root / "boot").mkdir(parents=True)
+    shutil.copy2(base_root.vmlinuz, root / "boot" / base_root.vmlinuz.name)
+    (root / "etc" / "sysctl.d").mkdir(parents=True)
+    (root / "etc" / "sysctl.d" / "90-x.conf").write_text("kernel.pid_max = 4242\n")
+    doc = _verify(root, "no-initrd")
+    assert doc["_exit"] == 2 and doc["status"] == "boot-failed", _explain(doc)
+    failed = doc["boots"][0]
+    assert "the reporter never ran" in failed["failure"], _explain(doc)
+    assert any("Kernel panic" in line or "VFS" in line for line in failed["console_tail"]), _explain(doc)
