@@ -17,9 +17,11 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import List
 
@@ -170,3 +172,46 @@ def test_a_boot_that_fails_is_exit_2_with_the_console_tail(base_root, workdir):
     failed = doc["boots"][0]
     assert "the reporter never ran" in failed["failure"], _explain(doc)
     assert any("Kernel panic" in line or "VFS" in line for line in failed["console_tail"]), _explain(doc)
+
+
+def _qemu_pids(marker: str) -> List[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if "qemu-system" in cmdline and marker in cmdline and state not in ("Z", "X"):
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_verify_kills_qemu_and_removes_its_work(base_root, workdir, signum):
+    """Ctrl-C or SIGTERM while qemu runs: exit 130 "interrupted", no qemu left, the work directory gone."""
+    root = workdir / "no-initrd"
+    (root / "boot").mkdir(parents=True)
+    shutil.copy2(base_root.vmlinuz, root / "boot" / base_root.vmlinuz.name)
+    (root / "etc").mkdir()
+    tmp = workdir / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, SYSCTL_DOCTOR_ACCEL="tcg", TMPDIR=str(tmp))
+    proc = subprocess.Popen([sys.executable, "-m", "sysctl_doctor", "verify", "--root", str(root)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while not _qemu_pids(str(tmp)) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert _qemu_pids(str(tmp)), "qemu never started"
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and b"interrupted" in err and b"Traceback" not in err, (proc.returncode, out, err)
+    assert _qemu_pids(str(tmp)) == [], "qemu outlived verify"
+    assert list(tmp.iterdir()) == [], "verify left its work directory"
