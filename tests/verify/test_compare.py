@@ -4,7 +4,7 @@ won by either side, the late phase for the keys whose module the late loads brin
 from __future__ import annotations
 
 from sysctl_doctor.verify.compare import (LOADER_WON, STEP_WON, Predicted, compare, evidence, fates_of,
-                                          predictions_from, tally_races)
+                                          key_fates, predictions_from, tally_races)
 from sysctl_doctor.verify.reporter import BOOT, LATE, LoadResult, Observation, Snapshot
 
 BE = "net.netfilter.nf_conntrack_tcp_be_liberal"
@@ -130,7 +130,7 @@ def test_the_real_analysis_of_the_incident_reads_as_a_race():
 
     incident = Path(__file__).resolve().parents[2] / "examples" / "incident"
     report = run_check(root_for_cli(str(incident)))
-    predicted = {p.key: p for p in predictions_from(check_to_dict(report), fates_of(report.analysis.predictions))}
+    predicted = {p.key: p for p in predictions_from(check_to_dict(report), fates_of(key_fates(report.analysis)))}
     be = predicted[BE]
     assert be.not_guaranteed and be.verdict == "race" and be.module == "nf_conntrack" and be.provider_kind == "module"
     assert be.boot_value == "0" and not be.boot_absent and any("nftables.service" in why for why in be.why)

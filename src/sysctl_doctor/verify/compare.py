@@ -53,6 +53,12 @@ class Fate:
     late_absent: bool
 
 
+def key_fates(analysis: Any) -> Sequence[Any]:
+    """The Analysis' per-key fates: `Analysis.fates` (KeyFate), `Analysis.predictions` before that rename."""
+    fates = getattr(analysis, "fates", None)
+    return fates if fates is not None else analysis.predictions
+
+
 def fates_of(predictions: Sequence[Any]) -> Dict[str, Fate]:
     """key -> Fate, from `Analysis.predictions` (verdict, chain, boot_value, after_late_load)."""
     out: Dict[str, Fate] = {}

@@ -16,7 +16,7 @@ from typing import Callable, List, Optional, Sequence
 
 from sysctl_doctor.errors import DoctorError
 from sysctl_doctor.verify.compare import (GlobLine, KeyOutcome, Predicted, RaceTally, compare, fates_of, globs_from,
-                                          predictions_from, tally_races)
+                                          key_fates, predictions_from, tally_races)
 from sysctl_doctor.verify.image import Injection, boot_files, image_of
 from sysctl_doctor.verify.qemu import BootFiles, BootRun, SigtermRaises, boot, choose_accel
 from sysctl_doctor.verify.reporter import Observation, parse_report, reporter_injection
@@ -124,7 +124,7 @@ def verify_root(root_dir: str, kernel: Optional[str] = None, late_load: Sequence
     root.raise_if_unreadable()
     analysis = report.analysis
     document = check_to_dict(report)
-    predicted = predictions_from(document, fates_of(analysis.predictions))
+    predicted = predictions_from(document, fates_of(key_fates(analysis)))
     # glob lines: their matches are compared under systemd-sysctl's rules (procps applies them otherwise)
     globs = globs_from(document) if analysis.flavor == "systemd" else []
     root_path = Path(root.path)
