@@ -118,3 +118,14 @@ def test_boot_files_pick_the_newest_kernel_by_version_and_its_initrd(tmp_path):
         boot_files(tmp_path, "5.10.0-30-amd64")
     with pytest.raises(DoctorError, match="no kernel to boot"):
         boot_files(tmp_path / "nothing")
+
+
+def test_insserv_order_gets_the_reporter_last():
+    from sysctl_doctor.verify.reporter import depend_start_with_reporter
+
+    text = ("TARGETS = rsyslog procps kmod rc.local\nINTERACTIVE =\nprocps: kmod\nrc.local: rsyslog procps kmod\n")
+    edited = depend_start_with_reporter(text)
+    assert edited.splitlines()[0] == "TARGETS = rsyslog procps kmod rc.local sdverify"
+    assert edited.splitlines()[-1] == "sdverify: rsyslog procps kmod rc.local"
+    assert "procps: kmod" in edited.splitlines()
+    assert depend_start_with_reporter(edited) == edited

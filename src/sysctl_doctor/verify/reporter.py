@@ -182,6 +182,26 @@ def reporter_injection(init_system: str, keys: Iterable[str], late_load: Iterabl
     return Injection(files, symlinks)
 
 
+DEPEND_START = "etc/init.d/.depend.start"
+
+
+def depend_start_with_reporter(text: str) -> str:
+    """insserv's `.depend.start` (startpar's order when Debian's rc runs scripts in parallel, CONCURRENCY
+    makefile) with sdverify added as a target that waits for every other one; unchanged when it is there."""
+    lines = text.splitlines()
+    targets: List[str] = []
+    out: List[str] = []
+    for line in lines:
+        if line.startswith("TARGETS =") and not targets:
+            targets = line.split("=", 1)[1].split()
+            if "sdverify" not in targets:
+                line = line.rstrip() + " sdverify"
+        out.append(line)
+    if targets and "sdverify" not in targets:
+        out.append("sdverify: " + " ".join(targets))
+    return "\n".join(out) + "\n"
+
+
 @dataclass
 class Snapshot:
     """One phase's view: each key's value (None: the key does not exist), the loaded modules."""

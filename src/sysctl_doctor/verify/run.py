@@ -19,7 +19,8 @@ from sysctl_doctor.verify.compare import (GlobLine, KeyOutcome, Predicted, RaceT
                                           key_fates, predictions_from, tally_races)
 from sysctl_doctor.verify.image import Injection, boot_files, image_of
 from sysctl_doctor.verify.qemu import BootFiles, BootRun, SigtermRaises, boot, choose_accel
-from sysctl_doctor.verify.reporter import Observation, parse_report, reporter_injection
+from sysctl_doctor.verify.reporter import (DEPEND_START, Observation, depend_start_with_reporter, parse_report,
+                                           reporter_injection)
 from sysctl_doctor.verify.tools import MKE2FS, QEMU, require
 
 DEFAULT_TIMEOUT = 600.0
@@ -104,6 +105,18 @@ def _pick_kernel(root: Path, wanted: Optional[str], predicted_for: str) -> BootF
     return files
 
 
+def _sysvinit_order(root: Path) -> Injection:
+    """The root's insserv order file with the reporter added last (read only when a plain file of the root)."""
+    path = root / DEPEND_START
+    if path.is_symlink() or not path.is_file():
+        return Injection()
+    try:
+        text = path.read_text(errors="replace")[:1 << 20]
+    except OSError:
+        return Injection()
+    return Injection({DEPEND_START: (depend_start_with_reporter(text), 0o644)})
+
+
 def verify_root(root_dir: str, kernel: Optional[str] = None, late_load: Sequence[str] = (),
                 timeout: float = DEFAULT_TIMEOUT, boots: int = 1, cmdline: Optional[str] = None,
                 log_dir: Optional[Path] = None, workdir_parent: Optional[Path] = None,
@@ -134,6 +147,8 @@ def verify_root(root_dir: str, kernel: Optional[str] = None, late_load: Sequence
     modules = [p.module for p in predicted if p.module]
     injection = reporter_injection(analysis.init_system, [p.key for p in predicted], late_load, modules,
                                    [g.pattern for g in globs])
+    if analysis.init_system == "sysvinit":
+        injection = injection.merged(_sysvinit_order(root_path))
     with SigtermRaises():  # SIGTERM as Ctrl-C: qemu killed, the work directory removed
         results, accel, accel_why, image_seconds = _build_and_boot(
             root_path, files, analysis.init_system, predicted, globs, injection, extra, boots, timeout, log_dir,
