@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The opt-in slow tier: build (once, cached) a minimal Debian 12 root with mmdebstrap and boot
 # scenario roots under qemu (software emulation), comparing `sysctl-doctor check --root` with what
-# the booted system shows. Needs root and the Debian mirror; a few minutes the first time (the base
+# the booted system shows, and runs `sysctl-doctor verify` (the same image builder and qemu harness)
+# on those roots. Needs root and the Debian mirror; a few minutes the first time (the base
 # root, ~700 MB, is cached under $SYSCTL_DOCTOR_TEST_CACHE/slow, default ./.cache/slow), then about
 # one minute per boot.
 #   ./scripts/test-slow.sh                  all scenarios

@@ -10,7 +10,8 @@ from typing import Dict, List, Set
 SRC = Path(__file__).resolve().parents[1] / "src" / "sysctl_doctor"
 
 # Root -> config -> kernel -> boot -> findings -> report/fix -> cli; the conntrack and lab side reads the
-# same foundations; `fleet` ships files for the outputs. A module may import its own layer or earlier ones.
+# same foundations; `fleet` ships files for the outputs; `verify` reads the analysis (check's JSON and verdicts)
+# and boots images, for the CLI and the slow tier. A module may import its own layer or earlier ones.
 LAYERS: List[Set[str]] = [
     {"errors", "kernel_version", "terminal_text", "root", "root_write", "host_switches", "live"},
     {"config"},
@@ -21,6 +22,7 @@ LAYERS: List[Set[str]] = [
     {"findings"},
     {"report", "fix", "fleet"},
     {"lab"},
+    {"verify"},
     {"cli", "__main__", "__init__"},
 ]
 

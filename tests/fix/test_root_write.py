@@ -230,6 +230,20 @@ ALLOWED: Dict[Tuple[str, str, str], str] = {
     ("cli/_shellfiles.py", "mkdir", "parents=True"): "packaging: the man/completion output directory the packager names",
     ("cli/_shellfiles.py", "write_text", "manpage(path, cmd, ctx, __version__, date)"): "packaging: a generated man page",
     ("cli/_shellfiles.py", "write_text", "completion_script(shell)"): "packaging: a generated completion script",
+    # verify never writes in --root: it copies the root into its own work directory ($TMPDIR) and writes there
+    ("verify/image.py", "mkdir", "parents=True"): "verify: the copy of the root in verify's work directory",
+    ("verify/image.py", "unlink", ""): "verify: a file of the copy replaced by the injected reporter",
+    ("verify/image.py", "write_text", "content"): "verify: the reporter injected into the copy",
+    ("verify/image.py", "chmod", "path"): "verify: the reporter's mode in the copy",
+    ("verify/image.py", "symlink", "target"): "verify: the reporter's unit link in the copy",
+    ("verify/image.py", "rmtree", "tree"): "verify: the copy, removed once imaged",
+    ("verify/qemu.py", "mkdir", "parents=True"): "verify: the boot's log directory (work directory or --log-dir)",
+    ("verify/qemu.py", "open", "stderr_path"): "verify: qemu's stderr log in the log directory",
+    ("verify/qemu.py", "open", "'/dev/kvm'"): "verify: the KVM device opened (O_RDWR) and closed to see that it opens",
+    ("verify/qemu.py", "unlink", ""): "verify: the previous boot's logs in the log directory",
+    ("verify/run.py", "mkdtemp", "prefix='sysctl-doctor-verify-'"): "verify: its private work directory in $TMPDIR",
+    ("verify/run.py", "rmtree", "work"): "verify: its work directory, removed at the end",
+    ("verify/run.py", "unlink", "missing_ok=True"): "verify: a boot's copy of the image in the work directory",
 }
 
 

@@ -40,6 +40,12 @@ _BOOTS: List[BootResult] = []
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
+    from .test_verify import TIMINGS
+
+    if TIMINGS:
+        terminalreporter.section("sysctl-doctor verify boots (qemu, measured)")
+        for line in TIMINGS:
+            terminalreporter.write_line(line)
     if not _BOOTS:
         return
     terminalreporter.section("real boots (qemu -accel tcg)")

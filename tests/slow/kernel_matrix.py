@@ -18,7 +18,6 @@ compares packet by packet (agreement.compare_run).
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import shutil
@@ -26,6 +25,8 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from sysctl_doctor.verify.serial import between, decode_block, marker_lines, read_lines
 
 from .base_root import BaseRoot
 from .real_boot import BootResult, _copy_tree, _symlink, _write, boot_image, build_image
@@ -87,34 +88,21 @@ class MatrixRun:
                 f"errors: {self.errors}\nstderr: {self.stderr[-3000:]}")
 
 
-def _between(lines: List[str], begin: str, end: str) -> Optional[List[str]]:
-    try:
-        start = lines.index(begin)
-        return lines[start + 1:lines.index(end, start)]
-    except ValueError:
-        return None
-
-
 def parse_matrix_probe(boot: BootResult, outdir: Path) -> MatrixRun:
-    text = boot.probe_log.read_text(errors="replace") if boot.probe_log.exists() else ""
-    lines = [line.rstrip("\r") for line in text.splitlines()]
+    lines = read_lines(boot.probe_log)
     run = MatrixRun(boot)
-    for line in lines:
-        kind, _, rest = line.partition(" ")
-        if kind != "SDMATRIX":
-            continue
-        key, _, value = rest.partition(" ")
+    for key, value in marker_lines(lines, "SDMATRIX"):
         if key == "uname":
             run.uname = value
         elif key == "rc":
             run.rc = int(value)
         elif key == "END":
             run.complete = True
-    run.stderr = "\n".join(_between(lines, "SDMATRIX-STDERR-BEGIN", "SDMATRIX-STDERR-END") or [])
-    encoded = _between(lines, "SDMATRIX-DATA-BEGIN", "SDMATRIX-DATA-END")
-    if encoded:
+    run.stderr = "\n".join(between(lines, "SDMATRIX-STDERR-BEGIN", "SDMATRIX-STDERR-END") or [])
+    data_tar = decode_block(lines, "SDMATRIX-DATA-BEGIN", "SDMATRIX-DATA-END")
+    if data_tar:
         outdir.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(fileobj=io.BytesIO(base64.b64decode("".join(encoded))), mode="r:gz") as tar:
+        with tarfile.open(fileobj=io.BytesIO(data_tar), mode="r:gz") as tar:
             for member in tar.getmembers():
                 name = Path(member.name).name
                 if member.isfile() and (name.endswith(".pcap") or name == "records.json"):

@@ -18,7 +18,6 @@ then powers off. Nothing is modprobed by the probe: the lab must get what it nee
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import shutil
@@ -26,6 +25,8 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from sysctl_doctor.verify.serial import between, decode_block, marker_lines, read_lines
 
 from .base_root import BaseRoot
 from .real_boot import BootResult, _copy_tree, _symlink, _write, boot_image, build_image
@@ -106,25 +107,11 @@ class LegacyLabRun:
                 f"modules {self.modules}\nstderr: {self.stderr[-3000:]}")
 
 
-def _between(lines: List[str], begin: str, end: str) -> Optional[List[str]]:
-    try:
-        start = lines.index(begin)
-        stop = lines.index(end, start)
-    except ValueError:
-        return None
-    return lines[start + 1:stop]
-
-
 def parse_legacy_probe(boot: BootResult, pcap_dir: Path) -> LegacyLabRun:
-    text = boot.probe_log.read_text(errors="replace") if boot.probe_log.exists() else ""
-    lines = [line.rstrip("\r") for line in text.splitlines()]
+    lines = read_lines(boot.probe_log)
     run = LegacyLabRun(boot)
     before = after = None
-    for line in lines:
-        kind, _, rest = line.partition(" ")
-        if kind != "SDLEGACY":
-            continue
-        key, _, value = rest.partition(" ")
+    for key, value in marker_lines(lines, "SDLEGACY"):
         if key == "uname":
             run.uname = value
         elif key == "python":
@@ -144,17 +131,16 @@ def parse_legacy_probe(boot: BootResult, pcap_dir: Path) -> LegacyLabRun:
             run.complete = True
     if before is not None and after is not None:
         run.lab_seconds = after - before
-    body = _between(lines, "SDLEGACY-JSON-BEGIN", "SDLEGACY-JSON-END")
+    body = between(lines, "SDLEGACY-JSON-BEGIN", "SDLEGACY-JSON-END")
     if body:
         try:
             run.report = json.loads("\n".join(body))
         except ValueError:
             run.report = None
-    run.stderr = "\n".join(_between(lines, "SDLEGACY-STDERR-BEGIN", "SDLEGACY-STDERR-END") or [])
-    encoded = _between(lines, "SDLEGACY-PCAP-BEGIN", "SDLEGACY-PCAP-END")
-    if encoded:
+    run.stderr = "\n".join(between(lines, "SDLEGACY-STDERR-BEGIN", "SDLEGACY-STDERR-END") or [])
+    data = decode_block(lines, "SDLEGACY-PCAP-BEGIN", "SDLEGACY-PCAP-END")
+    if data:
         pcap_dir.mkdir(parents=True, exist_ok=True)
-        data = base64.b64decode("".join(encoded))
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
             for member in tar.getmembers():
                 name = Path(member.name).name

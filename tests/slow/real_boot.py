@@ -1,6 +1,7 @@
 """Build a scenario's root and disk image, boot it under qemu, read what it shows.
 
-Steps, each a plain function:
+Steps, each a plain function; the image builder and the qemu harness are `sysctl-doctor verify`'s own
+(sysctl_doctor.verify.image / .qemu), so the tier and the command boot the same way:
   prepare_root   copy the cached base root (cp -a) and write the scenario's files and symlinks
   build_image    `mke2fs -t ext4 -d ROOT img SIZE` (no loop mount, no mount at all)
   boot_image     `qemu-system-x86_64 -accel tcg` with the root's own kernel and initrd, a hard timeout;
@@ -14,17 +15,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
+
+from sysctl_doctor.verify.image import build_image as build_ext4, copy_tree
+from sysctl_doctor.verify.qemu import ACCEL_ENV, BootFiles, boot
 
 from .base_root import BaseRoot
 from .scenarios import Scenario
 
 BOOT_TIMEOUT = float(os.environ.get("SYSCTL_DOCTOR_BOOT_TIMEOUT", "420"))
+ACCEL = os.environ.get(ACCEL_ENV, "").strip().lower() or "tcg"   # software emulation unless told otherwise
 
 
 @dataclass
@@ -64,7 +66,7 @@ class BootResult:
 
 
 def _copy_tree(src: Path, dst: Path) -> None:
-    subprocess.run(["cp", "-a", "--reflink=auto", f"{src}/.", str(dst)], check=True)
+    copy_tree(src, dst)
 
 
 def _write(root: Path, rel: str, content: str, mode: int = 0o644) -> None:
@@ -103,63 +105,26 @@ def install_probe(root: Path, scenario: Scenario, extra_keys: Iterable[str] = ()
         _symlink(root, rel, target)
 
 
-def _tree_bytes(root: Path) -> int:
-    out = subprocess.run(["du", "-sx", "--block-size=1", str(root)], check=True, capture_output=True, text=True)
-    return int(out.stdout.split()[0])
-
-
 def build_image(root: Path, image: Path) -> None:
-    """An ext4 image of `root`, populated by mke2fs itself (ownership and modes kept)."""
-    size_mb = _tree_bytes(root) * 13 // 10 // (1 << 20) + 256
-    subprocess.run(
-        ["mke2fs", "-q", "-F", "-t", "ext4", "-L", "sdroot", "-d", str(root), str(image), f"{size_mb}M"],
-        check=True, capture_output=True, text=True,
-    )
+    """An ext4 image of `root`, populated by mke2fs itself (ownership and modes kept): verify's own builder."""
+    build_ext4(root, image)
 
 
-KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 panic=-1 systemd.show_status=1 net.ifnames=0"
+# The guest's interface names stay eth0… (the scenarios' keys name none; kept as the tier always booted)
+CMDLINE_EXTRA = "net.ifnames=0"
 
 
-def qemu_command(base: BaseRoot, image: Path, console_log: Path, probe_log: Path,
-                 cmdline_extra: str = "") -> List[str]:
-    return [
-        "qemu-system-x86_64",
-        "-accel", "tcg",
-        "-m", "1024",
-        "-smp", "1",
-        "-nodefaults", "-no-user-config",
-        "-display", "none",
-        "-no-reboot",
-        "-kernel", str(base.vmlinuz),
-        "-initrd", str(base.initrd),
-        "-append", f"{KERNEL_CMDLINE} {cmdline_extra}".strip(),
-        "-drive", f"file={image},format=raw,if=virtio",
-        "-serial", f"file:{console_log}",
-        "-serial", f"file:{probe_log}",
-    ]
+def boot_files_of(base: BaseRoot) -> BootFiles:
+    return BootFiles(base.kernel, base.vmlinuz, base.initrd)
 
 
 def boot_image(base: BaseRoot, image: Path, logdir: Path, scenario: str,
                timeout: float = BOOT_TIMEOUT, cmdline_extra: str = "") -> BootResult:
-    """Boot the image until the guest powers off (or the timeout kills qemu); always reaps qemu."""
-    logdir.mkdir(parents=True, exist_ok=True)
-    console_log, probe_log = logdir / "console.log", logdir / "probe.log"
-    cmd = qemu_command(base, image, console_log, probe_log, cmdline_extra)
-    started = time.monotonic()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=open(logdir / "qemu.stderr", "w"), start_new_session=True)
-    exit_code: Optional[int]
-    try:
-        exit_code = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        exit_code = None
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    seconds = time.monotonic() - started
-    text = probe_log.read_text(errors="replace") if probe_log.exists() else ""
-    return BootResult(scenario, console_log, probe_log, seconds, exit_code, parse_probe(text), cmd)
+    """Boot the image until the guest powers off (or the timeout kills qemu) with verify's harness."""
+    run = boot(boot_files_of(base), image, logdir, timeout, ACCEL, f"{CMDLINE_EXTRA} {cmdline_extra}".strip())
+    text = run.probe_log.read_text(errors="replace") if run.probe_log.exists() else ""
+    return BootResult(scenario, run.console_log, run.probe_log, run.seconds, run.exit_code, parse_probe(text),
+                      run.command)
 
 
 def _int_or_none(text: str) -> Optional[int]:

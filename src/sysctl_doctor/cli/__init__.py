@@ -79,9 +79,9 @@ def cli() -> None:
 def _register() -> None:
     # One import per command module; each module defines `command`.
     from sysctl_doctor.cli import conntrack
-    from sysctl_doctor.cli import check, explain, fix, fleet, index, lab, show
+    from sysctl_doctor.cli import check, explain, fix, fleet, index, lab, show, verify
 
-    modules: tuple = (check, show, explain, fix, index, conntrack, lab, fleet)
+    modules: tuple = (check, show, explain, fix, index, conntrack, lab, fleet, verify)
     for module in modules:
         cli.add_command(module.command)
 

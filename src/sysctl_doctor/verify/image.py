@@ -1,0 +1,134 @@
+"""A bootable ext4 disk image from a root directory, without touching the directory.
+
+The root is copied (`cp -a --reflink=auto`: ownership, modes, links, xattrs kept; a reflink where the file
+system can) into a work directory; the injected files (the reporter) are written into the copy; `mke2fs
+-d` builds the file system from the copy into a sparse image file. No loop device, no mount. Run as root
+so that ownership is kept (as a user, every file in the image belongs to that user).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from sysctl_doctor.errors import DoctorError
+from sysctl_doctor.verify.qemu import BootFiles
+from sysctl_doctor.verify.tools import MKE2FS, require
+
+IMAGE_LABEL = "sdroot"
+_KVER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")
+
+
+@dataclass(frozen=True)
+class Injection:
+    """Files written into the copy before it is imaged: path inside the root -> (content, mode)."""
+
+    files: Dict[str, Tuple[str, int]] = field(default_factory=dict)
+    symlinks: Dict[str, str] = field(default_factory=dict)  # path inside the root -> link target
+
+    def merged(self, other: "Injection") -> "Injection":
+        return Injection({**self.files, **other.files}, {**self.symlinks, **other.symlinks})
+
+
+def _version_key(version: str) -> List[object]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", version)]
+
+
+def boot_files(root: Path, kernel: Optional[str] = None) -> BootFiles:
+    """The root's own kernel and initramfs in /boot (`kernel` or the newest), or a DoctorError naming what is missing."""
+    boot = root / "boot"
+    if kernel is None:
+        found = sorted((p.name[len("vmlinuz-"):] for p in boot.glob("vmlinuz-*")
+                        if _KVER.match(p.name[len("vmlinuz-"):])), key=_version_key)
+        if not found:
+            raise DoctorError(f"{boot}: no vmlinuz-<version>: the root has no kernel to boot "
+                              "(install one in the image, e.g. linux-image-amd64)")
+        kernel = found[-1]
+    vmlinuz = boot / f"vmlinuz-{kernel}"
+    if not vmlinuz.is_file():
+        raise DoctorError(f"{vmlinuz}: no such kernel image in the root (--kernel {kernel})")
+    for name in (f"initrd.img-{kernel}", f"initramfs-{kernel}.img"):  # initramfs-tools, dracut
+        if (boot / name).is_file():
+            return BootFiles(kernel, vmlinuz, boot / name)
+    return BootFiles(kernel, vmlinuz, None)
+
+
+def copy_tree(src: Path, dst: Path) -> None:
+    """Copy the tree `src` into the directory `dst` (created), ownership and links kept."""
+    dst.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["cp", "-a", "--reflink=auto", f"{src}/.", str(dst)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise DoctorError(f"cannot copy {src}: {proc.stderr.strip()[-500:]}")
+
+
+def _in_copy(root: Path, rel: str) -> Path:
+    """Where `rel` lands in the copy `root`: its directories' links resolved inside the copy (an absolute
+    link is the image's own path), never outside it."""
+    parts = rel.strip("/").split("/")
+    if not rel.strip("/") or any(part in ("", ".", "..") for part in parts):
+        raise DoctorError(f"not a path inside the root: {rel!r}")
+    current = root
+    for part in parts[:-1]:
+        step, hops = current / part, 0
+        while step.is_symlink():
+            hops += 1
+            if hops > 40:
+                raise DoctorError(f"{step}: too many levels of links")
+            target = os.readlink(step)
+            step = Path(os.path.normpath(root / target.lstrip("/") if target.startswith("/") else step.parent / target))
+            if os.path.commonpath([str(root), str(step)]) != str(root):
+                raise DoctorError(f"{current / part}: a link leaving the root on the way to {rel}")
+        current = step
+    return current / parts[-1]
+
+
+def _replace(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+
+
+def inject(root: Path, injection: Injection) -> None:
+    """Write the injected files and links into `root` (a copy), replacing what is there."""
+    for rel, (content, mode) in injection.files.items():
+        path = _in_copy(root, rel)
+        _replace(path)
+        path.write_text(content)
+        os.chmod(path, mode)
+    for rel, target in injection.symlinks.items():
+        path = _in_copy(root, rel)
+        _replace(path)
+        os.symlink(target, path)
+
+
+def tree_bytes(root: Path) -> int:
+    out = subprocess.run(["du", "-sx", "--block-size=1", str(root)], check=True, capture_output=True, text=True)
+    return int(out.stdout.split()[0])
+
+
+def build_image(tree: Path, image: Path, label: str = IMAGE_LABEL) -> None:
+    """An ext4 image of `tree` made by mke2fs itself (ownership and modes kept; sparse: 30% + 256 MiB free)."""
+    size_mb = tree_bytes(tree) * 13 // 10 // (1 << 20) + 256
+    proc = subprocess.run([require(MKE2FS), "-q", "-F", "-t", "ext4", "-L", label, "-d", str(tree), str(image),
+                           f"{size_mb}M"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise DoctorError(f"mke2fs -d {tree} failed (exit {proc.returncode}): {proc.stderr.strip()[-1000:]}")
+
+
+def image_of(root: Path, injection: Injection, workdir: Path) -> Path:
+    """copy `root` -> inject -> ext4 image in `workdir`; the copy is removed, the image path returned."""
+    import shutil
+
+    tree = workdir / "tree"
+    image = workdir / "disk.img"
+    try:
+        copy_tree(root, tree)
+        inject(tree, injection)
+        build_image(tree, image)
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+    return image
