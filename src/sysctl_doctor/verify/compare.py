@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from sysctl_doctor.analysis import Analysis
+from sysctl_doctor.boot.model import KeyFate
 from sysctl_doctor.verify.reporter import BOOT, LATE, Observation, Snapshot, module_name, proc_sys_path
 
 RACE_VERDICTS = ("race", "udev-race")  # `check`'s "not guaranteed" verdicts (boot.model.Verdict values)
@@ -53,21 +55,17 @@ class Fate:
     late_absent: bool
 
 
-def key_fates(analysis: Any) -> Sequence[Any]:
-    """The Analysis' per-key fates: `Analysis.fates` (KeyFate), `Analysis.predictions` before that rename."""
-    fates = getattr(analysis, "fates", None)
-    return fates if fates is not None else analysis.predictions
+def key_fates(analysis: Analysis) -> Sequence[KeyFate]:
+    """The Analysis' per-key fates."""
+    return analysis.fates
 
 
-def fates_of(predictions: Sequence[Any]) -> Dict[str, Fate]:
-    """key -> Fate, from `Analysis.predictions` (verdict, chain, boot_value, after_late_load)."""
+def fates_of(fates: Sequence[KeyFate]) -> Dict[str, Fate]:
+    """key -> Fate (verdict, chain, whether the key is absent after boot / after a late load)."""
     out: Dict[str, Fate] = {}
-    for p in predictions:
-        verdict = getattr(p, "verdict", "")
-        out[str(getattr(p, "key", ""))] = Fate(
-            str(getattr(verdict, "value", verdict)), str(getattr(verdict, "label", verdict)),
-            tuple(str(line) for line in getattr(p, "chain", ()) or ()),
-            getattr(p, "boot_value", "") is None, getattr(p, "after_late_load", "") is None)
+    for p in fates:
+        out[p.key] = Fate(p.verdict.value, p.verdict.label, tuple(p.chain), p.boot_value is None,
+                          p.after_late_load is None)
     return out
 
 
