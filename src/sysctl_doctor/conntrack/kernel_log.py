@@ -40,9 +40,12 @@ import io
 import json
 import re
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
+from itertools import repeat
+from operator import itemgetter
 from typing import IO, Dict, Iterator, List, Optional, Tuple
 
 from sysctl_doctor.conntrack.nflog import NfLogRecord, parse_nflog_line
@@ -57,7 +60,7 @@ UNKNOWN = "UNKNOWN"
 # skipped before any parsing (the fast pre-filter).
 LOGGER_TOKEN = b"nf_ct_"
 
-JSON_SCHEMA = "sysctl-doctor/conntrack-logs/1"
+JSON_SCHEMA = "sysctl-doctor/conntrack-logs/2"  # /2: records only with --events (JSON Lines)
 
 
 @dataclass(frozen=True)
@@ -278,6 +281,40 @@ class FlowTable:
         self.verdicts[verdict] += 1
         self.reasons[(code, rec.reason.wording)] = rec.reason
 
+    def add_block(self, block: "BlockSummary", first_line: int) -> None:
+        """Add a block the summary path read (its first line is number `first_line`): the same
+        result as `add` on each of its records in turn."""
+        names: Dict[Tuple[bytes, bytes], str] = {}
+        meanings: Dict[bytes, Reason] = {}
+        by_flow, verdicts, reasons = self.by_flow, self.verdicts, self.reasons
+        for (wording, sd, ports), n in block.counts.items():
+            directed = (sd, ports)
+            reason = meanings.get(wording)
+            if reason is None:
+                reason = meanings[wording] = _summary_reason(wording, block.samples[wording])
+            verdict, code = reason.verdict, reason.code
+            name = names.get(directed)
+            if name is None:
+                name = names[directed] = _summary_flow(sd, ports)
+            summary = by_flow.get(name)
+            if summary is None:
+                if len(by_flow) >= MAX_FLOWS:  # as `add`: records of flows past the cap are only counted
+                    self.untracked += n
+                    verdicts[verdict] += n
+                    reasons[(code, reason.wording)] = reason
+                    continue
+                at, when = block.first[directed]
+                summary = by_flow[name] = FlowSummary(name, first_line=at + first_line, first_time=when)
+            summary.records += n
+            summary.verdicts[verdict] = summary.verdicts.get(verdict, 0) + n
+            summary.reasons[code] = summary.reasons.get(code, 0) + n
+            at, when = block.last[directed]
+            if at + first_line > summary.last_line:
+                summary.last_line = at + first_line
+                summary.last_time = when
+            verdicts[verdict] += n
+            reasons[(code, reason.wording)] = reason
+
     def summaries(self) -> List[FlowSummary]:
         return list(self.by_flow.values())
 
@@ -396,6 +433,28 @@ def _line_time(prefix: str, year: int) -> Tuple[Optional[str], Optional[float], 
     if m:
         return m.group(1), float(m.group(1)), "boot"
     return None, None, None
+
+
+def _line_time_text(prefix: str) -> Optional[str]:
+    """`_line_time(prefix, year)[0]` without working out the seconds."""
+    if prefix.startswith("[") and prefix.endswith("]"):
+        text = prefix[1:-1].strip()
+        try:
+            float(text)
+            return text
+        except ValueError:
+            pass
+    m = _ISO_TS.match(prefix)
+    if m:
+        return m.group(1)
+    m = _SYSLOG_TS.match(prefix)
+    if m and m.group(1) in _MONTHS:
+        return m.group(0)
+    m = _KMSG.match(prefix)
+    if m:
+        return f"{int(m.group(1)) / 1e6:.6f}"
+    m = _DMESG_TS.search(prefix)
+    return m.group(1) if m else None
 
 
 # --- continuation of wrapped records -----------------------------------------
@@ -908,3 +967,186 @@ def read_kmsg_records(fd_path: str = "/dev/kmsg", start_at_end: bool = False,
         if own:
             os.close(fd)
     return b"\n".join(out) + (b"\n" if out else b"")
+
+
+# --- summary path: whole blocks at once, for counts and flows --------------------
+#
+# A report of flows and reasons needs, per conntrack line, only its flow, its
+# reason, its line number and (for a flow's first and last line) its time. The
+# summary path gets them for a whole block of lines with one `findall` and
+# aggregates with C-level counting, no Python per line. It takes a block only
+# when every logger token of the block sits on a line it reads fully (ASCII, one
+# token per line, the kernel's IPv4 or IPv6 TCP layout, reaching URGP=); any other
+# block — wrapped records, journal JSON, UDP, odd spacing, non-ASCII, --since —
+# goes through `_iter_block`, the reference reader. On the lines it takes, it reads
+# what the reference reads (tests hold the two to it, block by block).
+#
+# One match per line: conntrack lines fill the groups, every other line matches
+# the empty alternative (so a match's index in the block is its line's index).
+# Groups: prefix (time stamp text), message (up to the first " IN="),
+# "SRC DST=DST", "SPT DPT=DPT". Blocks holding control characters are left to the
+# reference reader, so \S here is what str.split() keeps in one token.
+_SUMMARY_LINE = re.compile(
+    rb"^(?:(?!\{)([^\n]*?)(?<![A-Za-z0-9_])nf_ct_(?:proto_\d+|tcp): ([^I\n]*(?:I(?!N=)[^I\n]*)*)(?<= )"
+    rb"IN=\S* OUT=\S* (?:MAC=\S* )?SRC=(\S+ DST=\S+) "
+    rb"(?:LEN=\d+ TOS=\S+ PREC=\S+ TTL=\d+ ID=\d+ (?:(?:CE|DF|MF) )*|LEN=\d+ TC=\d+ HOPLIMIT=\d+ FLOWLBL=\d+ )"
+    rb"PROTO=TCP SPT=(\d+ DPT=\d+) SEQ=\d+ ACK=\d+ WINDOW=\d+ RES=\S+ "
+    rb"(?:(?:CWR|ECE|URG|ACK|PSH|RST|SYN|FIN) )*URGP=\d+[^\n]*"
+    rb"|[^\n]*)$",
+    re.M,
+)
+SUMMARY_BLOCK = 8 << 20  # bytes per block on the summary path (fewer, larger blocks: less per-block work)
+_NOT_CONNTRACK = (b"", b"", b"")
+# Bytes a block may hold for the summary path: printable ASCII and the whitespace str.split() and
+# bytes \s agree on (\x1c-\x1f split str but not bytes; other controls are no whitespace to either).
+_SUMMARY_BYTES = bytes(range(0x20, 0x7f)) + b"\t\n\r\x0b\x0c"
+
+
+def _summary_reason(wording: bytes, message: bytes) -> Reason:
+    """The reason of the messages whose digit-free text is `wording`, `message` one of them
+    (`classify` tells messages apart by their digit-free text)."""
+    reason = _REASON_BY_WORDING_BYTES.get(wording)
+    if reason is None:
+        if len(_REASON_BY_WORDING_BYTES) > 4096:
+            _REASON_BY_WORDING_BYTES.clear()
+        reason = _REASON_BY_WORDING_BYTES[wording] = classify(message.decode("ascii"))
+    return reason
+
+
+_REASON_BY_WORDING_BYTES: Dict[bytes, Reason] = {}
+
+
+def _summary_flow(sd: bytes, ports: bytes) -> str:
+    """The direction-free flow name from the "SRC DST=DST" and "SPT DPT=DPT" groups."""
+    src, _, dst = sd.partition(b" DST=")
+    spt, _, dpt = ports.partition(b" DPT=")
+    return _flow_name(src, dst, spt, dpt)
+
+
+@dataclass
+class BlockSummary:
+    """What the summary path read from one block of whole lines (a pure function of its bytes:
+    computed in a worker process when there is one)."""
+
+    lines: int
+    records: int
+    # (message without digits, "SRC DST=DST", "SPT DPT=DPT") -> records, in the order first seen
+    counts: Dict[Tuple[bytes, bytes, bytes], int]
+    first: Dict[Tuple[bytes, bytes], Tuple[int, Optional[str]]]  # directed flow -> (index, time text)
+    last: Dict[Tuple[bytes, bytes], Tuple[int, Optional[str]]]
+    samples: Dict[bytes, bytes]  # message without digits -> one message with it (for classify)
+
+
+def summarise_block(data: bytes) -> Optional[BlockSummary]:
+    """The summary of a block of whole lines, or None if the summary path cannot read every
+    conntrack line of it (the reference reader then reads the block)."""
+    if not data or not data.isascii() or b'"MESSAGE"' in data or data.translate(None, _SUMMARY_BYTES):
+        return None
+    tokens = data.count(LOGGER_TOKEN)
+    rows = _SUMMARY_LINE.findall(data)
+    # The wording is classify()'s own key: the stripped message without its digits (the block holds no
+    # byte that str.strip() strips and bytes.strip() keeps).
+    messages = list(map(bytes.strip, map(_MESSAGE_OF_ROW, rows)))
+    wordings = list(map(bytes.translate, messages, repeat(None), repeat(b"0123456789")))
+    counts = Counter(zip(wordings, map(_SD_OF_ROW, rows), map(_PORTS_OF_ROW, rows)))
+    records = len(rows) - counts.pop(_NOT_CONNTRACK, 0)
+    if records != tokens:
+        return None  # a logger token on a line the summary path does not read
+    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    if not records:
+        return BlockSummary(lines, 0, {}, {}, {}, {})
+    flows = list(zip(map(_SD_OF_ROW, rows), map(_PORTS_OF_ROW, rows)))
+    last = dict(zip(flows, range(len(flows))))
+    first = dict(zip(reversed(flows), range(len(flows) - 1, -1, -1)))
+    first.pop((b"", b""), None)  # the lines that are no conntrack line
+    last.pop((b"", b""), None)
+    times: Dict[int, Optional[str]] = {}
+
+    def timed(index: int) -> Tuple[int, Optional[str]]:
+        when = times.get(index, _NO_TIME)
+        if when is _NO_TIME:
+            when = times[index] = _line_time_text(rows[index][0].decode("ascii").strip())
+        return index, when  # type: ignore[return-value]
+
+    samples = {w: messages[wordings.index(w)] for w in {key[0] for key in counts}}
+    return BlockSummary(lines, records, dict(counts), {f: timed(i) for f, i in first.items()},
+                        {f: timed(i) for f, i in last.items()}, samples)
+
+
+_NO_TIME = object()
+
+
+_MESSAGE_OF_ROW, _SD_OF_ROW, _PORTS_OF_ROW = itemgetter(1), itemgetter(2), itemgetter(3)
+
+
+def summarise_kernel_log_stream(stream: IO[bytes], report: "KernelLogReport", table: "FlowTable",
+                                since: Optional[float] = None, year: Optional[int] = None,
+                                boot_time: Optional[float] = None, keep: int = 0,
+                                workers: int = 1) -> List[ConntrackLogLine]:
+    """Read `stream` into `report`'s counts and `table`'s flows; return the first `keep` records.
+
+    Gives what feeding every record of `iter_kernel_log_stream` to `table.add` gives, block by
+    block: the first records (while fewer than `keep`), every block under --since and the blocks
+    the summary path cannot read go through the reference reader. `workers` > 1: blocks are
+    summarised in that many processes (results are merged in order). Memory: a few blocks per
+    process and the table, whatever the input."""
+    if year is None:
+        year = datetime.now().year
+    kept: List[ConntrackLogLine] = []
+    blocks = line_blocks(stream, report, block=SUMMARY_BLOCK)
+    with _summaries(blocks, workers if since is None else 0, lambda: len(kept) >= keep) as summarised:
+        for first_line, block, summary in summarised:
+            if summary is not None:
+                report.lines_total += summary.lines
+                report.conntrack_lines += summary.records
+                table.add_block(summary, first_line)
+                continue
+            for rec in _iter_block(block, report, first_line, since, year, boot_time):
+                table.add(rec)
+                if len(kept) < keep:
+                    kept.append(rec)
+    report.skipped.other = (report.lines_total - report.conntrack_lines - report.continuation_lines
+                            - report.skipped.too_long)
+    return kept
+
+
+class _summaries:
+    """(first line, block, its summary or None) for each block, in order. `workers` 0: no summaries;
+    1: summarised here; more: in a pool of that many processes, a few blocks ahead. Blocks are
+    only summarised once `ready()` (before, the caller wants their records)."""
+
+    def __init__(self, blocks: Iterator[Tuple[int, bytes]], workers: int, ready) -> None:  # type: ignore[no-untyped-def]
+        self.blocks, self.workers, self.ready = blocks, workers, ready
+        self.pool = None
+
+    def __enter__(self) -> Iterator[Tuple[int, bytes, Optional[BlockSummary]]]:
+        return self._run()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self) -> Iterator[Tuple[int, bytes, Optional[BlockSummary]]]:
+        from collections import deque
+
+        pending: "deque" = deque()
+        for first_line, block in self.blocks:
+            if self.workers <= 1 or not self.ready():
+                while pending:
+                    line, data, future = pending.popleft()
+                    yield line, data, future.result()
+                summary = summarise_block(block) if self.workers and self.ready() else None
+                yield first_line, block, summary
+                continue
+            if self.pool is None:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
+
+                self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
+            pending.append((first_line, block, self.pool.submit(summarise_block, block)))
+            while len(pending) > self.workers:
+                line, data, future = pending.popleft()
+                yield line, data, future.result()
+        while pending:
+            line, data, future = pending.popleft()
+            yield line, data, future.result()
