@@ -986,15 +986,18 @@ def read_kmsg_records(fd_path: str = "/dev/kmsg", start_at_end: bool = False,
 # Groups: prefix (time stamp text), message (up to the first " IN="),
 # "SRC DST=DST", "SPT DPT=DPT". Blocks holding control characters are left to the
 # reference reader, so \S here is what str.split() keeps in one token.
-_SUMMARY_LINE = re.compile(
-    rb"^(?:(?!\{)([^\n]*?)(?<![A-Za-z0-9_])nf_ct_(?:proto_\d+|tcp): ([^I\n]*(?:I(?!N=)[^I\n]*)*)(?<= )"
+_SUMMARY_BODY = (
+    rb"nf_ct_(?:proto_\d+|tcp): ([^I\n]*(?:I(?!N=)[^I\n]*)*)(?<= )"
     rb"IN=\S* OUT=\S* (?:MAC=\S* )?SRC=(\S+ DST=\S+) "
     rb"(?:LEN=\d+ TOS=\S+ PREC=\S+ TTL=\d+ ID=\d+ (?:(?:CE|DF|MF) )*|LEN=\d+ TC=\d+ HOPLIMIT=\d+ FLOWLBL=\d+ )"
-    rb"PROTO=TCP SPT=(\d+ DPT=\d+) SEQ=\d+ ACK=\d+ WINDOW=\d+ RES=\S+ "
-    rb"(?:(?:CWR|ECE|URG|ACK|PSH|RST|SYN|FIN) )*URGP=\d+[^\n]*"
-    rb"|[^\n]*)$",
-    re.M,
+    # SEQ= next (so no " OPT (…)" that parse_nflog_line cuts out can glue a token to DPT's value), then
+    # URGP= anywhere after: the record is complete (no continuation lines to join)
+    rb"PROTO=TCP SPT=(\d+ DPT=\d+) SEQ=[^\n]*URGP=[^\n]*"
 )
+# The logger must not follow a word character (parse_nflog_line's \b): checked per line, or once per
+# block when every token of the block follows a space or starts a line (the usual case, a faster scan).
+_SUMMARY_LINE = re.compile(rb"^(?:(?!\{)([^\n]*?)(?<![A-Za-z0-9_])" + _SUMMARY_BODY + rb"|[^\n]*)$", re.M)
+_SUMMARY_LINE_SPACED = re.compile(rb"^(?:(?!\{)([^\n]*?)" + _SUMMARY_BODY + rb"|[^\n]*)$", re.M)
 SUMMARY_BLOCK = 8 << 20  # bytes per block on the summary path (fewer, larger blocks: less per-block work)
 _NOT_CONNTRACK = (b"", b"", b"")
 # Bytes a block may hold for the summary path: printable ASCII and the whitespace str.split() and
@@ -1043,7 +1046,8 @@ def summarise_block(data: bytes) -> Optional[BlockSummary]:
     if not data or not data.isascii() or b'"MESSAGE"' in data or data.translate(None, _SUMMARY_BYTES):
         return None
     tokens = data.count(LOGGER_TOKEN)
-    rows = _SUMMARY_LINE.findall(data)
+    spaced = data.count(b" " + LOGGER_TOKEN) + data.count(b"\n" + LOGGER_TOKEN) + data.startswith(LOGGER_TOKEN)
+    rows = (_SUMMARY_LINE_SPACED if spaced == tokens else _SUMMARY_LINE).findall(data)
     # The wording is classify()'s own key: the stripped message without its digits (the block holds no
     # byte that str.strip() strips and bytes.strip() keeps).
     messages = list(map(bytes.strip, map(_MESSAGE_OF_ROW, rows)))
