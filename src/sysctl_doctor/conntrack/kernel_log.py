@@ -262,6 +262,7 @@ class FlowTable:
         self.verdicts: Dict[str, int] = {INVALID: 0, IGNORE: 0, ACCEPT: 0, UNKNOWN: 0}
         self.reasons: Dict[Tuple[str, str], Reason] = {}
         self.untracked = 0  # records of flows beyond MAX_FLOWS: counted, not summarised per flow
+        self._last_stamps: Dict[str, Tuple[bool, bytes]] = {}  # last_time still to work out: (journal, stamp)
 
     def add(self, rec: "ConntrackLogLine") -> None:
         summary = self.by_flow.get(rec.flow)
@@ -278,6 +279,8 @@ class FlowTable:
         summary.reasons[code] = summary.reasons.get(code, 0) + 1
         summary.last_line = rec.line
         summary.last_time = rec.time
+        if self._last_stamps:
+            self._last_stamps.pop(rec.flow, None)
         self.verdicts[verdict] += 1
         self.reasons[(code, rec.reason.wording)] = rec.reason
 
@@ -303,19 +306,23 @@ class FlowTable:
                     verdicts[verdict] += n
                     reasons[(code, reason.wording)] = reason
                     continue
-                at, when = block.first[directed]
-                summary = by_flow[name] = FlowSummary(name, first_line=at + first_line, first_time=when)
+                at, stamp = block.first[directed]
+                summary = by_flow[name] = FlowSummary(name, first_line=at + first_line,
+                                                      first_time=block.time_text(stamp))
             summary.records += n
             summary.verdicts[verdict] = summary.verdicts.get(verdict, 0) + n
             summary.reasons[code] = summary.reasons.get(code, 0) + n
-            at, when = block.last[directed]
+            at, stamp = block.last[directed]
             if at + first_line > summary.last_line:
                 summary.last_line = at + first_line
-                summary.last_time = when
+                self._last_stamps[name] = (block.journal, stamp)  # its text is worked out once, at the end
             verdicts[verdict] += n
             reasons[(code, reason.wording)] = reason
 
     def summaries(self) -> List[FlowSummary]:
+        for name, (journal, stamp) in self._last_stamps.items():
+            self.by_flow[name].last_time = _stamp_text(journal, stamp)
+        self._last_stamps.clear()
         return list(self.by_flow.values())
 
     def reasons_json(self) -> dict:
@@ -994,10 +1001,29 @@ _SUMMARY_BODY = (
     # URGP= anywhere after: the record is complete (no continuation lines to join)
     rb"PROTO=TCP SPT=(\d+ DPT=\d+) SEQ=[^\n]*URGP=[^\n]*"
 )
-# The logger must not follow a word character (parse_nflog_line's \b): checked per line, or once per
-# block when every token of the block follows a space or starts a line (the usual case, a faster scan).
+# The logger must not follow a word character (parse_nflog_line's \b): checked per line (a lookbehind
+# at every step of the prefix), or once per block on the prefixes the faster scan found.
 _SUMMARY_LINE = re.compile(rb"^(?:(?!\{)([^\n]*?)(?<![A-Za-z0-9_])" + _SUMMARY_BODY + rb"|[^\n]*)$", re.M)
 _SUMMARY_LINE_SPACED = re.compile(rb"^(?:(?!\{)([^\n]*?)" + _SUMMARY_BODY + rb"|[^\n]*)$", re.M)
+# Journal JSON (`journalctl -o json`): a line is read when it is a flat object of string values without
+# escapes (so json.loads reads exactly these bytes), __REALTIME_TIMESTAMP (digits) comes before MESSAGE,
+# neither key repeats, and MESSAGE is the logger's line; its groups are those of _SUMMARY_LINE with the
+# time stamp's digits first. The body is _SUMMARY_BODY kept inside the string (no '"' crossed).
+_JSON_KEY = rb'"(?!MESSAGE"|__REALTIME_TIMESTAMP")[^"\\\n]*": ?"[^"\\\n]*"'
+_SUMMARY_JSON_BODY = (_SUMMARY_BODY.replace(rb"[^I\n]", rb'[^I"\n]').replace(rb"\S", rb'[^\s"]')
+                      .replace(rb"[^\n]", rb'[^"\n]'))
+_SUMMARY_JSON = re.compile(
+    rb'^(?:\{ ?(?:' + _JSON_KEY + rb', ?)*"__REALTIME_TIMESTAMP": ?"(\d{1,16})"(?:, ?' + _JSON_KEY
+    + rb')*, ?"MESSAGE": ?"' + _SUMMARY_JSON_BODY + rb'"(?:, ?' + _JSON_KEY + rb')* ?\}\r?|[^\n]*)$',
+    re.M,
+)
+
+
+def _journal_time_text(digits: bytes) -> str:
+    """`_journal_json_line`'s time text for a __REALTIME_TIMESTAMP of at most 16 digits (a real date)."""
+    return datetime.fromtimestamp(int(digits) / 1e6, timezone.utc).isoformat(timespec="microseconds")
+
+
 SUMMARY_BLOCK = 8 << 20  # bytes per block on the summary path (fewer, larger blocks: less per-block work)
 _NOT_CONNTRACK = (b"", b"", b"")
 # Bytes a block may hold for the summary path: printable ASCII and the whitespace str.split() and
@@ -1035,19 +1061,37 @@ class BlockSummary:
     records: int
     # (message without digits, "SRC DST=DST", "SPT DPT=DPT") -> records, in the order first seen
     counts: Dict[Tuple[bytes, bytes, bytes], int]
-    first: Dict[Tuple[bytes, bytes], Tuple[int, Optional[str]]]  # directed flow -> (index, time text)
-    last: Dict[Tuple[bytes, bytes], Tuple[int, Optional[str]]]
+    first: Dict[Tuple[bytes, bytes], Tuple[int, bytes]]  # directed flow -> (index, time stamp bytes)
+    last: Dict[Tuple[bytes, bytes], Tuple[int, bytes]]
     samples: Dict[bytes, bytes]  # message without digits -> one message with it (for classify)
+    journal: bool = False  # stamps are __REALTIME_TIMESTAMP digits (else the text before the logger)
+
+    def time_text(self, stamp: bytes) -> Optional[str]:
+        return _stamp_text(self.journal, stamp)
+
+
+def _stamp_text(journal: bool, stamp: bytes) -> Optional[str]:
+    """The time text the reference reader gives a line with this stamp."""
+    return _journal_time_text(stamp) if journal else _line_time_text(stamp.decode("ascii").strip())
 
 
 def summarise_block(data: bytes) -> Optional[BlockSummary]:
     """The summary of a block of whole lines, or None if the summary path cannot read every
     conntrack line of it (the reference reader then reads the block)."""
-    if not data or not data.isascii() or b'"MESSAGE"' in data or data.translate(None, _SUMMARY_BYTES):
+    if not data or not data.isascii() or data.translate(None, _SUMMARY_BYTES):
         return None
     tokens = data.count(LOGGER_TOKEN)
-    spaced = data.count(b" " + LOGGER_TOKEN) + data.count(b"\n" + LOGGER_TOKEN) + data.startswith(LOGGER_TOKEN)
-    rows = (_SUMMARY_LINE_SPACED if spaced == tokens else _SUMMARY_LINE).findall(data)
+    journal = b'"MESSAGE"' in data
+    if journal:  # every conntrack line a journal JSON record (else the reference reads the block)
+        if data.count(b'"MESSAGE": "' + LOGGER_TOKEN) + data.count(b'"MESSAGE":"' + LOGGER_TOKEN) != tokens:
+            return None
+        rows = _SUMMARY_JSON.findall(data)
+    else:
+        rows = _SUMMARY_LINE_SPACED.findall(data)
+        # The logger must not follow a word character (parse_nflog_line's \b): the byte before each
+        # logger the scan took, checked at once (single bytes are shared objects: no allocation).
+        if _WORD_BYTES.intersection(map(_LAST_BYTE, map(_PREFIX_OF_ROW, rows))):
+            rows = _SUMMARY_LINE.findall(data)
     # The wording is classify()'s own key: the stripped message without its digits (the block holds no
     # byte that str.strip() strips and bytes.strip() keeps).
     messages = list(map(bytes.strip, map(_MESSAGE_OF_ROW, rows)))
@@ -1056,7 +1100,7 @@ def summarise_block(data: bytes) -> Optional[BlockSummary]:
     records = len(rows) - counts.pop(_NOT_CONNTRACK, 0)
     if records != tokens:
         return None  # a logger token on a line the summary path does not read
-    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    lines = len(rows) - data.endswith(b"\n")  # one row per line, and an empty one after a last newline
     if not records:
         return BlockSummary(lines, 0, {}, {}, {}, {})
     flows = list(zip(map(_SD_OF_ROW, rows), map(_PORTS_OF_ROW, rows)))
@@ -1064,23 +1108,14 @@ def summarise_block(data: bytes) -> Optional[BlockSummary]:
     first = dict(zip(reversed(flows), range(len(flows) - 1, -1, -1)))
     first.pop((b"", b""), None)  # the lines that are no conntrack line
     last.pop((b"", b""), None)
-    times: Dict[int, Optional[str]] = {}
-
-    def timed(index: int) -> Tuple[int, Optional[str]]:
-        when = times.get(index, _NO_TIME)
-        if when is _NO_TIME:
-            when = times[index] = _line_time_text(rows[index][0].decode("ascii").strip())
-        return index, when  # type: ignore[return-value]
-
     samples = {w: messages[wordings.index(w)] for w in {key[0] for key in counts}}
-    return BlockSummary(lines, records, dict(counts), {f: timed(i) for f, i in first.items()},
-                        {f: timed(i) for f, i in last.items()}, samples)
+    return BlockSummary(lines, records, dict(counts), {f: (i, rows[i][0]) for f, i in first.items()},
+                        {f: (i, rows[i][0]) for f, i in last.items()}, samples, journal)
 
 
-_NO_TIME = object()
-
-
-_MESSAGE_OF_ROW, _SD_OF_ROW, _PORTS_OF_ROW = itemgetter(1), itemgetter(2), itemgetter(3)
+_PREFIX_OF_ROW, _MESSAGE_OF_ROW, _SD_OF_ROW, _PORTS_OF_ROW = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
+_LAST_BYTE = itemgetter(slice(-1, None))
+_WORD_BYTES = frozenset(bytes([c]) for c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
 
 def summarise_kernel_log_stream(stream: IO[bytes], report: "KernelLogReport", table: "FlowTable",
@@ -1097,7 +1132,8 @@ def summarise_kernel_log_stream(stream: IO[bytes], report: "KernelLogReport", ta
     if year is None:
         year = datetime.now().year
     kept: List[ConntrackLogLine] = []
-    blocks = line_blocks(stream, report, block=SUMMARY_BLOCK)
+    # Smaller blocks with more processes: memory stays about the same (each holds a block and its rows).
+    blocks = line_blocks(stream, report, block=SUMMARY_BLOCK // max(1, workers))
     with _summaries(blocks, workers if since is None else 0, lambda: len(kept) >= keep) as summarised:
         for first_line, block, summary in summarised:
             if summary is not None:
