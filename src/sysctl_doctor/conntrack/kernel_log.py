@@ -49,6 +49,7 @@ from operator import itemgetter
 from typing import IO, Dict, Iterator, List, Optional, Tuple
 
 from sysctl_doctor.conntrack.nflog import NfLogRecord, parse_nflog_line
+from sysctl_doctor.conntrack.tcp_flags import ALL as TCP_FLAGS
 from sysctl_doctor.errors import DoctorError
 
 INVALID = "INVALID"
@@ -59,6 +60,8 @@ UNKNOWN = "UNKNOWN"
 # The bytes every conntrack logger name starts with; lines without it are
 # skipped before any parsing (the fast pre-filter).
 LOGGER_TOKEN = b"nf_ct_"
+
+_TCP_FLAG_WORDS = "|".join(flag.name for flag in reversed(TCP_FLAGS))  # type: ignore[misc]  # CWR|…|FIN
 
 JSON_SCHEMA = "sysctl-doctor/conntrack-logs/2"  # /2: records only with --events (JSON Lines)
 
@@ -467,7 +470,7 @@ def _line_time_text(prefix: str) -> Optional[str]:
 # --- continuation of wrapped records -----------------------------------------
 
 _CONTINUATION_START = re.compile(
-    r"^(?:[A-Z][A-Z0-9]*=\S*|CE|DF|MF|CWR|ECE|URG|ACK|PSH|RST|SYN|FIN|OPT \()(?:\s|$)"
+    r"^(?:[A-Z][A-Z0-9]*=\S*|CE|DF|MF|" + _TCP_FLAG_WORDS + r"|OPT \()(?:\s|$)"
 )
 
 
@@ -569,7 +572,7 @@ _FAST_TCP4 = re.compile(
     r"(?:MAC=(?P<MAC>\S*) )?SRC=(?P<SRC>\S+) DST=(?P<DST>\S+) LEN=(?P<LEN>\d+) TOS=(?P<TOS>\S+) "
     r"PREC=(?P<PREC>\S+) TTL=(?P<TTL>\d+) ID=(?P<ID>\d+) (?P<ipflags>(?:(?:CE|DF|MF) )*)"
     r"PROTO=(?P<PROTO>TCP) SPT=(?P<SPT>\d+) DPT=(?P<DPT>\d+) SEQ=(?P<SEQ>\d+) ACK=(?P<ACK>\d+) "
-    r"WINDOW=(?P<WINDOW>\d+) RES=(?P<RES>\S+) (?P<tcpflags>(?:(?:CWR|ECE|URG|ACK|PSH|RST|SYN|FIN) )*)"
+    r"WINDOW=(?P<WINDOW>\d+) RES=(?P<RES>\S+) (?P<tcpflags>(?:(?:" + _TCP_FLAG_WORDS + r") )*)"
     r"URGP=(?P<URGP>\d+)(?: OPT \((?P<opt>[0-9A-Fa-f]*)\))?[ \r]*$"
 )
 
