@@ -5,12 +5,13 @@ formats an incident hands you (journal short, syslog, journal JSON), against `gr
     .venv/bin/python bench/logs.py [--lines 1000000] [--density 0.9] [--flows 2000] [--runs 3]
                                    [--formats short syslog json]
 
-Each row is a whole process, best of --runs, wall and CPU (user+sys of the process and its children,
+Each row is a whole process, best of --runs (the baseline: --baseline-runs), wall and CPU (user+sys of the process and its children,
 less distorted than wall on a shared machine) and peak resident memory (of the largest process):
 
 * `grep -c nf_ct_proto FILE` and `awk` tallying the SRC= field of every line (the ratios' yardsticks);
 * `conntrack logs FILE --format json`: counts and flows only, the summary path (SYSCTL_DOCTOR_WORKERS
   processes, default both cores);
+* the same in one process (SYSCTL_DOCTOR_WORKERS=1);
 * `conntrack logs FILE` (text: the first 200 records, the rest counted);
 * `conntrack logs FILE --events`: every record as JSON Lines through the reference reader — what
   `--format json` did before (one JSON object per record), so it is the baseline the ratios are to.
@@ -86,7 +87,7 @@ def run_once(argv: list, out: str = os.devnull):  # type: ignore[no-untyped-def]
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def best(argv: list, runs: int, out: str = os.devnull):  # type: ignore[no-untyped-def]
+def best(argv: list, runs: int, out: str):  # type: ignore[no-untyped-def]
     results = [run_once(argv, out) for _ in range(runs)]
     return min(r[0] for r in results), min(r[1] for r in results), max(r[2] for r in results)
 
@@ -97,6 +98,7 @@ def main() -> None:
     ap.add_argument("--density", type=float, default=0.9)
     ap.add_argument("--flows", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--baseline-runs", type=int, default=1, help="runs of the (slow) --events baseline")
     ap.add_argument("--formats", nargs="+", default=["short", "syslog", "json"])
     args = ap.parse_args()
     cli = [os.path.join(os.path.dirname(sys.executable), "sysctl-doctor"), "conntrack", "logs"]
@@ -112,9 +114,13 @@ def main() -> None:
                 ("awk SRC= tally", ["awk", awk, path]),
                 ("logs --events (baseline)", cli + [path, "--events"]),
                 ("logs --format json", cli + [path, "--format", "json"]),
+                ("logs --format json, 1 proc", ["env", "SYSCTL_DOCTOR_WORKERS=1"] + cli + [path, "--format", "json"]),
                 ("logs (text)", cli + [path]),
             ]
-            got = {label: best(argv, args.runs) for label, argv in rows}
+            # stdout to a file, not /dev/null: GNU grep stops at the first match when it sees /dev/null
+            sink = os.path.join(tmp, "out")
+            got = {label: best(argv, args.baseline_runs if "baseline" in label else args.runs, sink)
+                   for label, argv in rows}
             json_out = os.path.join(tmp, "out.json")
             run_once(cli + [path, "--format", "json"], json_out)
             events_out = os.path.join(tmp, "out.jsonl")
