@@ -82,7 +82,7 @@ def command(file: Optional[str], since: Optional[str], fmt: str, limit: int, sta
     if events:
         _stream_events(report, iter_kernel_log_stream(log, report, since=since_at, boot_time=boot), table)
     elif fmt == "json":
-        # Counts and flows only: the summary path reads whole blocks (both cores on a large log).
+        # Counts and flows only: the summary path reads whole blocks.
         summarise_kernel_log_stream(log, report, table, since=since_at, boot_time=boot, workers=_workers())
         _write_json(report, table)
     elif limit == 0:
@@ -136,13 +136,13 @@ def _warn_cut(report) -> None:  # type: ignore[no-untyped-def]
 
 
 def _workers() -> int:
-    """Processes for the summary path: both cores of a 2-core machine (SYSCTL_DOCTOR_WORKERS overrides)."""
+    """Processes for the summary path: SYSCTL_DOCTOR_WORKERS, default 1. Measured on a shared 2-core
+    machine (bench/logs.py), two processes cost ~40 % more CPU and were no faster: the merge and the
+    reading stay in the main process (about 40 % of the work), and the other core was busy anyway."""
     import os
 
     env = os.environ.get("SYSCTL_DOCTOR_WORKERS", "")
-    if env.isdigit():
-        return max(1, int(env))
-    return max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+    return max(1, int(env)) if env.isdigit() else 1
 
 
 def _summary_json(report, table) -> dict:  # type: ignore[no-untyped-def]
