@@ -194,3 +194,72 @@ def test_cli_json_is_aggregates_and_events_are_json_lines(tmp_path) -> None:  # 
     assert summary.pop("type") == "summary" and summary == doc and "records" not in doc
     assert len(records) == doc["lines"]["conntrack"] == sum(doc["counts"].values())
     assert len(json.dumps(doc)) < 60 * 1000  # O(flows × reasons): a few flows here, whatever the lines
+
+
+def _journal_corpus(seed: int, n: int) -> list:
+    """`journalctl -k -o json` lines (compact and spaced separators), mostly well-formed conntrack records of a
+    few flows, with the odd ones json.loads reads differently from a naive scan: duplicate keys, escapes,
+    byte-array and non-string values, time stamps out of range or after MESSAGE, CRLF, truncated lines."""
+    rng = random.Random(seed)
+    lines = list(_varied_lines())
+    out = []
+    for i in range(n):
+        stamp = str(1764158401000000 + i * 1000)
+        pick = rng.random()
+        if pick < 0.85:
+            port = rng.choice((40536, 40537))
+            msg = rng.choice(MESSAGES[:5]).replace("1220495536", str(rng.randrange(1 << 32)))
+            tail = rng.choice((TAIL, V6)).replace("SPT=40536", f"SPT={port}")
+            entry = {"__CURSOR": f"s=1;i={i:x}", "__REALTIME_TIMESTAMP": stamp, "_TRANSPORT": "kernel",
+                     "PRIORITY": "4", "MESSAGE": f"{rng.choice(LOGGERS[:3])}{msg} {tail}", "_HOSTNAME": "node1"}
+        elif pick < 0.92:
+            entry = {"__REALTIME_TIMESTAMP": stamp, "MESSAGE": rng.choice(lines)}
+        else:
+            entry = {"__REALTIME_TIMESTAMP": stamp, "MESSAGE": f"nf_ct_proto_6: {MESSAGES[0]} {TAIL}"}
+        separators = (",", ":") if i % 3 else (", ", ": ")
+        text = json.dumps(entry, separators=separators)
+        odd = rng.random()
+        if odd < 0.02:
+            text = text[:-1] + ', "MESSAGE": "something else"}'  # json.loads keeps the last MESSAGE
+        elif odd < 0.04:
+            text = text[:-1] + ', "__REALTIME_TIMESTAMP": "99999999999999999999"}'  # last one wins, no date
+        elif odd < 0.05:
+            text = text.replace("SEQ is", 'SEQ \\"is')  # an escape inside MESSAGE
+        elif odd < 0.06:
+            text = text[:-1] + ', "X": 5}'  # a value that is not a string
+        elif odd < 0.07:
+            text = text[: len(text) // 2]  # truncated: not JSON
+        elif odd < 0.08:
+            text += "\r"
+        elif odd < 0.09:
+            text = json.dumps({"MESSAGE": entry["MESSAGE"], "__REALTIME_TIMESTAMP": stamp})  # stamp after MESSAGE
+        elif odd < 0.10:
+            text = json.dumps({"MESSAGE": list(entry["MESSAGE"].encode()), "__REALTIME_TIMESTAMP": stamp})
+        elif odd < 0.11:
+            text = json.dumps({"MESSAGE": "eth0: link up", "__REALTIME_TIMESTAMP": stamp})
+        out.append(text)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_journal_json_summary_equals_the_reference(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = _journal_corpus(seed, 2500) if seed < 3 else [
+        line for line in _journal_corpus(seed, 2500) if '"X"' not in line and "\\" not in line
+        and "99999999999999999999" not in line and "something else" not in line]
+    data = ("\n".join(lines) + "\n").encode("utf-8")
+    expected = _view(*_reference(data))
+    fast = 0
+    real = kernel_log.summarise_block
+
+    def counted(block: bytes):  # type: ignore[no-untyped-def]
+        nonlocal fast
+        summary = real(block)
+        fast += summary is not None and summary.records > 0
+        return summary
+
+    monkeypatch.setattr(kernel_log, "summarise_block", counted)
+    for block in (700, 8192, 1 << 16, 1 << 22):
+        monkeypatch.setattr(kernel_log, "SUMMARY_BLOCK", block)
+        report, table, _ = _summary(data)
+        assert _view(report, table) == expected, block
+    assert fast > 5  # the journal summary path did read blocks with records
