@@ -986,10 +986,11 @@ def read_kmsg_records(fd_path: str = "/dev/kmsg", start_at_end: bool = False,
 # summary path gets them for a whole block of lines with one `findall` and
 # aggregates with C-level counting, no Python per line. It takes a block only
 # when every logger token of the block sits on a line it reads fully (ASCII, one
-# token per line, the kernel's IPv4 or IPv6 TCP layout, reaching URGP=); any other
-# block — wrapped records, journal JSON, UDP, odd spacing, non-ASCII, --since —
-# goes through `_iter_block`, the reference reader. On the lines it takes, it reads
-# what the reference reads (tests hold the two to it, block by block).
+# token per line, the kernel's IPv4 or IPv6 TCP layout, reaching URGP=; or a plain
+# journal JSON record holding such a line); any other block — wrapped records, UDP,
+# odd spacing, escapes, non-ASCII, --since — goes through `_iter_block`, the
+# reference reader. On the lines it takes, it reads what the reference reads (tests
+# hold the two to it, block by block: tests/conntrack_live/test_kernel_log_summary.py).
 #
 # One match per line: conntrack lines fill the groups, every other line matches
 # the empty alternative (so a match's index in the block is its line's index).
