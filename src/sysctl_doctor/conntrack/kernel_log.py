@@ -266,6 +266,7 @@ class FlowTable:
         self.reasons: Dict[Tuple[str, str], Reason] = {}
         self.untracked = 0  # records of flows beyond MAX_FLOWS: counted, not summarised per flow
         self._last_stamps: Dict[str, Tuple[bool, bytes]] = {}  # last_time still to work out: (journal, stamp)
+        self._names: Dict[Tuple[bytes, bytes], str] = {}  # add_block's flow names of directed flows
 
     def add(self, rec: "ConntrackLogLine") -> None:
         summary = self.by_flow.get(rec.flow)
@@ -290,7 +291,9 @@ class FlowTable:
     def add_block(self, block: "BlockSummary", first_line: int) -> None:
         """Add a block the summary path read (its first line is number `first_line`): the same
         result as `add` on each of its records in turn."""
-        names: Dict[Tuple[bytes, bytes], str] = {}
+        names = self._names  # directed flow -> flow name, kept across blocks (bounded)
+        if len(names) > 2 * MAX_FLOWS:
+            names.clear()
         meanings: Dict[bytes, Reason] = {}
         by_flow, verdicts, reasons = self.by_flow, self.verdicts, self.reasons
         for (wording, sd, ports), n in block.counts.items():
