@@ -137,8 +137,8 @@ def _warn_cut(report) -> None:  # type: ignore[no-untyped-def]
 
 def _workers() -> int:
     """Processes for the summary path: SYSCTL_DOCTOR_WORKERS, default 1. Measured on a shared 2-core
-    machine (bench/logs.py), two processes cost ~40 % more CPU and were no faster: the merge and the
-    reading stay in the main process (about 40 % of the work), and the other core was busy anyway."""
+    machine (bench/logs.py), two processes took 10-30 % more CPU for 0-20 % less wall time: the reading
+    and the merge stay in the main process, and the other core was mostly busy anyway."""
     import os
 
     env = os.environ.get("SYSCTL_DOCTOR_WORKERS", "")
