@@ -263,3 +263,26 @@ def test_journal_json_summary_equals_the_reference(seed: int, monkeypatch: pytes
         report, table, _ = _summary(data)
         assert _view(report, table) == expected, block
     assert fast > 5  # the journal summary path did read blocks with records
+
+
+def test_lines_over_the_cap_are_cut_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line over MAX_LINE (cut, counted as too long) among clean records: same counts, line numbers, times."""
+    monkeypatch.setattr(kernel_log, "MAX_LINE", 4096)
+    clean = [f"Nov 26 13:00:{i % 60:02d} node1 kernel: nf_ct_proto_6: {MESSAGES[i % 5]} {TAIL}" for i in range(400)]
+    clean[150] = clean[150] + " " + "x" * 9000  # a conntrack line too long to read
+    clean[300] = "y" * 20000  # another, no newline within a block's reach
+    data = ("\n".join(clean) + "\n").encode()
+    for block in (4096 * 3, 1 << 16, 1 << 20):
+        monkeypatch.setattr(kernel_log, "SUMMARY_BLOCK", block)
+        report, table, _ = _summary(data)
+        assert _view(report, table) == _view(*_reference(data)), block
+        assert report.skipped.too_long == 2 and report.first_too_long == 151
+
+
+def test_events_and_prometheus_do_not_mix() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "sysctl_doctor", "conntrack", "logs", "-", "--events", "--format",
+                          "prometheus"], input="", capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--events" in out.stderr and "Traceback" not in out.stderr
