@@ -216,7 +216,7 @@ def _journal_corpus(seed: int, n: int) -> list:
             entry = {"__REALTIME_TIMESTAMP": stamp, "MESSAGE": rng.choice(lines)}
         else:
             entry = {"__REALTIME_TIMESTAMP": stamp, "MESSAGE": f"nf_ct_proto_6: {MESSAGES[0]} {TAIL}"}
-        separators = (",", ":") if i % 3 else (", ", ": ")
+        separators = ((",", ":"), (", ", ": "), (", ", " : "))[i % 3]  # journalctl now, json.dumps, older journalctl
         text = json.dumps(entry, separators=separators)
         odd = rng.random()
         if odd < 0.02:

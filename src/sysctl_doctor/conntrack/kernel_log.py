@@ -1016,13 +1016,13 @@ _SUMMARY_LINE_SPACED = re.compile(rb"^(?:(?!\{)([^\n]*?)" + _SUMMARY_BODY + rb"|
 # escapes (so json.loads reads exactly these bytes), __REALTIME_TIMESTAMP (digits) comes before MESSAGE,
 # neither key repeats, and MESSAGE is the logger's line; its groups are those of _SUMMARY_LINE with the
 # time stamp's digits first. The body is _SUMMARY_BODY kept inside the string (no '"' crossed).
-_JSON_KEY = rb'"(?!MESSAGE"|__REALTIME_TIMESTAMP")[^"\\\n]*": ?"[^"\\\n]*"'
+_JSON_KEY = rb'"(?!MESSAGE"|__REALTIME_TIMESTAMP")[^"\\\n]*" ?: ?"[^"\\\n]*"'
 # (no backslash either: an escape such as \t means something else once json.loads has decoded it)
 _SUMMARY_JSON_BODY = (_SUMMARY_BODY.replace(rb"[^I\n]", rb'[^I"\\\n]').replace(rb"\S", rb'[^\s"\\]')
                       .replace(rb"[^\n]", rb'[^"\\\n]'))
 _SUMMARY_JSON = re.compile(
-    rb'^(?:\{ ?(?:' + _JSON_KEY + rb', ?)*"__REALTIME_TIMESTAMP": ?"(\d{1,16})"(?:, ?' + _JSON_KEY
-    + rb')*, ?"MESSAGE": ?"' + _SUMMARY_JSON_BODY + rb'"(?:, ?' + _JSON_KEY + rb')* ?\}\r?|[^\n]*)$',
+    rb'^(?:\{ ?(?:' + _JSON_KEY + rb', ?)*"__REALTIME_TIMESTAMP" ?: ?"(\d{1,16})"(?:, ?' + _JSON_KEY
+    + rb')*, ?"MESSAGE" ?: ?"' + _SUMMARY_JSON_BODY + rb'"(?:, ?' + _JSON_KEY + rb')* ?\}\r?|[^\n]*)$',
     re.M,
 )
 
@@ -1093,7 +1093,8 @@ def summarise_block(data: bytes) -> Optional[BlockSummary]:
     if journal:  # every conntrack line a journal JSON record (else the reference reads the block)
         if _BYTE_ARRAY_MESSAGE.search(data):  # a MESSAGE as an array of bytes: the reference rewrites it
             return None
-        if data.count(b'"MESSAGE": "' + LOGGER_TOKEN) + data.count(b'"MESSAGE":"' + LOGGER_TOKEN) != tokens:
+        # (compact as systemd >= 240 prints it, ", "/": " as json.dumps does, " : " as older journalctl did)
+        if sum(data.count(b'"MESSAGE"' + colon + LOGGER_TOKEN) for colon in (b':"', b': "', b' : "')) != tokens:
             return None
         rows = _SUMMARY_JSON.findall(data)
     else:
