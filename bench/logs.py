@@ -1,111 +1,140 @@
 #!/usr/bin/env python3
-"""`conntrack logs` throughput against `grep -c nf_ct_proto` on the same 1 M-line file.
+"""`conntrack logs` on a 1 M-line kernel log where 90 % of the lines are conntrack lines, in the three
+formats an incident hands you (journal short, syslog, journal JSON), against `grep -c` and an awk pass.
 
-    .venv/bin/python bench/logs.py [--lines 1000000] [--density 0.001 0.01 0.1] [--runs 3]
-    .venv/bin/python bench/logs.py --density 1.0 --runs 1     # every line a conntrack line (slow)
+    .venv/bin/python bench/logs.py [--lines 1000000] [--density 0.9] [--flows 2000] [--runs 3]
+                                   [--formats short syslog json]
 
-For each density (share of lines that are conntrack nf_log lines, the rest
-ordinary kernel messages in dmesg format) it writes one file, then times, best
-of --runs: `grep -c nf_ct_proto FILE`, the library (`parse_kernel_log` on the
-file's bytes, read included) and the whole CLI (`sysctl-doctor conntrack logs
-FILE --format json > /dev/null`, every record emitted, and the default text
-view, which shows 200 records and counts the rest; Python start-up included).
-Prints lines/s, the ratio to grep and CPU seconds (user+sys; less distorted
-than wall time on a busy machine). Targets: ≥ 1 M lines/s and ≤ 3× grep.
+Each row is a whole process, best of --runs (the baseline: --baseline-runs), wall and CPU (user+sys of the process and its children,
+less distorted than wall on a shared machine) and peak resident memory (of the largest process):
+
+* `grep -c nf_ct_proto FILE` and `awk` tallying the SRC= field of every line (the ratios' yardsticks);
+* `conntrack logs FILE --format json`: counts and flows only, the summary path (one process);
+* the same with SYSCTL_DOCTOR_WORKERS=2 (blocks summarised in two processes);
+* `conntrack logs FILE` (text: the first 200 records, the rest counted);
+* `conntrack logs FILE --events`: every record as JSON Lines through the reference reader — what
+  `--format json` did before (one JSON object per record), so it is the baseline the ratios are to.
+
+Targets (issue 12): ≥ 1 M lines/s, ≤ 3× grep, ≥ 10× faster than awk, ≤ 100 MB. The load average is
+printed with each file: the machine is shared, so compare CPU seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
-
-from sysctl_doctor.conntrack.kernel_log import parse_kernel_log  # noqa: E402
-
-CT = ("[{t:12.6f}] nf_ct_proto_6: SEQ is over upper bound {b} (over the window of the receiver) IN=to-srv OUT= "
-      "MAC=4e:2f:10:e1:97:62:8e:ff:6d:c4:ef:5b:08:00 SRC=10.232.2.{h} DST=10.232.2.1 LEN=1274 TOS=0x00 "
-      "PREC=0x00 TTL=61 ID=24301 DF PROTO=TCP SPT={p} DPT=59596 SEQ={s} ACK=3659454992 WINDOW=509 RES=0x00 "
-      "ACK PSH URGP=0 \n")
-OTHER = [
-    "[{t:12.6f}] eth0: renamed from veth{p}\n",
-    "[{t:12.6f}] IPv6: ADDRCONF(NETDEV_CHANGE): veth{p}: link becomes ready\n",
-    "[{t:12.6f}] cni0: port 3(veth{p}) entered forwarding state\n",
-    "[{t:12.6f}] audit: type=1400 audit({t}:{p}): apparmor=\"STATUS\" operation=\"profile_load\" name=\"x{p}\"\n",
-    "[{t:12.6f}] EXT4-fs (sda1): mounted filesystem with ordered data mode. Quota mode: none.\n",
-]
+CT = ("nf_ct_proto_6: {msg} IN=to-srv OUT= MAC=4e:2f:10:e1:97:62:8e:ff:6d:c4:ef:5b:08:00 SRC=10.232.{a}.{h} "
+      "DST=10.232.2.1 LEN=1274 TOS=0x00 PREC=0x00 TTL=61 ID={i} DF PROTO=TCP SPT={p} DPT=443 SEQ={s} "
+      "ACK=3659454992 WINDOW=509 RES=0x00 ACK PSH URGP=0 ")
+MESSAGES = ["SEQ is over upper bound {b} (over the window of the receiver)",
+            "SEQ is under lower bound {b} (already ACKed data retransmitted)",
+            "ignored ACK under lower bound {b} (possible overly delayed)", "invalid rst"]
+OTHER = ["eth0: renamed from veth{p}", "IPv6: ADDRCONF(NETDEV_CHANGE): veth{p}: link becomes ready",
+         "cni0: port 3(veth{p}) entered forwarding state"]
 
 
-def make_file(path: str, lines: int, density: float) -> None:
+def make_file(path: str, fmt: str, lines: int, density: float, flows: int) -> None:
+    """`lines` kernel messages, `density` of them conntrack lines of `flows` flows, in format `fmt`."""
     rng = random.Random(6)
+    pool = [(rng.randrange(2, 250), rng.randrange(0, 8), rng.randrange(1024, 65535)) for _ in range(flows)]
     with open(path, "w") as fh:
         for i in range(lines):
-            t = i / 1000
+            t = 1764158401 + i / 1000
             if rng.random() < density:
-                fh.write(CT.format(t=t, b=rng.randrange(1 << 32), h=rng.randrange(2, 250),
-                                   p=rng.randrange(1024, 65535), s=rng.randrange(1 << 32)))
+                h, a, p = rng.choice(pool)
+                msg = rng.choice(MESSAGES[:3]) if rng.random() < 0.99 else MESSAGES[3]
+                m = CT.format(msg=msg.format(b=rng.randrange(1 << 32)), a=a, h=h, p=p, i=rng.randrange(65536),
+                              s=rng.randrange(1 << 32))
             else:
-                fh.write(rng.choice(OTHER).format(t=t, p=rng.randrange(100000)))
+                m = rng.choice(OTHER).format(p=rng.randrange(100000))
+            sec = int(t)
+            hh, mm, ss = (sec // 3600) % 24, (sec // 60) % 60, sec % 60
+            if fmt == "short":  # journalctl -k
+                fh.write(f"Nov 26 {hh:02d}:{mm:02d}:{ss:02d} node1 kernel: {m}\n")
+            elif fmt == "syslog":  # rsyslog's kern.log: the kernel's own stamp after the syslog one
+                fh.write(f"Nov 26 {hh:02d}:{mm:02d}:{ss:02d} node1 kernel: [{i / 1000:12.6f}] {m}\n")
+            else:  # journalctl -k -o json
+                us = int(t * 1e6)
+                fh.write(json.dumps({
+                    "__CURSOR": f"s=0d3c;i={i:x};b=7a1c;m={i:x};t={us:x};x=5f2e", "__REALTIME_TIMESTAMP": str(us),
+                    "__MONOTONIC_TIMESTAMP": str(i * 1000), "_BOOT_ID": "7a1c0c4b6b2d4e0f9d1e2a3b4c5d6e7f",
+                    "_TRANSPORT": "kernel", "PRIORITY": "4", "SYSLOG_FACILITY": "0", "SYSLOG_IDENTIFIER": "kernel",
+                    "_MACHINE_ID": "3c1a8f2e9d7b4c6a8e0f1d2c3b4a5968", "_HOSTNAME": "node1",
+                    "_RUNTIME_SCOPE": "system", "_SOURCE_MONOTONIC_TIMESTAMP": str(i * 1000), "MESSAGE": m},
+                    separators=(",", ":")) + "\n")
 
 
-# The CLI may write .pyc files (as an installed tool has them): with PYTHONDONTWRITEBYTECODE set,
-# every run would compile changed modules from source again.
+# The CLI may write .pyc files (as an installed tool has them).
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def best(fn, runs: int):  # type: ignore[no-untyped-def]
-    """(best wall seconds, best CPU seconds) of `runs` calls; CPU counts this process and its children."""
-    times, cpus = [], []
-    for _ in range(runs):
-        r0, c0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+def run_once(argv: list, out: str = os.devnull):  # type: ignore[no-untyped-def]
+    """(wall s, CPU s, peak RSS MB) of one run of `argv` (its own rusage: wait4 on it alone)."""
+    with open(out, "wb") as sink:
         start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-        r1, c1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(sum(b.ru_utime - a.ru_utime + b.ru_stime - a.ru_stime for a, b in ((r0, r1), (c0, c1))))
-    return min(times), min(cpus)
+        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.DEVNULL, env=ENV)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def best(argv: list, runs: int, out: str):  # type: ignore[no-untyped-def]
+    results = [run_once(argv, out) for _ in range(runs)]
+    return min(r[0] for r in results), min(r[1] for r in results), max(r[2] for r in results)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, default=1_000_000)
-    ap.add_argument("--density", type=float, nargs="+", default=[0.001, 0.01, 0.1])
+    ap.add_argument("--density", type=float, default=0.9)
+    ap.add_argument("--flows", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--baseline-runs", type=int, default=1, help="runs of the (slow) --events baseline")
+    ap.add_argument("--formats", nargs="+", default=["short", "syslog", "json"])
     args = ap.parse_args()
-    cli = [os.path.join(os.path.dirname(sys.executable), "sysctl-doctor")]
+    cli = [os.path.join(os.path.dirname(sys.executable), "sysctl-doctor"), "conntrack", "logs"]
+    awk = ("{for(i=1;i<=NF;i++) if (substr($i,1,4)==\"SRC=\") c[$i]++} "
+           "END{for(k in c) n++; print n}")
     with tempfile.TemporaryDirectory() as tmp:
-        for density in args.density:
-            path = os.path.join(tmp, f"kern-{density}.log")
-            make_file(path, args.lines, density)
+        for fmt in args.formats:
+            path = os.path.join(tmp, f"kern-{fmt}.log")
+            make_file(path, fmt, args.lines, args.density, args.flows)
             size = os.path.getsize(path)
-            grep_out = subprocess.run(["grep", "-c", "nf_ct_proto", path], capture_output=True, text=True)
-            t_grep, c_grep = best(lambda: subprocess.run(["grep", "-c", "nf_ct_proto", path], capture_output=True),
-                                  args.runs)
-
-            def lib() -> None:
-                with open(path, "rb") as fh:
-                    report = parse_kernel_log(fh.read(), path)
-                assert len(report.records) == int(grep_out.stdout)
-
-            rows = [("parse_kernel_log", best(lib, args.runs))]
-            for label, extra in (("CLI --format json", ["--format", "json"]), ("CLI text (default)", [])):
-                argv = cli + ["conntrack", "logs", path] + extra
-                subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)  # warm-up
-                rows.append((label, best(lambda: subprocess.run(argv, stdout=subprocess.DEVNULL,
-                                                                stderr=subprocess.DEVNULL, env=ENV), args.runs)))
-            print(f"density {density:>5}: {args.lines} lines, {size / 1e6:.0f} MB, {grep_out.stdout.strip()} "
-                  f"conntrack lines (best of {args.runs}; load average {os.getloadavg()[0]:.2f})")
-            print(f"  {'grep -c nf_ct_proto':20s}: {t_grep:7.3f} s  {args.lines / t_grep / 1e6:7.2f} M lines/s  "
-                  f"          cpu {c_grep:6.3f} s")
-            for label, (t, c) in rows:
-                print(f"  {label:20s}: {t:7.3f} s  {args.lines / t / 1e6:7.2f} M lines/s  {t / t_grep:5.2f}x grep"
-                      f"  cpu {c:6.3f} s {c / c_grep:5.2f}x grep")
+            rows = [
+                ("grep -c nf_ct_proto", ["grep", "-c", "nf_ct_proto", path]),
+                ("awk SRC= tally", ["awk", awk, path]),
+                ("logs --events (baseline)", cli + [path, "--events"]),
+                ("logs --format json", cli + [path, "--format", "json"]),
+                ("logs --format json, 2 procs", ["env", "SYSCTL_DOCTOR_WORKERS=2"] + cli + [path, "--format", "json"]),
+                ("logs (text)", cli + [path]),
+            ]
+            # stdout to a file, not /dev/null: GNU grep stops at the first match when it sees /dev/null
+            sink = os.path.join(tmp, "out")
+            got = {label: best(argv, args.baseline_runs if "baseline" in label else args.runs, sink)
+                   for label, argv in rows}
+            json_out = os.path.join(tmp, "out.json")
+            run_once(cli + [path, "--format", "json"], json_out)
+            events_out = os.path.join(tmp, "out.jsonl")
+            run_once(cli + [path, "--events"], events_out)
+            print(f"{fmt}: {args.lines} lines, {size / 1e6:.0f} MB, {args.density:.0%} conntrack lines of "
+                  f"{args.flows} flows; best of {args.runs}; load average {os.getloadavg()[0]:.2f}; "
+                  f"--format json {os.path.getsize(json_out) / 1e6:.2f} MB, --events "
+                  f"{os.path.getsize(events_out) / 1e6:.0f} MB")
+            g_wall, g_cpu, _ = got["grep -c nf_ct_proto"]
+            a_wall, a_cpu, _ = got["awk SRC= tally"]
+            b_wall, b_cpu, _ = got["logs --events (baseline)"]
+            for label, (wall, cpu, rss) in got.items():
+                print(f"  {label:26s} wall {wall:7.2f} s  cpu {cpu:7.2f} s  {args.lines / cpu / 1e6:5.2f} M lines/cpu-s  "
+                      f"{rss:6.0f} MB  cpu {cpu / g_cpu:6.1f}x grep  {a_cpu / cpu:5.2f}x faster than awk  "
+                      f"{b_cpu / cpu:5.1f}x faster than baseline (wall {b_wall / wall:4.1f}x)")
 
 
 if __name__ == "__main__":

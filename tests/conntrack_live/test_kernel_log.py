@@ -84,10 +84,16 @@ def test_syslog_plain_gz_and_iso(tmp_path) -> None:  # type: ignore[no-untyped-d
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1  # INVALID lines found
     data = json.loads(out.stdout)
-    assert data["schema"] == "sysctl-doctor/conntrack-logs/1"
+    assert data["schema"] == "sysctl-doctor/conntrack-logs/2" and "records" not in data
     assert data["counts"]["INVALID"] == 2 and data["lines"]["skipped"]["other"] == 1
-    assert data["records"][0]["time"] == "Nov 26 13:00:01" and data["records"][0]["clock"] == "realtime"
-    assert data["flows"][0]["records"] == 2
+    assert data["flows"][0]["records"] == 2 and data["flows"][0]["first_time"] == "Nov 26 13:00:01"
+    events = subprocess.run([sys.executable, "-m", "sysctl_doctor", "conntrack", "logs", str(path), "--events"],
+                            capture_output=True, text=True, timeout=60)
+    assert events.returncode == 1
+    *records, summary = [json.loads(line) for line in events.stdout.splitlines()]
+    assert records[0]["time"] == "Nov 26 13:00:01" and records[0]["clock"] == "realtime"
+    assert [r["type"] for r in records] == ["record", "record"] and summary.pop("type") == "summary"
+    assert summary == data
     iso = f"2026-11-26T13:00:01.123456+00:00 node1 kernel: {UNDER}\n".encode()
     report = parse_kernel_log(iso)
     assert _codes(report) == [("seq-under-lower-bound", "IGNORE")]
@@ -175,7 +181,8 @@ def test_ipv6_line_takes_the_generic_path() -> None:
 
 
 def test_streamed_cli_json_equals_the_report(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """The CLI streams records without keeping them; its JSON must equal the library's report."""
+    """The CLI streams records without keeping them; its JSON (summary) and --events (records, then the
+    summary) must equal the library's report."""
     text = open(SEED).read() + f"[ 1.0] {OVER}\n[ 2.0] {RST}\n[ 3.0] {UNDER}\n{OTHER}\n"
     path = tmp_path / "mixed.log"
     path.write_text(text)
@@ -184,7 +191,13 @@ def test_streamed_cli_json_equals_the_report(tmp_path) -> None:  # type: ignore[
     assert out.returncode == 1
     streamed = json.loads(out.stdout)
     expected = json.loads(json.dumps(parse_kernel_log(text.encode(), str(path)).to_json()))
+    records = expected.pop("records")
     assert streamed == expected
+    events = subprocess.run([sys.executable, "-m", "sysctl_doctor", "conntrack", "logs", str(path), "--format", "json",
+                             "--events"], capture_output=True, text=True, timeout=60)
+    assert events.returncode == 1
+    lines = [json.loads(line) for line in events.stdout.splitlines()]
+    assert [dict(r, type="record") for r in records] == lines[:-1] and dict(expected, type="summary") == lines[-1]
     assert streamed["lines"]["total"] == (streamed["lines"]["conntrack"] + streamed["lines"]["continuation"]
                                           + streamed["lines"]["skipped"]["total"])
 
@@ -220,8 +233,8 @@ def test_journal_json_byte_array_messages_are_read(tmp_path) -> None:  # type: i
 
     path = tmp_path / "journal.json"
     path.write_bytes(data)
-    out = subprocess.run([sys.executable, "-m", "sysctl_doctor", "conntrack", "logs", str(path), "--format", "json"],
+    out = subprocess.run([sys.executable, "-m", "sysctl_doctor", "conntrack", "logs", str(path), "--events"],
                          capture_output=True, text=True)
     assert out.returncode in (0, 1), out.stderr
-    doc = json.loads(out.stdout)
-    assert [r["line"] for r in doc["records"]] == [1, 2]
+    *records, summary = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["line"] for r in records] == [1, 2] and summary["lines"]["conntrack"] == 2

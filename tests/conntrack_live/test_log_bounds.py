@@ -48,10 +48,10 @@ def test_a_50mb_line_is_cut_and_the_records_around_it_keep_their_line_numbers(tm
         fh.write(f"[ 1.000000] {OVER}\n".encode())
         fh.write(b"x" * (50 << 20) + b"\n")
         fh.write(f"[ 2.000000] {UNDER}\n".encode())
-    proc = _run(["conntrack", "logs", "--format", "json", str(log)])
+    proc = _run(["conntrack", "logs", "--events", str(log)])
     assert proc.returncode == 1, proc.stderr  # the OVER record is INVALID
-    doc = json.loads(proc.stdout)
-    assert [r["line"] for r in doc["records"]] == [1, 3]
+    *records, doc = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["line"] for r in records] == [1, 3]
     assert doc["lines"]["total"] == 3 and doc["lines"]["skipped"]["too_long"] == 1
     assert b"over 65536 bytes cut and not read" in proc.stderr and b"first at line 2" in proc.stderr
 
@@ -113,11 +113,11 @@ def test_absurd_journal_time_stamp_skips_that_record_only(tmp_path: Path) -> Non
              dict(good, __REALTIME_TIMESTAMP=1e400), dict(good, MESSAGE=OVER)]
     log = tmp_path / "journal.json"
     log.write_text("".join(json.dumps(x).replace("Infinity", "1e400") + "\n" for x in lines))
-    proc = _run(["conntrack", "logs", "--format", "json", str(log)])
+    proc = _run(["conntrack", "logs", "--events", str(log)])
     assert proc.returncode == 1, proc.stderr
-    doc = json.loads(proc.stdout)
-    assert [r["line"] for r in doc["records"]] == [1, 3, 4]  # 1e400 is no integer: kept without a time
-    assert doc["records"][1]["time"] is None
+    *records, doc = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["line"] for r in records] == [1, 3, 4]  # 1e400 is no integer: kept without a time
+    assert records[1]["time"] is None
     assert doc["lines"]["skipped"]["bad_time"] == 1 and doc["lines"]["conntrack"] == 3
     assert b"1 journal record(s) skipped: __REALTIME_TIMESTAMP is not a date" in proc.stderr
 

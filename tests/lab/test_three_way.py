@@ -60,10 +60,10 @@ def test_the_commands_agree_on_the_reset(lab_report) -> None:  # type: ignore[no
                             timeout=120)
     assert replay.returncode == 1, replay.stderr  # an INVALID packet
     invalid = [p for p in json.loads(replay.stdout)["packets"] if p["verdict"] == "invalid"]
-    logs = subprocess.run(sdoc + ["logs", "-", "--format", "json"], input="".join(f"{line}\n" for line in o.kernel_lines),
+    logs = subprocess.run(sdoc + ["logs", "-", "--events"], input="".join(f"{line}\n" for line in o.kernel_lines),
                           capture_output=True, text=True, timeout=60)
     assert logs.returncode == 1, logs.stderr
-    records = json.loads(logs.stdout)["records"]
+    records = [e for e in map(json.loads, logs.stdout.splitlines()) if e["type"] == "record"]
     injected = [r for r in records if r["seq"] == o.injected.seq]
     assert [p["message"] for p in invalid if p["seq"] == o.injected.seq] == [injected[0]["message"]]
     assert injected[0]["verdict"] == "INVALID" and not o.survived and o.nat_rst

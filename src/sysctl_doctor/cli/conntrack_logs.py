@@ -28,8 +28,11 @@ from sysctl_doctor.errors import DoctorError
                    "(node_exporter's textfile collector) instead of stdout.")
 @click.option("--limit", type=click.IntRange(min=0), default=200, show_default=True,
               help="Text timeline: show the first LIMIT records (0 = all); counts and flows cover every one.")
+@click.option("--events", is_flag=True,
+              help="JSON Lines, streamed: one object per conntrack record (\"type\": \"record\"), then the "
+                   "--format json summary (\"type\": \"summary\") as the last line.")
 def command(file: Optional[str], since: Optional[str], fmt: str, limit: int, state_dir: Optional[str],
-            textfile_dir: Optional[str]) -> None:
+            textfile_dir: Optional[str], events: bool) -> None:
     """Explain conntrack's nf_log lines: INVALID or only IGNOREd, grouped by flow.
 
     FILE is dmesg output, `journalctl -k` (short or -o json), a syslog file
@@ -45,6 +48,7 @@ def command(file: Optional[str], since: Optional[str], fmt: str, limit: int, sta
         LogInput,
         iter_kernel_log_stream,
         open_log_file,
+        summarise_kernel_log_stream,
     )
 
     from sysctl_doctor.conntrack.log_sources import boot_time, parse_since, read_live_kernel_log
@@ -53,6 +57,8 @@ def command(file: Optional[str], since: Optional[str], fmt: str, limit: int, sta
 
     if fmt != "prometheus" and (state_dir is not None or textfile_dir is not None):
         raise click.UsageError("--state-dir and --textfile-dir go with --format prometheus")
+    if events and fmt == "prometheus":
+        raise click.UsageError("--events writes JSON Lines: it goes with --format json (or no --format)")
     since_at = parse_since(since) if since else None
     boot = None
     if file == "-":
@@ -66,17 +72,26 @@ def command(file: Optional[str], since: Optional[str], fmt: str, limit: int, sta
         log, source = LogInput(io.BytesIO(live.data), live.source), live.source
         boot = boot_time() if live.boot_clock else None
     report = KernelLogReport(source=source)
-    # Read in blocks: memory stays bounded whatever the input (over-long lines are cut and counted).
-    records = iter_kernel_log_stream(log, report, since=since_at, boot_time=boot)
     table = FlowTable()
     if fmt == "prometheus":
+        # Read in blocks: memory stays bounded whatever the input (over-long lines are cut and counted).
+        records = iter_kernel_log_stream(log, report, since=since_at, boot_time=boot)
         _count_for_prometheus(report, records, state_dir, textfile_dir, file)
         _warn_cut(report)
         return
-    if fmt == "json":
-        _stream_json(report, records, table)
+    if events:
+        _stream_events(report, iter_kernel_log_stream(log, report, since=since_at, boot_time=boot), table)
+    elif fmt == "json":
+        # Counts and flows only: the summary path reads whole blocks.
+        summarise_kernel_log_stream(log, report, table, since=since_at, boot_time=boot, workers=_workers())
+        _write_json(report, table)
+    elif limit == 0:
+        _render_text(report, iter_kernel_log_stream(log, report, since=since_at, boot_time=boot), table, limit)
     else:
-        _render_text(report, records, table, limit)
+        # The first LIMIT records one by one (the timeline), the rest only counted.
+        shown = summarise_kernel_log_stream(log, report, table, since=since_at, boot_time=boot, keep=limit + 1,
+                                            workers=_workers())
+        _render_text(report, iter(shown), table, limit, total=sum(table.verdicts.values()))
     _warn_cut(report)
     if table.untracked:
         from sysctl_doctor.conntrack.kernel_log import MAX_FLOWS
@@ -120,33 +135,50 @@ def _warn_cut(report) -> None:  # type: ignore[no-untyped-def]
                    "is not a date (out of range)", err=True)
 
 
-def _stream_json(report, records, table) -> None:  # type: ignore[no-untyped-def]
-    """One JSON object, written as the records come (memory stays O(flows) on huge logs)."""
-    indent = 2 if sys.stdout.isatty() else None
-    out = sys.stdout
+def _workers() -> int:
+    """Processes for the summary path: SYSCTL_DOCTOR_WORKERS, default 1. Measured on a shared 2-core
+    machine (bench/logs.py), two processes took 10-30 % more CPU for 0-20 % less wall time: the reading
+    and the merge stay in the main process, and the other core was mostly busy anyway."""
+    import os
+
+    env = os.environ.get("SYSCTL_DOCTOR_WORKERS", "")
+    return max(1, int(env)) if env.isdigit() else 1
+
+
+def _summary_json(report, table) -> dict:  # type: ignore[no-untyped-def]
     from sysctl_doctor.conntrack.kernel_log import JSON_SCHEMA
 
-    out.write('{"schema": %s, "source": %s, "records": [' % (json.dumps(JSON_SCHEMA), json.dumps(report.source)))
-    first = True
-    dumps = json.dumps
-    add, write = table.add, out.write
-    for rec in records:
-        add(rec)
-        write(("" if first else ",") + ("\n  " if indent else "") + dumps(rec.to_json()))
-        first = False
-    tail = {
-        "flows": [f.to_json() for f in table.summaries()],
-        "flows_untracked_records": table.untracked,
+    return {
+        "schema": JSON_SCHEMA,
+        "source": report.source,
+        "lines": report.lines_json(),
         "counts": table.verdicts,
         "reasons": table.reasons_json(),
-        "lines": report.lines_json(),
+        "flows": [f.to_json() for f in table.summaries()],
+        "flows_untracked_records": table.untracked,
     }
-    out.write("],")
-    out.write(json.dumps(tail, indent=indent)[1:])
-    out.write("\n")
 
 
-def _render_text(report, records, table, limit: int) -> None:  # type: ignore[no-untyped-def]
+def _write_json(report, table) -> None:  # type: ignore[no-untyped-def]
+    """One JSON object of counts and flows: its size grows with flows × reasons, not with lines."""
+    indent = 2 if sys.stdout.isatty() else None
+    sys.stdout.write(json.dumps(_summary_json(report, table), indent=indent) + "\n")
+
+
+def _stream_events(report, records, table) -> None:  # type: ignore[no-untyped-def]
+    """JSON Lines as the records come (memory stays O(flows) on huge logs), the summary last."""
+    write, dumps, add = sys.stdout.write, json.dumps, table.add
+    for rec in records:
+        add(rec)
+        event = rec.to_json()
+        event["type"] = "record"
+        write(dumps(event) + "\n")
+    summary = _summary_json(report, table)
+    summary["type"] = "summary"
+    write(dumps(summary) + "\n")
+
+
+def _render_text(report, records, table, limit: int, total: Optional[int] = None) -> None:  # type: ignore[no-untyped-def]
     """The timeline, counts and flows. Lines are (text, style) segments: plain writes when piped
     (no rich import, fast on 100k flows), one rich Text on a terminal; never parsed as markup,
     so data like ``[fd32::1]:80`` prints as it is."""
@@ -156,7 +188,8 @@ def _render_text(report, records, table, limit: int) -> None:  # type: ignore[no
     shown = 0
     styles = {"INVALID": "red", "IGNORE": "yellow"}
     for rec in records:
-        table.add(rec)
+        if total is None:  # records read one by one here; else `table` has them all already
+            table.add(rec)
         shown += 1
         if limit and shown > limit:
             continue
@@ -168,8 +201,10 @@ def _render_text(report, records, table, limit: int) -> None:  # type: ignore[no
             f"{f.get('SRC')}:{f.get('SPT')} > {f.get('DST')}:{f.get('DPT')} "
             f"[{' '.join(sorted(rec.record.tcp_flags))}] seq={f.get('SEQ', '?')} ack={f.get('ACK', '?')}"
             f" in={f.get('IN') or '-'} out={f.get('OUT') or '-'}", None)])
+    if total is not None:
+        shown = total
     if limit and shown > limit:
-        say([(f"  … {shown - limit} more records (--limit 0 shows all; --format json has every one)", None)])
+        say([(f"  … {shown - limit} more records (--limit 0 shows all; --events lists every one)", None)])
     skipped = report.skipped
     say([(report.source, "bold"), (
         f": {report.lines_total} lines, {shown} conntrack records"

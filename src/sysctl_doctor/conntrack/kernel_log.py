@@ -40,12 +40,16 @@ import io
 import json
 import re
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
+from itertools import repeat
+from operator import itemgetter
 from typing import IO, Dict, Iterator, List, Optional, Tuple
 
 from sysctl_doctor.conntrack.nflog import NfLogRecord, parse_nflog_line
+from sysctl_doctor.conntrack.tcp_flags import ALL as TCP_FLAGS
 from sysctl_doctor.errors import DoctorError
 
 INVALID = "INVALID"
@@ -57,7 +61,9 @@ UNKNOWN = "UNKNOWN"
 # skipped before any parsing (the fast pre-filter).
 LOGGER_TOKEN = b"nf_ct_"
 
-JSON_SCHEMA = "sysctl-doctor/conntrack-logs/1"
+_TCP_FLAG_WORDS = "|".join(flag.name for flag in reversed(TCP_FLAGS))  # type: ignore[misc]  # CWR|…|FIN
+
+JSON_SCHEMA = "sysctl-doctor/conntrack-logs/2"  # /2: records only with --events (JSON Lines)
 
 
 @dataclass(frozen=True)
@@ -259,6 +265,8 @@ class FlowTable:
         self.verdicts: Dict[str, int] = {INVALID: 0, IGNORE: 0, ACCEPT: 0, UNKNOWN: 0}
         self.reasons: Dict[Tuple[str, str], Reason] = {}
         self.untracked = 0  # records of flows beyond MAX_FLOWS: counted, not summarised per flow
+        self._last_stamps: Dict[str, Tuple[bool, bytes]] = {}  # last_time still to work out: (journal, stamp)
+        self._names: Dict[Tuple[bytes, bytes], str] = {}  # add_block's flow names of directed flows
 
     def add(self, rec: "ConntrackLogLine") -> None:
         summary = self.by_flow.get(rec.flow)
@@ -275,10 +283,52 @@ class FlowTable:
         summary.reasons[code] = summary.reasons.get(code, 0) + 1
         summary.last_line = rec.line
         summary.last_time = rec.time
+        if self._last_stamps:
+            self._last_stamps.pop(rec.flow, None)
         self.verdicts[verdict] += 1
         self.reasons[(code, rec.reason.wording)] = rec.reason
 
+    def add_block(self, block: "BlockSummary", first_line: int) -> None:
+        """Add a block the summary path read (its first line is number `first_line`): the same
+        result as `add` on each of its records in turn."""
+        names = self._names  # directed flow -> flow name, kept across blocks (bounded)
+        if len(names) > 2 * MAX_FLOWS:
+            names.clear()
+        meanings: Dict[bytes, Reason] = {}
+        by_flow, verdicts, reasons = self.by_flow, self.verdicts, self.reasons
+        for (wording, sd, ports), n in block.counts.items():
+            directed = (sd, ports)
+            reason = meanings.get(wording)
+            if reason is None:
+                reason = meanings[wording] = _summary_reason(wording, block.samples[wording])
+            verdict, code = reason.verdict, reason.code
+            name = names.get(directed)
+            if name is None:
+                name = names[directed] = _summary_flow(sd, ports)
+            summary = by_flow.get(name)
+            if summary is None:
+                if len(by_flow) >= MAX_FLOWS:  # as `add`: records of flows past the cap are only counted
+                    self.untracked += n
+                    verdicts[verdict] += n
+                    reasons[(code, reason.wording)] = reason
+                    continue
+                at, stamp = block.first[directed]
+                summary = by_flow[name] = FlowSummary(name, first_line=at + first_line,
+                                                      first_time=block.time_text(stamp))
+            summary.records += n
+            summary.verdicts[verdict] = summary.verdicts.get(verdict, 0) + n
+            summary.reasons[code] = summary.reasons.get(code, 0) + n
+            at, stamp = block.last[directed]
+            if at + first_line > summary.last_line:
+                summary.last_line = at + first_line
+                self._last_stamps[name] = (block.journal, stamp)  # its text is worked out once, at the end
+            verdicts[verdict] += n
+            reasons[(code, reason.wording)] = reason
+
     def summaries(self) -> List[FlowSummary]:
+        for name, (journal, stamp) in self._last_stamps.items():
+            self.by_flow[name].last_time = _stamp_text(journal, stamp)
+        self._last_stamps.clear()
         return list(self.by_flow.values())
 
     def reasons_json(self) -> dict:
@@ -398,10 +448,32 @@ def _line_time(prefix: str, year: int) -> Tuple[Optional[str], Optional[float], 
     return None, None, None
 
 
+def _line_time_text(prefix: str) -> Optional[str]:
+    """`_line_time(prefix, year)[0]` without working out the seconds."""
+    if prefix.startswith("[") and prefix.endswith("]"):
+        text = prefix[1:-1].strip()
+        try:
+            float(text)
+            return text
+        except ValueError:
+            pass
+    m = _ISO_TS.match(prefix)
+    if m:
+        return m.group(1)
+    m = _SYSLOG_TS.match(prefix)
+    if m and m.group(1) in _MONTHS:
+        return m.group(0)
+    m = _KMSG.match(prefix)
+    if m:
+        return f"{int(m.group(1)) / 1e6:.6f}"
+    m = _DMESG_TS.search(prefix)
+    return m.group(1) if m else None
+
+
 # --- continuation of wrapped records -----------------------------------------
 
 _CONTINUATION_START = re.compile(
-    r"^(?:[A-Z][A-Z0-9]*=\S*|CE|DF|MF|CWR|ECE|URG|ACK|PSH|RST|SYN|FIN|OPT \()(?:\s|$)"
+    r"^(?:[A-Z][A-Z0-9]*=\S*|CE|DF|MF|" + _TCP_FLAG_WORDS + r"|OPT \()(?:\s|$)"
 )
 
 
@@ -503,7 +575,7 @@ _FAST_TCP4 = re.compile(
     r"(?:MAC=(?P<MAC>\S*) )?SRC=(?P<SRC>\S+) DST=(?P<DST>\S+) LEN=(?P<LEN>\d+) TOS=(?P<TOS>\S+) "
     r"PREC=(?P<PREC>\S+) TTL=(?P<TTL>\d+) ID=(?P<ID>\d+) (?P<ipflags>(?:(?:CE|DF|MF) )*)"
     r"PROTO=(?P<PROTO>TCP) SPT=(?P<SPT>\d+) DPT=(?P<DPT>\d+) SEQ=(?P<SEQ>\d+) ACK=(?P<ACK>\d+) "
-    r"WINDOW=(?P<WINDOW>\d+) RES=(?P<RES>\S+) (?P<tcpflags>(?:(?:CWR|ECE|URG|ACK|PSH|RST|SYN|FIN) )*)"
+    r"WINDOW=(?P<WINDOW>\d+) RES=(?P<RES>\S+) (?P<tcpflags>(?:(?:" + _TCP_FLAG_WORDS + r") )*)"
     r"URGP=(?P<URGP>\d+)(?: OPT \((?P<opt>[0-9A-Fa-f]*)\))?[ \r]*$"
 )
 
@@ -908,3 +980,224 @@ def read_kmsg_records(fd_path: str = "/dev/kmsg", start_at_end: bool = False,
         if own:
             os.close(fd)
     return b"\n".join(out) + (b"\n" if out else b"")
+
+
+# --- summary path: whole blocks at once, for counts and flows --------------------
+#
+# A report of flows and reasons needs, per conntrack line, only its flow, its
+# reason, its line number and (for a flow's first and last line) its time. The
+# summary path gets them for a whole block of lines with one `findall` and
+# aggregates with C-level counting, no Python per line. It takes a block only
+# when every logger token of the block sits on a line it reads fully (ASCII, one
+# token per line, the kernel's IPv4 or IPv6 TCP layout, reaching URGP=; or a plain
+# journal JSON record holding such a line); any other block — wrapped records, UDP,
+# odd spacing, escapes, non-ASCII, --since — goes through `_iter_block`, the
+# reference reader. On the lines it takes, it reads what the reference reads (tests
+# hold the two to it, block by block: tests/conntrack_live/test_kernel_log_summary.py).
+#
+# One match per line: conntrack lines fill the groups, every other line matches
+# the empty alternative (so a match's index in the block is its line's index).
+# Groups: prefix (time stamp text), message (up to the first " IN="),
+# "SRC DST=DST", "SPT DPT=DPT". Blocks holding control characters are left to the
+# reference reader, so \S here is what str.split() keeps in one token.
+_SUMMARY_BODY = (
+    rb"nf_ct_(?:proto_\d+|tcp): ([^I\n]*(?:I(?!N=)[^I\n]*)*)(?<= )"
+    rb"IN=\S* OUT=\S* (?:MAC=\S* )?SRC=(\S+ DST=\S+) "
+    rb"(?:LEN=\d+ TOS=\S+ PREC=\S+ TTL=\d+ ID=\d+ (?:(?:CE|DF|MF) )*|LEN=\d+ TC=\d+ HOPLIMIT=\d+ FLOWLBL=\d+ )"
+    # SEQ= next (so no " OPT (…)" that parse_nflog_line cuts out can glue a token to DPT's value), then
+    # URGP= anywhere after: the record is complete (no continuation lines to join)
+    rb"PROTO=TCP SPT=(\d+ DPT=\d+) SEQ=[^\n]*URGP=[^\n]*"
+)
+# The logger must not follow a word character (parse_nflog_line's \b): checked per line (a lookbehind
+# at every step of the prefix), or once per block on the prefixes the faster scan found.
+_SUMMARY_LINE = re.compile(rb"^(?:(?!\{)([^\n]*?)(?<![A-Za-z0-9_])" + _SUMMARY_BODY + rb"|[^\n]*)$", re.M)
+_SUMMARY_LINE_SPACED = re.compile(rb"^(?:(?!\{)([^\n]*?)" + _SUMMARY_BODY + rb"|[^\n]*)$", re.M)
+# Journal JSON (`journalctl -o json`): a line is read when it is a flat object of string values without
+# escapes (so json.loads reads exactly these bytes), __REALTIME_TIMESTAMP (digits) comes before MESSAGE,
+# neither key repeats, and MESSAGE is the logger's line; its groups are those of _SUMMARY_LINE with the
+# time stamp's digits first. The body is _SUMMARY_BODY kept inside the string (no '"' crossed).
+_JSON_KEY = rb'"(?!MESSAGE"|__REALTIME_TIMESTAMP")[^"\\\n]*" ?: ?"[^"\\\n]*"'
+# (no backslash either: an escape such as \t means something else once json.loads has decoded it)
+_SUMMARY_JSON_BODY = (_SUMMARY_BODY.replace(rb"[^I\n]", rb'[^I"\\\n]').replace(rb"\S", rb'[^\s"\\]')
+                      .replace(rb"[^\n]", rb'[^"\\\n]'))
+_SUMMARY_JSON = re.compile(
+    rb'^(?:\{ ?(?:' + _JSON_KEY + rb', ?)*"__REALTIME_TIMESTAMP" ?: ?"(\d{1,16})"(?:, ?' + _JSON_KEY
+    + rb')*, ?"MESSAGE" ?: ?"' + _SUMMARY_JSON_BODY + rb'"(?:, ?' + _JSON_KEY + rb')* ?\}\r?|[^\n]*)$',
+    re.M,
+)
+
+
+def _journal_time_text(digits: bytes) -> str:
+    """`_journal_json_line`'s time text for a __REALTIME_TIMESTAMP of at most 16 digits (a real date)."""
+    return datetime.fromtimestamp(int(digits) / 1e6, timezone.utc).isoformat(timespec="microseconds")
+
+
+SUMMARY_BLOCK = 8 << 20  # bytes per block on the summary path (fewer, larger blocks: less per-block work)
+_NOT_CONNTRACK = (b"", b"", b"")
+# Bytes a block may hold for the summary path: printable ASCII and the whitespace str.split() and
+# bytes \s agree on (\x1c-\x1f split str but not bytes; other controls are no whitespace to either).
+_SUMMARY_BYTES = bytes(range(0x20, 0x7f)) + b"\t\n\r\x0b\x0c"
+
+
+def _summary_reason(wording: bytes, message: bytes) -> Reason:
+    """The reason of the messages whose digit-free text is `wording`, `message` one of them
+    (`classify` tells messages apart by their digit-free text)."""
+    reason = _REASON_BY_WORDING_BYTES.get(wording)
+    if reason is None:
+        if len(_REASON_BY_WORDING_BYTES) > 4096:
+            _REASON_BY_WORDING_BYTES.clear()
+        reason = _REASON_BY_WORDING_BYTES[wording] = classify(message.decode("ascii"))
+    return reason
+
+
+_REASON_BY_WORDING_BYTES: Dict[bytes, Reason] = {}
+
+
+def _summary_flow(sd: bytes, ports: bytes) -> str:
+    """The direction-free flow name from the "SRC DST=DST" and "SPT DPT=DPT" groups."""
+    src, _, dst = sd.partition(b" DST=")
+    spt, _, dpt = ports.partition(b" DPT=")
+    return _flow_name(src, dst, spt, dpt)
+
+
+@dataclass
+class BlockSummary:
+    """What the summary path read from one block of whole lines (a pure function of its bytes:
+    computed in a worker process when there is one)."""
+
+    lines: int
+    records: int
+    # (message without digits, "SRC DST=DST", "SPT DPT=DPT") -> records, in the order first seen
+    counts: Dict[Tuple[bytes, bytes, bytes], int]
+    first: Dict[Tuple[bytes, bytes], Tuple[int, bytes]]  # directed flow -> (index, time stamp bytes)
+    last: Dict[Tuple[bytes, bytes], Tuple[int, bytes]]
+    samples: Dict[bytes, bytes]  # message without digits -> one message with it (for classify)
+    journal: bool = False  # stamps are __REALTIME_TIMESTAMP digits (else the text before the logger)
+
+    def time_text(self, stamp: bytes) -> Optional[str]:
+        return _stamp_text(self.journal, stamp)
+
+
+def _stamp_text(journal: bool, stamp: bytes) -> Optional[str]:
+    """The time text the reference reader gives a line with this stamp."""
+    return _journal_time_text(stamp) if journal else _line_time_text(stamp.decode("ascii").strip())
+
+
+def summarise_block(data: bytes) -> Optional[BlockSummary]:
+    """The summary of a block of whole lines, or None if the summary path cannot read every
+    conntrack line of it (the reference reader then reads the block)."""
+    if not data or not data.isascii() or data.translate(None, _SUMMARY_BYTES):
+        return None
+    tokens = data.count(LOGGER_TOKEN)
+    journal = b'"MESSAGE"' in data
+    if journal:  # every conntrack line a journal JSON record (else the reference reads the block)
+        if _BYTE_ARRAY_MESSAGE.search(data):  # a MESSAGE as an array of bytes: the reference rewrites it
+            return None
+        # (compact as systemd >= 240 prints it, ", "/": " as json.dumps does, " : " as older journalctl did)
+        if sum(data.count(b'"MESSAGE"' + colon + LOGGER_TOKEN) for colon in (b':"', b': "', b' : "')) != tokens:
+            return None
+        rows = _SUMMARY_JSON.findall(data)
+    else:
+        rows = _SUMMARY_LINE_SPACED.findall(data)
+        # The logger must not follow a word character (parse_nflog_line's \b): the byte before each
+        # logger the scan took, checked at once (single bytes are shared objects: no allocation).
+        if _WORD_BYTES.intersection(map(_LAST_BYTE, map(_PREFIX_OF_ROW, rows))):
+            rows = _SUMMARY_LINE.findall(data)
+    # The wording is classify()'s own key: the stripped message without its digits (the block holds no
+    # byte that str.strip() strips and bytes.strip() keeps).
+    messages = list(map(bytes.strip, map(_MESSAGE_OF_ROW, rows)))
+    wordings = list(map(bytes.translate, messages, repeat(None), repeat(b"0123456789")))
+    counts = Counter(zip(wordings, map(_SD_OF_ROW, rows), map(_PORTS_OF_ROW, rows)))
+    records = len(rows) - counts.pop(_NOT_CONNTRACK, 0)
+    if records != tokens:
+        return None  # a logger token on a line the summary path does not read
+    lines = len(rows) - data.endswith(b"\n")  # one row per line, and an empty one after a last newline
+    if not records:
+        return BlockSummary(lines, 0, {}, {}, {}, {})
+    flows = list(zip(map(_SD_OF_ROW, rows), map(_PORTS_OF_ROW, rows)))
+    last = dict(zip(flows, range(len(flows))))
+    first = dict(zip(reversed(flows), range(len(flows) - 1, -1, -1)))
+    first.pop((b"", b""), None)  # the lines that are no conntrack line
+    last.pop((b"", b""), None)
+    samples = {w: messages[wordings.index(w)] for w in {key[0] for key in counts}}
+    return BlockSummary(lines, records, dict(counts), {f: (i, rows[i][0]) for f, i in first.items()},
+                        {f: (i, rows[i][0]) for f, i in last.items()}, samples, journal)
+
+
+_PREFIX_OF_ROW, _MESSAGE_OF_ROW, _SD_OF_ROW, _PORTS_OF_ROW = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
+_LAST_BYTE = itemgetter(slice(-1, None))
+_WORD_BYTES = frozenset(bytes([c]) for c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def summarise_kernel_log_stream(stream: IO[bytes], report: "KernelLogReport", table: "FlowTable",
+                                since: Optional[float] = None, year: Optional[int] = None,
+                                boot_time: Optional[float] = None, keep: int = 0,
+                                workers: int = 1) -> List[ConntrackLogLine]:
+    """Read `stream` into `report`'s counts and `table`'s flows; return the first `keep` records.
+
+    Gives what feeding every record of `iter_kernel_log_stream` to `table.add` gives, block by
+    block: the first records (while fewer than `keep`), every block under --since and the blocks
+    the summary path cannot read go through the reference reader. `workers` > 1: blocks are
+    summarised in that many processes (results are merged in order). Memory: a few blocks per
+    process and the table, whatever the input."""
+    if year is None:
+        year = datetime.now().year
+    kept: List[ConntrackLogLine] = []
+    # Smaller blocks with more processes: memory stays about the same (each holds a block and its rows).
+    blocks = line_blocks(stream, report, block=SUMMARY_BLOCK // max(1, workers))
+    with _summaries(blocks, workers if since is None else 0, lambda: len(kept) >= keep) as summarised:
+        for first_line, block, summary in summarised:
+            if summary is not None:
+                report.lines_total += summary.lines
+                report.conntrack_lines += summary.records
+                table.add_block(summary, first_line)
+                continue
+            for rec in _iter_block(block, report, first_line, since, year, boot_time):
+                table.add(rec)
+                if len(kept) < keep:
+                    kept.append(rec)
+    report.skipped.other = (report.lines_total - report.conntrack_lines - report.continuation_lines
+                            - report.skipped.too_long)
+    return kept
+
+
+class _summaries:
+    """(first line, block, its summary or None) for each block, in order. `workers` 0: no summaries;
+    1: summarised here; more: in a pool of that many processes, a few blocks ahead. Blocks are
+    only summarised once `ready()` (before, the caller wants their records)."""
+
+    def __init__(self, blocks: Iterator[Tuple[int, bytes]], workers: int, ready) -> None:  # type: ignore[no-untyped-def]
+        self.blocks, self.workers, self.ready = blocks, workers, ready
+        self.pool = None
+
+    def __enter__(self) -> Iterator[Tuple[int, bytes, Optional[BlockSummary]]]:
+        return self._run()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self) -> Iterator[Tuple[int, bytes, Optional[BlockSummary]]]:
+        from collections import deque
+
+        pending: "deque" = deque()
+        for first_line, block in self.blocks:
+            if self.workers <= 1 or not self.ready():
+                while pending:
+                    line, data, future = pending.popleft()
+                    yield line, data, future.result()
+                summary = summarise_block(block) if self.workers and self.ready() else None
+                yield first_line, block, summary
+                continue
+            if self.pool is None:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
+
+                self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
+            pending.append((first_line, block, self.pool.submit(summarise_block, block)))
+            while len(pending) > self.workers:
+                line, data, future = pending.popleft()
+                yield line, data, future.result()
+        while pending:
+            line, data, future = pending.popleft()
+            yield line, data, future.result()

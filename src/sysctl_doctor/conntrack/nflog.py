@@ -18,15 +18,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, Optional
 
+from sysctl_doctor.conntrack.tcp_flags import IP_FLAG_WORDS
+from sysctl_doctor.conntrack.tcp_flags import NAMES as TCP_FLAG_NAMES
+
 _PREFIX = re.compile(r"\b(nf_ct_proto_(\d+)|nf_ct_tcp|nf_ct_udp|nf_ct_icmp|nf_ct_icmpv6|nf_ct_\w+):\s*")
 _FIELDS_START = re.compile(r"(?:^|\s)IN=")
 _OPT = re.compile(r"\sOPT \(([0-9A-Fa-f]*)\)")
 
-# Bare words nf_log prints between KEY=VALUE fields.
-_FLAG_WORDS = frozenset(
-    {"CE", "DF", "MF", "CWR", "ECE", "URG", "ACK", "PSH", "RST", "SYN", "FIN"}
-)
-_TCP_FLAGS = frozenset({"CWR", "ECE", "URG", "ACK", "PSH", "RST", "SYN", "FIN"})
+# Bare words nf_log prints between KEY=VALUE fields: the IP header's and the TCP flags.
+_TCP_FLAGS = TCP_FLAG_NAMES
+_FLAG_WORDS = IP_FLAG_WORDS | TCP_FLAG_NAMES
 
 
 @dataclass(frozen=True)

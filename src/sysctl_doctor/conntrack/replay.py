@@ -34,6 +34,7 @@ from typing import Dict, Iterator, List, Mapping, Optional, Tuple, Union
 from sysctl_doctor.conntrack import pcap
 from sysctl_doctor.conntrack.checksum import tcp_checksum_bad, tcp_checksum_state
 from sysctl_doctor.conntrack.profiles import KernelProfile
+from sysctl_doctor.conntrack.tcp_flags import REPLAY_ORDER
 from sysctl_doctor.conntrack.tcp_model import (
     ACCEPT, IGNORE, INVALID, ORIGINAL, REPLY, STATE_NAMES, VALID_FLAG_BYTE, Connection, TcpSettings,
     TcpTracker,
@@ -51,8 +52,7 @@ _UNREPLIED = ("UNREPLIED",)
 _NOSTATUS: Tuple[str, ...] = ()
 _RECENT_INCOMING = 512
 _GC_EVERY = 100_000
-_FLAG_NAMES = ((0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"),
-               (0x20, "URG"), (0x40, "ECE"), (0x80, "CWR"))
+_FLAG_NAMES = tuple((int(flag), flag.name) for flag in REPLAY_ORDER)
 
 
 _FLAG_TEXT = tuple(",".join(name for bit, name in _FLAG_NAMES if flags & bit) or "none" for flags in range(256))

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional, Tuple
 
+from sysctl_doctor.conntrack import tcp_flags as _tcp_flags
 from sysctl_doctor.conntrack.profiles import KernelProfile
 from sysctl_doctor.errors import DoctorError
 
@@ -42,8 +43,8 @@ STATE_NAMES = (
 # enum tcp_bit_set
 SYN_SET, SYNACK_SET, FIN_SET, ACK_SET, RST_SET, NONE_SET = range(6)
 
-# TCP header flag bits
-F_FIN, F_SYN, F_RST, F_PSH, F_ACK, F_URG, F_ECE, F_CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
+# TCP header flag bits (plain ints for the hot paths; declared in tcp_flags)
+F_FIN, F_SYN, F_RST, F_PSH, F_ACK, F_URG, F_ECE, F_CWR = (int(flag) for flag in _tcp_flags.ALL)
 
 # ip_ct_tcp_state.flags
 WINDOW_SCALE = 0x01

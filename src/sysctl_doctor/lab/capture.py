@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from sysctl_doctor.conntrack.tcp_flags import ALL as TCP_FLAGS
+
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 
@@ -39,7 +41,7 @@ class TcpSegment:
         return flag in self.flags.split("|")
 
 
-_FLAG_BITS = (("FIN", 0x01), ("SYN", 0x02), ("RST", 0x04), ("PSH", 0x08), ("ACK", 0x10), ("URG", 0x20))
+_FLAG_BITS = tuple((flag.name, int(flag)) for flag in TCP_FLAGS if flag <= 0x20)  # the 6 bits read below
 
 
 def parse_ethernet_tcp(frame: bytes, stamp: float, outgoing: bool) -> Optional[TcpSegment]:
