@@ -18,6 +18,7 @@ from sysctl_doctor.boot.cmdline import KernelCmdline
 from sysctl_doctor.boot.initramfs import InitramfsModules
 from sysctl_doctor.boot.loaders import OnDemandLoader
 from sysctl_doctor.boot.modules_load import ModulesLoadConfig
+from sysctl_doctor.boot.network import NetworkInterfaces
 from sysctl_doctor.boot.udev import SysctlRerun, command_covers
 from sysctl_doctor.errors import Diagnostic
 from sysctl_doctor.kernel.model import KeyProvider
@@ -163,6 +164,7 @@ class BootTimeline:
     # (module, where it is listed, image) for modules listed for the initramfs that its image does not load
     stale_initramfs: List[tuple] = field(default_factory=list)
     reapply: List[ReapplyStep] = field(default_factory=list)
+    network: NetworkInterfaces = field(default_factory=NetworkInterfaces)  # interfaces the configuration names
 
     def events(self) -> List[str]:
         """The timeline as ordered one-line events (for display), one per loader and relation."""

@@ -28,6 +28,7 @@ from sysctl_doctor.boot.kernel_defaults import UNKNOWN_DEFAULT, kernel_default
 from sysctl_doctor.boot.model import AFTER, BEFORE, RACE, BlockedLoad, BootTimeline, KeyFate, ModuleLoad, Verdict
 from sysctl_doctor.boot.modules_load import module_name
 from sysctl_doctor.boot.udev import SysctlRerun
+from sysctl_doctor.config.model import path_to_key
 from sysctl_doctor.kernel.model import KeyProvider
 from sysctl_doctor.kernel_version import KernelVersion
 
@@ -157,10 +158,11 @@ def predict_keys(
     version = KernelVersion.parse(kernel_release or getattr(index, "kernel", None))
     out: List[KeyFate] = []
     seen: Dict[str, int] = {}
+    defaults = _default_settings(settings)
     for setting in settings:
         if not getattr(setting, "final", True):
             continue
-        prediction = _predict_one(setting, index, timeline, loads, version, live_values).fate()
+        prediction = _predict_one(setting, index, timeline, loads, version, live_values, defaults).fate()
         if prediction.key in seen:  # a later write of the same key replaces the earlier row
             out[seen[prediction.key]] = prediction
             continue
@@ -177,7 +179,8 @@ def _provider(index, key: str, value: str):
     return index.provider(key, value)
 
 
-def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version, live_values) -> _Draft:
+def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version, live_values,
+                 defaults: Optional[Dict[str, object]] = None) -> _Draft:
     from sysctl_doctor.kernel.model import ProviderKind
 
     assignment = setting.assignment
@@ -195,6 +198,7 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     if getattr(assignment, "is_glob", False) and setting.key == assignment.key:
         p.applies(Verdict.GLOB)
         p.chain = [f"{step} expands the glob against the keys that exist when it runs", written]
+        _glob_chain(p, timeline)
         return p
     if not timeline.sysctl_runs:
         p.verdict = Verdict.NOT_RUN
@@ -224,24 +228,7 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
             p.chain = [f"{key} is built into the kernel: it exists when {step} runs", written]
         return p
     if kind is ProviderKind.INTERFACE:
-        iface = provider.interface or ""
-        p.module = provider.module
-        rerun = next((r for r in timeline.reruns if r.subsystem == "net" and r.covers_key(path, iface)
-                      and r.rule.matches_value("KERNEL", iface) is not False), None)
-        if iface == "lo":
-            p.applies(Verdict.APPLIED)
-            p.chain = ["lo exists in every network namespace from its creation, before the sysctl step", written]
-        elif rerun is not None:
-            p.rerun = rerun
-            p.applies(Verdict.APPLIED_ON_HOTPLUG)
-            p.chain = [f"{key} exists once interface {iface} appears",
-                       f"udev ({rerun.rule.where}) re-runs systemd-sysctl for each new interface",
-                       f"value {setting.value} is applied when {iface} appears"]
-        else:
-            p.verdict = Verdict.NO_HOTPLUG
-            p.chain = [f"{key} exists only once interface {iface} appears",
-                       "no udev rule re-runs systemd-sysctl for new interfaces",
-                       f"applied only if {iface} already exists when {step} runs"]
+        _interface_fate(p, provider, timeline, written, defaults)
         return p
     # MODULE
     module = module_name(provider.module or "")
@@ -336,3 +323,81 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     return p
 
 
+
+
+# --------------------------------------------------------------------------- interface keys
+
+
+def _default_settings(settings: Sequence) -> Dict[str, object]:
+    """The final write of each `<dir>/default/<leaf>` key: what an interface created later starts with."""
+    from sysctl_doctor.boot.network import interface_of
+
+    out: Dict[str, object] = {}
+    for setting in settings:
+        where = interface_of(setting.path)
+        if where is not None and where[1] == "default" and getattr(setting, "final", True):
+            out[f"{where[0]}/{where[2]}"] = setting
+    return out
+
+
+def _interface_fate(p: _Draft, provider: KeyProvider, timeline: BootTimeline, written: str,
+                    defaults: Optional[Dict[str, object]]) -> None:
+    """An interface's key: it exists once the interface does. `lo` exists before the sysctl step; others are
+    written when udev re-runs systemd-sysctl for the new interface (99-systemd.rules), else they start with the
+    value of `<dir>/default/<leaf>` (the kernel copies `default` into a new interface: devinet.c inetdev_init,
+    addrconf.c ipv6_add_dev, neighbour.c neigh_parms_alloc)."""
+    from sysctl_doctor.boot.network import interface_of
+
+    iface = provider.interface or ""
+    p.module = provider.module
+    step = timeline.sysctl_step
+    configured = timeline.network.find(iface)
+    origin = [configured.describe()] if configured is not None else []
+    rerun = next((r for r in timeline.reruns if r.subsystem == "net" and r.covers_key(p.path, iface)
+                  and r.rule.matches_value("KERNEL", iface) is not False), None)
+    if iface == "lo":
+        p.applies(Verdict.APPLIED)
+        p.chain = ["lo exists in every network namespace from its creation, before the sysctl step", written]
+        return
+    if rerun is not None:
+        p.rerun = rerun
+        p.applies(Verdict.APPLIED_ON_HOTPLUG)
+        p.chain = origin + [f"{p.key} exists once interface {iface} appears",
+                            f"udev ({rerun.rule.where}) re-runs systemd-sysctl for each new interface",
+                            f"value {p.configured} is applied when {iface} appears"]
+        return
+    where = interface_of(p.path)
+    inherited = defaults.get(f"{where[0]}/{where[2]}") if defaults and where else None
+    p.verdict = Verdict.NO_HOTPLUG
+    p.chain = origin + [f"{p.key} exists only once interface {iface} appears",
+                        "no udev rule re-runs systemd-sysctl for new interfaces",
+                        f"applied only if {iface} already exists when {step} runs"]
+    if configured is not None and configured.created and inherited is not None and timeline.sysctl_runs:
+        # created by the network configuration after the sysctl step: it starts as a copy of `default`
+        value = inherited.value
+        origin_line = f"{inherited.assignment.origin.file}:{inherited.assignment.origin.line}"
+        p.chain[-1] = (f"{iface} is created after {step}, so it starts with "
+                       f"{path_to_key(where[0])}.default.{where[2]} = {value} ({origin_line}), which the kernel "
+                       "copies into every new interface")
+        p.boot_value = p.after_late_load = value
+        if _values_equal(value, p.configured):
+            chain = p.chain
+            p.applies(Verdict.APPLIED)
+            p.chain = chain
+
+
+def _glob_chain(p: _Draft, timeline: BootTimeline) -> None:
+    """What a glob row adds offline: which interfaces got rows, which cannot be known, and what interfaces that
+    appear later (container veths, CNI bridges) get."""
+    from sysctl_doctor.boot.network import is_interface_glob
+
+    if not is_interface_glob(p.setting.assignment.path, braces=True):
+        return
+    p.chain.append(timeline.network.note + " (rows for the known ones follow)")
+    rerun = next((r for r in timeline.reruns if r.subsystem == "net"), None)
+    if rerun is not None:
+        p.chain.append(f"interfaces created later (container veths, CNI bridges) get it too: udev "
+                       f"({rerun.rule.where}) re-runs systemd-sysctl for each new interface")
+    else:
+        p.chain.append("interfaces created later (container veths, CNI bridges) do not get it: no udev rule re-runs "
+                       "systemd-sysctl for new interfaces (they start with the `default` value)")

@@ -23,6 +23,7 @@ from sysctl_doctor.boot.initramfs import load_initramfs_modules
 from sysctl_doctor.boot.initscripts import InitOrder, conf_d_word_lists, load_openrc, load_sysvinit
 from sysctl_doctor.boot.loaders import OnDemandLoader, detect_script_loader, find_loaders
 from sysctl_doctor.boot.model import AFTER, BEFORE, RACE, BootTimeline, ModuleLoad, ReapplyStep
+from sysctl_doctor.boot.network import NETWORKD_UNIT, network_interfaces
 from sysctl_doctor.boot.modules_load import (
     ModuleRequest,
     debian_etc_modules,
@@ -191,6 +192,8 @@ def _systemd(root: Root, cmdline: KernelCmdline) -> BootTimeline:
             timeline.loads.append(ModuleLoad(module, loader.unit, relation, f"{evidence.where} `{evidence.text}`",
                                              evidence.why, ordering))
     timeline.reapply = _reapply_steps(root, transaction, timeline.loaders)
+    timeline.network = network_interfaces(root, root.is_live, networkd_runs=NETWORKD_UNIT in transaction,
+                                          ifupdown_runs="networking.service" in transaction)
     return timeline
 
 
@@ -270,6 +273,8 @@ def _scripts(root: Root, order: InitOrder, sysctl_name: str, modules_name: str) 
         for module, evidence in loader.modules.items():
             timeline.loads.append(ModuleLoad(module, f"{name} ({order.system})", mapped,
                                              f"{evidence.where} `{evidence.text}`", evidence.why, ordering))
+    timeline.network = network_interfaces(root, root.is_live, networkd_runs=order.enabled("systemd-networkd"),
+                                          ifupdown_runs=order.enabled("networking"))
     return timeline
 
 
