@@ -17,6 +17,7 @@ from typing import Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 from sysctl_doctor.boot.cmdline import KernelCmdline
 from sysctl_doctor.boot.initramfs import InitramfsModules
 from sysctl_doctor.boot.loaders import OnDemandLoader
+from sysctl_doctor.boot.modprobe_d import InstallCommand
 from sysctl_doctor.boot.modules_load import ModulesLoadConfig
 from sysctl_doctor.boot.network import NetworkInterfaces
 from sysctl_doctor.boot.udev import SysctlRerun, command_covers
@@ -48,6 +49,7 @@ class Verdict(str, Enum):
     APPLIED_BY_REAPPLY = "applied-by-later-unit"  # a unit ordered after the loaders runs the sysctl step again
     DEFAULT_MATCHES = "default-matches"  # not written in time, but the kernel default is the configured value
     VALUE_REJECTED = "value-rejected"  # the kernel refuses the value (no such congestion control, qdisc, logger)
+    APPLIED_BY_INSTALL = "applied-by-modprobe-install"  # a modprobe.d install command writes it after insertion
 
     def __str__(self) -> str:
         return self.value
@@ -110,6 +112,9 @@ _WORDS = {
                                     False, None, False),
     Verdict.VALUE_REJECTED: _Words("NOT APPLIED (value rejected)", "red",
                                    "not applied: the kernel refuses the value, the write fails", False, None, False),
+    Verdict.APPLIED_BY_INSTALL: _Words("written by modprobe.d install", "green",
+                                       "written by a modprobe.d install command right after the module is inserted",
+                                       False, None, False),
 }
 assert set(_WORDS) == set(Verdict), "every verdict is described"
 
@@ -165,6 +170,7 @@ class BootTimeline:
     stale_initramfs: List[tuple] = field(default_factory=list)
     reapply: List[ReapplyStep] = field(default_factory=list)
     network: NetworkInterfaces = field(default_factory=NetworkInterfaces)  # interfaces the configuration names
+    installs: Dict[str, InstallCommand] = field(default_factory=dict)  # modprobe.d install lines by "file:line"
 
     def events(self) -> List[str]:
         """The timeline as ordered one-line events (for display), one per loader and relation."""
@@ -237,3 +243,4 @@ class KeyFate:
     rerun: Optional[SysctlRerun] = None
     blocked: Tuple[BlockedLoad, ...] = ()
     setting: object = None  # the config.model.EffectiveSetting that wrote it
+    modprobe: Tuple[str, ...] = ()  # modprobe.d lines (file:line `text`) that changed this prediction

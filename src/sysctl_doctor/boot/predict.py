@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence
 
 from sysctl_doctor.boot.kernel_defaults import UNKNOWN_DEFAULT, kernel_default
 from sysctl_doctor.boot.model import AFTER, BEFORE, RACE, BlockedLoad, BootTimeline, KeyFate, ModuleLoad, Verdict
+from sysctl_doctor.boot.modprobe_d import InstallCommand, option_default, parse_install, requested_by_alias
 from sysctl_doctor.boot.modules_load import module_name
 from sysctl_doctor.boot.udev import SysctlRerun
 from sysctl_doctor.config.model import path_to_key
@@ -58,6 +59,7 @@ class _Draft:
     late: List[ModuleLoad] = field(default_factory=list)
     rerun: Optional[SysctlRerun] = None
     blocked: List[BlockedLoad] = field(default_factory=list)
+    modprobe: List[str] = field(default_factory=list)  # modprobe.d lines that changed the prediction
 
     def applies(self, verdict: Verdict) -> None:
         """The configured value holds after boot and after a late load."""
@@ -71,6 +73,7 @@ class _Draft:
             after_late_load=self.after_late_load, live=self.live, verdict=self.verdict, chain=tuple(self.chain),
             module=self.module, early=tuple(self.early), racing=tuple(self.racing), late=tuple(self.late),
             rerun=self.rerun, blocked=tuple(self.blocked), setting=self.setting,
+            modprobe=tuple(dict.fromkeys(self.modprobe)),
         )
 
 
@@ -80,51 +83,85 @@ def _values_equal(a: Optional[str], b: Optional[str]) -> bool:
     return a.split() == b.split()
 
 
-NO_OP_COMMANDS = ("true", "false")
-
-
 class _Loads:
-    """Which boot loads bring a module in (directly or through their dependency closure), and
-    which loads are stopped by modprobe.d or the kernel command line."""
+    """Which boot loads bring a module in (directly, through their dependency closure or a modprobe.d
+    ``softdep … post:``), and which loads are stopped by modprobe.d or the kernel command line
+    (boot.modprobe_d has each loader's rules)."""
 
     def __init__(self, timeline: BootTimeline, index) -> None:
         self.timeline = timeline
         self.index = index
         self._closure: Dict[str, List[str]] = {}
+        self._hard: Dict[str, List[str]] = {}
         self.kernel_blacklist = set()
         value = timeline.cmdline.value("module_blacklist")
         if value:
             self.kernel_blacklist = {module_name(m) for m in value.split(",") if m}
 
+    def install(self, module: str) -> Optional[InstallCommand]:
+        """The modprobe.d install line libkmod runs instead of inserting `module` (first match)."""
+        found = self.index.install_command(module) if self.index is not None else None
+        if not found:
+            return None
+        parsed = self.timeline.installs.get(found[1])
+        return parsed if parsed is not None else parse_install(module, found[0], found[1])
+
     def stopped(self, module: str) -> Optional[str]:
-        """Why every load of `module` fails (kernel module_blacklist=, modprobe.d install /bin/true)."""
+        """Why every load of `module` fails (kernel module_blacklist=, a modprobe.d install command that does
+        not insert it: /bin/true, /bin/false, anything without `modprobe --ignore-install`/insmod)."""
         if module in self.kernel_blacklist:
             return f"the kernel command line has module_blacklist={module} ({self.timeline.cmdline.source})"
-        install = self.index.install_command(module) if self.index is not None else None
-        if install and install[0].split() and install[0].split()[0].rsplit("/", 1)[-1] in NO_OP_COMMANDS:
-            return f"modprobe.d `install {module} {install[0]}` ({install[1]}) runs instead of loading it"
+        install = self.install(module)
+        if install is not None and not install.loads:
+            return f"modprobe.d `install {module} {install.command}` ({install.where}) runs instead of loading it"
         return None
 
     def load_blocked(self, load: ModuleLoad) -> Optional[str]:
-        """Why this one load does nothing (systemd-modules-load applies modprobe.d blacklists)."""
-        for module in self.closure(load.module):
+        """Why this one load does nothing: a stopped module in its dependency closure; the deny-list for the
+        loaders that apply it to the module they ask for (systemd-modules-load: KMOD_PROBE_APPLY_BLACKLIST;
+        the kernel's request_module of an nf_tables alias such as nft-expr-ct: modprobe's
+        KMOD_PROBE_APPLY_BLACKLIST_ALIAS_ONLY). An explicit `modprobe M` and dependencies ignore it."""
+        for module in self.hard_closure(load.module):
             reason = self.stopped(module)
             if reason:
                 return reason
-        if load.by == "systemd-modules-load.service" and self.index is not None:
-            where = self.index.blacklisted(load.module)
-            if where:
-                return (f"systemd-modules-load skips deny-listed modules: `blacklist {load.module}` ({where})")
+        if self.index is None:
+            return None
+        where = self.index.blacklisted(load.module)
+        if where and load.by == "systemd-modules-load.service":
+            return f"systemd-modules-load skips deny-listed modules: `blacklist {load.module}` ({where})"
+        if where and requested_by_alias(load):
+            return (f"the kernel asks modprobe for it by an alias ({requested_by_alias(load)}), and modprobe skips "
+                    f"a deny-listed module found through an alias: `blacklist {load.module}` ({where})")
         return None
 
-    def closure(self, module: str) -> List[str]:
-        if module not in self._closure:
+    def hard_closure(self, module: str) -> List[str]:
+        if module not in self._hard:
             deps: List[str] = []
             canonical = module
             if self.index is not None:
                 canonical = module_name(self.index.normalize_module(module))  # aliases, "-"/"_"
                 deps = [module_name(d) for d in self.index.dependencies(module)]
-            self._closure[module] = list(dict.fromkeys([module, canonical] + deps))
+            self._hard[module] = list(dict.fromkeys([module, canonical] + deps))
+        return self._hard[module]
+
+    def closure(self, module: str) -> List[str]:
+        """What loading `module` loads: its dependencies, then its `softdep … post:` modules (libkmod loads
+        those after it; one that cannot be loaded is skipped)."""
+        if module not in self._closure:
+            out = list(self.hard_closure(module))
+            todo = list(out)
+            while todo and self.index is not None and hasattr(self.index, "post_softdeps"):
+                current = todo.pop(0)
+                for post, _where in self.index.post_softdeps(current):
+                    post = module_name(post)
+                    if post in out or self.stopped(post):
+                        continue
+                    for item in self.hard_closure(post):
+                        if item not in out:
+                            out.append(item)
+                            todo.append(item)
+            self._closure[module] = out
         return self._closure[module]
 
     def loading(self, module: str) -> List[ModuleLoad]:
@@ -140,6 +177,42 @@ class _Loads:
                 if why is not None:
                     out.append(BlockedLoad(load, why))
         return out
+
+
+def _install_writes(p: _Draft, loads: _Loads, module: str, found: List[ModuleLoad], absent: str) -> bool:
+    """A modprobe.d install command that writes the key right after inserting the module (`modprobe
+    --ignore-install M && sysctl -w KEY=V`): whenever a boot loader brings the module in, the key gets the
+    command's value with no race against the sysctl step. Decides the fate (True) or leaves it (False)."""
+    from sysctl_doctor.boot.udev import command_covers
+
+    late = p.racing + p.late
+    for name in dict.fromkeys([module] + [load.module for load in found]):
+        install = loads.install(name)
+        if install is None or not install.loads:
+            continue
+        value = install.value_after_load(p.path, p.configured, command_covers)
+        if value is None:
+            continue
+        p.modprobe.append(install.evidence)
+        if not late:  # never loaded at boot: the value once something loads it
+            p.verdict = Verdict.NEVER_LOADED
+            p.boot_value, p.after_late_load = None, value
+            p.chain = [absent, f"nothing loads {module} at boot",
+                       f"when something loads it, modprobe.d runs `{install.command}` ({install.where}): "
+                       f"{p.key} = {value}"]
+            return True
+        load = late[0]
+        p.chain = [absent, f"{load.module} loaded by {_load_text(load)}",
+                   f"modprobe.d runs `{install.command}` ({install.where}) instead of a plain insert: it writes "
+                   f"{p.key} = {value} right after {name} is inserted"]
+        if _values_equal(value, p.configured):
+            p.applies(Verdict.APPLIED_BY_INSTALL)
+        else:
+            p.verdict = Verdict.APPLIED_BY_INSTALL
+            p.boot_value = p.after_late_load = value
+            p.chain.append(f"so {p.key} ends up {value}, not the configured {p.configured}")
+        return True
+    return False
 
 
 def _load_text(load: ModuleLoad) -> str:
@@ -233,8 +306,12 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     # MODULE
     module = module_name(provider.module or "")
     p.module = module
-    default = kernel_default(path) or UNKNOWN_DEFAULT
+    option = option_default(index, module, path)
+    default = option[0] if option else (kernel_default(path) or UNKNOWN_DEFAULT)
     default_text = f"kernel default {default}" if default != UNKNOWN_DEFAULT else "the kernel default"
+    if option:
+        default_text = f"{default}, its starting value from modprobe.d: {option[1]}"
+        p.modprobe.append(option[1].rsplit(" (", 1)[-1].rstrip(")"))
     if index is not None and getattr(index, "is_builtin_module", None) and index.is_builtin_module(module):
         p.applies(Verdict.APPLIED)
         p.chain = [f"{module} is built into this kernel: {key} exists when {step} runs", written]
@@ -264,6 +341,8 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     absent = f"{step} could not write {key}: key absent ({module} not loaded yet)"
     if blocked_text:
         absent = "; ".join(blocked_text) + " → " + absent
+    if _install_writes(p, loads, module, found, absent):
+        return p
     if p.racing or p.late:
         loaders = {load.by for load in p.racing + p.late}
         again = next((r for r in timeline.reapply if loaders <= r.after_units and r.covers_key(path)), None)
@@ -274,7 +353,7 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
                        f"{again.unit} ({again.evidence}) is ordered after {', '.join(sorted(loaders))} and writes "
                        f"{key} = {setting.value} again"]
             return p
-    constant = kernel_default(path)
+    constant = option[0] if option else kernel_default(path)
     if (p.racing or p.late) and constant is not None and _values_equal(constant, setting.value):
         load = (p.racing or p.late)[0]
         p.applies(Verdict.DEFAULT_MATCHES)

@@ -23,6 +23,7 @@ from sysctl_doctor.boot.initramfs import load_initramfs_modules
 from sysctl_doctor.boot.initscripts import InitOrder, conf_d_word_lists, load_openrc, load_sysvinit
 from sysctl_doctor.boot.loaders import OnDemandLoader, detect_script_loader, find_loaders
 from sysctl_doctor.boot.model import AFTER, BEFORE, RACE, BootTimeline, ModuleLoad, ReapplyStep
+from sysctl_doctor.boot.modprobe_d import install_commands
 from sysctl_doctor.boot.network import NETWORKD_UNIT, network_interfaces
 from sysctl_doctor.boot.modules_load import (
     ModuleRequest,
@@ -94,6 +95,7 @@ def build_timeline(
     timeline.loads[:0] = early
     timeline.reruns = sysctl_reruns(root)
     timeline.diagnostics.extend(_runtime_only_notes(root))
+    timeline.installs = install_commands(root)
     timeline.diagnostics.extend(Diagnostic(f"skipped: {problem}") for problem in root.problems)
     return timeline
 

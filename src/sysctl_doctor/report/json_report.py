@@ -38,7 +38,8 @@ def _value(value: Any) -> Any:
 
 def _boot_sources(p, report) -> dict:
     """Optional fields of a key row (present only when they apply): `glob`, the pattern whose expansion
-    wrote this concrete key; `interface`, how the root's network configuration names the key's interface."""
+    wrote this concrete key; `interface`, how the root's network configuration names the key's interface;
+    `modprobe`, the modprobe.d lines that changed the prediction (install, options, blacklist)."""
     out: dict = {}
     assignment = getattr(getattr(p, "setting", None), "assignment", None)
     if assignment is not None and assignment.is_glob and assignment.key != p.key:
@@ -49,6 +50,10 @@ def _boot_sources(p, report) -> dict:
     if named is not None:
         out["interface"] = {"name": named.name, "tool": named.tool, "kind": named.kind, "created": named.created,
                             "evidence": named.evidence}
+    modprobe = list(getattr(p, "modprobe", ()))
+    modprobe += [b.why for b in getattr(p, "blocked", ()) if "modprobe.d" in b.why or "blacklist" in b.why]
+    if modprobe:
+        out["modprobe"] = list(dict.fromkeys(modprobe))
     return out
 
 
