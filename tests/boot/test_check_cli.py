@@ -11,7 +11,7 @@ from pathlib import Path
 from boot.rootfs import INCIDENT, copy_incident
 
 KEY = "net.netfilter.nf_conntrack_tcp_be_liberal"
-OPTIONAL_KEY_FIELDS = {"glob", "interface", "modprobe"}  # present only where they apply (README)
+OPTIONAL_KEY_FIELDS = {"glob", "interface", "modprobe", "service"}  # present only where they apply (README)
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

@@ -60,6 +60,7 @@ class _Draft:
     rerun: Optional[SysctlRerun] = None
     blocked: List[BlockedLoad] = field(default_factory=list)
     modprobe: List[str] = field(default_factory=list)  # modprobe.d lines that changed the prediction
+    service: Optional[str] = None  # "unit: file:line `text`" of a service that writes the key at start
 
     def applies(self, verdict: Verdict) -> None:
         """The configured value holds after boot and after a late load."""
@@ -73,7 +74,7 @@ class _Draft:
             after_late_load=self.after_late_load, live=self.live, verdict=self.verdict, chain=tuple(self.chain),
             module=self.module, early=tuple(self.early), racing=tuple(self.racing), late=tuple(self.late),
             rerun=self.rerun, blocked=tuple(self.blocked), setting=self.setting,
-            modprobe=tuple(dict.fromkeys(self.modprobe)),
+            modprobe=tuple(dict.fromkeys(self.modprobe)), service=self.service,
         )
 
 
@@ -235,7 +236,9 @@ def predict_keys(
     for setting in settings:
         if not getattr(setting, "final", True):
             continue
-        prediction = _predict_one(setting, index, timeline, loads, version, live_values, defaults).fate()
+        draft = _predict_one(setting, index, timeline, loads, version, live_values, defaults)
+        _service_effects(draft, timeline)
+        prediction = draft.fate()
         if prediction.key in seen:  # a later write of the same key replaces the earlier row
             out[seen[prediction.key]] = prediction
             continue
@@ -480,3 +483,28 @@ def _glob_chain(p: _Draft, timeline: BootTimeline) -> None:
     else:
         p.chain.append("interfaces created later (container veths, CNI bridges) do not get it: no udev rule re-runs "
                        "systemd-sysctl for new interfaces (they start with the `default` value)")
+
+
+# --------------------------------------------------------------------------- services that write keys at start
+
+
+def _service_effects(p: _Draft, timeline: BootTimeline) -> None:
+    """A service started at boot that writes the key itself (dockerd, k3s/rke2, kube-proxy) after the sysctl
+    step wins over the configured value; firewalld's CleanupModulesOnExit loses module keys on restart."""
+    if p.verdict in (Verdict.GLOB, Verdict.UNKNOWN_KEY, Verdict.VALUE_REJECTED):
+        return
+    write = next((w for w in reversed(timeline.service_writes) if w.path == p.path and w.relation != BEFORE), None)
+    if write is not None:
+        when = "after" if write.relation == AFTER else "unordered with (so possibly after)"
+        p.chain.append(f"{write.unit} writes {p.key} = {write.value} when it starts, {when} {timeline.sysctl_step}: "
+                       f"{write.why} ({write.evidence})")
+        if not _values_equal(write.value, p.configured):
+            p.verdict = Verdict.OVERRIDDEN_BY_SERVICE
+            p.applied = False
+            p.boot_value = p.after_late_load = write.value
+        p.service = f"{write.unit}: {write.evidence}"
+    if p.module:
+        needs = {p.module, *(getattr(p.provider, "requires", None) or [])}
+        for unload in timeline.unloads:
+            if needs & set(unload.modules):
+                p.chain.append(f"{unload.unit}: {unload.why} ({unload.evidence})")

@@ -194,6 +194,7 @@ def _systemd(root: Root, cmdline: KernelCmdline) -> BootTimeline:
             timeline.loads.append(ModuleLoad(module, loader.unit, relation, f"{evidence.where} `{evidence.text}`",
                                              evidence.why, ordering))
     timeline.reapply = _reapply_steps(root, transaction, timeline.loaders)
+    timeline.service_writes, timeline.unloads = _service_writes(root, transaction)
     timeline.network = network_interfaces(root, root.is_live, networkd_runs=NETWORKD_UNIT in transaction,
                                           ifupdown_runs="networking.service" in transaction)
     return timeline
@@ -218,6 +219,40 @@ def _reapply_steps(root: Root, transaction, loaders: List[OnDemandLoader]) -> Li
             after = frozenset(ldr.unit for ldr in loaders if transaction.order_path(ldr.unit, name) is not None)
             out.append(ReapplyStep(name, f"{item.file}:{item.line} {item.key}={item.value}", found[0], found[1], after))
     return out
+
+
+def _service_writes(root: Root, transaction):
+    """Keys the services a boot starts write themselves (dockerd, k3s/rke2, kube-proxy), each placed against
+    the sysctl step; services that unload modules on restart (firewalld)."""
+    import dataclasses
+
+    from sysctl_doctor.boot.loaders import _exec_words
+    from sysctl_doctor.boot.service_writes import firewalld_unload, service_writes
+
+    writes, unloads = [], []
+    for name in sorted(transaction.members):
+        if name in (SYSCTL_UNIT, MODULES_LOAD_UNIT) or not name.endswith(".service"):
+            continue
+        unit = transaction.members[name]
+        found = []
+        for item in unit.exec_lines("ExecStart"):
+            if _exec_words(item):
+                found += service_writes(root, name, f"{item.file}:{item.line}", f"{item.key}={item.value}")
+            words = _exec_words(item)
+            if words and words[0].rsplit("/", 1)[-1] == "firewalld":
+                unload = firewalld_unload(root, name)
+                if unload is not None:
+                    unloads.append(unload)
+        if not found:
+            continue
+        if transaction.order_path(name, SYSCTL_UNIT) is not None:
+            relation = BEFORE
+        elif transaction.order_path(SYSCTL_UNIT, name) is not None:
+            relation = AFTER
+        else:
+            relation = RACE
+        writes += [dataclasses.replace(w, relation=relation) for w in found]
+    return writes, unloads
 
 
 def _openrc_conf_modules(root: Root) -> List[ModuleRequest]:

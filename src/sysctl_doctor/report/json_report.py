@@ -54,6 +54,8 @@ def _boot_sources(p, report) -> dict:
     modprobe += [b.why for b in getattr(p, "blocked", ()) if "modprobe.d" in b.why or "blacklist" in b.why]
     if modprobe:
         out["modprobe"] = list(dict.fromkeys(modprobe))
+    if getattr(p, "service", None):
+        out["service"] = p.service
     return out
 
 
