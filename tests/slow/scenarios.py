@@ -270,6 +270,20 @@ MODPROBE_INSTALL = Scenario(
     extra_probe_keys=("net.netfilter.nf_conntrack_buckets", "net.netfilter.nf_conntrack_expect_max"),
 )
 
+# Issue 15 item 5: `blacklist nf_conntrack` stops systemd-modules-load (KMOD_PROBE_APPLY_BLACKLIST) but not the
+# load nftables causes (nf_conntrack comes in as nft_ct's dependency, which the deny-list never checks).
+MODPROBE_BLACKLIST = Scenario(
+    "modprobe-blacklist",
+    "modules-load plus nftables-late with `blacklist nf_conntrack` in modprobe.d",
+    {
+        **_BASE_FILES,
+        "etc/modules-load.d/nf_conntrack.conf": MODULES_LOAD_CONF,
+        "etc/nftables.conf": NFTABLES_CONF,
+        "etc/modprobe.d/blacklist-ct.conf": "blacklist nf_conntrack\n",
+    },
+    symlinks=dict(NFTABLES_ENABLED),
+)
+
 ALL = (SYSCTL_ONLY, MODULES_LOAD, NFTABLES_LATE, NFTABLES_FIXED, NFTABLES_FIXED_UDEV, UDEV_RULE_LATE, INCIDENT_LAYOUT,
-       NEVER_APPLIED, GLOB_NETWORKD, MODPROBE_INSTALL)
+       NEVER_APPLIED, GLOB_NETWORKD, MODPROBE_INSTALL, MODPROBE_BLACKLIST)
 BY_NAME = {s.name: s for s in ALL}

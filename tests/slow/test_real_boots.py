@@ -234,3 +234,12 @@ def test_modprobe_install_idiom_applies_be_liberal_and_options_set_the_table(boo
     assert values["net.netfilter.nf_conntrack_buckets"] == "65536", _explain(run)
     assert values["net.netfilter.nf_conntrack_max"] == str(8 * 65536), _explain(run)
     assert values["net.netfilter.nf_conntrack_expect_max"] == str(4 * 65536 // 256), _explain(run)
+
+
+def test_blacklist_stops_systemd_modules_load_but_not_a_dependency_load(booted):
+    """Issue 15 item 5: systemd-modules-load skips the deny-listed nf_conntrack (the journal says so), and
+    nftables still brings it in later as nft_ct's dependency: the key exists but keeps the kernel default."""
+    run = booted("modprobe-blacklist")
+    assert _observed(run) == KERNEL_DEFAULT, _explain(run)
+    assert run.boot.report.modules.get("nf_conntrack") == "loaded", _explain(run)
+    assert any("Module 'nf_conntrack' is deny-listed" in line for line in run.boot.report.journal), _explain(run)
