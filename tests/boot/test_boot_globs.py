@@ -89,13 +89,14 @@ def test_networkd_files_and_systemd_own_patterns(tmp_path: Path) -> None:
     files = {"/etc/systemd/network/10-dummy.netdev": "[NetDev]\nName=dummy0\nKind=dummy\n",
              "/etc/systemd/network/20-lan.network": "[Match]\nName=eth3 en*\n[Network]\nDHCP=yes\n",
              "/run/systemd/network/30-rt.netdev": "[NetDev]\nName=runtime0\nKind=dummy\n",
-             "/etc/systemd/network/40-masked.netdev": ("link", "/dev/null")}
+             "/etc/systemd/network/40-masked.netdev": ("link", "/dev/null"),
+             "/etc/systemd/network/50-veth.netdev": "[NetDev]\nName=ve-host\nKind=veth\n[Peer]\nName=ve-peer\n"}
     if found is not None:  # systemd's own container templates (Name=ve-* ...): patterns, not names
         for f in (found / "usr/lib/systemd/network").glob("80-container-*.network"):
             files[f"/usr/lib/systemd/network/{f.name}"] = f.read_text()
     root = make_root(tmp_path / "r", files)
     net = network_interfaces(Root(root), runtime_read=False)
-    assert {n for n, *_ in _names(net)} == {"dummy0", "eth3"}
+    assert {n for n, *_ in _names(net)} == {"dummy0", "eth3", "ve-host", "ve-peer"}
     assert ("dummy0", "systemd-networkd", "netdev:dummy", True) in _names(net)
     assert any("en*" in s for s in net.skipped)
     live = network_interfaces(Root(root), runtime_read=True)

@@ -6,7 +6,7 @@ exist when it runs; offline there is no /proc/sys to expand against. What can be
 configuration creates or names:
 
 - systemd-networkd (systemd.netdev(5), systemd.network(5), systemd.link(5)): ``*.netdev`` ``[NetDev] Name=``
-  creates a virtual interface; ``*.network`` ``[Match] Name=`` names the interfaces it configures (literal
+  creates a virtual interface (a veth's ``[Peer] Name=`` too); ``*.network`` ``[Match] Name=`` names the interfaces it configures (literal
   names only: a glob such as ``en*`` names no interface); ``*.link`` ``[Link] Name=`` renames a NIC.
   Directories /etc, /run, /usr/local/lib, /usr/lib, /lib ``/systemd/network``; a file name in an earlier
   directory hides the same name in later ones, a link to /dev/null masks it. ``.netdev`` files count only
@@ -151,7 +151,9 @@ def _networkd(root: Root, runtime_read: bool, networkd_runs: bool, out: NetworkI
             if suffix == ".netdev":
                 kind = next((item.value for item in lines if item.section == "NetDev" and item.key == "Kind"), "?")
                 for item in lines:
-                    if item.section == "NetDev" and item.key == "Name" and _NAME.fullmatch(item.value):
+                    # [NetDev] Name= is the device; a veth's (and vxcan's) [Peer] Name= is its other end
+                    if item.key == "Name" and (item.section == "NetDev" or item.section == "Peer") and \
+                            _NAME.fullmatch(item.value):
                         if networkd_runs:
                             out.configured.append(ConfiguredInterface(item.value, f"netdev:{kind}", True,
                                                                       "systemd-networkd", path, item.line,
