@@ -199,3 +199,14 @@ def test_offline_expansion_equals_the_real_programs(tmp_path: Path) -> None:
     for (case, flavor), real in zip(jobs, results):
         root = build_root(case, tmp_path / f"{case.name}-{flavor}")
         assert _model(root, flavor) == real["written"], (case.name, flavor, real["stderr"][-2000:])
+
+
+def test_explain_a_glob_lists_the_keys_it_writes(tmp_path: Path) -> None:
+    root = _systemd_root(tmp_path, udev_rerun=True)
+    proc = subprocess.run([sys.executable, "-m", "sysctl_doctor", "explain", "net.ipv4.conf.*.rp_filter", "--root",
+                           str(root)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "cannot be predicted" in out and "99-systemd.rules:72) re-runs systemd-sysctl" in out
+    assert "net.ipv4.conf.eth0/100.rp_filter = 2  (applied" in out
+    assert "net.ipv4.conf.dummy0.rp_filter" not in out.split("keys it is predicted to write:")[1]  # explicit line
