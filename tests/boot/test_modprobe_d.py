@@ -117,3 +117,12 @@ def test_option_default_formulas() -> None:
     assert option_default(Index(), "nf_conntrack", "net/netfilter/nf_conntrack_max")[0] == "8192"
     assert option_default(Index(), "nf_conntrack", "net/netfilter/nf_conntrack_expect_max")[0] == "256"
     assert option_default(Index(), "nf_conntrack", "net/netfilter/nf_conntrack_acct")[0] == "1"
+
+
+def test_kernel_command_line_options_come_after_modprobe_d(root: Path) -> None:
+    make_root(root, {"/etc/modprobe.d/ct.conf": "options nf_conntrack hashsize=131072\n"}, usrmerge=False)
+    proc = subprocess.run([sys.executable, "-m", "sysctl_doctor", "check", "--root", str(root), "--format", "json",
+                           "--cmdline", "root=/dev/vda1 nf_conntrack.hashsize=16384"], capture_output=True, text=True)
+    assert proc.returncode in (0, 1), proc.stderr
+    row = next(r for r in json.loads(proc.stdout)["keys"] if r["key"] == "net.netfilter.nf_conntrack_max")
+    assert row["boot"] == {"applied": False, "value": str(8 * 16384)}  # libkmod reads /proc/cmdline last

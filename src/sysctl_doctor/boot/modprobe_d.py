@@ -215,12 +215,26 @@ def parse_options(text: str) -> Dict[str, str]:
     return out
 
 
-def option_default(index, module: str, path: str) -> Optional[Tuple[str, str]]:
-    """(starting value, evidence) of `path` when modprobe.d ``options`` for `module` set it."""
+def cmdline_options(cmdline, module: str) -> List[Tuple[str, str]]:
+    """``module.param=value`` words of the kernel command line, as (options text, source): libkmod reads
+    them from /proc/cmdline after the modprobe.d files (kmod_config_parse_kcmdline), so they come last."""
+    if cmdline is None:
+        return []
+    out = []
+    for word in getattr(cmdline, "words", []) or []:
+        name, dot, rest = word.partition(".")
+        if dot and "=" in rest and name.replace("-", "_") == module:
+            out.append((rest, f"kernel command line ({getattr(cmdline, 'source', '') or 'cmdline'})"))
+    return out
+
+
+def option_default(index, module: str, path: str, cmdline=None) -> Optional[Tuple[str, str]]:
+    """(starting value, evidence) of `path` when modprobe.d ``options`` for `module` (or ``module.param=`` on
+    the kernel command line, which libkmod appends after them: the last value of a parameter wins) set it."""
     rule = OPTION_KEYS.get(module)
     if rule is None or index is None or not hasattr(index, "module_options"):
         return None
-    lines = index.module_options(module)
+    lines = [(text, where) for text, where in index.module_options(module)] + cmdline_options(cmdline, module)
     if not lines:
         return None
     params: Dict[str, str] = {}

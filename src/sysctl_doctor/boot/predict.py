@@ -309,7 +309,7 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     # MODULE
     module = module_name(provider.module or "")
     p.module = module
-    option = option_default(index, module, path)
+    option = option_default(index, module, path, timeline.cmdline)
     default = option[0] if option else (kernel_default(path) or UNKNOWN_DEFAULT)
     default_text = f"kernel default {default}" if default != UNKNOWN_DEFAULT else "the kernel default"
     if option:
