@@ -126,6 +126,8 @@ class Scenario:
     fix_args: Optional[Tuple[str, ...]] = None  # run `sysctl-doctor fix --root R *fix_args` first
     cmdline_extra: str = ""                     # appended to the guest's kernel command line
     extra_probe_keys: Tuple[str, ...] = ()      # keys the probe reports besides PROBE_KEYS and the predicted ones
+    # path inside the root -> (a file of the base root, text): that file's copy without the lines holding text
+    derived: Dict[str, Tuple[str, str]] = field(default_factory=dict)
 
     def probe_files(self, extra_keys: Iterable[str] = ()) -> Dict[str, str]:
         keys: List[str] = []
@@ -284,6 +286,22 @@ MODPROBE_BLACKLIST = Scenario(
     symlinks=dict(NFTABLES_ENABLED),
 )
 
+# Issue 15 item 4 without udev's re-run: /etc/udev/rules.d/99-systemd.rules is Debian's file minus its
+# SUBSYSTEM=="net" systemd-sysctl line. dummy0, created by systemd-networkd after systemd-sysctl, starts as a
+# copy of `default` (rp_filter 2 from the glob); its own explicit line is never applied.
+GLOB_NETWORKD_NO_RERUN = Scenario(
+    "glob-networkd-no-rerun",
+    "glob-networkd with the 99-systemd.rules net line removed (an /etc copy of the file)",
+    {
+        **_BASE_FILES,
+        "etc/sysctl.d/60-rp.conf": ("net.ipv4.conf.dummy0.rp_filter = 1\n"
+                                    f"{GLOB_RP} = 2\n"),
+        "etc/systemd/network/10-dummy0.netdev": "[NetDev]\nName=dummy0\nKind=dummy\n",
+    },
+    symlinks=dict(GLOB_NETWORKD.symlinks),
+    derived={"etc/udev/rules.d/99-systemd.rules": ("usr/lib/udev/rules.d/99-systemd.rules", 'SUBSYSTEM=="net"')},
+)
+
 ALL = (SYSCTL_ONLY, MODULES_LOAD, NFTABLES_LATE, NFTABLES_FIXED, NFTABLES_FIXED_UDEV, UDEV_RULE_LATE, INCIDENT_LAYOUT,
-       NEVER_APPLIED, GLOB_NETWORKD, MODPROBE_INSTALL, MODPROBE_BLACKLIST)
+       NEVER_APPLIED, GLOB_NETWORKD, MODPROBE_INSTALL, MODPROBE_BLACKLIST, GLOB_NETWORKD_NO_RERUN)
 BY_NAME = {s.name: s for s in ALL}

@@ -243,3 +243,12 @@ def test_blacklist_stops_systemd_modules_load_but_not_a_dependency_load(booted):
     assert _observed(run) == KERNEL_DEFAULT, _explain(run)
     assert run.boot.report.modules.get("nf_conntrack") == "loaded", _explain(run)
     assert any("Module 'nf_conntrack' is deny-listed" in line for line in run.boot.report.journal), _explain(run)
+
+
+def test_without_the_udev_rerun_a_created_interface_starts_from_default(booted):
+    """Issue 15 item 4: with 99-systemd.rules' net line removed, nothing re-runs systemd-sysctl for dummy0
+    (created by systemd-networkd after systemd-sysctl): the kernel copies net.ipv4.conf.default into it, so it
+    has the glob's 2 and its own explicit line (1) is never applied."""
+    run = booted("glob-networkd-no-rerun")
+    _observed(run)
+    assert run.boot.report.values["net.ipv4.conf.dummy0.rp_filter"] == "2", _explain(run)
