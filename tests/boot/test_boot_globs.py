@@ -34,7 +34,7 @@ def test_netplan_examples_of_the_real_package(tmp_path: Path) -> None:
         "/etc/netplan/01-bridge-vlan.yaml": (examples / "bridge_vlan.yaml").read_text(),
         "/etc/netplan/02-bonding.yaml": (examples / "bonding.yaml").read_text(),
     })
-    net = network_interfaces(Root(root), runtime_read=False)
+    net = network_interfaces(Root(root))
     names = _names(net)
     assert ("br0", "netplan", "bridge", True) in names
     assert ("vlan15", "netplan", "vlan", True) in names
@@ -51,7 +51,7 @@ def test_netplan_match_ids_and_set_name(tmp_path: Path) -> None:
         "network:\n  version: 2\n  ethernets:\n    lan:   # an id, not a name\n      match:\n"
         "        macaddress: \"00:11:22:33:44:55\"\n      set-name: lan0\n    eth9:\n      dhcp4: true\n"
         "  vlans:\n    'eth9.7':\n      id: 7\n      link: eth9\n")})
-    net = network_interfaces(Root(root), runtime_read=False)
+    net = network_interfaces(Root(root))
     assert {n for n, *_ in _names(net)} == {"lan0", "eth9", "eth9.7"}
     assert any("lan" in s and "match" in s for s in net.skipped)
 
@@ -71,7 +71,7 @@ def test_ifupdown_bridge_example_and_vlan(tmp_path: Path) -> None:
                                             "auto vlan7\niface vlan7 inet manual\n    vlan-raw-device eth2\n"
                                             "iface spare0 inet dhcp\n"),
     })
-    net = network_interfaces(Root(root), runtime_read=False)
+    net = network_interfaces(Root(root))
     names = _names(net)
     assert ("br0", "ifupdown", "bridge", True) in names
     assert {("eth0", "ifupdown"), ("eth1", "ifupdown")} <= {(n, t) for n, t, *_ in names}
@@ -80,7 +80,7 @@ def test_ifupdown_bridge_example_and_vlan(tmp_path: Path) -> None:
     assert "spare0" not in {n for n, *_ in names} and any("spare0" in s for s in net.skipped)
     assert "lo" not in {n for n, *_ in names}
     # not started at boot: ifupdown creates nothing, the NICs it names still count
-    idle = network_interfaces(Root(root), runtime_read=False, ifupdown_runs=False)
+    idle = network_interfaces(Root(root), ifupdown_runs=False)
     assert "br0" not in {i.name for i in idle.configured} and "eth0" in {i.name for i in idle.configured}
 
 
@@ -95,11 +95,11 @@ def test_networkd_files_and_systemd_own_patterns(tmp_path: Path) -> None:
         for f in (found / "usr/lib/systemd/network").glob("80-container-*.network"):
             files[f"/usr/lib/systemd/network/{f.name}"] = f.read_text()
     root = make_root(tmp_path / "r", files)
-    net = network_interfaces(Root(root), runtime_read=False)
+    net = network_interfaces(Root(root))
     assert {n for n, *_ in _names(net)} == {"dummy0", "eth3", "ve-host", "ve-peer"}
     assert ("dummy0", "systemd-networkd", "netdev:dummy", True) in _names(net)
     assert any("en*" in s for s in net.skipped)
-    live = network_interfaces(Root(root), runtime_read=True)
+    live = network_interfaces(Root(root, live=True))
     assert "runtime0" in {i.name for i in live.configured}  # a running host's /run counts
 
 

@@ -25,7 +25,8 @@ configuration creates or names:
 Names of physical NICs that no configuration mentions (``ens3``, ``enp0s25``) come from udev at boot and
 cannot be known offline; `NetworkInterfaces.note` says so.
 
-On an offline root, /run is a tmpfs at boot: files there are not read (the runtime directories are empty).
+On an offline root, /run is a tmpfs at boot: files there are not read (Root.empty_at_boot, the project's one
+policy for runtime directories).
 """
 
 from __future__ import annotations
@@ -136,8 +137,8 @@ def interface_of(path: str) -> Optional[Tuple[str, str, str]]:
 # --------------------------------------------------------------------------- systemd-networkd
 
 
-def _networkd(root: Root, runtime_read: bool, networkd_runs: bool, out: NetworkInterfaces) -> None:
-    dirs = [d for d in NETWORKD_DIRS if runtime_read or not d.startswith("/run/")]
+def _networkd(root: Root, networkd_runs: bool, out: NetworkInterfaces) -> None:
+    dirs = NETWORKD_DIRS  # files_by_precedence skips /run on an offline root (Root.empty_at_boot)
     found = False
     for suffix in (".netdev", ".network", ".link"):
         files, _masked = files_by_precedence(root, dirs, suffix)
@@ -340,8 +341,8 @@ def yaml_block_keys(text: str, limit: int = 20000) -> List[Tuple[Tuple[str, ...]
     return out
 
 
-def _netplan(root: Root, runtime_read: bool, out: NetworkInterfaces) -> None:
-    dirs = [d for d in NETPLAN_DIRS if runtime_read or not d.startswith("/run/")]
+def _netplan(root: Root, out: NetworkInterfaces) -> None:
+    dirs = NETPLAN_DIRS
     files, _masked = files_by_precedence(root, dirs, ".yaml")
     if not files:
         return
@@ -372,14 +373,14 @@ def _netplan(root: Root, runtime_read: bool, out: NetworkInterfaces) -> None:
                                                               lines[number - 1].strip()))
 
 
-def network_interfaces(root: Root, runtime_read: bool, networkd_runs: bool = True,
+def network_interfaces(root: Root, networkd_runs: bool = True,
                        ifupdown_runs: bool = True) -> NetworkInterfaces:
-    """The interfaces the root's network configuration creates or names (`runtime_read`: read /run too,
-    as on a live host; an offline root's /run is empty at boot)."""
+    """The interfaces the root's network configuration creates or names (/run counts on the running host
+    only: Root.empty_at_boot)."""
     out = NetworkInterfaces()
-    _networkd(root, runtime_read, networkd_runs, out)
+    _networkd(root, networkd_runs, out)
     _ifupdown(root, ifupdown_runs, out)
-    _netplan(root, runtime_read, out)
+    _netplan(root, out)
     unique: Dict[str, ConfiguredInterface] = {}
     for item in out.configured:
         best = unique.get(item.name)

@@ -195,7 +195,7 @@ def _systemd(root: Root, cmdline: KernelCmdline) -> BootTimeline:
                                              evidence.why, ordering))
     timeline.reapply = _reapply_steps(root, transaction, timeline.loaders)
     timeline.service_writes, timeline.unloads = _service_writes(root, transaction)
-    timeline.network = network_interfaces(root, root.is_live, networkd_runs=NETWORKD_UNIT in transaction,
+    timeline.network = network_interfaces(root, networkd_runs=NETWORKD_UNIT in transaction,
                                           ifupdown_runs="networking.service" in transaction)
     return timeline
 
@@ -310,7 +310,7 @@ def _scripts(root: Root, order: InitOrder, sysctl_name: str, modules_name: str) 
         for module, evidence in loader.modules.items():
             timeline.loads.append(ModuleLoad(module, f"{name} ({order.system})", mapped,
                                              f"{evidence.where} `{evidence.text}`", evidence.why, ordering))
-    timeline.network = network_interfaces(root, root.is_live, networkd_runs=order.enabled("systemd-networkd"),
+    timeline.network = network_interfaces(root, networkd_runs=order.enabled("systemd-networkd"),
                                           ifupdown_runs=order.enabled("networking"))
     return timeline
 
