@@ -216,6 +216,25 @@ def config_notes(config: SysctlConfig) -> List[Diagnostic]:
     from sysctl_doctor.config.sysctl_lines import INVALID_LINE
 
     return [d for d in config.diagnostics if getattr(d, "kind", None) != INVALID_LINE]
+def _globs_at_boot(config: SysctlConfig, settings: List[EffectiveSetting], timeline: BootTimeline,
+                   index: ModuleIndex) -> List[EffectiveSetting]:
+    """No /proc/sys to expand globs against (an offline root): each glob also writes the interface keys of
+    `all`, `default`, `lo` and the interfaces the root's network configuration names (boot.network)."""
+    from sysctl_doctor.boot.network import INTERFACE_DIRS, glob_candidates
+    from sysctl_doctor.config.sysctl_d import expand_globs_over
+
+    globs = [a for a in config.assignments if a.is_glob]
+    if not globs:
+        return settings
+    known: Dict[str, set] = {}
+    for path in index.known_keys():
+        for base in INTERFACE_DIRS:
+            if path.startswith(base + "/all/") or path.startswith(base + "/default/"):
+                known.setdefault(base, set()).add(path.rsplit("/", 1)[1])
+    names = timeline.network.names()
+    braces = config.flavor == "systemd"
+    candidates = {a.path: glob_candidates(a.path, braces, names, known) for a in globs}
+    return expand_globs_over(config, settings, candidates)
 
 
 def build_analysis(inputs: CheckInputs) -> Analysis:
@@ -238,6 +257,8 @@ def build_analysis(inputs: CheckInputs) -> Analysis:
     timeline = build_timeline(
         root, system, inputs.cmdline, live.proc_sys.parent / "cmdline" if live is not None else None
     )
+    if key_tree is None:
+        settings = _globs_at_boot(config, settings, timeline, index)
     values: Optional[Dict[str, Optional[str]]] = None
     if inputs.live_values is not None:
         values = dict(inputs.live_values)

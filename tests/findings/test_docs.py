@@ -89,6 +89,6 @@ def test_registry_lists_every_rule_module_once_in_code_order() -> None:
     listed = [m.__name__.rsplit(".", 1)[1] for m in RULE_MODULES]
     assert sorted(listed) == on_disk and len(set(listed)) == len(listed)
     codes = [m.RULE.code for m in RULE_MODULES]
-    assert codes == [f"SD{n}" for n in range(101, 117)] + [f"CT00{n}" for n in range(1, 7)]
+    assert codes == [f"SD{n}" for n in range(101, 118)] + [f"CT00{n}" for n in range(1, 7)]
     assert RULE_MODULES[-len(CT_RULE_MODULES):] == CT_RULE_MODULES
     assert all(hasattr(m, "advise") for m in CT_RULE_MODULES)

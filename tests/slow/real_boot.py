@@ -94,6 +94,9 @@ def prepare_root(base: BaseRoot, scenario: Scenario, dest: Path) -> Path:
         _write(dest, rel, content)
     for rel, target in scenario.symlinks.items():
         _symlink(dest, rel, target)
+    for rel, (source, dropped) in scenario.derived.items():
+        kept = [line for line in (dest / source).read_text().splitlines(keepends=True) if dropped not in line]
+        _write(dest, rel, "".join(kept))
     return dest
 
 

@@ -126,6 +126,8 @@ class Scenario:
     fix_args: Optional[Tuple[str, ...]] = None  # run `sysctl-doctor fix --root R *fix_args` first
     cmdline_extra: str = ""                     # appended to the guest's kernel command line
     extra_probe_keys: Tuple[str, ...] = ()      # keys the probe reports besides PROBE_KEYS and the predicted ones
+    # path inside the root -> (a file of the base root, text): that file's copy without the lines holding text
+    derived: Dict[str, Tuple[str, str]] = field(default_factory=dict)
 
     def probe_files(self, extra_keys: Iterable[str] = ()) -> Dict[str, str]:
         keys: List[str] = []
@@ -227,6 +229,79 @@ NEVER_APPLIED = Scenario(
                       "fs.protected_regular", "fs.protected_symlinks"),
 )
 
+# Issue 15 item 4: a glob and an interface that systemd-networkd creates after systemd-sysctl (a dummy
+# .netdev); the explicit line for dummy0 comes before the glob and still wins.
+GLOB_RP = "net.ipv4.conf.*.rp_filter"
+GLOB_NETWORKD = Scenario(
+    "glob-networkd",
+    "net.ipv4.conf.* globs, an explicit dummy0 line before them, and a systemd-networkd dummy0 .netdev",
+    {
+        **_BASE_FILES,
+        "etc/sysctl.d/60-rp.conf": ("net.ipv4.conf.dummy0.rp_filter = 1\n"
+                                    f"{GLOB_RP} = 2\n"
+                                    "net.ipv4.conf.*.arp_ignore = 1\n"),
+        "etc/systemd/network/10-dummy0.netdev": "[NetDev]\nName=dummy0\nKind=dummy\n",
+    },
+    symlinks={
+        "etc/systemd/system/multi-user.target.wants/systemd-networkd.service":
+            "/lib/systemd/system/systemd-networkd.service",
+        "etc/systemd/system/sockets.target.wants/systemd-networkd.socket":
+            "/lib/systemd/system/systemd-networkd.socket",
+    },
+    extra_probe_keys=("net.ipv4.conf.dummy0.rp_filter", "net.ipv4.conf.dummy0.arp_ignore"),
+)
+
+# Issue 15 item 5: nftables loads nf_conntrack late (as in nftables-late), but a modprobe.d install command
+# writes be_liberal right after the module is inserted, and `options` sets its hash size.
+MODPROBE_INSTALL_CONF = (
+    "# the common workaround: apply the key as soon as the module is in\n"
+    "install nf_conntrack /sbin/modprobe --ignore-install nf_conntrack $CMDLINE_OPTS && "
+    f"/sbin/sysctl -w {BE_LIBERAL}=1\n"
+    "options nf_conntrack hashsize=65536\n"
+)
+MODPROBE_INSTALL = Scenario(
+    "modprobe-install",
+    "nftables-late plus a modprobe.d `install nf_conntrack … && sysctl -w` idiom and `options hashsize=65536`",
+    {
+        **_BASE_FILES,
+        "etc/nftables.conf": NFTABLES_CONF,
+        "etc/modprobe.d/nf-conntrack.conf": MODPROBE_INSTALL_CONF,
+        "etc/sysctl.d/91-ct-max.conf": "net.netfilter.nf_conntrack_max = 262144\n",
+    },
+    symlinks=dict(NFTABLES_ENABLED),
+    extra_probe_keys=("net.netfilter.nf_conntrack_buckets", "net.netfilter.nf_conntrack_expect_max"),
+)
+
+# Issue 15 item 5: `blacklist nf_conntrack` stops systemd-modules-load (KMOD_PROBE_APPLY_BLACKLIST) but not the
+# load nftables causes (nf_conntrack comes in as nft_ct's dependency, which the deny-list never checks).
+MODPROBE_BLACKLIST = Scenario(
+    "modprobe-blacklist",
+    "modules-load plus nftables-late with `blacklist nf_conntrack` in modprobe.d",
+    {
+        **_BASE_FILES,
+        "etc/modules-load.d/nf_conntrack.conf": MODULES_LOAD_CONF,
+        "etc/nftables.conf": NFTABLES_CONF,
+        "etc/modprobe.d/blacklist-ct.conf": "blacklist nf_conntrack\n",
+    },
+    symlinks=dict(NFTABLES_ENABLED),
+)
+
+# Issue 15 item 4 without udev's re-run: /etc/udev/rules.d/99-systemd.rules is Debian's file minus its
+# SUBSYSTEM=="net" systemd-sysctl line. dummy0, created by systemd-networkd after systemd-sysctl, starts as a
+# copy of `default` (rp_filter 2 from the glob); its own explicit line is never applied.
+GLOB_NETWORKD_NO_RERUN = Scenario(
+    "glob-networkd-no-rerun",
+    "glob-networkd with the 99-systemd.rules net line removed (an /etc copy of the file)",
+    {
+        **_BASE_FILES,
+        "etc/sysctl.d/60-rp.conf": ("net.ipv4.conf.dummy0.rp_filter = 1\n"
+                                    f"{GLOB_RP} = 2\n"),
+        "etc/systemd/network/10-dummy0.netdev": "[NetDev]\nName=dummy0\nKind=dummy\n",
+    },
+    symlinks=dict(GLOB_NETWORKD.symlinks),
+    derived={"etc/udev/rules.d/99-systemd.rules": ("usr/lib/udev/rules.d/99-systemd.rules", 'SUBSYSTEM=="net"')},
+)
+
 ALL = (SYSCTL_ONLY, MODULES_LOAD, NFTABLES_LATE, NFTABLES_FIXED, NFTABLES_FIXED_UDEV, UDEV_RULE_LATE, INCIDENT_LAYOUT,
-       NEVER_APPLIED)
+       NEVER_APPLIED, GLOB_NETWORKD, MODPROBE_INSTALL, MODPROBE_BLACKLIST, GLOB_NETWORKD_NO_RERUN)
 BY_NAME = {s.name: s for s in ALL}

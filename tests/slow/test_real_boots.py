@@ -208,3 +208,47 @@ def test_prediction_matches_the_boot(booted, name):
                               f"the boot shows {seen!r} (configured {predicted.raw.get('configured')!r})\n"
                               f"  prediction: {predicted.raw}")
     assert not mismatches, "\n".join(mismatches) + "\n" + _explain(run)
+
+
+def test_glob_reaches_the_networkd_interface_and_the_explicit_line_wins(booted):
+    """Issue 15 item 4: systemd-networkd creates dummy0 after systemd-sysctl; udev's 99-systemd.rules re-runs
+    systemd-sysctl for it, the glob sets arp_ignore, and the explicit dummy0 line (before the glob) keeps rp_filter."""
+    run = booted("glob-networkd")
+    _observed(run)
+    values = run.boot.report.values
+    assert values["net.ipv4.conf.dummy0.rp_filter"] == "1", _explain(run)  # explicit beats the glob
+    assert values["net.ipv4.conf.dummy0.arp_ignore"] == "1", _explain(run)  # the glob, on hotplug
+    assert values["net.ipv4.conf.lo.rp_filter"] == "2", _explain(run)
+    if run.check is not None:
+        for key in ("net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter", "net.ipv4.conf.lo.rp_filter",
+                    "net.ipv4.conf.dummy0.arp_ignore", "net.ipv4.conf.dummy0.rp_filter"):
+            assert prediction_for(run.check.document, key) is not None, f"no row for {key}"
+
+
+def test_modprobe_install_idiom_applies_be_liberal_and_options_set_the_table(booted):
+    """Issue 15 item 5: nftables loads nf_conntrack after systemd-sysctl, yet the install command writes
+    be_liberal right after insertion; hashsize=65536 gives 65536 buckets, max 8 x 65536, expect_max 4 x 256."""
+    run = booted("modprobe-install")
+    assert _observed(run) == CONFIGURED, _explain(run)
+    values = run.boot.report.values
+    assert values["net.netfilter.nf_conntrack_buckets"] == "65536", _explain(run)
+    assert values["net.netfilter.nf_conntrack_max"] == str(8 * 65536), _explain(run)
+    assert values["net.netfilter.nf_conntrack_expect_max"] == str(4 * 65536 // 256), _explain(run)
+
+
+def test_blacklist_stops_systemd_modules_load_but_not_a_dependency_load(booted):
+    """Issue 15 item 5: systemd-modules-load skips the deny-listed nf_conntrack (the journal says so), and
+    nftables still brings it in later as nft_ct's dependency: the key exists but keeps the kernel default."""
+    run = booted("modprobe-blacklist")
+    assert _observed(run) == KERNEL_DEFAULT, _explain(run)
+    assert run.boot.report.modules.get("nf_conntrack") == "loaded", _explain(run)
+    assert any("Module 'nf_conntrack' is deny-listed" in line for line in run.boot.report.journal), _explain(run)
+
+
+def test_without_the_udev_rerun_a_created_interface_starts_from_default(booted):
+    """Issue 15 item 4: with 99-systemd.rules' net line removed, nothing re-runs systemd-sysctl for dummy0
+    (created by systemd-networkd after systemd-sysctl): the kernel copies net.ipv4.conf.default into it, so it
+    has the glob's 2 and its own explicit line (1) is never applied."""
+    run = booted("glob-networkd-no-rerun")
+    _observed(run)
+    assert run.boot.report.values["net.ipv4.conf.dummy0.rp_filter"] == "2", _explain(run)

@@ -17,7 +17,10 @@ from typing import Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 from sysctl_doctor.boot.cmdline import KernelCmdline
 from sysctl_doctor.boot.initramfs import InitramfsModules
 from sysctl_doctor.boot.loaders import OnDemandLoader
+from sysctl_doctor.boot.modprobe_d import InstallCommand
 from sysctl_doctor.boot.modules_load import ModulesLoadConfig
+from sysctl_doctor.boot.network import NetworkInterfaces
+from sysctl_doctor.boot.service_writes import ModuleUnload, ServiceWrite
 from sysctl_doctor.boot.udev import SysctlRerun, command_covers
 from sysctl_doctor.errors import Diagnostic
 from sysctl_doctor.kernel.model import KeyProvider
@@ -47,6 +50,8 @@ class Verdict(str, Enum):
     APPLIED_BY_REAPPLY = "applied-by-later-unit"  # a unit ordered after the loaders runs the sysctl step again
     DEFAULT_MATCHES = "default-matches"  # not written in time, but the kernel default is the configured value
     VALUE_REJECTED = "value-rejected"  # the kernel refuses the value (no such congestion control, qdisc, logger)
+    APPLIED_BY_INSTALL = "applied-by-modprobe-install"
+    OVERRIDDEN_BY_SERVICE = "overridden-by-service"  # a service writes another value when it starts  # a modprobe.d install command writes it after insertion
 
     def __str__(self) -> str:
         return self.value
@@ -109,6 +114,12 @@ _WORDS = {
                                     False, None, False),
     Verdict.VALUE_REJECTED: _Words("NOT APPLIED (value rejected)", "red",
                                    "not applied: the kernel refuses the value, the write fails", False, None, False),
+    Verdict.APPLIED_BY_INSTALL: _Words("written by modprobe.d install", "green",
+                                       "written by a modprobe.d install command right after the module is inserted",
+                                       False, None, False),
+    Verdict.OVERRIDDEN_BY_SERVICE: _Words("OVERRIDDEN by a service at start", "red",
+                                          "overridden: a service writes another value when it starts", False, None,
+                                          False),
 }
 assert set(_WORDS) == set(Verdict), "every verdict is described"
 
@@ -163,6 +174,10 @@ class BootTimeline:
     # (module, where it is listed, image) for modules listed for the initramfs that its image does not load
     stale_initramfs: List[tuple] = field(default_factory=list)
     reapply: List[ReapplyStep] = field(default_factory=list)
+    network: NetworkInterfaces = field(default_factory=NetworkInterfaces)  # interfaces the configuration names
+    installs: Dict[str, InstallCommand] = field(default_factory=dict)  # modprobe.d install lines by "file:line"
+    service_writes: List[ServiceWrite] = field(default_factory=list)  # keys services write when they start
+    unloads: List[ModuleUnload] = field(default_factory=list)  # services that unload modules on stop/restart
 
     def events(self) -> List[str]:
         """The timeline as ordered one-line events (for display), one per loader and relation."""
@@ -235,3 +250,5 @@ class KeyFate:
     rerun: Optional[SysctlRerun] = None
     blocked: Tuple[BlockedLoad, ...] = ()
     setting: object = None  # the config.model.EffectiveSetting that wrote it
+    modprobe: Tuple[str, ...] = ()  # modprobe.d lines (file:line `text`) that changed this prediction
+    service: Optional[str] = None  # a service that writes the key when it starts ("unit: file:line `text`")

@@ -26,8 +26,10 @@ from typing import Dict, List, Optional, Sequence
 
 from sysctl_doctor.boot.kernel_defaults import UNKNOWN_DEFAULT, kernel_default
 from sysctl_doctor.boot.model import AFTER, BEFORE, RACE, BlockedLoad, BootTimeline, KeyFate, ModuleLoad, Verdict
+from sysctl_doctor.boot.modprobe_d import InstallCommand, option_default, parse_install, requested_by_alias
 from sysctl_doctor.boot.modules_load import module_name
 from sysctl_doctor.boot.udev import SysctlRerun
+from sysctl_doctor.config.model import path_to_key
 from sysctl_doctor.kernel.model import KeyProvider
 from sysctl_doctor.kernel_version import KernelVersion
 
@@ -57,6 +59,8 @@ class _Draft:
     late: List[ModuleLoad] = field(default_factory=list)
     rerun: Optional[SysctlRerun] = None
     blocked: List[BlockedLoad] = field(default_factory=list)
+    modprobe: List[str] = field(default_factory=list)  # modprobe.d lines that changed the prediction
+    service: Optional[str] = None  # "unit: file:line `text`" of a service that writes the key at start
 
     def applies(self, verdict: Verdict) -> None:
         """The configured value holds after boot and after a late load."""
@@ -70,6 +74,7 @@ class _Draft:
             after_late_load=self.after_late_load, live=self.live, verdict=self.verdict, chain=tuple(self.chain),
             module=self.module, early=tuple(self.early), racing=tuple(self.racing), late=tuple(self.late),
             rerun=self.rerun, blocked=tuple(self.blocked), setting=self.setting,
+            modprobe=tuple(dict.fromkeys(self.modprobe)), service=self.service,
         )
 
 
@@ -79,51 +84,85 @@ def _values_equal(a: Optional[str], b: Optional[str]) -> bool:
     return a.split() == b.split()
 
 
-NO_OP_COMMANDS = ("true", "false")
-
-
 class _Loads:
-    """Which boot loads bring a module in (directly or through their dependency closure), and
-    which loads are stopped by modprobe.d or the kernel command line."""
+    """Which boot loads bring a module in (directly, through their dependency closure or a modprobe.d
+    ``softdep … post:``), and which loads are stopped by modprobe.d or the kernel command line
+    (boot.modprobe_d has each loader's rules)."""
 
     def __init__(self, timeline: BootTimeline, index) -> None:
         self.timeline = timeline
         self.index = index
         self._closure: Dict[str, List[str]] = {}
+        self._hard: Dict[str, List[str]] = {}
         self.kernel_blacklist = set()
         value = timeline.cmdline.value("module_blacklist")
         if value:
             self.kernel_blacklist = {module_name(m) for m in value.split(",") if m}
 
+    def install(self, module: str) -> Optional[InstallCommand]:
+        """The modprobe.d install line libkmod runs instead of inserting `module` (first match)."""
+        found = self.index.install_command(module) if self.index is not None else None
+        if not found:
+            return None
+        parsed = self.timeline.installs.get(found[1])
+        return parsed if parsed is not None else parse_install(module, found[0], found[1])
+
     def stopped(self, module: str) -> Optional[str]:
-        """Why every load of `module` fails (kernel module_blacklist=, modprobe.d install /bin/true)."""
+        """Why every load of `module` fails (kernel module_blacklist=, a modprobe.d install command that does
+        not insert it: /bin/true, /bin/false, anything without `modprobe --ignore-install`/insmod)."""
         if module in self.kernel_blacklist:
             return f"the kernel command line has module_blacklist={module} ({self.timeline.cmdline.source})"
-        install = self.index.install_command(module) if self.index is not None else None
-        if install and install[0].split() and install[0].split()[0].rsplit("/", 1)[-1] in NO_OP_COMMANDS:
-            return f"modprobe.d `install {module} {install[0]}` ({install[1]}) runs instead of loading it"
+        install = self.install(module)
+        if install is not None and not install.loads:
+            return f"modprobe.d `install {module} {install.command}` ({install.where}) runs instead of loading it"
         return None
 
     def load_blocked(self, load: ModuleLoad) -> Optional[str]:
-        """Why this one load does nothing (systemd-modules-load applies modprobe.d blacklists)."""
-        for module in self.closure(load.module):
+        """Why this one load does nothing: a stopped module in its dependency closure; the deny-list for the
+        loaders that apply it to the module they ask for (systemd-modules-load: KMOD_PROBE_APPLY_BLACKLIST;
+        the kernel's request_module of an nf_tables alias such as nft-expr-ct: modprobe's
+        KMOD_PROBE_APPLY_BLACKLIST_ALIAS_ONLY). An explicit `modprobe M` and dependencies ignore it."""
+        for module in self.hard_closure(load.module):
             reason = self.stopped(module)
             if reason:
                 return reason
-        if load.by == "systemd-modules-load.service" and self.index is not None:
-            where = self.index.blacklisted(load.module)
-            if where:
-                return (f"systemd-modules-load skips deny-listed modules: `blacklist {load.module}` ({where})")
+        if self.index is None:
+            return None
+        where = self.index.blacklisted(load.module)
+        if where and load.by == "systemd-modules-load.service":
+            return f"systemd-modules-load skips deny-listed modules: `blacklist {load.module}` ({where})"
+        if where and requested_by_alias(load):
+            return (f"the kernel asks modprobe for it by an alias ({requested_by_alias(load)}), and modprobe skips "
+                    f"a deny-listed module found through an alias: `blacklist {load.module}` ({where})")
         return None
 
-    def closure(self, module: str) -> List[str]:
-        if module not in self._closure:
+    def hard_closure(self, module: str) -> List[str]:
+        if module not in self._hard:
             deps: List[str] = []
             canonical = module
             if self.index is not None:
                 canonical = module_name(self.index.normalize_module(module))  # aliases, "-"/"_"
                 deps = [module_name(d) for d in self.index.dependencies(module)]
-            self._closure[module] = list(dict.fromkeys([module, canonical] + deps))
+            self._hard[module] = list(dict.fromkeys([module, canonical] + deps))
+        return self._hard[module]
+
+    def closure(self, module: str) -> List[str]:
+        """What loading `module` loads: its dependencies, then its `softdep … post:` modules (libkmod loads
+        those after it; one that cannot be loaded is skipped)."""
+        if module not in self._closure:
+            out = list(self.hard_closure(module))
+            todo = list(out)
+            while todo and self.index is not None and hasattr(self.index, "post_softdeps"):
+                current = todo.pop(0)
+                for post, _where in self.index.post_softdeps(current):
+                    post = module_name(post)
+                    if post in out or self.stopped(post):
+                        continue
+                    for item in self.hard_closure(post):
+                        if item not in out:
+                            out.append(item)
+                            todo.append(item)
+            self._closure[module] = out
         return self._closure[module]
 
     def loading(self, module: str) -> List[ModuleLoad]:
@@ -139,6 +178,42 @@ class _Loads:
                 if why is not None:
                     out.append(BlockedLoad(load, why))
         return out
+
+
+def _install_writes(p: _Draft, loads: _Loads, module: str, found: List[ModuleLoad], absent: str) -> bool:
+    """A modprobe.d install command that writes the key right after inserting the module (`modprobe
+    --ignore-install M && sysctl -w KEY=V`): whenever a boot loader brings the module in, the key gets the
+    command's value with no race against the sysctl step. Decides the fate (True) or leaves it (False)."""
+    from sysctl_doctor.boot.udev import command_covers
+
+    late = p.racing + p.late
+    for name in dict.fromkeys([module] + [load.module for load in found]):
+        install = loads.install(name)
+        if install is None or not install.loads:
+            continue
+        value = install.value_after_load(p.path, p.configured, command_covers)
+        if value is None:
+            continue
+        p.modprobe.append(install.evidence)
+        if not late:  # never loaded at boot: the value once something loads it
+            p.verdict = Verdict.NEVER_LOADED
+            p.boot_value, p.after_late_load = None, value
+            p.chain = [absent, f"nothing loads {module} at boot",
+                       f"when something loads it, modprobe.d runs `{install.command}` ({install.where}): "
+                       f"{p.key} = {value}"]
+            return True
+        load = late[0]
+        p.chain = [absent, f"{load.module} loaded by {_load_text(load)}",
+                   f"modprobe.d runs `{install.command}` ({install.where}) instead of a plain insert: it writes "
+                   f"{p.key} = {value} right after {name} is inserted"]
+        if _values_equal(value, p.configured):
+            p.applies(Verdict.APPLIED_BY_INSTALL)
+        else:
+            p.verdict = Verdict.APPLIED_BY_INSTALL
+            p.boot_value = p.after_late_load = value
+            p.chain.append(f"so {p.key} ends up {value}, not the configured {p.configured}")
+        return True
+    return False
 
 
 def _load_text(load: ModuleLoad) -> str:
@@ -157,10 +232,13 @@ def predict_keys(
     version = KernelVersion.parse(kernel_release or getattr(index, "kernel", None))
     out: List[KeyFate] = []
     seen: Dict[str, int] = {}
+    defaults = _default_settings(settings)
     for setting in settings:
         if not getattr(setting, "final", True):
             continue
-        prediction = _predict_one(setting, index, timeline, loads, version, live_values).fate()
+        draft = _predict_one(setting, index, timeline, loads, version, live_values, defaults)
+        _service_effects(draft, timeline)
+        prediction = draft.fate()
         if prediction.key in seen:  # a later write of the same key replaces the earlier row
             out[seen[prediction.key]] = prediction
             continue
@@ -177,7 +255,8 @@ def _provider(index, key: str, value: str):
     return index.provider(key, value)
 
 
-def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version, live_values) -> _Draft:
+def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version, live_values,
+                 defaults: Optional[Dict[str, object]] = None) -> _Draft:
     from sysctl_doctor.kernel.model import ProviderKind
 
     assignment = setting.assignment
@@ -195,6 +274,7 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     if getattr(assignment, "is_glob", False) and setting.key == assignment.key:
         p.applies(Verdict.GLOB)
         p.chain = [f"{step} expands the glob against the keys that exist when it runs", written]
+        _glob_chain(p, timeline)
         return p
     if not timeline.sysctl_runs:
         p.verdict = Verdict.NOT_RUN
@@ -224,30 +304,17 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
             p.chain = [f"{key} is built into the kernel: it exists when {step} runs", written]
         return p
     if kind is ProviderKind.INTERFACE:
-        iface = provider.interface or ""
-        p.module = provider.module
-        rerun = next((r for r in timeline.reruns if r.subsystem == "net" and r.covers_key(path, iface)
-                      and r.rule.matches_value("KERNEL", iface) is not False), None)
-        if iface == "lo":
-            p.applies(Verdict.APPLIED)
-            p.chain = ["lo exists in every network namespace from its creation, before the sysctl step", written]
-        elif rerun is not None:
-            p.rerun = rerun
-            p.applies(Verdict.APPLIED_ON_HOTPLUG)
-            p.chain = [f"{key} exists once interface {iface} appears",
-                       f"udev ({rerun.rule.where}) re-runs systemd-sysctl for each new interface",
-                       f"value {setting.value} is applied when {iface} appears"]
-        else:
-            p.verdict = Verdict.NO_HOTPLUG
-            p.chain = [f"{key} exists only once interface {iface} appears",
-                       "no udev rule re-runs systemd-sysctl for new interfaces",
-                       f"applied only if {iface} already exists when {step} runs"]
+        _interface_fate(p, provider, timeline, written, defaults)
         return p
     # MODULE
     module = module_name(provider.module or "")
     p.module = module
-    default = kernel_default(path) or UNKNOWN_DEFAULT
+    option = option_default(index, module, path, timeline.cmdline)
+    default = option[0] if option else (kernel_default(path) or UNKNOWN_DEFAULT)
     default_text = f"kernel default {default}" if default != UNKNOWN_DEFAULT else "the kernel default"
+    if option:
+        default_text = f"{default}, its starting value from modprobe.d: {option[1]}"
+        p.modprobe.append(option[1].rsplit(" (", 1)[-1].rstrip(")"))
     if index is not None and getattr(index, "is_builtin_module", None) and index.is_builtin_module(module):
         p.applies(Verdict.APPLIED)
         p.chain = [f"{module} is built into this kernel: {key} exists when {step} runs", written]
@@ -277,6 +344,8 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     absent = f"{step} could not write {key}: key absent ({module} not loaded yet)"
     if blocked_text:
         absent = "; ".join(blocked_text) + " → " + absent
+    if _install_writes(p, loads, module, found, absent):
+        return p
     if p.racing or p.late:
         loaders = {load.by for load in p.racing + p.late}
         again = next((r for r in timeline.reapply if loaders <= r.after_units and r.covers_key(path)), None)
@@ -287,7 +356,7 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
                        f"{again.unit} ({again.evidence}) is ordered after {', '.join(sorted(loaders))} and writes "
                        f"{key} = {setting.value} again"]
             return p
-    constant = kernel_default(path)
+    constant = option[0] if option else kernel_default(path)
     if (p.racing or p.late) and constant is not None and _values_equal(constant, setting.value):
         load = (p.racing or p.late)[0]
         p.applies(Verdict.DEFAULT_MATCHES)
@@ -336,3 +405,106 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     return p
 
 
+
+
+# --------------------------------------------------------------------------- interface keys
+
+
+def _default_settings(settings: Sequence) -> Dict[str, object]:
+    """The final write of each `<dir>/default/<leaf>` key: what an interface created later starts with."""
+    from sysctl_doctor.boot.network import interface_of
+
+    out: Dict[str, object] = {}
+    for setting in settings:
+        where = interface_of(setting.path)
+        if where is not None and where[1] == "default" and getattr(setting, "final", True):
+            out[f"{where[0]}/{where[2]}"] = setting
+    return out
+
+
+def _interface_fate(p: _Draft, provider: KeyProvider, timeline: BootTimeline, written: str,
+                    defaults: Optional[Dict[str, object]]) -> None:
+    """An interface's key: it exists once the interface does. `lo` exists before the sysctl step; others are
+    written when udev re-runs systemd-sysctl for the new interface (99-systemd.rules), else they start with the
+    value of `<dir>/default/<leaf>` (the kernel copies `default` into a new interface: devinet.c inetdev_init,
+    addrconf.c ipv6_add_dev, neighbour.c neigh_parms_alloc)."""
+    from sysctl_doctor.boot.network import interface_of
+
+    iface = provider.interface or ""
+    p.module = provider.module
+    step = timeline.sysctl_step
+    configured = timeline.network.find(iface)
+    origin = [configured.describe()] if configured is not None else []
+    rerun = next((r for r in timeline.reruns if r.subsystem == "net" and r.covers_key(p.path, iface)
+                  and r.rule.matches_value("KERNEL", iface) is not False), None)
+    if iface == "lo":
+        p.applies(Verdict.APPLIED)
+        p.chain = ["lo exists in every network namespace from its creation, before the sysctl step", written]
+        return
+    if rerun is not None:
+        p.rerun = rerun
+        p.applies(Verdict.APPLIED_ON_HOTPLUG)
+        p.chain = origin + [f"{p.key} exists once interface {iface} appears",
+                            f"udev ({rerun.rule.where}) re-runs systemd-sysctl for each new interface",
+                            f"value {p.configured} is applied when {iface} appears"]
+        return
+    where = interface_of(p.path)
+    inherited = defaults.get(f"{where[0]}/{where[2]}") if defaults and where else None
+    p.verdict = Verdict.NO_HOTPLUG
+    p.chain = origin + [f"{p.key} exists only once interface {iface} appears",
+                        "no udev rule re-runs systemd-sysctl for new interfaces",
+                        f"applied only if {iface} already exists when {step} runs"]
+    if configured is not None and configured.created and inherited is not None and timeline.sysctl_runs:
+        # created by the network configuration after the sysctl step: it starts as a copy of `default`
+        value = inherited.value
+        origin_line = f"{inherited.assignment.origin.file}:{inherited.assignment.origin.line}"
+        p.chain[-1] = (f"{iface} is created after {step}, so it starts with "
+                       f"{path_to_key(where[0])}.default.{where[2]} = {value} ({origin_line}), which the kernel "
+                       "copies into every new interface")
+        p.boot_value = p.after_late_load = value
+        if _values_equal(value, p.configured):
+            chain = p.chain
+            p.applies(Verdict.APPLIED)
+            p.chain = chain
+
+
+def _glob_chain(p: _Draft, timeline: BootTimeline) -> None:
+    """What a glob row adds offline: which interfaces got rows, which cannot be known, and what interfaces that
+    appear later (container veths, CNI bridges) get."""
+    from sysctl_doctor.boot.network import is_interface_glob
+
+    if not is_interface_glob(p.setting.assignment.path, braces=True):
+        return
+    p.chain.append(timeline.network.note + " (rows for the known ones follow)")
+    rerun = next((r for r in timeline.reruns if r.subsystem == "net"), None)
+    if rerun is not None:
+        p.chain.append(f"interfaces created later (container veths, CNI bridges) get it too: udev "
+                       f"({rerun.rule.where}) re-runs systemd-sysctl for each new interface")
+    else:
+        p.chain.append("interfaces created later (container veths, CNI bridges) do not get it: no udev rule re-runs "
+                       "systemd-sysctl for new interfaces (they start with the `default` value)")
+
+
+# --------------------------------------------------------------------------- services that write keys at start
+
+
+def _service_effects(p: _Draft, timeline: BootTimeline) -> None:
+    """A service started at boot that writes the key itself (dockerd, k3s/rke2, kube-proxy) after the sysctl
+    step wins over the configured value; firewalld's CleanupModulesOnExit loses module keys on restart."""
+    if p.verdict in (Verdict.GLOB, Verdict.UNKNOWN_KEY, Verdict.VALUE_REJECTED):
+        return
+    write = next((w for w in reversed(timeline.service_writes) if w.path == p.path and w.relation != BEFORE), None)
+    if write is not None:
+        when = "after" if write.relation == AFTER else "unordered with (so possibly after)"
+        p.chain.append(f"{write.unit} writes {p.key} = {write.value} when it starts, {when} {timeline.sysctl_step}: "
+                       f"{write.why} ({write.evidence})")
+        if not _values_equal(write.value, p.configured):
+            p.verdict = Verdict.OVERRIDDEN_BY_SERVICE
+            p.applied = False
+            p.boot_value = p.after_late_load = write.value
+        p.service = f"{write.unit}: {write.evidence}"
+    if p.module:
+        needs = {p.module, *(getattr(p.provider, "requires", None) or [])}
+        for unload in timeline.unloads:
+            if needs & set(unload.modules):
+                p.chain.append(f"{unload.unit}: {unload.why} ({unload.evidence})")

@@ -23,6 +23,8 @@ from sysctl_doctor.boot.initramfs import load_initramfs_modules
 from sysctl_doctor.boot.initscripts import InitOrder, conf_d_word_lists, load_openrc, load_sysvinit
 from sysctl_doctor.boot.loaders import OnDemandLoader, detect_script_loader, find_loaders
 from sysctl_doctor.boot.model import AFTER, BEFORE, RACE, BootTimeline, ModuleLoad, ReapplyStep
+from sysctl_doctor.boot.modprobe_d import install_commands
+from sysctl_doctor.boot.network import NETWORKD_UNIT, network_interfaces
 from sysctl_doctor.boot.modules_load import (
     ModuleRequest,
     debian_etc_modules,
@@ -93,6 +95,7 @@ def build_timeline(
     timeline.loads[:0] = early
     timeline.reruns = sysctl_reruns(root)
     timeline.diagnostics.extend(_runtime_only_notes(root))
+    timeline.installs = install_commands(root)
     timeline.diagnostics.extend(Diagnostic(f"skipped: {problem}") for problem in root.problems)
     return timeline
 
@@ -191,6 +194,9 @@ def _systemd(root: Root, cmdline: KernelCmdline) -> BootTimeline:
             timeline.loads.append(ModuleLoad(module, loader.unit, relation, f"{evidence.where} `{evidence.text}`",
                                              evidence.why, ordering))
     timeline.reapply = _reapply_steps(root, transaction, timeline.loaders)
+    timeline.service_writes, timeline.unloads = _service_writes(root, transaction)
+    timeline.network = network_interfaces(root, networkd_runs=NETWORKD_UNIT in transaction,
+                                          ifupdown_runs="networking.service" in transaction)
     return timeline
 
 
@@ -213,6 +219,40 @@ def _reapply_steps(root: Root, transaction, loaders: List[OnDemandLoader]) -> Li
             after = frozenset(ldr.unit for ldr in loaders if transaction.order_path(ldr.unit, name) is not None)
             out.append(ReapplyStep(name, f"{item.file}:{item.line} {item.key}={item.value}", found[0], found[1], after))
     return out
+
+
+def _service_writes(root: Root, transaction):
+    """Keys the services a boot starts write themselves (dockerd, k3s/rke2, kube-proxy), each placed against
+    the sysctl step; services that unload modules on restart (firewalld)."""
+    import dataclasses
+
+    from sysctl_doctor.boot.loaders import _exec_words
+    from sysctl_doctor.boot.service_writes import firewalld_unload, service_writes
+
+    writes, unloads = [], []
+    for name in sorted(transaction.members):
+        if name in (SYSCTL_UNIT, MODULES_LOAD_UNIT) or not name.endswith(".service"):
+            continue
+        unit = transaction.members[name]
+        found = []
+        for item in unit.exec_lines("ExecStart"):
+            if _exec_words(item):
+                found += service_writes(root, name, f"{item.file}:{item.line}", f"{item.key}={item.value}")
+            words = _exec_words(item)
+            if words and words[0].rsplit("/", 1)[-1] == "firewalld":
+                unload = firewalld_unload(root, name)
+                if unload is not None:
+                    unloads.append(unload)
+        if not found:
+            continue
+        if transaction.order_path(name, SYSCTL_UNIT) is not None:
+            relation = BEFORE
+        elif transaction.order_path(SYSCTL_UNIT, name) is not None:
+            relation = AFTER
+        else:
+            relation = RACE
+        writes += [dataclasses.replace(w, relation=relation) for w in found]
+    return writes, unloads
 
 
 def _openrc_conf_modules(root: Root) -> List[ModuleRequest]:
@@ -270,6 +310,8 @@ def _scripts(root: Root, order: InitOrder, sysctl_name: str, modules_name: str) 
         for module, evidence in loader.modules.items():
             timeline.loads.append(ModuleLoad(module, f"{name} ({order.system})", mapped,
                                              f"{evidence.where} `{evidence.text}`", evidence.why, ordering))
+    timeline.network = network_interfaces(root, networkd_runs=order.enabled("systemd-networkd"),
+                                          ifupdown_runs=order.enabled("networking"))
     return timeline
 
 

@@ -147,7 +147,7 @@ def boot_section(ctx: ExplainContext) -> Optional[ExplainSection]:
     from sysctl_doctor.kernel.model import ProviderKind
 
     if any(c in ctx.key for c in "*?["):
-        return None
+        return _glob_boot_section(ctx)
     found = ctx.analysis.fate(ctx.key)
     if found is None:
         return _unset_section(ctx)
@@ -188,6 +188,24 @@ def _unset_section(ctx: ExplainContext) -> Optional[ExplainSection]:
     return ExplainSection(title=f"{unset.key} at the next boot ({report.analysis.init_system})", lines=lines, data={
         "applied": False, "value": unset.boot_value, "after_late_load": unset.boot_value, "verdict": "not-set",
         "fate": unset.fate, "chain": lines[2:], "findings": report.codes_for(unset.key)})
+def _glob_boot_section(ctx: ExplainContext) -> Optional[ExplainSection]:
+    """A glob at the next boot: the keys it is predicted to write (all, default, lo, the interfaces the root's
+    network configuration names) and what it cannot know (boot.network)."""
+    glob = ctx.analysis.fate(ctx.key)
+    if glob is None:
+        return None
+    line = getattr(glob.setting, "assignment", None)
+    concrete = [p for p in ctx.analysis.fates
+                if getattr(p.setting, "assignment", None) is line and p.key != glob.key]
+    lines = [f"-> {step}" for step in glob.chain]
+    if concrete:
+        lines += ["", "keys it is predicted to write:"]
+        for p in concrete:
+            shown = "(absent)" if p.boot_value is None else p.boot_value
+            lines.append(f"  {p.key} = {shown}  ({boot_verdict_text(p.applied, p.verdict)})")
+    return ExplainSection(title=f"{glob.key} at the next boot ({ctx.report.analysis.init_system})", lines=lines,
+                          data={"chain": glob.chain, "keys": {p.key: {"applied": p.applied, "value": p.boot_value,
+                                                                      "verdict": p.verdict} for p in concrete}})
 
 
 # Sections of `explain KEY`, in order. Other branches append theirs (see module docstring).

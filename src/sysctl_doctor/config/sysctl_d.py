@@ -732,3 +732,40 @@ def _link_overrides(writes: List[EffectiveSetting], beaten_globs: Dict[str, List
                 unique.append(o)
         w.overrides = unique
         last[k] = w
+
+
+def expand_globs_over(config: SysctlConfig, settings: List[EffectiveSetting],
+                      candidates: Dict[str, Sequence[str]]) -> List[EffectiveSetting]:
+    """`settings` from `effective_settings(config, None)` (globs unexpanded) with each glob's write followed by
+    its writes to the slash paths `candidates[glob path]` predicts will exist, as the flavour writes them: a key
+    that a line names explicitly, or a ``-key`` exclusion names, is skipped by every glob (systemd-sysctl 252
+    and procps 4.0.2 alike, whatever the order of the lines); a later glob's write to the same key replaces an
+    earlier one. The glob's own write stays (it also covers keys nobody can predict offline).
+
+    The added writes have `exists` None (predicted, not seen) and `overrides` naming the glob lines they
+    replaced; explicit lines already list the globs they beat."""
+    named: Set[str] = {_canonical(a.path) for a in config.assignments if not a.is_glob}
+    named |= {_canonical(e.path) for e in config.exclusions}
+    braces = config.flavor == "systemd"
+    out: List[EffectiveSetting] = []
+    last: Dict[str, EffectiveSetting] = {}
+    for w in settings:
+        out.append(w)
+        a = w.assignment
+        if not a.is_glob or w.exists is not None or w.key != a.key:
+            continue
+        for path in candidates.get(a.path, ()):
+            path = _canonical(path)
+            if path in named or not glob_matches_path(a.path, path, braces=braces):
+                continue
+            concrete = EffectiveSetting(path_to_key(path), a.value, a, None, path=path)
+            prev = last.get(path)
+            if prev is not None:
+                prev.final = False
+                concrete.overrides = list(prev.overrides)
+                if prev.value != a.value:
+                    concrete.overrides.append(OverriddenLine(prev.assignment.origin.file,
+                                                             prev.assignment.origin.line, prev.value))
+            last[path] = concrete
+            out.append(concrete)
+    return out

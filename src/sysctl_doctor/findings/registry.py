@@ -25,6 +25,7 @@ from sysctl_doctor.findings.rules import (  # the rules, in the order their find
     sd114_module_load_blocked,
     sd115_value_rejected,
     sd116_setting_never_applied,
+    sd117_service_overrides,
     ct001_snat_reply_reset,
     ct002_dnat_invalid_forwarded,
     ct003_be_liberal_lost_at_boot,
@@ -59,6 +60,7 @@ RULE_MODULES: List[ModuleType] = [
     sd114_module_load_blocked,
     sd115_value_rejected,
     sd116_setting_never_applied,
+    sd117_service_overrides,
 ] + CT_RULE_MODULES
 RULES: Dict[str, Rule] = {m.RULE.code: m.RULE for m in RULE_MODULES}
 # The findings that say a configured value is lost (or not guaranteed) at the next boot: the fleet outputs

@@ -6,6 +6,8 @@ for the running kernel on `/`), modules.builtin(.modinfo), then the curated tabl
 
 from __future__ import annotations
 
+import fnmatch
+
 import difflib
 import os
 import re
@@ -142,8 +144,29 @@ class ModuleIndex:
         return self.modprobe.blacklist.get(self.normalize_module(module))
 
     def install_command(self, module: str) -> Optional[Tuple[str, str]]:
-        """modprobe.d "install" (command, file:line): modprobe runs it instead of loading `module`."""
-        return self.modprobe.install.get(self.normalize_module(module))
+        """modprobe.d "install" (command, file:line): modprobe runs it instead of loading `module` (the first
+        line whose pattern matches, as libkmod takes it)."""
+        mod = self.normalize_module(module)
+        for pattern, command, where in self.modprobe.install_lines:
+            if fnmatch.fnmatchcase(mod, pattern):
+                return command, where
+        return self.modprobe.install.get(mod)
+
+    def post_softdeps(self, module: str) -> List[Tuple[str, str]]:
+        """(module, "file:line") of the modprobe.d ``softdep M post: ...`` modules libkmod loads after `module`
+        (the first matching softdep line only)."""
+        mod = self.normalize_module(module)
+        for pattern, _pre, post, where in self.modprobe.softdep_lines:
+            if fnmatch.fnmatchcase(mod, pattern):
+                return [(self.normalize_module(p), where) for p in post]
+        return []
+
+    def module_options(self, module: str) -> List[Tuple[str, str]]:
+        """(options, "file:line") of every modprobe.d ``options`` line for `module`, in order (libkmod joins them;
+        a later value of the same parameter wins when the kernel parses them)."""
+        mod = self.normalize_module(module)
+        return [(text, where) for pattern, text, where in self.modprobe.options_lines
+                if fnmatch.fnmatchcase(mod, pattern)]
 
     # --- keys
     def module_keys(self, module: str) -> FrozenSet[str]:

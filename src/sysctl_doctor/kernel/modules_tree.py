@@ -175,6 +175,12 @@ class ModprobeConfig:
     install: Dict[str, Tuple[str, str]] = field(default_factory=dict)  # module -> (command, "file:line")
     aliases: List[Tuple[str, str]] = field(default_factory=list)
     diagnostics: List[Diagnostic] = field(default_factory=list)
+    # In file order, as libkmod keeps them; the names are fnmatch patterns. libkmod takes the FIRST matching
+    # install and softdep line (kmod_module_get_install_commands / get_softdeps: "find only the first command,
+    # as modprobe from module-init-tools does") and every matching options line (joined in order).
+    install_lines: List[Tuple[str, str, str]] = field(default_factory=list)  # (pattern, command, "file:line")
+    softdep_lines: List[Tuple[str, List[str], List[str], str]] = field(default_factory=list)  # pattern, pre, post, where
+    options_lines: List[Tuple[str, str, str]] = field(default_factory=list)  # (pattern, options, "file:line")
 
 
 def read_modprobe_config(root: Root) -> ModprobeConfig:
@@ -218,12 +224,18 @@ def parse_modprobe_text(text: str, path: str, cfg: ModprobeConfig) -> None:
         where = f"{path}:{lineno}"
         cmd = words[0]
         if cmd == "softdep" and len(words) >= 2:
-            mod, pre, _post = parse_softdep_line(words[1:])
-            cfg.softdep_pre.setdefault(mod, []).extend(pre)
+            mod, pre, post = parse_softdep_line(words[1:])
+            if not any(fnmatch.fnmatchcase(mod, line[0]) for line in cfg.softdep_lines):  # the first one counts
+                cfg.softdep_pre.setdefault(mod, []).extend(pre)
+            cfg.softdep_lines.append((mod, pre, post, where))
         elif cmd == "blacklist" and len(words) >= 2:
-            cfg.blacklist[words[1].replace("-", "_")] = where
+            cfg.blacklist.setdefault(words[1].replace("-", "_"), where)
         elif cmd == "install" and len(words) >= 3:
-            cfg.install[words[1].replace("-", "_")] = (" ".join(words[2:]), where)
+            command = line.split(None, 2)[2].strip()  # the rest of the line as written (the shell reads it)
+            cfg.install.setdefault(words[1].replace("-", "_"), (command, where))
+            cfg.install_lines.append((words[1].replace("-", "_"), command, where))
+        elif cmd == "options" and len(words) >= 3:
+            cfg.options_lines.append((words[1].replace("-", "_"), " ".join(words[2:]), where))
         elif cmd == "alias" and len(words) >= 3:
             cfg.aliases.append((words[1], words[2].replace("-", "_")))
         elif cmd in ("options", "remove", "include", "softdep", "blacklist", "install", "alias", "weakdep"):

@@ -36,12 +36,35 @@ def _value(value: Any) -> Any:
     return None if value == UNKNOWN_DEFAULT else value
 
 
+def _boot_sources(p, report) -> dict:
+    """Optional fields of a key row (present only when they apply): `glob`, the pattern whose expansion
+    wrote this concrete key; `interface`, how the root's network configuration names the key's interface;
+    `modprobe`, the modprobe.d lines that changed the prediction (install, options, blacklist)."""
+    out: dict = {}
+    assignment = getattr(getattr(p, "setting", None), "assignment", None)
+    if assignment is not None and assignment.is_glob and assignment.key != p.key:
+        out["glob"] = assignment.key
+    interface = getattr(p.provider, "interface", None)
+    timeline = getattr(getattr(report, "analysis", None), "timeline", None)
+    named = timeline.network.find(interface) if interface and timeline is not None else None
+    if named is not None:
+        out["interface"] = {"name": named.name, "tool": named.tool, "kind": named.kind, "created": named.created,
+                            "evidence": named.evidence}
+    modprobe = list(getattr(p, "modprobe", ()))
+    modprobe += [b.why for b in getattr(p, "blocked", ()) if "modprobe.d" in b.why or "blacklist" in b.why]
+    if modprobe:
+        out["modprobe"] = list(dict.fromkeys(modprobe))
+    if getattr(p, "service", None):
+        out["service"] = p.service
+    return out
+
+
 def check_to_dict(report) -> dict:
     keys = []
     for p in report.fates:
         provider = p.provider
         kind = getattr(getattr(provider, "kind", None), "value", "unknown")
-        keys.append({
+        row = {
             "key": p.key,
             "configured": p.configured,
             "file": p.file,
@@ -52,7 +75,9 @@ def check_to_dict(report) -> dict:
             "live": p.live,
             "findings": report.codes_for(p.key),
             "fate": "applied",
-        })
+        }
+        row.update(_boot_sources(p, report))
+        keys.append(row)
     analysis = report.analysis
     for u in getattr(analysis, "unset", ()):  # keys set only by lines that never apply: the kernel default
         line = u.unset.line
