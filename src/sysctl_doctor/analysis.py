@@ -233,8 +233,8 @@ def build_analysis(inputs: CheckInputs) -> Analysis:
     if key_tree is None and live is not None:
         # on the running host globs expand against the keys that exist now (as systemd-sysctl would)
         key_tree, key_tree_dir = KeyTree.from_dir(live.proc_sys), str(live.proc_sys)
-    settings = effective_settings(config, key_tree)
     index = _index(root, inputs.kernel, live)
+    settings = effective_settings(config, key_tree, aliases=index.aliases())
     timeline = build_timeline(
         root, system, inputs.cmdline, live.proc_sys.parent / "cmdline" if live is not None else None
     )

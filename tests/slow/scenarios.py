@@ -227,6 +227,22 @@ NEVER_APPLIED = Scenario(
                       "fs.protected_regular", "fs.protected_symlinks"),
 )
 
+# One kernel variable under two names (data/kernel_keys aliases, found by writing one name in a booted
+# guest): each is written through both names, the second file's line is the last write and wins for both.
+ALIAS_PAIRS = (("fs.inotify.max_user_watches", "524288", "user.max_inotify_watches", "100000"),
+               ("net.netfilter.nf_conntrack_max", "131072", "net.nf_conntrack_max", "65000"))
+ALIASES_LAST_WRITE = Scenario(
+    "aliases-last-write",
+    "two names of one kernel variable set in two files (nf_conntrack in modules-load.d): the later write wins",
+    {
+        **_BASE_FILES,
+        "etc/modules-load.d/nf_conntrack.conf": MODULES_LOAD_CONF,
+        "etc/sysctl.d/10-first-name.conf": "".join(f"{a} = {av}\n" for a, av, _b, _bv in ALIAS_PAIRS),
+        "etc/sysctl.d/20-second-name.conf": "".join(f"{b} = {bv}\n" for _a, _av, b, bv in ALIAS_PAIRS),
+    },
+    extra_probe_keys=tuple(k for a, _av, b, _bv in ALIAS_PAIRS for k in (a, b)),
+)
+
 ALL = (SYSCTL_ONLY, MODULES_LOAD, NFTABLES_LATE, NFTABLES_FIXED, NFTABLES_FIXED_UDEV, UDEV_RULE_LATE, INCIDENT_LAYOUT,
-       NEVER_APPLIED)
+       NEVER_APPLIED, ALIASES_LAST_WRITE)
 BY_NAME = {s.name: s for s in ALL}

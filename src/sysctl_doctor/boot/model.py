@@ -47,6 +47,7 @@ class Verdict(str, Enum):
     APPLIED_BY_REAPPLY = "applied-by-later-unit"  # a unit ordered after the loaders runs the sysctl step again
     DEFAULT_MATCHES = "default-matches"  # not written in time, but the kernel default is the configured value
     VALUE_REJECTED = "value-rejected"  # the kernel refuses the value (no such congestion control, qdisc, logger)
+    ALIAS_OVERRIDDEN = "alias-overridden"  # a later write through another name of the same kernel variable wins
 
     def __str__(self) -> str:
         return self.value
@@ -109,6 +110,9 @@ _WORDS = {
                                     False, None, False),
     Verdict.VALUE_REJECTED: _Words("NOT APPLIED (value rejected)", "red",
                                    "not applied: the kernel refuses the value, the write fails", False, None, False),
+    Verdict.ALIAS_OVERRIDDEN: _Words("overridden through its alias", "yellow",
+                                     "overridden: a later line writes the same kernel variable under another name",
+                                     False, None, False),
 }
 assert set(_WORDS) == set(Verdict), "every verdict is described"
 

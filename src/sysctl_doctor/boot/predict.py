@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-from sysctl_doctor.boot.kernel_defaults import UNKNOWN_DEFAULT, kernel_default
+from sysctl_doctor.boot.kernel_defaults import UNKNOWN_DEFAULT, default_text as _default_text, kernel_default
 from sysctl_doctor.boot.model import AFTER, BEFORE, RACE, BlockedLoad, BootTimeline, KeyFate, ModuleLoad, Verdict
 from sysctl_doctor.boot.modules_load import module_name
 from sysctl_doctor.boot.udev import SysctlRerun
@@ -157,8 +157,11 @@ def predict_keys(
     version = KernelVersion.parse(kernel_release or getattr(index, "kernel", None))
     out: List[KeyFate] = []
     seen: Dict[str, int] = {}
+    aliased = []
     for setting in settings:
         if not getattr(setting, "final", True):
+            if getattr(setting, "alias_winner", None):
+                aliased.append(setting)
             continue
         prediction = _predict_one(setting, index, timeline, loads, version, live_values).fate()
         if prediction.key in seen:  # a later write of the same key replaces the earlier row
@@ -166,7 +169,30 @@ def predict_keys(
             continue
         seen[prediction.key] = len(out)
         out.append(prediction)
+    for setting in aliased:  # one kernel variable, two names: the name written earlier shows the winner's value
+        winner = next((p for p in out if p.path == setting.alias_winner), None)
+        if winner is None:
+            continue
+        row = _alias_row(setting, winner, timeline)
+        if row.key in seen:
+            out[seen[row.key]] = row
+        else:
+            seen[row.key] = len(out)
+            out.append(row)
     return out
+
+
+def _alias_row(setting, winner: KeyFate, timeline: BootTimeline) -> KeyFate:
+    from dataclasses import replace
+
+    origin = setting.assignment.origin
+    chain = (f"{setting.key} and {winner.key} are one kernel variable under two names",
+             f"{timeline.sysctl_step} writes {setting.key} = {setting.value} ({origin.file}:{origin.line}), "
+             f"later {winner.key} = {winner.configured} ({winner.file}:{winner.line}): the later write wins",
+             *winner.chain)
+    return replace(winner, key=setting.key, path=setting.path, configured=setting.value, file=origin.file,
+                   line=origin.line, applied=winner.applied and _values_equal(winner.boot_value, setting.value),
+                   verdict=Verdict.ALIAS_OVERRIDDEN, chain=chain, setting=setting)
 
 
 def _provider(index, key: str, value: str):
@@ -184,6 +210,7 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     key = setting.key
     path = setting.path
     provider = _provider(index, key, setting.value)
+    kernel = getattr(index, "kernel", None)  # the defaults of this kernel's series (data/kernel_keys)
     live = None
     if live_values is not None:
         live = live_values.get(path)
@@ -199,7 +226,7 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     if not timeline.sysctl_runs:
         p.verdict = Verdict.NOT_RUN
         p.chain = [f"{step} does not run at boot ({timeline.sysctl_note})", "nothing applies this setting"]
-        default = kernel_default(path)
+        default = kernel_default(path, kernel)
         p.boot_value = default if kind is not ProviderKind.UNKNOWN else None
         p.after_late_load = p.boot_value
         return p
@@ -211,7 +238,7 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
         return p
     if kind is ProviderKind.AUTOLOAD and getattr(provider, "value_rejected", None):
         p.verdict = Verdict.VALUE_REJECTED
-        p.boot_value = p.after_late_load = kernel_default(path) or UNKNOWN_DEFAULT
+        p.boot_value = p.after_late_load = kernel_default(path, kernel) or UNKNOWN_DEFAULT
         p.chain = [f"{step} writes {key} = {setting.value} ({p.file}:{p.line})",
                    f"the kernel refuses it: {provider.value_rejected}",
                    "the write fails and the key keeps its previous value"]
@@ -246,8 +273,8 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     # MODULE
     module = module_name(provider.module or "")
     p.module = module
-    default = kernel_default(path) or UNKNOWN_DEFAULT
-    default_text = f"kernel default {default}" if default != UNKNOWN_DEFAULT else "the kernel default"
+    default = kernel_default(path, kernel) or UNKNOWN_DEFAULT
+    default_text = _default_text(path, kernel)
     if index is not None and getattr(index, "is_builtin_module", None) and index.is_builtin_module(module):
         p.applies(Verdict.APPLIED)
         p.chain = [f"{module} is built into this kernel: {key} exists when {step} runs", written]
@@ -287,7 +314,7 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
                        f"{again.unit} ({again.evidence}) is ordered after {', '.join(sorted(loaders))} and writes "
                        f"{key} = {setting.value} again"]
             return p
-    constant = kernel_default(path)
+    constant = kernel_default(path, kernel)
     if (p.racing or p.late) and constant is not None and _values_equal(constant, setting.value):
         load = (p.racing or p.late)[0]
         p.applies(Verdict.DEFAULT_MATCHES)

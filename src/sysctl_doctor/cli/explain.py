@@ -43,7 +43,7 @@ class ExplainContext:
         from sysctl_doctor.config.key_story import key_story
 
         a = self.analysis
-        return key_story(a.config, self.key, a.key_tree, a.root)
+        return key_story(a.config, self.key, a.key_tree, a.root, a.index.aliases())
 
 
 @dataclass

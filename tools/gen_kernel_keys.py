@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""Regenerate, or check, src/sysctl_doctor/data/kernel_keys/<series>.json.gz from real boots under qemu.
+
+    .venv/bin/python tools/gen_kernel_keys.py boot [SERIES…]   boot each kernel twice, keep the raw reports
+    .venv/bin/python tools/gen_kernel_keys.py build [SERIES…]  write the data files from the raw reports
+    .venv/bin/python tools/gen_kernel_keys.py --check          are the data files whole and from the pinned kernels?
+
+`boot` uses the slow tier's matrix root (tests/slow/matrix_root.py: bookworm userland with Debian's 5.10,
+6.1 and 6.12 kernels, the pinned packages of tests/kernel_trees.py) and one ext4 image of it with
+tools/kernel_keys_guest.py as `init=` (PID 1: nothing writes /proc/sys before it reads). Each series boots
+twice under `qemu -accel tcg`: 1 GiB/1 CPU (with the alias probe) and 2 GiB/2 CPUs; the guest reads every
+/proc/sys value with no module loaded, then modprobes every module whose ELF sysctl tables the project
+finds in that kernel tree and reads again. Raw reports go to $SYSCTL_DOCTOR_TEST_CACHE/kernel-keys/.
+Slow (about 2-6 minutes a boot under TCG) and opt-in: never part of the default test tier.
+
+`build` turns the raw reports into the shipped data: every key with its default (the value at the
+first read, or after its module loaded), the module that registers it (ELF owner), flags (ro: not
+writable, wo: not readable, sized: differs between the two boots, i.e. computed from RAM/CPUs; the
+formula from the kernel source where known; hw: a key of data/known_keys that no boot showed, the
+module registers it only with a device the guest lacks) and the aliases (pairs of keys that each changed the
+other when written: one kernel variable, two names).
+
+`--check` (no network, no boot): each data file parses, names the package data/known_keys/<series>.tsv
+is pinned to, and holds every key that list gives its modules. Exit 0 current, 1 drift, 2 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gzip
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "src"))
+
+from sysctl_doctor.kernel import kernel_keys, known_keys  # noqa: E402
+
+OUT_DIR = REPO / "src/sysctl_doctor/data/kernel_keys"
+KNOWN_DIR = REPO / "src/sysctl_doctor/data/known_keys"
+SERIES = ("5.10", "6.1", "6.12")
+GUEST_SCRIPT = "usr/local/sbin/sdkeys"
+# (name, memory MiB, CPUs, probe aliases)
+BOOTS = (("small", 1024, 1, True), ("large", 2048, 2, False))
+TIMEOUT = float(os.environ.get("SYSCTL_DOCTOR_BOOT_TIMEOUT", "1500"))
+
+
+def raw_dir() -> Path:
+    base = os.environ.get("SYSCTL_DOCTOR_TEST_CACHE")
+    return (Path(base) if base else REPO / ".cache") / "kernel-keys"
+
+
+def _module_index(root: Path, kver: str):
+    from sysctl_doctor.kernel.index import load_module_index
+    from sysctl_doctor.root import Root
+
+    return load_module_index(Root(root), kver)
+
+
+def sysctl_modules(root: Path, kver: str) -> List[str]:
+    """Every module of the tree whose ELF holds a sysctl table (tied to a directory or not)."""
+    index = _module_index(root, kver)
+    return sorted(name for name, scan in index.data.scans.items()
+                  if scan.error is None and (scan.entries or scan.loose_names))
+
+
+def _boot(base, image: Path, logdir: Path, memory: int, cpus: int, aliases: bool) -> Tuple[float, Optional[dict]]:
+    from slow.real_boot import qemu_command
+
+    logdir.mkdir(parents=True, exist_ok=True)
+    console, probe = logdir / "console.log", logdir / "probe.log"
+    extra = f"init=/{GUEST_SCRIPT}" + (" sdkeys.aliases=1" if aliases else "")
+    cmd = qemu_command(base, image, console, probe, extra)
+    cmd[cmd.index("-m") + 1] = str(memory)
+    cmd[cmd.index("-smp") + 1] = str(cpus)
+    cmd.insert(cmd.index("-drive"), "-snapshot")  # the image stays as built, whatever the guest does
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=open(logdir / "qemu.stderr", "w"), start_new_session=True)
+    try:
+        proc.wait(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    seconds = time.monotonic() - started
+    lines = [ln.rstrip("\r") for ln in probe.read_text(errors="replace").splitlines()] if probe.exists() else []
+    if "KKDATA-BEGIN" not in lines or "KKDATA-END" not in lines:
+        return seconds, None
+    body = lines[lines.index("KKDATA-BEGIN") + 1:lines.index("KKDATA-END")]
+    return seconds, json.loads(gzip.decompress(base64.b64decode("".join(body))))
+
+
+def boot(series_list: List[str]) -> int:
+    from slow.base_root import cache_dir
+    from slow.matrix_root import ensure_matrix_root
+    from slow.real_boot import _write, build_image
+
+    bases = ensure_matrix_root()
+    work = Path(tempfile.mkdtemp(prefix="kernel-keys-", dir=cache_dir()))
+    out = raw_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        root = work / "root"
+        root.mkdir()
+        first = next(iter(bases.values()))
+        subprocess.run(["cp", "-a", "--reflink=auto", f"{first.path}/.", str(root)], check=True)
+        _write(root, GUEST_SCRIPT, (REPO / "tools/kernel_keys_guest.py").read_text(), 0o755)
+        for series in series_list:
+            kver = bases[series].kernel
+            mods = sysctl_modules(first.path, kver)
+            _write(root, f"etc/sdkeys/modules.{kver}", "".join(m + "\n" for m in mods))
+            print(f"{series}: {kver}: {len(mods)} modules with sysctl tables", flush=True)
+        image = work / "disk.img"
+        build_image(root, image)
+        shutil.rmtree(root)
+        for series in series_list:
+            for name, memory, cpus, aliases in BOOTS:
+                seconds, doc = _boot(bases[series], image, cache_dir() / "logs" / f"kernel-keys-{series}-{name}",
+                                     memory, cpus, aliases)
+                if doc is None:
+                    print(f"{series} {name}: no report after {seconds:.0f}s (see logs)", file=sys.stderr)
+                    return 2
+                doc["boot"] = {"memory_mb": memory, "cpus": cpus, "seconds": round(seconds, 1)}
+                path = out / f"{series}-{name}.json.gz"
+                path.write_bytes(gzip.compress(json.dumps(doc, sort_keys=True).encode()))
+                print(f"{series} {name}: qemu {seconds:.0f}s, guest {doc['seconds']}s, "
+                      f"{len(doc['builtin'])} keys before modules, {len(doc['all'])} after, "
+                      f"{len(doc['modprobe_failed'])} modprobe failures -> {path}", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _load_raw(series: str, name: str) -> dict:
+    return json.loads(gzip.decompress((raw_dir() / f"{series}-{name}.json.gz").read_bytes()))
+
+
+def _aliases(changes: Dict[str, List[str]]) -> List[List[str]]:
+    """Keys that each changed the other when written, grouped (union of symmetric pairs)."""
+    pairs = {(a, b) for a, moved in changes.items() for b in moved if a in changes.get(b, ())}
+    parent: Dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
+
+    for a, b in pairs:
+        parent[find(a)] = find(b)
+    groups: Dict[str, List[str]] = {}
+    for x in list(parent):
+        groups.setdefault(find(x), []).append(x)
+    return sorted(sorted(g) for g in groups.values() if len(g) > 1)
+
+
+def _device_key(path: str) -> bool:
+    """A key of one network device other than all/default/lo (tunnel fallback devices that modules
+    create: tunl0, sit0, gre0, ...): an interface's key, not a kernel default worth shipping."""
+    parts = path.split("/")
+    return (len(parts) >= 4 and parts[0] == "net" and parts[2] in ("conf", "neigh")
+            and parts[3] not in ("all", "default", "lo"))
+
+
+def build(series_list: List[str]) -> int:
+    from slow.matrix_root import ensure_matrix_root
+
+    bases = ensure_matrix_root()
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    for series in series_list:
+        small, large = _load_raw(series, "small"), _load_raw(series, "large")
+        kver = small["uname"]
+        index = _module_index(bases[series].path, kver)
+        owner = {e.path: name for name, scan in index.data.scans.items() for e in scan.entries}
+        committed = known_keys.parse((KNOWN_DIR / f"{series}.tsv").read_text(encoding="utf-8"), f"{series}.tsv")
+        for module, keys in committed.by_module.items():
+            for key in keys:
+                owner.setdefault(key, module)
+        keys: Dict[str, list] = {}
+        for boot_doc, phase in ((small, "builtin"), (small, "all"), (large, "builtin"), (large, "all")):
+            values, modes = boot_doc[phase], boot_doc[phase + "_modes"]
+            for path in sorted(values):
+                if path in keys or _device_key(path):
+                    continue
+                flags = []
+                mode = modes.get(path, 0)
+                if not mode & 0o222:
+                    flags.append("ro")
+                if values[path] is None:
+                    flags.append("wo")
+                other = (large if boot_doc is small else small)[phase]
+                if path not in other:
+                    flags.append("sized")  # exists with one machine size only (per-CPU entries)
+                elif values[path] is not None and other[path] != values[path] and "ro" not in flags:
+                    flags.append("sized")
+                module = owner.get(path, "")
+                if phase == "all" and not module:
+                    module = "?"  # appeared when the modules loaded; no table names it
+                keys[path] = [values[path], module, ",".join(flags)]
+        # Keys the module files register that no boot showed: the module registers them only for a device
+        # the guest lacks (sg's kernel.sg-big-buff) or did not load (hv_vmbus off Hyper-V). They exist, with
+        # no default known here.
+        for module, names in committed.by_module.items():
+            for path in names:
+                keys.setdefault(path, [None, module, "hw"])
+        sized = {p: [small["all"].get(p), large["all"].get(p)] for p, row in keys.items()
+                 if "sized" in row[2] and "ro" not in row[2]}
+        doc = {
+            "format": kernel_keys.FORMAT,
+            "series": series,
+            "kernel": kver,
+            "source": committed.source,
+            "generated_by": "tools/gen_kernel_keys.py (qemu boots, init= probe, no userland writes)",
+            "boots": [{"memory_mb": d["boot"]["memory_mb"], "cpus": d["boot"]["cpus"],
+                       "memtotal_kb": d["memtotal_kb"]} for d in (small, large)],
+            "modules_at_start": small["modules_at_start"],
+            "modprobe_failed": small["modprobe_failed"],
+            "keys": keys,
+            "sized_values": sized,
+            "aliases": _aliases(small.get("alias_changes", {})),
+        }
+        path = OUT_DIR / f"{series}.json.gz"
+        data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        path.write_bytes(gzip.compress(data, mtime=0))
+        one_way = sorted((a, b) for a, moved in small.get("alias_changes", {}).items() for b in moved
+                         if a not in small["alias_changes"].get(b, ()))
+        print(f"{series}: {kver}: {len(keys)} keys ({sum(1 for r in keys.values() if not r[1])} built in), "
+              f"{len(sized)} sized, {len(doc['aliases'])} alias groups, {len(one_way)} one-way changes; "
+              f"{path.stat().st_size} bytes")
+        for a, b in one_way:
+            print(f"  one-way: writing {a} changed {b}")
+    return 0
+
+
+def check(series_list: List[str]) -> int:
+    drift = 0
+    for series in series_list or list(SERIES):
+        path = OUT_DIR / f"{series}.json.gz"
+        try:
+            data = kernel_keys.parse(path.read_bytes(), path.name)
+        except (OSError, ValueError) as exc:
+            print(f"{series}: {exc}")
+            drift = 1
+            continue
+        committed = known_keys.parse((KNOWN_DIR / f"{series}.tsv").read_text(encoding="utf-8"), f"{series}.tsv")
+        problems = []
+        if committed.kernel and committed.kernel != data.kernel:
+            problems.append(f"booted {data.kernel}, data/known_keys/{series}.tsv is from {committed.kernel}")
+        if committed.source != data.source:
+            problems.append(f"source {data.source!r} != known_keys' {committed.source!r}")
+        missing = sorted(committed.all_keys() - data.keys.keys())
+        if missing:
+            problems.append(f"{len(missing)} module keys of known_keys/{series}.tsv absent from the boot: "
+                            + ", ".join(missing[:5]))
+        if problems:
+            drift = 1
+            print(f"{series}: drift: " + "; ".join(problems))
+            print(f"  regenerate: tools/gen_kernel_keys.py boot {series} && tools/gen_kernel_keys.py build {series}")
+        else:
+            print(f"{series}: current ({data.kernel}, {len(data.keys)} keys, {len(data.aliases)} alias groups)")
+    return drift
+
+
+def main(argv: List[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--check", action="store_true", help="check the data files, write nothing")
+    ap.add_argument("step", nargs="?", choices=("boot", "build"))
+    ap.add_argument("series", nargs="*")
+    args = ap.parse_args(argv)
+    series = args.series or list(SERIES)
+    if args.check:
+        return check(args.series)
+    if args.step == "boot":
+        return boot(series)
+    if args.step == "build":
+        return build(series)
+    ap.print_usage(sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
