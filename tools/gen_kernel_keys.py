@@ -4,6 +4,7 @@
     .venv/bin/python tools/gen_kernel_keys.py boot [SERIES…]   boot each kernel twice, keep the raw reports
     .venv/bin/python tools/gen_kernel_keys.py build [SERIES…]  write the data files from the raw reports
     .venv/bin/python tools/gen_kernel_keys.py --check          are the data files whole and from the pinned kernels?
+    .venv/bin/python tools/gen_kernel_keys.py agree [SERIES…]  boot each kernel normally: predictions vs /proc/sys
 
 `boot` uses the slow tier's matrix root (tests/slow/matrix_root.py: bookworm userland with Debian's 5.10,
 6.1 and 6.12 kernels, the pinned packages of tests/kernel_trees.py) and one ext4 image of it with
@@ -75,12 +76,13 @@ def sysctl_modules(root: Path, kver: str) -> List[str]:
                   if scan.error is None and (scan.entries or scan.loose_names))
 
 
-def _boot(base, image: Path, logdir: Path, memory: int, cpus: int, aliases: bool) -> Tuple[float, Optional[dict]]:
+def _boot(base, image: Path, logdir: Path, memory: int, cpus: int, aliases: bool,
+          init: bool = True) -> Tuple[float, Optional[dict]]:
     from slow.real_boot import qemu_command
 
     logdir.mkdir(parents=True, exist_ok=True)
     console, probe = logdir / "console.log", logdir / "probe.log"
-    extra = f"init=/{GUEST_SCRIPT}" + (" sdkeys.aliases=1" if aliases else "")
+    extra = (f"init=/{GUEST_SCRIPT}" if init else "") + (" sdkeys.aliases=1" if aliases else "")
     cmd = qemu_command(base, image, console, probe, extra)
     cmd[cmd.index("-m") + 1] = str(memory)
     cmd[cmd.index("-smp") + 1] = str(cpus)
@@ -143,6 +145,103 @@ def boot(series_list: List[str]) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+AGREE_UNIT = """[Unit]
+Description=sysctl-doctor: dump /proc/sys once boot has settled (tools/gen_kernel_keys.py agree)
+After=multi-user.target
+
+[Service]
+Type=oneshot
+ExecStartPre=/bin/sleep 5
+ExecStart=/usr/local/sbin/sdkeys --dump
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def _normal(value: Optional[str]) -> Optional[str]:
+    return None if value is None else " ".join(value.split())
+
+
+def agree(series_list: List[str]) -> int:
+    """Boot the matrix root normally (systemd, its own sysctl.d) once per kernel and compare every key's
+    predicted value after boot (check's prediction for configured keys, the shipped default for the rest)
+    with the guest's /proc/sys. Prints the figures and each disagreement."""
+    from slow.base_root import cache_dir
+    from slow.matrix_root import ensure_matrix_root
+    from slow.real_boot import _symlink, _write, build_image
+
+    bases = ensure_matrix_root()
+    work = Path(tempfile.mkdtemp(prefix="kernel-keys-agree-", dir=cache_dir()))
+    failed = 0
+    try:
+        root = work / "root"
+        root.mkdir()
+        first = next(iter(bases.values()))
+        subprocess.run(["cp", "-a", "--reflink=auto", f"{first.path}/.", str(root)], check=True)
+        predictions: Dict[str, dict] = {}
+        for series in series_list:
+            proc = subprocess.run([sys.executable, "-m", "sysctl_doctor", "check", "--root", str(root), "--kernel",
+                                   bases[series].kernel, "--format", "json"], capture_output=True, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+            if proc.returncode not in (0, 1):
+                print(f"{series}: check failed: {proc.stderr}", file=sys.stderr)
+                return 2
+            predictions[series] = {k["key"]: k for k in json.loads(proc.stdout)["keys"]}
+        _write(root, GUEST_SCRIPT, (REPO / "tools/kernel_keys_guest.py").read_text(), 0o755)
+        _write(root, "etc/systemd/system/sdkeys.service", AGREE_UNIT)
+        _symlink(root, "etc/systemd/system/multi-user.target.wants/sdkeys.service", "/etc/systemd/system/sdkeys.service")
+        image = work / "disk.img"
+        build_image(root, image)
+        shutil.rmtree(root)
+        for series in series_list:
+            seconds, doc = _boot(bases[series], image, cache_dir() / "logs" / f"kernel-keys-agree-{series}",
+                                 1024, 1, False, init=False)
+            if doc is None:
+                print(f"{series}: no report after {seconds:.0f}s (see logs)", file=sys.stderr)
+                return 2
+            failed |= _report_agreement(series, doc, predictions[series], seconds)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return failed
+
+
+def _report_agreement(series: str, doc: dict, predicted: Dict[str, dict], seconds: float) -> int:
+    from sysctl_doctor.config.model import path_to_key
+
+    data = kernel_keys.for_kernel(doc["uname"])
+    assert data is not None
+    observed = doc["builtin"]
+    rows = {"configured": [0, 0], "default": [0, 0]}
+    misses = []
+    no_default = 0
+    for path, value in sorted(observed.items()):
+        key = path_to_key(path)
+        info = data.keys.get(path)
+        if key in predicted:
+            want = predicted[key]["boot"]["value"]
+            kind = "configured"
+        elif info is not None and info.constant is not None and not info.read_only:
+            want = info.constant
+            kind = "default"
+        else:
+            no_default += 1
+            continue
+        rows[kind][0] += 1
+        if _normal(want) == _normal(value):
+            rows[kind][1] += 1
+        else:
+            misses.append(f"  {kind}: {key}: predicted {want!r}, the boot shows {value!r}")
+    print(f"{series} ({doc['uname']}, qemu {seconds:.0f}s, {len(observed)} keys in /proc/sys, "
+          f"{len(doc['modules_at_start'])} modules loaded): "
+          f"defaults {rows['default'][1]}/{rows['default'][0]} agree, "
+          f"configured {rows['configured'][1]}/{rows['configured'][0]} agree, "
+          f"{no_default} without a constant default (read-only, sized, state or unknown)")
+    for line in misses:
+        print(line)
+    return 0 if rows["configured"][0] == rows["configured"][1] else 1
 
 
 def _load_raw(series: str, name: str) -> dict:
@@ -278,7 +377,7 @@ def main(argv: List[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--check", action="store_true", help="check the data files, write nothing")
-    ap.add_argument("step", nargs="?", choices=("boot", "build"))
+    ap.add_argument("step", nargs="?", choices=("boot", "build", "agree"))
     ap.add_argument("series", nargs="*")
     args = ap.parse_args(argv)
     series = args.series or list(SERIES)
@@ -288,6 +387,8 @@ def main(argv: List[str]) -> int:
         return boot(series)
     if args.step == "build":
         return build(series)
+    if args.step == "agree":
+        return agree(series)
     ap.print_usage(sys.stderr)
     return 2
 

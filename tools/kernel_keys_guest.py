@@ -14,6 +14,9 @@ document between KKDATA-BEGIN and KKDATA-END:
      each change the other are one kernel variable under two names.
 
 Then it powers the machine off (reboot(2) via sysrq 'o').
+
+With --dump it is a systemd service of a normal boot instead (tools/gen_kernel_keys.py agree): step 1
+only, after the boot has settled, then `systemctl poweroff`.
 """
 
 import base64
@@ -129,6 +132,8 @@ def main():
     with open("/proc/modules") as f:
         doc["modules_at_start"] = sorted(line.split()[0] for line in f)
     doc["builtin"], doc["builtin_modes"] = read_all()
+    if "--dump" in sys.argv:  # a normal boot's /proc/sys as userland left it (tools/gen_kernel_keys.py agree)
+        return _send(doc, started)
     wanted = []
     listing = "/etc/sdkeys/modules." + doc["uname"]
     if os.path.exists(listing):
@@ -148,6 +153,10 @@ def main():
     doc["all"], doc["all_modes"] = read_all()
     if "--aliases" in sys.argv or "sdkeys.aliases=1" in doc["cmdline"].split():
         doc["alias_changes"] = probe_aliases(doc["all"], doc["all_modes"])
+    _send(doc, started)
+
+
+def _send(doc, started):
     doc["seconds"] = round(time.monotonic() - started, 1)
     blob = base64.b64encode(gzip.compress(json.dumps(doc, sort_keys=True).encode())).decode()
     with open(OUT, "w") as out:
@@ -167,6 +176,9 @@ if __name__ == "__main__":
             out.write(f"KKERROR {type(exc).__name__}: {exc}\n")
     finally:
         os.sync()
-        with open("/proc/sysrq-trigger", "w") as f:
-            f.write("o")
-        time.sleep(30)
+        if "--dump" in sys.argv:
+            subprocess.run(["systemctl", "poweroff", "--no-block"])
+        else:
+            with open("/proc/sysrq-trigger", "w") as f:
+                f.write("o")
+            time.sleep(30)

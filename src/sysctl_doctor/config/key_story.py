@@ -126,6 +126,8 @@ def _aliased_story(config: SysctlConfig, path: str, keys: Optional[KeyTree], roo
             ln.verdict = OVERRIDDEN
             ln.reason = (f"{final.key} is the same kernel variable, written later at {_where(final.assignment.origin)}: "
                          "the last write through either name wins")
+        elif ln.verdict == WINS and len([x for x in lines if x.verdict != NOT_APPLIED]) > 1:
+            ln.reason = "the last write to this kernel variable through either name (both names are written, in order)"
     story.lines = lines
     if final is None:
         story.summary += f" ({others}: the same kernel variable)"
