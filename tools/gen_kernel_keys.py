@@ -18,8 +18,9 @@ Slow (about 2-6 minutes a boot under TCG) and opt-in: never part of the default 
 first read, or after its module loaded), the module that registers it (ELF owner), flags (ro: not
 writable, wo: not readable, sized: differs between the two boots, i.e. computed from RAM/CPUs; the
 formula from the kernel source where known; hw: a key of data/known_keys that no boot showed, the
-module registers it only with a device the guest lacks) and the aliases (pairs of keys that each changed the
-other when written: one kernel variable, two names).
+module registers it only with a device the guest lacks) and the aliases: keys that each changed the
+other when written in the guest (built-in and module tables), merged with module keys whose ctl_table
+entries' `.data` relocations point at one symbol + offset in the .ko (elf_aliases).
 
 `--check` (no network, no boot): each data file parses, names the package data/known_keys/<series>.tsv
 is pinned to, and holds every key that list gives its modules. Exit 0 current, 1 drift, 2 error.
@@ -263,6 +264,18 @@ def _load_raw(series: str, name: str) -> dict:
     return json.loads(gzip.decompress((raw_dir() / f"{series}-{name}.json.gz").read_bytes()))
 
 
+def _merge_groups(groups: List[List[str]]) -> List[List[str]]:
+    """Groups that share a key are one group (one variable)."""
+    out: List[set] = []
+    for g in groups:
+        joined = set(g)
+        for other in [o for o in out if o & joined]:
+            joined |= other
+            out.remove(other)
+        out.append(joined)
+    return sorted(sorted(g) for g in out)
+
+
 def _aliases(changes: Dict[str, List[str]]) -> List[List[str]]:
     """Keys that each changed the other when written, grouped (union of symmetric pairs)."""
     pairs = {(a, b) for a, moved in changes.items() for b in moved if a in changes.get(b, ())}
@@ -287,6 +300,57 @@ def _device_key(path: str) -> bool:
     parts = path.split("/")
     return (len(parts) >= 4 and parts[0] == "net" and parts[2] in ("conf", "neigh")
             and parts[3] not in ("all", "default", "lo"))
+
+
+OFF_DATA = 8  # struct ctl_table: procname at +0, data at +8 (every layout of elf_scan.LAYOUTS)
+
+
+def elf_aliases(root: Path, kver: str) -> List[List[str]]:
+    """Module keys that are one variable: ctl_table entries of one module file whose `.data` relocation
+    points at the same symbol + offset (e.g. nf_conntrack's net/nf_conntrack_max and
+    net/netfilter/nf_conntrack_max both at nf_conntrack_max). Entries without a static `.data` (filled in
+    per network namespace at run time) say nothing. Each entry's procname is mapped to the module's keys
+    with that last component."""
+    from sysctl_doctor.kernel import elf_scan
+
+    index = _module_index(root, kver)
+    moddir = next(d for d in (root / "usr/lib/modules" / kver, root / "lib/modules" / kver) if d.is_dir())
+    groups: List[List[str]] = []
+    for name, scan in sorted(index.data.scans.items()):
+        if scan.error is not None or not scan.entries:
+            continue
+        elf = elf_scan.Elf(elf_scan.decompress((moddir / index.data.files[name]).read_bytes(), index.data.files[name]))
+        sc = elf_scan._Scanner(elf)
+        data_relocs: Dict[int, Dict[int, Tuple[int, int]]] = {}
+        for rela in elf.sections:
+            if rela.type == elf_scan.SHT_RELA and rela.info < sc.nsec and \
+                    not elf.sections[rela.info].flags & elf_scan.SHF_EXECINSTR:
+                m = data_relocs.setdefault(rela.info, {})
+                for off, sym, add in elf.relocations(rela):
+                    m[off] = (sym, add)
+        stringy = sc.string_symbols()
+        candidates = {sec: [off for off, (sym, _a) in m.items() if sym in stringy] for sec, m in data_relocs.items()}
+        by_leaf: Dict[str, List[str]] = {}
+        for entry in scan.entries:
+            by_leaf.setdefault(entry.path.rsplit("/", 1)[-1], []).append(entry.path)
+        best: Dict[object, set] = {}
+        for layout in elf_scan.LAYOUTS:
+            targets: Dict[object, set] = {}
+            for (sec, off), (procname, child) in elf_scan._entries(elf, sc, data_relocs, candidates, layout).items():
+                reloc = data_relocs[sec].get(off + OFF_DATA)
+                if child is not None or reloc is None or procname not in by_leaf:
+                    continue
+                tgt = sc.target(*reloc)
+                if tgt is not None:
+                    targets.setdefault(tgt, set()).add(procname)
+            if sum(len(v) for v in targets.values()) > sum(len(v) for v in best.values()):
+                best = targets
+        # one target, two entries: either two leaves, or one leaf registered under two directories
+        for procnames in best.values():
+            paths = sorted({p for leaf in procnames for p in by_leaf[leaf]})
+            if len(paths) > 1:
+                groups.append(paths)
+    return sorted(groups)
 
 
 def build(series_list: List[str]) -> int:
@@ -344,15 +408,21 @@ def build(series_list: List[str]) -> int:
             "modprobe_failed": small["modprobe_failed"],
             "keys": keys,
             "sized_values": sized,
-            "aliases": _aliases(small.get("alias_changes", {})),
         }
+        probed = _aliases(small.get("alias_changes", {}))
+        from_elf = [g for g in elf_aliases(bases[series].path, kver) if all(k in keys for k in g)]
+        merged = _merge_groups(probed + from_elf)
+        doc["aliases"] = merged
+        doc["alias_evidence"] = [sorted({"probe" for g in probed if set(g) & set(m)}
+                                        | {"elf" for g in from_elf if set(g) & set(m)}) for m in merged]
         path = OUT_DIR / f"{series}.json.gz"
         data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
         path.write_bytes(gzip.compress(data, mtime=0))
         one_way = sorted((a, b) for a, moved in small.get("alias_changes", {}).items() for b in moved
                          if a not in small["alias_changes"].get(b, ()))
         print(f"{series}: {kver}: {len(keys)} keys ({sum(1 for r in keys.values() if not r[1])} built in), "
-              f"{len(sized)} sized, {len(doc['aliases'])} alias groups, {len(one_way)} one-way changes; "
+              f"{len(sized)} sized, {len(doc['aliases'])} alias groups "
+              f"({len(probed)} by probing, {len(from_elf)} from module ELF tables), {len(one_way)} one-way changes; "
               f"{path.stat().st_size} bytes")
         for a, b in one_way:
             print(f"  one-way: writing {a} changed {b}")

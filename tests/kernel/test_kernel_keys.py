@@ -89,6 +89,21 @@ def test_aliases_found_by_writing_in_the_guest(series: str) -> None:
     assert not any("net/ipv4/conf/default/forwarding" in g for g in groups)
 
 
+def test_module_aliases_of_the_real_package_are_shipped(tree_61, session_cache) -> None:
+    """Differential: the .ko ctl_table relocations of the pinned 6.1 package (entries whose .data point at
+    one symbol + offset) against the shipped groups (which also hold what the guest probe found)."""
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        from gen_kernel_keys import elf_aliases
+    finally:
+        sys.path.pop(0)
+    found = elf_aliases(Path(tree_61), tree_61.kver)
+    shipped = {tuple(sorted(g)) for g in _data("6.1").aliases}
+    assert ["net/netfilter/nf_conntrack_max", "net/nf_conntrack_max"] in found
+    assert ["fs/xfs/speculative_cow_prealloc_lifetime", "fs/xfs/speculative_prealloc_lifetime"] in found
+    assert all(tuple(g) in shipped for g in found), (found, shipped)
+
+
 def test_unknown_kernels_get_no_exact_data() -> None:
     assert kernel_keys.for_kernel("6.18.0-1-amd64") is None
     assert kernel_keys.for_kernel("unknown") is None
