@@ -141,6 +141,8 @@ def test_typos_and_removed_keys_are_unknown_with_a_suggestion(debian12: Path) ->
     assert index.provider("kernel.pid_max").kind is ProviderKind.BUILTIN
     assert index.provider("net.ipv4.conf.eth0.rp_filter").kind is ProviderKind.INTERFACE
     assert index.provider("dev.hpet.max-user-freq").kind is ProviderKind.BUILTIN
+    assert index.provider("fs.binfmt_misc.status").kind is ProviderKind.BUILTIN  # a filesystem mounted there
+    assert index.provider("kernel.io_uring_disabled").kind is ProviderKind.UNKNOWN  # added in 6.6
     assert index.provider("net.netfilter.nf_conntrack_tcp_be_liberal").kind is ProviderKind.MODULE
 
 

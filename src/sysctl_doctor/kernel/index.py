@@ -50,9 +50,10 @@ def _rejected_value(path: str, value: str, source: str, scope: str) -> KeyProvid
 
 
 SUGGEST_MAX_LEN = 256
-# Keys under these prefixes exist or not with the hardware (dev/parport/<port>, dev/hpet): never "unknown"
-# for lack of them in the booted guest.
-EXACT_CHECK_EXEMPT = ("dev/", "debug/")
+# Keys under these prefixes exist or not with the machine (dev/parport/<port>, dev/hpet, one
+# kernel/sched_domain/cpuN per CPU on 5.10) or are a filesystem mounted there (fs/binfmt_misc): never
+# "unknown" for lack of them in the booted guest.
+EXACT_CHECK_EXEMPT = ("dev/", "debug/", "kernel/sched_domain/", "fs/binfmt_misc/")
 
 
 class ModuleIndex:
