@@ -41,8 +41,10 @@ def _kernel_default(path: str, kernel) -> Any:
     from sysctl_doctor.boot.kernel_defaults import default_info, kernel_default
 
     info = default_info(path, kernel)
-    if info is not None:
+    if info is not None and (info.sized or info.constant is not None):
         return {"value": info.constant, "sized": info.sized, "formula": info.formula}
+    if info is not None:
+        return None  # write-only, a running state, or a key only a device the guest lacked makes
     value = kernel_default(path, kernel)
     return None if value is None else {"value": value, "sized": False, "formula": None}
 
