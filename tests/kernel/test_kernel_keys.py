@@ -55,6 +55,24 @@ def test_each_series_is_whole_and_small(series: str) -> None:
     assert "net/ipv4/tcp_tw_recycle" not in data.keys
 
 
+# Keys the kernel's history moved or removed (kernel version named), as the booted data must show them.
+HISTORY = [
+    ("kernel/sched_migration_cost_ns", {"5.10"}),   # 5.13: moved to debugfs (8a99b6833c88)
+    ("kernel/sched_min_granularity_ns", {"5.10"}),  # 5.13: moved to debugfs
+    ("vm/block_dump", {"5.10"}),                    # 5.12: removed
+    ("vm/percpu_pagelist_fraction", {"5.10"}),      # 5.14: replaced by percpu_pagelist_high_fraction
+    ("vm/percpu_pagelist_high_fraction", {"6.1", "6.12"}),
+    ("kernel/io_uring_disabled", {"6.12"}),         # 6.6: added
+    ("kernel/sched_child_runs_first", {"5.10", "6.1"}),  # 6.6: removed
+    ("net/ipv4/tcp_tw_recycle", set()),             # 4.12: removed
+]
+
+
+@pytest.mark.parametrize("key,present_in", HISTORY, ids=[k for k, _s in HISTORY])
+def test_keys_the_kernel_history_moved_or_removed(key: str, present_in: set) -> None:
+    assert {s for s in SERIES if key in _data(s).keys} == present_in
+
+
 @pytest.mark.parametrize("series", SERIES)
 def test_defaults_computed_from_the_machine_are_marked_with_their_formula(series: str) -> None:
     data = _data(series)
