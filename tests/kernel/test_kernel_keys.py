@@ -57,7 +57,7 @@ def test_each_series_is_whole_and_small(series: str) -> None:
 
 # Keys the kernel's history moved or removed (kernel version named), as the booted data must show them.
 HISTORY = [
-    ("kernel/sched_migration_cost_ns", {"5.10"}),   # 5.13: moved to debugfs (8a99b6833c88)
+    ("kernel/sched_migration_cost_ns", {"5.10"}),   # 5.13: moved to debugfs
     ("kernel/sched_min_granularity_ns", {"5.10"}),  # 5.13: moved to debugfs
     ("vm/block_dump", {"5.10"}),                    # 5.12: removed
     ("vm/percpu_pagelist_fraction", {"5.10"}),      # 5.14: replaced by percpu_pagelist_high_fraction
