@@ -107,7 +107,7 @@ def _boot(base, image: Path, logdir: Path, memory: int, cpus: int, aliases: bool
     return seconds, json.loads(gzip.decompress(base64.b64decode("".join(body))))
 
 
-def boot(series_list: List[str]) -> int:
+def boot(series_list: List[str], only: Tuple[str, ...] = ()) -> int:
     from slow.base_root import cache_dir
     from slow.matrix_root import ensure_matrix_root
     from slow.real_boot import _write, build_image
@@ -132,6 +132,8 @@ def boot(series_list: List[str]) -> int:
         shutil.rmtree(root)
         for series in series_list:
             for name, memory, cpus, aliases in BOOTS:
+                if only and name not in only:
+                    continue
                 seconds, doc = _boot(bases[series], image, cache_dir() / "logs" / f"kernel-keys-{series}-{name}",
                                      memory, cpus, aliases)
                 if doc is None:
@@ -464,12 +466,14 @@ def main(argv: List[str]) -> int:
     ap.add_argument("--check", action="store_true", help="check the data files, write nothing")
     ap.add_argument("step", nargs="?", choices=("boot", "build", "agree"))
     ap.add_argument("series", nargs="*")
+    ap.add_argument("--only", action="append", default=[], choices=[b[0] for b in BOOTS],
+                    help="boot only this configuration (repeatable): small (with the alias probe) or large")
     args = ap.parse_args(argv)
     series = args.series or list(SERIES)
     if args.check:
         return check(args.series)
     if args.step == "boot":
-        return boot(series)
+        return boot(series, tuple(args.only))
     if args.step == "build":
         return build(series)
     if args.step == "agree":

@@ -30,17 +30,13 @@ import time
 
 OUT = "/dev/ttyS1"
 INT = re.compile(r"-?[0-9]+\Z")
-# Writes that could hurt the probe itself, cannot be undone, or act on something other than a value.
+# Writes that cannot be undone (a lock that stays set, a taint), that act rather than set (flush,
+# drop_caches), that would stop the machine (panic*), or that name a process: never probed.
 NO_WRITE_PREFIXES = (
     "kernel/modules_disabled", "kernel/kexec_load_disabled", "kernel/unprivileged_bpf_disabled",
-    "kernel/io_uring_disabled", "kernel/tainted", "kernel/cad_pid", "kernel/ns_last_pid", "kernel/ctrl-alt-del",
-    "kernel/hung_task", "kernel/watchdog", "kernel/nmi_watchdog", "kernel/soft_watchdog", "kernel/softlockup",
-    "kernel/hardlockup", "kernel/yama/", "kernel/stack_tracer_enabled", "kernel/ftrace_enabled",
-    "kernel/sysrq", "kernel/perf_", "kernel/sched_rt_", "kernel/printk", "kernel/random/",
-    "vm/drop_caches", "vm/compact", "vm/nr_hugepages", "vm/nr_overcommit_hugepages", "vm/overcommit",
-    "vm/oom", "vm/min_free_kbytes", "vm/watermark", "vm/stat_", "vm/dirty", "vm/hugetlb",
-    "net/core/bpf_jit", "kernel/bpf_stats_enabled", "abi/", "debug/", "dev/",
-    "fs/nr_open", "fs/file-max", "kernel/pid_max", "kernel/threads-max",
+    "kernel/tainted", "kernel/cad_pid", "kernel/ns_last_pid", "kernel/yama/ptrace_scope",
+    "vm/drop_caches", "vm/compact", "vm/stat_refresh",
+    "net/netfilter/nf_hooks_lwtunnel",  # once 1, it cannot be set back to 0 (EBUSY)
 )
 SKIP_ANY = ("panic", "disable_ipv6", "/flush")
 
