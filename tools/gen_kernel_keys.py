@@ -18,7 +18,8 @@ Slow (about 2-6 minutes a boot under TCG) and opt-in: never part of the default 
 first read, or after its module loaded), the module that registers it (ELF owner), flags (ro: not
 writable, wo: not readable, sized: differs between the two boots, i.e. computed from RAM/CPUs; the
 formula from the kernel source where known; hw: a key of data/known_keys that no boot showed, the
-module registers it only with a device the guest lacks) and the aliases: keys that each changed the
+module registers it only with a device the guest lacks; state: read-only and different on each boot, no
+value kept) and the aliases: keys that each changed the
 other when written in the guest (built-in and module tables), merged with module keys whose ctl_table
 entries' `.data` relocations point at one symbol + offset in the .ko (elf_aliases).
 
@@ -386,10 +387,13 @@ def build(series_list: List[str]) -> int:
                     flags.append("sized")  # exists with one machine size only (per-CPU entries)
                 elif values[path] is not None and other[path] != values[path] and "ro" not in flags:
                     flags.append("sized")
+                elif values[path] is not None and other[path] != values[path]:
+                    flags.append("state")  # read-only and different on every boot (uuid, entropy, counts)
+                value = None if "state" in flags else values[path]
                 module = owner.get(path, "")
                 if phase == "all" and not module:
                     module = "?"  # appeared when the modules loaded; no table names it
-                keys[path] = [values[path], module, ",".join(flags)]
+                keys[path] = [value, module, ",".join(flags)]
         # Keys the module files register that no boot showed: the module registers them only for a device
         # the guest lacks (sg's kernel.sg-big-buff) or did not load (hv_vmbus off Hyper-V). They exist, with
         # no default known here.

@@ -142,7 +142,8 @@ def parse(blob: bytes, name: str) -> KernelKeys:
         formula = FORMULAS.get(path) or next((f for p, f in FORMULAS.items()
                                               if p.endswith("/") and path.startswith(p)), None)
         sized = ("sized" in flag_set or formula is not None) and path not in STATE_KEYS
-        keys[path] = KeyDefault(path, value, module, "ro" in flag_set, sized, formula, path in STATE_KEYS)
+        keys[path] = KeyDefault(path, value, module, "ro" in flag_set, sized, formula,
+                                path in STATE_KEYS or "state" in flag_set)
     groups = tuple(frozenset(g) for g in doc.get("aliases", ()))
     alias_of = {k: g for g in groups for k in g}
     boots = tuple(f"{b['memory_mb']} MiB/{b['cpus']} CPU" for b in doc.get("boots", ()))
