@@ -40,7 +40,6 @@ FORMULAS: Dict[str, str] = {
                                           "nf_conntrack_init_start)",
     "net/netfilter/nf_conntrack_max": "nf_conntrack_buckets x max_factor: 1 from 5.15 (6.1, 6.12), 4 before (5.10) "
                                       "(net/netfilter/nf_conntrack_core.c nf_conntrack_init_start)",
-    "net/nf_conntrack_max": "the same variable as net.netfilter.nf_conntrack_max: buckets x max_factor",
     "net/netfilter/nf_conntrack_expect_max": "nf_conntrack_buckets / 256 x 4 (net/netfilter/nf_conntrack_expect.c)",
     "net/ipv4/tcp_mem": "L = max(128, nr_free_buffer_pages() / 16); L x 3/4, L, L x 3/2 pages "
                         "(net/ipv4/tcp.c tcp_init_mem)",
@@ -64,10 +63,8 @@ FORMULAS: Dict[str, str] = {
     "fs/epoll/max_user_watches": "4% of low memory / EP_ITEM_COST (fs/eventpoll.c eventpoll_init)",
     "fs/inotify/max_user_watches": "1% of low memory / INOTIFY_WATCH_COST, 8192..1048576 (5.11+; "
                                    "fs/notify/inotify/inotify_user.c inotify_user_setup)",
-    "user/max_inotify_watches": "the same variable as fs.inotify.max_user_watches (init user namespace)",
     "fs/fanotify/max_user_marks": "1% of low memory / FANOTIFY_MARK_COST, 8192..1048576 "
                                   "(fs/notify/fanotify/fanotify_user.c fanotify_user_init)",
-    "user/max_fanotify_marks": "the same variable as fs.fanotify.max_user_marks (init user namespace)",
     "kernel/sched_latency_ns": "6 ms x (1 + log2(min(CPUs, 8))) (5.10; kernel/sched/fair.c update_sysctl)",
     "kernel/sched_min_granularity_ns": "0.75 ms x (1 + log2(min(CPUs, 8))) (5.10; kernel/sched/fair.c update_sysctl)",
     "kernel/sched_wakeup_granularity_ns": "1 ms x (1 + log2(min(CPUs, 8))) (5.10; kernel/sched/fair.c "
@@ -77,6 +74,11 @@ FORMULAS: Dict[str, str] = {
     **{f"user/max_{ns}_namespaces": "threads-max / 2 (RLIMIT_NPROC of init; kernel/ucount.c setup_userns_sysctls)"
        for ns in ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")},
 }
+# Other names of the same variables (aliases): the same formula.
+for _alias, _name in (("net/nf_conntrack_max", "net/netfilter/nf_conntrack_max"),
+                      ("user/max_inotify_watches", "fs/inotify/max_user_watches"),
+                      ("user/max_fanotify_marks", "fs/fanotify/max_user_marks")):
+    FORMULAS[_alias] = FORMULAS[_name]
 # Keys whose value is a running state, not a setting (they differ between any two boots).
 STATE_KEYS = frozenset({"kernel/ns_last_pid"})
 
