@@ -220,3 +220,7 @@ def test_check_show_and_explain_on_debian12(debian12: Path, tmp_path: Path) -> N
     assert explained.returncode in (0, 1), explained.stderr
     assert "fs.inotify.max_user_watches = 100000" in explained.stdout, explained.stdout
     assert "same kernel variable" in explained.stdout, explained.stdout
+    fin = _cli("explain", "net.ipv4.tcp_fin_timeout", "--root", str(root)).stdout
+    assert "default: 60 (a real boot of Debian 6.1." in fin, fin
+    sized = _cli("explain", "kernel.threads-max", "--root", str(root)).stdout
+    assert "default: computed from RAM/CPUs: RAM / (8 x THREAD_SIZE" in sized, sized
