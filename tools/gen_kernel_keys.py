@@ -180,6 +180,13 @@ def _normal(value: Optional[str]) -> Optional[str]:
 
 
 def agree(series_list: List[str]) -> int:
+    results = agreement(series_list)
+    if results is None:
+        return 2
+    return 0 if all(r["configured"][0] == r["configured"][1] for r in results.values()) else 1
+
+
+def agreement(series_list: List[str]) -> Optional[Dict[str, dict]]:
     """Boot the matrix root normally (systemd, its own sysctl.d) once per kernel and compare every key's
     predicted value after boot (check's prediction for configured keys, the shipped default for the rest)
     with the guest's /proc/sys. Prints the figures and each disagreement."""
@@ -189,7 +196,7 @@ def agree(series_list: List[str]) -> int:
 
     bases = ensure_matrix_root()
     work = Path(tempfile.mkdtemp(prefix="kernel-keys-agree-", dir=cache_dir()))
-    failed = 0
+    results: Dict[str, dict] = {}
     try:
         root = work / "root"
         root.mkdir()
@@ -202,7 +209,7 @@ def agree(series_list: List[str]) -> int:
                                   env={**os.environ, "PYTHONPATH": str(REPO / "src")})
             if proc.returncode not in (0, 1):
                 print(f"{series}: check failed: {proc.stderr}", file=sys.stderr)
-                return 2
+                return None
             predictions[series] = {k["key"]: k for k in json.loads(proc.stdout)["keys"]}
         _write(root, GUEST_SCRIPT, (REPO / "tools/kernel_keys_guest.py").read_text(), 0o755)
         _write(root, "etc/systemd/system/sdkeys.service", AGREE_UNIT)
@@ -215,14 +222,14 @@ def agree(series_list: List[str]) -> int:
                                  1024, 1, False, init=False)
             if doc is None:
                 print(f"{series}: no report after {seconds:.0f}s (see logs)", file=sys.stderr)
-                return 2
-            failed |= _report_agreement(series, doc, predictions[series], seconds)
+                return None
+            results[series] = _report_agreement(series, doc, predictions[series], seconds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return failed
+    return results
 
 
-def _report_agreement(series: str, doc: dict, predicted: Dict[str, dict], seconds: float) -> int:
+def _report_agreement(series: str, doc: dict, predicted: Dict[str, dict], seconds: float) -> dict:
     from sysctl_doctor.config.model import path_to_key
 
     data = kernel_keys.for_kernel(doc["uname"])
@@ -260,7 +267,7 @@ def _report_agreement(series: str, doc: dict, predicted: Dict[str, dict], second
           f"{no_default} without a constant default (read-only, sized, state or unknown)")
     for line in pid1 + misses:
         print(line)
-    return 0 if rows["configured"][0] == rows["configured"][1] else 1
+    return {**rows, "pid1": pid1, "misses": misses, "no_default": no_default, "keys": len(observed)}
 
 
 def _load_raw(series: str, name: str) -> dict:

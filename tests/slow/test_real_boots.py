@@ -213,7 +213,7 @@ def test_prediction_matches_the_boot(booted, name):
 def test_two_names_of_one_variable_the_last_write_wins(booted):
     """Issue 15 item 2 on a real boot: systemd-sysctl writes both names; /proc/sys shows the later value
     under both, and `check` predicts that value for both rows."""
-    from .scenarios import ALIAS_PAIRS
+    from .scenarios import ALIAS_PAIRS, TYPO_KEY
 
     run = booted("aliases-last-write")
     if run.boot is None or run.check is None:
@@ -225,3 +225,6 @@ def test_two_names_of_one_variable_the_last_write_wins(booted):
         for key in (first, second):
             predicted = prediction_for(run.check.document, key)
             assert predicted is not None and predicted.value == last_value, (key, predicted)
+    assert values.get(TYPO_KEY) == "absent", values
+    typo = prediction_for(run.check.document, TYPO_KEY)
+    assert typo is not None and typo.value is None and "SD104" in typo.raw.get("findings", []), typo
