@@ -200,6 +200,8 @@ def test_check_show_and_explain_on_debian12(debian12: Path, tmp_path: Path) -> N
     assert first["boot"] == {"applied": False, "value": "100000"}, first
     assert second["boot"] == {"applied": True, "value": "100000"}, second
     assert first["aliases"] == ["user.max_inotify_watches"] and second["aliases"] == ["fs.inotify.max_user_watches"]
+    line = next(a for a in doc["assignments"] if a["key"] == "fs.inotify.max_user_watches")
+    assert line["fate"] == "overridden" and line["by"] == {"file": "/etc/sysctl.d/20-second.conf", "line": 1}, line
 
     # item 6: unknown keys with a suggestion from the booted key set
     sd104 = {f["key"]: f for f in doc["findings"] if f["code"] == "SD104"}
