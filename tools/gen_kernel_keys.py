@@ -35,11 +35,9 @@ import gzip
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -80,27 +78,21 @@ def sysctl_modules(root: Path, kver: str) -> List[str]:
 
 def _boot(base, image: Path, logdir: Path, memory: int, cpus: int, aliases: bool,
           init: bool = True) -> Tuple[float, Optional[dict]]:
-    from slow.real_boot import qemu_command
+    """One qemu boot with the project's harness (sysctl_doctor.verify.qemu: TCG, serial 1 = the probe);
+    the image is opened with -snapshot, so every boot starts from it as built."""
+    from slow.real_boot import boot_files_of
+    from sysctl_doctor.verify.qemu import QEMU, qemu_command, require, run_qemu
 
     logdir.mkdir(parents=True, exist_ok=True)
     console, probe = logdir / "console.log", logdir / "probe.log"
+    for log in (console, probe):
+        if log.exists():
+            log.unlink()
     extra = (f"init=/{GUEST_SCRIPT}" if init else "") + (" sdkeys.aliases=1" if aliases else "")
-    cmd = qemu_command(base, image, console, probe, extra)
-    cmd[cmd.index("-m") + 1] = str(memory)
+    cmd = qemu_command(boot_files_of(base), image, console, probe, "tcg", extra.strip(), memory, require(QEMU))
     cmd[cmd.index("-smp") + 1] = str(cpus)
-    cmd.insert(cmd.index("-drive"), "-snapshot")  # the image stays as built, whatever the guest does
-    started = time.monotonic()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=open(logdir / "qemu.stderr", "w"), start_new_session=True)
-    try:
-        proc.wait(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        pass
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    seconds = time.monotonic() - started
+    cmd.insert(cmd.index("-drive"), "-snapshot")
+    _code, seconds = run_qemu(cmd, TIMEOUT, logdir / "qemu.stderr")
     lines = [ln.rstrip("\r") for ln in probe.read_text(errors="replace").splitlines()] if probe.exists() else []
     if "KKDATA-BEGIN" not in lines or "KKDATA-END" not in lines:
         return seconds, None
