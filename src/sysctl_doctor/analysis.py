@@ -252,8 +252,8 @@ def build_analysis(inputs: CheckInputs) -> Analysis:
     if key_tree is None and live is not None:
         # on the running host globs expand against the keys that exist now (as systemd-sysctl would)
         key_tree, key_tree_dir = KeyTree.from_dir(live.proc_sys), str(live.proc_sys)
-    settings = effective_settings(config, key_tree)
     index = _index(root, inputs.kernel, live)
+    settings = effective_settings(config, key_tree, aliases=index.aliases())
     timeline = build_timeline(
         root, system, inputs.cmdline, live.proc_sys.parent / "cmdline" if live is not None else None
     )
@@ -284,6 +284,33 @@ def build_analysis(inputs: CheckInputs) -> Analysis:
     )
 
 
+def _alias_fates(lines, settings):  # type: ignore[no-untyped-def]
+    """A line written through one name of a kernel variable that a later line writes through another name
+    (an alias, kernel.kernel_keys) is overridden by that line, not applied."""
+    import dataclasses
+
+    from sysctl_doctor.config.fates import APPLIED, OVERRIDDEN
+
+    final = {s.path: s for s in settings if s.final}
+    beaten = {}
+    for s in settings:
+        winner = final.get(s.alias_winner or "")
+        if winner is not None and not s.assignment.is_glob:
+            beaten[s.assignment.origin] = winner
+    if not beaten:
+        return lines
+    out = []
+    for f in lines:
+        winner = beaten.get(f.origin)
+        if winner is not None and f.fate == APPLIED:
+            won = winner.assignment.origin
+            f = dataclasses.replace(f, fate=OVERRIDDEN, by=won, reason=(
+                f"{winner.key} is the same kernel variable, written later at {won.file}:{won.line}: the last "
+                "write through either name wins"))
+        out.append(f)
+    return out
+
+
 def _line_fates(config: SysctlConfig, root: Root, key_tree: Optional[KeyTree], settings: List[EffectiveSetting],
                 index: ModuleIndex, values: Optional[Dict[str, Optional[str]]], live: Optional[LiveHost]):
     """Every line's fate, and the value after boot of each key that no line applies (its kernel default)."""
@@ -291,7 +318,7 @@ def _line_fates(config: SysctlConfig, root: Root, key_tree: Optional[KeyTree], s
     from sysctl_doctor.config.fates import line_fates, unset_keys
     from sysctl_doctor.kernel.model import ProviderKind
 
-    lines = line_fates(config, root, key_tree, settings if key_tree is not None else None)
+    lines = _alias_fates(line_fates(config, root, key_tree, settings if key_tree is not None else None), settings)
     out: List[UnsetKeyFate] = []
     for unset in unset_keys(config, lines, key_tree):
         provider = index.provider(unset.key, unset.line.value or "")
@@ -302,5 +329,5 @@ def _line_fates(config: SysctlConfig, root: Root, key_tree: Optional[KeyTree], s
         elif live is not None:
             now = _read_live(live, unset.path)
         out.append(UnsetKeyFate(unset.key, unset.path, unset, provider,
-                                (kernel_default(unset.path) or UNKNOWN_DEFAULT) if exists else None, now))
+                                (kernel_default(unset.path, index.kernel) or UNKNOWN_DEFAULT) if exists else None, now))
     return lines, out

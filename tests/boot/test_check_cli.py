@@ -25,9 +25,13 @@ def test_incident_json_contract_and_exit_1() -> None:
     data = json.loads(proc.stdout)
     assert set(data) == {"keys", "findings", "assignments"}  # "assignments": issue 15's extension
     for entry in data["keys"]:
+        # the original contract, extended (issue 15) by fate, kernel_default and aliases, and the optional
+        # fields glob/interface/modprobe/service where they apply
         required = {"key", "configured", "file", "line", "provider", "boot", "after_late_load", "live", "findings",
-                    "fate"}
+                    "fate", "kernel_default", "aliases"}
         assert required <= set(entry) <= required | OPTIONAL_KEY_FIELDS, set(entry) - required
+        assert entry["kernel_default"] is None or set(entry["kernel_default"]) == {"value", "sized", "formula"}
+        assert isinstance(entry["aliases"], list)
         assert set(entry["provider"]) == {"kind", "module"}
         assert entry["provider"]["kind"] in ("builtin", "module", "interface", "autoload", "unknown")
         assert set(entry["boot"]) == {"applied", "value"} and isinstance(entry["boot"]["applied"], bool)

@@ -39,6 +39,9 @@ class Case:
     flavors: Tuple[str, ...] = ("systemd", "procps")
     why: str = ""
     args: List[str] = field(default_factory=list)  # systemd-sysctl arguments (e.g. --prefix)
+    # /proc/sys path -> the key file it is one kernel variable with: laid out as a symlink in the tmpfs,
+    # so a write through either name lands in one file, as it does in the kernel (aliases)
+    links: Dict[str, str] = field(default_factory=dict)
 
 
 ORACLE_VERSIONS = ("252", "4.0.2")  # systemd, procps-ng: Debian 12, the rules config/ implements
@@ -115,7 +118,8 @@ def run_real(jobs: List[Tuple[Case, str]]) -> List[dict]:
     """Run every (case, flavour) with the real program; one namespace for all."""
     payload = [
         {"flavor": flavor, "files": {p: _entry_json(e) for p, e in case.files.items()},
-         "keys": list(case.keys), "args": list(case.args) if flavor == "systemd" else []}
+         "keys": list(case.keys), "args": list(case.args) if flavor == "systemd" else [],
+         "links": dict(case.links)}
         for case, flavor in jobs
     ]
     proc = subprocess.run(

@@ -98,11 +98,15 @@ def layout(job):
         with open(p, "wb") as fh:
             fh.write(SENTINEL)
         os.chmod(p, 0o644)
+    for key, target in job.get("links", {}).items():  # one kernel variable, two names
+        p = os.path.join("/proc/sys", key)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        os.symlink(os.path.join("/proc/sys", target), p)
 
 
 def read_back(job):
     written = {}
-    for key in job["keys"]:
+    for key in list(job["keys"]) + list(job.get("links", {})):
         if key.endswith("/"):
             continue
         with open(os.path.join("/proc/sys", key), "rb") as fh:

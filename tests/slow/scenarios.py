@@ -302,6 +302,27 @@ GLOB_NETWORKD_NO_RERUN = Scenario(
     derived={"etc/udev/rules.d/99-systemd.rules": ("usr/lib/udev/rules.d/99-systemd.rules", 'SUBSYSTEM=="net"')},
 )
 
+
+# One kernel variable under two names (data/kernel_keys aliases, found by writing one name in a booted
+# guest): each is written through both names, the second file's line is the last write and wins for both.
+TYPO_KEY = "kernel.sched_cfs_bandwidth_slice_u"
+ALIAS_PAIRS = (("fs.inotify.max_user_watches", "524288", "user.max_inotify_watches", "100000"),
+               ("net.netfilter.nf_conntrack_max", "131072", "net.nf_conntrack_max", "65000"))
+ALIASES_LAST_WRITE = Scenario(
+    "aliases-last-write",
+    "two names of one kernel variable set in two files (nf_conntrack in modules-load.d): the later write wins",
+    {
+        **_BASE_FILES,
+        "etc/modules-load.d/nf_conntrack.conf": MODULES_LOAD_CONF,
+        "etc/sysctl.d/10-first-name.conf": "".join(f"{a} = {av}\n" for a, av, _b, _bv in ALIAS_PAIRS),
+        "etc/sysctl.d/20-second-name.conf": "".join(f"{b} = {bv}\n" for _a, _av, b, bv in ALIAS_PAIRS)
+        # a typo under a built-in prefix: SD104 offline (the booted key set), absent on the guest
+        + f"{TYPO_KEY} = 4000\n",
+    },
+    extra_probe_keys=tuple(k for a, _av, b, _bv in ALIAS_PAIRS for k in (a, b)) + (TYPO_KEY,),
+)
+
+
 ALL = (SYSCTL_ONLY, MODULES_LOAD, NFTABLES_LATE, NFTABLES_FIXED, NFTABLES_FIXED_UDEV, UDEV_RULE_LATE, INCIDENT_LAYOUT,
-       NEVER_APPLIED, GLOB_NETWORKD, MODPROBE_INSTALL, MODPROBE_BLACKLIST, GLOB_NETWORKD_NO_RERUN)
+       NEVER_APPLIED, GLOB_NETWORKD, MODPROBE_INSTALL, MODPROBE_BLACKLIST, GLOB_NETWORKD_NO_RERUN, ALIASES_LAST_WRITE)
 BY_NAME = {s.name: s for s in ALL}

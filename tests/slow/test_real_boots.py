@@ -252,3 +252,23 @@ def test_without_the_udev_rerun_a_created_interface_starts_from_default(booted):
     run = booted("glob-networkd-no-rerun")
     _observed(run)
     assert run.boot.report.values["net.ipv4.conf.dummy0.rp_filter"] == "2", _explain(run)
+
+
+def test_two_names_of_one_variable_the_last_write_wins(booted):
+    """Issue 15 item 2 on a real boot: systemd-sysctl writes both names; /proc/sys shows the later value
+    under both, and `check` predicts that value for both rows."""
+    from .scenarios import ALIAS_PAIRS, TYPO_KEY
+
+    run = booted("aliases-last-write")
+    if run.boot is None or run.check is None:
+        pytest.skip(f"NEEDS `sysctl-doctor check`: {run.check_missing}")
+    values = run.boot.report.values
+    for first, _first_value, second, last_value in ALIAS_PAIRS:
+        assert values.get(first) == last_value and values.get(second) == last_value, (
+            f"{first}={values.get(first)} {second}={values.get(second)}\n" + _explain(run))
+        for key in (first, second):
+            predicted = prediction_for(run.check.document, key)
+            assert predicted is not None and predicted.value == last_value, (key, predicted)
+    assert values.get(TYPO_KEY) == "absent", values
+    typo = prediction_for(run.check.document, TYPO_KEY)
+    assert typo is not None and typo.value is None and "SD104" in typo.raw.get("findings", []), typo

@@ -1,7 +1,10 @@
-"""Values module keys have when their module loads and nobody writes them (Linux 6.1).
+"""The value a key has after boot when nobody writes it: the kernel's default.
 
-Only keys whose default is a constant are listed; sizes computed from memory
-(nf_conntrack_max, nf_conntrack_buckets) are not. Sources are the kernel files named.
+For the supported Debian kernels (5.10, 6.1, 6.12) the defaults come from real boots
+(sysctl_doctor.kernel.kernel_keys, data/kernel_keys/<series>.json.gz): every key, built in or
+a module's. A default the kernel computes from RAM or CPUs is not a constant: `kernel_default`
+gives None for it and `default_info` says how it is computed. For any other kernel, the hand
+table below (Linux 6.1 constants of the module keys; sources are the kernel files named).
 """
 
 from __future__ import annotations
@@ -47,7 +50,28 @@ KERNEL_DEFAULTS: Dict[str, Tuple[str, str]] = {
 }
 
 
-def kernel_default(slash_key: str) -> Optional[str]:
-    """The constant default of a module key, None when it is not a known constant."""
+def default_info(slash_key: str, kernel: Optional[str] = None):
+    """The booted default of `slash_key` on `kernel`'s series (kernel_keys.KeyDefault), or None."""
+    from sysctl_doctor.kernel import kernel_keys
+
+    exact = kernel_keys.for_kernel(kernel)
+    return exact.keys.get(slash_key) if exact is not None else None
+
+
+def kernel_default(slash_key: str, kernel: Optional[str] = None) -> Optional[str]:
+    """The constant default of a key, None when it is not known or not a constant (sized from RAM/CPUs)."""
+    info = default_info(slash_key, kernel)
+    if info is not None:
+        return info.constant
     entry = KERNEL_DEFAULTS.get(slash_key)
     return entry[0] if entry else None
+
+
+def default_text(slash_key: str, kernel: Optional[str] = None) -> str:
+    """`kernel default 0`, or how a sized default is computed, or `the kernel default`."""
+    info = default_info(slash_key, kernel)
+    if info is not None and info.sized:
+        how = f": {info.formula}" if info.formula else ""
+        return f"the kernel default (computed from RAM/CPUs{how})"
+    value = kernel_default(slash_key, kernel)
+    return f"kernel default {value}" if value is not None else "the kernel default"

@@ -50,8 +50,9 @@ class Verdict(str, Enum):
     APPLIED_BY_REAPPLY = "applied-by-later-unit"  # a unit ordered after the loaders runs the sysctl step again
     DEFAULT_MATCHES = "default-matches"  # not written in time, but the kernel default is the configured value
     VALUE_REJECTED = "value-rejected"  # the kernel refuses the value (no such congestion control, qdisc, logger)
-    APPLIED_BY_INSTALL = "applied-by-modprobe-install"
-    OVERRIDDEN_BY_SERVICE = "overridden-by-service"  # a service writes another value when it starts  # a modprobe.d install command writes it after insertion
+    APPLIED_BY_INSTALL = "applied-by-modprobe-install"  # a modprobe.d install command writes it after insertion
+    OVERRIDDEN_BY_SERVICE = "overridden-by-service"  # a service writes another value when it starts
+    ALIAS_OVERRIDDEN = "alias-overridden"  # a later write through another name of the same kernel variable wins
 
     def __str__(self) -> str:
         return self.value
@@ -120,6 +121,9 @@ _WORDS = {
     Verdict.OVERRIDDEN_BY_SERVICE: _Words("OVERRIDDEN by a service at start", "red",
                                           "overridden: a service writes another value when it starts", False, None,
                                           False),
+    Verdict.ALIAS_OVERRIDDEN: _Words("overridden through its alias", "yellow",
+                                     "overridden: a later line writes the same kernel variable under another name",
+                                     False, None, False),
 }
 assert set(_WORDS) == set(Verdict), "every verdict is described"
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-from sysctl_doctor.boot.kernel_defaults import UNKNOWN_DEFAULT, kernel_default
+from sysctl_doctor.boot.kernel_defaults import UNKNOWN_DEFAULT, default_text as _default_text, kernel_default
 from sysctl_doctor.boot.model import AFTER, BEFORE, RACE, BlockedLoad, BootTimeline, KeyFate, ModuleLoad, Verdict
 from sysctl_doctor.boot.modprobe_d import InstallCommand, option_default, parse_install, requested_by_alias
 from sysctl_doctor.boot.modules_load import module_name
@@ -233,8 +233,11 @@ def predict_keys(
     out: List[KeyFate] = []
     seen: Dict[str, int] = {}
     defaults = _default_settings(settings)
+    aliased = []
     for setting in settings:
         if not getattr(setting, "final", True):
+            if getattr(setting, "alias_winner", None):
+                aliased.append(setting)
             continue
         draft = _predict_one(setting, index, timeline, loads, version, live_values, defaults)
         _service_effects(draft, timeline)
@@ -244,7 +247,30 @@ def predict_keys(
             continue
         seen[prediction.key] = len(out)
         out.append(prediction)
+    for setting in aliased:  # one kernel variable, two names: the name written earlier shows the winner's value
+        winner = next((p for p in out if p.path == setting.alias_winner), None)
+        if winner is None:
+            continue
+        row = _alias_row(setting, winner, timeline)
+        if row.key in seen:
+            out[seen[row.key]] = row
+        else:
+            seen[row.key] = len(out)
+            out.append(row)
     return out
+
+
+def _alias_row(setting, winner: KeyFate, timeline: BootTimeline) -> KeyFate:
+    from dataclasses import replace
+
+    origin = setting.assignment.origin
+    chain = (f"{setting.key} and {winner.key} are one kernel variable under two names",
+             f"{timeline.sysctl_step} writes {setting.key} = {setting.value} ({origin.file}:{origin.line}), "
+             f"later {winner.key} = {winner.configured} ({winner.file}:{winner.line}): the later write wins",
+             *winner.chain)
+    return replace(winner, key=setting.key, path=setting.path, configured=setting.value, file=origin.file,
+                   line=origin.line, applied=winner.applied and _values_equal(winner.boot_value, setting.value),
+                   verdict=Verdict.ALIAS_OVERRIDDEN, chain=chain, setting=setting)
 
 
 def _provider(index, key: str, value: str):
@@ -263,6 +289,7 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     key = setting.key
     path = setting.path
     provider = _provider(index, key, setting.value)
+    kernel = getattr(index, "kernel", None)  # the defaults of this kernel's series (data/kernel_keys)
     live = None
     if live_values is not None:
         live = live_values.get(path)
@@ -279,7 +306,7 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     if not timeline.sysctl_runs:
         p.verdict = Verdict.NOT_RUN
         p.chain = [f"{step} does not run at boot ({timeline.sysctl_note})", "nothing applies this setting"]
-        default = kernel_default(path)
+        default = kernel_default(path, kernel)
         p.boot_value = default if kind is not ProviderKind.UNKNOWN else None
         p.after_late_load = p.boot_value
         return p
@@ -291,7 +318,7 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
         return p
     if kind is ProviderKind.AUTOLOAD and getattr(provider, "value_rejected", None):
         p.verdict = Verdict.VALUE_REJECTED
-        p.boot_value = p.after_late_load = kernel_default(path) or UNKNOWN_DEFAULT
+        p.boot_value = p.after_late_load = kernel_default(path, kernel) or UNKNOWN_DEFAULT
         p.chain = [f"{step} writes {key} = {setting.value} ({p.file}:{p.line})",
                    f"the kernel refuses it: {provider.value_rejected}",
                    "the write fails and the key keeps its previous value"]
@@ -310,8 +337,8 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
     module = module_name(provider.module or "")
     p.module = module
     option = option_default(index, module, path, timeline.cmdline)
-    default = option[0] if option else (kernel_default(path) or UNKNOWN_DEFAULT)
-    default_text = f"kernel default {default}" if default != UNKNOWN_DEFAULT else "the kernel default"
+    default = option[0] if option else (kernel_default(path, kernel) or UNKNOWN_DEFAULT)
+    default_text = _default_text(path, kernel)
     if option:
         default_text = f"{default}, its starting value from modprobe.d: {option[1]}"
         p.modprobe.append(option[1].rsplit(" (", 1)[-1].rstrip(")"))
@@ -356,7 +383,7 @@ def _predict_one(setting, index, timeline: BootTimeline, loads: _Loads, version,
                        f"{again.unit} ({again.evidence}) is ordered after {', '.join(sorted(loaders))} and writes "
                        f"{key} = {setting.value} again"]
             return p
-    constant = option[0] if option else kernel_default(path)
+    constant = option[0] if option else kernel_default(path, kernel)
     if (p.racing or p.late) and constant is not None and _values_equal(constant, setting.value):
         load = (p.racing or p.late)[0]
         p.applies(Verdict.DEFAULT_MATCHES)

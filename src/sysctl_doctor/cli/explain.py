@@ -43,7 +43,7 @@ class ExplainContext:
         from sysctl_doctor.config.key_story import key_story
 
         a = self.analysis
-        return key_story(a.config, self.key, a.key_tree, a.root)
+        return key_story(a.config, self.key, a.key_tree, a.root, a.index.aliases())
 
 
 @dataclass
@@ -122,12 +122,34 @@ def provider_section(ctx: ExplainContext) -> Optional[ExplainSection]:
     index = ctx.analysis.index
     provider = index.provider(ctx.key, value)
     lines = describe_provider(provider, index)
+    default = _default_line(provider.key, index)
+    if default:
+        lines.append(default)
+    exact = index.exact_keys() if hasattr(index, "exact_keys") else None
+    others = sorted(path_to_key(k) for k in exact.alias_group(provider.key) if k != provider.key) if exact else []
+    if others:
+        lines.append(f"the same kernel variable as {', '.join(others)}: the last write through any name wins")
     if index.partial:
         lines.append(f"(the index of kernel {index.kernel} is partial: {index.mode}; see `sysctl-doctor index`)")
     data = dataclasses.asdict(provider)
     data.update(kind=provider.kind.value, kernel=index.kernel, index_mode=index.mode, index_partial=index.partial)
     return ExplainSection(title=f"{path_to_key(provider.key)} in kernel {index.kernel}: {provider.kind.value}",
                           lines=lines, data=data)
+
+
+def _default_line(path: str, index) -> Optional[str]:
+    """`default: 60 (a real boot of Debian 6.1.0-56-amd64)`, or how a sized default is computed."""
+    from sysctl_doctor.boot.kernel_defaults import default_info, kernel_default
+
+    info = default_info(path, index.kernel)
+    if info is not None and info.sized:
+        return f"default: computed from RAM/CPUs: {info.formula or 'differs with the machine size'}"
+    source = index.exact_keys() if hasattr(index, "exact_keys") else None
+    value = kernel_default(path, index.kernel)
+    if value is None:
+        return None
+    where = f"a real boot of Debian {source.kernel}" if source is not None and info is not None else "kernel source"
+    return f"default: {value} ({where}; the value when nothing writes it)"
 
 
 def boot_verdict_text(applied: bool, verdict: str) -> str:

@@ -67,13 +67,32 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def aliases_for_root(root: "Root") -> Dict[str, str]:
+    """The alias map (kernel.kernel_keys) of the kernel this root runs: the running one on /, else the
+    newest under /lib/modules; {} when that kernel's series has no data."""
+    import os
+
+    from sysctl_doctor.kernel import kernel_keys
+    from sysctl_doctor.kernel.modules_tree import available_kernels
+
+    if root.is_live:
+        kernel: Optional[str] = os.uname().release
+    else:
+        kernels = available_kernels(root)
+        kernel = kernels[-1] if kernels else None
+    exact = kernel_keys.for_kernel(kernel)
+    return exact.alias_map() if exact is not None else {}
+
+
 def show_document(config: "SysctlConfig", keys: Optional["KeyTree"], tree_dir: Optional[str],
-                  root_dir: str, prefixes: Tuple[str, ...] = ()) -> Dict[str, Any]:
+                  root_dir: str, prefixes: Tuple[str, ...] = (),
+                  aliases: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """The JSON contract of `show --format json` (also what the text renderer reads)."""
+    from sysctl_doctor.config.model import path_to_key
     from sysctl_doctor.config.sysctl_d import effective_settings
 
     settings: List[Dict[str, Any]] = []
-    for s in effective_settings(config, keys, prefixes):
+    for s in effective_settings(config, keys, prefixes, aliases):
         a = s.assignment
         key, value = s.key, s.value  # printable() inline for the usual ASCII text (10,000 settings)
         settings.append({
@@ -87,6 +106,8 @@ def show_document(config: "SysctlConfig", keys: Optional["KeyTree"], tree_dir: O
             if s.overrides else [],
             "glob": printable(a.key) if a.is_glob else None,
             "final": s.final,
+            # a later write through another name of the same kernel variable won (None: no alias involved)
+            "alias_winner": path_to_key(s.alias_winner) if s.alias_winner else None,
         })
     return {
         "flavor": config.flavor,
@@ -131,7 +152,9 @@ def render_text(doc: Dict[str, Any]) -> List[List[Segment]]:
             add([(f"      from the glob {s['glob']}", None)])
         for o in s["overrides"]:
             add([(f"      beats {o['file']}:{o['line']} (= {o['value']})", None)])
-        if not s["final"]:
+        if not s["final"] and s.get("alias_winner"):
+            add([(f"      replaced: {s['alias_winner']} is the same kernel variable and is written later", "yellow")])
+        elif not s["final"]:
             add([("      replaced: a later write to this key wins", "yellow")])
         if s["exists"] is False:
             add([("      key does not exist", "red"), (" in the key tree: the write fails"
@@ -185,8 +208,8 @@ def command(root_dir: str, flavor: Optional[str], proc_sys: Optional[str], prefi
 
     Files are read exactly as systemd-sysctl 252 or procps `sysctl --system` 4.0.2 reads them.
     """
-    _root, config, keys, tree_dir = load_for_cli(root_dir, flavor, proc_sys)
-    doc = show_document(config, keys, tree_dir, root_dir, prefixes)
+    root, config, keys, tree_dir = load_for_cli(root_dir, flavor, proc_sys)
+    doc = show_document(config, keys, tree_dir, root_dir, prefixes, aliases_for_root(root))
     if fmt == "json":
         dump_json(doc)
     else:

@@ -8,7 +8,7 @@ link, a masked vendor file, ...) are included as "not applied", with the reason.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Mapping, Optional
 
 from sysctl_doctor.config.model import (ConfigLine, EffectiveSetting, KeyTree, Origin, SysctlConfig, is_glob,
                                         path_to_key)
@@ -66,11 +66,15 @@ def _matches(line_path: str, is_glob: bool, path: str, flavor: str) -> bool:
 
 
 def key_story(config: SysctlConfig, key: str, keys: Optional[KeyTree] = None,
-              root: Optional[Root] = None) -> KeyStory:
+              root: Optional[Root] = None, aliases: Optional[Mapping[str, str]] = None) -> KeyStory:
     """Explain `key` (dotted or slash form). With `root`, also read the ignored files for
-    lines that would have set it."""
+    lines that would have set it. With `aliases` (slash path -> one name of its kernel variable),
+    the lines of every other name of the key's variable are part of its story: the last write
+    through any name wins."""
     flavor = config.flavor
     path = lookup_path(key, flavor)
+    if aliases and path in aliases and not is_glob(path):
+        return _aliased_story(config, path, keys, root, aliases)
     if is_glob(path) and not (keys is not None and path in keys.paths):
         # a pattern asked about as itself; a key whose name really holds '*' (it exists) is a key
         return pattern_story(config, path, keys)
@@ -100,6 +104,41 @@ def key_story(config: SysctlConfig, key: str, keys: Optional[KeyTree] = None,
                             None)
         story.final_value = final.value
     story.summary = _summary(story, final, explicit_entry)
+    return story
+
+
+def _aliased_story(config: SysctlConfig, path: str, keys: Optional[KeyTree], root: Optional[Root],
+                   aliases: Mapping[str, str]) -> KeyStory:
+    """The story of a key with several names: each name's own story, merged; the last write through any
+    name is the value (both flavours write every name, in apply order)."""
+    group = [path] + sorted(p for p, rep in aliases.items() if rep == aliases[path] and p != path)
+    stories = [key_story(config, path_to_key(name), keys, root) for name in group]
+    story = stories[0]
+    writes = [w for w in effective_settings(config, KeyTree.of(set(group)), aliases=aliases)
+              if _canonical(w.path) in group]
+    final = next((w for w in reversed(writes) if w.final and w.exists is not False), None)
+    position = {h.origin: i for i, h in enumerate(config.history)}
+    lines = [ln for st in stories for ln in st.lines]
+    lines.sort(key=lambda ln: (ln.verdict == NOT_APPLIED, position.get(ln.origin, len(position))))
+    others = ", ".join(path_to_key(name) for name in group[1:])
+    for ln in lines:
+        if ln.verdict == WINS and final is not None and ln.origin != final.assignment.origin:
+            ln.verdict = OVERRIDDEN
+            ln.reason = (f"{final.key} is the same kernel variable, written later at {_where(final.assignment.origin)}: "
+                         "the last write through either name wins")
+        elif ln.verdict == WINS and len([x for x in lines if x.verdict != NOT_APPLIED]) > 1:
+            ln.reason = "the last write to this kernel variable through either name (both names are written, in order)"
+    story.lines = lines
+    if final is None:
+        story.summary += f" ({others}: the same kernel variable)"
+        return story
+    story.winner = next((ln for ln in lines if ln.origin == final.assignment.origin and ln.verdict == WINS), None)
+    story.final_value = final.value
+    via = "" if _canonical(final.path) == path else f", written as {final.key}"
+    story.summary = (f"{story.key} = {final.value}  (from {_where(final.assignment.origin)}{via}; "
+                     f"{others} is the same kernel variable)")
+    if story.exists is False:
+        story.summary += "; but the key does not exist in the key tree, so the write fails"
     return story
 
 

@@ -271,6 +271,9 @@ class EffectiveSetting:
     # two globs matching one key).
     final: bool = True
     path: str = ""  # slash form relative to /proc/sys (computed from `key` when not given)
+    # Not final because a later write through another name of the same kernel variable (an alias,
+    # e.g. net.nf_conntrack_max for net.netfilter.nf_conntrack_max) replaced it: that name's slash path.
+    alias_winner: Optional[str] = None
 
     def __post_init__(self) -> None:
         if not self.path:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from sysctl_doctor.config.model import (
     MASKED,
@@ -615,10 +615,15 @@ def procps_key_exists(path: str, keys: KeyTree) -> bool:
 
 
 def effective_settings(
-    config: SysctlConfig, keys: Optional[KeyTree], prefixes: Sequence[str] = ()
+    config: SysctlConfig, keys: Optional[KeyTree], prefixes: Sequence[str] = (),
+    aliases: Optional[Mapping[str, str]] = None,
 ) -> List[EffectiveSetting]:
     """What the flavour writes, in order, against `keys` (globs expanded; explicit/excluded keys
-    skipped for globs). `prefixes` filters like systemd-sysctl --prefix (slash or dotted)."""
+    skipped for globs). `prefixes` filters like systemd-sysctl --prefix (slash or dotted).
+
+    `aliases` maps a slash path to one name of its kernel variable when the kernel has several
+    (kernel.kernel_keys): both flavours write every name in order, so the last write through any
+    name is the value; earlier writes through another name lose `final` and name the winner."""
     norm_prefixes = [normalize_prefix(p) for p in prefixes]
     writes: List[EffectiveSetting] = []
     beaten_globs: Dict[str, List[SysctlAssignment]] = {}
@@ -661,7 +666,7 @@ def effective_settings(
                             beaten_globs.setdefault(a.path, []).append(g)
             writes.append(EffectiveSetting(a.key, a.value, a, None if keys is None else exists(a.path, keys),
                                            path=a.path))
-    _link_overrides(writes, beaten_globs, config.files)
+    _link_overrides(writes, beaten_globs, config.files, aliases or {})
     return writes
 
 
@@ -701,7 +706,7 @@ def _canonical(path: str) -> str:
 
 
 def _link_overrides(writes: List[EffectiveSetting], beaten_globs: Dict[str, List[SysctlAssignment]],
-                    files: List[str]) -> None:
+                    files: List[str], aliases: Mapping[str, str]) -> None:
     """Fill each write's `overrides` (every line that set, or would have set, the same concrete key
     and lost to it, oldest first) and clear `final` on writes a later write replaces."""
     rank = {f: i for i, f in enumerate(files)}
@@ -710,6 +715,7 @@ def _link_overrides(writes: List[EffectiveSetting], beaten_globs: Dict[str, List
         if w.exists is False:
             continue
         k = _canonical(w.path)
+        k = aliases.get(k, k)
         a = w.assignment
         prev = last.get(k)
         if prev is None and not a.overrides and (a.is_glob or w.path not in beaten_globs):
@@ -732,6 +738,11 @@ def _link_overrides(writes: List[EffectiveSetting], beaten_globs: Dict[str, List
                 unique.append(o)
         w.overrides = unique
         last[k] = w
+    if aliases:
+        for w in writes:
+            winner = last.get(aliases.get(_canonical(w.path), ""))
+            if winner is not None and not w.final and _canonical(winner.path) != _canonical(w.path):
+                w.alias_winner = _canonical(winner.path)
 
 
 def expand_globs_over(config: SysctlConfig, settings: List[EffectiveSetting],

@@ -15,7 +15,7 @@ from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tup
 
 from sysctl_doctor.config.model import key_to_path, path_to_key
 from sysctl_doctor.errors import Diagnostic, DoctorError
-from sysctl_doctor.kernel import curated, known_keys
+from sysctl_doctor.kernel import curated, kernel_keys, known_keys
 from sysctl_doctor.kernel.model import (
     MODE_ELF, MODE_NONE, IndexData, KeyProvider, ProviderKind, SysctlEntry,
 )
@@ -52,6 +52,10 @@ def _rejected_value(path: str, value: str, source: str, scope: str) -> KeyProvid
 
 
 SUGGEST_MAX_LEN = 256
+# Keys under these prefixes exist or not with the machine (dev/parport/<port>, dev/hpet, one
+# kernel/sched_domain/cpuN per CPU on 5.10) or are a filesystem mounted there (fs/binfmt_misc): never
+# "unknown" for lack of them in the booted guest.
+EXACT_CHECK_EXEMPT = ("dev/", "debug/", "kernel/sched_domain/", "fs/binfmt_misc/")
 
 
 class ModuleIndex:
@@ -187,6 +191,9 @@ class ModuleIndex:
 
     def known_keys(self) -> FrozenSet[str]:
         keys = set(self._owner) | set(self.builtin_keys())
+        exact = self.exact_keys()
+        if exact is not None:
+            keys.update(exact.names())
         for rule in curated.curated_rules():
             if not any(c in rule.pattern for c in "*?[<"):
                 keys.add(rule.pattern)
@@ -284,6 +291,11 @@ class ModuleIndex:
                 return self._module_provider(ProviderKind.MODULE, rule.module, path, f"proc+curated:{rule.source}", per_netns, init_only)
             return KeyProvider(kind=ProviderKind.BUILTIN, per_netns=per_netns, init_netns_only=init_only, evidence="proc", key=path)
 
+        if rule is None or rule.kind is ProviderKind.BUILTIN:
+            removed = self._not_in_booted_kernel(path)
+            if removed is not None:
+                return removed
+
         if rule is not None and rule.kind is ProviderKind.MODULE and rule.module:
             mod = self.normalize_module(rule.module)
             if self.mode != MODE_ELF:
@@ -315,6 +327,31 @@ class ModuleIndex:
         # 5. nobody provides it: a typo, or a module that is not in this kernel
         return KeyProvider(kind=ProviderKind.UNKNOWN, evidence="proc" if self.proc_keys is not None else "none",
                            suggestion=self.suggest(path), key=path)
+
+    def exact_keys(self) -> Optional["kernel_keys.KernelKeys"]:
+        """The keys and defaults read from a real boot of this kernel's series (None: not a supported series)."""
+        return kernel_keys.for_kernel(self.kernel)
+
+    def aliases(self) -> Dict[str, str]:
+        """slash path -> one name of its kernel variable, for the keys of this kernel that have two names
+        (data/kernel_keys; {} for a kernel without data)."""
+        exact = self.exact_keys()
+        return exact.alias_map() if exact is not None else {}
+
+    def _not_in_booted_kernel(self, path: str) -> Optional[KeyProvider]:
+        """UNKNOWN when a real boot of this kernel's series (data/kernel_keys) has no such key.
+
+        Offline only (a live /proc/sys answers first), and only under a built-in prefix outside dev/ and
+        debug/ (keys there come and go with hardware); a key a scanned module file registers is known."""
+        if self.proc_keys is not None or path.startswith(EXACT_CHECK_EXEMPT) or path in self._owner:
+            return None
+        exact = self.exact_keys()
+        if exact is None or path in exact.keys:
+            return None
+        return KeyProvider(kind=ProviderKind.UNKNOWN, evidence=f"kernel-keys:{exact.series}", key=path,
+                           suggestion=self.suggest(path),
+                           note=f"a real boot of Debian {exact.kernel} has no such key (every module with "
+                                "sysctls loaded)")
 
     def _not_a_known_key(self, path: str, module: str) -> Optional[KeyProvider]:
         """No module files were scanned: UNKNOWN if `module`'s exact key list (data/known_keys) lacks `path`.

@@ -59,7 +59,31 @@ def _boot_sources(p, report) -> dict:
     return out
 
 
+def _kernel_default(path: str, kernel) -> Any:
+    """{"value", "sized", "formula"} of the key's kernel default, or null when it is not known."""
+    from sysctl_doctor.boot.kernel_defaults import default_info, kernel_default
+
+    info = default_info(path, kernel)
+    if info is not None and (info.sized or info.constant is not None):
+        return {"value": info.constant, "sized": info.sized, "formula": info.formula}
+    if info is not None:
+        return None  # write-only, a running state, or a key only a device the guest lacked makes
+    value = kernel_default(path, kernel)
+    return None if value is None else {"value": value, "sized": False, "formula": None}
+
+
+def _aliases_of(path: str, aliases) -> list:
+    from sysctl_doctor.config.model import path_to_key
+
+    return sorted(path_to_key(a) for a, rep in aliases.items() if rep == aliases.get(path) and a != path)
+
+
 def check_to_dict(report) -> dict:
+    from sysctl_doctor.config.model import key_to_path
+
+    index = getattr(report.analysis, "index", None)
+    kernel = getattr(index, "kernel", None)
+    aliases = index.aliases() if index is not None and hasattr(index, "aliases") else {}
     keys = []
     for p in report.fates:
         provider = p.provider
@@ -74,7 +98,12 @@ def check_to_dict(report) -> dict:
             "after_late_load": {"value": _value(p.after_late_load)},
             "live": p.live,
             "findings": report.codes_for(p.key),
-            "fate": "applied",
+            # the line is applied, but a later write through another name of its variable wins
+            "fate": "overridden" if p.verdict == "alias-overridden" else "applied",
+            # extensions (issue 15): the default from a real boot of the kernel's series, and the other
+            # names of the same kernel variable (the last write through any name wins)
+            "kernel_default": _kernel_default(p.path, kernel),
+            "aliases": _aliases_of(p.path, aliases),
         }
         row.update(_boot_sources(p, report))
         keys.append(row)
@@ -93,6 +122,8 @@ def check_to_dict(report) -> dict:
             "live": u.live,
             "findings": report.codes_for(u.key),
             "fate": u.fate,
+            "kernel_default": _kernel_default(key_to_path(u.key), kernel),
+            "aliases": _aliases_of(key_to_path(u.key), aliases),
         })
     findings = [
         {"code": f.code, "severity": f.severity, "key": f.key, "message": f.message, "fix": f.fix,

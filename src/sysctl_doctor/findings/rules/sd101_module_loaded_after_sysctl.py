@@ -43,8 +43,10 @@ RULE = Rule(
 )
 
 
-def _default_text(value) -> str:
-    return "the kernel default" if value == UNKNOWN_DEFAULT else f"kernel default {value}"
+def _default_text(value, path: str, kernel) -> str:
+    from sysctl_doctor.boot.kernel_defaults import default_text
+
+    return default_text(path, kernel) if value == UNKNOWN_DEFAULT else f"kernel default {value}"
 
 
 def check(analysis: Analysis) -> Iterator[Finding]:
@@ -59,7 +61,7 @@ def check(analysis: Analysis) -> Iterator[Finding]:
             how = f"which runs after {step}"
         message = (
             f"{p.key} = {p.configured} ({p.file}:{p.line}) is not applied at boot: {p.module} is loaded by "
-            f"{load.by} ({load.evidence}), {how}; the key stays at {_default_text(p.boot_value)}"
+            f"{load.by} ({load.evidence}), {how}; the key stays at {_default_text(p.boot_value, p.path, analysis.kernel)}"
         )
         prefix = p.path.rsplit("/", 1)[0]
         yield Finding(RULE.code, RULE.severity, p.key, message,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from sysctl_doctor.analysis import Analysis
-from sysctl_doctor.boot.kernel_defaults import UNKNOWN_DEFAULT
+from sysctl_doctor.boot.kernel_defaults import UNKNOWN_DEFAULT, default_text
 from sysctl_doctor.boot.model import Verdict
 from sysctl_doctor.findings.model import WARNING, Example, Finding, Rule
 from sysctl_doctor.findings.remedies import load_early_fix
@@ -44,7 +44,7 @@ def check(analysis: Analysis) -> Iterator[Finding]:
         message = (
             f"{p.key} = {p.configured} ({p.file}:{p.line}) is not applied at boot: nothing loads {p.module}; "
             f"when something loads it later the key will be "
-            f"{'the kernel default' if p.after_late_load == UNKNOWN_DEFAULT else p.after_late_load}"
+            f"{default_text(p.path, analysis.kernel) if p.after_late_load == UNKNOWN_DEFAULT else p.after_late_load}"
         )
         yield Finding(RULE.code, RULE.severity, p.key, message,
                       load_early_fix(analysis.init_system, p.module, [p.path.rsplit('/', 1)[0]]), p.file, p.line)
