@@ -15,10 +15,10 @@ off), checked against the real programs by tests/config/test_fates_oracle.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from sysctl_doctor.config.model import (MASKED, NEVER_READ, RUNTIME_ONLY, SHADOWED, ConfigLine, EffectiveSetting,
-                                        KeyTree, Origin, SysctlConfig, path_to_key)
+                                        IgnoredFile, KeyTree, Origin, SysctlConfig, path_to_key)
 from sysctl_doctor.config.sysctl_d import _canonical, effective_settings, procps_path, systemd_normalize
 from sysctl_doctor.config.sysctl_glob import glob_matches_path
 from sysctl_doctor.config.sysctl_lines import INVALID_LINE, parse_sysctl_bytes
@@ -195,31 +195,43 @@ def _fate(h: ConfigLine, entry: Optional[ConfigLine], systemd: bool, keys: Optio
                     else f"written, then overwritten by {entry.origin} (procps writes every line in order)")
 
 
-# Bounds on the files never read whose lines are shown (hostile input: thousands of .cfg files); the files read
-# are bounded by sysctl_d's own limits.
+# Bounds on the files never read whose lines are shown (hostile input: thousands of .cfg files, a 200 MB
+# runtime-only file); the files read are bounded by sysctl_d's own limits. Every reader of ignored files
+# (fates, `explain`'s story, SD105) goes through `ignored_file_bytes`.
 IGNORED_FILES_MAX = 1000
 IGNORED_BYTES_MAX = 2 << 20
 
 
-def _ignored_lines(config: SysctlConfig, root: Root) -> List[LineFate]:
-    out: List[LineFate] = []
+def ignored_file_bytes(config: SysctlConfig, root: Root, files_max: int = IGNORED_FILES_MAX,
+                       bytes_max: int = IGNORED_BYTES_MAX,
+                       file_max: Optional[int] = None) -> Iterator[Tuple[IgnoredFile, bytes]]:
+    """The regular files never read, once each in their order, with their whole lines: at most `files_max`
+    files, `file_max` bytes of one file and `bytes_max` bytes in all (a file cut by a bound keeps whole lines
+    only). Unreadable files, links out of the root or in loops, FIFOs and devices are passed over unread."""
     seen = set()
-    budget = IGNORED_BYTES_MAX
+    budget = bytes_max
     for ignored in config.ignored_files:
         if ignored.file in seen:
             continue
         seen.add(ignored.file)
-        if len(seen) > IGNORED_FILES_MAX or budget <= 0:
-            break
+        if len(seen) > files_max or budget <= 0:
+            return
+        limit = budget if file_max is None else min(budget, file_max)
         try:
             if root.kind(ignored.file) is not PathKind.FILE:
                 continue
-            data = root.read_bytes(ignored.file, budget)
-            if len(data) == budget:  # cut by the bound: keep whole lines only
-                data = data[: data.rfind(b"\n") + 1]
-            budget -= max(len(data), 1)
+            data = root.read_bytes(ignored.file, limit)
         except (OSError, Exception):  # noqa: BLE001 - an unreadable ignored file has no lines to show
             continue
+        if len(data) == limit:  # cut by the bound: keep whole lines only
+            data = data[: data.rfind(b"\n") + 1]
+        budget -= max(len(data), 1)
+        yield ignored, data
+
+
+def _ignored_lines(config: SysctlConfig, root: Root) -> List[LineFate]:
+    out: List[LineFate] = []
+    for ignored, data in ignored_file_bytes(config, root):
         by = Origin(ignored.by, 0) if ignored.by else None  # the file that shadows or masks it (no line)
         for pl in parse_sysctl_bytes(data, config.flavor, ignored.file).lines:  # type: ignore[arg-type]
             path = _canonical(systemd_normalize(pl.key) if config.flavor == "systemd" else procps_path(pl.key))
