@@ -14,13 +14,15 @@ off), checked against the real programs by tests/config/test_fates_oracle.py.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from sysctl_doctor.config.model import (MASKED, NEVER_READ, RUNTIME_ONLY, SHADOWED, ConfigLine, EffectiveSetting,
                                         IgnoredFile, KeyTree, Origin, SysctlConfig, path_to_key)
 from sysctl_doctor.config.sysctl_d import _canonical, effective_settings, procps_path, systemd_normalize
-from sysctl_doctor.config.sysctl_glob import glob_matches_path
+from sysctl_doctor.config.sysctl_glob import any_glob_matcher
 from sysctl_doctor.config.sysctl_lines import INVALID_LINE, parse_sysctl_bytes
 from sysctl_doctor.root import PathKind, Root
 
@@ -241,6 +243,11 @@ def _ignored_lines(config: SysctlConfig, root: Root) -> List[LineFate]:
     return out
 
 
+# key x glob tests `unset_keys` makes without a key tree (one C regex step each: 20 million take about 2 s);
+# past it, the keys left are not reported as unset (a glob may reach them: no value is guessed).
+UNSET_GLOB_WORK_MAX = 20_000_000
+
+
 def unset_keys(config: SysctlConfig, fates: List[LineFate], keys: Optional[KeyTree] = None) -> List[UnsetKey]:
     """Concrete keys that some line sets, none of whose lines gives them a value at boot (all cancelled or
     in files never read) and that no applied glob reaches. In the order their first line appears."""
@@ -253,25 +260,23 @@ def unset_keys(config: SysctlConfig, fates: List[LineFate], keys: Optional[KeyTr
     named = {_canonical(a.path) for a in config.assignments if not a.is_glob} | {
         _canonical(e.path) for e in config.exclusions}
     globs = [f for f in fates if f.is_glob and f.fate == APPLIED]
+    written = {k for g in globs if g.keys is not None for k in g.keys}  # what the globs write in the key tree
+    patterns = [g.path or "" for g in globs if g.keys is None and keys is None]
+    matcher = any_glob_matcher(patterns, systemd)
+    work = UNSET_GLOB_WORK_MAX
     out: List[UnsetKey] = []
     for path, lines in by_key.items():
         setting = [f for f in lines if f.value is not None]
         if not setting or any(f.fate not in NO_VALUE_FATES for f in setting):
             continue
-        if path not in named and _reached_by_glob(path, globs, keys, systemd):
-            continue  # a glob gives it a value (the lines of its own are not read)
+        if path not in named:  # a glob reaching it gives it a value (the lines of its own are not read)
+            if path_to_key(path) in written:
+                continue
+            if patterns:
+                work -= len(patterns)
+                if work < 0 or matcher.fullmatch(path):
+                    continue
         cancelled = [f for f in setting if f.fate == CANCELLED]
         decisive = cancelled[-1] if cancelled else setting[-1]
         out.append(UnsetKey(path_to_key(path), path, decisive.fate, decisive, tuple(lines)))
     return out
-
-
-def _reached_by_glob(path: str, globs: List[LineFate], keys: Optional[KeyTree], braces: bool) -> bool:
-    key = path_to_key(path)
-    for g in globs:
-        if g.keys is not None:
-            if key in g.keys:
-                return True
-        elif keys is None and glob_matches_path(g.path or "", path, braces=braces):
-            return True
-    return False

@@ -144,6 +144,19 @@ _PATH_REGEX_CACHE: Dict[Tuple[str, bool], "re.Pattern[str]"] = {}
 
 def glob_matches_path(pattern: str, path: str, braces: bool = False) -> bool:
     """Would glob(3) of /proc/sys/<pattern> return /proc/sys/<path> if it existed?"""
+    return _path_regex(pattern, braces).fullmatch(path) is not None
+
+
+def any_glob_matcher(patterns: Sequence[str], braces: bool = False) -> "re.Pattern[str]":
+    """One regex whose fullmatch of a slash path says whether any of `patterns` would match it (as
+    `glob_matches_path` does each): thousands of paths against thousands of globs in one C loop each."""
+    if not patterns:
+        return re.compile("(?!)")
+    return re.compile("|".join(f"(?:{_path_regex(p, braces).pattern})" for p in dict.fromkeys(patterns)),
+                      re.DOTALL)
+
+
+def _path_regex(pattern: str, braces: bool) -> "re.Pattern[str]":
     rx = _PATH_REGEX_CACHE.get((pattern, braces))
     if rx is None:
         alternatives = []
@@ -155,7 +168,7 @@ def glob_matches_path(pattern: str, path: str, braces: bool = False) -> bool:
             alternatives.append("/".join(parts))
         rx = re.compile("(?:" + "|".join(alternatives) + ")" if alternatives else "(?!)", re.DOTALL)
         _PATH_REGEX_CACHE[(pattern, braces)] = rx
-    return rx.fullmatch(path) is not None
+    return rx
 
 
 def _glob_one(pattern: str, keys: KeyTree, work: List[int]) -> List[str]:
