@@ -12,11 +12,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Set
 
 from sysctl_doctor.errors import DoctorError
 from sysctl_doctor.verify.compare import (GlobLine, KeyOutcome, Predicted, RaceTally, compare, fates_of, globs_from,
-                                          key_fates, predictions_from, tally_races)
+                                          key_fates, named_keys, predictions_from, tally_races)
 from sysctl_doctor.verify.image import Injection, boot_files, image_of
 from sysctl_doctor.verify.qemu import BootFiles, BootRun, SigtermRaises, boot, choose_accel
 from sysctl_doctor.verify.reporter import (DEPEND_START, Observation, depend_start_with_reporter, parse_report,
@@ -140,6 +140,7 @@ def verify_root(root_dir: str, kernel: Optional[str] = None, late_load: Sequence
     predicted = predictions_from(document, fates_of(key_fates(analysis)))
     # glob lines: their matches are compared under systemd-sysctl's rules (procps applies them otherwise)
     globs = globs_from(document) if analysis.flavor == "systemd" else []
+    named = named_keys(document)
     root_path = Path(root.path)
     files = _pick_kernel(root_path, kernel, analysis.kernel)
     root_cmdline = cmdline if cmdline is not None else getattr(getattr(analysis.timeline, "cmdline", None), "text", "")
@@ -151,7 +152,7 @@ def verify_root(root_dir: str, kernel: Optional[str] = None, late_load: Sequence
         injection = injection.merged(_sysvinit_order(root_path))
     with SigtermRaises():  # SIGTERM as Ctrl-C: qemu killed, the work directory removed
         results, accel, accel_why, image_seconds = _build_and_boot(
-            root_path, files, analysis.init_system, predicted, globs, injection, extra, boots, timeout, log_dir,
+            root_path, files, analysis.init_system, predicted, globs, named, injection, extra, boots, timeout, log_dir,
             workdir_parent, say)
     return VerifyResult(str(root_path), files.kernel, analysis.init_system, accel, accel_why, extra,
                         list(late_load), predicted, results, image_seconds,
@@ -159,7 +160,7 @@ def verify_root(root_dir: str, kernel: Optional[str] = None, late_load: Sequence
 
 
 def _build_and_boot(root_path: Path, files: BootFiles, init_system: str, predicted: List[Predicted],
-                    globs: List[GlobLine], injection: Injection, extra: str, boots: int, timeout: float, log_dir: Optional[Path],
+                    globs: List[GlobLine], named: Set[str], injection: Injection, extra: str, boots: int, timeout: float, log_dir: Optional[Path],
                     workdir_parent: Optional[Path], say: Callable[[str], None]):
     """One image (from a copy of the root), N boots of fresh copies of it, each report compared."""
     work = Path(tempfile.mkdtemp(prefix="sysctl-doctor-verify-", dir=workdir_parent))
@@ -184,7 +185,7 @@ def _build_and_boot(root_path: Path, files: BootFiles, init_system: str, predict
                 disk.unlink(missing_ok=True)
             seen = parse_report(run.probe_lines())
             failure = _boot_failure(run, seen, timeout)
-            outcomes = [] if failure else compare(predicted, seen, globs)
+            outcomes = [] if failure else compare(predicted, seen, globs, named)
             results.append(BootOutcome(number, run, seen, outcomes, failure,
                                        run.console_tail() if failure else []))
             say(f"boot {number}/{boots}: {run.seconds:.1f} s" + (f", FAILED: {failure}" if failure else ""))
