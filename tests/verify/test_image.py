@@ -97,12 +97,38 @@ def test_sysvinit_and_openrc_get_their_own_start_script(tmp_path):
 def test_an_injected_path_never_leaves_the_copy(tmp_path):
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
-    os.symlink("../../outside", root / "etc/escape")
-    with pytest.raises(DoctorError, match="leaving the root"):
-        inject(root, Injection({"etc/escape/x": ("x", 0o644)}))
+    os.symlink("../../outside", root / "etc/escape")  # ".." stops at the copy's top, as in the booted image
+    inject(root, Injection({"etc/escape/x": ("x", 0o644)}))
+    assert (root / "outside/x").read_text() == "x"
     with pytest.raises(DoctorError, match="not a path inside"):
         inject(root, Injection({"etc/../x": ("x", 0o644)}))
     assert not (tmp_path / "outside").exists()
+
+
+def test_a_link_through_a_link_to_the_host_never_leads_a_write_out(tmp_path):
+    # etc/sdverify -> /usr/evil/sdverify, usr/evil -> <host dir>: the old check resolved only etc/sdverify's own
+    # link, and the host then followed usr/evil: the reporter's keys file was written into the host directory.
+    host = tmp_path / "host"
+    (host / "sdverify").mkdir(parents=True)
+    root = tmp_path / "root"
+    (root / "usr").mkdir(parents=True)
+    (root / "etc").mkdir()
+    os.symlink(str(host), root / "usr/evil")
+    os.symlink("/usr/evil/sdverify", root / "etc/sdverify")
+    os.symlink("loop2", root / "etc/loop1")
+    os.symlink("loop1", root / "etc/loop2")
+    (root / "etc/afile").write_text("")
+    inject(root, Injection({"etc/sdverify/keys": ("k", 0o644)}, {"etc/sdverify/link": "/x"}))
+    assert list((host / "sdverify").iterdir()) == []
+    inside = root.joinpath(*host.parts[1:], "sdverify")  # the host path, taken inside the copy
+    assert (inside / "keys").read_text() == "k" and os.readlink(inside / "link") == "/x"
+    with pytest.raises(DoctorError, match="too many levels of links"):
+        inject(root, Injection({"etc/loop1/x": ("x", 0o644)}))
+    with pytest.raises(DoctorError, match="not a directory"):
+        inject(root, Injection({"etc/afile/x": ("x", 0o644)}))
+    (root / "etc/adir").mkdir()
+    with pytest.raises(DoctorError, match="a directory where"):
+        inject(root, Injection({"etc/adir": ("x", 0o644)}))
 
 
 def test_boot_files_pick_the_newest_kernel_by_version_and_its_initrd(tmp_path):

@@ -66,30 +66,46 @@ def copy_tree(src: Path, dst: Path) -> None:
 
 
 def _in_copy(root: Path, rel: str) -> Path:
-    """Where `rel` lands in the copy `root`: its directories' links resolved inside the copy (an absolute
-    link is the image's own path), never outside it."""
+    """Where `rel` lands in the copy `root`, its directories' links resolved as the booted image resolves
+    them: one component at a time, an absolute target from the copy's top, ".." never above it. Every
+    component is looked at under directories already resolved inside the copy, so no link (nor a link to
+    a link) can lead a write out of it."""
     parts = rel.strip("/").split("/")
     if not rel.strip("/") or any(part in ("", ".", "..") for part in parts):
         raise DoctorError(f"not a path inside the root: {rel!r}")
-    current = root
-    for part in parts[:-1]:
-        step, hops = current / part, 0
-        while step.is_symlink():
+    resolved: List[str] = []
+    todo = list(parts[:-1])
+    hops = 0
+    while todo:
+        part = todo.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        step = root.joinpath(*resolved, part)
+        if step.is_symlink():
             hops += 1
             if hops > 40:
-                raise DoctorError(f"{step}: too many levels of links")
+                raise DoctorError(f"/{'/'.join(resolved + [part])}: too many levels of links on the way to /{rel}")
             target = os.readlink(step)
-            step = Path(os.path.normpath(root / target.lstrip("/") if target.startswith("/") else step.parent / target))
-            if os.path.commonpath([str(root), str(step)]) != str(root):
-                raise DoctorError(f"{current / part}: a link leaving the root on the way to {rel}")
-        current = step
-    return current / parts[-1]
+            if target.startswith("/"):
+                resolved = []
+            todo = target.split("/") + todo
+            continue
+        if step.exists() and not step.is_dir():
+            raise DoctorError(f"/{'/'.join(resolved + [part])}: not a directory, on the way to /{rel}")
+        resolved.append(part)
+    return root.joinpath(*resolved, parts[-1])
 
 
 def _replace(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_symlink() or path.is_file():
+    if path.is_symlink() or path.exists() and not path.is_dir():
         path.unlink()
+    elif path.is_dir():
+        raise DoctorError(f"{path}: a directory where verify injects a file")
 
 
 def inject(root: Path, injection: Injection) -> None:
