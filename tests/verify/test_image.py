@@ -155,3 +155,46 @@ def test_insserv_order_gets_the_reporter_last():
     assert edited.splitlines()[-1] == "sdverify: rsyslog procps kmod rc.local"
     assert "procps: kmod" in edited.splitlines()
     assert depend_start_with_reporter(edited) == edited
+
+
+def test_boot_files_follow_links_inside_the_root_never_to_the_host(tmp_path):
+    host = tmp_path / "hostboot"  # stands for the host's /boot: a root's /boot -> /boot link must not reach it
+    host.mkdir()
+    (host / "vmlinuz-9.9.9").write_bytes(b"host kernel")
+    root = tmp_path / "root"
+    root.mkdir()
+    os.symlink(str(host), root / "boot")
+    with pytest.raises(DoctorError, match="no vmlinuz"):
+        boot_files(root)
+    with pytest.raises(DoctorError, match="no such kernel image"):
+        boot_files(root, "9.9.9")
+    (root / "boot").unlink()
+    (root / "realboot").mkdir()
+    (root / "realboot/vmlinuz-6.1.0-9-amd64").write_bytes(b"k")
+    os.symlink("vmlinuz-6.1.0-9-amd64", root / "realboot/vmlinuz-6.1.0-10-amd64")  # a link inside: fine
+    os.symlink(str(host / "vmlinuz-9.9.9"), root / "realboot/vmlinuz-9.9.9")  # to the host: not a kernel here
+    os.symlink("/realboot", root / "boot")
+    files = boot_files(root)
+    assert files.kernel == "6.1.0-10-amd64" and files.vmlinuz == root / "realboot/vmlinuz-6.1.0-9-amd64"
+    (root / "boot").unlink()
+    os.symlink("boot", root / "boot")  # a loop
+    with pytest.raises(DoctorError, match="no vmlinuz"):
+        boot_files(root)
+
+
+def test_the_insserv_order_file_is_read_inside_the_root_only(tmp_path):
+    from sysctl_doctor.root import Root
+    from sysctl_doctor.verify.run import _sysvinit_order
+
+    host = tmp_path / "hostinit"
+    host.mkdir()
+    (host / ".depend.start").write_text("TARGETS = host-only\n")
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    os.symlink(str(host), root / "etc/init.d")  # the host's file: never read into the image
+    assert _sysvinit_order(Root(str(root))).files == {}
+    (root / "etc/init.d").unlink()
+    (root / "etc/init.d").mkdir()
+    (root / "etc/init.d/.depend.start").write_text("TARGETS = rsyslog\n")
+    [(content, _mode)] = _sysvinit_order(Root(str(root))).files.values()
+    assert "rsyslog" in content and "sdverify" in content

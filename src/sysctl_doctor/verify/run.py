@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Set
 
 from sysctl_doctor.errors import DoctorError
+from sysctl_doctor.root import PathKind, Root
 from sysctl_doctor.verify.compare import (GlobLine, KeyOutcome, Predicted, RaceTally, compare, fates_of, globs_from,
                                           key_fates, named_keys, predictions_from, tally_races)
-from sysctl_doctor.verify.image import Injection, boot_files, image_of
+from sysctl_doctor.verify.image import Injection, boot_files, has_kernel, image_of
 from sysctl_doctor.verify.qemu import BootFiles, BootRun, SigtermRaises, boot, choose_accel
 from sysctl_doctor.verify.reporter import (DEPEND_START, Observation, depend_start_with_reporter, parse_report,
                                            reporter_injection)
@@ -96,7 +97,7 @@ def _boot_failure(run: BootRun, seen: Observation, timeout: float) -> Optional[s
 def _pick_kernel(root: Path, wanted: Optional[str], predicted_for: str) -> BootFiles:
     if wanted is not None:
         return boot_files(root, wanted)
-    if (root / "boot" / f"vmlinuz-{predicted_for}").is_file():
+    if has_kernel(root, predicted_for):
         return boot_files(root, predicted_for)
     files = boot_files(root, None)
     if predicted_for not in ("", "unknown") and files.kernel != predicted_for:
@@ -105,14 +106,14 @@ def _pick_kernel(root: Path, wanted: Optional[str], predicted_for: str) -> BootF
     return files
 
 
-def _sysvinit_order(root: Path) -> Injection:
-    """The root's insserv order file with the reporter added last (read only when a plain file of the root)."""
-    path = root / DEPEND_START
-    if path.is_symlink() or not path.is_file():
+def _sysvinit_order(root: Root) -> Injection:
+    """The root's insserv order file with the reporter added last (read only when a regular file inside the
+    root, its links followed inside it; at most 1 MiB)."""
+    if root.kind("/" + DEPEND_START) is not PathKind.FILE:
         return Injection()
     try:
-        text = path.read_text(errors="replace")[:1 << 20]
-    except OSError:
+        text = root.read_bytes("/" + DEPEND_START, 1 << 20).decode("utf-8", errors="replace")
+    except (OSError, DoctorError):
         return Injection()
     return Injection({DEPEND_START: (depend_start_with_reporter(text), 0o644)})
 
@@ -149,7 +150,7 @@ def verify_root(root_dir: str, kernel: Optional[str] = None, late_load: Sequence
     injection = reporter_injection(analysis.init_system, [p.key for p in predicted], late_load, modules,
                                    [g.pattern for g in globs])
     if analysis.init_system == "sysvinit":
-        injection = injection.merged(_sysvinit_order(root_path))
+        injection = injection.merged(_sysvinit_order(root))
     with SigtermRaises():  # SIGTERM as Ctrl-C: qemu killed, the work directory removed
         results, accel, accel_why, image_seconds = _build_and_boot(
             root_path, files, analysis.init_system, predicted, globs, named, injection, extra, boots, timeout, log_dir,
