@@ -221,13 +221,22 @@ def _unset_untested(p: Predicted, phase: str, value: Optional[str], absent: bool
     return None
 
 
-def compare_boot(p: Predicted, snapshot: Snapshot) -> KeyOutcome:
+def _reading(p: Predicted, phase: str, snapshot: Snapshot) -> Tuple[Any, Optional[KeyOutcome]]:
+    """(the observed value, None), or (None, the outcome already decided: no reading, or an interface the
+    guest lacks)."""
     observed, problem = _observed(snapshot, p.key)
     if problem:
-        return KeyOutcome(p.key, BOOT, "a reading", None, False, note=problem)
+        return None, KeyOutcome(p.key, phase, "a reading", None, False, note=problem)
     untested = _missing_interface(p, observed)
     if untested:
-        return KeyOutcome(p.key, BOOT, p.configured, None, True, note=untested, untested=True)
+        return None, KeyOutcome(p.key, phase, p.configured, None, True, note=untested, untested=True)
+    return observed, None
+
+
+def compare_boot(p: Predicted, snapshot: Snapshot) -> KeyOutcome:
+    observed, decided = _reading(p, BOOT, snapshot)
+    if decided is not None:
+        return decided
     unknown = _unset_untested(p, BOOT, p.boot_value, p.boot_absent, observed)
     if unknown is not None:
         return unknown
@@ -253,12 +262,9 @@ def late_concerns(p: Predicted, boot: Snapshot, late: Snapshot) -> bool:
 
 
 def compare_late(p: Predicted, boot: Snapshot, late: Snapshot) -> KeyOutcome:
-    observed, problem = _observed(late, p.key)
-    if problem:
-        return KeyOutcome(p.key, LATE, "a reading", None, False, note=problem)
-    untested = _missing_interface(p, observed)
-    if untested:
-        return KeyOutcome(p.key, LATE, p.configured, None, True, note=untested, untested=True)
+    observed, decided = _reading(p, LATE, late)
+    if decided is not None:
+        return decided
     if late_concerns(p, boot, late):
         unknown = _unset_untested(p, LATE, p.late_value, p.late_absent, observed)
         if unknown is not None:
