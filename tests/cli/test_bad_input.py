@@ -453,3 +453,23 @@ def test_huge_files_never_read_are_read_within_the_bound(tmp_path: Path, argv: L
     if "json" in argv:
         lines = json.loads(result.stdout)["assignments"]
         assert any(a["file"] == "/run/sysctl.d/00-small.conf" and a["fate"] == "runtime-only" for a in lines), lines
+
+
+@pytest.mark.parametrize("argv", [["check"], ["explain", "net.ipv4.conf.x.rp_filter"], ["show"]])
+def test_a_glob_with_millions_of_brace_alternatives(tmp_path: Path, argv: List[str]) -> None:
+    # "*{a,b}" x 22: 4 million brace alternatives (GLOB_BRACE); check and explain ran past 120 s expanding them
+    # all. Now the first 1,024 (sysctl_glob.BRACE_ALTERNATIVES_MAX).
+    from sysctl_doctor.config.sysctl_glob import BRACE_ALTERNATIVES_MAX, expand_braces
+
+    assert len(expand_braces("x{a,b}" * 22)) == BRACE_ALTERNATIVES_MAX
+    assert expand_braces("{a,b}{c,d}") == ["ac", "ad", "bc", "bd"]
+    root = tmp_path / "root"
+    (root / "etc/sysctl.d").mkdir(parents=True)
+    unit = root / "usr/lib/systemd/system/systemd-sysctl.service"
+    unit.parent.mkdir(parents=True)
+    unit.write_text("[Unit]\n")
+    (root / "etc/sysctl.d/10-b.conf").write_text("net.ipv4.conf.*" + "{a,b}" * 22 + ".rp_filter = 1\n")
+    started = time.monotonic()
+    result = run_cli([*argv, "--root", str(root)], timeout=120)
+    out = _assert_clean(result, argv)
+    assert result.returncode in (0, 1) and time.monotonic() - started < 60, out
