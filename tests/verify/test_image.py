@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -198,3 +199,36 @@ def test_the_insserv_order_file_is_read_inside_the_root_only(tmp_path):
     (root / "etc/init.d/.depend.start").write_text("TARGETS = rsyslog\n")
     [(content, _mode)] = _sysvinit_order(Root(str(root))).files.values()
     assert "rsyslog" in content and "sdverify" in content
+
+
+def test_an_image_of_a_hostile_root_is_built_within_bounds(tmp_path):
+    """FIFOs, device nodes, a 5 GB sparse file, links out of the root and link loops are copied as what they are
+    (never opened, never followed, the sparse file kept sparse), and the root is left unchanged."""
+    if os.geteuid() != 0:
+        pytest.skip("NEEDS root (mknod)")
+    root = tmp_path / "root"
+    (root / "srv").mkdir(parents=True)
+    (root / "dev").mkdir()
+    os.mkfifo(root / "srv/fifo")
+    os.mknod(root / "dev/null2", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    with open(root / "srv/sparse", "wb") as fh:
+        fh.truncate(5 << 30)
+    os.symlink("/etc/shadow", root / "srv/out")
+    os.symlink("../../../../../../../../etc/passwd", root / "srv/out2")
+    os.symlink("loop2", root / "srv/loop1")
+    os.symlink("loop1", root / "srv/loop2")
+    def shape():  # names, modes, sizes and links: no body is read (the sparse file is 5 GB)
+        return sorted((str(q.relative_to(root)), q.lstat().st_mode, q.lstat().st_size,
+                       os.readlink(q) if q.is_symlink() else "") for q in root.rglob("*"))
+
+    before = shape()
+    work = tmp_path / "work"
+    work.mkdir()
+    image = image_of(root, Injection({"etc/sdverify/keys": ("k\n", 0o644)}), work)
+    assert image.stat().st_blocks * 512 < 64 << 20, "the sparse file was written out"
+    listing = _debugfs(image, "ls -l /srv")
+    assert "5368709120" in listing and "10644" in listing  # the sparse file's size, the FIFO's mode
+    assert "Type: character special" in _debugfs(image, "stat /dev/null2")
+    assert _debugfs(image, "cat /etc/sdverify/keys") == "k\n"
+    assert os.readlink(root / "srv/out") == "/etc/shadow" and not (root / "etc").exists()
+    assert shape() == before
