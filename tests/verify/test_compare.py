@@ -217,3 +217,6 @@ def test_unset_rows_compare_with_the_kernel_default_or_are_not_tested(tmp_path):
     unloaded = {o.key: o for o in compare(predicted, _seen({BE: None, RP.format("default"): "0",
                                                             "vm.swappiness": "60"}))}
     assert unloaded[BE].untested and "nf_conntrack is not loaded" in unloaded[BE].note
+    # the module loaded and still no key: a real difference, not "not tested"
+    loaded = compare(predicted, _seen({BE: None, RP.format("default"): "0", "vm.swappiness": "60"}, {"nf_conntrack"}))
+    assert not loaded[0].untested and not loaded[0].agree

@@ -202,8 +202,8 @@ def _missing_interface(p: Predicted, observed: Optional[str]) -> Optional[str]:
     return None
 
 
-def _unset_untested(p: Predicted, phase: str, value: Optional[str], absent: bool,
-                    observed: Optional[str]) -> Optional[KeyOutcome]:
+def _unset_untested(p: Predicted, phase: str, value: Optional[str], absent: bool, observed: Optional[str],
+                    snapshot: Snapshot) -> Optional[KeyOutcome]:
     """An unset row (no line gives the key a value: cancelled, or only in files never read) that the boot
     cannot test: check does not know its kernel default (boot.value null: a guess would be a false result),
     or its module is not loaded so its default is not there to see."""
@@ -214,7 +214,7 @@ def _unset_untested(p: Predicted, phase: str, value: Optional[str], absent: bool
         return KeyOutcome(p.key, phase, "the kernel default (not known to check)", observed, True, untested=True,
                           note=f"not tested: no line gives it a value at boot ({p.fate}) and check does not know "
                                f"{what}")
-    if observed is None and p.module is not None:
+    if observed is None and p.module is not None and module_name(p.module) not in snapshot.modules:
         return KeyOutcome(p.key, phase, f"{value} (the kernel default, once {p.module} is loaded)", None, True,
                           untested=True, note=f"not tested: no line gives it a value at boot ({p.fate}) and "
                                               f"{p.module} is not loaded")
@@ -237,7 +237,7 @@ def compare_boot(p: Predicted, snapshot: Snapshot) -> KeyOutcome:
     observed, decided = _reading(p, BOOT, snapshot)
     if decided is not None:
         return decided
-    unknown = _unset_untested(p, BOOT, p.boot_value, p.boot_absent, observed)
+    unknown = _unset_untested(p, BOOT, p.boot_value, p.boot_absent, observed, snapshot)
     if unknown is not None:
         return unknown
     configured = normal(p.configured)
@@ -266,7 +266,7 @@ def compare_late(p: Predicted, boot: Snapshot, late: Snapshot) -> KeyOutcome:
     if decided is not None:
         return decided
     if late_concerns(p, boot, late):
-        unknown = _unset_untested(p, LATE, p.late_value, p.late_absent, observed)
+        unknown = _unset_untested(p, LATE, p.late_value, p.late_absent, observed, late)
         if unknown is not None:
             return unknown
         applied = p.late_value is not None and normal(p.late_value) == normal(p.configured)
