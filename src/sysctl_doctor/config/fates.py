@@ -14,15 +14,13 @@ off), checked against the real programs by tests/config/test_fates_oracle.py.
 
 from __future__ import annotations
 
-import re
-
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from sysctl_doctor.config.model import (MASKED, NEVER_READ, RUNTIME_ONLY, SHADOWED, ConfigLine, EffectiveSetting,
                                         IgnoredFile, KeyTree, Origin, SysctlConfig, path_to_key)
 from sysctl_doctor.config.sysctl_d import _canonical, effective_settings, procps_path, systemd_normalize
-from sysctl_doctor.config.sysctl_glob import any_glob_matcher
+from sysctl_doctor.config.sysctl_glob import GlobIndex, glob_matches_path, normalized_alternatives
 from sysctl_doctor.config.sysctl_lines import INVALID_LINE, parse_sysctl_bytes
 from sysctl_doctor.root import PathKind, Root
 
@@ -243,9 +241,10 @@ def _ignored_lines(config: SysctlConfig, root: Root) -> List[LineFate]:
     return out
 
 
-# key x glob tests `unset_keys` makes without a key tree (one C regex step each: 20 million take about 2 s);
-# past it, the keys left are not reported as unset (a glob may reach them: no value is guessed).
-UNSET_GLOB_WORK_MAX = 20_000_000
+# key x glob tests `unset_keys` makes without a key tree, after GlobIndex has left out the globs whose literal
+# ends cannot fit (as effective_settings' GLOB_WORK_MAX); past it, the keys left are not reported as unset (a
+# glob may reach them: no value is guessed).
+UNSET_GLOB_WORK_MAX = 2_000_000
 
 
 def unset_keys(config: SysctlConfig, fates: List[LineFate], keys: Optional[KeyTree] = None) -> List[UnsetKey]:
@@ -262,7 +261,8 @@ def unset_keys(config: SysctlConfig, fates: List[LineFate], keys: Optional[KeyTr
     globs = [f for f in fates if f.is_glob and f.fate == APPLIED]
     written = {k for g in globs if g.keys is not None for k in g.keys}  # what the globs write in the key tree
     patterns = [g.path or "" for g in globs if g.keys is None and keys is None]
-    matcher = any_glob_matcher(patterns, systemd)
+    index = GlobIndex([(i, alt) for i, pattern in enumerate(patterns)
+                       for alt in normalized_alternatives(pattern, systemd)])
     work = UNSET_GLOB_WORK_MAX
     out: List[UnsetKey] = []
     for path, lines in by_key.items():
@@ -272,10 +272,10 @@ def unset_keys(config: SysctlConfig, fates: List[LineFate], keys: Optional[KeyTr
         if path not in named:  # a glob reaching it gives it a value (the lines of its own are not read)
             if path_to_key(path) in written:
                 continue
-            if patterns:
-                work -= len(patterns)
-                if work < 0 or matcher.fullmatch(path):
-                    continue
+            candidates = index.candidates(path) if patterns else []
+            work -= len(candidates)
+            if work < 0 or any(glob_matches_path(patterns[i], path, braces=systemd) for i in candidates):
+                continue
         cancelled = [f for f in setting if f.fate == CANCELLED]
         decisive = cancelled[-1] if cancelled else setting[-1]
         out.append(UnsetKey(path_to_key(path), path, decisive.fate, decisive, tuple(lines)))
