@@ -55,6 +55,7 @@ def _text(data: bytes) -> str:
 
 def t_sysctl(data: bytes) -> None:
     from sysctl_doctor.config import sysctl_d
+    from sysctl_doctor.config.fates import line_fates, unset_keys
     from sysctl_doctor.config.model import KeyTree, SysctlConfig
     from sysctl_doctor.config.sysctl_lines import parse_sysctl_bytes
 
@@ -71,6 +72,8 @@ def t_sysctl(data: bytes) -> None:
             sysctl_d._apply_procps(config, lines)
         sysctl_d.effective_settings(config, keys)
         sysctl_d.effective_settings(config, None, ["net"])
+        for tree in (keys, None):  # every line's fate and the unset keys (check's "assignments", SD116)
+            unset_keys(config, line_fates(config, None, tree), tree)
 
 
 def t_modules_load(data: bytes) -> None:

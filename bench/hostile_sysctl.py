@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark `show` and `check` on hostile sysctl.d input (issue 16, item 8).
+"""Benchmark `show`, `check` and `explain` on hostile sysctl.d input (issue 16, item 8).
 
 The cases as they were found: 100 MB of random bytes in one file (was: killed after 300 s at
 2.7 GB), 100 files of 1 MB of random bytes, 200 files x 50 lines with 10 % globs (was: `check`
@@ -63,9 +63,40 @@ def keys_20k(root: Path) -> None:
         "".join(f"net.ipv4.conf.if{i}.rp_filter = 1\n" for i in range(20000)))
 
 
+def runtime_only_250mb(root: Path) -> None:
+    """Files the boot never reads (an offline root's /run): 200 MB in one line and 50 MB of random bytes
+    (was: check 9.9 s and 457 MB, explain 43 s and 485 MB: their lines were read whole)."""
+    d = _base(root) / "run/sysctl.d"
+    d.mkdir(parents=True)
+    (root / "etc/sysctl.d/10-a.conf").write_text("net.ipv4.conf.*.rp_filter = 2\n")
+    rng = random.Random(1)
+    with open(d / "big.conf", "wb") as big, open(d / "bin.conf", "wb") as binary:  # in 1 MiB pieces: the
+        for i in range(200):  # children's ru_maxrss starts from this process's at fork
+            big.write(b"a" * (1 << 20))
+            if i < 50:
+                binary.write(rng.randbytes(1 << 20))
+
+
+def globs_1000_x_unset_100k(root: Path) -> None:
+    """1,000 glob lines and 100,000 keys set only in a runtime-only file (was: check 32 s, explain 27 s in
+    unset_keys: one glob test per key and glob in Python)."""
+    (_base(root) / "etc/sysctl.d/20-g.conf").write_text(
+        "".join(f"net.ipv4.conf.*.x{j}* = 1\n" for j in range(1000)))
+    (root / "run/sysctl.d").mkdir(parents=True)
+    (root / "run/sysctl.d/x.conf").write_text(
+        "".join(f"net.ipv4.conf.eth{j}.rp_filter = 1\n" for j in range(100000)))
+
+
+def brace_bomb(root: Path) -> None:
+    """A glob line with 4 million brace alternatives (was: check and explain past 120 s)."""
+    (_base(root) / "etc/sysctl.d/10-b.conf").write_text("net.ipv4.conf.*" + "{a,b}" * 22 + ".rp_filter = 1\n")
+
+
 CASES: Dict[str, Callable[[Path], None]] = {
     "random 100 MB, 1 file": random_100mb, "random 100 x 1 MB": random_100_files,
     "200 files x 50 lines, 10% globs": globs_200x50, "20,000 keys": keys_20k,
+    "runtime-only 250 MB": runtime_only_250mb, "1,000 globs x 100k unset keys": globs_1000_x_unset_100k,
+    "brace bomb (4M alternatives)": brace_bomb,
 }
 
 
@@ -91,7 +122,8 @@ def main() -> int:
     cli = [sys.executable, "-m", "sysctl_doctor"]
     tmp = Path(tempfile.mkdtemp(prefix="hostile-"))
     try:
-        base = {cmd: best(cli + [cmd, "--root", str(REPO / "examples/incident")], args.runs) for cmd in ("show", "check")}
+        base = {cmd: best(cli + [cmd, *(["net.ipv4.conf.eth5.rp_filter"] if cmd == "explain" else []), "--root",
+                              str(REPO / "examples/incident")], args.runs) for cmd in ("show", "check", "explain")}
         for cmd, (wall, cpu, mb, _rc) in base.items():
             print(f"baseline {cmd} (incident root, 9 keys): {wall:.2f} s wall, {cpu:.2f} s CPU, {mb:.0f} MB")
         print(f"{'case':<34} {'cmd':<6} {'wall s':>7} {'CPU s':>6} {'peak MB':>8} {'CPU ratio':>9} exit")
@@ -100,8 +132,9 @@ def main() -> int:
                 continue
             root = tmp / name.replace(" ", "_").replace("%", "").replace(",", "")
             build(root)
-            for cmd in ("show", "check"):
-                wall, cpu, mb, rc = best(cli + [cmd, "--root", str(root)], args.runs)
+            for cmd in ("show", "check", "explain"):
+                extra = ["net.ipv4.conf.eth5.rp_filter"] if cmd == "explain" else []
+                wall, cpu, mb, rc = best(cli + [cmd, *extra, "--root", str(root)], args.runs)
                 print(f"{name:<34} {cmd:<6} {wall:>7.2f} {cpu:>6.2f} {mb:>8.0f} {cpu / base[cmd][1]:>8.1f}x {rc}")
             shutil.rmtree(root)
     finally:

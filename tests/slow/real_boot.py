@@ -21,6 +21,7 @@ from typing import Dict, Iterable, List, Optional
 
 from sysctl_doctor.verify.image import build_image as build_ext4, copy_tree
 from sysctl_doctor.verify.qemu import ACCEL_ENV, BootFiles, boot
+from sysctl_doctor.verify.serial import marker_lines
 
 from .base_root import BaseRoot
 from .scenarios import Scenario
@@ -140,11 +141,7 @@ def _int_or_none(text: str) -> Optional[int]:
 
 def parse_probe(text: str) -> ProbeReport:
     report = ProbeReport({}, {}, {}, [], [], {}, None, False)
-    for raw in text.splitlines():
-        line = raw.rstrip("\r")
-        if not line.startswith("SDPROBE "):
-            continue
-        kind, _, rest = line[len("SDPROBE "):].partition(" ")
+    for kind, rest in marker_lines([raw.rstrip("\r") for raw in text.splitlines()], "SDPROBE"):
         if kind == "value" and "=" in rest:
             key, _, value = rest.partition("=")
             report.values[key] = value.strip()

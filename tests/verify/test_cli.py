@@ -41,7 +41,11 @@ def test_usage_errors(tmp_path):
     assert run_cli(["verify"]).returncode == 2  # --root is required
     result = run_cli(["verify", "--root", "/"])
     assert result.returncode == 2 and "not the running host" in _errors(result)
-    assert run_cli(["verify", "--root", str(tmp_path), "--boots", "0"]).returncode == 2
-    bad = run_cli(["verify", "--root", str(tmp_path), "--late-load", "nf_conntrack;reboot"])
-    assert bad.returncode == 2 and "not a module name" in _errors(bad)
-    assert run_cli(["verify", "--root", str(tmp_path), "--kernel", "../x"]).returncode == 2
+    # tmp_path has no kernel either (also exit 2): each case must fail for its own reason
+    for option, value, message in (("--boots", "0", "Invalid value for '--boots'"),
+                                   ("--boots", "51", "Invalid value for '--boots'"),
+                                   ("--late-load", "nf_conntrack;reboot", "not a module name"),
+                                   ("--kernel", "../x", "Invalid value for '--kernel'")):
+        bad = run_cli(["verify", "--root", str(tmp_path), option, value])
+        assert bad.returncode == 2 and message in _errors(bad), (option, value, _errors(bad))
+        assert "no vmlinuz" not in _errors(bad)

@@ -136,3 +136,87 @@ def test_the_real_analysis_of_the_incident_reads_as_a_race():
     assert be.boot_value == "0" and not be.boot_absent and any("nftables.service" in why for why in be.why)
     assert predicted["kernel.pid_max"].verdict == "applied" and predicted["kernel.pid_max"].applied
     assert "net.ipv4.conf.*.rp_filter" not in predicted
+
+
+# --- real check JSON from real roots (no boot): globs, "-key" exclusions and the unset-key rows
+
+def _check_json(tmp_path, files):
+    from sysctl_doctor.findings.engine import run_check
+    from sysctl_doctor.report.json_report import check_to_dict
+    from sysctl_doctor.root import root_for_cli
+
+    unit = tmp_path / "usr/lib/systemd/system/systemd-sysctl.service"  # a systemd root
+    unit.parent.mkdir(parents=True)
+    unit.write_text("[Unit]\n")
+    for name, text in files.items():
+        path = tmp_path / name.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    report = run_check(root_for_cli(str(tmp_path)))
+    assert report.analysis.flavor == "systemd"
+    document = check_to_dict(report)
+    return document, predictions_from(document, fates_of(key_fates(report.analysis)))
+
+
+def _with_matches(values, matches):
+    seen = _seen(values)
+    seen.phases[BOOT].matches = matches
+    return seen
+
+
+RP = "net.ipv4.conf.{}.rp_filter"
+
+
+def test_glob_matches_skip_every_key_a_read_line_names_as_systemd_sysctl_does(tmp_path):
+    from sysctl_doctor.verify.compare import globs_from, named_keys
+
+    document, predicted = _check_json(tmp_path, {
+        "/etc/sysctl.d/10-a.conf": "net.ipv4.conf.*.rp_filter = 2\n-net.ipv4.conf.lo.rp_filter\n"
+                                   "net.ipv4.conf.all.rp_filter = 1\nnet.ipv4.conf.default.rp_filter = 1\n"
+                                   "-net.ipv4.conf.default.rp_filter\n"
+                                   "net.ipv4.conf.*.accept_local = 1\nnet.ipv4.conf.*.accept_local = 0\n",
+        "/etc/sysctl.d/20-b.cfg": "net.ipv4.conf.eth0.rp_filter = 1\n"})  # never read: the glob reaches eth0
+    globs = globs_from(document)
+    assert [(g.pattern, g.configured, g.line) for g in globs] == [
+        ("net.ipv4.conf.*.rp_filter", "2", 1), ("net.ipv4.conf.*.accept_local", "0", 7)]
+    assert named_keys(document) == {RP.format("lo"), RP.format("all"), RP.format("default")}
+    # what the kernel shows after systemd-sysctl applied this configuration (lo excluded: its default 0;
+    # default: assignment cancelled by the later "-key", kernel default 0; eth0 reached by the glob)
+    seen = _with_matches(
+        {RP.format("all"): "1", RP.format("default"): "0"},
+        {"net.ipv4.conf.*.rp_filter": {RP.format(i): v for i, v in
+                                       (("all", "1"), ("default", "0"), ("lo", "0"), ("eth0", "2"))},
+         "net.ipv4.conf.*.accept_local": {"net.ipv4.conf.all.accept_local": "0",
+                                          "net.ipv4.conf.eth0.accept_local": "0"}})
+    out = {(o.key, o.phase): o for o in compare(predicted, seen, globs, named_keys(document))}
+    assert (RP.format("lo"), BOOT) not in out  # excluded by "-key": was a false difference (0 vs 2)
+    assert out[(RP.format("eth0"), BOOT)].agree and out[(RP.format("all"), BOOT)].agree
+    assert out[("net.ipv4.conf.eth0.accept_local", BOOT)].agree  # the later glob line's value, not the first's
+    assert [o for o in out.values() if not o.agree] == []
+    # the same boot with the exclusion ignored by the kernel side (lo got 2) is no difference of ours either,
+    # but a glob match with a wrong value still is one
+    seen.phases[BOOT].matches["net.ipv4.conf.*.rp_filter"][RP.format("eth0")] = "0"
+    assert [o.key for o in compare(predicted, seen, globs, named_keys(document)) if not o.agree] == [RP.format("eth0")]
+
+
+def test_unset_rows_compare_with_the_kernel_default_or_are_not_tested(tmp_path):
+    _, predicted = _check_json(tmp_path, {
+        "/etc/sysctl.d/10-a.conf": f"{BE} = 0\n-{BE}\nnet.ipv4.conf.default.rp_filter = 1\n"
+                                   "-net.ipv4.conf.default.rp_filter\n",
+        "/etc/sysctl.d/20-b.cfg": "vm.swappiness = 10\n"})
+    rows = {p.key: p for p in predicted}
+    assert {k: rows[k].fate for k in rows} == {BE: "cancelled", RP.format("default"): "cancelled",
+                                               "vm.swappiness": "never-read"}
+    assert rows[BE].boot_value == "0" and not rows[BE].applied  # the known default of a module key
+    seen = _seen({BE: "0", RP.format("default"): "0", "vm.swappiness": "60"})
+    out = {o.key: o for o in compare(predicted, seen)}
+    assert out[BE].agree and not out[BE].untested  # configured 0 = kernel default 0: no false difference
+    assert out[RP.format("default")].untested and out[RP.format("default")].agree  # default unknown to check
+    assert out["vm.swappiness"].untested and "not tested" in out["vm.swappiness"].note
+    assert not compare(predicted, _seen({BE: "1", RP.format("default"): "0", "vm.swappiness": "60"}))[0].agree
+    unloaded = {o.key: o for o in compare(predicted, _seen({BE: None, RP.format("default"): "0",
+                                                            "vm.swappiness": "60"}))}
+    assert unloaded[BE].untested and "nf_conntrack is not loaded" in unloaded[BE].note
+    # the module loaded and still no key: a real difference, not "not tested"
+    loaded = compare(predicted, _seen({BE: None, RP.format("default"): "0", "vm.swappiness": "60"}, {"nf_conntrack"}))
+    assert not loaded[0].untested and not loaded[0].agree

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -97,12 +98,38 @@ def test_sysvinit_and_openrc_get_their_own_start_script(tmp_path):
 def test_an_injected_path_never_leaves_the_copy(tmp_path):
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
-    os.symlink("../../outside", root / "etc/escape")
-    with pytest.raises(DoctorError, match="leaving the root"):
-        inject(root, Injection({"etc/escape/x": ("x", 0o644)}))
+    os.symlink("../../outside", root / "etc/escape")  # ".." stops at the copy's top, as in the booted image
+    inject(root, Injection({"etc/escape/x": ("x", 0o644)}))
+    assert (root / "outside/x").read_text() == "x"
     with pytest.raises(DoctorError, match="not a path inside"):
         inject(root, Injection({"etc/../x": ("x", 0o644)}))
     assert not (tmp_path / "outside").exists()
+
+
+def test_a_link_through_a_link_to_the_host_never_leads_a_write_out(tmp_path):
+    # etc/sdverify -> /usr/evil/sdverify, usr/evil -> <host dir>: the old check resolved only etc/sdverify's own
+    # link, and the host then followed usr/evil: the reporter's keys file was written into the host directory.
+    host = tmp_path / "host"
+    (host / "sdverify").mkdir(parents=True)
+    root = tmp_path / "root"
+    (root / "usr").mkdir(parents=True)
+    (root / "etc").mkdir()
+    os.symlink(str(host), root / "usr/evil")
+    os.symlink("/usr/evil/sdverify", root / "etc/sdverify")
+    os.symlink("loop2", root / "etc/loop1")
+    os.symlink("loop1", root / "etc/loop2")
+    (root / "etc/afile").write_text("")
+    inject(root, Injection({"etc/sdverify/keys": ("k", 0o644)}, {"etc/sdverify/link": "/x"}))
+    assert list((host / "sdverify").iterdir()) == []
+    inside = root.joinpath(*host.parts[1:], "sdverify")  # the host path, taken inside the copy
+    assert (inside / "keys").read_text() == "k" and os.readlink(inside / "link") == "/x"
+    with pytest.raises(DoctorError, match="too many levels of links"):
+        inject(root, Injection({"etc/loop1/x": ("x", 0o644)}))
+    with pytest.raises(DoctorError, match="not a directory"):
+        inject(root, Injection({"etc/afile/x": ("x", 0o644)}))
+    (root / "etc/adir").mkdir()
+    with pytest.raises(DoctorError, match="a directory where"):
+        inject(root, Injection({"etc/adir": ("x", 0o644)}))
 
 
 def test_boot_files_pick_the_newest_kernel_by_version_and_its_initrd(tmp_path):
@@ -129,3 +156,79 @@ def test_insserv_order_gets_the_reporter_last():
     assert edited.splitlines()[-1] == "sdverify: rsyslog procps kmod rc.local"
     assert "procps: kmod" in edited.splitlines()
     assert depend_start_with_reporter(edited) == edited
+
+
+def test_boot_files_follow_links_inside_the_root_never_to_the_host(tmp_path):
+    host = tmp_path / "hostboot"  # stands for the host's /boot: a root's /boot -> /boot link must not reach it
+    host.mkdir()
+    (host / "vmlinuz-9.9.9").write_bytes(b"host kernel")
+    root = tmp_path / "root"
+    root.mkdir()
+    os.symlink(str(host), root / "boot")
+    with pytest.raises(DoctorError, match="no vmlinuz"):
+        boot_files(root)
+    with pytest.raises(DoctorError, match="no such kernel image"):
+        boot_files(root, "9.9.9")
+    (root / "boot").unlink()
+    (root / "realboot").mkdir()
+    (root / "realboot/vmlinuz-6.1.0-9-amd64").write_bytes(b"k")
+    os.symlink("vmlinuz-6.1.0-9-amd64", root / "realboot/vmlinuz-6.1.0-10-amd64")  # a link inside: fine
+    os.symlink(str(host / "vmlinuz-9.9.9"), root / "realboot/vmlinuz-9.9.9")  # to the host: not a kernel here
+    os.symlink("/realboot", root / "boot")
+    files = boot_files(root)
+    assert files.kernel == "6.1.0-10-amd64" and files.vmlinuz == root / "realboot/vmlinuz-6.1.0-9-amd64"
+    (root / "boot").unlink()
+    os.symlink("boot", root / "boot")  # a loop
+    with pytest.raises(DoctorError, match="no vmlinuz"):
+        boot_files(root)
+
+
+def test_the_insserv_order_file_is_read_inside_the_root_only(tmp_path):
+    from sysctl_doctor.root import Root
+    from sysctl_doctor.verify.run import _sysvinit_order
+
+    host = tmp_path / "hostinit"
+    host.mkdir()
+    (host / ".depend.start").write_text("TARGETS = host-only\n")
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    os.symlink(str(host), root / "etc/init.d")  # the host's file: never read into the image
+    assert _sysvinit_order(Root(str(root))).files == {}
+    (root / "etc/init.d").unlink()
+    (root / "etc/init.d").mkdir()
+    (root / "etc/init.d/.depend.start").write_text("TARGETS = rsyslog\n")
+    [(content, _mode)] = _sysvinit_order(Root(str(root))).files.values()
+    assert "rsyslog" in content and "sdverify" in content
+
+
+def test_an_image_of_a_hostile_root_is_built_within_bounds(tmp_path):
+    """FIFOs, device nodes, a 5 GB sparse file, links out of the root and link loops are copied as what they are
+    (never opened, never followed, the sparse file kept sparse), and the root is left unchanged."""
+    if os.geteuid() != 0:
+        pytest.skip("NEEDS root (mknod)")
+    root = tmp_path / "root"
+    (root / "srv").mkdir(parents=True)
+    (root / "dev").mkdir()
+    os.mkfifo(root / "srv/fifo")
+    os.mknod(root / "dev/null2", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    with open(root / "srv/sparse", "wb") as fh:
+        fh.truncate(5 << 30)
+    os.symlink("/etc/shadow", root / "srv/out")
+    os.symlink("../../../../../../../../etc/passwd", root / "srv/out2")
+    os.symlink("loop2", root / "srv/loop1")
+    os.symlink("loop1", root / "srv/loop2")
+    def shape():  # names, modes, sizes and links: no body is read (the sparse file is 5 GB)
+        return sorted((str(q.relative_to(root)), q.lstat().st_mode, q.lstat().st_size,
+                       os.readlink(q) if q.is_symlink() else "") for q in root.rglob("*"))
+
+    before = shape()
+    work = tmp_path / "work"
+    work.mkdir()
+    image = image_of(root, Injection({"etc/sdverify/keys": ("k\n", 0o644)}), work)
+    assert image.stat().st_blocks * 512 < 64 << 20, "the sparse file was written out"
+    listing = _debugfs(image, "ls -l /srv")
+    assert "5368709120" in listing and "10644" in listing  # the sparse file's size, the FIFO's mode
+    assert "Type: character special" in _debugfs(image, "stat /dev/null2")
+    assert _debugfs(image, "cat /etc/sdverify/keys") == "k\n"
+    assert os.readlink(root / "srv/out") == "/etc/shadow" and not (root / "etc").exists()
+    assert shape() == before

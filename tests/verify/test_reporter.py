@@ -116,3 +116,14 @@ def test_reporter_expands_a_glob_line_like_the_kernel_tree_does(tmp_path):
     assert set(outcomes) == {"net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter",
                              "net.ipv4.conf.eth0/100.rp_filter"}   # lo has its own line: not the glob's
     assert outcomes["net.ipv4.conf.all.rp_filter"].agree and not outcomes["net.ipv4.conf.eth0/100.rp_filter"].agree
+
+
+def test_reporter_expands_a_glob_lines_braces_as_systemd_sysctl_does(tmp_path):
+    # GLOB_BRACE: systemd-sysctl writes net.ipv4.conf.{all,default}.* to both; the guest's sh knows no braces,
+    # so the pattern matched nothing and its keys went untested without a word.
+    lines = _run_reporter(tmp_path, [], [], {
+        "net/ipv4/conf/all/rp_filter": "1\n", "net/ipv4/conf/default/rp_filter": "1\n",
+        "net/ipv4/conf/lo/rp_filter": "0\n", "net/ipv4/conf/all/forwarding": "0\n",
+    }, globs=["net.ipv4.conf.{all,default}.rp_*"])
+    assert parse_report(lines).snapshot(BOOT).matches == {"net.ipv4.conf.{all,default}.rp_*": {
+        "net.ipv4.conf.all.rp_filter": "1", "net.ipv4.conf.default.rp_filter": "1"}}, lines

@@ -15,12 +15,12 @@ off), checked against the real programs by tests/config/test_fates_oracle.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from sysctl_doctor.config.model import (MASKED, NEVER_READ, RUNTIME_ONLY, SHADOWED, ConfigLine, EffectiveSetting,
-                                        KeyTree, Origin, SysctlConfig, path_to_key)
+                                        IgnoredFile, KeyTree, Origin, SysctlConfig, path_to_key)
 from sysctl_doctor.config.sysctl_d import _canonical, effective_settings, procps_path, systemd_normalize
-from sysctl_doctor.config.sysctl_glob import glob_matches_path
+from sysctl_doctor.config.sysctl_glob import GlobIndex, glob_matches_path, normalized_alternatives
 from sysctl_doctor.config.sysctl_lines import INVALID_LINE, parse_sysctl_bytes
 from sysctl_doctor.root import PathKind, Root
 
@@ -195,31 +195,43 @@ def _fate(h: ConfigLine, entry: Optional[ConfigLine], systemd: bool, keys: Optio
                     else f"written, then overwritten by {entry.origin} (procps writes every line in order)")
 
 
-# Bounds on the files never read whose lines are shown (hostile input: thousands of .cfg files); the files read
-# are bounded by sysctl_d's own limits.
+# Bounds on the files never read whose lines are shown (hostile input: thousands of .cfg files, a 200 MB
+# runtime-only file); the files read are bounded by sysctl_d's own limits. Every reader of ignored files
+# (fates, `explain`'s story, SD105) goes through `ignored_file_bytes`.
 IGNORED_FILES_MAX = 1000
 IGNORED_BYTES_MAX = 2 << 20
 
 
-def _ignored_lines(config: SysctlConfig, root: Root) -> List[LineFate]:
-    out: List[LineFate] = []
+def ignored_file_bytes(config: SysctlConfig, root: Root, files_max: int = IGNORED_FILES_MAX,
+                       bytes_max: int = IGNORED_BYTES_MAX,
+                       file_max: Optional[int] = None) -> Iterator[Tuple[IgnoredFile, bytes]]:
+    """The regular files never read, once each in their order, with their whole lines: at most `files_max`
+    files, `file_max` bytes of one file and `bytes_max` bytes in all (a file cut by a bound keeps whole lines
+    only). Unreadable files, links out of the root or in loops, FIFOs and devices are passed over unread."""
     seen = set()
-    budget = IGNORED_BYTES_MAX
+    budget = bytes_max
     for ignored in config.ignored_files:
         if ignored.file in seen:
             continue
         seen.add(ignored.file)
-        if len(seen) > IGNORED_FILES_MAX or budget <= 0:
-            break
+        if len(seen) > files_max or budget <= 0:
+            return
+        limit = budget if file_max is None else min(budget, file_max)
         try:
             if root.kind(ignored.file) is not PathKind.FILE:
                 continue
-            data = root.read_bytes(ignored.file, budget)
-            if len(data) == budget:  # cut by the bound: keep whole lines only
-                data = data[: data.rfind(b"\n") + 1]
-            budget -= max(len(data), 1)
+            data = root.read_bytes(ignored.file, limit)
         except (OSError, Exception):  # noqa: BLE001 - an unreadable ignored file has no lines to show
             continue
+        if len(data) == limit:  # cut by the bound: keep whole lines only
+            data = data[: data.rfind(b"\n") + 1]
+        budget -= max(len(data), 1)
+        yield ignored, data
+
+
+def _ignored_lines(config: SysctlConfig, root: Root) -> List[LineFate]:
+    out: List[LineFate] = []
+    for ignored, data in ignored_file_bytes(config, root):
         by = Origin(ignored.by, 0) if ignored.by else None  # the file that shadows or masks it (no line)
         for pl in parse_sysctl_bytes(data, config.flavor, ignored.file).lines:  # type: ignore[arg-type]
             path = _canonical(systemd_normalize(pl.key) if config.flavor == "systemd" else procps_path(pl.key))
@@ -227,6 +239,12 @@ def _ignored_lines(config: SysctlConfig, root: Root) -> List[LineFate]:
                                 any(c in path for c in "*?["), ignored.kind,
                                 ignored.reason, by))
     return out
+
+
+# key x glob tests `unset_keys` makes without a key tree, after GlobIndex has left out the globs whose literal
+# ends cannot fit (as effective_settings' GLOB_WORK_MAX); past it, the keys left are not reported as unset (a
+# glob may reach them: no value is guessed).
+UNSET_GLOB_WORK_MAX = 2_000_000
 
 
 def unset_keys(config: SysctlConfig, fates: List[LineFate], keys: Optional[KeyTree] = None) -> List[UnsetKey]:
@@ -241,25 +259,24 @@ def unset_keys(config: SysctlConfig, fates: List[LineFate], keys: Optional[KeyTr
     named = {_canonical(a.path) for a in config.assignments if not a.is_glob} | {
         _canonical(e.path) for e in config.exclusions}
     globs = [f for f in fates if f.is_glob and f.fate == APPLIED]
+    written = {k for g in globs if g.keys is not None for k in g.keys}  # what the globs write in the key tree
+    patterns = [g.path or "" for g in globs if g.keys is None and keys is None]
+    index = GlobIndex([(i, alt) for i, pattern in enumerate(patterns)
+                       for alt in normalized_alternatives(pattern, systemd)])
+    work = UNSET_GLOB_WORK_MAX
     out: List[UnsetKey] = []
     for path, lines in by_key.items():
         setting = [f for f in lines if f.value is not None]
         if not setting or any(f.fate not in NO_VALUE_FATES for f in setting):
             continue
-        if path not in named and _reached_by_glob(path, globs, keys, systemd):
-            continue  # a glob gives it a value (the lines of its own are not read)
+        if path not in named:  # a glob reaching it gives it a value (the lines of its own are not read)
+            if path_to_key(path) in written:
+                continue
+            candidates = index.candidates(path) if patterns else []
+            work -= len(candidates)
+            if work < 0 or any(glob_matches_path(patterns[i], path, braces=systemd) for i in candidates):
+                continue
         cancelled = [f for f in setting if f.fate == CANCELLED]
         decisive = cancelled[-1] if cancelled else setting[-1]
         out.append(UnsetKey(path_to_key(path), path, decisive.fate, decisive, tuple(lines)))
     return out
-
-
-def _reached_by_glob(path: str, globs: List[LineFate], keys: Optional[KeyTree], braces: bool) -> bool:
-    key = path_to_key(path)
-    for g in globs:
-        if g.keys is not None:
-            if key in g.keys:
-                return True
-        elif keys is None and glob_matches_path(g.path or "", path, braces=braces):
-            return True
-    return False

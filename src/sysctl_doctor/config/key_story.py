@@ -12,6 +12,7 @@ from typing import Dict, List, Mapping, Optional
 
 from sysctl_doctor.config.model import (ConfigLine, EffectiveSetting, KeyTree, Origin, SysctlConfig, is_glob,
                                         path_to_key)
+from sysctl_doctor.config.fates import ignored_file_bytes
 from sysctl_doctor.config.sysctl_d import effective_settings, procps_path, systemd_normalize
 from sysctl_doctor.config.sysctl_glob import glob_matches_path
 from sysctl_doctor.config.sysctl_lines import parse_sysctl_bytes
@@ -282,13 +283,7 @@ def _ignored_file_lines(config: SysctlConfig, path: str, root: Optional[Root]) -
     if root is None:
         return []
     out: List[KeyLine] = []
-    for ignored in config.ignored_files:
-        try:
-            if root.kind(ignored.file) is not PathKind.FILE:
-                continue
-            data = root.read_bytes(ignored.file)
-        except (OSError, Exception):  # noqa: BLE001 - an unreadable ignored file has no story
-            continue
+    for ignored, data in ignored_file_bytes(config, root):  # bounded as check's line fates are
         for pl in parse_sysctl_bytes(data, config.flavor, ignored.file).lines:  # type: ignore[arg-type]
             line_path = systemd_normalize(pl.key) if config.flavor == "systemd" else procps_path(pl.key)
             glob = any(c in line_path for c in "*?[")

@@ -88,8 +88,14 @@ def _component_regex(comp: str, in_path: bool = False) -> "re.Pattern[str]":
         return re.compile(re.escape(comp), re.DOTALL)
 
 
-def expand_braces(pattern: str) -> List[str]:
-    """glob(3) GLOB_BRACE expansion ("a{b,c}d" -> "abd", "acd"; nested braces too)."""
+# A pattern's brace alternatives, at most (hostile input: "*{a,b}" x 22 is 4 million globs; glob(3) would
+# run them all, the analysis keeps the first ones)
+BRACE_ALTERNATIVES_MAX = 1024
+
+
+def expand_braces(pattern: str, limit: int = BRACE_ALTERNATIVES_MAX) -> List[str]:
+    """glob(3) GLOB_BRACE expansion ("a{b,c}d" -> "abd", "acd"; nested braces too), the first `limit`
+    alternatives at most."""
     depth = 0
     start = -1
     for i, c in enumerate(pattern):
@@ -118,8 +124,10 @@ def expand_braces(pattern: str) -> List[str]:
                 head, tail = pattern[:start], pattern[i + 1 :]
                 out: List[str] = []
                 for alt in alts:
-                    out.extend(expand_braces(head + alt + tail))
-                return out
+                    if len(out) >= limit:
+                        break
+                    out.extend(expand_braces(head + alt + tail, limit - len(out)))
+                return out[:limit]
     return [pattern]
 
 
@@ -144,6 +152,10 @@ _PATH_REGEX_CACHE: Dict[Tuple[str, bool], "re.Pattern[str]"] = {}
 
 def glob_matches_path(pattern: str, path: str, braces: bool = False) -> bool:
     """Would glob(3) of /proc/sys/<pattern> return /proc/sys/<path> if it existed?"""
+    return _path_regex(pattern, braces).fullmatch(path) is not None
+
+
+def _path_regex(pattern: str, braces: bool) -> "re.Pattern[str]":
     rx = _PATH_REGEX_CACHE.get((pattern, braces))
     if rx is None:
         alternatives = []
@@ -155,7 +167,7 @@ def glob_matches_path(pattern: str, path: str, braces: bool = False) -> bool:
             alternatives.append("/".join(parts))
         rx = re.compile("(?:" + "|".join(alternatives) + ")" if alternatives else "(?!)", re.DOTALL)
         _PATH_REGEX_CACHE[(pattern, braces)] = rx
-    return rx.fullmatch(path) is not None
+    return rx
 
 
 def _glob_one(pattern: str, keys: KeyTree, work: List[int]) -> List[str]:

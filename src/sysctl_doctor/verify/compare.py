@@ -10,7 +10,7 @@ recorded. The late phase compares the keys whose provider module the late loads 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from sysctl_doctor.analysis import Analysis
 from sysctl_doctor.boot.model import KeyFate
@@ -38,6 +38,7 @@ class Predicted:
     label: str
     why: Tuple[str, ...] = ()
     provider_kind: str = ""  # check's provider.kind: builtin, module, interface, …
+    fate: str = "applied"  # check's keys[].fate: "applied", or why no line gives the key a value (an unset row)
 
     @property
     def not_guaranteed(self) -> bool:
@@ -95,7 +96,7 @@ def predictions_from(document: Mapping[str, Any], fates: Mapping[str, Fate]) -> 
             provider.get("module") if provider.get("kind") == "module" else None,
             bool(boot.get("applied")), _text(boot.get("value")), fate.boot_absent and boot.get("value") is None,
             _text(late.get("value")), fate.late_absent and late.get("value") is None,
-            fate.verdict, fate.label, fate.why, str(provider.get("kind") or "")))
+            fate.verdict, fate.label, fate.why, str(provider.get("kind") or ""), str(item.get("fate") or "applied")))
     return out
 
 
@@ -109,10 +110,33 @@ class GlobLine:
     line: Optional[int]
 
 
+# check's "assignments" fates of lines that take no part at boot (not in systemd-sysctl's map)
+_NOT_IN_MAP = ("shadowed", "masked", "runtime-only", "never-read", "invalid")
+_GLOB_IN_MAP = ("applied", "no-such-key")  # a glob line that is its pattern's surviving entry
+
+
 def globs_from(document: Mapping[str, Any]) -> List[GlobLine]:
-    """check's glob lines, in apply order."""
-    return [GlobLine(item["key"], str(item.get("configured", "")), item.get("file"), item.get("line"))
-            for item in document.get("keys", []) if isinstance(item.get("key"), str) and _is_glob(item["key"])]
+    """The glob lines systemd-sysctl expands, in its map's order: from check's "assignments" (each line's
+    fate: a glob overridden by a later line with its pattern, or repeating it, is not one); from keys[]
+    for a document without them."""
+    lines = document.get("assignments")
+    if lines is None:
+        return [GlobLine(item["key"], str(item.get("configured", "")), item.get("file"), item.get("line"))
+                for item in document.get("keys", []) if isinstance(item.get("key"), str) and _is_glob(item["key"])]
+    return [GlobLine(a["key"], str(a.get("value", "")), a.get("file"), a.get("line")) for a in lines
+            if a.get("glob") and isinstance(a.get("key"), str) and a.get("value") is not None
+            and a.get("fate") in _GLOB_IN_MAP]
+
+
+def named_keys(document: Mapping[str, Any]) -> Set[str]:
+    """The concrete keys with a line of their own in a file that is read: an assignment whatever its fate, or
+    a "-key" exclusion. systemd-sysctl's glob expansion skips every one of them (the key is in its map)."""
+    lines = document.get("assignments")
+    if lines is None:
+        return {item["key"] for item in document.get("keys", [])
+                if isinstance(item.get("key"), str) and not _is_glob(item["key"])}
+    return {a["key"] for a in lines if isinstance(a.get("key"), str) and not a.get("glob")
+            and a.get("fate") not in _NOT_IN_MAP}
 
 
 def normal(value: Optional[str]) -> Optional[str]:
@@ -178,13 +202,44 @@ def _missing_interface(p: Predicted, observed: Optional[str]) -> Optional[str]:
     return None
 
 
-def compare_boot(p: Predicted, snapshot: Snapshot) -> KeyOutcome:
+def _unset_untested(p: Predicted, phase: str, value: Optional[str], absent: bool, observed: Optional[str],
+                    snapshot: Snapshot) -> Optional[KeyOutcome]:
+    """An unset row (no line gives the key a value: cancelled, or only in files never read) that the boot
+    cannot test: check does not know its kernel default (boot.value null: a guess would be a false result),
+    or its module is not loaded so its default is not there to see."""
+    if p.fate == "applied" or p.applied:
+        return None
+    if value is None and not absent:
+        what = "the key" if p.provider_kind in ("", "unknown") else "its kernel default"
+        return KeyOutcome(p.key, phase, "the kernel default (not known to check)", observed, True, untested=True,
+                          note=f"not tested: no line gives it a value at boot ({p.fate}) and check does not know "
+                               f"{what}")
+    if observed is None and p.module is not None and module_name(p.module) not in snapshot.modules:
+        return KeyOutcome(p.key, phase, f"{value} (the kernel default, once {p.module} is loaded)", None, True,
+                          untested=True, note=f"not tested: no line gives it a value at boot ({p.fate}) and "
+                                              f"{p.module} is not loaded")
+    return None
+
+
+def _reading(p: Predicted, phase: str, snapshot: Snapshot) -> Tuple[Any, Optional[KeyOutcome]]:
+    """(the observed value, None), or (None, the outcome already decided: no reading, or an interface the
+    guest lacks)."""
     observed, problem = _observed(snapshot, p.key)
     if problem:
-        return KeyOutcome(p.key, BOOT, "a reading", None, False, note=problem)
+        return None, KeyOutcome(p.key, phase, "a reading", None, False, note=problem)
     untested = _missing_interface(p, observed)
     if untested:
-        return KeyOutcome(p.key, BOOT, p.configured, None, True, note=untested, untested=True)
+        return None, KeyOutcome(p.key, phase, p.configured, None, True, note=untested, untested=True)
+    return observed, None
+
+
+def compare_boot(p: Predicted, snapshot: Snapshot) -> KeyOutcome:
+    observed, decided = _reading(p, BOOT, snapshot)
+    if decided is not None:
+        return decided
+    unknown = _unset_untested(p, BOOT, p.boot_value, p.boot_absent, observed, snapshot)
+    if unknown is not None:
+        return unknown
     configured = normal(p.configured)
     if p.not_guaranteed:
         lost_words, lost = _expect(p.boot_value, p.boot_absent, p.configured, False)
@@ -207,13 +262,13 @@ def late_concerns(p: Predicted, boot: Snapshot, late: Snapshot) -> bool:
 
 
 def compare_late(p: Predicted, boot: Snapshot, late: Snapshot) -> KeyOutcome:
-    observed, problem = _observed(late, p.key)
-    if problem:
-        return KeyOutcome(p.key, LATE, "a reading", None, False, note=problem)
-    untested = _missing_interface(p, observed)
-    if untested:
-        return KeyOutcome(p.key, LATE, p.configured, None, True, note=untested, untested=True)
+    observed, decided = _reading(p, LATE, late)
+    if decided is not None:
+        return decided
     if late_concerns(p, boot, late):
+        unknown = _unset_untested(p, LATE, p.late_value, p.late_absent, observed, late)
+        if unknown is not None:
+            return unknown
         applied = p.late_value is not None and normal(p.late_value) == normal(p.configured)
         words, expected = _expect(p.late_value, p.late_absent, p.configured, applied)
         return KeyOutcome(p.key, LATE, words, observed, _matches(expected, observed),
@@ -225,13 +280,14 @@ def compare_late(p: Predicted, boot: Snapshot, late: Snapshot) -> KeyOutcome:
     return KeyOutcome(p.key, LATE, words, observed, observed == before)
 
 
-def compare_globs(globs: Sequence[GlobLine], explicit: Sequence[str], snapshot: Snapshot) -> List[KeyOutcome]:
-    """Each key a glob matched after boot and no explicit line sets: the last matching glob's value
-    (systemd-sysctl skips matches that have their own line, and a later line wins)."""
+def compare_globs(globs: Sequence[GlobLine], named: Collection[str], snapshot: Snapshot) -> List[KeyOutcome]:
+    """Each key a glob matched after boot that no read line names (assignment or "-key"): the last matching
+    glob's value (systemd-sysctl skips the keys in its map, and a later glob line is written later)."""
+    named = set(named)
     winner: Dict[str, GlobLine] = {}
     for glob in globs:
         for key in snapshot.matches.get(glob.pattern, {}):
-            if key not in explicit:
+            if key not in named:
                 winner[key] = glob
     out = []
     for key, glob in winner.items():
@@ -241,12 +297,13 @@ def compare_globs(globs: Sequence[GlobLine], explicit: Sequence[str], snapshot: 
     return out
 
 
-def compare(predicted: Sequence[Predicted], seen: Observation, globs: Sequence[GlobLine] = ()) -> List[KeyOutcome]:
-    """Every key after boot (and every match of a glob line), then (when the reporter loaded modules late)
-    after the late loads."""
+def compare(predicted: Sequence[Predicted], seen: Observation, globs: Sequence[GlobLine] = (),
+            named: Optional[Collection[str]] = None) -> List[KeyOutcome]:
+    """Every key after boot (and every match of a glob line no read line names: `named`, by default the
+    predicted keys), then (when the reporter loaded modules late) after the late loads."""
     boot = seen.snapshot(BOOT) or Snapshot()
     out = [compare_boot(p, boot) for p in predicted]
-    out += compare_globs(globs, [p.key for p in predicted], boot)
+    out += compare_globs(globs, [p.key for p in predicted] if named is None else named, boot)
     late = seen.snapshot(LATE)
     if late is not None:
         out += [compare_late(p, boot, late) for p in predicted]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from sysctl_doctor.errors import DoctorError
+from sysctl_doctor.root import PathKind, Root
 from sysctl_doctor.verify.qemu import BootFiles
 from sysctl_doctor.verify.tools import MKE2FS, require
 
@@ -39,22 +40,41 @@ def _version_key(version: str) -> List[object]:
 
 
 def boot_files(root: Path, kernel: Optional[str] = None) -> BootFiles:
-    """The root's own kernel and initramfs in /boot (`kernel` or the newest), or a DoctorError naming what is missing."""
+    """The root's own kernel and initramfs in /boot (`kernel` or the newest), or a DoctorError naming what is
+    missing. /boot and its links are followed inside the root (a /boot -> /boot link is the root's, never
+    the host's kernel)."""
     boot = root / "boot"
+    if not root.is_dir():
+        raise DoctorError(f"{boot}: no vmlinuz-<version>: the root has no kernel to boot ({root}: not a directory)")
+    inside = Root(str(root))
+
+    def regular(path: str) -> Optional[Path]:
+        return inside.chase(path).host if inside.kind(path) is PathKind.FILE else None
+
     if kernel is None:
-        found = sorted((p.name[len("vmlinuz-"):] for p in boot.glob("vmlinuz-*")
-                        if _KVER.match(p.name[len("vmlinuz-"):])), key=_version_key)
+        try:
+            names = inside.listdir("/boot")
+        except OSError:  # a link loop
+            names = []
+        found = sorted((name[len("vmlinuz-"):] for name in names if name.startswith("vmlinuz-")
+                        and _KVER.match(name[len("vmlinuz-"):]) and regular(f"/boot/{name}")), key=_version_key)
         if not found:
             raise DoctorError(f"{boot}: no vmlinuz-<version>: the root has no kernel to boot "
                               "(install one in the image, e.g. linux-image-amd64)")
         kernel = found[-1]
-    vmlinuz = boot / f"vmlinuz-{kernel}"
-    if not vmlinuz.is_file():
-        raise DoctorError(f"{vmlinuz}: no such kernel image in the root (--kernel {kernel})")
+    vmlinuz = regular(f"/boot/vmlinuz-{kernel}") if _KVER.match(kernel) else None
+    if vmlinuz is None:
+        raise DoctorError(f"{boot}/vmlinuz-{kernel}: no such kernel image in the root (--kernel {kernel})")
     for name in (f"initrd.img-{kernel}", f"initramfs-{kernel}.img"):  # initramfs-tools, dracut
-        if (boot / name).is_file():
-            return BootFiles(kernel, vmlinuz, boot / name)
+        initrd = regular(f"/boot/{name}")
+        if initrd is not None:
+            return BootFiles(kernel, vmlinuz, initrd)
     return BootFiles(kernel, vmlinuz, None)
+
+
+def has_kernel(root: Path, kernel: str) -> bool:
+    """Whether the root's /boot holds vmlinuz-`kernel` (a regular file, links followed inside the root)."""
+    return root.is_dir() and bool(_KVER.match(kernel)) and Root(str(root)).kind(f"/boot/vmlinuz-{kernel}") is PathKind.FILE
 
 
 def copy_tree(src: Path, dst: Path) -> None:
@@ -66,30 +86,46 @@ def copy_tree(src: Path, dst: Path) -> None:
 
 
 def _in_copy(root: Path, rel: str) -> Path:
-    """Where `rel` lands in the copy `root`: its directories' links resolved inside the copy (an absolute
-    link is the image's own path), never outside it."""
+    """Where `rel` lands in the copy `root`, its directories' links resolved as the booted image resolves
+    them: one component at a time, an absolute target from the copy's top, ".." never above it. Every
+    component is looked at under directories already resolved inside the copy, so no link (nor a link to
+    a link) can lead a write out of it."""
     parts = rel.strip("/").split("/")
     if not rel.strip("/") or any(part in ("", ".", "..") for part in parts):
         raise DoctorError(f"not a path inside the root: {rel!r}")
-    current = root
-    for part in parts[:-1]:
-        step, hops = current / part, 0
-        while step.is_symlink():
+    resolved: List[str] = []
+    todo = list(parts[:-1])
+    hops = 0
+    while todo:
+        part = todo.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        step = root.joinpath(*resolved, part)
+        if step.is_symlink():
             hops += 1
             if hops > 40:
-                raise DoctorError(f"{step}: too many levels of links")
+                raise DoctorError(f"/{'/'.join(resolved + [part])}: too many levels of links on the way to /{rel}")
             target = os.readlink(step)
-            step = Path(os.path.normpath(root / target.lstrip("/") if target.startswith("/") else step.parent / target))
-            if os.path.commonpath([str(root), str(step)]) != str(root):
-                raise DoctorError(f"{current / part}: a link leaving the root on the way to {rel}")
-        current = step
-    return current / parts[-1]
+            if target.startswith("/"):
+                resolved = []
+            todo = target.split("/") + todo
+            continue
+        if step.exists() and not step.is_dir():
+            raise DoctorError(f"/{'/'.join(resolved + [part])}: not a directory, on the way to /{rel}")
+        resolved.append(part)
+    return root.joinpath(*resolved, parts[-1])
 
 
 def _replace(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_symlink() or path.is_file():
+    if path.is_symlink() or path.exists() and not path.is_dir():
         path.unlink()
+    elif path.is_dir():
+        raise DoctorError(f"{path}: a directory where verify injects a file")
 
 
 def inject(root: Path, injection: Injection) -> None:

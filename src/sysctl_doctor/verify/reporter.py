@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Set
 
+from sysctl_doctor.config.sysctl_glob import expand_braces
 from sysctl_doctor.verify.image import Injection
 from sysctl_doctor.verify.serial import marker_lines
 
@@ -163,8 +164,10 @@ def reporter_injection(init_system: str, keys: Iterable[str], late_load: Iterabl
     files = {
         SCRIPT_PATH: (SCRIPT, 0o755),
         f"{CONF_DIR}/keys": ("".join(f"{k} {proc_sys_path(k)}\n" for k in keys), 0o644),
-        f"{CONF_DIR}/globs": ("".join(f"{g} {proc_sys_path(g)}\n" for g in dict.fromkeys(globs)
-                                      if all(c not in g for c in " \t\n")), 0o644),
+        # one line per brace alternative: systemd-sysctl globs with GLOB_BRACE, the guest's sh has no braces
+        f"{CONF_DIR}/globs": ("".join(f"{g} {alt}\n" for g in dict.fromkeys(globs)
+                                      if all(c not in g for c in " \t\n")
+                                      for alt in dict.fromkeys(expand_braces(proc_sys_path(g)))), 0o644),
         f"{CONF_DIR}/late-load": ("".join(f"{m}\n" for m in late_load), 0o644),
         f"{CONF_DIR}/patterns": ("".join(f"{w}\n" for w in words if w and "\n" not in w), 0o644),
     }

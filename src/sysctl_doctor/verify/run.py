@@ -12,12 +12,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Set
 
 from sysctl_doctor.errors import DoctorError
+from sysctl_doctor.root import PathKind, Root
 from sysctl_doctor.verify.compare import (GlobLine, KeyOutcome, Predicted, RaceTally, compare, fates_of, globs_from,
-                                          key_fates, predictions_from, tally_races)
-from sysctl_doctor.verify.image import Injection, boot_files, image_of
+                                          key_fates, named_keys, predictions_from, tally_races)
+from sysctl_doctor.verify.image import Injection, boot_files, has_kernel, image_of
 from sysctl_doctor.verify.qemu import BootFiles, BootRun, SigtermRaises, boot, choose_accel
 from sysctl_doctor.verify.reporter import (DEPEND_START, Observation, depend_start_with_reporter, parse_report,
                                            reporter_injection)
@@ -96,7 +97,7 @@ def _boot_failure(run: BootRun, seen: Observation, timeout: float) -> Optional[s
 def _pick_kernel(root: Path, wanted: Optional[str], predicted_for: str) -> BootFiles:
     if wanted is not None:
         return boot_files(root, wanted)
-    if (root / "boot" / f"vmlinuz-{predicted_for}").is_file():
+    if has_kernel(root, predicted_for):
         return boot_files(root, predicted_for)
     files = boot_files(root, None)
     if predicted_for not in ("", "unknown") and files.kernel != predicted_for:
@@ -105,14 +106,14 @@ def _pick_kernel(root: Path, wanted: Optional[str], predicted_for: str) -> BootF
     return files
 
 
-def _sysvinit_order(root: Path) -> Injection:
-    """The root's insserv order file with the reporter added last (read only when a plain file of the root)."""
-    path = root / DEPEND_START
-    if path.is_symlink() or not path.is_file():
+def _sysvinit_order(root: Root) -> Injection:
+    """The root's insserv order file with the reporter added last (read only when a regular file inside the
+    root, its links followed inside it; at most 1 MiB)."""
+    if root.kind("/" + DEPEND_START) is not PathKind.FILE:
         return Injection()
     try:
-        text = path.read_text(errors="replace")[:1 << 20]
-    except OSError:
+        text = root.read_bytes("/" + DEPEND_START, 1 << 20).decode("utf-8", errors="replace")
+    except (OSError, DoctorError):
         return Injection()
     return Injection({DEPEND_START: (depend_start_with_reporter(text), 0o644)})
 
@@ -140,6 +141,7 @@ def verify_root(root_dir: str, kernel: Optional[str] = None, late_load: Sequence
     predicted = predictions_from(document, fates_of(key_fates(analysis)))
     # glob lines: their matches are compared under systemd-sysctl's rules (procps applies them otherwise)
     globs = globs_from(document) if analysis.flavor == "systemd" else []
+    named = named_keys(document)
     root_path = Path(root.path)
     files = _pick_kernel(root_path, kernel, analysis.kernel)
     root_cmdline = cmdline if cmdline is not None else getattr(getattr(analysis.timeline, "cmdline", None), "text", "")
@@ -148,10 +150,10 @@ def verify_root(root_dir: str, kernel: Optional[str] = None, late_load: Sequence
     injection = reporter_injection(analysis.init_system, [p.key for p in predicted], late_load, modules,
                                    [g.pattern for g in globs])
     if analysis.init_system == "sysvinit":
-        injection = injection.merged(_sysvinit_order(root_path))
+        injection = injection.merged(_sysvinit_order(root))
     with SigtermRaises():  # SIGTERM as Ctrl-C: qemu killed, the work directory removed
         results, accel, accel_why, image_seconds = _build_and_boot(
-            root_path, files, analysis.init_system, predicted, globs, injection, extra, boots, timeout, log_dir,
+            root_path, files, analysis.init_system, predicted, globs, named, injection, extra, boots, timeout, log_dir,
             workdir_parent, say)
     return VerifyResult(str(root_path), files.kernel, analysis.init_system, accel, accel_why, extra,
                         list(late_load), predicted, results, image_seconds,
@@ -159,7 +161,7 @@ def verify_root(root_dir: str, kernel: Optional[str] = None, late_load: Sequence
 
 
 def _build_and_boot(root_path: Path, files: BootFiles, init_system: str, predicted: List[Predicted],
-                    globs: List[GlobLine], injection: Injection, extra: str, boots: int, timeout: float, log_dir: Optional[Path],
+                    globs: List[GlobLine], named: Set[str], injection: Injection, extra: str, boots: int, timeout: float, log_dir: Optional[Path],
                     workdir_parent: Optional[Path], say: Callable[[str], None]):
     """One image (from a copy of the root), N boots of fresh copies of it, each report compared."""
     work = Path(tempfile.mkdtemp(prefix="sysctl-doctor-verify-", dir=workdir_parent))
@@ -184,7 +186,7 @@ def _build_and_boot(root_path: Path, files: BootFiles, init_system: str, predict
                 disk.unlink(missing_ok=True)
             seen = parse_report(run.probe_lines())
             failure = _boot_failure(run, seen, timeout)
-            outcomes = [] if failure else compare(predicted, seen, globs)
+            outcomes = [] if failure else compare(predicted, seen, globs, named)
             results.append(BootOutcome(number, run, seen, outcomes, failure,
                                        run.console_tail() if failure else []))
             say(f"boot {number}/{boots}: {run.seconds:.1f} s" + (f", FAILED: {failure}" if failure else ""))

@@ -6,6 +6,7 @@ import re
 from typing import Iterator
 
 from sysctl_doctor.analysis import Analysis
+from sysctl_doctor.config.fates import ignored_file_bytes
 from sysctl_doctor.errors import DoctorError
 from sysctl_doctor.findings.model import WARNING, Example, Finding, Rule
 from sysctl_doctor.root import PathKind
@@ -37,21 +38,30 @@ RULE = Rule(
 )
 
 
-def _has_assignments(root, path: str) -> bool:
-    try:
-        text = root.read_text(path)
-    except (OSError, DoctorError):  # unreadable, or a symlink loop: nothing that could be read
-        return False
-    lines = [item for item in text.splitlines() if item.strip() and not item.lstrip().startswith(("#", ";"))]
+def _has_assignments(data: bytes) -> bool:
+    lines = [item for item in data.decode("utf-8", errors="replace").splitlines()
+             if item.strip() and not item.lstrip().startswith(("#", ";"))]
     return any(_ASSIGNMENT.match(item) for item in lines)
+
+
+# SD105 needs one assignment per file: a file's first 64 KiB, 16 MiB in all (hostile input: a 200 MB file)
+_FILE_BYTES = 64 << 10
+_TOTAL_BYTES = 16 << 20
+
+
+def _head(root, path: str) -> bytes:
+    try:
+        return root.read_bytes(path, _FILE_BYTES)
+    except (OSError, DoctorError):  # unreadable, or a symlink loop: nothing that could be read
+        return b""
 
 
 def check(analysis: Analysis) -> Iterator[Finding]:
     root = analysis.root
     config = analysis.config
     reported = set()
-    for ignored in config.ignored_files:
-        if ignored.file in reported or not _has_assignments(root, ignored.file):
+    for ignored, data in ignored_file_bytes(config, root, bytes_max=_TOTAL_BYTES, file_max=_FILE_BYTES):
+        if ignored.file in reported or not _has_assignments(data):
             continue  # one finding per file; a README or an empty mask is fine
         reported.add(ignored.file)
         yield Finding(RULE.code, RULE.severity, None,
@@ -59,7 +69,7 @@ def check(analysis: Analysis) -> Iterator[Finding]:
     if config.flavor == "systemd" and "/etc/sysctl.conf" not in reported and (
             root.kind("/etc/sysctl.conf") is PathKind.FILE):
         read = {root.chase(f).resolved for f in config.files}
-        if "/etc/sysctl.conf" not in read and _has_assignments(root, "/etc/sysctl.conf"):
+        if "/etc/sysctl.conf" not in read and _has_assignments(_head(root, "/etc/sysctl.conf")):
             yield Finding(
                 RULE.code, RULE.severity, None,
                 "/etc/sysctl.conf is never read: systemd-sysctl reads only sysctl.d directories and no "
