@@ -18,8 +18,8 @@ from sysctl_doctor.config.sysctl_d import effective_settings, expand_globs_over,
 from sysctl_doctor.root import Root
 from tests.boot.debian_packages import install_into, package_tree
 from tests.boot.rootfs import make_root
-from tests.boot.test_debian_root import _copy_boot_parts, debian_root
-from tests.config.oracle import Case, build_key_dir, build_root, host_snapshot, run_real, why_not_runnable
+from tests.boot.test_debian_root import _copy_boot_parts, require_debian_root
+from tests.config.oracle import Case, build_root, host_snapshot, run_real, why_not_runnable
 
 E = "/etc/sysctl.d"
 
@@ -85,15 +85,17 @@ def test_ifupdown_bridge_example_and_vlan(tmp_path: Path) -> None:
 
 
 def test_networkd_files_and_systemd_own_patterns(tmp_path: Path) -> None:
-    found = debian_root()
+    found = require_debian_root()
     files = {"/etc/systemd/network/10-dummy.netdev": "[NetDev]\nName=dummy0\nKind=dummy\n",
              "/etc/systemd/network/20-lan.network": "[Match]\nName=eth3 en*\n[Network]\nDHCP=yes\n",
              "/run/systemd/network/30-rt.netdev": "[NetDev]\nName=runtime0\nKind=dummy\n",
              "/etc/systemd/network/40-masked.netdev": ("link", "/dev/null"),
              "/etc/systemd/network/50-veth.netdev": "[NetDev]\nName=ve-host\nKind=veth\n[Peer]\nName=ve-peer\n"}
-    if found is not None:  # systemd's own container templates (Name=ve-* ...): patterns, not names
-        for f in (found / "usr/lib/systemd/network").glob("80-container-*.network"):
-            files[f"/usr/lib/systemd/network/{f.name}"] = f.read_text()
+    # systemd's own container templates (Name=ve-* ...): patterns, not names
+    templates = sorted((found / "usr/lib/systemd/network").glob("80-container-*.network"))
+    assert templates, "systemd 252 ships 80-container-*.network"
+    for f in templates:
+        files[f"/usr/lib/systemd/network/{f.name}"] = f.read_text()
     root = make_root(tmp_path / "r", files)
     net = network_interfaces(Root(root))
     assert {n for n, *_ in _names(net)} == {"dummy0", "eth3", "ve-host", "ve-peer"}
@@ -104,9 +106,7 @@ def test_networkd_files_and_systemd_own_patterns(tmp_path: Path) -> None:
 
 
 def _systemd_root(tmp_path: Path, udev_rerun: bool) -> Path:
-    base = debian_root()
-    if base is None:
-        pytest.skip("NEEDS the mmdebstrap Debian 12 root (tests/boot/test_debian_root.py builds it)")
+    base = require_debian_root()
     root = _copy_boot_parts(base, tmp_path / "debian")
     install_into(root, package_tree("ifupdown"))
     wants = root / "etc/systemd/system/multi-user.target.wants"

@@ -31,12 +31,13 @@ def debian_root() -> Optional[Path]:
     return None
 
 
-@pytest.fixture(scope="module")
-def root() -> Path:
+def require_debian_root() -> Path:
+    """The Debian 12 root, built (mmdebstrap, about 2 minutes, cached) when no cached one exists yet; a skip
+    with the reason only when it cannot be built here. Every test that reads it calls this, so none depends
+    on another test file having built it first."""
     found = debian_root()
     if found is not None:
         return found
-    # Build the qemu tier's base root (mmdebstrap, about 2 minutes, cached for later runs).
     from slow.base_root import MirrorUnreachable, ensure_base_root, missing_reason
 
     reason = missing_reason()
@@ -48,6 +49,11 @@ def root() -> Path:
         pytest.skip(f"NEEDS the Debian mirror to build the Debian 12 root: {exc}")
     except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
         pytest.fail(f"building the mmdebstrap Debian 12 root failed: {exc}")
+
+
+@pytest.fixture(scope="module")
+def root() -> Path:
+    return require_debian_root()
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

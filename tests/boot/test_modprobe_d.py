@@ -18,7 +18,7 @@ import pytest
 from sysctl_doctor.boot.modprobe_d import option_default, parse_install, parse_options
 from sysctl_doctor.boot.udev import command_covers
 from tests.boot.rootfs import INCIDENT, make_root
-from tests.boot.test_debian_root import _copy_boot_parts, debian_root
+from tests.boot.test_debian_root import _copy_boot_parts, require_debian_root
 
 BE = "net.netfilter.nf_conntrack_tcp_be_liberal"
 
@@ -44,9 +44,7 @@ def test_option_parsing() -> None:
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    base = debian_root()
-    if base is None:
-        pytest.skip("NEEDS the mmdebstrap Debian 12 root (tests/boot/test_debian_root.py builds it)")
+    base = require_debian_root()
     copy = _copy_boot_parts(base, tmp_path / "debian")
     (copy / "etc/nftables.conf").write_text((INCIDENT / "etc/nftables.conf").read_text())
     wants = copy / "etc/systemd/system/sysinit.target.wants"

@@ -17,7 +17,7 @@ from sysctl_doctor.boot.service_writes import service_writes
 from sysctl_doctor.root import Root
 from tests.boot.debian_packages import install_into, package_tree
 from tests.boot.rootfs import make_root
-from tests.boot.test_debian_root import _copy_boot_parts, debian_root
+from tests.boot.test_debian_root import _copy_boot_parts, require_debian_root
 
 BR = "net.bridge.bridge-nf-call-iptables"
 
@@ -54,9 +54,7 @@ conntrack:
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    base = debian_root()
-    if base is None:
-        pytest.skip("NEEDS the mmdebstrap Debian 12 root (tests/boot/test_debian_root.py builds it)")
+    base = require_debian_root()
     return _copy_boot_parts(base, tmp_path / "debian")
 
 

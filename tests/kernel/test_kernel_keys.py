@@ -132,11 +132,9 @@ def test_unknown_kernels_get_no_exact_data() -> None:
 
 @pytest.fixture(scope="module")
 def debian12(tmp_path_factory) -> Path:
-    from boot.test_debian_root import _copy_boot_parts, debian_root
+    from boot.test_debian_root import _copy_boot_parts, require_debian_root
 
-    found = debian_root()
-    if found is None:
-        pytest.skip("NEEDS the slow tier's Debian 12 root (tests/slow/base_root.py builds it)")
+    found = require_debian_root()
     return _copy_boot_parts(found, tmp_path_factory.mktemp("kk") / "debian")
 
 
