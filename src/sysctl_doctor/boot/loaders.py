@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 from sysctl_doctor.boot.modules_load import module_name
-from sysctl_doctor.boot.units import BootTransaction, Unit, UnitLine
+from sysctl_doctor.boot.units import BootTransaction, Unit, UnitLine, exec_words
 from sysctl_doctor.root import PathKind, Root
 
 
@@ -103,13 +102,7 @@ IPVSADM_TRIGGERS: Tuple[Tuple[re.Pattern, Tuple[str, ...], str], ...] = (
 
 
 def _exec_words(item: UnitLine) -> List[str]:
-    value = item.value
-    while value[:1] in ("-", "@", "+", "!", ":"):
-        value = value[1:]
-    try:
-        return shlex.split(value)
-    except ValueError:
-        return value.split()
+    return exec_words(item.value)
 
 
 def _strip_comment(line: str) -> str:

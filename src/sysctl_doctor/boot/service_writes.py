@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from sysctl_doctor.boot.units import exec_words
 from sysctl_doctor.root import Root
 
 KUBE_PROXY_MAX_PER_CORE = 32768
@@ -66,13 +66,8 @@ class ModuleUnload:
 
 
 def _words(exec_text: str) -> List[str]:
-    value = exec_text.split("=", 1)[1] if "=" in exec_text.split(None, 1)[0] else exec_text
-    while value[:1] in ("-", "@", "+", "!", ":"):
-        value = value[1:]
-    try:
-        return shlex.split(value)
-    except ValueError:
-        return value.split()
+    """`ExecStart=…` (or just its value) as systemd runs it."""
+    return exec_words(exec_text.split("=", 1)[1] if "=" in exec_text.split(None, 1)[0] else exec_text)
 
 
 def _flag(words: List[str], name: str) -> Optional[str]:

@@ -17,6 +17,7 @@ Only what decides *when* something runs at boot is modelled:
 from __future__ import annotations
 
 import os
+import shlex
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Set, Tuple
@@ -391,3 +392,14 @@ class BootTransaction:
         if link:
             return f"enabled: {link}"
         return f"pulled in by {parent}"
+
+
+def exec_words(value: str) -> List[str]:
+    """An Exec*= value as systemd runs it: its special prefixes (-@+!:) dropped, then split as the shell
+    would (a value the shell cannot split, an open quote, falls back to whitespace)."""
+    while value[:1] in ("-", "@", "+", "!", ":"):
+        value = value[1:]
+    try:
+        return shlex.split(value)
+    except ValueError:
+        return value.split()
