@@ -124,3 +124,18 @@ def test_kernel_command_line_options_come_after_modprobe_d(root: Path) -> None:
     assert proc.returncode in (0, 1), proc.stderr
     row = next(r for r in json.loads(proc.stdout)["keys"] if r["key"] == "net.netfilter.nf_conntrack_max")
     assert row["boot"] == {"applied": False, "value": str(8 * 16384)}  # libkmod reads /proc/cmdline last
+
+
+def test_an_offline_roots_run_modprobe_d_is_empty_at_boot(tmp_path: Path) -> None:
+    """/run/modprobe.d, like /run/sysctl.d, is a tmpfs at boot: an image's files there are never read; on the
+    running host (live) they count."""
+    from fixture_roots import write_root
+    from sysctl_doctor.kernel.modules_tree import read_modprobe_config
+    from sysctl_doctor.root import Root
+
+    root = write_root(tmp_path / "r", {"/run/modprobe.d/nf.conf": "blacklist nf_conntrack\n",
+                                       "/etc/modprobe.d/br.conf": "blacklist br_netfilter\n"})
+    offline = read_modprobe_config(Root(root))
+    assert set(offline.blacklist) == {"br_netfilter"}, offline.blacklist
+    live = read_modprobe_config(Root(root, live=True))
+    assert set(live.blacklist) == {"br_netfilter", "nf_conntrack"}, live.blacklist

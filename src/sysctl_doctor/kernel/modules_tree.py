@@ -188,6 +188,8 @@ def read_modprobe_config(root: Root) -> ModprobeConfig:
     cfg = ModprobeConfig()
     chosen: Dict[str, str] = {}
     for base in MODPROBE_DIRS:
+        if root.empty_at_boot(base):  # an offline root's /run/modprobe.d is a tmpfs at boot: never read
+            continue
         for name in root.listdir(base):
             if name.endswith(".conf") and name not in chosen:
                 chosen[name] = f"{base}/{name}"
