@@ -196,12 +196,14 @@ def test_prediction_matches_the_boot(booted, name):
         assert seen is not None, f"the probe did not report {key}\n" + _explain(run)
         observed = None if seen == "absent" else _normal(seen)
         applied = observed is not None and observed == _normal(predicted.raw.get("configured"))
-        if predicted.value is None and predicted.raw.get("fate") not in (None, "applied") and observed is not None:
-            # a key no line applies, whose kernel default this checkout does not know: nothing is written, which
-            # /proc/sys cannot show when the default happens to be the configured value (Debian's kernel has
-            # fs.protected_symlinks = 1 built in), so only "not applied" is checked
+        if predicted.raw.get("fate") not in (None, "applied") and observed is not None:
+            # a key no line applies: nothing is written, which /proc/sys cannot show when the kernel default is
+            # the configured value (Debian's kernel has fs.protected_symlinks = 1 built in); so the prediction
+            # must say "not applied", and its value (the kernel default, when known) must be what the boot shows
             if predicted.applied:
                 mismatches.append(f"{key}: predicted applied=True; no line applies it (the boot shows {seen!r})")
+            elif predicted.value is not None and _normal(predicted.value) != observed:
+                mismatches.append(f"{key}: predicted the kernel default {predicted.value!r}; the boot shows {seen!r}")
             continue
         if (predicted.applied, _normal(predicted.value)) != (applied, observed):
             mismatches.append(f"{key}: predicted applied={predicted.applied} value={predicted.value!r}; "
