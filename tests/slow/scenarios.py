@@ -364,7 +364,37 @@ DOCKER_NO_IP_FORWARD = Scenario(
     journal_extra=DOCKER_JOURNAL,
     explain_keys=(IP_FORWARD,),
 )
-DOCKER = (DOCKER_IP_FORWARD, DOCKER_NO_IP_FORWARD)
+# The bridge-nf-call-iptables write: br_netfilter is listed in /etc/modules-load.d, so the administrator's 0 is
+# applied by systemd-sysctl; dockerd writes 1 only for a bridge with inter-container communication off
+# ("icc": false) and iptables on. The control root has no daemon.json: dockerd leaves the key alone.
+BRIDGE_NF = "net.bridge.bridge-nf-call-iptables"
+BRIDGE_FILES = {
+    **_BASE_FILES,
+    "etc/sysctl.d/60-no-forward.conf": NO_FORWARD_CONF,
+    "etc/sysctl.d/61-bridge-nf.conf": f"# the administrator: bridged traffic bypasses iptables\n{BRIDGE_NF} = 0\n",
+    "etc/modules-load.d/br_netfilter.conf": "br_netfilter\n",
+}
+DOCKER_BRIDGE_NF = Scenario(
+    "docker-bridge-nf",
+    "docker-ip-forward plus bridge-nf-call-iptables = 0 with br_netfilter in /etc/modules-load.d (default daemon)",
+    dict(BRIDGE_FILES),
+    extra_probe_keys=DOCKER_IP_FORWARD.extra_probe_keys,
+    base="docker",
+    extra_probe_units=DOCKER_UNITS,
+    journal_extra=DOCKER_JOURNAL,
+    explain_keys=(IP_FORWARD, BRIDGE_NF),
+)
+DOCKER_ICC_OFF = Scenario(
+    "docker-icc-off",
+    "docker-bridge-nf plus /etc/docker/daemon.json {\"icc\": false}",
+    {**BRIDGE_FILES, "etc/docker/daemon.json": '{\n  "icc": false\n}\n'},
+    extra_probe_keys=DOCKER_IP_FORWARD.extra_probe_keys,
+    base="docker",
+    extra_probe_units=DOCKER_UNITS,
+    journal_extra=DOCKER_JOURNAL,
+    explain_keys=(IP_FORWARD, BRIDGE_NF),
+)
+DOCKER = (DOCKER_IP_FORWARD, DOCKER_NO_IP_FORWARD, DOCKER_BRIDGE_NF, DOCKER_ICC_OFF)
 
 
 ALL = (SYSCTL_ONLY, MODULES_LOAD, NFTABLES_LATE, NFTABLES_FIXED, NFTABLES_FIXED_UDEV, UDEV_RULE_LATE, INCIDENT_LAYOUT,

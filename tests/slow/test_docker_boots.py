@@ -1,20 +1,22 @@
 """Issue 15 item 8 on a real boot: dockerd (Debian 12's docker.io 20.10) overrides the administrator's
-net.ipv4.ip_forward = 0 when it starts, unless /etc/docker/daemon.json says "ip-forward": false.
+net.ipv4.ip_forward = 0 when it starts, unless /etc/docker/daemon.json says "ip-forward": false; with
+"icc": false it also overrides the administrator's net.bridge.bridge-nf-call-iptables = 0.
 
 The roots are the docker.io variant of the base root (docker_root.py, an extra mmdebstrap build), so these
 boots are opt-in inside the slow tier: `SYSCTL_DOCTOR_SLOW_DOCKER=1 pytest --run-slow tests/slow/test_docker_boots.py`.
-`check --root` runs on the very root that is imaged (conftest.booted); the guest's probe reports /proc/sys,
-`systemctl is-active` of docker's units and dockerd's journal lines.
+`check --root` and `explain KEY --root` run on the very root that is imaged (conftest.booted); the guest's probe
+reports /proc/sys, `systemctl is-active` of docker's units and dockerd's journal lines.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Dict, Optional, Tuple
 
 import pytest
 
 from .prediction import prediction_for
-from .scenarios import CONTROL_KEY, CONTROL_VALUE, DOCKER, IP_FORWARD
+from .scenarios import BRIDGE_NF, CONTROL_KEY, CONTROL_VALUE, DOCKER, IP_FORWARD
 from .test_real_boots import _explain, compare_every_prediction
 
 pytestmark = [
@@ -23,17 +25,25 @@ pytestmark = [
                        reason="DOCKER BOOTS NOT RUN: set SYSCTL_DOCTOR_SLOW_DOCKER=1 (builds a docker.io root once)"),
 ]
 
-# scenario -> (what the guest shows after boot, check's verdict for the key)
-EXPECTED = {
-    "docker-ip-forward": ("1", "overridden-by-service"),
-    "docker-no-ip-forward": ("0", "applied"),
+UNIT_EVIDENCE = ("/usr/lib/systemd/system/docker.service:", "ExecStart=/usr/sbin/dockerd", "default ip-forward: true")
+ICC_EVIDENCE = ("/etc/docker/daemon.json:2", '"icc": false')
+
+# scenario -> key -> (what the guest shows after boot, explain's verdict, what SD117 must cite; None: no SD117)
+EXPECTED: Dict[str, Dict[str, Tuple[str, str, Optional[Tuple[str, ...]]]]] = {
+    "docker-ip-forward": {IP_FORWARD: ("1", "overridden-by-service", UNIT_EVIDENCE)},
+    "docker-no-ip-forward": {IP_FORWARD: ("0", "applied", None)},
+    "docker-bridge-nf": {IP_FORWARD: ("1", "overridden-by-service", UNIT_EVIDENCE),
+                         BRIDGE_NF: ("0", "applied", None)},
+    "docker-icc-off": {IP_FORWARD: ("1", "overridden-by-service", UNIT_EVIDENCE),
+                       BRIDGE_NF: ("1", "overridden-by-service", ICC_EVIDENCE)},
 }
 
 
 def _docker_explain(run) -> str:
     report = run.boot.report
     docker_lines = [line for line in report.journal if "docker" in line.lower()][:30]
-    return _explain(run) + "\n" + "\n".join(f"docker journal {line}" for line in docker_lines)
+    return (_explain(run) + f"\nactive {report.active}\n"
+            + "\n".join(f"docker journal {line}" for line in docker_lines))
 
 
 def _booted_with_docker(run):
@@ -47,33 +57,36 @@ def _booted_with_docker(run):
     return report
 
 
+def _boot_section(explained) -> dict:
+    sections = [sec["data"] for sec in explained["sections"]
+                if isinstance(sec.get("data"), dict) and "verdict" in sec["data"] and "chain" in sec["data"]]
+    assert sections, explained
+    return sections[0]
+
+
 @pytest.mark.parametrize("name", [s.name for s in DOCKER])
-def test_dockerd_and_the_administrators_ip_forward(booted, name):
+def test_dockerd_and_the_administrators_zero(booted, name):
+    """The guest's /proc/sys against check's value, explain's verdict and SD117's evidence, key by key."""
     run = booted(name)
     if run.check_error is not None:
         pytest.fail(f"`sysctl-doctor check --root` failed on the {name} root: {run.check_error}")
     report = _booted_with_docker(run)
-    seen, verdict = EXPECTED[name]
-    assert report.values.get(IP_FORWARD) == seen, _docker_explain(run)
-
-    predicted = prediction_for(run.check.document, IP_FORWARD)
-    assert predicted is not None, f"no prediction for {IP_FORWARD}"
-    assert predicted.value == seen and predicted.raw.get("configured") == "0", predicted.raw
-    boot_sections = [sec["data"] for sec in run.explain[IP_FORWARD]["sections"]
-                     if isinstance(sec.get("data"), dict) and "verdict" in sec["data"] and "chain" in sec["data"]]
-    assert boot_sections and boot_sections[0]["verdict"] == verdict, run.explain[IP_FORWARD]
-    assert boot_sections[0]["value"] == seen, boot_sections[0]
-    sd117 = [f for f in run.check.document.get("findings", []) if f.get("code") == "SD117"
-             and f.get("key") == IP_FORWARD]
-    if name == "docker-ip-forward":
-        assert predicted.applied is False, predicted.raw
-        assert len(sd117) == 1 and "SD117" in predicted.raw.get("findings", []), run.check.document.get("findings")
-        message = sd117[0]["message"]
-        assert "docker.service" in message and "/usr/lib/systemd/system/docker.service:" in message \
-            and "ExecStart=/usr/sbin/dockerd" in message and "default ip-forward: true" in message, message
-    else:
-        assert predicted.applied is True, predicted.raw
-        assert not sd117, sd117
+    findings = run.check.document.get("findings", [])
+    for key, (seen, verdict, evidence) in EXPECTED[name].items():
+        assert report.values.get(key) == seen, f"{key}\n" + _docker_explain(run)
+        predicted = prediction_for(run.check.document, key)
+        assert predicted is not None, f"no prediction for {key}"
+        assert predicted.value == seen and predicted.raw.get("configured") == "0", predicted.raw
+        assert predicted.applied is (verdict == "applied"), predicted.raw
+        boot = _boot_section(run.explain[key])
+        assert (boot["verdict"], boot["value"]) == (verdict, seen), boot
+        sd117 = [f for f in findings if f.get("code") == "SD117" and f.get("key") == key]
+        if evidence is None:
+            assert not sd117 and "SD117" not in predicted.raw.get("findings", []), sd117
+        else:
+            assert len(sd117) == 1 and "SD117" in predicted.raw.get("findings", []), findings
+            message = sd117[0]["message"]
+            assert "docker.service" in message and all(part in message for part in evidence), message
 
 
 @pytest.mark.parametrize("name", [s.name for s in DOCKER])
