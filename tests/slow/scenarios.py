@@ -394,7 +394,19 @@ DOCKER_ICC_OFF = Scenario(
     journal_extra=DOCKER_JOURNAL,
     explain_keys=(IP_FORWARD, BRIDGE_NF),
 )
-DOCKER = (DOCKER_IP_FORWARD, DOCKER_NO_IP_FORWARD, DOCKER_BRIDGE_NF, DOCKER_ICC_OFF)
+# The field's usual case: nothing loads br_netfilter before systemd-sysctl; dockerd loads it when it starts (the
+# default daemon, no write of its own), so the key appears with the kernel's default 1 and the 0 is never applied.
+DOCKER_BRIDGE_NF_LATE = Scenario(
+    "docker-bridge-nf-late",
+    "docker-ip-forward plus bridge-nf-call-iptables = 0, br_netfilter not listed anywhere (default daemon)",
+    {key: value for key, value in BRIDGE_FILES.items() if not key.startswith("etc/modules-load.d/")},
+    extra_probe_keys=DOCKER_IP_FORWARD.extra_probe_keys,
+    base="docker",
+    extra_probe_units=DOCKER_UNITS,
+    journal_extra=DOCKER_JOURNAL,
+    explain_keys=(IP_FORWARD, BRIDGE_NF),
+)
+DOCKER = (DOCKER_IP_FORWARD, DOCKER_NO_IP_FORWARD, DOCKER_BRIDGE_NF, DOCKER_ICC_OFF, DOCKER_BRIDGE_NF_LATE)
 
 
 ALL = (SYSCTL_ONLY, MODULES_LOAD, NFTABLES_LATE, NFTABLES_FIXED, NFTABLES_FIXED_UDEV, UDEV_RULE_LATE, INCIDENT_LAYOUT,

@@ -36,6 +36,8 @@ EXPECTED: Dict[str, Dict[str, Tuple[str, str, Optional[Tuple[str, ...]]]]] = {
                          BRIDGE_NF: ("0", "applied", None)},
     "docker-icc-off": {IP_FORWARD: ("1", "overridden-by-service", UNIT_EVIDENCE),
                        BRIDGE_NF: ("1", "overridden-by-service", ICC_EVIDENCE)},
+    "docker-bridge-nf-late": {IP_FORWARD: ("1", "overridden-by-service", UNIT_EVIDENCE),
+                              BRIDGE_NF: ("1", "loaded-late", None)},
 }
 
 
@@ -87,6 +89,24 @@ def test_dockerd_and_the_administrators_zero(booted, name):
             assert len(sd117) == 1 and "SD117" in predicted.raw.get("findings", []), findings
             message = sd117[0]["message"]
             assert "docker.service" in message and all(part in message for part in evidence), message
+
+
+COULDNT_WRITE_BRIDGE_NF = "Couldn't write '0' to 'net/bridge/bridge-nf-call-iptables'"
+
+
+@pytest.mark.parametrize("name", ["docker-bridge-nf", "docker-icc-off", "docker-bridge-nf-late"])
+def test_who_wrote_bridge_nf_call_iptables(booted, name):
+    """The journal says how the bridge key got its value: systemd-modules-load inserted br_netfilter before
+    systemd-sysctl (so the administrator's 0 was written, and only dockerd's icc-off write makes it 1), or
+    nothing did and systemd-sysctl could not write it (dockerd loads br_netfilter later: the kernel's 1)."""
+    run = booted(name)
+    report = _booted_with_docker(run)
+    inserted = any("Inserted module 'br_netfilter'" in line for line in report.journal)
+    couldnt = any(COULDNT_WRITE_BRIDGE_NF in line for line in report.journal)
+    if name == "docker-bridge-nf-late":
+        assert couldnt and not inserted, _docker_explain(run)
+    else:
+        assert inserted and not couldnt, _docker_explain(run)
 
 
 @pytest.mark.parametrize("name", [s.name for s in DOCKER])
