@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import pytest
 
 from . import base_root as base_root_module
-from .prediction import CheckRun, CommandMissing, predicted_keys, run_check, run_fix
+from .prediction import CheckRun, CommandMissing, predicted_keys, run_check, run_explain, run_fix
 from .real_boot import BootResult, run_scenario
 from .scenarios import BY_NAME
 
@@ -29,6 +29,7 @@ class ScenarioRun:
     check_missing: Optional[str]       # why there is no prediction: the CLI lacks the command
     check_error: Optional[str]         # `check` ran and failed (exit 2, not JSON): the comparison fails with it
     fix_output: Optional[str]
+    explain: Dict[str, object] = field(default_factory=dict)   # key -> `explain KEY --root --format json`
 
 
 class _FixMissing(Exception):
@@ -80,6 +81,20 @@ def base_root() -> base_root_module.BaseRoot:
         pytest.skip(f"NEEDS the Debian mirror to build the Debian 12 root: {exc}")
 
 
+def _variant_root(name: str, base: base_root_module.BaseRoot) -> base_root_module.BaseRoot:
+    """The cached root a scenario starts from: the base root, or a variant built (once) on first use."""
+    if name == "debian":
+        return base
+    if name == "docker":
+        from .docker_root import ensure_docker_root
+
+        try:
+            return ensure_docker_root()
+        except base_root_module.MirrorUnreachable as exc:
+            pytest.skip(f"NEEDS the Debian mirror to build the docker.io root: {exc}")
+    raise ValueError(f"unknown base root variant {name!r}")
+
+
 @pytest.fixture(scope="session")
 def booted(base_root) -> Callable[[str], ScenarioRun]:
     cache = base_root_module.cache_dir()
@@ -94,7 +109,7 @@ def booted(base_root) -> Callable[[str], ScenarioRun]:
         if name in runs:
             return runs[name]
         scenario = BY_NAME[name]
-        state: Dict[str, object] = {"check": None, "missing": None, "error": None, "fix": None}
+        state: Dict[str, object] = {"check": None, "missing": None, "error": None, "fix": None, "explain": {}}
 
         def tool_turn(root: Path) -> List[str]:
             if scenario.fix_args is not None:
@@ -112,11 +127,13 @@ def booted(base_root) -> Callable[[str], ScenarioRun]:
                 state["error"] = str(exc)
                 return []
             state["check"] = check
+            state["explain"] = {key: run_explain(root, key) for key in scenario.explain_keys}
             return predicted_keys(check.document)   # the probe reports every key the tool predicted
 
         result: Optional[BootResult]
         try:
-            result = run_scenario(base_root, scenario, workdir, logdir, before_image=tool_turn)
+            result = run_scenario(_variant_root(scenario.base, base_root), scenario, workdir, logdir,
+                                  before_image=tool_turn)
         except _FixMissing as exc:   # booting the unfixed root would prove nothing
             result, state["missing"] = None, f"no `fix` command: {exc}"
         except Exception as exc:
@@ -125,7 +142,7 @@ def booted(base_root) -> Callable[[str], ScenarioRun]:
         if result is not None:
             _BOOTS.append(result)
         runs[name] = ScenarioRun(result, state["check"], state["missing"], state["error"],  # type: ignore[arg-type]
-                                 state["fix"])  # type: ignore[arg-type]
+                                 state["fix"], state["explain"])  # type: ignore[arg-type]
         return runs[name]
 
     try:

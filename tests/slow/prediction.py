@@ -63,6 +63,15 @@ def run_check(root: Path) -> CheckRun:
     return CheckRun(args, proc.returncode, document, proc.stderr)
 
 
+def run_explain(root: Path, key: str) -> Any:
+    """`sysctl-doctor explain KEY --root R --format json`: its document (the boot section carries the verdict)."""
+    args = ["explain", key, "--root", str(root), "--format", "json"]
+    proc = run_cli(args)
+    if proc.returncode not in (0, 1):
+        raise AssertionError(f"sysctl-doctor {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}")
+    return json.loads(proc.stdout)
+
+
 def run_fix(root: Path, extra: List[str]) -> subprocess.CompletedProcess:
     args = ["fix", "--root", str(root), *extra]
     proc = run_cli(args)

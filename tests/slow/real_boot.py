@@ -47,6 +47,7 @@ class ProbeReport:
     after: Dict[str, List[str]]            # unit -> its After= list as systemd resolved it
     uptime: Optional[float]                # seconds since boot when the probe read the values
     complete: bool                         # the END marker was seen
+    active: Dict[str, str] = field(default_factory=dict)   # unit -> `systemctl is-active` (scenario's extra units)
 
     def started_before(self, first: str, second: str) -> Optional[bool]:
         a, b = self.units.get(first), self.units.get(second)
@@ -153,6 +154,9 @@ def parse_probe(text: str) -> ProbeReport:
             fields = dict(p.split("=", 1) for p in pairs if "=" in p)
             report.units[name] = UnitTiming(fields.get("state", ""), _int_or_none(fields.get("start", "")),
                                             _int_or_none(fields.get("exit", "")))
+        elif kind == "active" and "=" in rest:
+            unit, _, state = rest.partition("=")
+            report.active[unit] = state.strip()
         elif kind == "chain":
             report.chain.append(rest)
         elif kind == "journal":

@@ -12,6 +12,7 @@ then powers the machine off:
     SDPROBE value <dotted key>=<value, tabs as spaces>|absent
     SDPROBE module <name>=loaded|absent
     SDPROBE unit <unit> state=<ActiveState> start=<µs> exit=<µs>
+    SDPROBE active <unit>=<`systemctl is-active` output>    (the scenario's extra units)
     SDPROBE after <unit> <its After= list>
     SDPROBE chain|journal|lsmod <text>
 """
@@ -87,10 +88,14 @@ for unit in $(cat /etc/sdprobe/units); do
          "start=$(systemctl show -P ExecMainStartTimestampMonotonic "$unit")" \\
          "exit=$(systemctl show -P ExecMainExitTimestampMonotonic "$unit")"
 done
+while read -r unit; do
+    [ -n "$unit" ] && echo "SDPROBE active $unit=$(systemctl is-active "$unit")"
+done < /etc/sdprobe/active
 systemctl show -P After systemd-sysctl.service | sed 's/^/SDPROBE after systemd-sysctl.service /'
 systemd-analyze critical-chain systemd-sysctl.service nftables.service 2>&1 | sed 's/^/SDPROBE chain /'
 journalctl -b -o short-monotonic --no-pager 2>&1 \\
     | grep -i -e sysctl -e modules-load -e "kernel module" -e nftables -e "couldn't" -e nf_ -e nft -e conntrack \\
+          -f /etc/sdprobe/journal-extra \\
     | sed 's/^/SDPROBE journal /'
 lsmod 2>&1 | sed 's/^/SDPROBE lsmod /'
 echo "SDPROBE END"
@@ -128,6 +133,10 @@ class Scenario:
     extra_probe_keys: Tuple[str, ...] = ()      # keys the probe reports besides PROBE_KEYS and the predicted ones
     # path inside the root -> (a file of the base root, text): that file's copy without the lines holding text
     derived: Dict[str, Tuple[str, str]] = field(default_factory=dict)
+    base: str = "debian"                        # the cached root it starts from: "debian" (base_root) | "docker"
+    extra_probe_units: Tuple[str, ...] = ()     # units the probe also reports (timings and `systemctl is-active`)
+    journal_extra: Tuple[str, ...] = ()         # more journal patterns (grep -i) for the probe's journal lines
+    explain_keys: Tuple[str, ...] = ()          # `sysctl-doctor explain KEY --root` runs on the imaged root too
 
     def probe_files(self, extra_keys: Iterable[str] = ()) -> Dict[str, str]:
         keys: List[str] = []
@@ -138,7 +147,10 @@ class Scenario:
             "usr/local/sbin/sdprobe": PROBE_SCRIPT,
             "etc/systemd/system/sdprobe.service": PROBE_UNIT,
             "etc/sdprobe/keys": "".join(f"{k} {proc_sys_path(k)}\n" for k in keys),
-            "etc/sdprobe/units": "\n".join(PROBE_UNITS) + "\n",
+            "etc/sdprobe/units": "\n".join(PROBE_UNITS + self.extra_probe_units) + "\n",
+            "etc/sdprobe/active": "".join(f"{u}\n" for u in self.extra_probe_units),
+            # an empty pattern file adds nothing to grep's -e patterns
+            "etc/sdprobe/journal-extra": "".join(f"{p}\n" for p in self.journal_extra),
         }
 
     def probe_symlinks(self) -> Dict[str, str]:
@@ -323,6 +335,80 @@ ALIASES_LAST_WRITE = Scenario(
 )
 
 
+# Issue 15 item 8: dockerd overrides the administrator's ip_forward at start. The root is the base root's
+# docker.io variant (docker_root.py: Debian 12's docker.io 20.10 installed by apt, docker.service enabled by its
+# postinst); the administrator turns forwarding off in /etc/sysctl.d. Opt-in (SYSCTL_DOCTOR_SLOW_DOCKER=1): the
+# variant root is an extra build. In the second root /etc/docker/daemon.json turns dockerd's forwarding off.
+IP_FORWARD = "net.ipv4.ip_forward"
+NO_FORWARD_CONF = f"# the administrator: this host does not route\n{IP_FORWARD} = 0\n"
+DOCKER_UNITS = ("docker.service", "docker.socket", "containerd.service")
+DOCKER_JOURNAL = ("dockerd", "docker.service", "Docker daemon", "API listen")
+DOCKER_IP_FORWARD = Scenario(
+    "docker-ip-forward",
+    "docker.io (Debian 12) starts at boot; the administrator sets net.ipv4.ip_forward = 0 in /etc/sysctl.d",
+    {**_BASE_FILES, "etc/sysctl.d/60-no-forward.conf": NO_FORWARD_CONF},
+    extra_probe_keys=(IP_FORWARD, "net.ipv4.conf.all.forwarding", "net.bridge.bridge-nf-call-iptables"),
+    base="docker",
+    extra_probe_units=DOCKER_UNITS,
+    journal_extra=DOCKER_JOURNAL,
+    explain_keys=(IP_FORWARD,),
+)
+DOCKER_NO_IP_FORWARD = Scenario(
+    "docker-no-ip-forward",
+    "docker-ip-forward plus /etc/docker/daemon.json {\"ip-forward\": false}",
+    {**_BASE_FILES, "etc/sysctl.d/60-no-forward.conf": NO_FORWARD_CONF,
+     "etc/docker/daemon.json": '{\n  "ip-forward": false\n}\n'},
+    extra_probe_keys=DOCKER_IP_FORWARD.extra_probe_keys,
+    base="docker",
+    extra_probe_units=DOCKER_UNITS,
+    journal_extra=DOCKER_JOURNAL,
+    explain_keys=(IP_FORWARD,),
+)
+# The bridge-nf-call-iptables write: br_netfilter is listed in /etc/modules-load.d, so the administrator's 0 is
+# applied by systemd-sysctl; dockerd writes 1 only for a bridge with inter-container communication off
+# ("icc": false) and iptables on. The control root has no daemon.json: dockerd leaves the key alone.
+BRIDGE_NF = "net.bridge.bridge-nf-call-iptables"
+BRIDGE_FILES = {
+    **_BASE_FILES,
+    "etc/sysctl.d/60-no-forward.conf": NO_FORWARD_CONF,
+    "etc/sysctl.d/61-bridge-nf.conf": f"# the administrator: bridged traffic bypasses iptables\n{BRIDGE_NF} = 0\n",
+    "etc/modules-load.d/br_netfilter.conf": "br_netfilter\n",
+}
+DOCKER_BRIDGE_NF = Scenario(
+    "docker-bridge-nf",
+    "docker-ip-forward plus bridge-nf-call-iptables = 0 with br_netfilter in /etc/modules-load.d (default daemon)",
+    dict(BRIDGE_FILES),
+    extra_probe_keys=DOCKER_IP_FORWARD.extra_probe_keys,
+    base="docker",
+    extra_probe_units=DOCKER_UNITS,
+    journal_extra=DOCKER_JOURNAL,
+    explain_keys=(IP_FORWARD, BRIDGE_NF),
+)
+DOCKER_ICC_OFF = Scenario(
+    "docker-icc-off",
+    "docker-bridge-nf plus /etc/docker/daemon.json {\"icc\": false}",
+    {**BRIDGE_FILES, "etc/docker/daemon.json": '{\n  "icc": false\n}\n'},
+    extra_probe_keys=DOCKER_IP_FORWARD.extra_probe_keys,
+    base="docker",
+    extra_probe_units=DOCKER_UNITS,
+    journal_extra=DOCKER_JOURNAL,
+    explain_keys=(IP_FORWARD, BRIDGE_NF),
+)
+# The field's usual case: nothing loads br_netfilter before systemd-sysctl; dockerd loads it when it starts (the
+# default daemon, no write of its own), so the key appears with the kernel's default 1 and the 0 is never applied.
+DOCKER_BRIDGE_NF_LATE = Scenario(
+    "docker-bridge-nf-late",
+    "docker-ip-forward plus bridge-nf-call-iptables = 0, br_netfilter not listed anywhere (default daemon)",
+    {key: value for key, value in BRIDGE_FILES.items() if not key.startswith("etc/modules-load.d/")},
+    extra_probe_keys=DOCKER_IP_FORWARD.extra_probe_keys,
+    base="docker",
+    extra_probe_units=DOCKER_UNITS,
+    journal_extra=DOCKER_JOURNAL,
+    explain_keys=(IP_FORWARD, BRIDGE_NF),
+)
+DOCKER = (DOCKER_IP_FORWARD, DOCKER_NO_IP_FORWARD, DOCKER_BRIDGE_NF, DOCKER_ICC_OFF, DOCKER_BRIDGE_NF_LATE)
+
+
 ALL = (SYSCTL_ONLY, MODULES_LOAD, NFTABLES_LATE, NFTABLES_FIXED, NFTABLES_FIXED_UDEV, UDEV_RULE_LATE, INCIDENT_LAYOUT,
        NEVER_APPLIED, GLOB_NETWORKD, MODPROBE_INSTALL, MODPROBE_BLACKLIST, GLOB_NETWORKD_NO_RERUN, ALIASES_LAST_WRITE)
-BY_NAME = {s.name: s for s in ALL}
+BY_NAME = {s.name: s for s in ALL + DOCKER}

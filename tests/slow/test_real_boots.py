@@ -178,7 +178,11 @@ def test_prediction_matches_the_boot(booted, name):
     `boot.value` must be what /proc/sys shows (None when the key does not exist), and `boot.applied`
     must be true exactly when that is the configured value.
     """
-    run = booted(name)
+    compare_every_prediction(booted(name), name)
+
+
+def compare_every_prediction(run, name: str) -> None:
+    """`check`'s boot prediction of every key it carries against the value the booted guest shows."""
     if run.check_error is not None:
         pytest.fail(f"`sysctl-doctor check --root` failed on the {name} root: {run.check_error}")
     if run.boot is None or run.check is None:
