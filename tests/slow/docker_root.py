@@ -12,7 +12,6 @@ minutes, once).
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Tuple
 
 from .base_root import (ARCH, BUILDER_VERSION, CUSTOMIZE, PACKAGES as BASE_PACKAGES, SUITE, BaseRoot, _finish_base,
