@@ -149,3 +149,28 @@ def booted(base_root) -> Callable[[str], ScenarioRun]:
         yield boot
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def skip_unless_qemu_can_boot() -> None:
+    """Skip (with what is missing) unless the base root can be built and qemu and mke2fs are installed."""
+    reason = base_root_module.missing_reason()
+    if reason is None:
+        for tool, package in (("qemu-system-x86_64", "qemu-system-x86"), ("mke2fs", "e2fsprogs")):
+            if shutil.which(tool) is None:
+                reason = f"NEEDS {tool}: apt-get install {package} (or run scripts/test-slow.sh)"
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def matrix_roots():  # type: ignore[no-untyped-def]
+    """The kernel-matrix roots (5.10 / 6.1 / 6.12 on the base userland), built once and cached."""
+    skip_unless_qemu_can_boot()
+    from .matrix_root import ensure_matrix_root
+
+    try:
+        return ensure_matrix_root()
+    except Exception as exc:
+        if type(exc).__name__ in ("KernelTreeUnavailable", "MirrorUnreachable"):
+            pytest.skip(f"NEEDS Debian's kernel packages and mirror: {exc}")
+        raise

@@ -8,35 +8,14 @@ One boot (the other series: run the tool).
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from . import base_root as base_root_module
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def matrix_roots():  # type: ignore[no-untyped-def]
-    reason = base_root_module.missing_reason()
-    if reason is None:
-        for tool, package in (("qemu-system-x86_64", "qemu-system-x86"), ("mke2fs", "e2fsprogs")):
-            if shutil.which(tool) is None:
-                reason = f"NEEDS {tool}: apt-get install {package} (or run scripts/test-slow.sh)"
-    if reason:
-        pytest.skip(reason)
-    from .matrix_root import ensure_matrix_root
-
-    try:
-        return ensure_matrix_root()
-    except Exception as exc:
-        if type(exc).__name__ in ("KernelTreeUnavailable", "MirrorUnreachable"):
-            pytest.skip(f"NEEDS Debian's kernel packages and mirror: {exc}")
-        raise
 
 
 def test_defaults_and_predictions_match_a_fresh_boot_of_debian_12(matrix_roots, capsys):  # type: ignore[no-untyped-def]

@@ -29,25 +29,6 @@ pytestmark = pytest.mark.slow
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-@pytest.fixture(scope="module")
-def matrix_roots():  # type: ignore[no-untyped-def]
-    reason = base_root_module.missing_reason()
-    if reason is None:
-        for tool, package in (("qemu-system-x86_64", "qemu-system-x86"), ("mke2fs", "e2fsprogs")):
-            if shutil.which(tool) is None:
-                reason = f"NEEDS {tool}: apt-get install {package} (or run scripts/test-slow.sh)"
-    if reason:
-        pytest.skip(reason)
-    from .matrix_root import ensure_matrix_root
-
-    try:
-        return ensure_matrix_root()
-    except Exception as exc:
-        if type(exc).__name__ in ("KernelTreeUnavailable", "MirrorUnreachable"):
-            pytest.skip(f"NEEDS Debian's kernel packages and mirror: {exc}")
-        raise
-
-
 @pytest.mark.parametrize("series", ["5.10", "6.1", "6.12"])
 def test_replay_agrees_with_the_debian_kernel(matrix_roots, series: str) -> None:  # type: ignore[no-untyped-def]
     from conntrack import agreement

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from . import base_root as base_root_module
+from .conftest import skip_unless_qemu_can_boot
 from .real_boot import BOOT_TIMEOUT
 
 pytestmark = pytest.mark.slow
@@ -31,13 +32,7 @@ OVER = "seq-over-upper-bound"
 
 @pytest.fixture(scope="module")
 def legacy_run():  # type: ignore[no-untyped-def]
-    reason = base_root_module.missing_reason()
-    if reason is None:
-        for tool, package in (("qemu-system-x86_64", "qemu-system-x86"), ("mke2fs", "e2fsprogs")):
-            if shutil.which(tool) is None:
-                reason = f"NEEDS {tool}: apt-get install {package} (or run scripts/test-slow.sh)"
-    if reason:
-        pytest.skip(reason)
+    skip_unless_qemu_can_boot()
     from .legacy_lab import run_legacy_lab
     from .legacy_root import ensure_legacy_root
 
