@@ -216,6 +216,8 @@ def config_notes(config: SysctlConfig) -> List[Diagnostic]:
     from sysctl_doctor.config.sysctl_lines import INVALID_LINE
 
     return [d for d in config.diagnostics if getattr(d, "kind", None) != INVALID_LINE]
+
+
 def _globs_at_boot(config: SysctlConfig, settings: List[EffectiveSetting], timeline: BootTimeline,
                    index: ModuleIndex) -> List[EffectiveSetting]:
     """No /proc/sys to expand globs against (an offline root): each glob also writes the interface keys of
@@ -240,7 +242,7 @@ def _globs_at_boot(config: SysctlConfig, settings: List[EffectiveSetting], timel
 def build_analysis(inputs: CheckInputs) -> Analysis:
     """Every fact the rules, `check`, `explain` and `fix` read, gathered once: Root -> config -> kernel -> boot."""
     from sysctl_doctor.boot.initrd import timeline_with_image
-    from sysctl_doctor.config.sysctl_d import default_flavor, effective_settings, load_sysctl_config
+    from sysctl_doctor.config.sysctl_d import effective_settings, load_sysctl_config
 
     root, live = inputs.root, inputs.live
     if live is not None and not root.is_live:

@@ -181,3 +181,22 @@ def test_glob_work_against_a_key_tree_is_capped_too(tmp_path: Path, monkeypatch:
     assert [w.key for w in capped[: notes[0].line - 1]] == [w.key for w in full[: notes[0].line - 1]]
     unexpanded = [w for w in capped if w.exists is None]
     assert unexpanded and all(w.key == w.assignment.key for w in unexpanded)  # the glob itself, as offline
+
+
+def test_a_glob_past_the_brace_cap_is_noted_with_its_line(tmp_path: Path) -> None:
+    """Only the first BRACE_ALTERNATIVES_MAX alternatives of a glob are expanded (hostile input: 22 brace pairs
+    are 4 million globs); the cut is not silent: one diagnostic names the line. A glob under the cap gets none."""
+    from sysctl_doctor.config.sysctl_glob import BRACE_ALTERNATIVES_MAX
+
+    pairs = (BRACE_ALTERNATIVES_MAX.bit_length())  # 2 ** pairs > the cap
+    root = Root(_root(tmp_path, {"/etc/sysctl.d/50-b.conf": (
+        b"net.ipv4.conf.*.rp_filter = 1\n"
+        b"net.ipv4.conf.*" + b"{a,b}" * pairs + b".rp_filter = 2\n"
+        b"net.ipv4.conf.{all,lo}.*_filter = 2\n")}))
+    config = load_sysctl_config(root, "systemd")
+    effective_settings(config, None)
+    effective_settings(config, None)  # once per line, however often the settings are computed
+    notes = [(d.file, d.line, d.message) for d in config.diagnostics if "brace alternatives" in d.message]
+    assert notes == [("/etc/sysctl.d/50-b.conf", 2,
+                      f"more than {BRACE_ALTERNATIVES_MAX} brace alternatives: only the first "
+                      f"{BRACE_ALTERNATIVES_MAX} are expanded (results for this glob are incomplete)")]

@@ -60,6 +60,7 @@ from sysctl_doctor.config.model import (
     swap_separators,
 )
 from sysctl_doctor.config.sysctl_glob import (
+    BRACE_ALTERNATIVES_MAX,
     _component_regex,
     _sort_key,
     GlobIndex,
@@ -635,6 +636,8 @@ def effective_settings(
         exists = procps_key_exists
     globs = [a for a in config.assignments if a.is_glob] if keys is None else []
     braces = config.flavor == "systemd"
+    if braces:
+        _note_brace_cap(config)
     index = GlobIndex([(i, alt) for i, g in enumerate(globs) for alt in normalized_alternatives(g.path, braces)])
     budget = GlobBudget(config)
     for a in config.assignments:
@@ -671,6 +674,19 @@ def effective_settings(
 
 
 GLOB_WORK_MAX = 2_000_000  # glob tests (key x glob) per run; real configurations need thousands
+
+
+def _note_brace_cap(config: SysctlConfig) -> None:
+    """One diagnostic per glob line whose brace alternatives pass the cap (only the first ones are used)."""
+    for a in config.assignments:
+        if not (a.is_glob and "{" in a.path):
+            continue
+        if len(expand_braces(a.path, BRACE_ALTERNATIVES_MAX + 1)) > BRACE_ALTERNATIVES_MAX:
+            note = Diagnostic(f"more than {BRACE_ALTERNATIVES_MAX} brace alternatives: only the first "
+                              f"{BRACE_ALTERNATIVES_MAX} are expanded (results for this glob are incomplete)",
+                              a.origin.file, a.origin.line)
+            if note not in config.diagnostics:
+                config.diagnostics.append(note)
 
 
 class GlobBudget:
