@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "src"))
 
 from sysctl_doctor.kernel import kernel_keys, known_keys  # noqa: E402
+from sysctl_doctor.verify.reporter import after_boot_unit  # noqa: E402
 
 OUT_DIR = REPO / "src/sysctl_doctor/data/kernel_keys"
 KNOWN_DIR = REPO / "src/sysctl_doctor/data/known_keys"
@@ -143,18 +144,8 @@ def boot(series_list: List[str], only: Tuple[str, ...] = ()) -> int:
     return 0
 
 
-AGREE_UNIT = """[Unit]
-Description=sysctl-doctor: dump /proc/sys once boot has settled (tools/gen_kernel_keys.py agree)
-After=multi-user.target
-
-[Service]
-Type=oneshot
-ExecStartPre=/bin/sleep 5
-ExecStart=/usr/local/sbin/sdkeys --dump
-
-[Install]
-WantedBy=multi-user.target
-"""
+AGREE_UNIT = after_boot_unit("sysctl-doctor: dump /proc/sys once boot has settled (tools/gen_kernel_keys.py agree)",
+                             "/usr/local/sbin/sdkeys --dump", exec_start_pre="/bin/sleep 5")
 
 
 # Keys systemd (PID 1, src/core/main.c, 252) writes itself at start, before any unit: not sysctl.d, so

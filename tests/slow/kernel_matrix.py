@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from sysctl_doctor.verify.reporter import after_boot_unit
 from sysctl_doctor.verify.serial import between, decode_block, marker_lines, read_lines
 
 from .base_root import BaseRoot
@@ -57,18 +58,8 @@ echo "SDMATRIX END"
 sync
 systemctl poweroff --no-block
 """
-PROBE_UNIT = """[Unit]
-Description=sysctl-doctor slow tier: conntrack agreement runs on this kernel
-After=multi-user.target
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/sdmatrix
-StandardOutput=journal+console
-
-[Install]
-WantedBy=multi-user.target
-"""
+PROBE_UNIT = after_boot_unit("sysctl-doctor slow tier: conntrack agreement runs on this kernel", "/usr/local/sbin/sdmatrix",
+                             to_console=True)
 
 
 @dataclass

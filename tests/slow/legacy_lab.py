@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from sysctl_doctor.verify.reporter import after_boot_unit
 from sysctl_doctor.verify.serial import between, decode_block, marker_lines, read_lines
 
 from .base_root import BaseRoot
@@ -68,18 +69,8 @@ echo "SDLEGACY END"
 sync
 systemctl poweroff --no-block
 """
-PROBE_UNIT = """[Unit]
-Description=sysctl-doctor slow tier: the lab on the legacy kernel
-After=multi-user.target
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/sdlegacy
-StandardOutput=journal+console
-
-[Install]
-WantedBy=multi-user.target
-"""
+PROBE_UNIT = after_boot_unit("sysctl-doctor slow tier: the lab on the legacy kernel", "/usr/local/sbin/sdlegacy",
+                             to_console=True)
 
 
 @dataclass

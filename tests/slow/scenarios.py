@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from sysctl_doctor.verify.reporter import after_boot_unit
+
 BE_LIBERAL = "net.netfilter.nf_conntrack_tcp_be_liberal"
 CONTROL_KEY = "net.core.somaxconn"
 CONTROL_VALUE = "1234"
@@ -104,17 +106,8 @@ systemctl poweroff --no-block
 """
 # The probe runs from a transient timer 3 s after sdprobe.service, i.e. once the boot transaction has
 # finished, so that `systemd-analyze critical-chain` can answer.
-PROBE_UNIT = """[Unit]
-Description=sysctl-doctor slow tier probe (starts the report once boot is finished)
-After=multi-user.target
-
-[Service]
-Type=oneshot
-ExecStart=/usr/bin/systemd-run --no-block --on-active=3 --unit=sdprobe-report /usr/local/sbin/sdprobe
-
-[Install]
-WantedBy=multi-user.target
-"""
+PROBE_UNIT = after_boot_unit("sysctl-doctor slow tier probe (starts the report once boot is finished)",
+                             "/usr/bin/systemd-run --no-block --on-active=3 --unit=sdprobe-report /usr/local/sbin/sdprobe")
 
 
 def proc_sys_path(key: str) -> str:

@@ -114,18 +114,20 @@ if [ "$1" = "--poweroff" ]; then
 fi
 """
 
+def after_boot_unit(description: str, exec_start: str, exec_start_pre: str = "", to_console: bool = False) -> str:
+    """A oneshot unit in multi-user.target, ordered after it: how every probe of a booted guest starts (verify's
+    reporter, the slow tier's probes, the kernel-keys generator)."""
+    pre = f"ExecStartPre={exec_start_pre}\n" if exec_start_pre else ""
+    output = "StandardOutput=journal+console\n" if to_console else ""
+    return (f"[Unit]\nDescription={description}\nAfter=multi-user.target\n\n"
+            f"[Service]\nType=oneshot\n{pre}ExecStart={exec_start}\n{output}\n"
+            "[Install]\nWantedBy=multi-user.target\n")
+
+
 # systemd: the unit (in multi-user.target) starts the report from a transient timer, outside the boot transaction.
-UNIT = """[Unit]
-Description=sysctl-doctor verify: report the booted system's sysctls once boot has settled
-After=multi-user.target
-
-[Service]
-Type=oneshot
-ExecStart=systemd-run --no-block --on-active=3 --unit=sdverify-report /usr/local/sbin/sdverify-report --poweroff
-
-[Install]
-WantedBy=multi-user.target
-"""
+UNIT = after_boot_unit(
+    "sysctl-doctor verify: report the booted system's sysctls once boot has settled",
+    "systemd-run --no-block --on-active=3 --unit=sdverify-report /usr/local/sbin/sdverify-report --poweroff")
 
 RC_SCRIPT = """#!/bin/sh
 ### BEGIN INIT INFO
