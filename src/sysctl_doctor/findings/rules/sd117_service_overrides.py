@@ -20,6 +20,17 @@ ExecStart=/usr/sbin/dockerd -H fd:// --containerd=/run/containerd/containerd.soc
 WantedBy=multi-user.target
 """
 
+def _docker_root(icc: bool) -> dict:
+    """docker.io enabled, br_netfilter loaded at boot and bridge netfilter set to 0, with daemon.json's "icc"."""
+    return {
+        "/lib/systemd/system/docker.service": _DOCKER_UNIT,
+        "/etc/systemd/system/multi-user.target.wants/docker.service": ("link", "/lib/systemd/system/docker.service"),
+        "/etc/docker/daemon.json": "{\n  \"icc\": %s\n}\n" % ("true" if icc else "false"),
+        "/etc/modules-load.d/br.conf": "br_netfilter\n",
+        "/etc/sysctl.d/95-bridge.conf": "net.bridge.bridge-nf-call-iptables = 0\n",
+    }
+
+
 RULE = Rule(
     code="SD117",
     name="service-overrides",
@@ -37,26 +48,10 @@ RULE = Rule(
          "\"icc\", \"iptables\"), kube-proxy's --conntrack-* flags or its KubeProxyConfiguration `conntrack:` "
          "(maxPerCore: 0 leaves nf_conntrack_max alone), k3s/rke2 --kube-proxy-arg; or accept the service's value "
          "and drop the line."),
-    example=Example(
-        "docker.io's unit enabled, /etc/docker/daemon.json with \"icc\": false, and bridge netfilter turned off.",
-        files={
-            "/lib/systemd/system/docker.service": _DOCKER_UNIT,
-            "/etc/systemd/system/multi-user.target.wants/docker.service": ("link", "/lib/systemd/system/docker.service"),
-            "/etc/docker/daemon.json": "{\n  \"icc\": false\n}\n",
-            "/etc/modules-load.d/br.conf": "br_netfilter\n",
-            "/etc/sysctl.d/95-bridge.conf": "net.bridge.bridge-nf-call-iptables = 0\n",
-        },
-    ),
-    passing=Example(
-        "The same with \"icc\": true: dockerd leaves bridge-nf-call-iptables alone.",
-        files={
-            "/lib/systemd/system/docker.service": _DOCKER_UNIT,
-            "/etc/systemd/system/multi-user.target.wants/docker.service": ("link", "/lib/systemd/system/docker.service"),
-            "/etc/docker/daemon.json": "{\n  \"icc\": true\n}\n",
-            "/etc/modules-load.d/br.conf": "br_netfilter\n",
-            "/etc/sysctl.d/95-bridge.conf": "net.bridge.bridge-nf-call-iptables = 0\n",
-        },
-    ),
+    example=Example("docker.io's unit enabled, /etc/docker/daemon.json with \"icc\": false, and bridge netfilter "
+                    "turned off.", files=_docker_root(icc=False)),
+    passing=Example("The same with \"icc\": true: dockerd leaves bridge-nf-call-iptables alone.",
+                    files=_docker_root(icc=True)),
 )
 
 
