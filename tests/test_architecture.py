@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "sysctl_doctor"
 # same foundations; `fleet` ships files for the outputs; `verify` reads the analysis (check's JSON and verdicts)
 # and boots images, for the CLI and the slow tier. A module may import its own layer or earlier ones.
 LAYERS: List[Set[str]] = [
-    {"errors", "kernel_version", "terminal_text", "root", "root_write", "host_switches", "live", "compiled"},
+    {"errors", "kernel_version", "terminal_text", "root", "root_write", "host_switches", "live", "compiled", "package_data"},
     {"config"},
     {"kernel"},
     {"boot"},

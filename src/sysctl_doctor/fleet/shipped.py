@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from importlib import resources
 from typing import Dict, List
 
 from sysctl_doctor.errors import DoctorError
+from sysctl_doctor.package_data import package_data
 
 SERVICE = "sysctl-doctor-textfile.service"
 TIMER = "sysctl-doctor-textfile.timer"
@@ -19,11 +19,11 @@ DEFAULT_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"  # Debian's prometheu
 def shipped_text(name: str) -> str:
     if name not in SHIPPED:
         raise DoctorError(f"no shipped fleet file {name!r} (have {', '.join(SHIPPED)})")
-    return resources.files("sysctl_doctor").joinpath("data/fleet", name).read_text(encoding="utf-8")
+    return package_data("fleet/" + name).read_text(encoding="utf-8")
 
 
 def shipped_dir() -> str:
-    return str(resources.files("sysctl_doctor").joinpath("data/fleet"))
+    return str(package_data("fleet"))
 
 
 def default_binary() -> str:

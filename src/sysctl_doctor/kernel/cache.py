@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from sysctl_doctor.package_data import package_data
 from sysctl_doctor.root import Root
 
 SCHEMA = 5  # bump when the scanner or IndexData changes
@@ -36,12 +37,10 @@ def _stat(path: Path) -> list:
 
 
 def cache_key(root: Root, kver: str, moddir: str) -> str:
-    from importlib import resources
-
     host = root.chase(moddir).host
     parts = [SCHEMA, str(root.path), kver, str(host), _stat(host), _stat(host / "kernel")]
     parts += [[name] + _stat(host / name) for name in META_FILES]
-    digest = hashlib.sha256(resources.files("sysctl_doctor").joinpath("data/providers.tsv").read_bytes())
+    digest = hashlib.sha256(package_data("providers.tsv").read_bytes())
     here = Path(__file__).resolve().parent
     for name in CODE_FILES:  # a changed scanner never reads an index built by the old one
         try:

@@ -16,10 +16,10 @@ import gzip
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 from typing import Dict, FrozenSet, Optional, Tuple
 
 from sysctl_doctor.kernel_version import KernelVersion
+from sysctl_doctor.package_data import package_data
 
 FORMAT = "sysctl-doctor kernel-keys 1"
 MAX_DATA_BYTES = 16 << 20  # a data file is a few hundred KiB unpacked; refuse anything absurd
@@ -155,7 +155,7 @@ def parse(blob: bytes, name: str) -> KernelKeys:
 
 @lru_cache(maxsize=None)
 def _load(series: str) -> Optional[KernelKeys]:
-    entry = resources.files("sysctl_doctor").joinpath(f"data/kernel_keys/{series}.json.gz")
+    entry = package_data(f"kernel_keys/{series}.json.gz")
     try:
         blob = entry.read_bytes()
     except (OSError, FileNotFoundError):
@@ -165,7 +165,7 @@ def _load(series: str) -> Optional[KernelKeys]:
 
 @lru_cache(maxsize=1)
 def shipped_series() -> Tuple[str, ...]:
-    folder = resources.files("sysctl_doctor").joinpath("data/kernel_keys")
+    folder = package_data("kernel_keys")
     try:
         names = [e.name for e in folder.iterdir()]
     except (OSError, FileNotFoundError):

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
 from sysctl_doctor.errors import DoctorError
 from sysctl_doctor.kernel_version import KernelVersion
+from sysctl_doctor.package_data import package_data
 
 FORMAT = "sysctl-doctor known-keys 1"
 
@@ -85,7 +85,7 @@ def parse(text: str, name: str) -> KnownKeys:
 
 @lru_cache(maxsize=1)
 def all_series() -> Tuple[KnownKeys, ...]:
-    folder = resources.files("sysctl_doctor").joinpath("data/known_keys")
+    folder = package_data("known_keys")
     out = []
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".tsv"):
