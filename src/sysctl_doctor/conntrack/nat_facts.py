@@ -331,22 +331,43 @@ def facts_of(found: NatRulesFacts, kernel: Tuple[int, int], be_liberal: Optional
                     invalid_drop_chains=found.chains)
 
 
+def _start(argv: List[str]) -> "subprocess.Popen[str]":
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: "subprocess.Popen[str]") -> Tuple[int, str, str]:
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+        return -9, "", "no answer in 60 s"
+    return proc.returncode, stdout, stderr
+
+
 def read_live_rules(netns: Optional[str] = None) -> NatRulesFacts:
     """The live host's (or an `ip netns` namespace's) rules, as facts. Missing tools: no rules."""
     prefix = ["ip", "netns", "exec", netns] if netns else []
+    # both tools run at once: each is a few ms of process start, and `check` waits for them
+    nft = _start(prefix + ["nft", "-j", "list", "ruleset"]) if shutil.which("nft") else None
+    saver = _start(prefix + ["iptables-save"]) if shutil.which("iptables-save") else None
     nft_json = None
-    if shutil.which("nft"):
-        proc = subprocess.run(prefix + ["nft", "-j", "list", "ruleset"], capture_output=True, text=True, timeout=60)
-        if proc.returncode != 0:
-            raise DoctorError("nft -j list ruleset: " + "; ".join(ln.strip() for ln in proc.stderr.splitlines() if ln.strip()))
+    if nft is not None:
+        returncode, stdout, stderr = _finish(nft)
+        if returncode != 0:
+            if saver is not None:
+                _finish(saver)
+            raise DoctorError("nft -j list ruleset: " + "; ".join(ln.strip() for ln in stderr.splitlines() if ln.strip()))
         try:
-            nft_json = json.loads(proc.stdout) if proc.stdout.strip() else None
+            nft_json = json.loads(stdout) if stdout.strip() else None
         except ValueError as exc:
+            if saver is not None:
+                _finish(saver)
             raise DoctorError(f"nft -j list ruleset: not JSON ({exc})") from exc
     save = ""
-    if shutil.which("iptables-save"):
-        proc = subprocess.run(prefix + ["iptables-save"], capture_output=True, text=True, timeout=60)
-        save = proc.stdout if proc.returncode == 0 else ""
+    if saver is not None:
+        returncode, stdout, _ = _finish(saver)
+        save = stdout if returncode == 0 else ""
     return facts_from_chains(chains_from_nft_json(nft_json) + chains_from_iptables_save(save))
 
 
