@@ -161,13 +161,14 @@ class Root:
         todo = _components(path)
         done: List[str] = []
         hops = 0
+        base = os.fspath(self.path).rstrip("/")  # strings, not Path objects: chase runs ~250 times a check
         while todo:
             name = todo.pop(0)
             if name == "..":
                 if done:
                     done.pop()
                 continue
-            host = self.path.joinpath(*done, name)
+            host = f"{base}/{'/'.join(done)}/{name}" if done else f"{base}/{name}"
             try:
                 st = os.lstat(host)
             except OSError as exc:
@@ -202,7 +203,7 @@ class Root:
     def _kind(self, resolved: str, follow_final: bool) -> PathKind:
         if resolved == DEV_NULL:
             return PathKind.NULL
-        host = self.host_path(resolved)
+        host = os.fspath(self.path).rstrip("/") + resolved if resolved != "/" else os.fspath(self.path)
         try:
             st = os.stat(host) if follow_final else os.lstat(host)
         except OSError as exc:
