@@ -238,12 +238,15 @@ class GlobIndex:
             self._by_ends.setdefault((head, tail), []).append(ident)
             self._heads.add(head)
             self._tails.add(tail)
+        # only the lengths some glob's head/tail has are worth slicing a path at
+        self._head_lengths = sorted({len(h) for h in self._heads})
+        self._tail_lengths = sorted({len(t) for t in self._tails})
 
     def candidates(self, path: str) -> List[int]:
         """Idents of the globs that may match `path`, ascending, each once."""
-        n = min(_END, len(path))
-        heads = [h for h in {path[:m] for m in range(n + 1)} if h in self._heads]
-        tails = [t for t in {path[len(path) - m:] for m in range(n + 1)} if t in self._tails]
+        n = len(path)
+        heads = [path[:m] for m in self._head_lengths if m <= n and path[:m] in self._heads]
+        tails = [path[n - m:] for m in self._tail_lengths if m <= n and path[n - m:] in self._tails]
         found: List[int] = []
         by_ends = self._by_ends
         for h in heads:
