@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -70,6 +69,8 @@ def store(key: str, data) -> Optional[Path]:
     path = _path(key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        import tempfile  # lazy: only a cache write needs it
+
         fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w") as handle:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fnmatch
 
-import difflib
 import os
 import re
 from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
@@ -211,6 +210,8 @@ class ModuleIndex:
                 pool = self.__dict__["_known_sorted"] = sorted(self.known_keys())
         else:
             pool = sorted(among)
+        import difflib  # lazy: only a did-you-mean needs it (a start-up cost of every check)
+
         best = difflib.get_close_matches(path, pool, n=1, cutoff=0.75)
         if not best:
             leaf = path.rsplit("/", 1)[-1]
