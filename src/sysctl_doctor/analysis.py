@@ -272,11 +272,11 @@ def build_analysis(inputs: CheckInputs) -> Analysis:
         if refined is not timeline:
             timeline = refined
             fates = predict_keys(settings, index, timeline, values, index.kernel)
+    lines, unset = _line_fates(config, root, key_tree, settings, index, values, live)  # may note a cap in config
     diagnostics = ([flavor_note] if flavor_note else []) + list(index.diagnostics) + list(timeline.diagnostics)
     diagnostics += config_notes(config)
     nat, nat_diagnostics = _host_nat(root, live, timeline, fates, index.kernel, values, inputs.nat_facts)
     diagnostics += nat_diagnostics
-    lines, unset = _line_fates(config, root, key_tree, settings, index, values, live)
     diagnostics += root.unreadable_file_diagnostics()  # every reader's skipped files, once each
     return Analysis(
         root=root, init_system=system, flavor=chosen_flavor, config=config, settings=settings, index=index,

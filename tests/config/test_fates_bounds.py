@@ -47,8 +47,28 @@ def test_past_the_work_cap_no_key_is_called_unset(tmp_path: Path, monkeypatch: p
                             "/run/sysctl.d/50-r.conf": "k.b.a = 1\nk.c.a = 1\nk.d.a = 1\n"})
     # both globs are candidates for each key (literal ends "k/" and "a"), neither matches ("*" stops at "/")
     assert _unset(root) == ["k.b.a", "k.c.a", "k.d.a"]
+    config = load_sysctl_config(root, "systemd", at_boot=True)
+    unset_keys(config, line_fates(config, root))
+    assert not [d for d in config.diagnostics if "glob work limit" in d.message]
     monkeypatch.setattr(fates, "UNSET_GLOB_WORK_MAX", 4)  # two keys' worth of tests (two candidate globs each)
     assert _unset(root) == ["k.b.a", "k.c.a"]  # k.d.a might be reached by a glob: not guessed
+    # the cut is said once, at the first line left unchecked (it was silent)
+    config = load_sysctl_config(root, "systemd", at_boot=True)
+    unset_keys(config, line_fates(config, root))
+    notes = [d for d in config.diagnostics if "glob work limit" in d.message]
+    assert [(n.file, n.line) for n in notes] == [("/run/sysctl.d/50-r.conf", 3)]
+    assert "(4 key x glob tests)" in notes[0].message
+
+
+def test_the_unset_work_cap_reaches_checks_notes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sysctl_doctor.analysis import CheckInputs, build_analysis
+
+    root = _root(tmp_path, {"/etc/sysctl.d/10-g.conf": "k.*a = 1\nk.?a = 1\n",
+                            "/run/sysctl.d/50-r.conf": "k.b.a = 1\nk.c.a = 1\nk.d.a = 1\n"})
+    monkeypatch.setattr(fates, "UNSET_GLOB_WORK_MAX", 4)
+    analysis = build_analysis(CheckInputs(root, kernel="6.1.0-0-amd64"))
+    assert [(d.file, d.line) for d in analysis.diagnostics if "glob work limit" in d.message] == [
+        ("/run/sysctl.d/50-r.conf", 3)]
 
 
 def test_ignored_files_are_read_whole_lines_within_the_bounds(tmp_path: Path) -> None:

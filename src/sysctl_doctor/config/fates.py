@@ -22,6 +22,7 @@ from sysctl_doctor.config.model import (MASKED, NEVER_READ, RUNTIME_ONLY, SHADOW
 from sysctl_doctor.config.sysctl_d import _canonical, effective_settings, procps_path, systemd_normalize
 from sysctl_doctor.config.sysctl_glob import GlobIndex, glob_matches_path, normalized_alternatives
 from sysctl_doctor.config.sysctl_lines import INVALID_LINE, parse_sysctl_bytes
+from sysctl_doctor.errors import Diagnostic
 from sysctl_doctor.root import PathKind, Root
 
 APPLIED = "applied"  # the value the sysctl step writes for this key (a glob: for every key it matches)
@@ -247,6 +248,18 @@ def _ignored_lines(config: SysctlConfig, root: Root) -> List[LineFate]:
 UNSET_GLOB_WORK_MAX = 2_000_000
 
 
+def _note_unset_work_cap(config: SysctlConfig, line: LineFate) -> None:
+    """One diagnostic, at the first line whose key the cap left unchecked (the cut was silent)."""
+    if any(d.message.startswith(_UNSET_CAP_NOTE) for d in config.diagnostics):
+        return
+    config.diagnostics.append(Diagnostic(
+        f"{_UNSET_CAP_NOTE} ({UNSET_GLOB_WORK_MAX} key x glob tests): keys set from this line on that no line "
+        "applies are not reported as getting no value (a glob might reach them)", line.origin.file, line.origin.line))
+
+
+_UNSET_CAP_NOTE = "glob work limit reached while finding keys that get no value"
+
+
 def unset_keys(config: SysctlConfig, fates: List[LineFate], keys: Optional[KeyTree] = None) -> List[UnsetKey]:
     """Concrete keys that some line sets, none of whose lines gives them a value at boot (all cancelled or
     in files never read) and that no applied glob reaches. In the order their first line appears."""
@@ -274,7 +287,10 @@ def unset_keys(config: SysctlConfig, fates: List[LineFate], keys: Optional[KeyTr
                 continue
             candidates = index.candidates(path) if patterns else []
             work -= len(candidates)
-            if work < 0 or any(glob_matches_path(patterns[i], path, braces=systemd) for i in candidates):
+            if work < 0:
+                _note_unset_work_cap(config, lines[0])
+                continue
+            if any(glob_matches_path(patterns[i], path, braces=systemd) for i in candidates):
                 continue
         cancelled = [f for f in setting if f.fate == CANCELLED]
         decisive = cancelled[-1] if cancelled else setting[-1]
