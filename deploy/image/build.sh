@@ -25,7 +25,7 @@ PACKAGES=python3,python3-click,python3-rich,python3-pyelftools,python3-zstandard
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-tar -C "$repo/src" --exclude=__pycache__ --exclude='*.pyc' -cf "$stage/src.tar" sysctl_doctor
+tar -C "$repo/src" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.so' --exclude='*.c' -cf "$stage/src.tar" sysctl_doctor
 
 mmdebstrap --quiet --variant=essential --include="$PACKAGES" \
   --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \

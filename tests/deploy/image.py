@@ -42,7 +42,9 @@ def image_key(mirror: str) -> str:
     digest.update((REPO / "deploy" / "bin" / "sysctl-doctor").read_bytes())
     digest.update(mirror.encode())
     src = REPO / "src" / "sysctl_doctor"
-    for path in sorted(p for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+    # what build.sh copies: the Python tree (a compiled accelerator's .c/.so stay out: the image is pure Python)
+    for path in sorted(p for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                       and p.suffix not in (".c", ".so")):
         digest.update(str(path.relative_to(src)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
