@@ -689,6 +689,7 @@ def iter_kernel_log_stream(stream: IO[bytes], report: KernelLogReport, since: Op
 
 MAX_LINE = 64 * 1024  # kernel log lines are under 1 KiB; longer ones are cut, not read
 BLOCK = 1 << 20  # bytes read at a time
+HOLD_BACK = 8192  # a record this near a block's end starts the next block (its wrapped lines may follow)
 
 
 def line_blocks(stream: IO[bytes], report: KernelLogReport, block: Optional[int] = None,
@@ -720,7 +721,7 @@ def line_blocks(stream: IO[bytes], report: KernelLogReport, block: Optional[int]
         if cut == 0:
             continue
         # A record near the end may have wrapped continuation lines in the next read: keep it.
-        tok = buf.rfind(LOGGER_TOKEN, max(0, cut - 8192), cut)
+        tok = buf.rfind(LOGGER_TOKEN, max(0, cut - HOLD_BACK), cut)
         if tok >= 0:
             cut = buf.rfind(b"\n", 0, tok) + 1
             if cut == 0:  # buf is that record and what follows it (under 8 KiB + a line): read on
@@ -898,6 +899,10 @@ class LogInput:
     def read(self, size: int = -1) -> bytes:
         return self._guard(lambda: self._raw.read(size))
 
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        """Read into `buffer` (a writable memoryview); 0 at the end."""
+        return self._guard(lambda: self._raw.readinto(buffer)) or 0
+
     def close(self) -> None:
         self._file.close()
 
@@ -934,6 +939,15 @@ class _Prefixed:
             self._head = head[size:]
             return head[:size]
         return head + self._raw.read(size - len(head))
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        head = self._head
+        if not head:
+            return self._raw.readinto(buffer) or 0
+        n = min(len(head), len(buffer))
+        buffer[:n] = head[:n]
+        self._head = head[n:]
+        return n
 
 
 def open_log_file(path: str) -> LogInput:
@@ -1142,6 +1156,10 @@ def summarise_kernel_log_stream(stream: IO[bytes], report: "KernelLogReport", ta
     process and the table, whatever the input."""
     if year is None:
         year = datetime.now().year
+    if since is None and hasattr(stream, "readinto"):
+        scanner = _accelerator()
+        if scanner is not None:
+            return _summarise_accelerated(stream, report, table, scanner, year, boot_time, keep)
     kept: List[ConntrackLogLine] = []
     # Smaller blocks with more processes: memory stays about the same (each holds a block and its rows).
     blocks = line_blocks(stream, report, block=SUMMARY_BLOCK // max(1, workers))
@@ -1201,3 +1219,150 @@ class _summaries:
         while pending:
             line, data, future = pending.popleft()
             yield line, data, future.result()
+
+
+# --- the compiled twin: sysctl_doctor.conntrack._logscan --------------------------
+#
+# The same summary, faster: one reused buffer filled with readinto (no block copies), the C scanner
+# counting the lines it is certain to read as the reference reads them (its grammar is _SUMMARY_LINE /
+# _SUMMARY_JSON's, stricter) per (wording, directed flow) across buffers, and handing back every other
+# line (with the lines after it, up to the next line it reads) as an "odd region" that goes through
+# `summarise_block` or the reference reader, as a block of line_blocks would. Its counts reach the
+# FlowTable through `add_block` (one BlockSummary of absolute line numbers) before anything else is
+# added, so the table sees the records in the order of the log. Regions follow line_blocks' rules:
+# whole lines, a line over MAX_LINE cut and counted, a record near a region's end held back with the
+# lines that may continue it.
+
+ACCEL_BUFFER = 1 << 20  # bytes the compiled path reads at a time
+KEEP_REGION = 1 << 16  # while records are kept (the text timeline), the reference reads this much at a time
+
+
+def _accelerator():  # type: ignore[no-untyped-def]
+    """A fresh `_logscan.Scanner`, or None (not built, or SYSCTL_DOCTOR_PURE_PYTHON)."""
+    from sysctl_doctor.compiled import load_accelerator
+
+    module = load_accelerator("sysctl_doctor.conntrack._logscan")
+    return module.Scanner() if module is not None else None
+
+
+def _lines_of(data: bytes) -> int:
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def _held_back(buf: bytearray, start: int, end: int) -> int:
+    """Where a region [start, end) of whole lines cut before the end of the input may end: before the
+    last record within HOLD_BACK bytes of `end` (its continuation lines may follow; line_blocks' rule)."""
+    tok = buf.rfind(LOGGER_TOKEN, max(start, end - HOLD_BACK), end)
+    return end if tok < 0 else buf.rfind(b"\n", 0, tok) + 1
+
+
+def _summarise_accelerated(stream: IO[bytes], report: "KernelLogReport", table: "FlowTable", scanner,  # type: ignore[no-untyped-def]
+                           year: int, boot_time: Optional[float], keep: int) -> List[ConntrackLogLine]:
+    """`summarise_kernel_log_stream` (without --since) with the compiled scanner."""
+    kept: List[ConntrackLogLine] = []
+    max_line = MAX_LINE
+    # Room for a few held-back records and long lines: the buffer is never full of one unfinished
+    # region unless its last line is over MAX_LINE (cut, so no record's continuation).
+    cap = max(ACCEL_BUFFER, 4 * (max_line + HOLD_BACK))
+    buf = bytearray(cap)
+    view = memoryview(buf)
+    readinto, scan, flush = stream.readinto, scanner.scan, scanner.flush
+    filled, line, eof = 0, 1, False
+
+    def take() -> None:  # the scanner's counts into the table, before anything else goes in
+        got = flush()
+        if got is not None:
+            journal, counts, first, last, samples = got
+            table.add_block(BlockSummary(0, 0, counts, first, last, samples, journal), 0)
+
+    def python_region(data: bytes, first_line: int) -> None:  # whole lines: the Python summary or the reference
+        data, _ = _cut_long_lines(data, first_line, report, max_line, True)
+        take()
+        if len(kept) >= keep:
+            summary = summarise_block(data)
+            if summary is not None:
+                report.lines_total += summary.lines
+                report.conntrack_lines += summary.records
+                table.add_block(summary, first_line)
+                return
+        for rec in _iter_block(data, report, first_line, None, year, boot_time):
+            table.add(rec)
+            if len(kept) < keep:
+                kept.append(rec)
+
+    while True:
+        if not eof:
+            n = readinto(view[filled:])
+            if n:
+                filled += n
+            else:
+                eof = True
+        if eof:
+            end = filled
+        else:
+            end = buf.rfind(b"\n", 0, filled) + 1
+            if end == 0:
+                if filled < cap:
+                    continue
+                # A line longer than the buffer (so over MAX_LINE): cut and counted, its bytes dropped up to
+                # its newline, which stays as the empty line it becomes.
+                report.skipped.too_long += 1
+                if report.first_too_long is None:
+                    report.first_too_long = line
+                while True:
+                    n = readinto(view)
+                    if not n:
+                        eof, buf[0], filled = True, 10, 1
+                        break
+                    nl = buf.find(b"\n", 0, n)
+                    if nl >= 0:
+                        filled = n - nl
+                        buf[:filled] = buf[nl:n]
+                        break
+                continue
+        full = filled == cap
+        pos = 0
+        while pos < end:
+            if len(kept) < keep:  # the first records one by one, through the reference reader
+                z = buf.find(b"\n", min(pos + KEEP_REGION, end - 1), end) + 1 or end
+                if z < end or not eof:
+                    z = _held_back(buf, pos, z)
+                    if z <= pos:
+                        z = end if eof or (pos == 0 and full) else _held_back(buf, pos, end)
+                        if z <= pos:
+                            break  # read on: the record's continuation may follow
+                data = bytes(view[pos:z])
+                python_region(data, line)
+                line += _lines_of(data)
+                pos = z
+                continue
+            status, stop, lines, records, odd_end, _ = scan(buf, pos, end, line, max_line)
+            report.lines_total += lines
+            report.conntrack_lines += records
+            line += lines
+            pos = stop
+            if status == 0:
+                break
+            if status == 2:  # a table full, or journal and text lines meet: the counts go in first
+                if not scanner.pending:  # (cannot happen: an empty scanner takes any line it reads)
+                    raise AssertionError("logscan: flush asked with nothing counted")
+                take()
+                continue
+            if odd_end == end and not eof:
+                odd_end = end if pos == 0 and full else _held_back(buf, pos, end)
+                if odd_end <= pos:
+                    break  # read on: the record's continuation may follow
+            data = bytes(view[pos:odd_end])
+            python_region(data, line)
+            line += _lines_of(data)
+            pos = odd_end
+        if eof and pos >= filled:
+            break
+        rest = filled - pos
+        if pos:
+            buf[:rest] = buf[pos:filled]
+        filled = rest
+    take()
+    report.skipped.other = (report.lines_total - report.conntrack_lines - report.continuation_lines
+                            - report.skipped.too_long)
+    return kept
