@@ -347,3 +347,15 @@ def test_events_and_prometheus_do_not_mix() -> None:
     out = subprocess.run([sys.executable, "-m", "sysctl_doctor", "conntrack", "logs", "-", "--events", "--format",
                           "prometheus"], input="", capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--events" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("control", ["\t", "\x0b", "\x0c", "\r"])
+def test_journal_line_with_a_raw_control_character_is_not_a_record(control: str) -> None:
+    """json.loads refuses a raw control character inside a string (journalctl escapes them), so the reference
+    skips such a line; the summary path read it as a record (found by test_logscan's generated logs)."""
+    entry = {"__REALTIME_TIMESTAMP": "1764158401000000", "MESSAGE": f"nf_ct_proto_6: {MESSAGES[0]} {TAIL}"}
+    for where in ("ACK=", "SEQ is", "_HOSTNAME"):
+        line = json.dumps({**entry, "_HOSTNAME": "node1"}).replace(where, where[:2] + control + where[2:], 1)
+        data = (line + "\n").encode()
+        assert summarise_block(data) is None or summarise_block(data).records == 0, where
+        assert _view(*_summary(data)[:2]) == _view(*_reference(data)), where

@@ -1030,10 +1030,11 @@ _SUMMARY_LINE_SPACED = re.compile(rb"^(?:(?!\{)([^\n]*?)" + _SUMMARY_BODY + rb"|
 # escapes (so json.loads reads exactly these bytes), __REALTIME_TIMESTAMP (digits) comes before MESSAGE,
 # neither key repeats, and MESSAGE is the logger's line; its groups are those of _SUMMARY_LINE with the
 # time stamp's digits first. The body is _SUMMARY_BODY kept inside the string (no '"' crossed).
-_JSON_KEY = rb'"(?!MESSAGE"|__REALTIME_TIMESTAMP")[^"\\\n]*" ?: ?"[^"\\\n]*"'
-# (no backslash either: an escape such as \t means something else once json.loads has decoded it)
-_SUMMARY_JSON_BODY = (_SUMMARY_BODY.replace(rb"[^I\n]", rb'[^I"\\\n]').replace(rb"\S", rb'[^\s"\\]')
-                      .replace(rb"[^\n]", rb'[^"\\\n]'))
+_JSON_KEY = rb'"(?!MESSAGE"|__REALTIME_TIMESTAMP")[^"\\\x00-\x1f]*" ?: ?"[^"\\\x00-\x1f]*"'
+# (no backslash either: an escape such as \t means something else once json.loads has decoded it; and no
+# control character: json.loads refuses a raw tab or form feed inside a string, so the reference skips the line)
+_SUMMARY_JSON_BODY = (_SUMMARY_BODY.replace(rb"[^I\n]", rb'[^I"\\\x00-\x1f]').replace(rb"\S", rb'[^\s"\\]')
+                      .replace(rb"[^\n]", rb'[^"\\\x00-\x1f]'))
 _SUMMARY_JSON = re.compile(
     rb'^(?:\{ ?(?:' + _JSON_KEY + rb', ?)*"__REALTIME_TIMESTAMP" ?: ?"(\d{1,16})"(?:, ?' + _JSON_KEY
     + rb')*, ?"MESSAGE" ?: ?"' + _SUMMARY_JSON_BODY + rb'"(?:, ?' + _JSON_KEY + rb')* ?\}\r?|[^\n]*)$',
