@@ -14,6 +14,7 @@
 #include <Python.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
@@ -38,18 +39,23 @@ enum { MODE_NONE = 0, MODE_TEXT = 1, MODE_JOURNAL = 2 };
 #define FLOW_KEYS 4    /* (wording -> key) pairs a Flow remembers (most flows have a few wordings) */
 
 typedef struct {
+    /* first cache line: what a lookup reads */
     uint64_t hash;
     uint32_t sd_len, ports_len;
     char key[KEY_INLINE];  /* sd bytes then ports bytes (or in the arena at key_off when longer) */
-    uint32_t kw[FLOW_KEYS], kk[FLOW_KEYS];
-    uint32_t nk;
+    /* second: what counting a record writes */
+    uint32_t kw[FLOW_KEYS];  /* the flow's first wordings ... */
+    uint32_t kc[FLOW_KEYS];  /* ... and their counts not yet added to keys[kk[i]].count */
+    uint32_t nk, touched, pending_len, pad;  /* touched: call number of the last scan that saw it */
+    long long last_line;
+    const char *pending_stamp;  /* last stamp still in the caller's buffer */
+    /* the rest */
+    uint32_t kk[FLOW_KEYS];
     size_t key_off;
-    long long first_line, last_line;
+    long long first_line;
     size_t first_off; uint32_t first_len;
     size_t last_off; uint32_t last_len, last_cap;
-    const char *pending_stamp; uint32_t pending_len; /* last stamp still in the caller's buffer */
-    uint32_t touched;  /* call number of the last scan that saw it */
-} Flow;
+} __attribute__((aligned(64))) Flow;
 
 typedef struct {
     uint64_t hash;
@@ -564,7 +570,14 @@ static int commit(Scanner *s, const Parsed *r, long long line) {
     uint32_t fid;
     if (f == NULL) {
         if (s->nflows >= FLOW_CAP || s->nkeys >= KEY_CAP) return -2;
-        if (grow((void **)&s->flows, &s->flows_cap, s->nflows + 1, sizeof(Flow)) < 0) return -1;
+        if (s->nflows + 1 > s->flows_cap) {  /* 64-byte aligned: a Flow's hot half is one cache line */
+            size_t n = s->flows_cap ? 2 * s->flows_cap : 256;
+            void *q = NULL;
+            if (posix_memalign(&q, 64, n * sizeof(Flow)) != 0) return -1;
+            if (s->nflows) memcpy(q, s->flows, s->nflows * sizeof(Flow));
+            free(s->flows);
+            s->flows = q; s->flows_cap = n;
+        }
         f = &s->flows[s->nflows];
         memset(f, 0, sizeof *f);
         f->hash = h;
@@ -591,7 +604,10 @@ static int commit(Scanner *s, const Parsed *r, long long line) {
     f = &s->flows[fid];
     for (uint32_t i = 0; i < f->nk; i++) {
         if (f->kw[i] == (uint32_t)wid) {
-            s->keys[f->kk[i]].count++;
+            if (++f->kc[i] == 0x80000000u) {
+                s->keys[f->kk[i]].count += f->kc[i];
+                f->kc[i] = 0;
+            }
             goto counted;
         }
     }
@@ -625,11 +641,13 @@ static int commit(Scanner *s, const Parsed *r, long long line) {
         k->wording = (uint32_t)wid; k->flow = fid; k->count = 0;
         s->key_slots[j] = (int32_t)(++s->nkeys);
     }
-    k->count++;
     f = &s->flows[fid];
-    if (f->nk < FLOW_KEYS) {
+    if (f->nk < FLOW_KEYS && k->count == 0) {  /* a new key of the flow: counted in the flow */
         f->kw[f->nk] = (uint32_t)wid;
+        f->kc[f->nk] = 1;
         f->kk[f->nk++] = (uint32_t)(k - s->keys);
+    } else {
+        k->count++;
     }
 counted:
     f->last_line = line;
@@ -790,6 +808,13 @@ static PyObject *Scanner_flush(Scanner *s, PyObject *unused) {
         Py_XDECREF(a); Py_XDECREF(b);
         if (bad) goto done;
     }
+    for (size_t i = 0; i < s->nflows; i++) {
+        Flow *f = &s->flows[i];
+        for (uint32_t j = 0; j < f->nk; j++) {
+            s->keys[f->kk[j]].count += f->kc[j];
+            f->kc[j] = 0;
+        }
+    }
     for (size_t i = 0; i < s->nkeys; i++) {
         Key *k = &s->keys[i];
         PyObject *flow = PyList_GET_ITEM(flows, k->flow);
@@ -819,7 +844,7 @@ static PyObject *Scanner_pending(Scanner *s, void *closure) { return PyLong_From
 
 static void Scanner_dealloc(Scanner *s) {
     reset(s);
-    PyMem_Free(s->arena); PyMem_Free(s->flows); PyMem_Free(s->flow_slots); PyMem_Free(s->keys);
+    PyMem_Free(s->arena); free(s->flows); PyMem_Free(s->flow_slots); PyMem_Free(s->keys);
     PyMem_Free(s->key_slots); PyMem_Free(s->wordings); PyMem_Free(s->word_slots); PyMem_Free(s->touched);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }

@@ -52,6 +52,30 @@ from sysctl_doctor.conntrack.nflog import NfLogRecord, parse_nflog_line
 from sysctl_doctor.conntrack.tcp_flags import ALL as TCP_FLAGS
 from sysctl_doctor.errors import DoctorError
 
+
+class _Lazy:
+    """A regular expression compiled when first used: `conntrack logs` start-up is benchmarked, and the
+    compiled scanner needs none of these on a clean log. Once compiled, the module global named `name`
+    is the pattern itself."""
+
+    __slots__ = ("_name", "_make", "_compiled")
+
+    def __init__(self, name: str, make) -> None:  # type: ignore[no-untyped-def]
+        self._name, self._make, self._compiled = name, make, None
+
+    def __getattr__(self, attr: str):  # type: ignore[no-untyped-def]
+        compiled = self._compiled
+        if compiled is None:
+            compiled = self._compiled = self._make()
+            if self._name:
+                globals()[self._name] = compiled
+        return getattr(compiled, attr)
+
+
+def _lazy(name: str, *args) -> "re.Pattern":  # type: ignore[no-untyped-def, type-arg]
+    return _Lazy(name, lambda: re.compile(*args))  # type: ignore[return-value]
+
+
 INVALID = "INVALID"
 IGNORE = "IGNORE"
 ACCEPT = "ACCEPT"
@@ -77,45 +101,45 @@ class Reason:
 
 
 _REASONS: List[Tuple["re.Pattern[str]", Reason]] = [
-    (re.compile(r"^SEQ is over upper bound"), Reason(
+    (_lazy("", r"^SEQ is over upper bound"), Reason(
         "seq-over-upper-bound", INVALID, "6.1+",
         "segment starts beyond what the receiver's window allows; INVALID on every kernel")),
-    (re.compile(r"^SEQ is over the upper bound"), Reason(
+    (_lazy("", r"^SEQ is over the upper bound"), Reason(
         "seq-over-upper-bound", INVALID, "<6.1",
         "segment starts beyond what the receiver's window allows")),
-    (re.compile(r"^ACK is over upper bound"), Reason(
+    (_lazy("", r"^ACK is over upper bound"), Reason(
         "ack-over-upper-bound", INVALID, "6.1+", "acknowledges data conntrack has not seen yet")),
-    (re.compile(r"^ACK is over the upper bound"), Reason(
+    (_lazy("", r"^ACK is over the upper bound"), Reason(
         "ack-over-upper-bound", INVALID, "<6.1", "acknowledges data conntrack has not seen yet")),
-    (re.compile(r"^SEQ is under lower bound"), Reason(
+    (_lazy("", r"^SEQ is under lower bound"), Reason(
         "seq-under-lower-bound", IGNORE, "6.1+",
         "already-ACKed data retransmitted; since 6.1 ignored: the entry and NAT stay, no RST")),
-    (re.compile(r"^SEQ is under the lower bound"), Reason(
+    (_lazy("", r"^SEQ is under the lower bound"), Reason(
         "seq-under-lower-bound", INVALID, "<6.1",
         "already-ACKed data retransmitted; before 6.1 INVALID: not de-NATed, the NAT box may answer RST")),
-    (re.compile(r"^ignored ACK under lower bound"), Reason(
+    (_lazy("", r"^ignored ACK under lower bound"), Reason(
         "ack-under-lower-bound", IGNORE, "6.1+", "overly delayed ACK; since 6.1 ignored")),
-    (re.compile(r"^ACK is under the lower bound"), Reason(
+    (_lazy("", r"^ACK is under the lower bound"), Reason(
         "ack-under-lower-bound", INVALID, "<6.1", "overly delayed ACK; INVALID before 6.1")),
-    (re.compile(r"^\d+ bytes more than expected"), Reason(
+    (_lazy("", r"^\d+ bytes more than expected"), Reason(
         "bytes-more-than-expected", ACCEPT, "6.1+", "segment overshoots the window a little; accepted")),
-    (re.compile(r"^invalid rst"), Reason(
+    (_lazy("", r"^invalid rst"), Reason(
         "invalid-rst", INVALID, "any", "RST whose sequence number is before the last ACK seen")),
-    (re.compile(r"^invalid new"), Reason(
+    (_lazy("", r"^invalid new"), Reason(
         "invalid-new", INVALID, "any",
         "a packet that cannot open a connection (e.g. a RST or ACK) had no conntrack entry")),
-    (re.compile(r"^(invalid state|packet \(index \d+\) in dir \d+ invalid)"), Reason(
+    (_lazy("", r"^(invalid state|packet \(index \d+\) in dir \d+ invalid)"), Reason(
         "invalid-state", INVALID, "any", "flags impossible in the connection's state")),
-    (re.compile(r"^truncated packet"), Reason("truncated-packet", INVALID, "any", "header cut short")),
-    (re.compile(r"^bad checksum"), Reason("bad-checksum", INVALID, "any", "checksum wrong")),
-    (re.compile(r"^invalid tcp flag combination"), Reason(
+    (_lazy("", r"^truncated packet"), Reason("truncated-packet", INVALID, "any", "header cut short")),
+    (_lazy("", r"^bad checksum"), Reason("bad-checksum", INVALID, "any", "checksum wrong")),
+    (_lazy("", r"^invalid tcp flag combination"), Reason(
         "invalid-tcp-flags", INVALID, "any", "flag combination no TCP sends")),
-    (re.compile(r"^(invalid packet ignored in state|packet \(index \d+\) in dir \d+ ignored)"), Reason(
+    (_lazy("", r"^(invalid packet ignored in state|packet \(index \d+\) in dir \d+ ignored)"), Reason(
         "ignored-in-state", IGNORE, "any", "packet out of the state machine's order; let through, state kept")),
-    (re.compile(r"^challenge-ack ignored"), Reason(
+    (_lazy("", r"^challenge-ack ignored"), Reason(
         "challenge-ack-ignored", IGNORE, "any", "RFC 5961 challenge ACK; let through")),
-    (re.compile(r"^ignored SYN"), Reason("ignored-syn", IGNORE, "6.1+", "SYN older than the previous one")),
-    (re.compile(r"^packet \(index \d+, dir \d+\) response for index"), Reason(
+    (_lazy("", r"^ignored SYN"), Reason("ignored-syn", IGNORE, "6.1+", "SYN older than the previous one")),
+    (_lazy("", r"^packet \(index \d+, dir \d+\) response for index"), Reason(
         "lower-timeout", ACCEPT, "any", "accepted; the entry's timeout is shortened")),
 ]
 
@@ -405,10 +429,10 @@ class KernelLogReport:
 
 _MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
-_DMESG_TS = re.compile(r"\[\s*(\d+\.\d+)\]")
-_KMSG = re.compile(r"^\d+,\d+,(\d+),[^;]*;")
-_SYSLOG_TS = re.compile(r"^([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)")
-_ISO_TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)")
+_DMESG_TS = _lazy("_DMESG_TS", r"\[\s*(\d+\.\d+)\]")
+_KMSG = _lazy("_KMSG", r"^\d+,\d+,(\d+),[^;]*;")
+_SYSLOG_TS = _lazy("_SYSLOG_TS", r"^([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)")
+_ISO_TS = _lazy("_ISO_TS", r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)")
 
 
 def _line_time(prefix: str, year: int) -> Tuple[Optional[str], Optional[float], Optional[str]]:
@@ -472,7 +496,8 @@ def _line_time_text(prefix: str) -> Optional[str]:
 
 # --- continuation of wrapped records -----------------------------------------
 
-_CONTINUATION_START = re.compile(
+_CONTINUATION_START = _lazy(
+    "_CONTINUATION_START",
     r"^(?:[A-Z][A-Z0-9]*=\S*|CE|DF|MF|" + _TCP_FLAG_WORDS + r"|OPT \()(?:\s|$)"
 )
 
@@ -532,7 +557,7 @@ BAD_TIME = float("nan")
 
 # journald writes a MESSAGE that is not valid UTF-8 as an array of byte values; the
 # logger token is then not in the line's bytes and the pre-filter would pass over it.
-_BYTE_ARRAY_MESSAGE = re.compile(rb'"MESSAGE"\s*:\s*\[')
+_BYTE_ARRAY_MESSAGE = _lazy("_BYTE_ARRAY_MESSAGE", rb'"MESSAGE"\s*:\s*\[')
 
 
 def _journal_byte_messages_as_text(data: bytes) -> bytes:
@@ -570,7 +595,8 @@ def _journal_byte_messages_as_text(data: bytes) -> bytes:
 # token-by-token parse for them (a line it does not fit goes to parse_nflog_line,
 # and both give equal records — tests hold them to it).
 # The message stops at the first whitespace + "IN=", where parse_nflog_line stops it.
-_FAST_TCP4 = re.compile(
+_FAST_TCP4 = _lazy(
+    "_FAST_TCP4",
     r"(?P<logger>nf_ct_(?:proto_(?P<proto>\d+)|tcp)):\s*(?P<message>(?!IN=)\S*(?:\s(?!IN=)\S*)*) IN=(?P<IN>\S*) OUT=(?P<OUT>\S*) "
     r"(?:MAC=(?P<MAC>\S*) )?SRC=(?P<SRC>\S+) DST=(?P<DST>\S+) LEN=(?P<LEN>\d+) TOS=(?P<TOS>\S+) "
     r"PREC=(?P<PREC>\S+) TTL=(?P<TTL>\d+) ID=(?P<ID>\d+) (?P<ipflags>(?:(?:CE|DF|MF) )*)"
@@ -620,7 +646,7 @@ def _grouping_pattern(pattern: str) -> "re.Pattern[bytes]":
     return compiled
 
 
-_GROUP_TCP4 = _grouping_pattern(_FAST_TCP4.pattern)
+_GROUP_TCP4 = _Lazy("_GROUP_TCP4", lambda: _grouping_pattern(_FAST_TCP4.pattern))
 # Digits to "0": the message's wording, with where its numbers are, as a cache key.
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _REASON_BY_WORDING: Dict[bytes, Reason] = {}
@@ -1024,8 +1050,8 @@ _SUMMARY_BODY = (
 )
 # The logger must not follow a word character (parse_nflog_line's \b): checked per line (a lookbehind
 # at every step of the prefix), or once per block on the prefixes the faster scan found.
-_SUMMARY_LINE = re.compile(rb"^(?:(?!\{)([^\n]*?)(?<![A-Za-z0-9_])" + _SUMMARY_BODY + rb"|[^\n]*)$", re.M)
-_SUMMARY_LINE_SPACED = re.compile(rb"^(?:(?!\{)([^\n]*?)" + _SUMMARY_BODY + rb"|[^\n]*)$", re.M)
+_SUMMARY_LINE = _lazy("_SUMMARY_LINE", rb"^(?:(?!\{)([^\n]*?)(?<![A-Za-z0-9_])" + _SUMMARY_BODY + rb"|[^\n]*)$", re.M)
+_SUMMARY_LINE_SPACED = _lazy("_SUMMARY_LINE_SPACED", rb"^(?:(?!\{)([^\n]*?)" + _SUMMARY_BODY + rb"|[^\n]*)$", re.M)
 # Journal JSON (`journalctl -o json`): a line is read when it is a flat object of string values without
 # escapes (so json.loads reads exactly these bytes), __REALTIME_TIMESTAMP (digits) comes before MESSAGE,
 # neither key repeats, and MESSAGE is the logger's line; its groups are those of _SUMMARY_LINE with the
@@ -1035,7 +1061,7 @@ _JSON_KEY = rb'"(?!MESSAGE"|__REALTIME_TIMESTAMP")[^"\\\x00-\x1f]*" ?: ?"[^"\\\x
 # control character: json.loads refuses a raw tab or form feed inside a string, so the reference skips the line)
 _SUMMARY_JSON_BODY = (_SUMMARY_BODY.replace(rb"[^I\n]", rb'[^I"\\\x00-\x1f]').replace(rb"\S", rb'[^\s"\\]')
                       .replace(rb"[^\n]", rb'[^"\\\x00-\x1f]'))
-_SUMMARY_JSON = re.compile(
+_SUMMARY_JSON = _lazy("_SUMMARY_JSON", 
     rb'^(?:\{ ?(?:' + _JSON_KEY + rb', ?)*"__REALTIME_TIMESTAMP" ?: ?"(\d{1,16})"(?:, ?' + _JSON_KEY
     + rb')*, ?"MESSAGE" ?: ?"' + _SUMMARY_JSON_BODY + rb'"(?:, ?' + _JSON_KEY + rb')* ?\}\r?|[^\n]*)$',
     re.M,
