@@ -327,11 +327,81 @@ static int parse_text(const char *ls, const char *le, const char *t, Parsed *out
     return 1;
 }
 
+/* The first '"' in [p, e), or NULL (keys and values are short: no call). */
+INLINE const char *find_quote(const char *p, const char *e) {
+#ifdef __SSE2__
+    const __m128i dq = _mm_set1_epi8('"');
+    while (p + 16 <= e) {
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)p), dq));
+        if (m) return p + __builtin_ctz(m);
+        p += 16;
+    }
+#endif
+    for (; p < e; p++) if (*p == '"') return p;
+    return NULL;
+}
+
+/* The end of a line whose first logger token is at t: its '\n' (or end), with *body_end before the CRs
+ * that may end it; NULL unless every byte after the logger is printable and not `forbid` ('"' on a text
+ * line, '\\' on a journal one; CRs only at the end) and no second logger follows. One pass. */
+static const char *text_line(const char *t, const char *end, const char **body_end, char forbid) {
+    const char *q = t + TOKEN_LEN;
+#ifdef __SSE2__
+    const __m128i lo = _mm_set1_epi8(0x20), hi = _mm_set1_epi8(0x7e), dq = _mm_set1_epi8(forbid);
+    const __m128i n = _mm_set1_epi8('n'), u = _mm_set1_epi8('_');
+    while (q + 24 <= end) {
+        __m128i x = _mm_loadu_si128((const __m128i *)q), y = _mm_loadu_si128((const __m128i *)(q + 2));
+        unsigned bad = (unsigned)_mm_movemask_epi8(
+            _mm_or_si128(_mm_or_si128(_mm_cmpgt_epi8(x, hi), _mm_cmplt_epi8(x, lo)), _mm_cmpeq_epi8(x, dq)));
+        unsigned cand = (unsigned)_mm_movemask_epi8(_mm_and_si128(_mm_cmpeq_epi8(x, n), _mm_cmpeq_epi8(y, u)));
+        if (bad) cand &= (1u << __builtin_ctz(bad)) - 1;  /* loggers before the first byte that is not text */
+        while (cand) {
+            const char *c = q + __builtin_ctz(cand);
+            if (c[1] == 'f' && c[3] == 'c' && c[4] == 't' && c[5] == '_') return NULL;
+            cand &= cand - 1;
+        }
+        if (bad) {
+            q += __builtin_ctz(bad);
+            goto stop;
+        }
+        q += 16;
+    }
+#endif
+    for (; q < end; q++) {
+        unsigned char c = (unsigned char)*q;
+        if (c < 0x20 || c > 0x7e || c == (unsigned char)forbid) break;
+        if (c == 'n' && starts(q, end, TOKEN, TOKEN_LEN)) return NULL;
+    }
+#ifdef __SSE2__
+stop:
+#endif
+    *body_end = q;
+    while (q < end && *q == '\r') q++;
+    return q == end || *q == '\n' ? q : NULL;
+}
+
+/* A text line from ls whose logger token is at t and whose body (printable, checked) ends at e. */
+static int parse_text_from(const char *ls, const char *t, const char *e, Parsed *out) {
+    if (*ls == '{') return 0;
+    if ((size_t)(t - ls) > STAMP_MAX) return 0;
+    if (t > ls && is_word(t[-1])) return 0;
+    if (!printable(ls, (size_t)(t - ls), '"')) {  /* printable, no '"'; tabs too (dmesg -T, some syslogs) */
+        for (const char *q = ls; q < t; q++) {
+            unsigned char c = (unsigned char)*q;
+            if ((c < 0x20 && c != '\t') || c > 0x7e || c == '"') return 0;
+        }
+    }
+    if (!parse_body(t, e, out)) return 0;
+    out->stamp = ls; out->stamp_len = (size_t)(t - ls);
+    out->mode = MODE_TEXT;
+    return 1;
+}
+
 /* A journal JSON line [ls, le) whose only logger token is at t (_SUMMARY_JSON). */
-static int parse_json(const char *ls, const char *le, const char *t, Parsed *out) {
+static int parse_json(const char *ls, const char *le, const char *t, int check, Parsed *out) {
     const char *e = le;
     if (e > ls && e[-1] == '\r') e--;
-    if (!printable(ls, (size_t)(e - ls), '\\')) return 0;
+    if (check && !printable(ls, (size_t)(e - ls), '\\')) return 0;
     const char *p = ls;
     if (p >= e || *p != '{') return 0;
     p++;
@@ -341,7 +411,7 @@ static int parse_json(const char *ls, const char *le, const char *t, Parsed *out
     for (;;) {
         if (p >= e || *p != '"') return 0;
         const char *k = p + 1;
-        const char *kq = memchr(k, '"', (size_t)(e - k));
+        const char *kq = find_quote(k, e);
         if (kq == NULL) return 0;
         p = kq + 1;
         if (p < e && *p == ' ') p++;
@@ -350,7 +420,7 @@ static int parse_json(const char *ls, const char *le, const char *t, Parsed *out
         if (p < e && *p == ' ') p++;
         if (p >= e || *p != '"') return 0;
         const char *v = p + 1;
-        const char *vq = memchr(v, '"', (size_t)(e - v));
+        const char *vq = find_quote(v, e);
         if (vq == NULL) return 0;
         size_t klen = (size_t)(kq - k);
         if (klen == 20 && memcmp(k, "__REALTIME_TIMESTAMP", 20) == 0) {
@@ -404,7 +474,7 @@ static int byte_array_line(const char *ls, const char *le, const char *end) {
 }
 
 static int parse_line(const char *ls, const char *le, const char *t, Parsed *out) {
-    if (ls < le && *ls == '{') return parse_json(ls, le, t, out);
+    if (ls < le && *ls == '{') return parse_json(ls, le, t, 1, out);
     return parse_text(ls, le, t, out);
 }
 
@@ -716,18 +786,35 @@ static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
     const char *odd_end = end;
     long long odd_lines = 0;
     while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        const char *le = nl ? nl : end;
-        const char *next = nl ? nl + 1 : end;
+        const char *le, *next;
         int odd = 0;
-        if ((Py_ssize_t)(le - p) > max_line) odd = 1;
-        if (!odd && (tok == NULL || tok >= le) && byte_array_line(p, le, end)) odd = 1;
-        if (!odd && tok != NULL && tok < le) {
-            const char *nt = find(tok + TOKEN_LEN, end, TOKEN, TOKEN_LEN);
+        if (tok != NULL && (tok == p || memchr(p, '\n', (size_t)(tok - p)) == NULL)) {
+            /* a line with a logger: read it (a text line in one pass from the logger on) */
             Parsed r;
-            if (nt != NULL && nt < le) {
-                odd = 1;
-            } else if (!parse_line(p, le, tok, &r)) {
+            int ok;
+            const char *body_end;
+            if (*p == '{') {
+                le = text_line(tok, end, &body_end, '\\');
+                if (le == NULL) {
+                    const char *nl = memchr(tok, '\n', (size_t)(end - tok));
+                    le = nl ? nl : end;
+                    ok = 0;
+                } else {
+                    ok = (Py_ssize_t)(le - p) <= max_line && printable(p, (size_t)(tok - p), '\\') &&
+                         parse_json(p, le, tok, 0, &r);
+                }
+            } else {
+                le = text_line(tok, end, &body_end, '"');
+                if (le == NULL) {
+                    const char *nl = memchr(tok, '\n', (size_t)(end - tok));
+                    le = nl ? nl : end;
+                    ok = 0;
+                } else {
+                    ok = (Py_ssize_t)(le - p) <= max_line && parse_text_from(p, tok, body_end, &r);
+                }
+            }
+            next = le < end ? le + 1 : end;
+            if (!ok) {
                 odd = 1;
             } else if (s->mode != MODE_NONE && r.mode != s->mode) {
                 status = ST_FLUSH;
@@ -736,8 +823,13 @@ static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
                 int rc = commit(s, &r, first_line + lines);
                 if (rc == -1) { PyBuffer_Release(&view); return PyErr_NoMemory(); }
                 if (rc == -2) { status = ST_FLUSH; break; }
-                tok = nt;
+                tok = find_token(next, end);
             }
+        } else {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            le = nl ? nl : end;
+            next = nl ? nl + 1 : end;
+            if ((Py_ssize_t)(le - p) > max_line || byte_array_line(p, le, end)) odd = 1;
         }
         if (odd) {
             status = ST_ODD;
