@@ -209,6 +209,33 @@ def test_compiled_summary_equals_the_reference_on_hostile_lines(lines: List[str]
 
 
 @needs_scanner
+@pytest.mark.parametrize("seed", range(6))
+def test_mapped_file_and_small_buffers_give_the_same_summary(tmp_path, seed: int) -> None:  # type: ignore[no-untyped-def]
+    """A regular file is read mapped in memory, window by window; other inputs through one buffer. Small
+    windows and buffers (MAX_LINE 300): window ends inside lines, lines longer than a window cut."""
+    rng = random.Random(seed)
+    lines = _log(seed, 1200).split(b"\n")
+    for at in sorted(rng.sample(range(len(lines)), 3)):
+        lines[at] = b"y" * rng.choice((400, 12000, 30000))  # over MAX_LINE; the last two over a window
+    data = b"\n".join(lines)
+    path = tmp_path / "kern.log"
+    path.write_bytes(data)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(kernel_log, "MAX_LINE", 300)
+        mp.setattr(kernel_log, "HOLD_BACK", 2048)
+        mp.setattr(kernel_log, "ACCEL_BUFFER", 1)
+        mp.setattr(kernel_log, "MAP_WINDOW", 1)
+        expected = _reference(data)
+        for keep in (0, 40):
+            report, table = KernelLogReport("x"), FlowTable()
+            with kernel_log.open_log_file(str(path)) as log:
+                assert log.mapping() is not None
+                kernel_log.summarise_kernel_log_stream(log, report, table, year=YEAR, keep=keep)
+            assert _view(report, table) == expected, keep
+            assert _summarised(data, keep=keep)[0] == expected, keep
+
+
+@needs_scanner
 def test_reads_ending_at_every_offset_near_a_line_end() -> None:
     rng = random.Random(1)
     lines = [_text_line(rng) for _ in range(6)] + [_journal_line(rng, 1), ODD[20], ODD[21], ODD[22],

@@ -929,6 +929,25 @@ class LogInput:
         """Read into `buffer` (a writable memoryview); 0 at the end."""
         return self._guard(lambda: self._raw.readinto(buffer)) or 0
 
+    def mapping(self):  # type: ignore[no-untyped-def]
+        """The whole input mapped read-only (an mmap), when it is a regular uncompressed file read from its
+        start and nothing of it read yet but the peeked head; else None (read it with readinto)."""
+        import mmap
+        import os
+        import stat
+
+        raw = self._raw
+        if not isinstance(raw, _Prefixed):
+            return None
+        try:
+            fd = self._file.fileno()
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size == 0 or self._file.tell() != len(raw.peek()):
+                return None
+            return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            return None
+
     def close(self) -> None:
         self._file.close()
 
@@ -1261,6 +1280,7 @@ class _summaries:
 # lines that may continue it.
 
 ACCEL_BUFFER = 1 << 20  # bytes the compiled path reads at a time
+MAP_WINDOW = 8 << 20  # bytes of a mapped file read at a time (then dropped from the resident set)
 KEEP_REGION = 1 << 16  # while records are kept (the text timeline), the reference reads this much at a time
 
 
@@ -1285,16 +1305,16 @@ def _held_back(buf: bytearray, start: int, end: int) -> int:
 
 def _summarise_accelerated(stream: IO[bytes], report: "KernelLogReport", table: "FlowTable", scanner,  # type: ignore[no-untyped-def]
                            year: int, boot_time: Optional[float], keep: int) -> List[ConntrackLogLine]:
-    """`summarise_kernel_log_stream` (without --since) with the compiled scanner."""
+    """`summarise_kernel_log_stream` (without --since) with the compiled scanner: over the file mapped in
+    memory when it is a regular uncompressed file (no copy; pages dropped once read: resident memory stays
+    a window), else through one reused buffer filled with readinto."""
     kept: List[ConntrackLogLine] = []
     max_line = MAX_LINE
-    # Room for a few held-back records and long lines: the buffer is never full of one unfinished
+    # Room for a few held-back records and long lines: a buffer (window) is never full of one unfinished
     # region unless its last line is over MAX_LINE (cut, so no record's continuation).
     cap = max(ACCEL_BUFFER, 4 * (max_line + HOLD_BACK))
-    buf = bytearray(cap)
-    view = memoryview(buf)
-    readinto, scan, flush = stream.readinto, scanner.scan, scanner.flush
-    filled, line, eof = 0, 1, False
+    scan, flush = scanner.scan, scanner.flush
+    line = 1
 
     def take() -> None:  # the scanner's counts into the table, before anything else goes in
         got = flush()
@@ -1317,45 +1337,23 @@ def _summarise_accelerated(stream: IO[bytes], report: "KernelLogReport", table: 
             if len(kept) < keep:
                 kept.append(rec)
 
-    while True:
-        if not eof:
-            n = readinto(view[filled:])
-            if n:
-                filled += n
-            else:
-                eof = True
-        if eof:
-            end = filled
-        else:
-            end = buf.rfind(b"\n", 0, filled) + 1
-            if end == 0:
-                if filled < cap:
-                    continue
-                # A line longer than the buffer (so over MAX_LINE): cut and counted, its bytes dropped up to
-                # its newline, which stays as the empty line it becomes.
-                report.skipped.too_long += 1
-                if report.first_too_long is None:
-                    report.first_too_long = line
-                while True:
-                    n = readinto(view)
-                    if not n:
-                        eof, buf[0], filled = True, 10, 1
-                        break
-                    nl = buf.find(b"\n", 0, n)
-                    if nl >= 0:
-                        filled = n - nl
-                        buf[:filled] = buf[nl:n]
-                        break
-                continue
-        full = filled == cap
-        pos = 0
+    def cut_line() -> None:  # a line longer than the buffer (so over MAX_LINE): cut and counted
+        report.skipped.too_long += 1
+        if report.first_too_long is None:
+            report.first_too_long = line
+
+    def process(src, view, start: int, end: int, eof: bool, full: bool) -> int:  # type: ignore[no-untyped-def]
+        """Read the whole lines of src[start:end]; where reading stopped (held back: read on). `full`: no
+        more can be read into src[start:] (then a region is never held back to the start: no progress)."""
+        nonlocal line
+        pos = start
         while pos < end:
             if len(kept) < keep:  # the first records one by one, through the reference reader
-                z = buf.find(b"\n", min(pos + KEEP_REGION, end - 1), end) + 1 or end
+                z = src.find(b"\n", min(pos + KEEP_REGION, end - 1), end) + 1 or end
                 if z < end or not eof:
-                    z = _held_back(buf, pos, z)
+                    z = _held_back(src, pos, z)
                     if z <= pos:
-                        z = end if eof or (pos == 0 and full) else _held_back(buf, pos, end)
+                        z = end if eof or (full and pos == start) else _held_back(src, pos, end)
                         if z <= pos:
                             break  # read on: the record's continuation may follow
                 data = bytes(view[pos:z])
@@ -1363,7 +1361,7 @@ def _summarise_accelerated(stream: IO[bytes], report: "KernelLogReport", table: 
                 line += _lines_of(data)
                 pos = z
                 continue
-            status, stop, lines, records, odd_end, _ = scan(buf, pos, end, line, max_line)
+            status, stop, lines, records, odd_end, _ = scan(src, pos, end, line, max_line)
             report.lines_total += lines
             report.conntrack_lines += records
             line += lines
@@ -1376,19 +1374,81 @@ def _summarise_accelerated(stream: IO[bytes], report: "KernelLogReport", table: 
                 take()
                 continue
             if odd_end == end and not eof:
-                odd_end = end if pos == 0 and full else _held_back(buf, pos, end)
+                odd_end = end if full and pos == start else _held_back(src, pos, end)
                 if odd_end <= pos:
                     break  # read on: the record's continuation may follow
             data = bytes(view[pos:odd_end])
             python_region(data, line)
             line += _lines_of(data)
             pos = odd_end
-        if eof and pos >= filled:
-            break
-        rest = filled - pos
-        if pos:
-            buf[:rest] = buf[pos:filled]
-        filled = rest
+        return pos
+
+    mapped = getattr(stream, "mapping", lambda: None)()
+    if mapped is not None:
+        with mapped as mm, memoryview(mm) as view:
+            import mmap
+
+            size, base, dropped = len(mm), 0, 0
+            window = max(cap, MAP_WINDOW)
+            page, drop = mmap.PAGESIZE, getattr(mmap, "MADV_DONTNEED", None)
+            if hasattr(mmap, "MADV_SEQUENTIAL"):
+                mm.madvise(mmap.MADV_SEQUENTIAL)
+            while base < size:
+                stop = min(size, base + window)
+                eof = stop == size
+                end = stop if eof else mm.rfind(b"\n", base, stop) + 1
+                if end <= base:  # no newline in a whole window: a line over MAX_LINE, cut
+                    cut_line()
+                    nl = mm.find(b"\n", base)
+                    report.lines_total += 1  # the empty line it becomes
+                    line += 1
+                    base = size if nl < 0 else nl + 1
+                    continue
+                base = process(mm, view, base, end, eof, not eof)
+                if base - dropped >= window and drop is not None:  # read pages out of the resident set
+                    upto = base - base % page  # (the file stays in the page cache)
+                    mm.madvise(drop, dropped, upto - dropped)
+                    dropped = upto
+    else:
+        buf = bytearray(cap)
+        view = memoryview(buf)
+        readinto = stream.readinto
+        filled, eof = 0, False
+        while True:
+            if not eof:
+                n = readinto(view[filled:])
+                if n:
+                    filled += n
+                else:
+                    eof = True
+            if eof:
+                end = filled
+            else:
+                end = buf.rfind(b"\n", 0, filled) + 1
+                if end == 0:
+                    if filled < cap:
+                        continue
+                    # A line longer than the buffer (so over MAX_LINE): cut and counted, its bytes dropped up
+                    # to its newline, which stays as the empty line it becomes.
+                    cut_line()
+                    while True:
+                        n = readinto(view)
+                        if not n:
+                            eof, buf[0], filled = True, 10, 1
+                            break
+                        nl = buf.find(b"\n", 0, n)
+                        if nl >= 0:
+                            filled = n - nl
+                            buf[:filled] = buf[nl:n]
+                            break
+                    continue
+            pos = process(buf, view, 0, end, eof, filled == cap)
+            if eof and pos >= filled:
+                break
+            rest = filled - pos
+            if pos:
+                buf[:rest] = buf[pos:filled]
+            filled = rest
     take()
     report.skipped.other = (report.lines_total - report.conntrack_lines - report.continuation_lines
                             - report.skipped.too_long)
