@@ -1139,8 +1139,20 @@ class BlockSummary:
 
 
 def _stamp_text(journal: bool, stamp: bytes) -> Optional[str]:
-    """The time text the reference reader gives a line with this stamp."""
-    return _journal_time_text(stamp) if journal else _line_time_text(stamp.decode("ascii").strip())
+    """The time text the reference reader gives a line with this stamp (flows' first and last lines
+    share stamps: a second's lines have one)."""
+    key = (journal, stamp)
+    text = _STAMP_TEXTS.get(key, _NO_TEXT)
+    if text is _NO_TEXT:
+        if len(_STAMP_TEXTS) > 4096:
+            _STAMP_TEXTS.clear()
+        text = _STAMP_TEXTS[key] = (_journal_time_text(stamp) if journal
+                                    else _line_time_text(stamp.decode("ascii").strip()))
+    return text  # type: ignore[return-value]
+
+
+_STAMP_TEXTS: Dict[Tuple[bool, bytes], Optional[str]] = {}
+_NO_TEXT = object()
 
 
 def summarise_block(data: bytes) -> Optional[BlockSummary]:
