@@ -574,10 +574,16 @@ static long wording_id(Scanner *s, const char *msg, size_t n) {
             k += 16;
             continue;
         }
-        for (size_t j = i; j < i + 16; j++) {
-            char c = msg[j];
-            buf[k] = c;
-            k += !is_digit(c);
+        /* the runs of non-digits, 16 bytes stored at a time (buf has 16 bytes of slack; the line goes on
+         * for more than 16 bytes after any message: its fields follow) */
+        unsigned keep = ~(unsigned)_mm_movemask_epi8(_mm_and_si128(_mm_cmpgt_epi8(x, below),
+                                                                  _mm_cmplt_epi8(x, above))) & 0xffffu;
+        while (keep) {
+            unsigned a = (unsigned)__builtin_ctz(keep);
+            unsigned run = (unsigned)__builtin_ctz(~(keep >> a));
+            _mm_storeu_si128((__m128i *)(buf + k), _mm_loadu_si128((const __m128i *)(msg + i + a)));
+            k += run;
+            keep &= ~(((1u << run) - 1) << a);
         }
     }
 #endif
