@@ -623,10 +623,14 @@ static long wording_id(Scanner *s, const char *msg, size_t n) {
 /* Count one record; 0, -1 memory error, -2 a table is full (nothing counted). */
 static int commit(Scanner *s, const Parsed *r, long long line) {
     if (s->arena_len > ARENA_CAP) return -2;
+    /* the directed flow's slot is fetched while the wording is worked out */
+    uint64_t h = hash_bytes(hash_bytes(0x84222325cbf29ce4ULL, r->sd, r->sd_len), r->ports, r->ports_len);
+    if (s->flow_slots_n) {
+        int32_t at = s->flow_slots[h & (s->flow_slots_n - 1)];
+        if (at) __builtin_prefetch(&s->flows[at - 1]);
+    }
     long wid = wording_id(s, r->msg, r->msg_len);
     if (wid < 0) return (int)wid;
-    /* the directed flow */
-    uint64_t h = hash_bytes(hash_bytes(0x84222325cbf29ce4ULL, r->sd, r->sd_len), r->ports, r->ports_len);
     if (s->flow_slots_n < 2 * (s->nflows + 1) &&
         rehash(&s->flow_slots, &s->flow_slots_n, 4 * (s->nflows + 1), s->flows, s->nflows, sizeof(Flow),
                offsetof(Flow, hash)) < 0)
