@@ -10,7 +10,6 @@ less distorted than wall on a shared machine) and peak resident memory (of the l
 
 * `grep -c nf_ct_proto FILE` and `awk` tallying the SRC= field of every line (the ratios' yardsticks);
 * `conntrack logs FILE --format json`: counts and flows only, the summary path (one process);
-* the same with SYSCTL_DOCTOR_WORKERS=2 (blocks summarised in two processes);
 * `conntrack logs FILE` (text: the first 200 records, the rest counted);
 * `conntrack logs FILE --events`: every record as JSON Lines through the reference reader — what
   `--format json` did before (one JSON object per record), so it is the baseline the ratios are to;
@@ -116,7 +115,6 @@ def main() -> None:
                 ("awk SRC= tally", ["awk", awk, path]),
                 ("logs --events (baseline)", cli + [path, "--events"]),
                 ("logs --format json", cli + [path, "--format", "json"]),
-                ("logs --format json, 2 procs", ["env", "SYSCTL_DOCTOR_WORKERS=2"] + cli + [path, "--format", "json"]),
                 ("logs (text)", cli + [path]),
                 ("logs --format json, pure", ["env", "SYSCTL_DOCTOR_PURE_PYTHON=1"] + cli + [path, "--format", "json"]),
                 ("logs (text), pure", ["env", "SYSCTL_DOCTOR_PURE_PYTHON=1"] + cli + [path]),
