@@ -592,13 +592,20 @@ static long wording_id(Scanner *s, const char *msg, size_t n) {
         buf[k] = c;
         k += !is_digit(c);
     }
+    /* a log has a handful of wordings, mostly of different lengths: look at them one by one first */
+    if (s->nwordings <= 8) {
+        for (size_t i = 0; i < s->nwordings; i++) {
+            const Wording *w = &s->wordings[i];
+            if (w->len == k && same(w->text, buf, k)) return (long)i;
+        }
+    }
     uint64_t h = hash_bytes(0xcbf29ce484222325ULL, buf, k);
     if (s->word_slots_n == 0 && rehash(&s->word_slots, &s->word_slots_n, 2 * WORDING_CAP, NULL, 0, 0, 0) < 0)
         return -1;
     size_t mask = s->word_slots_n - 1, j = h & mask;
     while (s->word_slots[j]) {
         Wording *w = &s->wordings[s->word_slots[j] - 1];
-        if (w->hash == h && w->len == k && memcmp(w->text, buf, k) == 0) return s->word_slots[j] - 1;
+        if (w->hash == h && w->len == k && same(w->text, buf, k)) return s->word_slots[j] - 1;
         j = (j + 1) & mask;
     }
     if (s->nwordings >= WORDING_CAP) return -2;
