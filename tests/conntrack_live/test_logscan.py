@@ -286,3 +286,19 @@ def test_cli_prints_the_same_bytes_with_and_without_the_scanner(tmp_path, args) 
         outs.append((proc.returncode, proc.stdout, proc.stderr))
     assert outs[0] == outs[1]
     assert outs[0][0] in (0, 1) and outs[0][1]
+
+
+@needs_scanner
+def test_past_the_scanners_caps_its_counts_are_taken_and_it_goes_on() -> None:
+    """More directed flows (65,536) and wordings (4,096) than the scanner holds: it asks Python to take its
+    counts and goes on; the summary is still the reference's (MAX_FLOWS and the flow order included)."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    lines = []
+    for i in range(70000):
+        tail = TAIL.replace("SPT=40536", f"SPT={i % 60000 + 1}").replace("10.232.2.2", f"10.9.{i // 60000}.2")
+        lines.append(f"[ {i}.0] nf_ct_proto_6: {MESSAGES[i % 3]} {tail}")
+    for i in range(4200):
+        word = "".join(letters[(i // 26 ** j) % 26] for j in range(3))
+        lines.append(f"[ 9.0] nf_ct_proto_6: strange {word} message {TAIL}")
+    data = ("\n".join(lines) + "\n").encode()
+    assert _summarised(data)[0] == _reference(data)
