@@ -51,15 +51,17 @@ def command(file: Optional[str], since: Optional[str], fmt: str, limit: int, sta
         summarise_kernel_log_stream,
     )
 
-    from sysctl_doctor.conntrack.log_sources import boot_time, parse_since, read_live_kernel_log
-
     gc.disable()  # a short-lived run building acyclic records: the collector would only rescan them
 
     if fmt != "prometheus" and (state_dir is not None or textfile_dir is not None):
         raise click.UsageError("--state-dir and --textfile-dir go with --format prometheus")
     if events and fmt == "prometheus":
         raise click.UsageError("--events writes JSON Lines: it goes with --format json (or no --format)")
-    since_at = parse_since(since) if since else None
+    since_at = None
+    if since:  # log_sources (subprocess, shutil) only when asked for: start-up counts on big logs
+        from sysctl_doctor.conntrack.log_sources import parse_since
+
+        since_at = parse_since(since)
     boot = None
     if file == "-":
         if sys.stdin is None:  # started with stdin closed (`<&-`)
@@ -68,6 +70,8 @@ def command(file: Optional[str], since: Optional[str], fmt: str, limit: int, sta
     elif file:
         log, source = open_log_file(file), file
     else:
+        from sysctl_doctor.conntrack.log_sources import boot_time, read_live_kernel_log
+
         live = read_live_kernel_log(since_at)
         log, source = LogInput(io.BytesIO(live.data), live.source), live.source
         boot = boot_time() if live.boot_clock else None
@@ -136,9 +140,11 @@ def _warn_cut(report) -> None:  # type: ignore[no-untyped-def]
 
 
 def _workers() -> int:
-    """Processes for the summary path: SYSCTL_DOCTOR_WORKERS, default 1. Measured on a shared 2-core
-    machine (bench/logs.py), two processes took 10-30 % more CPU for 0-20 % less wall time: the reading
-    and the merge stay in the main process, and the other core was mostly busy anyway."""
+    """Processes for the pure-Python summary path: SYSCTL_DOCTOR_WORKERS, default 1 (the compiled scanner
+    always runs in one). Measured on a shared 2-core machine (bench/logs.py), two processes took 10-30 %
+    more CPU for 0-20 % less wall time: the reading and the merge stay in the main process, and the other
+    core was mostly busy anyway. The compiled scanner split over two processes (each half of a mapped
+    file) took the same CPU and no less wall time there, so it does not split."""
     import os
 
     env = os.environ.get("SYSCTL_DOCTOR_WORKERS", "")

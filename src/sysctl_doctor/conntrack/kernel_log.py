@@ -52,6 +52,30 @@ from sysctl_doctor.conntrack.nflog import NfLogRecord, parse_nflog_line
 from sysctl_doctor.conntrack.tcp_flags import ALL as TCP_FLAGS
 from sysctl_doctor.errors import DoctorError
 
+
+class _Lazy:
+    """A regular expression compiled when first used: `conntrack logs` start-up is benchmarked, and the
+    compiled scanner needs none of these on a clean log. Once compiled, the module global named `name`
+    is the pattern itself."""
+
+    __slots__ = ("_name", "_make", "_compiled")
+
+    def __init__(self, name: str, make) -> None:  # type: ignore[no-untyped-def]
+        self._name, self._make, self._compiled = name, make, None
+
+    def __getattr__(self, attr: str):  # type: ignore[no-untyped-def]
+        compiled = self._compiled
+        if compiled is None:
+            compiled = self._compiled = self._make()
+            if self._name:
+                globals()[self._name] = compiled
+        return getattr(compiled, attr)
+
+
+def _lazy(name: str, *args) -> "re.Pattern":  # type: ignore[no-untyped-def, type-arg]
+    return _Lazy(name, lambda: re.compile(*args))  # type: ignore[return-value]
+
+
 INVALID = "INVALID"
 IGNORE = "IGNORE"
 ACCEPT = "ACCEPT"
@@ -77,45 +101,45 @@ class Reason:
 
 
 _REASONS: List[Tuple["re.Pattern[str]", Reason]] = [
-    (re.compile(r"^SEQ is over upper bound"), Reason(
+    (_lazy("", r"^SEQ is over upper bound"), Reason(
         "seq-over-upper-bound", INVALID, "6.1+",
         "segment starts beyond what the receiver's window allows; INVALID on every kernel")),
-    (re.compile(r"^SEQ is over the upper bound"), Reason(
+    (_lazy("", r"^SEQ is over the upper bound"), Reason(
         "seq-over-upper-bound", INVALID, "<6.1",
         "segment starts beyond what the receiver's window allows")),
-    (re.compile(r"^ACK is over upper bound"), Reason(
+    (_lazy("", r"^ACK is over upper bound"), Reason(
         "ack-over-upper-bound", INVALID, "6.1+", "acknowledges data conntrack has not seen yet")),
-    (re.compile(r"^ACK is over the upper bound"), Reason(
+    (_lazy("", r"^ACK is over the upper bound"), Reason(
         "ack-over-upper-bound", INVALID, "<6.1", "acknowledges data conntrack has not seen yet")),
-    (re.compile(r"^SEQ is under lower bound"), Reason(
+    (_lazy("", r"^SEQ is under lower bound"), Reason(
         "seq-under-lower-bound", IGNORE, "6.1+",
         "already-ACKed data retransmitted; since 6.1 ignored: the entry and NAT stay, no RST")),
-    (re.compile(r"^SEQ is under the lower bound"), Reason(
+    (_lazy("", r"^SEQ is under the lower bound"), Reason(
         "seq-under-lower-bound", INVALID, "<6.1",
         "already-ACKed data retransmitted; before 6.1 INVALID: not de-NATed, the NAT box may answer RST")),
-    (re.compile(r"^ignored ACK under lower bound"), Reason(
+    (_lazy("", r"^ignored ACK under lower bound"), Reason(
         "ack-under-lower-bound", IGNORE, "6.1+", "overly delayed ACK; since 6.1 ignored")),
-    (re.compile(r"^ACK is under the lower bound"), Reason(
+    (_lazy("", r"^ACK is under the lower bound"), Reason(
         "ack-under-lower-bound", INVALID, "<6.1", "overly delayed ACK; INVALID before 6.1")),
-    (re.compile(r"^\d+ bytes more than expected"), Reason(
+    (_lazy("", r"^\d+ bytes more than expected"), Reason(
         "bytes-more-than-expected", ACCEPT, "6.1+", "segment overshoots the window a little; accepted")),
-    (re.compile(r"^invalid rst"), Reason(
+    (_lazy("", r"^invalid rst"), Reason(
         "invalid-rst", INVALID, "any", "RST whose sequence number is before the last ACK seen")),
-    (re.compile(r"^invalid new"), Reason(
+    (_lazy("", r"^invalid new"), Reason(
         "invalid-new", INVALID, "any",
         "a packet that cannot open a connection (e.g. a RST or ACK) had no conntrack entry")),
-    (re.compile(r"^(invalid state|packet \(index \d+\) in dir \d+ invalid)"), Reason(
+    (_lazy("", r"^(invalid state|packet \(index \d+\) in dir \d+ invalid)"), Reason(
         "invalid-state", INVALID, "any", "flags impossible in the connection's state")),
-    (re.compile(r"^truncated packet"), Reason("truncated-packet", INVALID, "any", "header cut short")),
-    (re.compile(r"^bad checksum"), Reason("bad-checksum", INVALID, "any", "checksum wrong")),
-    (re.compile(r"^invalid tcp flag combination"), Reason(
+    (_lazy("", r"^truncated packet"), Reason("truncated-packet", INVALID, "any", "header cut short")),
+    (_lazy("", r"^bad checksum"), Reason("bad-checksum", INVALID, "any", "checksum wrong")),
+    (_lazy("", r"^invalid tcp flag combination"), Reason(
         "invalid-tcp-flags", INVALID, "any", "flag combination no TCP sends")),
-    (re.compile(r"^(invalid packet ignored in state|packet \(index \d+\) in dir \d+ ignored)"), Reason(
+    (_lazy("", r"^(invalid packet ignored in state|packet \(index \d+\) in dir \d+ ignored)"), Reason(
         "ignored-in-state", IGNORE, "any", "packet out of the state machine's order; let through, state kept")),
-    (re.compile(r"^challenge-ack ignored"), Reason(
+    (_lazy("", r"^challenge-ack ignored"), Reason(
         "challenge-ack-ignored", IGNORE, "any", "RFC 5961 challenge ACK; let through")),
-    (re.compile(r"^ignored SYN"), Reason("ignored-syn", IGNORE, "6.1+", "SYN older than the previous one")),
-    (re.compile(r"^packet \(index \d+, dir \d+\) response for index"), Reason(
+    (_lazy("", r"^ignored SYN"), Reason("ignored-syn", IGNORE, "6.1+", "SYN older than the previous one")),
+    (_lazy("", r"^packet \(index \d+, dir \d+\) response for index"), Reason(
         "lower-timeout", ACCEPT, "any", "accepted; the entry's timeout is shortened")),
 ]
 
@@ -405,10 +429,10 @@ class KernelLogReport:
 
 _MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
-_DMESG_TS = re.compile(r"\[\s*(\d+\.\d+)\]")
-_KMSG = re.compile(r"^\d+,\d+,(\d+),[^;]*;")
-_SYSLOG_TS = re.compile(r"^([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)")
-_ISO_TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)")
+_DMESG_TS = _lazy("_DMESG_TS", r"\[\s*(\d+\.\d+)\]")
+_KMSG = _lazy("_KMSG", r"^\d+,\d+,(\d+),[^;]*;")
+_SYSLOG_TS = _lazy("_SYSLOG_TS", r"^([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)")
+_ISO_TS = _lazy("_ISO_TS", r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)")
 
 
 def _line_time(prefix: str, year: int) -> Tuple[Optional[str], Optional[float], Optional[str]]:
@@ -472,7 +496,8 @@ def _line_time_text(prefix: str) -> Optional[str]:
 
 # --- continuation of wrapped records -----------------------------------------
 
-_CONTINUATION_START = re.compile(
+_CONTINUATION_START = _lazy(
+    "_CONTINUATION_START",
     r"^(?:[A-Z][A-Z0-9]*=\S*|CE|DF|MF|" + _TCP_FLAG_WORDS + r"|OPT \()(?:\s|$)"
 )
 
@@ -532,7 +557,7 @@ BAD_TIME = float("nan")
 
 # journald writes a MESSAGE that is not valid UTF-8 as an array of byte values; the
 # logger token is then not in the line's bytes and the pre-filter would pass over it.
-_BYTE_ARRAY_MESSAGE = re.compile(rb'"MESSAGE"\s*:\s*\[')
+_BYTE_ARRAY_MESSAGE = _lazy("_BYTE_ARRAY_MESSAGE", rb'"MESSAGE"\s*:\s*\[')
 
 
 def _journal_byte_messages_as_text(data: bytes) -> bytes:
@@ -570,7 +595,8 @@ def _journal_byte_messages_as_text(data: bytes) -> bytes:
 # token-by-token parse for them (a line it does not fit goes to parse_nflog_line,
 # and both give equal records — tests hold them to it).
 # The message stops at the first whitespace + "IN=", where parse_nflog_line stops it.
-_FAST_TCP4 = re.compile(
+_FAST_TCP4 = _lazy(
+    "_FAST_TCP4",
     r"(?P<logger>nf_ct_(?:proto_(?P<proto>\d+)|tcp)):\s*(?P<message>(?!IN=)\S*(?:\s(?!IN=)\S*)*) IN=(?P<IN>\S*) OUT=(?P<OUT>\S*) "
     r"(?:MAC=(?P<MAC>\S*) )?SRC=(?P<SRC>\S+) DST=(?P<DST>\S+) LEN=(?P<LEN>\d+) TOS=(?P<TOS>\S+) "
     r"PREC=(?P<PREC>\S+) TTL=(?P<TTL>\d+) ID=(?P<ID>\d+) (?P<ipflags>(?:(?:CE|DF|MF) )*)"
@@ -620,7 +646,7 @@ def _grouping_pattern(pattern: str) -> "re.Pattern[bytes]":
     return compiled
 
 
-_GROUP_TCP4 = _grouping_pattern(_FAST_TCP4.pattern)
+_GROUP_TCP4 = _Lazy("_GROUP_TCP4", lambda: _grouping_pattern(_FAST_TCP4.pattern))
 # Digits to "0": the message's wording, with where its numbers are, as a cache key.
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _REASON_BY_WORDING: Dict[bytes, Reason] = {}
@@ -689,6 +715,7 @@ def iter_kernel_log_stream(stream: IO[bytes], report: KernelLogReport, since: Op
 
 MAX_LINE = 64 * 1024  # kernel log lines are under 1 KiB; longer ones are cut, not read
 BLOCK = 1 << 20  # bytes read at a time
+HOLD_BACK = 8192  # a record this near a block's end starts the next block (its wrapped lines may follow)
 
 
 def line_blocks(stream: IO[bytes], report: KernelLogReport, block: Optional[int] = None,
@@ -720,7 +747,7 @@ def line_blocks(stream: IO[bytes], report: KernelLogReport, block: Optional[int]
         if cut == 0:
             continue
         # A record near the end may have wrapped continuation lines in the next read: keep it.
-        tok = buf.rfind(LOGGER_TOKEN, max(0, cut - 8192), cut)
+        tok = buf.rfind(LOGGER_TOKEN, max(0, cut - HOLD_BACK), cut)
         if tok >= 0:
             cut = buf.rfind(b"\n", 0, tok) + 1
             if cut == 0:  # buf is that record and what follows it (under 8 KiB + a line): read on
@@ -898,6 +925,29 @@ class LogInput:
     def read(self, size: int = -1) -> bytes:
         return self._guard(lambda: self._raw.read(size))
 
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        """Read into `buffer` (a writable memoryview); 0 at the end."""
+        return self._guard(lambda: self._raw.readinto(buffer)) or 0
+
+    def mapping(self):  # type: ignore[no-untyped-def]
+        """The whole input mapped read-only (an mmap), when it is a regular uncompressed file read from its
+        start and nothing of it read yet but the peeked head; else None (read it with readinto)."""
+        import mmap
+        import os
+        import stat
+
+        raw = self._raw
+        if not isinstance(raw, _Prefixed):
+            return None
+        try:
+            fd = self._file.fileno()
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size == 0 or self._file.tell() != len(raw.peek()):
+                return None
+            return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            return None
+
     def close(self) -> None:
         self._file.close()
 
@@ -934,6 +984,15 @@ class _Prefixed:
             self._head = head[size:]
             return head[:size]
         return head + self._raw.read(size - len(head))
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        head = self._head
+        if not head:
+            return self._raw.readinto(buffer) or 0
+        n = min(len(head), len(buffer))
+        buffer[:n] = head[:n]
+        self._head = head[n:]
+        return n
 
 
 def open_log_file(path: str) -> LogInput:
@@ -1010,17 +1069,18 @@ _SUMMARY_BODY = (
 )
 # The logger must not follow a word character (parse_nflog_line's \b): checked per line (a lookbehind
 # at every step of the prefix), or once per block on the prefixes the faster scan found.
-_SUMMARY_LINE = re.compile(rb"^(?:(?!\{)([^\n]*?)(?<![A-Za-z0-9_])" + _SUMMARY_BODY + rb"|[^\n]*)$", re.M)
-_SUMMARY_LINE_SPACED = re.compile(rb"^(?:(?!\{)([^\n]*?)" + _SUMMARY_BODY + rb"|[^\n]*)$", re.M)
+_SUMMARY_LINE = _lazy("_SUMMARY_LINE", rb"^(?:(?!\{)([^\n]*?)(?<![A-Za-z0-9_])" + _SUMMARY_BODY + rb"|[^\n]*)$", re.M)
+_SUMMARY_LINE_SPACED = _lazy("_SUMMARY_LINE_SPACED", rb"^(?:(?!\{)([^\n]*?)" + _SUMMARY_BODY + rb"|[^\n]*)$", re.M)
 # Journal JSON (`journalctl -o json`): a line is read when it is a flat object of string values without
 # escapes (so json.loads reads exactly these bytes), __REALTIME_TIMESTAMP (digits) comes before MESSAGE,
 # neither key repeats, and MESSAGE is the logger's line; its groups are those of _SUMMARY_LINE with the
 # time stamp's digits first. The body is _SUMMARY_BODY kept inside the string (no '"' crossed).
-_JSON_KEY = rb'"(?!MESSAGE"|__REALTIME_TIMESTAMP")[^"\\\n]*" ?: ?"[^"\\\n]*"'
-# (no backslash either: an escape such as \t means something else once json.loads has decoded it)
-_SUMMARY_JSON_BODY = (_SUMMARY_BODY.replace(rb"[^I\n]", rb'[^I"\\\n]').replace(rb"\S", rb'[^\s"\\]')
-                      .replace(rb"[^\n]", rb'[^"\\\n]'))
-_SUMMARY_JSON = re.compile(
+_JSON_KEY = rb'"(?!MESSAGE"|__REALTIME_TIMESTAMP")[^"\\\x00-\x1f]*" ?: ?"[^"\\\x00-\x1f]*"'
+# (no backslash either: an escape such as \t means something else once json.loads has decoded it; and no
+# control character: json.loads refuses a raw tab or form feed inside a string, so the reference skips the line)
+_SUMMARY_JSON_BODY = (_SUMMARY_BODY.replace(rb"[^I\n]", rb'[^I"\\\x00-\x1f]').replace(rb"\S", rb'[^\s"\\]')
+                      .replace(rb"[^\n]", rb'[^"\\\x00-\x1f]'))
+_SUMMARY_JSON = _lazy("_SUMMARY_JSON", 
     rb'^(?:\{ ?(?:' + _JSON_KEY + rb', ?)*"__REALTIME_TIMESTAMP" ?: ?"(\d{1,16})"(?:, ?' + _JSON_KEY
     + rb')*, ?"MESSAGE" ?: ?"' + _SUMMARY_JSON_BODY + rb'"(?:, ?' + _JSON_KEY + rb')* ?\}\r?|[^\n]*)$',
     re.M,
@@ -1079,8 +1139,20 @@ class BlockSummary:
 
 
 def _stamp_text(journal: bool, stamp: bytes) -> Optional[str]:
-    """The time text the reference reader gives a line with this stamp."""
-    return _journal_time_text(stamp) if journal else _line_time_text(stamp.decode("ascii").strip())
+    """The time text the reference reader gives a line with this stamp (flows' first and last lines
+    share stamps: a second's lines have one)."""
+    key = (journal, stamp)
+    text = _STAMP_TEXTS.get(key, _NO_TEXT)
+    if text is _NO_TEXT:
+        if len(_STAMP_TEXTS) > 4096:
+            _STAMP_TEXTS.clear()
+        text = _STAMP_TEXTS[key] = (_journal_time_text(stamp) if journal
+                                    else _line_time_text(stamp.decode("ascii").strip()))
+    return text  # type: ignore[return-value]
+
+
+_STAMP_TEXTS: Dict[Tuple[bool, bytes], Optional[str]] = {}
+_NO_TEXT = object()
 
 
 def summarise_block(data: bytes) -> Optional[BlockSummary]:
@@ -1142,6 +1214,10 @@ def summarise_kernel_log_stream(stream: IO[bytes], report: "KernelLogReport", ta
     process and the table, whatever the input."""
     if year is None:
         year = datetime.now().year
+    if since is None and hasattr(stream, "readinto"):
+        scanner = _accelerator()
+        if scanner is not None:
+            return _summarise_accelerated(stream, report, table, scanner, year, boot_time, keep)
     kept: List[ConntrackLogLine] = []
     # Smaller blocks with more processes: memory stays about the same (each holds a block and its rows).
     blocks = line_blocks(stream, report, block=SUMMARY_BLOCK // max(1, workers))
@@ -1201,3 +1277,191 @@ class _summaries:
         while pending:
             line, data, future = pending.popleft()
             yield line, data, future.result()
+
+
+# --- the compiled twin: sysctl_doctor.conntrack._logscan --------------------------
+#
+# The same summary, faster: one reused buffer filled with readinto (no block copies), the C scanner
+# counting the lines it is certain to read as the reference reads them (its grammar is _SUMMARY_LINE /
+# _SUMMARY_JSON's, stricter) per (wording, directed flow) across buffers, and handing back every other
+# line (with the lines after it, up to the next line it reads) as an "odd region" that goes through
+# `summarise_block` or the reference reader, as a block of line_blocks would. Its counts reach the
+# FlowTable through `add_block` (one BlockSummary of absolute line numbers) before anything else is
+# added, so the table sees the records in the order of the log. Regions follow line_blocks' rules:
+# whole lines, a line over MAX_LINE cut and counted, a record near a region's end held back with the
+# lines that may continue it.
+
+ACCEL_BUFFER = 1 << 20  # bytes the compiled path reads at a time
+MAP_WINDOW = 8 << 20  # bytes of a mapped file read at a time (then dropped from the resident set)
+KEEP_REGION = 1 << 16  # while records are kept (the text timeline), the reference reads this much at a time
+
+
+def _accelerator():  # type: ignore[no-untyped-def]
+    """A fresh `_logscan.Scanner`, or None (not built, or SYSCTL_DOCTOR_PURE_PYTHON)."""
+    from sysctl_doctor.compiled import load_accelerator
+
+    module = load_accelerator("sysctl_doctor.conntrack._logscan")
+    return module.Scanner() if module is not None else None
+
+
+def _lines_of(data: bytes) -> int:
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def _held_back(buf: bytearray, start: int, end: int) -> int:
+    """Where a region [start, end) of whole lines cut before the end of the input may end: before the
+    last record within HOLD_BACK bytes of `end` (its continuation lines may follow; line_blocks' rule)."""
+    tok = buf.rfind(LOGGER_TOKEN, max(start, end - HOLD_BACK), end)
+    return end if tok < 0 else buf.rfind(b"\n", 0, tok) + 1
+
+
+def _summarise_accelerated(stream: IO[bytes], report: "KernelLogReport", table: "FlowTable", scanner,  # type: ignore[no-untyped-def]
+                           year: int, boot_time: Optional[float], keep: int) -> List[ConntrackLogLine]:
+    """`summarise_kernel_log_stream` (without --since) with the compiled scanner: over the file mapped in
+    memory when it is a regular uncompressed file (no copy; pages dropped once read: resident memory stays
+    a window), else through one reused buffer filled with readinto."""
+    kept: List[ConntrackLogLine] = []
+    max_line = MAX_LINE
+    # Room for a few held-back records and long lines: a buffer (window) is never full of one unfinished
+    # region unless its last line is over MAX_LINE (cut, so no record's continuation).
+    cap = max(ACCEL_BUFFER, 4 * (max_line + HOLD_BACK))
+    scan, flush = scanner.scan, scanner.flush
+    line = 1
+
+    def take() -> None:  # the scanner's counts into the table, before anything else goes in
+        got = flush()
+        if got is not None:
+            journal, counts, first, last, samples = got
+            table.add_block(BlockSummary(0, 0, counts, first, last, samples, journal), 0)
+
+    def python_region(data: bytes, first_line: int) -> None:  # whole lines: the Python summary or the reference
+        data, _ = _cut_long_lines(data, first_line, report, max_line, True)
+        take()
+        if len(kept) >= keep:
+            summary = summarise_block(data)
+            if summary is not None:
+                report.lines_total += summary.lines
+                report.conntrack_lines += summary.records
+                table.add_block(summary, first_line)
+                return
+        for rec in _iter_block(data, report, first_line, None, year, boot_time):
+            table.add(rec)
+            if len(kept) < keep:
+                kept.append(rec)
+
+    def cut_line() -> None:  # a line longer than the buffer (so over MAX_LINE): cut and counted
+        report.skipped.too_long += 1
+        if report.first_too_long is None:
+            report.first_too_long = line
+
+    def process(src, view, start: int, end: int, eof: bool, full: bool) -> int:  # type: ignore[no-untyped-def]
+        """Read the whole lines of src[start:end]; where reading stopped (held back: read on). `full`: no
+        more can be read into src[start:] (then a region is never held back to the start: no progress)."""
+        nonlocal line
+        pos = start
+        while pos < end:
+            if len(kept) < keep:  # the first records one by one, through the reference reader
+                z = src.find(b"\n", min(pos + KEEP_REGION, end - 1), end) + 1 or end
+                if z < end or not eof:
+                    z = _held_back(src, pos, z)
+                    if z <= pos:
+                        z = end if eof or (full and pos == start) else _held_back(src, pos, end)
+                        if z <= pos:
+                            break  # read on: the record's continuation may follow
+                data = bytes(view[pos:z])
+                python_region(data, line)
+                line += _lines_of(data)
+                pos = z
+                continue
+            status, stop, lines, records, odd_end, _ = scan(src, pos, end, line, max_line)
+            report.lines_total += lines
+            report.conntrack_lines += records
+            line += lines
+            pos = stop
+            if status == 0:
+                break
+            if status == 2:  # a table full, or journal and text lines meet: the counts go in first
+                if not scanner.pending:  # (cannot happen: an empty scanner takes any line it reads)
+                    raise AssertionError("logscan: flush asked with nothing counted")
+                take()
+                continue
+            if odd_end == end and not eof:
+                odd_end = end if full and pos == start else _held_back(src, pos, end)
+                if odd_end <= pos:
+                    break  # read on: the record's continuation may follow
+            data = bytes(view[pos:odd_end])
+            python_region(data, line)
+            line += _lines_of(data)
+            pos = odd_end
+        return pos
+
+    mapped = getattr(stream, "mapping", lambda: None)()
+    if mapped is not None:
+        with mapped as mm, memoryview(mm) as view:
+            import mmap
+
+            size, base, dropped = len(mm), 0, 0
+            window = max(cap, MAP_WINDOW)
+            page, drop = mmap.PAGESIZE, getattr(mmap, "MADV_DONTNEED", None)
+            if hasattr(mmap, "MADV_SEQUENTIAL"):
+                mm.madvise(mmap.MADV_SEQUENTIAL)
+            while base < size:
+                stop = min(size, base + window)
+                eof = stop == size
+                end = stop if eof else mm.rfind(b"\n", base, stop) + 1
+                if end <= base:  # no newline in a whole window: a line over MAX_LINE, cut
+                    cut_line()
+                    nl = mm.find(b"\n", base)
+                    report.lines_total += 1  # the empty line it becomes
+                    line += 1
+                    base = size if nl < 0 else nl + 1
+                    continue
+                base = process(mm, view, base, end, eof, not eof)
+                if base - dropped >= window and drop is not None:  # read pages out of the resident set
+                    upto = base - base % page  # (the file stays in the page cache)
+                    mm.madvise(drop, dropped, upto - dropped)
+                    dropped = upto
+    else:
+        buf = bytearray(cap)
+        view = memoryview(buf)
+        readinto = stream.readinto
+        filled, eof = 0, False
+        while True:
+            if not eof:
+                n = readinto(view[filled:])
+                if n:
+                    filled += n
+                else:
+                    eof = True
+            if eof:
+                end = filled
+            else:
+                end = buf.rfind(b"\n", 0, filled) + 1
+                if end == 0:
+                    if filled < cap:
+                        continue
+                    # A line longer than the buffer (so over MAX_LINE): cut and counted, its bytes dropped up
+                    # to its newline, which stays as the empty line it becomes.
+                    cut_line()
+                    while True:
+                        n = readinto(view)
+                        if not n:
+                            eof, buf[0], filled = True, 10, 1
+                            break
+                        nl = buf.find(b"\n", 0, n)
+                        if nl >= 0:
+                            filled = n - nl
+                            buf[:filled] = buf[nl:n]
+                            break
+                    continue
+            pos = process(buf, view, 0, end, eof, filled == cap)
+            if eof and pos >= filled:
+                break
+            rest = filled - pos
+            if pos:
+                buf[:rest] = buf[pos:filled]
+            filled = rest
+    take()
+    report.skipped.other = (report.lines_total - report.conntrack_lines - report.continuation_lines
+                            - report.skipped.too_long)
+    return kept
