@@ -302,3 +302,95 @@ def test_past_the_scanners_caps_its_counts_are_taken_and_it_goes_on() -> None:
         lines.append(f"[ 9.0] nf_ct_proto_6: strange {word} message {TAIL}")
     data = ("\n".join(lines) + "\n").encode()
     assert _summarised(data)[0] == _reference(data)
+
+
+# --- two threads over a mapped log --------------------------------------------------------------
+
+def _mapped_summary(path, keep: int = 0):  # type: ignore[no-untyped-def]
+    report, table = KernelLogReport("x"), FlowTable()
+    with kernel_log.open_log_file(str(path)) as log:
+        assert log.mapping() is not None
+        kept = kernel_log.summarise_kernel_log_stream(log, report, table, year=YEAR, keep=keep)
+    return _view(report, table), [(r.line, r.flow, r.reason.code, r.time) for r in kept]
+
+
+class _AheadSpy:
+    """Records what each scan-ahead did: where it started and stopped, and whether its counts were used."""
+
+    def __init__(self, mp: pytest.MonkeyPatch) -> None:
+        self.runs: List[tuple] = []
+        join = kernel_log._ScanAhead.join
+
+        def spy(ahead):  # type: ignore[no-untyped-def]
+            done = join(ahead)
+            self.runs.append((done.start_at, done.stopped_at, done.lines, len(done.flushes)))
+            return done
+
+        mp.setattr(kernel_log._ScanAhead, "join", spy)
+
+
+@needs_scanner
+@pytest.mark.parametrize("seed", range(8))
+def test_two_threads_over_a_mapped_log_give_the_one_thread_summary(tmp_path, seed: int) -> None:  # type: ignore[no-untyped-def]
+    """A second scanner from the log's middle, in a thread: the summary is the reference's whether its counts
+    are used (the first half ends where it starts) or dropped (a record held back across the middle), with
+    odd lines anywhere, small windows and the text view's kept records."""
+    rng = random.Random(seed)
+    clean = [f"{rng.choice(PREFIXES)}nf_ct_proto_6: {rng.choice(MESSAGES)} {TAIL}" for _ in range(400)]
+    mixed = _log(seed, 1500).split(b"\n")
+    data = b"\n".join(line.encode() for line in clean) + b"\n" + b"\n".join(mixed) if seed % 2 else \
+        b"\n".join(mixed + [line.encode() for line in clean]) + b"\n"
+    path = tmp_path / "kern.log"
+    path.write_bytes(data)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SYSCTL_DOCTOR_WORKERS", "2")
+        mp.setattr(kernel_log, "SCAN_AHEAD_MIN", 0)
+        mp.setattr(kernel_log, "HOLD_BACK", 2048)
+        mp.setattr(kernel_log, "MAP_WINDOW", rng.choice((1, 4096, 1 << 20)))
+        spy = _AheadSpy(mp)
+        expected = _reference(data)
+        for keep in (0, 40):
+            got = _mapped_summary(path, keep)
+            assert got[0] == expected, keep
+            mp.setenv("SYSCTL_DOCTOR_WORKERS", "1")
+            assert got == _mapped_summary(path, keep), keep
+            mp.setenv("SYSCTL_DOCTOR_WORKERS", "2")
+    assert len(spy.runs) == 2 and all(start > 0 for start, _, _, _ in spy.runs)
+
+
+@needs_scanner
+def test_the_second_scanners_counts_are_used_on_a_clean_log(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """On a log of conntrack lines only, the thread reads the whole second half and the main thread takes its
+    counts (past the flow cap too: it flushes as it goes); the flows, their first/last lines and the order
+    are the reference's."""
+    lines = []
+    for i in range(140000):  # the second half alone past the scanner's 65,536 directed flows
+        tail = TAIL.replace("SPT=40536", f"SPT={i % 60000 + 1}").replace("10.232.2.2", f"10.9.{i // 60000}.2")
+        lines.append(f"[ {i}.0] nf_ct_proto_6: {MESSAGES[i % 3]} {tail}")
+    data = ("\n".join(lines) + "\n").encode()
+    path = tmp_path / "kern.log"
+    path.write_bytes(data)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SYSCTL_DOCTOR_WORKERS", "2")
+        mp.setattr(kernel_log, "SCAN_AHEAD_MIN", 0)
+        spy = _AheadSpy(mp)
+        assert _mapped_summary(path)[0] == _reference(data)
+    [(start, stopped, lines_read, flushes)] = spy.runs
+    assert stopped == len(data) and lines_read == data[start:].count(b"\n") and flushes >= 2
+
+
+@needs_scanner
+def test_a_log_under_the_threshold_or_one_cpu_is_read_by_one_thread(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "kern.log"
+    path.write_bytes((f"[ 1.0] nf_ct_proto_6: {MESSAGES[0]} {TAIL}\n" * 100).encode())
+    with pytest.MonkeyPatch.context() as mp:
+        spy = _AheadSpy(mp)
+        mp.setenv("SYSCTL_DOCTOR_WORKERS", "2")
+        _mapped_summary(path)  # 6 KB, under SCAN_AHEAD_MIN
+        mp.setattr(kernel_log, "SCAN_AHEAD_MIN", 0)
+        mp.setenv("SYSCTL_DOCTOR_WORKERS", "1")
+        _mapped_summary(path)
+        assert spy.runs == []
+        mp.setenv("SYSCTL_DOCTOR_WORKERS", "2")
+        _mapped_summary(path)
+        assert len(spy.runs) == 1

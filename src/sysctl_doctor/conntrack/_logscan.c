@@ -82,6 +82,7 @@ typedef struct {
     uint32_t *touched; size_t ntouched, touched_cap;
     uint32_t call;
     long long records;  /* pending records (counted since the last flush) */
+    int busy;  /* a scan runs without the GIL: no other call may touch this scanner meanwhile */
 } Scanner;
 
 /* ---- helpers ---------------------------------------------------------------------------------- */
@@ -484,7 +485,7 @@ static int grow(void **p, size_t *cap, size_t need, size_t item) {
     if (need <= *cap) return 0;
     size_t n = *cap ? *cap : 64;
     while (n < need) n *= 2;
-    void *q = PyMem_Realloc(*p, n * item);
+    void *q = PyMem_RawRealloc(*p, n * item);
     if (q == NULL) return -1;
     *p = q; *cap = n;
     return 0;
@@ -509,7 +510,7 @@ static int arena_put(Scanner *s, const char *p, size_t n, size_t *off) {
     if (s->arena_len + n > s->arena_cap) {
         size_t c = s->arena_cap ? s->arena_cap : 1 << 16;
         while (c < s->arena_len + n) c *= 2;
-        char *q = PyMem_Realloc(s->arena, c);
+        char *q = PyMem_RawRealloc(s->arena, c);
         if (q == NULL) return -1;
         s->arena = q; s->arena_cap = c;
     }
@@ -523,7 +524,7 @@ static int rehash(int32_t **slots, size_t *nslots, size_t want, const void *item
                   size_t stride, size_t hash_at) {
     size_t n = *nslots ? *nslots : 1024;
     while (n < want) n *= 2;
-    int32_t *ns = PyMem_Calloc(n, sizeof(int32_t));
+    int32_t *ns = PyMem_RawCalloc(n, sizeof(int32_t));
     if (ns == NULL) return -1;
     for (size_t i = 0; i < nitems; i++) {
         uint64_t h;
@@ -532,7 +533,7 @@ static int rehash(int32_t **slots, size_t *nslots, size_t want, const void *item
         while (ns[j]) j = (j + 1) & (n - 1);
         ns[j] = (int32_t)(i + 1);
     }
-    PyMem_Free(*slots);
+    PyMem_RawFree(*slots);
     *slots = ns; *nslots = n;
     return 0;
 }
@@ -544,8 +545,8 @@ static uint64_t key_hash(uint32_t w, uint32_t f) {
 
 static void reset(Scanner *s) {
     for (size_t i = 0; i < s->nwordings; i++) {
-        PyMem_Free(s->wordings[i].text);
-        PyMem_Free(s->wordings[i].sample);
+        PyMem_RawFree(s->wordings[i].text);
+        PyMem_RawFree(s->wordings[i].sample);
     }
     s->nwordings = 0;
     if (s->word_slots) memset(s->word_slots, 0, s->word_slots_n * sizeof(int32_t));
@@ -610,14 +611,14 @@ static long wording_id(Scanner *s, const char *msg, size_t n) {
     }
     if (s->nwordings >= WORDING_CAP) return -2;
     if (s->wordings == NULL) {
-        s->wordings = PyMem_Calloc(WORDING_CAP, sizeof(Wording));
+        s->wordings = PyMem_RawCalloc(WORDING_CAP, sizeof(Wording));
         if (s->wordings == NULL) return -1;
     }
     Wording *w = &s->wordings[s->nwordings];
-    w->text = PyMem_Malloc(k ? k : 1);
-    w->sample = PyMem_Malloc(n ? n : 1);
+    w->text = PyMem_RawMalloc(k ? k : 1);
+    w->sample = PyMem_RawMalloc(n ? n : 1);
     if (w->text == NULL || w->sample == NULL) {
-        PyMem_Free(w->text); PyMem_Free(w->sample);
+        PyMem_RawFree(w->text); PyMem_RawFree(w->sample);
         w->text = w->sample = NULL;
         return -1;
     }
@@ -703,14 +704,14 @@ static int commit(Scanner *s, const Parsed *r, long long line) {
         /* keys have no stored hash: rebuild from (wording, flow) */
         size_t n = s->key_slots_n ? s->key_slots_n : 1024;
         while (n < 4 * (s->nkeys + 1)) n *= 2;
-        int32_t *ns = PyMem_Calloc(n, sizeof(int32_t));
+        int32_t *ns = PyMem_RawCalloc(n, sizeof(int32_t));
         if (ns == NULL) return -1;
         for (size_t i = 0; i < s->nkeys; i++) {
             size_t q = key_hash(s->keys[i].wording, s->keys[i].flow) & (n - 1);
             while (ns[q]) q = (q + 1) & (n - 1);
             ns[q] = (int32_t)(i + 1);
         }
-        PyMem_Free(s->key_slots);
+        PyMem_RawFree(s->key_slots);
         s->key_slots = ns; s->key_slots_n = n;
     }
     mask = s->key_slots_n - 1;
@@ -759,7 +760,7 @@ static int own_stamps(Scanner *s) {
             if (s->arena_len + cap > s->arena_cap) {
                 size_t c = s->arena_cap ? s->arena_cap : 1 << 16;
                 while (c < s->arena_len + cap) c *= 2;
-                char *q = PyMem_Realloc(s->arena, c);
+                char *q = PyMem_RawRealloc(s->arena, c);
                 if (q == NULL) return -1;
                 s->arena = q; s->arena_cap = c;
             }
@@ -793,15 +794,26 @@ static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "scan: offsets out of the buffer");
         return NULL;
     }
+    if (s->busy) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_RuntimeError, "scan: this scanner is scanning in another thread");
+        return NULL;
+    }
+    s->busy = 1;
     const char *base = view.buf;
     const char *p = base + start, *end = base + stop_at;
-    s->call++;
-    if (s->call == 0) s->call = 1;
+    int nomem = 0;
+    /* The loop reads only the buffer (held by `view`) and this scanner's C tables (raw allocator):
+     * another thread may run Python meanwhile, e.g. a second scanner on another part of a mapped log. */
     long long lines = 0, records_before = s->records;
     int status = ST_DONE;
-    const char *tok = find(p, end, TOKEN, TOKEN_LEN);
+    const char *tok;
     const char *odd_end = end;
     long long odd_lines = 0;
+    Py_BEGIN_ALLOW_THREADS
+    s->call++;
+    if (s->call == 0) s->call = 1;
+    tok = find(p, end, TOKEN, TOKEN_LEN);
     while (p < end) {
         const char *le, *next;
         int odd = 0;
@@ -838,7 +850,7 @@ static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
                 break;
             } else {
                 int rc = commit(s, &r, first_line + lines);
-                if (rc == -1) { PyBuffer_Release(&view); return PyErr_NoMemory(); }
+                if (rc == -1) { nomem = 1; break; }
                 if (rc == -2) { status = ST_FLUSH; break; }
                 tok = find_token(next, end);
             }
@@ -875,8 +887,11 @@ static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
         lines++;
         p = next;
     }
-    if (own_stamps(s) < 0) { PyBuffer_Release(&view); return PyErr_NoMemory(); }
+    if (!nomem && own_stamps(s) < 0) nomem = 1;
+    Py_END_ALLOW_THREADS
+    s->busy = 0;
     PyBuffer_Release(&view);
+    if (nomem) return PyErr_NoMemory();
     return Py_BuildValue("inLLnL", status, (Py_ssize_t)(p - base), lines, s->records - records_before,
                          (Py_ssize_t)(odd_end - base), odd_lines);
 }
@@ -889,6 +904,10 @@ static PyObject *line_stamp(long long line, const char *arena, size_t off, uint3
 /* (journal, counts, first, last, samples) of the records counted since the last flush, in the shape of
  * a BlockSummary with absolute line numbers (first_line 0); None when there are none. Clears. */
 static PyObject *Scanner_flush(Scanner *s, PyObject *unused) {
+    if (s->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "flush: this scanner is scanning in another thread");
+        return NULL;
+    }
     if (s->records == 0) {
         reset(s);
         Py_RETURN_NONE;
@@ -953,8 +972,8 @@ static PyObject *Scanner_pending(Scanner *s, void *closure) { return PyLong_From
 
 static void Scanner_dealloc(Scanner *s) {
     reset(s);
-    PyMem_Free(s->arena); free(s->flows); PyMem_Free(s->flow_slots); PyMem_Free(s->keys);
-    PyMem_Free(s->key_slots); PyMem_Free(s->wordings); PyMem_Free(s->word_slots); PyMem_Free(s->touched);
+    PyMem_RawFree(s->arena); free(s->flows); PyMem_RawFree(s->flow_slots); PyMem_RawFree(s->keys);
+    PyMem_RawFree(s->key_slots); PyMem_RawFree(s->wordings); PyMem_RawFree(s->word_slots); PyMem_RawFree(s->touched);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 

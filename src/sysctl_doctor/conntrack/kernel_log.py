@@ -1217,7 +1217,7 @@ def summarise_kernel_log_stream(stream: IO[bytes], report: "KernelLogReport", ta
     if since is None and hasattr(stream, "readinto"):
         scanner = _accelerator()
         if scanner is not None:
-            return _summarise_accelerated(stream, report, table, scanner, year, boot_time, keep)
+            return _summarise_accelerated(stream, report, table, scanner, year, boot_time, keep, scan_threads())
     kept: List[ConntrackLogLine] = []
     # Smaller blocks with more processes: memory stays about the same (each holds a block and its rows).
     blocks = line_blocks(stream, report, block=SUMMARY_BLOCK // max(1, workers))
@@ -1304,6 +1304,98 @@ def _accelerator():  # type: ignore[no-untyped-def]
     return module.Scanner() if module is not None else None
 
 
+SCAN_AHEAD_MIN = 64 << 20  # a mapped log at least this large is scanned by two threads (one from its middle)
+
+
+def scan_threads() -> int:
+    """Threads for the compiled scanner on a mapped log: 2 when two CPUs are ours, else 1;
+    SYSCTL_DOCTOR_WORKERS=1 keeps it to one."""
+    import os
+
+    env = os.environ.get("SYSCTL_DOCTOR_WORKERS", "")
+    if env.isdigit():
+        return 2 if int(env) >= 2 else 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return 2 if cpus >= 2 else 1
+
+
+class _ScanAhead:
+    """The compiled scanner over the second half of a mapped log, in a thread, while the main thread reads the
+    first half (the C scan runs without the GIL). It counts only lines it is certain of, from a line start
+    that begins a record, and stops at the first line it would hand to the reference reader; the caller then
+    adds its counts after the first half's (the table takes them in log order, as it takes the counts of any
+    flush) and reads on from where it stopped. If the first half does not end exactly where this one starts
+    (a record held back across the middle), or records are still being kept, its counts are dropped and the
+    caller reads the second half itself: the result is always the one-thread result."""
+
+    def __init__(self, mm, size: int, window: int, max_line: int, scanner, drop_read, start_at: int) -> None:  # type: ignore[no-untyped-def]
+        import threading
+
+        self.mm, self.size, self.window, self.max_line, self.drop_read = mm, size, window, max_line, drop_read
+        self.scanner = type(scanner)()  # its own tables: a scanner is never shared between threads
+        self.start_at = self.stopped_at = start_at
+        self.lines = self.records = 0
+        self.flushes: list = []
+        self.error: Optional[BaseException] = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="logscan-ahead", daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def start(cls, mm, size: int, window: int, max_line: int, scanner, drop_read):  # type: ignore[no-untyped-def]
+        """A scan of the second half, or None when the log is small or has no record after its middle."""
+        if size < SCAN_AHEAD_MIN:
+            return None
+        tok = mm.find(LOGGER_TOKEN, size // 2)
+        if tok < 0:
+            return None
+        start_at = mm.rfind(b"\n", 0, tok) + 1
+        if start_at <= 0:
+            return None
+        return cls(mm, size, window, max_line, scanner, drop_read, start_at)
+
+    def _run(self) -> None:
+        try:
+            mm, scan, dropped, pos = self.mm, self.scanner.scan, [self.start_at], self.start_at
+            while pos < self.size and not self.stop.is_set():
+                stop = min(self.size, pos + self.window)
+                end = self.size if stop == self.size else mm.rfind(b"\n", pos, stop) + 1
+                if end <= pos:
+                    break  # a line over MAX_LINE: the main thread cuts it
+                status, at, lines, records, _, _ = scan(mm, pos, end, self.lines + 1, self.max_line)
+                self.lines += lines
+                self.records += records
+                pos = at
+                if status == 2:  # a table full: its counts kept for later, in order
+                    self.flushes.append(self.scanner.flush())
+                    continue
+                if status != 0:
+                    break  # a line for the reference reader: the main thread reads on from here
+                self.drop_read(pos, dropped)
+            self.stopped_at = pos
+            got = self.scanner.flush()
+            if got is not None:
+                self.flushes.append(got)
+        except BaseException as exc:  # MemoryError: raised again in the main thread
+            self.error = exc
+
+    def join(self) -> "_ScanAhead":
+        """Wait for the whole second half."""
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def abandon(self) -> None:
+        """Stop after the window being scanned (the main thread failed): its buffer export must end before
+        the mapping is closed."""
+        self.stop.set()
+        self.thread.join()
+
+
 def _lines_of(data: bytes) -> int:
     return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
 
@@ -1316,7 +1408,7 @@ def _held_back(buf: bytearray, start: int, end: int) -> int:
 
 
 def _summarise_accelerated(stream: IO[bytes], report: "KernelLogReport", table: "FlowTable", scanner,  # type: ignore[no-untyped-def]
-                           year: int, boot_time: Optional[float], keep: int) -> List[ConntrackLogLine]:
+                           year: int, boot_time: Optional[float], keep: int, threads: int = 1) -> List[ConntrackLogLine]:
     """`summarise_kernel_log_stream` (without --since) with the compiled scanner: over the file mapped in
     memory when it is a regular uncompressed file (no copy; pages dropped once read: resident memory stays
     a window), else through one reused buffer filled with readinto."""
@@ -1400,27 +1492,61 @@ def _summarise_accelerated(stream: IO[bytes], report: "KernelLogReport", table: 
         with mapped as mm, memoryview(mm) as view:
             import mmap
 
-            size, base, dropped = len(mm), 0, 0
+            size = len(mm)
             window = max(cap, MAP_WINDOW)
             page, drop = mmap.PAGESIZE, getattr(mmap, "MADV_DONTNEED", None)
             if hasattr(mmap, "MADV_SEQUENTIAL"):
                 mm.madvise(mmap.MADV_SEQUENTIAL)
-            while base < size:
-                stop = min(size, base + window)
-                eof = stop == size
-                end = stop if eof else mm.rfind(b"\n", base, stop) + 1
-                if end <= base:  # no newline in a whole window: a line over MAX_LINE, cut
-                    cut_line()
-                    nl = mm.find(b"\n", base)
-                    report.lines_total += 1  # the empty line it becomes
-                    line += 1
-                    base = size if nl < 0 else nl + 1
-                    continue
-                base = process(mm, view, base, end, eof, not eof)
-                if base - dropped >= window and drop is not None:  # read pages out of the resident set
-                    upto = base - base % page  # (the file stays in the page cache)
-                    mm.madvise(drop, dropped, upto - dropped)
-                    dropped = upto
+            dropped = [0]
+
+            def drop_read(upto: int, since: List[int]) -> None:  # read pages out of the resident set
+                if drop is not None and upto - since[0] >= window:  # (the file stays in the page cache)
+                    upto -= upto % page
+                    start = since[0] - since[0] % page
+                    mm.madvise(drop, start, upto - start)
+                    since[0] = upto
+
+            def run(base: int, limit: int) -> int:
+                """Read [base, limit) window by window (limit: the end or a line start); where it stopped."""
+                nonlocal line
+                while base < limit:
+                    stop = min(limit, base + window)
+                    eof = stop == size
+                    end = stop if stop == limit else mm.rfind(b"\n", base, stop) + 1
+                    if end <= base:  # no newline in a whole window: a line over MAX_LINE, cut
+                        cut_line()
+                        nl = mm.find(b"\n", base)
+                        report.lines_total += 1  # the empty line it becomes
+                        line += 1
+                        base = size if nl < 0 else nl + 1
+                        continue
+                    pos = process(mm, view, base, end, eof, not eof)
+                    drop_read(pos, dropped)
+                    if pos < end and end == limit:
+                        return pos  # held back at the limit: the caller reads on past it
+                    base = pos
+                return base
+
+            ahead = _ScanAhead.start(mm, size, window, max_line, scanner, drop_read) if threads > 1 else None
+            if ahead is None:
+                run(0, size)
+            else:
+                try:
+                    base = run(0, ahead.start_at)
+                except BaseException:
+                    ahead.abandon()
+                    raise
+                done = ahead.join()
+                if base == ahead.start_at and len(kept) >= keep:
+                    take()  # the first part's counts, then the second part's, in the order of the log
+                    for got in done.flushes:
+                        journal, counts, first, last, samples = got
+                        table.add_block(BlockSummary(0, 0, counts, first, last, samples, journal), line - 1)
+                    report.lines_total += done.lines
+                    report.conntrack_lines += done.records
+                    line += done.lines
+                    base = done.stopped_at  # (a line the scanner left to the reference: read on from it)
+                run(base, size)
     else:
         buf = bytearray(cap)
         view = memoryview(buf)
