@@ -9,7 +9,8 @@ Each row is a whole process, best of --runs (the baseline: --baseline-runs), wal
 less distorted than wall on a shared machine) and peak resident memory (of the largest process):
 
 * `grep -c nf_ct_proto FILE` and `awk` tallying the SRC= field of every line (the ratios' yardsticks);
-* `conntrack logs FILE --format json`: counts and flows only, the summary path (one process);
+* `conntrack logs FILE --format json`: counts and flows only, the summary path (the compiled scanner in two
+  threads when two CPUs are there; again with SYSCTL_DOCTOR_WORKERS=1: one thread);
 * `conntrack logs FILE` (text: the first 200 records, the rest counted);
 * `conntrack logs FILE --events`: every record as JSON Lines through the reference reader — what
   `--format json` did before (one JSON object per record), so it is the baseline the ratios are to;
@@ -17,8 +18,8 @@ less distorted than wall on a shared machine) and peak resident memory (of the l
   second baseline of the compiled scanner (sysctl_doctor.conntrack._logscan; the last column).
 
 Targets (issue 12): ≥ 1 M lines/s, ≤ 3× grep, ≥ 10× faster than awk, ≤ 100 MB; a "targets" line says
-which hold for `--format json` and text (lines/s on CPU time). The load average is printed with each
-file: the machine is shared, so compare CPU seconds.
+which hold for `--format json`, text and one thread, on wall time (best of the runs). The load average is
+printed with each file: the machine is shared; CPU seconds are printed beside each ratio.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ def main() -> None:
                 ("logs --events (baseline)", cli + [path, "--events"]),
                 ("logs --format json", cli + [path, "--format", "json"]),
                 ("logs (text)", cli + [path]),
+                ("logs --format json, 1 thread", ["env", "SYSCTL_DOCTOR_WORKERS=1"] + cli + [path, "--format", "json"]),
                 ("logs --format json, pure", ["env", "SYSCTL_DOCTOR_PURE_PYTHON=1"] + cli + [path, "--format", "json"]),
                 ("logs (text), pure", ["env", "SYSCTL_DOCTOR_PURE_PYTHON=1"] + cli + [path]),
             ]
@@ -142,14 +144,16 @@ def main() -> None:
             b_wall, b_cpu, _ = got["logs --events (baseline)"]
             p_cpu = got["logs --format json, pure"][1]
             for label, (wall, cpu, rss) in got.items():
-                print(f"  {label:27s} wall {wall:7.2f} s  cpu {cpu:7.2f} s  {args.lines / cpu / 1e6:5.2f} M lines/cpu-s  "
-                      f"{rss:6.0f} MB  cpu {cpu / g_cpu:6.1f}x grep  {a_cpu / cpu:5.2f}x faster than awk  "
-                      f"{b_cpu / cpu:5.1f}x faster than baseline (wall {b_wall / wall:4.1f}x)  "
-                      f"{p_cpu / cpu:5.1f}x faster than pure-Python json")
-            for label in ("logs --format json", "logs (text)"):
+                print(f"  {label:29s} wall {wall:7.2f} s  cpu {cpu:7.2f} s  {args.lines / wall / 1e6:5.2f} M lines/s  "
+                      f"{rss:6.0f} MB  wall {wall / g_wall:6.1f}x grep (cpu {cpu / g_cpu:5.1f}x)  "
+                      f"{a_wall / wall:5.2f}x faster than awk (cpu {a_cpu / cpu:5.2f}x)  "
+                      f"{b_wall / wall:5.1f}x faster than baseline  {p_cpu / cpu:5.1f}x less cpu than pure-Python json")
+            # The targets are on wall time (what an operator waits for; a second thread is one of the issue's
+            # levers): best of the runs. CPU seconds are printed beside them (less distorted by other jobs).
+            for label in ("logs --format json", "logs (text)", "logs --format json, 1 thread"):
                 wall, cpu, rss = got[label]
-                checks = [("≥ 1 M lines/s", args.lines / cpu >= 1e6), ("≤ 3x grep", cpu <= 3 * g_cpu),
-                          ("≥ 10x faster than awk", a_cpu >= 10 * cpu), ("≤ 100 MB", rss <= 100)]
+                checks = [("≥ 1 M lines/s", args.lines / wall >= 1e6), ("≤ 3x grep", wall <= 3 * g_wall),
+                          ("≥ 10x faster than awk", a_wall >= 10 * wall), ("≤ 100 MB", rss <= 100)]
                 print(f"  targets, {label}: " + ", ".join(f"{name} {'holds' if ok else 'MISSED'}"
                                                            for name, ok in checks))
 

@@ -140,11 +140,9 @@ def _warn_cut(report) -> None:  # type: ignore[no-untyped-def]
 
 
 def _workers() -> int:
-    """Processes for the pure-Python summary path: SYSCTL_DOCTOR_WORKERS, default 1 (the compiled scanner
-    always runs in one). Measured on a shared 2-core machine (bench/logs.py), two processes took 10-30 %
-    more CPU for 0-20 % less wall time: the reading and the merge stay in the main process, and the other
-    core was mostly busy anyway. The compiled scanner split over two processes (each half of a mapped
-    file) took the same CPU and no less wall time there, so it does not split."""
+    """Processes for the pure-Python summary path: SYSCTL_DOCTOR_WORKERS, default 1. Measured on a shared
+    2-core machine (bench/logs.py), two processes took 10-30 % more CPU for 0-20 % less wall time: the
+    reading and the merge stay in the main process. (The compiled scanner's threads: kernel_log.scan_threads.)"""
     import os
 
     env = os.environ.get("SYSCTL_DOCTOR_WORKERS", "")
