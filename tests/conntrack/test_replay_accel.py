@@ -257,7 +257,8 @@ def capture_program(draw):  # type: ignore[no-untyped-def]
         })
     ops = draw(st.lists(st.tuples(st.integers(0, nflows - 1), st.sampled_from(OPS), st.booleans(),
                                   st.integers(0, 3000)), min_size=5, max_size=160))
-    link = draw(st.sampled_from(["eth", "eth", "vlan", "raw", "null", "big", "nanos"]))
+    link = draw(st.sampled_from(["eth", "eth", "vlan", "raw", "null", "big", "nanos", "pcapng", "pcapng-flags",
+                                 "pcapng-big"]))
     return flows, ops, link
 
 
@@ -363,6 +364,9 @@ def _write_program(path: str, program) -> None:  # type: ignore[no-untyped-def]
             frames[-1], frames[-2] = frames[-2], frames[-1]
     del rng
     linktype = {"raw": 101, "null": 0}.get(link, 1)
+    if link.startswith("pcapng"):
+        _write_pcapng(path, frames, link)
+        return
     with open(path, "wb") as f:
         big = link == "big"
         magic = 0xA1B23C4D if link == "nanos" else 0xA1B2C3D4
@@ -380,6 +384,36 @@ def _write_program(path: str, program) -> None:  # type: ignore[no-untyped-def]
             sec = int(ts)
             frac = int((ts - sec) * (1e9 if link == "nanos" else 1e6))
             f.write(struct.pack((">" if big else "<") + "IIII", sec, frac, caplen, len(data)) + data[:caplen])
+
+
+def _write_pcapng(path: str, frames, link: str) -> None:  # type: ignore[no-untyped-def]
+    """pcapng: two sections (the second in the other byte order for pcapng-big), Ethernet and raw-IP
+    interfaces with µs and ns ticks; pcapng-flags marks some packets inbound (a direction flag)."""
+    def block(order: str, btype: int, body: bytes) -> bytes:
+        body += b"\0" * (-len(body) % 4)
+        return struct.pack(order + "II", btype, len(body) + 12) + body + struct.pack(order + "I", len(body) + 12)
+
+    with open(path, "wb") as f:
+        half = len(frames) // 2
+        for part, order in ((frames[:half], "<"), (frames[half:], ">" if link == "pcapng-big" else "<")):
+            f.write(block(order, 0x0A0D0D0A, struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1)))
+            f.write(block(order, 1, struct.pack(order + "HHI", 1, 0, 262144)
+                          + struct.pack(order + "HHB3x", 9, 1, 9) + struct.pack(order + "HH", 0, 0)))  # Ethernet, ns
+            f.write(block(order, 1, struct.pack(order + "HHI", 101, 0, 262144)))  # raw IP, µs
+            for i, (ts, packet, cut) in enumerate(part):
+                raw = i % 3 == 2
+                data = packet if raw else ethernet_frame(b"\x02" * 6, b"\x04" * 6, packet)
+                caplen = len(data) if cut is None else min(len(data), cut + (len(data) - len(packet)))
+                ticks = int(ts * (1e6 if raw else 1e9))
+                body = struct.pack(order + "IIIII", 1 if raw else 0, ticks >> 32, ticks & 0xFFFFFFFF, caplen,
+                                   len(data)) + data[:caplen] + b"\0" * (-caplen % 4)
+                flagged = link == "pcapng-flags" and i % 7 == 6
+                if flagged:  # in, then out again (a forwarded copy): the copies' pairing needs the flags
+                    f.write(block(order, 6, body + struct.pack(order + "HHI", 2, 4, 1) + struct.pack(order + "HH", 0, 0)))
+                    body += struct.pack(order + "HHI", 2, 4, 2) + struct.pack(order + "HH", 0, 0)
+                f.write(block(order, 6, body))
+                if i % 50 == 49:
+                    f.write(block(order, 5, b"\0" * 8))  # a statistics block: no packet
 
 
 @needs_accel

@@ -480,10 +480,219 @@ static uint64_t word_sum(const uint8_t *p, size_t n) {
     return s;
 }
 
-/* run(buf, pos, frame, limit, mode) -> (pos, frame, out)
+/* One captured frame of link type `lt`, time `ts`, judged like Replay._one() would judge it on the
+ * fast path: 1 when accepted (the entry's state updated; *ent and *dir say which), 0 when the Python
+ * model must judge it (nothing changed). */
+static int judge(FastTable *t, const uint8_t *d, size_t len, unsigned int lt, double ts, Entry **ent,
+                 uint32_t *direction) {
+    size_t off;
+    uint32_t etype;
+    /* the link layer, as pcap.decode() reads it */
+    if (lt == 1) {
+        if (len < 14)
+            return 0;
+        etype = be16(d + 12);
+        off = 14;
+        while (etype == 0x8100 || etype == 0x88A8 || etype == 0x9100) {
+            if (len < off + 4)
+                return 0;
+            etype = be16(d + off + 2);
+            off += 4;
+        }
+    } else if (lt == 101 || lt == 12 || lt == 14 || lt == 228 || lt == 229) {
+        if (!len)
+            return 0;
+        etype = (d[0] >> 4) == 4 ? 0x0800 : (d[0] >> 4) == 6 ? 0x86DD : 0;
+        off = 0;
+    } else if (lt == 0) {
+        if (len < 4)
+            return 0;
+        uint32_t fam = (uint32_t)d[0] | ((uint32_t)d[1] << 8) | ((uint32_t)d[2] << 16) | ((uint32_t)d[3] << 24);
+        if (fam > 0xFFFF)
+            fam = be32(d);
+        etype = fam == 2 ? 0x0800 : (fam == 10 || fam == 24 || fam == 28 || fam == 30) ? 0x86DD : 0;
+        off = 4;
+    } else {
+        return 0;
+    }
+    size_t l4, alen;
+    uint32_t l4len;
+    const uint8_t *src, *dst;
+    if (etype == 0x0800) {
+        /* decode()'s one-unpack case: a 20-byte IPv4 header */
+        if (len < off + 40 || d[off] != 0x45)
+            return 0;
+        uint32_t total = be16(d + off + 2), frag = be16(d + off + 6);
+        if (d[off + 9] != 6 || (frag & 0x3FFF) || total < 40)
+            return 0;
+        l4 = off + 20;
+        l4len = total - 20;
+        src = d + off + 12;
+        dst = d + off + 16;
+        alen = 4;
+    } else if (etype == 0x86DD) {
+        if (len < off + 40 || (d[off] >> 4) != 6 || d[off + 6] != 6)
+            return 0;
+        l4 = off + 40;
+        l4len = be16(d + off + 4);
+        src = d + off + 8;
+        dst = d + off + 24;
+        alen = 16;
+        if (l4len < 20 || len < l4 + 20)
+            return 0;
+    } else {
+        return 0;
+    }
+    const uint8_t *tcp = d + l4;
+    uint32_t doff = (uint32_t)(tcp[12] >> 4) * 4, flags = tcp[13];
+    if ((flags & 0x17) != 0x10)
+        return 0;  /* not a plain ACK: the state table's business */
+    if (doff == 32) {
+        if (doff > l4len || len < l4 + 32 || tcp[20] != 1 || tcp[21] != 1 || tcp[22] != 8 || tcp[23] != 10)
+            return 0;
+    } else if (doff != 20) {
+        return 0;
+    }
+    if (t->checksums && len >= l4 + l4len) {
+        /* checksum.tcp_checksum_bad(): the residues modulo 0xFFFF */
+        uint64_t base = word_sum(src, alen) + word_sum(dst, alen);
+        base = base % 0xFFFF + 6;
+        uint64_t total = word_sum(tcp, l4len) + base + l4len;
+        if (total % 0xFFFF != 0 && (uint64_t)be16(tcp + 16) % 0xFFFF != (base + l4len) % 0xFFFF)
+            return 0;  /* bad: judged in Python (is the packet one that is checked?) */
+    }
+    Key k;
+    memset(&k, 0, sizeof(k));
+    k.alen = (uint8_t)alen;
+    memcpy(k.src, src, alen);
+    memcpy(k.dst, dst, alen);
+    k.sport = (uint16_t)be16(tcp);
+    k.dport = (uint16_t)be16(tcp + 2);
+    Py_ssize_t si = find_slot(t, &k);
+    if (si < 0)
+        return 0;
+    Entry *e = &t->entries[t->slots[si].ent];
+    uint32_t dir = t->slots[si].dir;
+    if (e->expires < ts)
+        return 0;
+    /* TcpTracker._established_ack() */
+    uint32_t s = dir, r = 1 - dir;
+    if (e->td_maxwin[s] == 0)
+        return 0;
+    uint32_t seq = be32(tcp + 4), ack = be32(tcp + 8), datalen = l4len - doff;
+    uint32_t end = seq + datalen;
+    uint32_t r_end = e->td_end[r];
+    uint32_t maxwin = e->td_maxwin[s];
+    uint32_t maxackwin = maxwin > MAXACKWINCONST ? maxwin : MAXACKWINCONST;
+    if ((uint32_t)(seq - e->td_maxend[s] - 1) < 0x80000000u
+        || (uint32_t)(ack - r_end - 1) < 0x80000000u
+        || (e->td_maxwin[r] && (uint32_t)(e->td_end[s] - e->td_maxwin[r] - 1 - end) < 0x80000000u)
+        || (uint32_t)(r_end - maxackwin - 1 - ack) < 0x80000000u)
+        return 0;
+    uint32_t win_raw = be16(tcp + 14);
+    uint32_t win = (uint32_t)(((uint64_t)win_raw << e->td_scale[s]) & MASK32);
+    if (maxwin < win)
+        e->td_maxwin[s] = win;
+    uint32_t fl = e->flags[s];
+    if ((uint32_t)(e->td_end[s] - end) > 0x7FFFFFFFu) {
+        e->td_end[s] = end;
+        fl |= F_DATA_UNACK;
+    }
+    if (!(fl & F_MAXACK_SET)) {
+        e->td_maxack[s] = ack;
+        fl |= F_MAXACK_SET;
+    } else if ((uint32_t)(e->td_maxack[s] - ack) > 0x7FFFFFFFu) {
+        e->td_maxack[s] = ack;
+    }
+    e->flags[s] = fl;
+    if (e->td_maxwin[r] != 0 && (uint32_t)(e->td_maxend[s] - end) > 0x7FFFFFFFu)
+        e->td_maxwin[r] = e->td_maxwin[r] + (end - e->td_maxend[s]);
+    uint32_t top = ack + win;
+    if ((uint32_t)(e->td_maxend[r] - 1 - top) > 0x7FFFFFFFu)
+        e->td_maxend[r] = win ? top : top + 1;
+    if (ack == r_end)
+        e->flags[r] &= ~F_DATA_UNACK;
+    if (e->last_dir == dir && e->last_seq == seq && e->last_ack == ack && e->last_end == end
+        && e->last_win == win_raw) {
+        e->retrans++;
+    } else {
+        e->last_dir = dir;
+        e->last_seq = seq;
+        e->last_ack = ack;
+        e->last_end = end;
+        e->last_win = win_raw;
+        e->retrans = 0;
+    }
+    e->last_index = ACK_SET;
+    long long timeout;
+    if (t->est_retrans >= 0 && e->retrans >= t->max_retrans)
+        timeout = t->est_retrans;
+    else if (t->est_unack >= 0 && ((e->flags[0] | e->flags[1]) & F_DATA_UNACK))
+        timeout = t->est_unack;
+    else if (t->est_retrans >= 0 && win_raw == 0)
+        timeout = t->est_retrans;
+    else
+        timeout = t->est;
+    e->expires = ts + (double)timeout;
+    *ent = e;
+    *direction = dir;
+    return 1;
+}
+
+/* what run() hands out for one accepted packet */
+static int emit(Out *o, int mode, unsigned long long frame, double ts, size_t data_at, size_t caplen,
+                unsigned int lt, Entry *e, uint32_t dir) {
+    if (mode == 1) {
+        if (out_reserve(o, 128) < 0)
+            return -1;
+        char *w = o->p + o->len;
+        memcpy(w, J1, sizeof(J1) - 1);
+        w += sizeof(J1) - 1;
+        w += put_uint(w, frame);
+        memcpy(w, J2, sizeof(J2) - 1);
+        w += sizeof(J2) - 1;
+        w += put_uint(w, e->flow);
+        *w++ = '}';
+        o->len = (size_t)(w - o->p);
+    } else if (mode == 2) {
+        /* "<QdIIIII": frame, time, data offset, captured length, flow, direction, link type */
+        if (out_reserve(o, 36) < 0)
+            return -1;
+        uint8_t *w = (uint8_t *)o->p + o->len;
+        uint64_t f64 = frame, t64;
+        memcpy(&t64, &ts, 8);
+        uint32_t vals[5] = {(uint32_t)data_at, (uint32_t)caplen, e->flow, dir, lt};
+        for (int i = 0; i < 8; i++) {
+            w[i] = (uint8_t)(f64 >> (8 * i));
+            w[8 + i] = (uint8_t)(t64 >> (8 * i));
+        }
+        for (int j = 0; j < 5; j++)
+            for (int i = 0; i < 4; i++)
+                w[16 + 4 * j + i] = (uint8_t)(vals[j] >> (8 * i));
+        o->len += 36;
+    }
+    return 0;
+}
+
+static PyObject *finish(Out *o, int mode, Py_buffer *view, size_t p, unsigned long long frame) {
+    PyObject *out;
+    if (mode == 1)
+        out = o->len ? PyUnicode_DecodeASCII(o->p, (Py_ssize_t)o->len, NULL) : (Py_INCREF(Py_None), Py_None);
+    else if (mode == 2)
+        out = o->len ? PyBytes_FromStringAndSize(o->p, (Py_ssize_t)o->len) : (Py_INCREF(Py_None), Py_None);
+    else
+        out = (Py_INCREF(Py_None), Py_None);
+    PyMem_Free(o->p);
+    PyBuffer_Release(view);
+    if (!out)
+        return NULL;
+    return Py_BuildValue("(nKN)", (Py_ssize_t)p, frame, out);
+}
+
+/* run(buf, pos, frame, limit, mode) -> (pos, frame, out): classic pcap records from buf[pos:].
  * mode 0: nothing; 1: out = the JSON lines of the accepted packets (str, each after ",\n  ");
- * 2: out = bytes of (frame u64, record offset u32, flow u32, direction u32) little-endian per packet.
- * Stops before frame number `limit`. */
+ * 2: out = bytes, "<QdIIIII" (frame, time, data offset, captured length, flow, direction, link type)
+ * per accepted packet. Stops before frame number `limit`. */
 static PyObject *FastTable_run(FastTable *t, PyObject *args) {
     Py_buffer view;
     Py_ssize_t pos;
@@ -498,211 +707,93 @@ static PyObject *FastTable_run(FastTable *t, PyObject *args) {
     int big = t->big_endian;
     unsigned int lt = t->linktype;
 
-    while (t->owned && frame + 1 < limit && p + 16 <= blen) {
-        if (mode == 2 && p > 0xFFFFFFFFu)
-            break;  /* offsets are u32 (replay's buffers are a few MiB): Python judges the rest */
+    while (t->owned && frame + 1 < limit && p + 16 <= blen && p + 16 <= 0xFFFFFFFFu) {
         const uint8_t *rec = buf + p;
         uint32_t sec = rd32(rec, big), frac = rd32(rec + 4, big), caplen = rd32(rec + 8, big);
         if (caplen > MAX_RECORD || caplen > blen - p - 16)
             break;
-        const uint8_t *d = rec + 16;
-        size_t len = caplen, off;
-        uint32_t etype;
-        /* the link layer, as pcap.decode() reads it */
-        if (lt == 1) {
-            if (len < 14)
-                break;
-            etype = be16(d + 12);
-            off = 14;
-            while (etype == 0x8100 || etype == 0x88A8 || etype == 0x9100) {
-                if (len < off + 4)
-                    goto stop;
-                etype = be16(d + off + 2);
-                off += 4;
-            }
-        } else if (lt == 101 || lt == 12 || lt == 14 || lt == 228 || lt == 229) {
-            if (!len)
-                break;
-            etype = (d[0] >> 4) == 4 ? 0x0800 : (d[0] >> 4) == 6 ? 0x86DD : 0;
-            off = 0;
-        } else if (lt == 0) {
-            if (len < 4)
-                break;
-            uint32_t fam = (uint32_t)d[0] | ((uint32_t)d[1] << 8) | ((uint32_t)d[2] << 16) | ((uint32_t)d[3] << 24);
-            if (fam > 0xFFFF)
-                fam = be32(d);
-            etype = fam == 2 ? 0x0800 : (fam == 10 || fam == 24 || fam == 28 || fam == 30) ? 0x86DD : 0;
-            off = 4;
-        } else {
-            break;
-        }
-        size_t l4, alen;
-        uint32_t l4len;
-        const uint8_t *src, *dst;
-        if (etype == 0x0800) {
-            /* decode()'s one-unpack case: a 20-byte IPv4 header */
-            if (len < off + 40 || d[off] != 0x45)
-                break;
-            uint32_t total = be16(d + off + 2), frag = be16(d + off + 6);
-            if (d[off + 9] != 6 || (frag & 0x3FFF) || total < 40)
-                break;
-            l4 = off + 20;
-            l4len = total - 20;
-            src = d + off + 12;
-            dst = d + off + 16;
-            alen = 4;
-        } else if (etype == 0x86DD) {
-            if (len < off + 40 || (d[off] >> 4) != 6 || d[off + 6] != 6)
-                break;
-            l4 = off + 40;
-            l4len = be16(d + off + 4);
-            src = d + off + 8;
-            dst = d + off + 24;
-            alen = 16;
-            if (l4len < 20 || len < l4 + 20)
-                break;
-        } else {
-            break;
-        }
-        const uint8_t *tcp = d + l4;
-        uint32_t doff = (uint32_t)(tcp[12] >> 4) * 4, flags = tcp[13];
-        if ((flags & 0x17) != 0x10)
-            break;  /* not a plain ACK: the state table's business */
-        if (doff == 32) {
-            if (doff > l4len || len < l4 + 32 || tcp[20] != 1 || tcp[21] != 1 || tcp[22] != 8 || tcp[23] != 10)
-                break;
-        } else if (doff != 20) {
-            break;
-        }
-        if (t->checksums && len >= l4 + l4len) {
-            /* checksum.tcp_checksum_bad(): the residues modulo 0xFFFF */
-            uint64_t base = word_sum(src, alen) + word_sum(dst, alen);
-            base = base % 0xFFFF + 6;
-            uint64_t total = word_sum(tcp, l4len) + base + l4len;
-            if (total % 0xFFFF != 0 && (uint64_t)be16(tcp + 16) % 0xFFFF != (base + l4len) % 0xFFFF)
-                break;  /* bad: judged in Python (is the packet one that is checked?) */
-        }
-        Key k;
-        memset(&k, 0, sizeof(k));
-        k.alen = (uint8_t)alen;
-        memcpy(k.src, src, alen);
-        memcpy(k.dst, dst, alen);
-        k.sport = (uint16_t)be16(tcp);
-        k.dport = (uint16_t)be16(tcp + 2);
-        Py_ssize_t si = find_slot(t, &k);
-        if (si < 0)
-            break;
-        Entry *e = &t->entries[t->slots[si].ent];
-        uint32_t dir = t->slots[si].dir;
         double ts = (double)sec + (double)frac * t->scale;
-        if (e->expires < ts)
+        Entry *e;
+        uint32_t dir;
+        if (!judge(t, rec + 16, caplen, lt, ts, &e, &dir))
             break;
-        /* TcpTracker._established_ack() */
-        uint32_t s = dir, r = 1 - dir;
-        if (e->td_maxwin[s] == 0)
-            break;
-        uint32_t seq = be32(tcp + 4), ack = be32(tcp + 8), datalen = l4len - doff;
-        uint32_t end = seq + datalen;
-        uint32_t r_end = e->td_end[r];
-        uint32_t maxwin = e->td_maxwin[s];
-        uint32_t maxackwin = maxwin > MAXACKWINCONST ? maxwin : MAXACKWINCONST;
-        if ((uint32_t)(seq - e->td_maxend[s] - 1) < 0x80000000u
-            || (uint32_t)(ack - r_end - 1) < 0x80000000u
-            || (e->td_maxwin[r] && (uint32_t)(e->td_end[s] - e->td_maxwin[r] - 1 - end) < 0x80000000u)
-            || (uint32_t)(r_end - maxackwin - 1 - ack) < 0x80000000u)
-            break;
-        uint32_t win_raw = be16(tcp + 14);
-        uint32_t win = (uint32_t)(((uint64_t)win_raw << e->td_scale[s]) & MASK32);
-        if (maxwin < win)
-            e->td_maxwin[s] = win;
-        uint32_t fl = e->flags[s];
-        if ((uint32_t)(e->td_end[s] - end) > 0x7FFFFFFFu) {
-            e->td_end[s] = end;
-            fl |= F_DATA_UNACK;
-        }
-        if (!(fl & F_MAXACK_SET)) {
-            e->td_maxack[s] = ack;
-            fl |= F_MAXACK_SET;
-        } else if ((uint32_t)(e->td_maxack[s] - ack) > 0x7FFFFFFFu) {
-            e->td_maxack[s] = ack;
-        }
-        e->flags[s] = fl;
-        if (e->td_maxwin[r] != 0 && (uint32_t)(e->td_maxend[s] - end) > 0x7FFFFFFFu)
-            e->td_maxwin[r] = e->td_maxwin[r] + (end - e->td_maxend[s]);
-        uint32_t top = ack + win;
-        if ((uint32_t)(e->td_maxend[r] - 1 - top) > 0x7FFFFFFFu)
-            e->td_maxend[r] = win ? top : top + 1;
-        if (ack == r_end)
-            e->flags[r] &= ~F_DATA_UNACK;
-        if (e->last_dir == dir && e->last_seq == seq && e->last_ack == ack && e->last_end == end
-            && e->last_win == win_raw) {
-            e->retrans++;
-        } else {
-            e->last_dir = dir;
-            e->last_seq = seq;
-            e->last_ack = ack;
-            e->last_end = end;
-            e->last_win = win_raw;
-            e->retrans = 0;
-        }
-        e->last_index = ACK_SET;
-        long long timeout;
-        if (t->est_retrans >= 0 && e->retrans >= t->max_retrans)
-            timeout = t->est_retrans;
-        else if (t->est_unack >= 0 && ((e->flags[0] | e->flags[1]) & F_DATA_UNACK))
-            timeout = t->est_unack;
-        else if (t->est_retrans >= 0 && win_raw == 0)
-            timeout = t->est_retrans;
-        else
-            timeout = t->est;
-        e->expires = ts + (double)timeout;
         frame++;
         e->packets++;
         e->last_frame = frame;
-        if (mode == 1) {
-            if (out_reserve(&o, 128) < 0)
-                goto fail;
-            char *w = o.p + o.len;
-            memcpy(w, J1, sizeof(J1) - 1);
-            w += sizeof(J1) - 1;
-            w += put_uint(w, frame);
-            memcpy(w, J2, sizeof(J2) - 1);
-            w += sizeof(J2) - 1;
-            w += put_uint(w, e->flow);
-            *w++ = '}';
-            o.len = (size_t)(w - o.p);
-        } else if (mode == 2) {
-            if (out_reserve(&o, 20) < 0)
-                goto fail;
-            uint8_t *w = (uint8_t *)o.p + o.len;
-            uint64_t f64 = frame;
-            uint32_t vals[3] = {(uint32_t)p, e->flow, dir};
-            for (int i = 0; i < 8; i++)
-                w[i] = (uint8_t)(f64 >> (8 * i));
-            for (int j = 0; j < 3; j++)
-                for (int i = 0; i < 4; i++)
-                    w[8 + 4 * j + i] = (uint8_t)(vals[j] >> (8 * i));
-            o.len += 20;
+        if (emit(&o, mode, frame, ts, p + 16, caplen, lt, e, dir) < 0) {
+            PyMem_Free(o.p);
+            PyBuffer_Release(&view);
+            return NULL;
         }
         p += 16 + caplen;
     }
-stop:;
-    PyObject *out;
-    if (mode == 1)
-        out = o.len ? PyUnicode_DecodeASCII(o.p, (Py_ssize_t)o.len, NULL) : (Py_INCREF(Py_None), Py_None);
-    else if (mode == 2)
-        out = o.len ? PyBytes_FromStringAndSize(o.p, (Py_ssize_t)o.len) : (Py_INCREF(Py_None), Py_None);
-    else
-        out = (Py_INCREF(Py_None), Py_None);
-    PyMem_Free(o.p);
-    PyBuffer_Release(&view);
-    if (!out)
+    return finish(&o, mode, &view, p, frame);
+}
+
+/* run_pcapng(buf, pos, frame, limit, mode, interfaces, big_endian) -> (pos, frame, out): as run(), over
+ * pcapng blocks from buf[pos:] in this section's byte order, `interfaces` the
+ * section's [(linktype, seconds per tick), ...]. Only enhanced packet blocks without options are taken
+ * (an option may be a direction flag, which turns on the forwarded-copy pairing: Python's). */
+static PyObject *FastTable_run_pcapng(FastTable *t, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t pos;
+    unsigned long long frame, limit;
+    int mode;
+    PyObject *ifaces;
+    int big;
+    if (!PyArg_ParseTuple(args, "y*nKKiO!p", &view, &pos, &frame, &limit, &mode, &PyList_Type, &ifaces, &big))
         return NULL;
-    return Py_BuildValue("(nKN)", (Py_ssize_t)p, frame, out);
-fail:
-    PyMem_Free(o.p);
-    PyBuffer_Release(&view);
-    return NULL;
+    enum { MAX_IFACES = 64 };
+    unsigned int lts[MAX_IFACES];
+    double ticks[MAX_IFACES];
+    Py_ssize_t nif = PyList_GET_SIZE(ifaces);
+    if (nif > MAX_IFACES)
+        nif = MAX_IFACES;  /* packets of the others are Python's */
+    for (Py_ssize_t i = 0; i < nif; i++) {
+        PyObject *item = PyList_GET_ITEM(ifaces, i);
+        unsigned long long lt;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2 || get_uint(PyTuple_GET_ITEM(item, 0), 0xFFFF, &lt) < 0
+            || !PyFloat_Check(PyTuple_GET_ITEM(item, 1))) {
+            nif = i;
+            break;
+        }
+        lts[i] = (unsigned int)lt;
+        ticks[i] = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(item, 1));
+    }
+    const uint8_t *buf = (const uint8_t *)view.buf;
+    size_t blen = (size_t)view.len;
+    size_t p = pos < 0 ? blen : (size_t)pos;
+    Out o = {NULL, 0, 0};
+
+    while (t->owned && frame + 1 < limit && p + 28 <= blen && p + 28 <= 0xFFFFFFFFu) {
+        const uint8_t *b = buf + p;
+        uint32_t btype = rd32(b, big), bl = rd32(b + 4, big);
+        /* _read_pcapng(): an enhanced packet block, whole in the buffer, sane length */
+        if (btype != 6 || bl < 32 || (bl % 4) || bl > MAX_RECORD + 64 || bl > blen - p)
+            break;
+        size_t body = bl - 12;  /* without the header and the trailing length */
+        uint32_t ifid = rd32(b + 8, big), hi = rd32(b + 12, big), lo = rd32(b + 16, big);
+        uint32_t caplen = rd32(b + 20, big);
+        if (ifid >= (uint32_t)nif || caplen > body - 20)
+            break;
+        if (body > 20 + (((size_t)caplen + 3) & ~(size_t)3) + 4)
+            break;  /* options: perhaps a direction */
+        double ts = (double)(((uint64_t)hi << 32) | lo) * ticks[ifid];
+        Entry *e;
+        uint32_t dir;
+        if (!judge(t, b + 28, caplen, lts[ifid], ts, &e, &dir))
+            break;
+        frame++;
+        e->packets++;
+        e->last_frame = frame;
+        if (emit(&o, mode, frame, ts, p + 28, caplen, lts[ifid], e, dir) < 0) {
+            PyMem_Free(o.p);
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        p += bl;
+    }
+    return finish(&o, mode, &view, p, frame);
 }
 
 static PyMethodDef FastTable_methods[] = {
@@ -714,7 +805,9 @@ static PyMethodDef FastTable_methods[] = {
      "evict_expired(now) -> [(entry, state, packets, last_frame)] of the entries with expires < now"},
     {"drain", (PyCFunction)FastTable_drain, METH_NOARGS, "drain() -> every entry, evicted"},
     {"run", (PyCFunction)FastTable_run, METH_VARARGS,
-     "run(buf, pos, frame, limit, mode) -> (pos, frame, out): judge the records it can be certain about"},
+     "run(buf, pos, frame, limit, mode) -> (pos, frame, out): judge the pcap records it can be certain about"},
+    {"run_pcapng", (PyCFunction)FastTable_run_pcapng, METH_VARARGS,
+     "run_pcapng(buf, pos, frame, limit, mode, interfaces, big_endian) -> (pos, frame, out): the same over pcapng blocks"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -59,7 +59,7 @@ _FLAG_NAMES = tuple((int(flag), flag.name) for flag in REPLAY_ORDER)
 # link type without direction flags (no forwarded copies to pair), assured ESTABLISHED entries only.
 _FAST_MODULE = "sysctl_doctor.conntrack._replayfast"
 _FAST_LINKTYPES = frozenset({pcap.LINKTYPE_NULL, pcap.LINKTYPE_ETHERNET, 101, 12, 14, 228, 229})
-_FAST_RECORD = struct.Struct("<QIII")  # what FastTable.run() gives per accepted packet in _VERDICTS mode
+_FAST_RECORD = struct.Struct("<QdIIIII")  # FastTable.run()'s per accepted packet in _VERDICTS mode
 _COUNTS, _JSON_LINES, _VERDICTS = 0, 1, 2  # what a pass hands out for the packets the fast path accepted
 _ESTABLISHED_NAME = STATE_NAMES[ESTABLISHED]
 
@@ -339,46 +339,18 @@ class Replay:
             flow.state = _ESTABLISHED_NAME
             flow.live = entry
 
-    def _accelerator(self, mode: int, pending: list, last: List[int]) -> Optional[pcap.Accelerate]:
+    def _accelerator(self, mode: int, pending: list, last: List[int]) -> Optional["_FastPath"]:
         """The reader's fast path for this pass, or None (not built, SYSCTL_DOCTOR_PURE_PYTHON=1)."""
         accel = load_accelerator(_FAST_MODULE)
-        if accel is None:
-            return None
+        return None if accel is None else _FastPath(self, accel, mode, pending, last)
 
-        def start(linktype: int, order: str, scale: float) -> Optional[pcap.SkipAhead]:
-            if linktype not in _FAST_LINKTYPES:
-                return None
-            est, unack, retrans = self.tracker._est_timeouts
-            fast = accel.FastTable(est, -1 if unack is None else unack, -1 if retrans is None else retrans,
-                                   self.settings.max_retrans, self._check_sums, linktype, order == ">", scale)
-            self._fast = fast
-            run = fast.run
-            explain = self.explain
-            unpack = struct.Struct(order + "IIII").unpack_from
-            decode = pcap.decode
-            append = pending.append
-
-            def skip(buf: bytes, pos: int, frame: int) -> Tuple[int, int]:
-                # stop before every 16384th frame (progress, GC: the Python loop's) and the one to explain
-                limit = ((frame >> 14) + 1) << 14
-                if explain is not None and frame < explain < limit:
-                    limit = explain
-                pos, frame, out = run(buf, pos, frame, limit, mode)
-                last[0] = frame
-                if out is not None:
-                    if mode == _VERDICTS:
-                        for number, at, flow, direction in _FAST_RECORD.iter_unpack(out):
-                            sec, frac, caplen, _ = unpack(buf, at)
-                            append(PacketVerdict(number, sec + frac * scale, ACCEPT, None, flow, direction,
-                                                 decode(linktype, buf[at + 16:at + 16 + caplen]),  # type: ignore[arg-type]
-                                                 _ESTABLISHED_NAME))
-                    else:
-                        append(out)
-                return pos, frame
-
-            return skip
-
-        return start
+    def _stop_fast_path(self) -> None:
+        """Every entry back from the fast path, which stops for this pass (forwarded copies from here on)."""
+        fast = self._fast
+        if fast is not None:
+            self._fast = None
+            for item in fast.drain():
+                self._take_back(item)
 
     # -- the pass -------------------------------------------------------------------
     def packets(self) -> Iterator[PacketVerdict]:
@@ -422,8 +394,10 @@ class Replay:
                     last_linktype = linktype
                     if linktype in (pcap.LINKTYPE_LINUX_SLL, pcap.LINKTYPE_LINUX_SLL2):
                         self._dedup = True
+                        self._stop_fast_path()
                 if hint >= 0:
                     self._dedup = True
+                    self._stop_fast_path()
                 pkt = decode(linktype, data, hint)
                 if pkt.__class__ is str:
                     skipped[pkt] = skipped.get(pkt, 0) + 1  # type: ignore[index]
@@ -446,10 +420,7 @@ class Replay:
                 yield from pending
                 pending.clear()
         finally:
-            if self._fast is not None:
-                for item in self._fast.drain():
-                    self._take_back(item)
-                self._fast = None
+            self._stop_fast_path()
             summary.frames = max(summary.frames, frame, fast_frame[0])
             f.close()
             if progress is not None:
@@ -624,6 +595,82 @@ class Replay:
                 entry.flow.nat = "%s:%d -> %s:%d" % (_addr(pkt.src), pkt.sport, _addr(pkt.dst), pkt.dport)
         return PacketVerdict(frame, ts, original.verdict, original.message, original.flow, original._dir, pkt,
                              original.state, copy_of=original.frame)
+
+
+class _FastPath:
+    """pcap.Accelerate for one pass: makes the FastTable when the reader knows the format, and turns
+    what FastTable.run() accepted into what the pass hands out (see Replay._pass)."""
+
+    def __init__(self, replay: Replay, accel, mode: int, pending: list, last: List[int]) -> None:  # type: ignore[no-untyped-def]
+        self.replay = replay
+        self.accel = accel
+        self.mode = mode
+        self.pending = pending
+        self.last = last
+
+    def _table(self, linktype: int, big: bool, scale: float):  # type: ignore[no-untyped-def]
+        replay = self.replay
+        est, unack, retrans = replay.tracker._est_timeouts
+        fast = self.accel.FastTable(est, -1 if unack is None else unack, -1 if retrans is None else retrans,
+                                    replay.settings.max_retrans, replay._check_sums, linktype, big, scale)
+        replay._fast = fast
+        return fast
+
+    def _limit(self, frame: int) -> int:
+        # stop before every 16384th frame (progress, GC: the Python loop's) and the one to explain
+        limit = ((frame >> 14) + 1) << 14
+        explain = self.replay.explain
+        if explain is not None and frame < explain < limit:
+            limit = explain
+        return limit
+
+    def _hand_out(self, buf: bytes, out) -> None:  # type: ignore[no-untyped-def]
+        if out is None:
+            return
+        if self.mode != _VERDICTS:
+            self.pending.append(out)
+            return
+        decode = pcap.decode
+        append = self.pending.append
+        for number, ts, at, caplen, flow, direction, linktype in _FAST_RECORD.iter_unpack(out):
+            append(PacketVerdict(number, ts, ACCEPT, None, flow, direction,
+                                 decode(linktype, buf[at:at + caplen]),  # type: ignore[arg-type]
+                                 _ESTABLISHED_NAME))
+
+    def for_pcap(self, linktype: int, order: str, scale: float) -> Optional[pcap.SkipAhead]:
+        if linktype not in _FAST_LINKTYPES:
+            return None
+        fast = self._table(linktype, order == ">", scale)
+        run = fast.run
+        replay = self.replay
+        mode = self.mode
+
+        def skip(buf: bytes, pos: int, frame: int) -> Tuple[int, int]:
+            if replay._fast is not fast:
+                return pos, frame
+            pos, frame, out = run(buf, pos, frame, self._limit(frame), mode)
+            self.last[0] = frame
+            self._hand_out(buf, out)
+            return pos, frame
+
+        return skip
+
+    def for_pcapng(self) -> Optional[pcap.SkipAheadNg]:
+        fast = self._table(0, False, 0.0)
+        run = fast.run_pcapng
+        replay = self.replay
+        mode = self.mode
+
+        def skip(buf: bytes, pos: int, frame: int, interfaces: List[Tuple[int, float]],
+                 order: str) -> Tuple[int, int]:
+            if replay._fast is not fast:
+                return pos, frame
+            pos, frame, out = run(buf, pos, frame, self._limit(frame), mode, interfaces, order == ">")
+            self.last[0] = frame
+            self._hand_out(buf, out)
+            return pos, frame
+
+        return skip
 
 
 def replay_capture(path: str, profile: Union[KernelProfile, str], sysctls: Optional[Mapping[str, str]] = None,
