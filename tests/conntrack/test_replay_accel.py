@@ -233,9 +233,10 @@ def test_long_capture_with_expiry_agrees(tmp_path, monkeypatch) -> None:
 
 # -- random captures ----------------------------------------------------------------------------
 
+ARP = bytes.fromhex("0001080006040001") + bytes(20)  # an ARP request: "not IP"
 OPS = ["data", "data", "data", "data", "ack", "ack", "ack", "retrans", "stale", "future", "bad_ack",
        "rst", "fin", "syn", "sack", "zero_win", "bad_sum", "jump", "back", "reorder", "cut", "udp", "urg",
-       "short_hdr", "opts", "winupd", "winupd"]
+       "short_hdr", "opts", "winupd", "winupd", "arp", "udp6", "udp", "udp_bad"]
 
 
 @st.composite
@@ -351,6 +352,16 @@ def _write_program(path: str, program) -> None:  # type: ignore[no-untyped-def]
         elif op == "udp":
             frames.append((t, bytes([0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 7, 0, 2, 10, 7, 1, 2]) + bytes(8), None))
             continue
+        elif op == "udp_bad":  # a header length under 20 or a total under it: "malformed", not "not TCP"
+            head = [0x44, 0, 0, 28] if n % 2 else [0x46, 0, 0, 20]
+            frames.append((t, bytes(head + [0, 0, 0, 0, 64, 17, 0, 0, 10, 7, 0, 2, 10, 7, 1, 2]) + bytes(8), None))
+            continue
+        elif op == "udp6":
+            frames.append((t, bytes([0x60, 0, 0, 0, 0, 8, 17 if n % 2 else 58, 64]) + bytes(32) + bytes(8), None))
+            continue
+        elif op == "arp":
+            frames.append((t, ARP, None))
+            continue
         packet = seg(fl, reply, seq, ack, flags, win, payload, options)
         if op == "bad_sum":
             ihl = 20 if packet[0] >> 4 == 4 else 40
@@ -364,6 +375,9 @@ def _write_program(path: str, program) -> None:  # type: ignore[no-untyped-def]
             frames[-1], frames[-2] = frames[-2], frames[-1]
     del rng
     linktype = {"raw": 101, "null": 0}.get(link, 1)
+    for i, (ts, packet, cut) in enumerate(frames):
+        if packet is ARP and link in ("raw", "null"):
+            frames[i] = (ts, b"\x00" * 28, cut)  # version 0 / family 0 below: "not IP"
     if link.startswith("pcapng"):
         _write_pcapng(path, frames, link)
         return
@@ -372,12 +386,14 @@ def _write_program(path: str, program) -> None:  # type: ignore[no-untyped-def]
         magic = 0xA1B23C4D if link == "nanos" else 0xA1B2C3D4
         f.write(struct.pack((">" if big else "<") + "IHHiIII", magic, 2, 4, 0, 0, 262144, linktype))
         for ts, packet, cut in frames:
-            if link in ("eth", "big", "nanos"):
+            if packet is ARP:
+                data = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x06" + packet
+            elif link in ("eth", "big", "nanos"):
                 data = ethernet_frame(b"\x02" * 6, b"\x04" * 6, packet)
             elif link == "vlan":
                 data = ethernet_frame(b"\x02" * 6, b"\x04" * 6, packet, vlan=5)
             elif link == "null":
-                data = struct.pack("<I", 2 if packet[0] >> 4 == 4 else 10) + packet
+                data = struct.pack("<I", 2 if packet[0] >> 4 == 4 else 10 if packet[0] else 99) + packet
             else:
                 data = packet
             caplen = len(data) if cut is None else min(len(data), cut + (len(data) - len(packet)))
@@ -401,8 +417,9 @@ def _write_pcapng(path: str, frames, link: str) -> None:  # type: ignore[no-unty
                           + struct.pack(order + "HHB3x", 9, 1, 9) + struct.pack(order + "HH", 0, 0)))  # Ethernet, ns
             f.write(block(order, 1, struct.pack(order + "HHI", 101, 0, 262144)))  # raw IP, µs
             for i, (ts, packet, cut) in enumerate(part):
-                raw = i % 3 == 2
-                data = packet if raw else ethernet_frame(b"\x02" * 6, b"\x04" * 6, packet)
+                raw = i % 3 == 2 and packet is not ARP
+                data = (packet if raw else b"\x02" * 6 + b"\x04" * 6 + b"\x08\x06" + packet if packet is ARP
+                        else ethernet_frame(b"\x02" * 6, b"\x04" * 6, packet))
                 caplen = len(data) if cut is None else min(len(data), cut + (len(data) - len(packet)))
                 ticks = int(ts * (1e6 if raw else 1e9))
                 body = struct.pack(order + "IIIII", 1 if raw else 0, ticks >> 32, ticks & 0xFFFFFFFF, caplen,

@@ -481,8 +481,11 @@ static uint64_t word_sum(const uint8_t *p, size_t n) {
 }
 
 /* One captured frame of link type `lt`, time `ts`, judged like Replay._one() would judge it on the
- * fast path: 1 when accepted (the entry's state updated; *ent and *dir say which), 0 when the Python
- * model must judge it (nothing changed). */
+ * fast path: ACCEPTED (the entry's state updated; *ent and *dir say which), NOT_IP or NOT_TCP (what
+ * pcap.decode() says of a frame without TCP, when it says it without a doubt), or DEFER when the Python
+ * side must read it (nothing changed). */
+enum { DEFER = 0, ACCEPTED = 1, NOT_IP = 2, NOT_TCP = 3 };
+
 static int judge(FastTable *t, const uint8_t *d, size_t len, unsigned int lt, double ts, Entry **ent,
                  uint32_t *direction) {
     size_t off;
@@ -490,68 +493,80 @@ static int judge(FastTable *t, const uint8_t *d, size_t len, unsigned int lt, do
     /* the link layer, as pcap.decode() reads it */
     if (lt == 1) {
         if (len < 14)
-            return 0;
+            return DEFER;
         etype = be16(d + 12);
         off = 14;
         while (etype == 0x8100 || etype == 0x88A8 || etype == 0x9100) {
             if (len < off + 4)
-                return 0;
+                return DEFER;
             etype = be16(d + off + 2);
             off += 4;
         }
     } else if (lt == 101 || lt == 12 || lt == 14 || lt == 228 || lt == 229) {
         if (!len)
-            return 0;
+            return DEFER;
         etype = (d[0] >> 4) == 4 ? 0x0800 : (d[0] >> 4) == 6 ? 0x86DD : 0;
         off = 0;
     } else if (lt == 0) {
         if (len < 4)
-            return 0;
+            return DEFER;
         uint32_t fam = (uint32_t)d[0] | ((uint32_t)d[1] << 8) | ((uint32_t)d[2] << 16) | ((uint32_t)d[3] << 24);
         if (fam > 0xFFFF)
             fam = be32(d);
         etype = fam == 2 ? 0x0800 : (fam == 10 || fam == 24 || fam == 28 || fam == 30) ? 0x86DD : 0;
         off = 4;
     } else {
-        return 0;
+        return DEFER;
     }
     size_t l4, alen;
     uint32_t l4len;
     const uint8_t *src, *dst;
     if (etype == 0x0800) {
+        if (len >= off + 20 && (d[off] >> 4) == 4 && d[off + 9] != 6) {
+            uint32_t ihl = (uint32_t)(d[off] & 0x0F) * 4;
+            if (ihl >= 20 && be16(d + off + 2) >= ihl)
+                return NOT_TCP;
+            return DEFER;
+        }
         /* decode()'s one-unpack case: a 20-byte IPv4 header */
         if (len < off + 40 || d[off] != 0x45)
-            return 0;
+            return DEFER;
         uint32_t total = be16(d + off + 2), frag = be16(d + off + 6);
         if (d[off + 9] != 6 || (frag & 0x3FFF) || total < 40)
-            return 0;
+            return DEFER;
         l4 = off + 20;
         l4len = total - 20;
         src = d + off + 12;
         dst = d + off + 16;
         alen = 4;
     } else if (etype == 0x86DD) {
-        if (len < off + 40 || (d[off] >> 4) != 6 || d[off + 6] != 6)
-            return 0;
+        if (len < off + 40 || (d[off] >> 4) != 6)
+            return DEFER;
+        uint32_t nxt = d[off + 6];
+        if (nxt != 6) {  /* no extension header (those decode() walks) and not TCP */
+            if (nxt != 0 && nxt != 43 && nxt != 60 && nxt != 51 && nxt != 44)
+                return NOT_TCP;
+            return DEFER;
+        }
         l4 = off + 40;
         l4len = be16(d + off + 4);
         src = d + off + 8;
         dst = d + off + 24;
         alen = 16;
         if (l4len < 20 || len < l4 + 20)
-            return 0;
+            return DEFER;
     } else {
-        return 0;
+        return NOT_IP;
     }
     const uint8_t *tcp = d + l4;
     uint32_t doff = (uint32_t)(tcp[12] >> 4) * 4, flags = tcp[13];
     if ((flags & 0x17) != 0x10)
-        return 0;  /* not a plain ACK: the state table's business */
+        return DEFER;  /* not a plain ACK: the state table's business */
     if (doff == 32) {
         if (doff > l4len || len < l4 + 32 || tcp[20] != 1 || tcp[21] != 1 || tcp[22] != 8 || tcp[23] != 10)
-            return 0;
+            return DEFER;
     } else if (doff != 20) {
-        return 0;
+        return DEFER;
     }
     if (t->checksums && len >= l4 + l4len) {
         /* checksum.tcp_checksum_bad(): the residues modulo 0xFFFF */
@@ -559,7 +574,7 @@ static int judge(FastTable *t, const uint8_t *d, size_t len, unsigned int lt, do
         base = base % 0xFFFF + 6;
         uint64_t total = word_sum(tcp, l4len) + base + l4len;
         if (total % 0xFFFF != 0 && (uint64_t)be16(tcp + 16) % 0xFFFF != (base + l4len) % 0xFFFF)
-            return 0;  /* bad: judged in Python (is the packet one that is checked?) */
+            return DEFER;  /* bad: judged in Python (is the packet one that is checked?) */
     }
     Key k;
     memset(&k, 0, sizeof(k));
@@ -570,15 +585,15 @@ static int judge(FastTable *t, const uint8_t *d, size_t len, unsigned int lt, do
     k.dport = (uint16_t)be16(tcp + 2);
     Py_ssize_t si = find_slot(t, &k);
     if (si < 0)
-        return 0;
+        return DEFER;
     Entry *e = &t->entries[t->slots[si].ent];
     uint32_t dir = t->slots[si].dir;
     if (e->expires < ts)
-        return 0;
+        return DEFER;
     /* TcpTracker._established_ack() */
     uint32_t s = dir, r = 1 - dir;
     if (e->td_maxwin[s] == 0)
-        return 0;
+        return DEFER;
     uint32_t seq = be32(tcp + 4), ack = be32(tcp + 8), datalen = l4len - doff;
     uint32_t end = seq + datalen;
     uint32_t r_end = e->td_end[r];
@@ -588,7 +603,7 @@ static int judge(FastTable *t, const uint8_t *d, size_t len, unsigned int lt, do
         || (uint32_t)(ack - r_end - 1) < 0x80000000u
         || (e->td_maxwin[r] && (uint32_t)(e->td_end[s] - e->td_maxwin[r] - 1 - end) < 0x80000000u)
         || (uint32_t)(r_end - maxackwin - 1 - ack) < 0x80000000u)
-        return 0;
+        return DEFER;
     uint32_t win_raw = be16(tcp + 14);
     uint32_t win = (uint32_t)(((uint64_t)win_raw << e->td_scale[s]) & MASK32);
     if (maxwin < win)
@@ -636,7 +651,7 @@ static int judge(FastTable *t, const uint8_t *d, size_t len, unsigned int lt, do
     e->expires = ts + (double)timeout;
     *ent = e;
     *direction = dir;
-    return 1;
+    return ACCEPTED;
 }
 
 /* what run() hands out for one accepted packet */
@@ -674,7 +689,8 @@ static int emit(Out *o, int mode, unsigned long long frame, double ts, size_t da
     return 0;
 }
 
-static PyObject *finish(Out *o, int mode, Py_buffer *view, size_t p, unsigned long long frame) {
+static PyObject *finish(Out *o, int mode, Py_buffer *view, size_t p, unsigned long long frame,
+                        unsigned long long skipped[4]) {
     PyObject *out;
     if (mode == 1)
         out = o->len ? PyUnicode_DecodeASCII(o->p, (Py_ssize_t)o->len, NULL) : (Py_INCREF(Py_None), Py_None);
@@ -686,20 +702,24 @@ static PyObject *finish(Out *o, int mode, Py_buffer *view, size_t p, unsigned lo
     PyBuffer_Release(view);
     if (!out)
         return NULL;
-    return Py_BuildValue("(nKN)", (Py_ssize_t)p, frame, out);
+    return Py_BuildValue("(nKNKK)", (Py_ssize_t)p, frame, out, skipped[NOT_IP], skipped[NOT_TCP]);
 }
 
-/* run(buf, pos, frame, limit, mode) -> (pos, frame, out): classic pcap records from buf[pos:].
- * mode 0: nothing; 1: out = the JSON lines of the accepted packets (str, each after ",\n  ");
- * 2: out = bytes, "<QdIIIII" (frame, time, data offset, captured length, flow, direction, link type)
- * per accepted packet. Stops before frame number `limit`. */
+/* run(buf, pos, frame, limit, mode, known) -> (pos, frame, out, not_ip, not_tcp): classic pcap records
+ * from buf[pos:]. mode 0: nothing; 1: out = the JSON lines of the accepted packets (str, each after
+ * ",\n  "); 2: out = bytes, "<QdIIIII" (frame, time, data offset, captured length, flow, direction,
+ * link type) per accepted packet. Frames without TCP are counted (not_ip, not_tcp) only for the reasons
+ * in `known` (bit 2: "not IP", bit 3: "not TCP": those the summary already lists, so its order stays the
+ * Python one's); the first of each stops the run. Stops before frame number `limit`. */
 static PyObject *FastTable_run(FastTable *t, PyObject *args) {
     Py_buffer view;
     Py_ssize_t pos;
     unsigned long long frame, limit;
     int mode;
-    if (!PyArg_ParseTuple(args, "y*nKKi", &view, &pos, &frame, &limit, &mode))
+    unsigned int known;
+    if (!PyArg_ParseTuple(args, "y*nKKiI", &view, &pos, &frame, &limit, &mode, &known))
         return NULL;
+    unsigned long long skipped[4] = {0, 0, 0, 0};
     const uint8_t *buf = (const uint8_t *)view.buf;
     size_t blen = (size_t)view.len;
     size_t p = pos < 0 ? blen : (size_t)pos;
@@ -707,7 +727,7 @@ static PyObject *FastTable_run(FastTable *t, PyObject *args) {
     int big = t->big_endian;
     unsigned int lt = t->linktype;
 
-    while (t->owned && frame + 1 < limit && p + 16 <= blen && p + 16 <= 0xFFFFFFFFu) {
+    while (frame + 1 < limit && p + 16 <= blen && p + 16 <= 0xFFFFFFFFu) {
         const uint8_t *rec = buf + p;
         uint32_t sec = rd32(rec, big), frac = rd32(rec + 4, big), caplen = rd32(rec + 8, big);
         if (caplen > MAX_RECORD || caplen > blen - p - 16)
@@ -715,8 +735,15 @@ static PyObject *FastTable_run(FastTable *t, PyObject *args) {
         double ts = (double)sec + (double)frac * t->scale;
         Entry *e;
         uint32_t dir;
-        if (!judge(t, rec + 16, caplen, lt, ts, &e, &dir))
-            break;
+        int verdict = judge(t, rec + 16, caplen, lt, ts, &e, &dir);
+        if (verdict != ACCEPTED) {
+            if (verdict == DEFER || !(known & (1u << verdict)))
+                break;
+            skipped[verdict]++;
+            frame++;
+            p += 16 + caplen;
+            continue;
+        }
         frame++;
         e->packets++;
         e->last_frame = frame;
@@ -727,10 +754,10 @@ static PyObject *FastTable_run(FastTable *t, PyObject *args) {
         }
         p += 16 + caplen;
     }
-    return finish(&o, mode, &view, p, frame);
+    return finish(&o, mode, &view, p, frame, skipped);
 }
 
-/* run_pcapng(buf, pos, frame, limit, mode, interfaces, big_endian) -> (pos, frame, out): as run(), over
+/* run_pcapng(buf, pos, frame, limit, mode, known, interfaces, big_endian) -> as run(), over
  * pcapng blocks from buf[pos:] in this section's byte order, `interfaces` the
  * section's [(linktype, seconds per tick), ...]. Only enhanced packet blocks without options are taken
  * (an option may be a direction flag, which turns on the forwarded-copy pairing: Python's). */
@@ -741,8 +768,11 @@ static PyObject *FastTable_run_pcapng(FastTable *t, PyObject *args) {
     int mode;
     PyObject *ifaces;
     int big;
-    if (!PyArg_ParseTuple(args, "y*nKKiO!p", &view, &pos, &frame, &limit, &mode, &PyList_Type, &ifaces, &big))
+    unsigned int known;
+    if (!PyArg_ParseTuple(args, "y*nKKiIO!p", &view, &pos, &frame, &limit, &mode, &known, &PyList_Type, &ifaces,
+                          &big))
         return NULL;
+    unsigned long long skipped[4] = {0, 0, 0, 0};
     enum { MAX_IFACES = 64 };
     unsigned int lts[MAX_IFACES];
     double ticks[MAX_IFACES];
@@ -765,7 +795,7 @@ static PyObject *FastTable_run_pcapng(FastTable *t, PyObject *args) {
     size_t p = pos < 0 ? blen : (size_t)pos;
     Out o = {NULL, 0, 0};
 
-    while (t->owned && frame + 1 < limit && p + 28 <= blen && p + 28 <= 0xFFFFFFFFu) {
+    while (frame + 1 < limit && p + 28 <= blen && p + 28 <= 0xFFFFFFFFu) {
         const uint8_t *b = buf + p;
         uint32_t btype = rd32(b, big), bl = rd32(b + 4, big);
         /* _read_pcapng(): an enhanced packet block, whole in the buffer, sane length */
@@ -781,8 +811,15 @@ static PyObject *FastTable_run_pcapng(FastTable *t, PyObject *args) {
         double ts = (double)(((uint64_t)hi << 32) | lo) * ticks[ifid];
         Entry *e;
         uint32_t dir;
-        if (!judge(t, b + 28, caplen, lts[ifid], ts, &e, &dir))
-            break;
+        int verdict = judge(t, b + 28, caplen, lts[ifid], ts, &e, &dir);
+        if (verdict != ACCEPTED) {
+            if (verdict == DEFER || !(known & (1u << verdict)))
+                break;
+            skipped[verdict]++;
+            frame++;
+            p += bl;
+            continue;
+        }
         frame++;
         e->packets++;
         e->last_frame = frame;
@@ -793,7 +830,7 @@ static PyObject *FastTable_run_pcapng(FastTable *t, PyObject *args) {
         }
         p += bl;
     }
-    return finish(&o, mode, &view, p, frame);
+    return finish(&o, mode, &view, p, frame, skipped);
 }
 
 static PyMethodDef FastTable_methods[] = {
@@ -805,9 +842,9 @@ static PyMethodDef FastTable_methods[] = {
      "evict_expired(now) -> [(entry, state, packets, last_frame)] of the entries with expires < now"},
     {"drain", (PyCFunction)FastTable_drain, METH_NOARGS, "drain() -> every entry, evicted"},
     {"run", (PyCFunction)FastTable_run, METH_VARARGS,
-     "run(buf, pos, frame, limit, mode) -> (pos, frame, out): judge the pcap records it can be certain about"},
+     "run(buf, pos, frame, limit, mode, known) -> (pos, frame, out, not_ip, not_tcp): the pcap records it is sure of"},
     {"run_pcapng", (PyCFunction)FastTable_run_pcapng, METH_VARARGS,
-     "run_pcapng(buf, pos, frame, limit, mode, interfaces, big_endian) -> (pos, frame, out): the same over pcapng blocks"},
+     "run_pcapng(buf, pos, frame, limit, mode, known, interfaces, big_endian) -> the same over pcapng blocks"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -624,7 +624,18 @@ class _FastPath:
             limit = explain
         return limit
 
-    def _hand_out(self, buf: bytes, out) -> None:  # type: ignore[no-untyped-def]
+    def _known(self) -> int:
+        """FastTable.run()'s `known`: the reasons without TCP the summary lists already."""
+        skipped = self.replay.summary.skipped
+        return (4 if pcap.NOT_IP in skipped else 0) | (8 if pcap.NOT_TCP in skipped else 0)
+
+    def _hand_out(self, buf: bytes, out, not_ip: int, not_tcp: int) -> None:  # type: ignore[no-untyped-def]
+        if not_ip or not_tcp:
+            skipped = self.replay.summary.skipped
+            if not_ip:
+                skipped[pcap.NOT_IP] += not_ip
+            if not_tcp:
+                skipped[pcap.NOT_TCP] += not_tcp
         if out is None:
             return
         if self.mode != _VERDICTS:
@@ -648,9 +659,9 @@ class _FastPath:
         def skip(buf: bytes, pos: int, frame: int) -> Tuple[int, int]:
             if replay._fast is not fast:
                 return pos, frame
-            pos, frame, out = run(buf, pos, frame, self._limit(frame), mode)
+            pos, frame, out, not_ip, not_tcp = run(buf, pos, frame, self._limit(frame), mode, self._known())
             self.last[0] = frame
-            self._hand_out(buf, out)
+            self._hand_out(buf, out, not_ip, not_tcp)
             return pos, frame
 
         return skip
@@ -665,9 +676,10 @@ class _FastPath:
                  order: str) -> Tuple[int, int]:
             if replay._fast is not fast:
                 return pos, frame
-            pos, frame, out = run(buf, pos, frame, self._limit(frame), mode, interfaces, order == ">")
+            pos, frame, out, not_ip, not_tcp = run(buf, pos, frame, self._limit(frame), mode, self._known(),
+                                                   interfaces, order == ">")
             self.last[0] = frame
-            self._hand_out(buf, out)
+            self._hand_out(buf, out, not_ip, not_tcp)
             return pos, frame
 
         return skip
