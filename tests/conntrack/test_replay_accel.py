@@ -10,7 +10,6 @@ time jumps past the timeouts) and on a capture long enough for the GC and the pr
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import struct
 import sysconfig
@@ -23,7 +22,7 @@ from hypothesis import strategies as st
 
 from sysctl_doctor.cli import cli
 from sysctl_doctor.compiled import PURE_PYTHON_ENV, load_accelerator, pure_python_forced
-from sysctl_doctor.conntrack.frames import PcapWriter, ethernet_frame, ip_tcp_packet, tcp_options
+from sysctl_doctor.conntrack.frames import ethernet_frame, ip_tcp_packet, tcp_options
 from sysctl_doctor.conntrack.profiles import profile_for
 from sysctl_doctor.conntrack.replay import Replay
 from sysctl_doctor.conntrack.tcp_model import F_ACK, F_FIN, F_PSH, F_RST, F_SYN, settings_from_sysctls
@@ -267,7 +266,6 @@ def _write_program(path: str, program) -> None:  # type: ignore[no-untyped-def]
     flows, ops, link = program
     frames: List[Tuple[float, bytes, Optional[int]]] = []  # time, IP packet, captured length (None: whole)
     t = 5000.0
-    rng = random.Random(len(ops))
 
     def opts(fl, syn: bool, sack_blocks=()):  # type: ignore[no-untyped-def]
         return tcp_options(mss=1460 if syn else None, wscale=fl["wscale"] if syn else None,
@@ -373,7 +371,6 @@ def _write_program(path: str, program) -> None:  # type: ignore[no-untyped-def]
         last.append(frames[-1])
         if op == "reorder" and len(frames) > 2:
             frames[-1], frames[-2] = frames[-2], frames[-1]
-    del rng
     linktype = {"raw": 101, "null": 0}.get(link, 1)
     for i, (ts, packet, cut) in enumerate(frames):
         if packet is ARP and link in ("raw", "null"):

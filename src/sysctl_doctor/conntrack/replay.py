@@ -30,7 +30,7 @@ from __future__ import annotations
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from sysctl_doctor.compiled import load_accelerator
 from sysctl_doctor.conntrack import pcap
@@ -55,8 +55,9 @@ _NOSTATUS: Tuple[str, ...] = ()
 _RECENT_INCOMING = 512
 _GC_EVERY = 100_000
 _FLAG_NAMES = tuple((int(flag), flag.name) for flag in REPLAY_ORDER)
-# The compiled fast path (conntrack/_replayfast.c; compiled.py says when it is used): classic pcap of a
-# link type without direction flags (no forwarded copies to pair), assured ESTABLISHED entries only.
+# The compiled fast path (conntrack/_replayfast.c; compiled.py says when it is used): pcap and pcapng
+# records of a link type without direction flags (no forwarded copies to pair), assured ESTABLISHED
+# entries only; see _FastPath and the C file's header for what it takes and what it leaves to the model.
 _FAST_MODULE = "sysctl_doctor.conntrack._replayfast"
 _FAST_LINKTYPES = frozenset({pcap.LINKTYPE_NULL, pcap.LINKTYPE_ETHERNET, 101, 12, 14, 228, 229})
 _FAST_RECORD = struct.Struct("<QdIIIII")  # FastTable.run()'s per accepted packet in _VERDICTS mode
