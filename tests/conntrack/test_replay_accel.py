@@ -446,19 +446,36 @@ def test_random_captures_agree(tmp_path, monkeypatch, program, kernel, sysctls, 
 
 
 @needs_accel
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_damaged_captures_agree(tmp_path, monkeypatch, data) -> None:  # type: ignore[no-untyped-def]
-    """Byte flips and cuts of a well-formed capture: the same verdicts and diagnostics, never a crash."""
-    path = str(tmp_path / "damaged.pcap")
-    captures.write_ethernet_pcap(path, captures.seed_packets(segments=30))
+    """Byte flips, inserted and deleted ranges, absurd length fields and cuts of well-formed pcap and
+    pcapng captures: the same verdicts, frame counts and diagnostics, never a crash."""
+    path = str(tmp_path / "damaged.cap")
+    kind = data.draw(st.sampled_from(["pcap", "pcapng", "raw6"]))
+    if kind == "pcap":
+        captures.write_ethernet_pcap(path, captures.seed_packets(segments=30))
+    elif kind == "pcapng":
+        captures.write_pcapng(path, captures.seed_packets(segments=30))
+    else:
+        captures.write_raw_pcap(path, captures.seed_packets("fd31::2", "fd31:1::2", segments=30))
     raw = bytearray(open(path, "rb").read())
-    for _ in range(data.draw(st.integers(1, 6))):
+    for _ in range(data.draw(st.integers(1, 8))):
         at = data.draw(st.integers(24, len(raw) - 1))
-        raw[at] = data.draw(st.integers(0, 255))
+        how = data.draw(st.sampled_from(["byte", "byte", "insert", "delete", "length"]))
+        if how == "byte":
+            raw[at] = data.draw(st.integers(0, 255))
+        elif how == "insert":
+            raw[at:at] = data.draw(st.binary(min_size=1, max_size=8))
+        elif how == "delete":
+            del raw[at:at + data.draw(st.integers(1, 40))]
+        else:
+            raw[at:at + 4] = struct.pack("<I", data.draw(st.sampled_from(
+                [0, 0xFFFFFFFF, 1 << 18, (1 << 18) + 1, 65535, 28, 32])))
     if data.draw(st.booleans()):
         raw = raw[:data.draw(st.integers(24, len(raw)))]
     with open(path, "wb") as f:
         f.write(bytes(raw))
-    _same_verdicts(path, data.draw(st.sampled_from(["5.10", "6.12"])), {}, "any", monkeypatch)
+    _same_verdicts(path, data.draw(st.sampled_from(["5.10", "6.12"])),
+                   data.draw(st.sampled_from([{}, {"nf_conntrack_checksum": "0"}])), "any", monkeypatch)
     _same_cli([path, "--kernel", "6.1", "--format", "json"])

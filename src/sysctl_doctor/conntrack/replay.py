@@ -630,7 +630,9 @@ class _FastPath:
         skipped = self.replay.summary.skipped
         return (4 if pcap.NOT_IP in skipped else 0) | (8 if pcap.NOT_TCP in skipped else 0)
 
-    def _hand_out(self, buf: bytes, out, not_ip: int, not_tcp: int) -> None:  # type: ignore[no-untyped-def]
+    def _hand_out(self, buf: bytes, out, not_ip: int, not_tcp: int, before: int, done: int) -> None:  # type: ignore[no-untyped-def]
+        if done > before:  # the last frame read (a damaged pcapng block counted by the reader is not one)
+            self.last[0] = done
         if not_ip or not_tcp:
             skipped = self.replay.summary.skipped
             if not_ip:
@@ -660,10 +662,9 @@ class _FastPath:
         def skip(buf: bytes, pos: int, frame: int) -> Tuple[int, int]:
             if replay._fast is not fast:
                 return pos, frame
-            pos, frame, out, not_ip, not_tcp = run(buf, pos, frame, self._limit(frame), mode, self._known())
-            self.last[0] = frame
-            self._hand_out(buf, out, not_ip, not_tcp)
-            return pos, frame
+            pos, done, out, not_ip, not_tcp = run(buf, pos, frame, self._limit(frame), mode, self._known())
+            self._hand_out(buf, out, not_ip, not_tcp, frame, done)
+            return pos, done
 
         return skip
 
@@ -677,11 +678,10 @@ class _FastPath:
                  order: str) -> Tuple[int, int]:
             if replay._fast is not fast:
                 return pos, frame
-            pos, frame, out, not_ip, not_tcp = run(buf, pos, frame, self._limit(frame), mode, self._known(),
-                                                   interfaces, order == ">")
-            self.last[0] = frame
-            self._hand_out(buf, out, not_ip, not_tcp)
-            return pos, frame
+            pos, done, out, not_ip, not_tcp = run(buf, pos, frame, self._limit(frame), mode, self._known(),
+                                                  interfaces, order == ">")
+            self._hand_out(buf, out, not_ip, not_tcp, frame, done)
+            return pos, done
 
         return skip
 
