@@ -5,16 +5,19 @@
  * retrans, expires). run() reads classic-pcap records from a buffer and, for each record that is
  *   - an IPv4 (20-byte header) or IPv6 (no extension header) TCP packet, whole to the end of its
  *     options, of a link type without direction flags (Ethernet with VLAN tags, raw IP, BSD loopback),
- *   - with flags ACK (PSH, URG, ECE, CWR allowed; no SYN, FIN, RST) and no TCP option but timestamps,
+ *   - with flags ACK (PSH, URG, ECE, CWR allowed; no SYN, FIN, RST), its options whole in the capture
+ *     (they count only through the SACK edge, tcp_sack(), when the receiver allowed SACK),
  *   - with a checksum that is not bad (when checksums are judged), on a key of an adopted entry that
- *     has not expired, and in window by the four tests of TcpTracker._established_ack(),
- * applies exactly the state update of TcpTracker._established_ack() and counts an ACCEPT. At the
+ *     has not expired, and in window by the four tests of tcp_in_window() (TcpTracker._established_ack(),
+ *     with the SACK edge where TcpTracker.in_window() uses it),
+ * applies exactly the state update of TcpTracker.packet() for it and counts an ACCEPT. At the
  * first record it is not certain about (or an incomplete record, or the frame limit) it stops and
  * returns: the Python replay judges that record with the full model, after evict() handed the
- * entry's state back. Every other case (handshake, FIN, RST, SACK, window-scale, out of window,
- * retransmissions past max_retrans are fine: only the timeout choice differs and is done here as in
- * Python) is the Python model's. Nothing here allocates more than the records in the buffer it was
- * given need (output) and the adopted entries (table).
+ * entry's state back. Every other case (handshake, FIN, RST, out of window — liberal or not —, an entry
+ * not assured or expired, IP options, IPv6 extension headers, cut records) is the Python model's;
+ * retransmissions are done here (they change only the timeout, chosen as in Python). Frames without
+ * TCP that pcap.decode() calls "not IP" / "not TCP" are counted. Nothing here allocates more than the
+ * records in the buffer it was given need (output) and the adopted entries (table).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -23,6 +26,7 @@
 
 #define MASK32 0xFFFFFFFFu
 #define MAX_RECORD (1u << 18)
+#define F_SACK_PERM 0x02u
 #define F_DATA_UNACK 0x10u
 #define F_MAXACK_SET 0x20u
 #define ACK_SET 3u
@@ -480,6 +484,40 @@ static uint64_t word_sum(const uint8_t *p, size_t n) {
     return s;
 }
 
+/* tcp_model.highest_sack(): the highest right edge of the first SACK option, if after `sack`
+ * (the walk of tcp_sack(), including its treatment of odd lengths) */
+static uint32_t highest_sack(const uint8_t *opt, size_t n, uint32_t sack) {
+    if (n == 12 && opt[0] == 1 && opt[1] == 1 && opt[2] == 8 && opt[3] == 10)
+        return sack;
+    size_t i = 0;
+    long length = (long)n;
+    while (length > 0) {
+        uint32_t opcode = opt[i++];
+        if (opcode == 0)
+            return sack;
+        if (opcode == 1) {
+            length -= 1;
+            continue;
+        }
+        if (length < 2)
+            return sack;
+        long opsize = opt[i++];
+        if (opsize < 2 || opsize > length)
+            return sack;
+        if (opcode == 5 && opsize >= 10 && (opsize - 2) % 8 == 0) {
+            for (long j = 0; j < opsize - 2; j += 8) {
+                uint32_t edge = be32(opt + i + j + 4);
+                if ((uint32_t)(sack - edge) > 0x7FFFFFFFu)  /* after(edge, sack) */
+                    sack = edge;
+            }
+            return sack;
+        }
+        i += (size_t)(opsize - 2);
+        length -= opsize;
+    }
+    return sack;
+}
+
 /* One captured frame of link type `lt`, time `ts`, judged like Replay._one() would judge it on the
  * fast path: ACCEPTED (the entry's state updated; *ent and *dir say which), NOT_IP or NOT_TCP (what
  * pcap.decode() says of a frame without TCP, when it says it without a doubt), or DEFER when the Python
@@ -562,12 +600,9 @@ static int judge(FastTable *t, const uint8_t *d, size_t len, unsigned int lt, do
     uint32_t doff = (uint32_t)(tcp[12] >> 4) * 4, flags = tcp[13];
     if ((flags & 0x17) != 0x10)
         return DEFER;  /* not a plain ACK: the state table's business */
-    if (doff == 32) {
-        if (doff > l4len || len < l4 + 32 || tcp[20] != 1 || tcp[21] != 1 || tcp[22] != 8 || tcp[23] != 10)
-            return DEFER;
-    } else if (doff != 20) {
+    /* decode(): options whole in the capture (else "cut": Python's), and tcp_error()'s length test */
+    if (doff < 20 || doff > l4len || len < l4 + doff)
         return DEFER;
-    }
     if (t->checksums && len >= l4 + l4len) {
         /* checksum.tcp_checksum_bad(): the residues modulo 0xFFFF */
         uint64_t base = word_sum(src, alen) + word_sum(dst, alen);
@@ -590,24 +625,30 @@ static int judge(FastTable *t, const uint8_t *d, size_t len, unsigned int lt, do
     uint32_t dir = t->slots[si].dir;
     if (e->expires < ts)
         return DEFER;
-    /* TcpTracker._established_ack() */
+    /* TcpTracker._established_ack(), and for other options the general path it stands for:
+     * TcpTracker.packet() on an assured ESTABLISHED entry with a plain ACK is the state table's
+     * ES -> ES and tcp_in_window(), where the options count only through tcp_sack() */
     uint32_t s = dir, r = 1 - dir;
     if (e->td_maxwin[s] == 0)
         return DEFER;
     uint32_t seq = be32(tcp + 4), ack = be32(tcp + 8), datalen = l4len - doff;
+    uint32_t sack = ack;
+    if (doff > 20 && (e->flags[r] & F_SACK_PERM))
+        sack = highest_sack(tcp + 20, doff - 20, ack);
     uint32_t end = seq + datalen;
     uint32_t r_end = e->td_end[r];
     uint32_t maxwin = e->td_maxwin[s];
     uint32_t maxackwin = maxwin > MAXACKWINCONST ? maxwin : MAXACKWINCONST;
     if ((uint32_t)(seq - e->td_maxend[s] - 1) < 0x80000000u
-        || (uint32_t)(ack - r_end - 1) < 0x80000000u
+        || (uint32_t)(sack - r_end - 1) < 0x80000000u
         || (e->td_maxwin[r] && (uint32_t)(e->td_end[s] - e->td_maxwin[r] - 1 - end) < 0x80000000u)
-        || (uint32_t)(r_end - maxackwin - 1 - ack) < 0x80000000u)
+        || (uint32_t)(r_end - maxackwin - 1 - sack) < 0x80000000u)
         return DEFER;
     uint32_t win_raw = be16(tcp + 14);
     uint32_t win = (uint32_t)(((uint64_t)win_raw << e->td_scale[s]) & MASK32);
-    if (maxwin < win)
-        e->td_maxwin[s] = win;
+    uint32_t swin = win + (sack - ack);
+    if (maxwin < swin)
+        e->td_maxwin[s] = swin;
     uint32_t fl = e->flags[s];
     if ((uint32_t)(e->td_end[s] - end) > 0x7FFFFFFFu) {
         e->td_end[s] = end;
@@ -622,7 +663,7 @@ static int judge(FastTable *t, const uint8_t *d, size_t len, unsigned int lt, do
     e->flags[s] = fl;
     if (e->td_maxwin[r] != 0 && (uint32_t)(e->td_maxend[s] - end) > 0x7FFFFFFFu)
         e->td_maxwin[r] = e->td_maxwin[r] + (end - e->td_maxend[s]);
-    uint32_t top = ack + win;
+    uint32_t top = sack + win;
     if ((uint32_t)(e->td_maxend[r] - 1 - top) > 0x7FFFFFFFu)
         e->td_maxend[r] = win ? top : top + 1;
     if (ack == r_end)
