@@ -219,13 +219,17 @@ class ReplaySummary:
 class _Entry:
     """A live conntrack entry: the model's state and the table keys that lead to it."""
 
-    __slots__ = ("ct", "keys", "flow", "owned")
+    __slots__ = ("ct", "keys", "flow", "owned", "misses", "cooldown")
 
     def __init__(self, ct: Connection, flow: FlowSummary) -> None:
         self.ct = ct
         self.keys: List[tuple] = []
         self.flow = flow
         self.owned = False  # held by the compiled fast path: ct is stale until it is taken back
+        # hand-overs in a row that came back without one packet accepted, and how many of the model's
+        # packets to wait before the next (a storm of packets the fast path cannot judge: no ping-pong)
+        self.misses = 0
+        self.cooldown = 0
 
 
 class Replay:
@@ -306,6 +310,9 @@ class Replay:
         ct = entry.ct
         if entry.owned or ct.state != ESTABLISHED or not ct.assured or not ct.seen_reply or not entry.keys:
             return
+        if entry.cooldown:
+            entry.cooldown -= 1
+            return
         s0, s1 = ct.seen
         state = (s0.td_end, s0.td_maxend, s0.td_maxwin, s0.td_maxack, s0.td_scale, s0.flags,
                  s1.td_end, s1.td_maxend, s1.td_maxwin, s1.td_maxack, s1.td_scale, s1.flags,
@@ -327,7 +334,11 @@ class Replay:
          ct.last_dir, ct.last_seq, ct.last_ack, ct.last_end, ct.last_win, ct.retrans,
          ct.last_index, ct.expires) = state
         entry.owned = False
-        if packets:
+        if not packets:
+            entry.misses += 1
+            entry.cooldown = 1 << min(entry.misses, 6)
+        else:
+            entry.misses = 0
             summary = self.summary
             summary.tcp_packets += packets
             summary.verdicts[ACCEPT] += packets
