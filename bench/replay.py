@@ -11,14 +11,18 @@ times each (best time kept — the machine is shared):
   tshark -r FILE -Y tcp.analysis.spurious_retransmission        (Debian's tshark)
   sysctl-doctor conntrack replay FILE --kernel 5.10 --format json > /dev/null
 
-and prints wall and CPU time, packets per second, max RSS of each, and the ratios. With
-dpkt importable it also times a parse-only pass of dpkt against our own struct
+and prints wall and CPU time, packets per second, max RSS of each, and the ratios. The replay runs
+twice more with SYSCTL_DOCTOR_PURE_PYTHON=1 (the pure-Python replay, the second baseline: what runs
+without the compiled accelerator). Issue #12's target: the replay >= 10x faster than tshark (wall),
+memory <= 1/10 of tshark's; the script says whether each holds, with the load average before and after.
+With dpkt importable it also times a parse-only pass of dpkt against our own struct
 reader (the reason the project does not depend on dpkt).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import struct
@@ -91,11 +95,11 @@ def generate(path: str, packets: int, flows: int, payload: int = 64) -> int:
     return written
 
 
-def run_measured(args, out_path):
+def run_measured(args, out_path, env=None):
     """Wall seconds, CPU seconds, max RSS (KiB), exit status and stderr of one child; stdout to out_path."""
     start = time.perf_counter()
     with open(out_path, "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.PIPE, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
     stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
@@ -152,39 +156,68 @@ def main() -> int:
 
         out = os.path.join(tmpdir, "out")
         ours = [sys.executable, "-m", "sysctl_doctor", "conntrack", "replay", path, "--kernel", "5.10"]
+        fast_env = dict(os.environ)
+        fast_env.pop("SYSCTL_DOCTOR_PURE_PYTHON", None)
+        pure_env = dict(os.environ, SYSCTL_DOCTOR_PURE_PYTHON="1")
         commands = {
-            "tshark": [tshark, "-n", "-r", path, "-Y", "tcp.analysis.spurious_retransmission"],
-            "text": ours,
-            "json": ours + ["--format", "json"],
+            "tshark": ([tshark, "-n", "-r", path, "-Y", "tcp.analysis.spurious_retransmission"], None),
+            "text": (ours, fast_env),
+            "json": (ours + ["--format", "json"], fast_env),
+            "pure-text": (ours, pure_env),
+            "pure-json": (ours + ["--format", "json"], pure_env),
         }
+        from sysctl_doctor.compiled import load_accelerator
+
+        built = load_accelerator("sysctl_doctor.conntrack._replayfast") is not None
+        print(f"replay accelerator (conntrack/_replayfast.c): {'built' if built else 'NOT built: both runs are pure Python'}")
+        load_before = os.getloadavg()
         best = {name: [float("inf"), float("inf"), 0] for name in commands}  # wall, CPU, max RSS
         notes = {}
+        outputs = {}
         # alternate the tools, round after round, and keep each one's best: the machine is shared
         for _ in range(opts.rounds):
-            for name, cmd in commands.items():
-                wall, cpu, rss, rc, err = run_measured(cmd, out)
+            for name, (cmd, env) in commands.items():
+                wall, cpu, rss, rc, err = run_measured(cmd, out, env)
                 if rc not in ((0,) if name == "tshark" else (0, 1)):
                     print(f"{name} failed ({rc}): {err.strip()[:300]}", file=sys.stderr)
                     return 2
                 b = best[name]
                 b[0], b[1], b[2] = min(b[0], wall), min(b[1], cpu), max(b[2], rss)
+                # read the output in pieces: the children's max RSS counts this process's at fork time
+                digest = hashlib.sha256()
+                with open(out, "rb") as f:
+                    for piece in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(piece)
+                if name != "tshark":
+                    outputs.setdefault(name, set()).add(digest.hexdigest())
                 with open(out, encoding="utf-8", errors="replace") as f:
                     if name == "tshark":
                         notes[name] = f"{sum(1 for _ in f)} packets flagged"
-                    elif name == "text":
+                    elif name.endswith("text"):
                         notes[name] = next((line.strip() for line in f if line.startswith("verdicts:")), "?")
                     else:
                         notes[name] = "every packet's verdict"
+        load_after = os.getloadavg()
         labels = {"tshark": "tshark -Y tcp.analysis.spurious_retransmission",
                   "text": "sysctl-doctor conntrack replay (text)",
-                  "json": "sysctl-doctor conntrack replay --format json"}
-        print(f"best of {opts.rounds} alternating rounds; output of every tool to a file")
+                  "json": "sysctl-doctor conntrack replay --format json",
+                  "pure-text": "  the same, pure Python (text)",
+                  "pure-json": "  the same, pure Python (--format json)"}
+        print(f"best of {opts.rounds} alternating rounds; output of every tool to a file; load average "
+              f"{' '.join(f'{x:.2f}' for x in load_before)} before, {' '.join(f'{x:.2f}' for x in load_after)} after")
         for name, (wall, cpu, rss) in best.items():
             print(f"{labels[name]:<48} {wall:6.2f} s wall {cpu:6.2f} s CPU {n / wall:9.0f} pkt/s  "
                   f"max RSS {rss / 1024:6.1f} MiB  ({notes[name]})")
         ts = best["tshark"]
-        print(f"ratio tshark/replay, wall: text {ts[0] / best['text'][0]:.2f}x, json {ts[0] / best['json'][0]:.2f}x; "
-              f"CPU: text {ts[1] / best['text'][1]:.2f}x, json {ts[1] / best['json'][1]:.2f}x")
+        for kind in ("text", "json"):
+            fast, pure = best[kind], best["pure-" + kind]
+            print(f"ratio tshark/replay ({kind}): wall {ts[0] / fast[0]:.2f}x, CPU {ts[1] / fast[1]:.2f}x, "
+                  f"memory 1/{ts[2] / fast[2]:.1f}; pure Python/accelerated: wall {pure[0] / fast[0]:.2f}x, "
+                  f"CPU {pure[1] / fast[1]:.2f}x; tshark/pure Python: wall {ts[0] / pure[0]:.2f}x")
+            same = outputs[kind] == outputs["pure-" + kind] and len(outputs[kind]) == 1
+            print(f"  {kind}: output byte-identical to the pure-Python run's: {'yes' if same else 'NO'}; "
+                  f"target >= 10x tshark wall: {'holds' if ts[0] >= 10 * fast[0] else 'does NOT hold'}; "
+                  f"memory <= 1/10 of tshark's: {'holds' if fast[2] * 10 <= ts[2] else 'does NOT hold'}")
 
         ours_parse, m1 = parse_only_ours(path)
         print(f"parse only, our struct reader: {ours_parse:6.2f} s ({m1} TCP packets)")

@@ -22,6 +22,7 @@ from sysctl_doctor.conntrack.tcp_model import settings_from_sysctls
 from sysctl_doctor.live import HostSysctlChange
 
 from . import agreement, scenarios
+from .test_replay_accel import _same_cli
 from .natbox import CLIENT_IP, NAT_OUT_IP, Capture, Kmsg, NatBox, inject
 
 pytestmark = pytest.mark.root
@@ -54,6 +55,14 @@ def natbox():
 
 
 RUNS = agreement.RUNS
+
+
+def _accelerated_agrees(path: str, point: str, sysctls: Dict[str, str]) -> None:
+    """The kernel's own capture: the compiled fast path and the pure-Python replay print the same
+    report (each modelled kernel; a no-op check without the accelerator)."""
+    args = [a for k, v in sorted(sysctls.items()) for a in ("--sysctl", f"{k}={v}")]
+    for kernel in ("5.10", "6.1", "6.12"):
+        _same_cli([path, "--kernel", kernel, "--capture-point", point, "--format", "json", *args])
 _DEFAULTS = agreement.DEFAULTS
 _kernel_result = agreement.kernel_result
 
@@ -82,6 +91,7 @@ def test_model_agrees_with_kernel(natbox, tmp_path, run: str) -> None:
     for want in COVERAGE[run]:
         assert any(v == want[0] and (m or "").find(want[1]) >= 0 for v, m in kernel_results), (
             f"no kernel verdict {want} in run {run}: {sorted(reached)}")
+    _accelerated_agrees(record["capture"], "any", record["sysctls"])
 
 
 def _explain_disagrees(path: str, profile, settings, frame: int, logged: int) -> List[str]:
@@ -184,6 +194,7 @@ def test_capture_on_the_nat_box_outside_link(natbox, tmp_path) -> None:
     mismatches = compare("nat-outside")
     assert not mismatches, "\n".join(mismatches)
     assert any("invalid new" in m for m in compare("any")), "read as 'any' the box's RSTs should disagree"
+    _accelerated_agrees(path, "nat-outside", _DEFAULTS)
 
 
 def test_capture_on_the_nat_box_inside_link(natbox, tmp_path) -> None:
@@ -230,3 +241,4 @@ def test_capture_on_the_nat_box_inside_link(natbox, tmp_path) -> None:
     mismatches += [f"not on n0: {k}" for k, q in expected.items() for _ in q]
     assert not mismatches, "\n".join(mismatches)
     assert replay.summary.bad_checksums >= 2, "the client's wrong checksums on n0 were not judged"
+    _accelerated_agrees(path, "nat-inside", _DEFAULTS)

@@ -48,6 +48,20 @@ def test_replay_logs_and_outcome_agree(lab_report) -> None:  # type: ignore[no-u
     assert checked == 8
 
 
+def test_the_accelerated_replay_agrees_on_the_lab_captures(lab_report) -> None:  # type: ignore[no-untyped-def]
+    """The lab's real captures: the compiled fast path and the pure-Python replay print the same report."""
+    from conntrack.test_replay_accel import _same_cli
+
+    from sysctl_doctor.lab.mitigations import BY_NAME
+
+    for o in lab_report.outcomes:
+        args = [a for k, v in sorted(BY_NAME[o.mitigation].netns_sysctls.items())
+                for a in ("--sysctl", f"{k.rsplit('/', 1)[1]}={v}")]
+        for kernel in ("5.10", "6.1", "6.12"):
+            _same_cli([o.capture, "--kernel", kernel, "--format", "json", *args])
+            _same_cli([o.capture, "--kernel", kernel, *args])
+
+
 def test_the_commands_agree_on_the_reset(lab_report) -> None:  # type: ignore[no-untyped-def]
     """The same agreement through the commands an operator runs."""
     import json

@@ -89,11 +89,17 @@ def command(file: str, kernel: Optional[str], sysctls: Tuple[str, ...], what_ifs
     changes: List[List[Tuple[object, object]]] = [[] for _ in alternatives]
     changed_counts: List[Dict[str, int]] = [{} for _ in alternatives]
 
-    def packets():
+    def packets(json_lines: bool):
         if not others:
-            yield from main.packets()
+            # the fast path's accepted packets come as ready JSON lines (or not at all for text)
+            yield from main.verdict_stream(json_lines)
             return
         streams = [main.packets()] + [r.packets() for r in others]
+        yield from _compared(streams)
+        for stream in streams[1:]:  # zip stops at the main stream's end: let the others finish their pass
+            deque(stream, maxlen=0)
+
+    def _compared(streams):
         for row in zip(*streams):
             base = row[0]
             if base.copy_of is not None:  # a forwarded copy mirrors its original: counted once
@@ -122,8 +128,12 @@ def command(file: str, kernel: Optional[str], sysctls: Tuple[str, ...], what_ifs
         out.write(json.dumps(header)[:-1] + ', "packets": [')
         batch: List[str] = []
         sep = "\n  "
-        for v in packets():
-            batch.append(sep + v.json_line())
+        for v in packets(True):
+            if v.__class__ is str:  # accepted packets' lines, each after ",\n  "
+                out.write("".join(batch) + (v if sep != "\n  " else v[1:]))
+                batch = []
+            else:
+                batch.append(sep + v.json_line())
             sep = ",\n  "
             if len(batch) >= 4096:
                 out.write("".join(batch))
@@ -145,7 +155,7 @@ def command(file: str, kernel: Optional[str], sysctls: Tuple[str, ...], what_ifs
         out.write("\n]," + json.dumps(tail)[1:] + "\n")
         invalid = summary.verdicts["invalid"]
     else:
-        deque(packets(), maxlen=0)  # run the pass; the summary holds what the text shows
+        deque(packets(False), maxlen=0)  # run the pass; the summary holds what the text shows
         invalid = main.summary.verdicts["invalid"]
         _render_text(header, main, alternatives, others, changes, changed_counts, bool(what_ifs))
     raise click.exceptions.Exit(EXIT_FINDINGS if invalid else EXIT_OK)
@@ -180,75 +190,72 @@ def _progress_bar(path: str):
 
 
 def _render_text(header, main, alternatives, others, changes, changed_counts, asked_what_if: bool) -> None:
-    from rich.text import Text
+    """The text report, written as styled lines (one write when piped: a capture with thousands of
+    INVALID flows prints tens of thousands of lines)."""
+    from sysctl_doctor.cli.styled_lines import Segment, emit
 
-    from sysctl_doctor.cli.console import make_console
-    from sysctl_doctor.terminal_text import terminal_safe
-
-    console = make_console()
+    lines: List[List[Segment]] = []
+    add = lines.append
     s = main.summary
     sysctl_text = ", ".join(f"{k}={v}" for k, v in header["sysctls"].items()) or "kernel defaults"
-    console.print(Text(f"{terminal_safe(str(header['file']))}: {s.frames} frames, {s.tcp_packets} TCP packets in "
-                       f"{len(s.flows)} flows ({s.format})"))
-    console.print(Text(f"model: kernel {header['kernel']} (profile {header['profile_label']}), sysctls: {sysctl_text}"))
+    add([(f"{header['file']}: {s.frames} frames, {s.tcp_packets} TCP packets in {len(s.flows)} flows "
+          f"({s.format})", None)])
+    add([(f"model: kernel {header['kernel']} (profile {header['profile_label']}), sysctls: {sysctl_text}", None)])
     v = s.verdicts
-    line = Text("verdicts: ")
-    line.append(f"{v['accept']} accept", style="green")
-    line.append(", ")
-    line.append(f"{v['ignore']} ignore", style="yellow" if v["ignore"] else None)
-    line.append(", ")
-    line.append(f"{v['invalid']} invalid", style="bold red" if v["invalid"] else None)
+    line: List[Segment] = [("verdicts: ", None), (f"{v['accept']} accept", "green"), (", ", None),
+                           (f"{v['ignore']} ignore", "yellow" if v["ignore"] else None), (", ", None),
+                           (f"{v['invalid']} invalid", "bold red" if v["invalid"] else None)]
     if s.copies:
-        line.append(f"  ({s.copies} forwarded copies of incoming packets given their original's verdict)")
-    console.print(line)
+        line.append((f"  ({s.copies} forwarded copies of incoming packets given their original's verdict)", None))
+    add(line)
     bad = [fl for fl in s.flows if fl.invalid]
     if bad:
-        console.print()
-        console.print(Text("Flows with INVALID packets:", style="bold"))
+        add([])
+        add([("Flows with INVALID packets:", "bold")])
     for fl in bad:
         title = f"flow {fl.index}: {fl.src}:{fl.sport} -> {fl.dst}:{fl.dport}"
         if fl.nat:
             title += f" (left the NAT box as {fl.nat})"
-        console.print(Text(f"{title} — {fl.invalid} invalid, {fl.ignore} ignored of {fl.packets} packets; "
-                           f"last state {fl.state}", style="bold"))
+        add([(f"{title} — {fl.invalid} invalid, {fl.ignore} ignored of {fl.packets} packets; "
+              f"last state {fl.state}", "bold")])
+        shown = 0
         for ex in fl.examples:
             if ex.verdict != "invalid":
                 continue
-            t = Text(f"  frame {ex.frame:>7}  ")
-            t.append("INVALID", style="red")
-            t.append(f"  {ex.direction:<8} {ex.src}:{ex.sport} > {ex.dst}:{ex.dport} [{ex.flags}] "
-                     f"seq={ex.seq} ack={ex.ack} len={ex.length}")
-            console.print(t)
-            console.print(Text(f"                   {ex.message or '(the kernel logs nothing for this case)'}"))
-        shown = sum(1 for ex in fl.examples if ex.verdict == "invalid")
+            shown += 1
+            add([(f"  frame {ex.frame:>7}  ", None), ("INVALID", "red"),
+                 (f"  {ex.direction:<8} {ex.src}:{ex.sport} > {ex.dst}:{ex.dport} [{ex.flags}] "
+                  f"seq={ex.seq} ack={ex.ack} len={ex.length}", None)])
+            add([(f"                   {ex.message or '(the kernel logs nothing for this case)'}", None)])
         if fl.invalid > shown:
-            console.print(Text(f"  … {fl.invalid - shown} more"))
+            add([(f"  … {fl.invalid - shown} more", None)])
     ignored = [fl for fl in s.flows if fl.ignore and not fl.invalid]
     if ignored:
-        console.print()
-        console.print(Text(f"{sum(fl.ignore for fl in ignored)} packets in {len(ignored)} other flows were "
-                           "IGNOREd (they keep their conntrack entry; NAT applies; `ct state invalid` does not match)."))
+        add([])
+        add([(f"{sum(fl.ignore for fl in ignored)} packets in {len(ignored)} other flows were "
+              "IGNOREd (they keep their conntrack entry; NAT applies; `ct state invalid` does not match).", None)])
     for i, ((label, _p, _st), other) in enumerate(zip(alternatives, others)):
-        console.print()
+        add([])
         o = other.summary.verdicts
-        console.print(Text(f"what if {label}: {v['invalid']} invalid -> {o['invalid']} invalid, "
-                           f"{v['ignore']} ignore -> {o['ignore']} ignore", style="bold"))
+        add([(f"what if {label}: {v['invalid']} invalid -> {o['invalid']} invalid, "
+              f"{v['ignore']} ignore -> {o['ignore']} ignore", "bold")])
         for key, count in sorted(changed_counts[i].items()):
-            console.print(Text(f"  {count} packet{'s' if count != 1 else ''} {key.replace('->', ' -> ')}"))
+            add([(f"  {count} packet{'s' if count != 1 else ''} {key.replace('->', ' -> ')}", None)])
         for b, a in changes[i][:10]:
-            console.print(Text(f"  frame {b.frame:>7}: {b.verdict} -> {a.verdict}"
-                               + (f" ({a.message})" if a.message else "")))
+            add([(f"  frame {b.frame:>7}: {b.verdict} -> {a.verdict}" + (f" ({a.message})" if a.message else ""),
+                  None)])
     if s.bad_checksums:
-        console.print()
-        console.print(Text(f"{s.bad_checksums} packets arrived with a wrong TCP checksum: INVALID (\"bad checksum\"), as "
-                           "the kernel judges them with nf_conntrack_checksum=1. If the capture was taken on the "
-                           "host that sent them, or a tool rewrote them, that is the capture, not the wire: use "
-                           "--capture-point endpoint or --sysctl nf_conntrack_checksum=0.", style="yellow"))
+        add([])
+        add([(f"{s.bad_checksums} packets arrived with a wrong TCP checksum: INVALID (\"bad checksum\"), as "
+              "the kernel judges them with nf_conntrack_checksum=1. If the capture was taken on the "
+              "host that sent them, or a tool rewrote them, that is the capture, not the wire: use "
+              "--capture-point endpoint or --sysctl nf_conntrack_checksum=0.", "yellow")])
     if bad and not asked_what_if:
-        console.print()
-        console.print(Text("hint: --what-if nf_conntrack_tcp_be_liberal=1 shows what the usual mitigation changes"))
+        add([])
+        add([("hint: --what-if nf_conntrack_tcp_be_liberal=1 shows what the usual mitigation changes", None)])
     if s.skipped:
-        console.print()
-        console.print(Text("not judged: " + ", ".join(f"{n} {reason}" for reason, n in sorted(s.skipped.items()))))
+        add([])
+        add([("not judged: " + ", ".join(f"{n} {reason}" for reason, n in sorted(s.skipped.items())), None)])
     for d in s.diagnostics:
-        console.print(Text(terminal_safe(f"warning: {d}"), style="yellow"))
+        add([(f"warning: {d}", "yellow")])
+    emit(lines)

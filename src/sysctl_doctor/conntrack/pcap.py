@@ -27,7 +27,7 @@ import sys
 import tempfile
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator, List, Tuple, Union
+from typing import BinaryIO, Callable, Iterator, List, Optional, Protocol, Tuple, Union
 
 from sysctl_doctor.conntrack.tcp_model import Segment
 from sysctl_doctor.errors import Diagnostic, DoctorError
@@ -155,20 +155,41 @@ def open_capture(path: str, display: str = "") -> Tuple[BinaryIO, CaptureInfo]:
     raise DoctorError(f"{shown}: not a pcap or pcapng capture file (starts with {head.hex()})")
 
 
-def read_records(f: BinaryIO, info: CaptureInfo, diagnostics: List[Diagnostic]) -> Iterator[Record]:
-    """(frame, time, linktype, captured bytes, original length, outgoing-hint) per packet."""
+# A classic pcap's fast path (replay's compiled accelerator): called with (buf, pos, frame) before a
+# record is read, it consumes the records it judges itself and returns the new (pos, frame).
+SkipAhead = Callable[[bytes, int, int], Tuple[int, int]]
+# pcapng's: (buf, pos, frame, the section's [(linktype, seconds per tick)], byte order) -> (pos, frame)
+SkipAheadNg = Callable[[bytes, int, int, List[Tuple[int, float]], str], Tuple[int, int]]
+
+
+class Accelerate(Protocol):
+    """What read_records() asks a fast path for, once it knows the format."""
+
+    def for_pcap(self, linktype: int, order: str, scale: float) -> Optional[SkipAhead]: ...
+
+    def for_pcapng(self) -> Optional[SkipAheadNg]: ...
+
+
+def read_records(f: BinaryIO, info: CaptureInfo, diagnostics: List[Diagnostic],
+                 accelerate: Optional[Accelerate] = None) -> Iterator[Record]:
+    """(frame, time, linktype, captured bytes, original length, outgoing-hint) per packet.
+
+    `accelerate` (classic pcap only): records a fast path consumed are not handed out (their frame
+    numbers are skipped); every other record is, as without it."""
     if info.format == "pcap":
-        return _read_pcap(f, info, diagnostics)
-    return _read_pcapng(f, info, diagnostics)
+        return _read_pcap(f, info, diagnostics, accelerate)
+    return _read_pcapng(f, info, diagnostics, accelerate)
 
 
-def _read_pcap(f: BinaryIO, info: CaptureInfo, diagnostics: List[Diagnostic]) -> Iterator[Record]:
+def _read_pcap(f: BinaryIO, info: CaptureInfo, diagnostics: List[Diagnostic],
+               accelerate: Optional[Accelerate] = None) -> Iterator[Record]:
     header = f.read(24)
     if len(header) < 24:
         raise DoctorError(f"{info.path}: pcap header cut short ({len(header)} of 24 bytes)")
     order, scale = PCAP_MAGICS[header[:4]]
     linktype = struct.unpack(order + "I", header[20:24])[0] & 0x0FFFFFFF
     unpack = struct.Struct(order + "IIII").unpack_from
+    skip = accelerate.for_pcap(linktype, order, scale) if accelerate is not None else None
     frame = 0
     buf = b""
     blen = pos = 0
@@ -186,6 +207,10 @@ def _read_pcap(f: BinaryIO, info: CaptureInfo, diagnostics: List[Diagnostic]) ->
                 diagnostics.append(Diagnostic(
                     f"file cut short inside the header of frame {frame + 1} (byte {consumed})", info.path))
                 return
+        if skip is not None:
+            pos, frame = skip(buf, pos, frame)
+            if pos + 16 > blen:
+                continue
         sec, frac, caplen, origlen = unpack(buf, pos)
         frame += 1
         end = pos + 16 + caplen
@@ -208,12 +233,16 @@ def _read_pcap(f: BinaryIO, info: CaptureInfo, diagnostics: List[Diagnostic]) ->
         pos = end
 
 
-def _read_pcapng(f: BinaryIO, info: CaptureInfo, diagnostics: List[Diagnostic]) -> Iterator[Record]:
+def _read_pcapng(f: BinaryIO, info: CaptureInfo, diagnostics: List[Diagnostic],
+                 accelerate: Optional[Accelerate] = None) -> Iterator[Record]:
     buf = _Buffer(f)
     order = "<"
     interfaces: List[Tuple[int, float]] = []  # (linktype, seconds per tick)
     frame = 0
+    skip = accelerate.for_pcapng() if accelerate is not None else None
     while True:
+        if skip is not None and interfaces:
+            buf.pos, frame = skip(buf.buf, buf.pos, frame, interfaces, order)
         start = buf.offset()
         head = buf.take(8)
         if not head:

@@ -27,17 +27,19 @@ of their options (snap length) cannot be judged and are counted likewise.
 
 from __future__ import annotations
 
+import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
+from sysctl_doctor.compiled import load_accelerator
 from sysctl_doctor.conntrack import pcap
 from sysctl_doctor.conntrack.checksum import tcp_checksum_bad, tcp_checksum_state
 from sysctl_doctor.conntrack.profiles import KernelProfile
 from sysctl_doctor.conntrack.tcp_flags import REPLAY_ORDER
 from sysctl_doctor.conntrack.tcp_model import (
-    ACCEPT, IGNORE, INVALID, ORIGINAL, REPLY, STATE_NAMES, VALID_FLAG_BYTE, Connection, TcpSettings,
-    TcpTracker,
+    ACCEPT, ESTABLISHED, IGNORE, INVALID, ORIGINAL, REPLY, STATE_NAMES, VALID_FLAG_BYTE, Connection,
+    TcpSettings, TcpTracker,
     settings_from_sysctls,
 )
 from sysctl_doctor.errors import Diagnostic
@@ -53,6 +55,14 @@ _NOSTATUS: Tuple[str, ...] = ()
 _RECENT_INCOMING = 512
 _GC_EVERY = 100_000
 _FLAG_NAMES = tuple((int(flag), flag.name) for flag in REPLAY_ORDER)
+# The compiled fast path (conntrack/_replayfast.c; compiled.py says when it is used): pcap and pcapng
+# records of a link type without direction flags (no forwarded copies to pair), assured ESTABLISHED
+# entries only; see _FastPath and the C file's header for what it takes and what it leaves to the model.
+_FAST_MODULE = "sysctl_doctor.conntrack._replayfast"
+_FAST_LINKTYPES = frozenset({pcap.LINKTYPE_NULL, pcap.LINKTYPE_ETHERNET, 101, 12, 14, 228, 229})
+_FAST_RECORD = struct.Struct("<QdIIIII")  # FastTable.run()'s per accepted packet in _VERDICTS mode
+_COUNTS, _JSON_LINES, _VERDICTS = 0, 1, 2  # what a pass hands out for the packets the fast path accepted
+_ESTABLISHED_NAME = STATE_NAMES[ESTABLISHED]
 
 
 _FLAG_TEXT = tuple(",".join(name for bit, name in _FLAG_NAMES if flags & bit) or "none" for flags in range(256))
@@ -209,12 +219,17 @@ class ReplaySummary:
 class _Entry:
     """A live conntrack entry: the model's state and the table keys that lead to it."""
 
-    __slots__ = ("ct", "keys", "flow")
+    __slots__ = ("ct", "keys", "flow", "owned", "misses", "cooldown")
 
     def __init__(self, ct: Connection, flow: FlowSummary) -> None:
         self.ct = ct
         self.keys: List[tuple] = []
         self.flow = flow
+        self.owned = False  # held by the compiled fast path: ct is stale until it is taken back
+        # hand-overs in a row that came back without one packet accepted, and how many of the model's
+        # packets to wait before the next (a storm of packets the fast path cannot judge: no ping-pong)
+        self.misses = 0
+        self.cooldown = 0
 
 
 class Replay:
@@ -249,6 +264,7 @@ class Replay:
         self._any_point = capture_point == "any"
         self._truncated = profile.message("truncated") or "truncated packet"
         self._bad_checksum = profile.message("bad_checksum") or "bad checksum"
+        self._fast = None  # the compiled FastTable of this pass, when one runs
 
     # -- the conntrack table ------------------------------------------------------
     def _flow(self, key: tuple, pkt: pcap.TcpPacket, frame: int) -> FlowSummary:
@@ -277,12 +293,90 @@ class Replay:
                 self._flow_of[key] = entry.flow
 
     def _gc(self, now: float) -> None:
-        for entry in {e for e, _ in self._table.values() if e.ct.expires < now}:
+        fast = self._fast
+        if fast is not None and len(fast):
+            for item in fast.evict_expired(now):
+                self._take_back(item)
+        for entry in {e for e, _ in self._table.values() if not e.owned and e.ct.expires < now}:
             self._drop(entry)
+
+    # -- the compiled fast path's entries -------------------------------------------
+    def _hand_over(self, key: tuple) -> None:
+        """After the model judged a packet on `key`: an assured ESTABLISHED entry goes to the fast path."""
+        found = self._table.get(key)
+        if found is None:
+            return
+        entry = found[0]
+        ct = entry.ct
+        if entry.owned or ct.state != ESTABLISHED or not ct.assured or not ct.seen_reply or not entry.keys:
+            return
+        if entry.cooldown:
+            entry.cooldown -= 1
+            return
+        s0, s1 = ct.seen
+        state = (s0.td_end, s0.td_maxend, s0.td_maxwin, s0.td_maxack, s0.td_scale, s0.flags,
+                 s1.td_end, s1.td_maxend, s1.td_maxwin, s1.td_maxack, s1.td_scale, s1.flags,
+                 ct.last_dir, ct.last_seq, ct.last_ack, ct.last_end, ct.last_win, ct.retrans,
+                 ct.last_index, ct.expires)
+        table = self._table
+        if self._fast.adopt(entry, [(k, table[k][1]) for k in entry.keys], state, entry.flow.index):  # type: ignore[union-attr]
+            entry.owned = True
+
+    def _take_back(self, item: Optional[tuple]) -> None:
+        """An entry back from the fast path: its state, and the packets it accepted counted as _record() does."""
+        if item is None:
+            return
+        entry, state, packets, last_frame = item
+        ct = entry.ct
+        s0, s1 = ct.seen
+        (s0.td_end, s0.td_maxend, s0.td_maxwin, s0.td_maxack, s0.td_scale, s0.flags,
+         s1.td_end, s1.td_maxend, s1.td_maxwin, s1.td_maxack, s1.td_scale, s1.flags,
+         ct.last_dir, ct.last_seq, ct.last_ack, ct.last_end, ct.last_win, ct.retrans,
+         ct.last_index, ct.expires) = state
+        entry.owned = False
+        if not packets:
+            entry.misses += 1
+            entry.cooldown = 1 << min(entry.misses, 6)
+        else:
+            entry.misses = 0
+            summary = self.summary
+            summary.tcp_packets += packets
+            summary.verdicts[ACCEPT] += packets
+            flow = entry.flow
+            flow.packets += packets
+            flow.accept += packets
+            if last_frame > flow.last_frame:
+                flow.last_frame = last_frame
+            flow.status = _ASSURED
+            flow.state = _ESTABLISHED_NAME
+            flow.live = entry
+
+    def _accelerator(self, mode: int, pending: list, last: List[int]) -> Optional["_FastPath"]:
+        """The reader's fast path for this pass, or None (not built, SYSCTL_DOCTOR_PURE_PYTHON=1)."""
+        accel = load_accelerator(_FAST_MODULE)
+        return None if accel is None else _FastPath(self, accel, mode, pending, last)
+
+    def _stop_fast_path(self) -> None:
+        """Every entry back from the fast path, which stops for this pass (forwarded copies from here on)."""
+        fast = self._fast
+        if fast is not None:
+            self._fast = None
+            for item in fast.drain():
+                self._take_back(item)
 
     # -- the pass -------------------------------------------------------------------
     def packets(self) -> Iterator[PacketVerdict]:
         """Every TCP packet's verdict, in file order."""
+        return self._pass(_VERDICTS)  # type: ignore[return-value]
+
+    def verdict_stream(self, json_lines: bool = False) -> Iterator[Union[PacketVerdict, str]]:
+        """The pass for a whole-capture report, in file order: a PacketVerdict for each packet the Python
+        model judged; for the runs of packets the compiled fast path accepted, with `json_lines` their
+        `replay --format json` lines as one str (each line after ",\n  "), else nothing (the summary
+        counts them). Without the accelerator: every packet's PacketVerdict, as packets()."""
+        return self._pass(_JSON_LINES if json_lines else _COUNTS)
+
+    def _pass(self, mode: int) -> Iterator[Union[PacketVerdict, str]]:
         f, info = pcap.open_capture(self.path, self.display)
         summary = self.summary
         summary.format = info.format
@@ -292,8 +386,15 @@ class Replay:
         last_linktype = -1
         next_gc = _GC_EVERY
         frame = 0
+        pending: list = []  # what the fast path accepted before the next record
+        fast_frame = [0]
+        accelerate = self._accelerator(mode, pending, fast_frame)
         try:
-            for frame, ts, linktype, data, _origlen, hint in pcap.read_records(f, info, summary.diagnostics):
+            for frame, ts, linktype, data, _origlen, hint in pcap.read_records(f, info, summary.diagnostics,
+                                                                               accelerate):
+                if pending:
+                    yield from pending
+                    pending.clear()
                 if not frame & 0x3FFF:
                     summary.frames = frame
                     if progress is not None:
@@ -305,20 +406,34 @@ class Replay:
                     last_linktype = linktype
                     if linktype in (pcap.LINKTYPE_LINUX_SLL, pcap.LINKTYPE_LINUX_SLL2):
                         self._dedup = True
+                        self._stop_fast_path()
                 if hint >= 0:
                     self._dedup = True
+                    self._stop_fast_path()
                 pkt = decode(linktype, data, hint)
                 if pkt.__class__ is str:
                     skipped[pkt] = skipped.get(pkt, 0) + 1  # type: ignore[index]
                     continue
+                fast = self._fast
+                if fast is not None:
+                    key = (pkt.src, pkt.dst, pkt.sport, pkt.dport)  # type: ignore[union-attr]
+                    if len(fast):
+                        self._take_back(fast.evict(*key))
                 if frame == self.explain:
-                    yield self._explain_one(frame, ts, pkt)  # type: ignore[arg-type]
+                    v = self._explain_one(frame, ts, pkt)  # type: ignore[arg-type]
                 elif self.capture_point == "nat-outside":
-                    yield self._one_outside(frame, ts, pkt)  # type: ignore[arg-type]
+                    v = self._one_outside(frame, ts, pkt)  # type: ignore[arg-type]
                 else:
-                    yield self._one(frame, ts, pkt)  # type: ignore[arg-type]
+                    v = self._one(frame, ts, pkt)  # type: ignore[arg-type]
+                if fast is not None:
+                    self._hand_over(key)
+                yield v
+            if pending:
+                yield from pending
+                pending.clear()
         finally:
-            summary.frames = max(summary.frames, frame)
+            self._stop_fast_path()
+            summary.frames = max(summary.frames, frame, fast_frame[0])
             f.close()
             if progress is not None:
                 progress(info.size, info.size)
@@ -492,6 +607,94 @@ class Replay:
                 entry.flow.nat = "%s:%d -> %s:%d" % (_addr(pkt.src), pkt.sport, _addr(pkt.dst), pkt.dport)
         return PacketVerdict(frame, ts, original.verdict, original.message, original.flow, original._dir, pkt,
                              original.state, copy_of=original.frame)
+
+
+class _FastPath:
+    """pcap.Accelerate for one pass: makes the FastTable when the reader knows the format, and turns
+    what FastTable.run() accepted into what the pass hands out (see Replay._pass)."""
+
+    def __init__(self, replay: Replay, accel, mode: int, pending: list, last: List[int]) -> None:  # type: ignore[no-untyped-def]
+        self.replay = replay
+        self.accel = accel
+        self.mode = mode
+        self.pending = pending
+        self.last = last
+
+    def _table(self, linktype: int, big: bool, scale: float):  # type: ignore[no-untyped-def]
+        replay = self.replay
+        est, unack, retrans = replay.tracker._est_timeouts
+        fast = self.accel.FastTable(est, -1 if unack is None else unack, -1 if retrans is None else retrans,
+                                    replay.settings.max_retrans, replay._check_sums, linktype, big, scale)
+        replay._fast = fast
+        return fast
+
+    def _limit(self, frame: int) -> int:
+        # stop before every 16384th frame (progress, GC: the Python loop's) and the one to explain
+        limit = ((frame >> 14) + 1) << 14
+        explain = self.replay.explain
+        if explain is not None and frame < explain < limit:
+            limit = explain
+        return limit
+
+    def _known(self) -> int:
+        """FastTable.run()'s `known`: the reasons without TCP the summary lists already."""
+        skipped = self.replay.summary.skipped
+        return (4 if pcap.NOT_IP in skipped else 0) | (8 if pcap.NOT_TCP in skipped else 0)
+
+    def _hand_out(self, buf: bytes, out, not_ip: int, not_tcp: int, before: int, done: int) -> None:  # type: ignore[no-untyped-def]
+        if done > before:  # the last frame read (a damaged pcapng block counted by the reader is not one)
+            self.last[0] = done
+        if not_ip or not_tcp:
+            skipped = self.replay.summary.skipped
+            if not_ip:
+                skipped[pcap.NOT_IP] += not_ip
+            if not_tcp:
+                skipped[pcap.NOT_TCP] += not_tcp
+        if out is None:
+            return
+        if self.mode != _VERDICTS:
+            self.pending.append(out)
+            return
+        decode = pcap.decode
+        append = self.pending.append
+        for number, ts, at, caplen, flow, direction, linktype in _FAST_RECORD.iter_unpack(out):
+            append(PacketVerdict(number, ts, ACCEPT, None, flow, direction,
+                                 decode(linktype, buf[at:at + caplen]),  # type: ignore[arg-type]
+                                 _ESTABLISHED_NAME))
+
+    def for_pcap(self, linktype: int, order: str, scale: float) -> Optional[pcap.SkipAhead]:
+        if linktype not in _FAST_LINKTYPES:
+            return None
+        fast = self._table(linktype, order == ">", scale)
+        run = fast.run
+        replay = self.replay
+        mode = self.mode
+
+        def skip(buf: bytes, pos: int, frame: int) -> Tuple[int, int]:
+            if replay._fast is not fast:
+                return pos, frame
+            pos, done, out, not_ip, not_tcp = run(buf, pos, frame, self._limit(frame), mode, self._known())
+            self._hand_out(buf, out, not_ip, not_tcp, frame, done)
+            return pos, done
+
+        return skip
+
+    def for_pcapng(self) -> Optional[pcap.SkipAheadNg]:
+        fast = self._table(0, False, 0.0)
+        run = fast.run_pcapng
+        replay = self.replay
+        mode = self.mode
+
+        def skip(buf: bytes, pos: int, frame: int, interfaces: List[Tuple[int, float]],
+                 order: str) -> Tuple[int, int]:
+            if replay._fast is not fast:
+                return pos, frame
+            pos, done, out, not_ip, not_tcp = run(buf, pos, frame, self._limit(frame), mode, self._known(),
+                                                  interfaces, order == ">")
+            self._hand_out(buf, out, not_ip, not_tcp, frame, done)
+            return pos, done
+
+        return skip
 
 
 def replay_capture(path: str, profile: Union[KernelProfile, str], sysctls: Optional[Mapping[str, str]] = None,
