@@ -123,7 +123,7 @@ def command(file: str, kernel: Optional[str], sysctls: Tuple[str, ...], what_ifs
         "sysctls": {"net.netfilter." + k: v for k, v in sorted(base_map.items())},
         "capture_point": capture_point,
     }
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     if fmt == "json":
         out.write(json.dumps(header)[:-1] + ', "packets": [')
         batch: List[str] = []

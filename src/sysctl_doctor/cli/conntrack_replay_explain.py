@@ -4,6 +4,7 @@ conntrack_replay.py so that file stays the option parser and the whole-capture r
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -27,7 +28,7 @@ def explain_frame(file: str, frame: int, profile, settings, fmt: str, replay_opt
         raise DoctorError(f"--explain {frame}: frame {frame} of {name} is not a TCP packet the replay judges "
                           f"(see the summary's 'skipped' counts; the file has {replay.summary.frames} frames "
                           "read so far)")
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     if fmt == "json":
         out.write(json.dumps(explanation_json(explanation, profile, settings)) + "\n")
     else:
