@@ -537,3 +537,22 @@ def test_sack_edges_agree(tmp_path, monkeypatch, sack_perm: bool, kernel: str) -
     assert (pure[-1] == "accept") is sack_perm
     assert _same_verdicts(path, kernel, {}, "any", monkeypatch) > 40
     _same_cli([path, "--kernel", kernel, "--format", "json"])
+
+
+@needs_accel
+def test_a_table_made_without_init_or_initialised_twice_is_safe() -> None:
+    """FastTable.__new__ without __init__ used to leave its free list at entry 0 of no entries: adopt()
+    crashed the interpreter (found in review). Run in a child so a crash fails this test, not the run."""
+    import subprocess
+    import sys
+
+    code = ("from sysctl_doctor.conntrack._replayfast import FastTable\n"
+            "t = FastTable.__new__(FastTable)\n"
+            "t.adopt(object(), [((b'\\1\\2\\3\\4', b'\\5\\6\\7\\10', 1, 2), 0)], (0,) * 19 + (0.0,), 0)\n"
+            "try:\n"
+            "    t.__init__(1, 2, 3, 4, True, 1, False, 1.0)\n"
+            "except RuntimeError as exc:\n"
+            "    print('refused:', exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode() == "refused: FastTable: already holds entries\n"

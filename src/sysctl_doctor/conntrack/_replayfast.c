@@ -248,7 +248,19 @@ static void FastTable_dealloc(FastTable *t) {
     Py_TYPE(t)->tp_free((PyObject *)t);
 }
 
+/* A table is usable only once initialised; a fresh one has no free entry (free_head -1, not 0). */
+static PyObject *FastTable_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    FastTable *t = (FastTable *)PyType_GenericNew(type, args, kwds);
+    if (t != NULL)
+        t->free_head = -1;
+    return (PyObject *)t;
+}
+
 static int FastTable_init(FastTable *t, PyObject *args, PyObject *kwds) {
+    if (t->elen > 0) {  /* settings changed under adopted entries, the free list lost: refused */
+        PyErr_SetString(PyExc_RuntimeError, "FastTable: already holds entries");
+        return -1;
+    }
     static char *kw[] = {"established", "unacknowledged", "max_retrans_timeout", "max_retrans",
                          "checksums", "linktype", "big_endian", "scale", NULL};
     long long est, unack, retr;
@@ -899,7 +911,7 @@ static PyTypeObject FastTableType = {
     .tp_basicsize = sizeof(FastTable),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Adopted assured ESTABLISHED entries and the replay's fast path over pcap records.",
-    .tp_new = PyType_GenericNew,
+    .tp_new = FastTable_new,
     .tp_init = (initproc)FastTable_init,
     .tp_dealloc = (destructor)FastTable_dealloc,
     .tp_methods = FastTable_methods,
