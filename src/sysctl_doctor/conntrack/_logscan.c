@@ -738,13 +738,13 @@ static int commit(Scanner *s, const Parsed *r, long long line) {
         k->count++;
     }
 counted:
-    f->last_line = line;
-    f->pending_stamp = r->stamp; f->pending_len = (uint32_t)r->stamp_len;
-    if (f->touched != s->call) {
-        f->touched = s->call;
+    if (f->touched != s->call) {  /* room in the list first: a stamp into the buffer is always listed */
         if (grow((void **)&s->touched, &s->touched_cap, s->ntouched + 1, sizeof(uint32_t)) < 0) return -1;
+        f->touched = s->call;
         s->touched[s->ntouched++] = fid;
     }
+    f->last_line = line;
+    f->pending_stamp = r->stamp; f->pending_len = (uint32_t)r->stamp_len;
     s->mode = r->mode;
     s->records++;
     return 0;
@@ -888,6 +888,10 @@ static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
         p = next;
     }
     if (!nomem && own_stamps(s) < 0) nomem = 1;
+    if (nomem) {  /* no stamp may point into the buffer once it is released: those flows' last stamps are lost */
+        for (size_t i = 0; i < s->ntouched; i++) s->flows[s->touched[i]].pending_stamp = NULL;
+        s->ntouched = 0;
+    }
     Py_END_ALLOW_THREADS
     s->busy = 0;
     PyBuffer_Release(&view);
@@ -968,7 +972,13 @@ done:
     return result;
 }
 
-static PyObject *Scanner_pending(Scanner *s, void *closure) { return PyLong_FromLongLong(s->records); }
+static PyObject *Scanner_pending(Scanner *s, void *closure) {
+    if (s->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "pending: this scanner is scanning in another thread");
+        return NULL;
+    }
+    return PyLong_FromLongLong(s->records);
+}
 
 static void Scanner_dealloc(Scanner *s) {
     reset(s);

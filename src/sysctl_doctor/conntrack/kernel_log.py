@@ -1390,10 +1390,17 @@ class _ScanAhead:
         return self
 
     def abandon(self) -> None:
-        """Stop after the window being scanned (the main thread failed): its buffer export must end before
-        the mapping is closed."""
+        """Stop after the window being scanned (the main thread failed or was interrupted): its buffer export
+        must end before the mapping is closed. A second Ctrl-C does not cut the wait (one window's scan)."""
         self.stop.set()
-        self.thread.join()
+        interrupted = None
+        while self.thread.is_alive():
+            try:
+                self.thread.join()
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
 
 
 def _lines_of(data: bytes) -> int:
@@ -1478,9 +1485,11 @@ def _summarise_accelerated(stream: IO[bytes], report: "KernelLogReport", table: 
                 take()
                 continue
             if odd_end == end and not eof:
-                odd_end = end if full and pos == start else _held_back(src, pos, end)
+                odd_end = _held_back(src, pos, end)  # a record near the end keeps its continuation lines
                 if odd_end <= pos:
-                    break  # read on: the record's continuation may follow
+                    if not (full and pos == start):
+                        break  # read on: the record's continuation may follow
+                    odd_end = end  # nothing more fits in: read what there is (no progress otherwise)
             data = bytes(view[pos:odd_end])
             python_region(data, line)
             line += _lines_of(data)
@@ -1533,10 +1542,9 @@ def _summarise_accelerated(stream: IO[bytes], report: "KernelLogReport", table: 
             else:
                 try:
                     base = run(0, ahead.start_at)
-                except BaseException:
-                    ahead.abandon()
-                    raise
-                done = ahead.join()
+                    done = ahead.join()
+                finally:
+                    ahead.abandon()  # (a no-op once joined) the mapping cannot close while it scans
                 if base == ahead.start_at and len(kept) >= keep:
                     take()  # the first part's counts, then the second part's, in the order of the log
                     for got in done.flushes:
