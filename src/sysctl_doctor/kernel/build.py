@@ -69,19 +69,31 @@ def _run_scans(jobs: List[Tuple[str, str, str, bool]], progress: Optional[Progre
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
+    # Largest files first (longest-processing-time order): the workers finish together instead of one
+    # waiting on the other's last chunk of big modules (6.12 .ko.xz cold: ~0.08 s of ~3 s). Results go back
+    # in the listing's order, so the index does not depend on the schedule.
+    order = sorted(range(total), key=lambda i: -_size(jobs[i][0]))
+    by_job: List[Optional[dict]] = [None] * total
     try:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             done = 0
-            for res in pool.map(_scan_star, jobs, chunksize=chunk):
+            for i, res in zip(order, pool.map(_scan_star, [jobs[i] for i in order], chunksize=chunk)):
                 done += 1
-                if res is not None:
-                    results.append(res)
+                by_job[i] = res
                 if progress and (done % 25 == 0 or done == total):
                     progress(done, total)
+        results.extend(res for res in by_job if res is not None)
         return results
     except (OSError, NotImplementedError, BrokenProcessPool):
         # No usable process pool here (no /dev/shm, seccomp, a worker killed): scan in-process.
         return _run_serial(jobs, progress)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0  # reported by the scan that cannot read it
 
 
 def _run_serial(jobs: List[Tuple[str, str, str, bool]], progress: Optional[Progress]) -> List[dict]:
