@@ -123,11 +123,10 @@ def command(root_dir: str, kernel: Optional[str], cmdline: Optional[str], init_s
         doc = to_sarif(report, all_rules(), __version__, root_dir, sarif_srcroot, sarif_help_uri)
         sys.stdout.write(json_text(doc, indent=2) + "\n")
     else:
-        from sysctl_doctor.cli.console import make_console
+        from sysctl_doctor.cli.console import report_console
         from sysctl_doctor.report.text_report import render_check_text
 
-        console = make_console(piped_width=120, soft_wrap=not sys.stdout.isatty())
-        render_check_text(report, console, verbose=verbose)
+        render_check_text(report, report_console(piped_width=120), verbose=verbose)
     raise click.exceptions.Exit(EXIT_FINDINGS if report.has_errors else EXIT_OK)
 
 

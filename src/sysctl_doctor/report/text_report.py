@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from sysctl_doctor.boot.model import Verdict
 from sysctl_doctor.findings.model import ERROR, INFO, WARNING
 from sysctl_doctor.terminal_text import terminal_safe
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console
+    from rich.table import Table
 
 _SEVERITY_STYLE = {ERROR: "bold red", WARNING: "yellow", INFO: "cyan"}
 
@@ -77,13 +77,43 @@ def _assignment_lines(analysis, verbose: bool) -> List[List[Segment]]:  # type: 
     return out
 
 
-def _rich_table(rows: List[Tuple[List[str], str]]) -> Table:
+def _rich_table(rows: List[Tuple[List[str], str]]) -> "Table":
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(show_lines=False, pad_edge=False)
     for name in _COLUMNS:
         table.add_column(name, overflow="fold")
     for cells, style in rows:
         table.add_row(*(Text(c) for c in cells[:4]), Text(cells[4], style=style or ""))
     return table
+
+
+def _box_table(rows: List[Tuple[List[str], str]], width: int) -> Optional[str]:
+    """The table as rich draws it for output that is not a terminal (box HEAVY_HEAD, no padding at the
+    edges, no styles), without rich: importing rich is ~20 ms of a `check` that must take 0.15 s. None where
+    only rich knows the layout: a cell not plain printable ASCII (its width is rich's to measure), or a
+    table wider than `width` (rich folds cells). tests/cli/test_box_table.py holds it to rich's own output."""
+    table = [list(_COLUMNS)] + [cells[:5] for cells, _ in rows]
+    for row in table:
+        for cell in row:
+            if not cell.isascii() or not cell.isprintable():
+                return None
+    widths = [max(len(row[i]) for row in table) for i in range(len(_COLUMNS))]
+    last = len(widths) - 1
+    spans = [w + (0 if i in (0, last) else 1) + 1 for i, w in enumerate(widths)]  # no padding at the edges
+    if sum(spans) + len(spans) + 1 > width:
+        return None
+
+    def line(cells: List[str], left: str, mid: str, right: str) -> str:
+        padded = [(" " if i else "") + c.ljust(w) + (" " if i < last else "") for i, (c, w) in enumerate(zip(cells, widths))]
+        return left + mid.join(padded) + right
+
+    out = ["┏" + "┳".join("━" * s for s in spans) + "┓", line(table[0], "┃", "┃", "┃"),
+           "┡" + "╇".join("━" * s for s in spans) + "┩"]
+    out += [line(row, "│", "│", "│") for row in table[1:]]
+    out.append("└" + "┴".join("─" * s for s in spans) + "┘")
+    return "\n".join(out) + "\n"
 
 
 def _plain_table(rows: List[Tuple[List[str], str]]) -> List[List[Segment]]:
@@ -96,11 +126,13 @@ def _plain_table(rows: List[Tuple[List[str], str]]) -> List[List[Segment]]:
     return out
 
 
-def _emit(console: Console, lines: List[List[Segment]], soft_wrap: bool = False) -> None:
+def _emit(console: "Console", lines: List[List[Segment]], soft_wrap: bool = False) -> None:
     """Styled lines in one write: one rich Text on a terminal (no markup parsing), plain text when piped."""
     if not console.is_terminal:
         console.file.write("".join("".join(t for t, _ in line) + "\n" for line in lines))
         return
+    from rich.text import Text
+
     text = Text()
     for line in lines:
         for chunk, style in line:
@@ -109,7 +141,7 @@ def _emit(console: Console, lines: List[List[Segment]], soft_wrap: bool = False)
     console.print(text, end="", soft_wrap=soft_wrap)
 
 
-def render_check_text(report, console: Console, verbose: bool = False) -> None:
+def render_check_text(report, console: "Console", verbose: bool = False) -> None:
     analysis = report.analysis
     timeline = analysis.timeline
     rows = _rows(report)
@@ -120,7 +152,11 @@ def render_check_text(report, console: Console, verbose: bool = False) -> None:
         _emit(console, head + _plain_table(rows), soft_wrap=True)  # table rows are not word-wrapped
     else:
         _emit(console, head)
-        console.print(_rich_table(rows))
+        drawn = None if console.is_terminal else _box_table(rows, console.width)
+        if drawn is not None:
+            console.file.write(drawn)
+        else:
+            console.print(_rich_table(rows))
     lines: List[List[Segment]] = _assignment_lines(analysis, verbose)
     say = lines.append
     explained = [p for p in report.fates if verbose or not p.applied]
