@@ -1223,18 +1223,26 @@ def summarise_kernel_log_stream(stream: IO[bytes], report: "KernelLogReport", ta
     blocks = line_blocks(stream, report, block=SUMMARY_BLOCK // max(1, workers))
     with _summaries(blocks, workers if since is None else 0, lambda: len(kept) >= keep) as summarised:
         for first_line, block, summary in summarised:
-            if summary is not None:
-                report.lines_total += summary.lines
-                report.conntrack_lines += summary.records
-                table.add_block(summary, first_line)
-                continue
-            for rec in _iter_block(block, report, first_line, since, year, boot_time):
-                table.add(rec)
-                if len(kept) < keep:
-                    kept.append(rec)
+            _read_block(block, first_line, summary, report, table, kept, keep, since, year, boot_time)
     report.skipped.other = (report.lines_total - report.conntrack_lines - report.continuation_lines
                             - report.skipped.too_long)
     return kept
+
+
+def _read_block(data: bytes, first_line: int, summary: "Optional[BlockSummary]", report: "KernelLogReport",
+                table: "FlowTable", kept: List[ConntrackLogLine], keep: int, since: Optional[float], year: int,
+                boot_time: Optional[float]) -> None:
+    """A block of whole lines into the table: its summary's counts when it has one, else record by record
+    through the reference reader (the first `keep` records also kept)."""
+    if summary is not None:
+        report.lines_total += summary.lines
+        report.conntrack_lines += summary.records
+        table.add_block(summary, first_line)
+        return
+    for rec in _iter_block(data, report, first_line, since, year, boot_time):
+        table.add(rec)
+        if len(kept) < keep:
+            kept.append(rec)
 
 
 class _summaries:
@@ -1436,17 +1444,8 @@ def _summarise_accelerated(stream: IO[bytes], report: "KernelLogReport", table: 
     def python_region(data: bytes, first_line: int) -> None:  # whole lines: the Python summary or the reference
         data, _ = _cut_long_lines(data, first_line, report, max_line, True)
         take()
-        if len(kept) >= keep:
-            summary = summarise_block(data)
-            if summary is not None:
-                report.lines_total += summary.lines
-                report.conntrack_lines += summary.records
-                table.add_block(summary, first_line)
-                return
-        for rec in _iter_block(data, report, first_line, None, year, boot_time):
-            table.add(rec)
-            if len(kept) < keep:
-                kept.append(rec)
+        summary = summarise_block(data) if len(kept) >= keep else None
+        _read_block(data, first_line, summary, report, table, kept, keep, None, year, boot_time)
 
     def cut_line() -> None:  # a line longer than the buffer (so over MAX_LINE): cut and counted
         report.skipped.too_long += 1
