@@ -12,7 +12,7 @@ from typing import List
 
 import pytest
 
-from sysctl_doctor.compiled import PURE_PYTHON_ENV, load_accelerator, pure_python_forced
+from sysctl_doctor.compiled import ACCELERATORS, PURE_PYTHON_ENV, load_accelerator, pure_python_forced
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
@@ -42,3 +42,19 @@ def test_each_accelerator_is_built_where_a_compiler_is(module: str) -> None:
 def test_pure_python_turns_each_accelerator_off(module: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(PURE_PYTHON_ENV, "1")
     assert load_accelerator(module) is None
+
+
+def test_version_says_which_accelerators_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from sysctl_doctor.cli import cli
+
+    monkeypatch.setenv(PURE_PYTHON_ENV, "1")
+    out = CliRunner().invoke(cli, ["--version"]).output.splitlines()
+    assert out[0].startswith("sysctl-doctor, version ")
+    assert out[1] == f"compiled accelerators: none ({PURE_PYTHON_ENV} is set)"
+    monkeypatch.delenv(PURE_PYTHON_ENV)
+    built = [m for m in declared_accelerators() if load_accelerator(m) is not None]
+    line = CliRunner().invoke(cli, ["--version"]).output.splitlines()[1]
+    assert line == ("compiled accelerators: none (not built: pure Python)" if not built else
+                    "compiled accelerators: " + ", ".join(w for m, w in ACCELERATORS.items() if m in built))

@@ -30,3 +30,18 @@ def load_accelerator(module: str) -> Optional[ModuleType]:
         return importlib.import_module(module)
     except ImportError:
         return None
+
+
+# The accelerators, and what each speeds up (for `sysctl-doctor --version`).
+ACCELERATORS = {
+    "sysctl_doctor.conntrack._logscan": "conntrack logs",
+    "sysctl_doctor.conntrack._replayfast": "conntrack replay",
+}
+
+
+def accelerator_status() -> str:
+    """One line: which accelerators this install runs, e.g. "conntrack logs, conntrack replay"."""
+    if pure_python_forced():
+        return f"none ({PURE_PYTHON_ENV} is set)"
+    found = [what for module, what in ACCELERATORS.items() if load_accelerator(module) is not None]
+    return ", ".join(found) if found else "none (not built: pure Python)"

@@ -64,8 +64,19 @@ class _OutputClosed(Exception):
     """stdout was closed by the reader (`sysctl-doctor … | head`)."""
 
 
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from sysctl_doctor.compiled import accelerator_status
+
+    click.echo(f"sysctl-doctor, version {__version__}")
+    click.echo(f"compiled accelerators: {accelerator_status()}")
+    ctx.exit()
+
+
 @click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="sysctl-doctor")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version (and which compiled accelerators run) and exit.")
 def cli() -> None:
     """Will your kernel settings be in effect after the next boot?
 
