@@ -196,13 +196,13 @@ def test_compiled_summary_equals_the_reference_on_hostile_lines(lines: List[str]
 
 @needs_scanner
 @pytest.mark.parametrize("seed", range(6))
-def test_mapped_file_and_small_buffers_give_the_same_summary(tmp_path, seed: int) -> None:  # type: ignore[no-untyped-def]
-    """A regular file is read mapped in memory, window by window; other inputs through one buffer. Small
-    windows and buffers (MAX_LINE 300): window ends inside lines, lines longer than a window cut."""
+def test_a_regular_file_and_small_buffers_give_the_same_summary(tmp_path, seed: int) -> None:  # type: ignore[no-untyped-def]
+    """A regular file read through small buffers (MAX_LINE 300): buffer ends inside lines, lines longer than a
+    buffer cut."""
     rng = random.Random(seed)
     lines = _log(seed, 1200).split(b"\n")
     for at in sorted(rng.sample(range(len(lines)), 3)):
-        lines[at] = b"y" * rng.choice((400, 12000, 30000))  # over MAX_LINE; the last two over a window
+        lines[at] = b"y" * rng.choice((400, 12000, 30000))  # over MAX_LINE; the last two over a buffer
     data = b"\n".join(lines)
     path = tmp_path / "kern.log"
     path.write_bytes(data)
@@ -210,12 +210,11 @@ def test_mapped_file_and_small_buffers_give_the_same_summary(tmp_path, seed: int
         mp.setattr(kernel_log, "MAX_LINE", 300)
         mp.setattr(kernel_log, "HOLD_BACK", 2048)
         mp.setattr(kernel_log, "ACCEL_BUFFER", 1)
-        mp.setattr(kernel_log, "MAP_WINDOW", 1)
         expected = _reference(data)
         for keep in (0, 40):
             report, table = KernelLogReport("x"), FlowTable()
             with kernel_log.open_log_file(str(path)) as log:
-                assert log.mapping() is not None
+                assert log.regular_size() is not None
                 kernel_log.summarise_kernel_log_stream(log, report, table, year=YEAR, keep=keep)
             assert _view(report, table) == expected, keep
             assert _summarised(data, keep=keep)[0] == expected, keep
@@ -290,12 +289,12 @@ def test_past_the_scanners_caps_its_counts_are_taken_and_it_goes_on() -> None:
     assert _summarised(data)[0] == _reference(data)
 
 
-# --- two threads over a mapped log --------------------------------------------------------------
+# --- two threads over a regular file -------------------------------------------------------------
 
-def _mapped_summary(path, keep: int = 0):  # type: ignore[no-untyped-def]
+def _file_summary(path, keep: int = 0):  # type: ignore[no-untyped-def]
     report, table = KernelLogReport("x"), FlowTable()
     with kernel_log.open_log_file(str(path)) as log:
-        assert log.mapping() is not None
+        assert log.regular_size() is not None
         kept = kernel_log.summarise_kernel_log_stream(log, report, table, year=YEAR, keep=keep)
     return _view(report, table), [(r.line, r.flow, r.reason.code, r.time) for r in kept]
 
@@ -317,10 +316,10 @@ class _AheadSpy:
 
 @needs_scanner
 @pytest.mark.parametrize("seed", range(8))
-def test_two_threads_over_a_mapped_log_give_the_one_thread_summary(tmp_path, seed: int) -> None:  # type: ignore[no-untyped-def]
-    """A second scanner from the log's middle, in a thread: the summary is the reference's whether its counts
-    are used (the first half ends where it starts) or dropped (a record held back across the middle), with
-    odd lines anywhere, small windows and the text view's kept records."""
+def test_two_threads_over_a_log_file_give_the_one_thread_summary(tmp_path, seed: int) -> None:  # type: ignore[no-untyped-def]
+    """A second scanner from the log's middle, in a thread: the summary is the reference's and the one-thread
+    one, whether its counts are used or dropped (records still kept for the text view), with odd lines
+    anywhere (where it stops and the main thread reads on), small buffers and the text view's records."""
     rng = random.Random(seed)
     clean = [f"{rng.choice(PREFIXES)}nf_ct_proto_6: {rng.choice(MESSAGES)} {TAIL}" for _ in range(400)]
     mixed = _log(seed, 1500).split(b"\n")
@@ -332,17 +331,16 @@ def test_two_threads_over_a_mapped_log_give_the_one_thread_summary(tmp_path, see
         mp.setenv("SYSCTL_DOCTOR_WORKERS", "2")
         mp.setattr(kernel_log, "SCAN_AHEAD_MIN", 0)
         mp.setattr(kernel_log, "HOLD_BACK", 2048)
-        if seed % 4 < 2:  # small windows (a window is at least the read buffer, at least 4 lines' room)
+        if seed % 4 < 2:  # small buffers (at least 4 lines' room)
             mp.setattr(kernel_log, "MAX_LINE", 300)
             mp.setattr(kernel_log, "ACCEL_BUFFER", 1)
-            mp.setattr(kernel_log, "MAP_WINDOW", 1)
         spy = _AheadSpy(mp)
         expected = _reference(data)
         for keep in (0, 40):
-            got = _mapped_summary(path, keep)
+            got = _file_summary(path, keep)
             assert got[0] == expected, keep
             mp.setenv("SYSCTL_DOCTOR_WORKERS", "1")
-            assert got == _mapped_summary(path, keep), keep
+            assert got == _file_summary(path, keep), keep
             mp.setenv("SYSCTL_DOCTOR_WORKERS", "2")
     assert len(spy.runs) == 2 and all(start > 0 for start, _, _, _ in spy.runs)
 
@@ -363,7 +361,7 @@ def test_the_second_scanners_counts_are_used_on_a_clean_log(tmp_path) -> None:  
         mp.setenv("SYSCTL_DOCTOR_WORKERS", "2")
         mp.setattr(kernel_log, "SCAN_AHEAD_MIN", 0)
         spy = _AheadSpy(mp)
-        assert _mapped_summary(path)[0] == _reference(data)
+        assert _file_summary(path)[0] == _reference(data)
     [(start, stopped, lines_read, flushes)] = spy.runs
     assert stopped == len(data) and lines_read == data[start:].count(b"\n") and flushes >= 2
 
@@ -375,13 +373,13 @@ def test_a_log_under_the_threshold_or_one_cpu_is_read_by_one_thread(tmp_path) ->
     with pytest.MonkeyPatch.context() as mp:
         spy = _AheadSpy(mp)
         mp.setenv("SYSCTL_DOCTOR_WORKERS", "2")
-        _mapped_summary(path)  # 6 KB, under SCAN_AHEAD_MIN
+        _file_summary(path)  # 6 KB, under SCAN_AHEAD_MIN
         mp.setattr(kernel_log, "SCAN_AHEAD_MIN", 0)
         mp.setenv("SYSCTL_DOCTOR_WORKERS", "1")
-        _mapped_summary(path)
+        _file_summary(path)
         assert spy.runs == []
         mp.setenv("SYSCTL_DOCTOR_WORKERS", "2")
-        _mapped_summary(path)
+        _file_summary(path)
         assert len(spy.runs) == 1
 
 
@@ -408,12 +406,11 @@ def test_a_wrapped_record_at_a_buffers_end_keeps_its_continuation_after_an_odd_r
     path.write_bytes(body)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SYSCTL_DOCTOR_WORKERS", "1")
-        mp.setattr(kernel_log, "MAP_WINDOW", 0)  # a window is the buffer's size
-        assert _mapped_summary(path)[0] == expected
+        assert _file_summary(path)[0] == expected
 
 
 @needs_scanner
-def test_ctrl_c_while_waiting_for_the_second_thread_stops_it_before_the_mapping_closes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_ctrl_c_while_waiting_for_the_second_thread_stops_it_before_the_file_closes(tmp_path) -> None:  # type: ignore[no-untyped-def]
     rec = f"[ 1.0] nf_ct_proto_6: {MESSAGES[0]} {TAIL}\n".encode()
     path = tmp_path / "kern.log"
     path.write_bytes(b"x" * 99 + b"\n" * 1 + rec * 40000)
@@ -427,6 +424,29 @@ def test_ctrl_c_while_waiting_for_the_second_thread_stops_it_before_the_mapping_
         mp.setenv("SYSCTL_DOCTOR_WORKERS", "2")
         mp.setattr(kernel_log, "SCAN_AHEAD_MIN", 0)
         mp.setattr(kernel_log._ScanAhead, "join", interrupted_join)
-        with pytest.raises(KeyboardInterrupt):  # not a BufferError from closing the mapping under the thread
-            _mapped_summary(path)
+        with pytest.raises(KeyboardInterrupt):  # the thread stopped and joined, not left reading a closed file
+            _file_summary(path)
     assert not seen["ahead"].thread.is_alive()
+
+
+@needs_scanner
+def test_a_log_truncated_while_it_is_read_is_read_as_far_as_it_goes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """logrotate's copytruncate may cut kern.log while it is read: the size taken at the start is then too large.
+    Read with pread, the halves just read short (a mapping would have died of SIGBUS): the summary is the
+    reference's of what the file holds."""
+    lines = [f"[ {i}.0] nf_ct_proto_6: {MESSAGES[i % 3]} {TAIL}" for i in range(6000)]
+    data = ("\n".join(lines) + "\n").encode()
+    path = tmp_path / "kern.log"
+    path.write_bytes(data)
+    old_size = len(data)
+    cut = data.index(b"\n", len(data) * 3 // 4) + 1
+    with open(path, "r+b") as fh:
+        fh.truncate(cut)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SYSCTL_DOCTOR_WORKERS", "2")
+        mp.setattr(kernel_log, "SCAN_AHEAD_MIN", 0)
+        mp.setattr(kernel_log.LogInput, "regular_size", lambda self: old_size)  # stat'ed before the cut
+        spy = _AheadSpy(mp)
+        assert _file_summary(path)[0] == _reference(data[:cut])
+    [(start, stopped, _, _)] = spy.runs
+    assert start < cut and stopped == cut

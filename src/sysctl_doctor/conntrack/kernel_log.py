@@ -929,24 +929,28 @@ class LogInput:
         """Read into `buffer` (a writable memoryview); 0 at the end."""
         return self._guard(lambda: self._raw.readinto(buffer)) or 0
 
-    def mapping(self):  # type: ignore[no-untyped-def]
-        """The whole input mapped read-only (an mmap), when it is a regular uncompressed file read from its
-        start and nothing of it read yet but the peeked head; else None (read it with readinto)."""
-        import mmap
+    def regular_size(self) -> Optional[int]:
+        """The size of the input when it is a regular uncompressed file read from its start, nothing of it read
+        yet but the peeked head (then `read_at` may read any part of it); else None (read it with readinto)."""
         import os
         import stat
 
-        raw = self._raw
-        if not isinstance(raw, _Prefixed):
+        if not isinstance(self._raw, _Prefixed):
             return None
         try:
-            fd = self._file.fileno()
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_size == 0 or self._file.tell() != len(raw.peek()):
+            info = os.fstat(self._file.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_size == 0 or self._file.tell() != len(self._raw.peek()):
                 return None
-            return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            return info.st_size
         except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
             return None
+
+    def read_at(self, buffer, offset: int) -> int:  # type: ignore[no-untyped-def]
+        """pread into `buffer` (a writable memoryview) from `offset` of a regular file: 0 past its end (a file
+        truncated meanwhile reads short; nothing is mapped, so nothing faults)."""
+        import os
+
+        return self._guard(lambda: os.preadv(self._file.fileno(), [buffer], offset))
 
     def close(self) -> None:
         self._file.close()
@@ -1300,7 +1304,6 @@ class _summaries:
 # lines that may continue it.
 
 ACCEL_BUFFER = 1 << 20  # bytes the compiled path reads at a time
-MAP_WINDOW = 8 << 20  # bytes of a mapped file read at a time (then dropped from the resident set)
 KEEP_REGION = 1 << 16  # while records are kept (the text timeline), the reference reads this much at a time
 
 
@@ -1312,11 +1315,11 @@ def _accelerator():  # type: ignore[no-untyped-def]
     return module.Scanner() if module is not None else None
 
 
-SCAN_AHEAD_MIN = 64 << 20  # a mapped log at least this large is scanned by two threads (one from its middle)
+SCAN_AHEAD_MIN = 64 << 20  # a regular log file at least this large is scanned by two threads (one from its middle)
 
 
 def scan_threads() -> int:
-    """Threads for the compiled scanner on a mapped log: 2 when two CPUs are ours, else 1;
+    """Threads for the compiled scanner on a regular log file: 2 when two CPUs are ours, else 1;
     SYSCTL_DOCTOR_WORKERS=1 keeps it to one."""
     import os
 
@@ -1330,19 +1333,35 @@ def scan_threads() -> int:
     return 2 if cpus >= 2 else 1
 
 
-class _ScanAhead:
-    """The compiled scanner over the second half of a mapped log, in a thread, while the main thread reads the
-    first half (the C scan runs without the GIL). It counts only lines it is certain of, from a line start
-    that begins a record, and stops at the first line it would hand to the reference reader; the caller then
-    adds its counts after the first half's (the table takes them in log order, as it takes the counts of any
-    flush) and reads on from where it stopped. If the first half does not end exactly where this one starts
-    (a record held back across the middle), or records are still being kept, its counts are dropped and the
-    caller reads the second half itself: the result is always the one-thread result."""
+class _FileRange:
+    """Bytes [start, stop) of a regular log file (stop None: to its end), for a readinto loop."""
 
-    def __init__(self, mm, size: int, window: int, max_line: int, scanner, drop_read, start_at: int) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, log: "LogInput", start: int, stop: Optional[int]) -> None:
+        self.log, self.pos, self.stop = log, start, stop
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        want = len(buffer) if self.stop is None else min(len(buffer), self.stop - self.pos)
+        if want <= 0:
+            return 0
+        got = self.log.read_at(buffer[:want], self.pos)
+        self.pos += got
+        return got
+
+
+class _ScanAhead:
+    """The compiled scanner over the second half of a regular log file, in a thread (its reads and the C scan
+    run without the GIL) while the main thread reads the first half, up to the line where this one starts: the
+    first line after the middle that holds a conntrack logger, which is never a continuation of the line above
+    (`_is_continuation`), so the first half ends there as at the end of the input. It counts only lines it is
+    certain of and stops at the first line it would hand to the reference reader; the caller adds its counts
+    after the first half's (the table takes them in log order, as it takes the counts of any flush) and reads
+    on from where it stopped. While records are still being kept (the text view's first records) its counts
+    are dropped and the caller reads the second half itself: the result is always the one-thread result."""
+
+    def __init__(self, log: "LogInput", cap: int, max_line: int, scanner, start_at: int) -> None:  # type: ignore[no-untyped-def]
         import threading
 
-        self.mm, self.size, self.window, self.max_line, self.drop_read = mm, size, window, max_line, drop_read
+        self.log, self.cap, self.max_line = log, cap, max_line
         self.scanner = type(scanner)()  # its own tables: a scanner is never shared between threads
         self.start_at = self.stopped_at = start_at
         self.lines = self.records = 0
@@ -1353,41 +1372,66 @@ class _ScanAhead:
         self.thread.start()
 
     @classmethod
-    def start(cls, mm, size: int, window: int, max_line: int, scanner, drop_read):  # type: ignore[no-untyped-def]
-        """A scan of the second half, or None when the log is small or has no record after its middle."""
+    def start(cls, log: "LogInput", size: int, cap: int, max_line: int, scanner):  # type: ignore[no-untyped-def]
+        """A scan of the second half, or None when the log is small or has no record soon after its middle."""
         if size < SCAN_AHEAD_MIN:
             return None
-        tok = mm.find(LOGGER_TOKEN, size // 2)
+        mid = size // 2
+        probe = bytearray(min(size - mid, 4 << 20))
+        chunk = bytes(memoryview(probe)[:log.read_at(memoryview(probe), mid)])
+        first = chunk.find(b"\n") + 1  # the first whole line after the middle
+        tok = chunk.find(LOGGER_TOKEN, first) if first else -1
         if tok < 0:
             return None
-        start_at = mm.rfind(b"\n", 0, tok) + 1
-        if start_at <= 0:
-            return None
-        return cls(mm, size, window, max_line, scanner, drop_read, start_at)
+        return cls(log, cap, max_line, scanner, mid + chunk.rfind(b"\n", 0, tok) + 1)
 
     def _run(self) -> None:
         try:
-            mm, scan, dropped, pos = self.mm, self.scanner.scan, [self.start_at], self.start_at
-            while pos < self.size and not self.stop.is_set():
-                stop = min(self.size, pos + self.window)
-                end = self.size if stop == self.size else mm.rfind(b"\n", pos, stop) + 1
-                if end <= pos:
-                    break  # a line over MAX_LINE: the main thread cuts it
-                status, at, lines, records, _, _ = scan(mm, pos, end, self.lines + 1, self.max_line)
-                self.lines += lines
-                self.records += records
-                pos = at
-                if status == 2:  # a table full: its counts kept for later, in order
-                    self.flushes.append(self.scanner.flush())
-                    continue
-                if status != 0:
-                    break  # a line for the reference reader: the main thread reads on from here
-                self.drop_read(pos, dropped)
-            self.stopped_at = pos
-            got = self.scanner.flush()
+            scan, flush = self.scanner.scan, self.scanner.flush
+            buf = bytearray(self.cap)
+            view = memoryview(buf)
+            pos, filled, eof, stopped = self.start_at, 0, False, None  # pos: the file offset of buf[0]
+            while not self.stop.is_set():
+                if not eof:
+                    n = self.log.read_at(view[filled:], pos + filled)
+                    if n:
+                        filled += n
+                    else:
+                        eof = True
+                if eof:
+                    end = filled
+                    if end == 0:
+                        break
+                else:
+                    end = buf.rfind(b"\n", 0, filled) + 1
+                    if end == 0:
+                        if filled < self.cap:
+                            continue
+                        stopped = pos  # a line longer than the buffer: the main thread cuts it
+                        break
+                at = 0
+                while at < end:
+                    status, at, lines, records, _, _ = scan(buf, at, end, self.lines + 1, self.max_line)
+                    self.lines += lines
+                    self.records += records
+                    if status == 2:  # a table full: its counts kept for later, in order
+                        self.flushes.append(flush())
+                    elif status != 0:
+                        stopped = pos + at  # a line for the reference reader: the main thread reads on from it
+                        break
+                if stopped is not None:
+                    break
+                pos += end
+                filled -= end
+                if filled:
+                    buf[:filled] = buf[end:end + filled]
+                elif eof:
+                    break
+            self.stopped_at = pos if stopped is None else stopped
+            got = flush()
             if got is not None:
                 self.flushes.append(got)
-        except BaseException as exc:  # MemoryError: raised again in the main thread
+        except BaseException as exc:  # MemoryError, a read error: raised again in the main thread
             self.error = exc
 
     def join(self) -> "_ScanAhead":
@@ -1398,8 +1442,8 @@ class _ScanAhead:
         return self
 
     def abandon(self) -> None:
-        """Stop after the window being scanned (the main thread failed or was interrupted): its buffer export
-        must end before the mapping is closed. A second Ctrl-C does not cut the wait (one window's scan)."""
+        """Stop after the read or scan under way (the main thread failed or was interrupted), so nothing reads
+        the file once it is closed. A second Ctrl-C does not cut the wait (one buffer's scan)."""
         self.stop.set()
         interrupted = None
         while self.thread.is_alive():
@@ -1424,9 +1468,9 @@ def _held_back(buf: bytearray, start: int, end: int) -> int:
 
 def _summarise_accelerated(stream: IO[bytes], report: "KernelLogReport", table: "FlowTable", scanner,  # type: ignore[no-untyped-def]
                            year: int, boot_time: Optional[float], keep: int, threads: int = 1) -> List[ConntrackLogLine]:
-    """`summarise_kernel_log_stream` (without --since) with the compiled scanner: over the file mapped in
-    memory when it is a regular uncompressed file (no copy; pages dropped once read: resident memory stays
-    a window), else through one reused buffer filled with readinto."""
+    """`summarise_kernel_log_stream` (without --since) with the compiled scanner, through one reused buffer
+    filled with readinto; a regular uncompressed file of SCAN_AHEAD_MIN or more with two threads (`threads`),
+    each reading its half with pread."""
     kept: List[ConntrackLogLine] = []
     max_line = MAX_LINE
     # Room for a few held-back records and long lines: a buffer (window) is never full of one unfinished
@@ -1495,69 +1539,10 @@ def _summarise_accelerated(stream: IO[bytes], report: "KernelLogReport", table: 
             pos = odd_end
         return pos
 
-    mapped = getattr(stream, "mapping", lambda: None)()
-    if mapped is not None:
-        with mapped as mm, memoryview(mm) as view:
-            import mmap
-
-            size = len(mm)
-            window = max(cap, MAP_WINDOW)
-            page, drop = mmap.PAGESIZE, getattr(mmap, "MADV_DONTNEED", None)
-            if hasattr(mmap, "MADV_SEQUENTIAL"):
-                mm.madvise(mmap.MADV_SEQUENTIAL)
-            dropped = [0]
-
-            def drop_read(upto: int, since: List[int]) -> None:  # read pages out of the resident set
-                if drop is not None and upto - since[0] >= window:  # (the file stays in the page cache)
-                    upto -= upto % page
-                    start = since[0] - since[0] % page
-                    mm.madvise(drop, start, upto - start)
-                    since[0] = upto
-
-            def run(base: int, limit: int) -> int:
-                """Read [base, limit) window by window (limit: the end or a line start); where it stopped."""
-                nonlocal line
-                while base < limit:
-                    stop = min(limit, base + window)
-                    eof = stop == size
-                    end = stop if stop == limit else mm.rfind(b"\n", base, stop) + 1
-                    if end <= base:  # no newline in a whole window: a line over MAX_LINE, cut
-                        cut_line()
-                        nl = mm.find(b"\n", base)
-                        report.lines_total += 1  # the empty line it becomes
-                        line += 1
-                        base = size if nl < 0 else nl + 1
-                        continue
-                    pos = process(mm, view, base, end, eof, not eof)
-                    drop_read(pos, dropped)
-                    if pos < end and end == limit:
-                        return pos  # held back at the limit: the caller reads on past it
-                    base = pos
-                return base
-
-            ahead = _ScanAhead.start(mm, size, window, max_line, scanner, drop_read) if threads > 1 else None
-            if ahead is None:
-                run(0, size)
-            else:
-                try:
-                    base = run(0, ahead.start_at)
-                    done = ahead.join()
-                finally:
-                    ahead.abandon()  # (a no-op once joined) the mapping cannot close while it scans
-                if base == ahead.start_at and len(kept) >= keep:
-                    take()  # the first part's counts, then the second part's, in the order of the log
-                    for got in done.flushes:
-                        journal, counts, first, last, samples = got
-                        table.add_block(BlockSummary(0, 0, counts, first, last, samples, journal), line - 1)
-                    report.lines_total += done.lines
-                    report.conntrack_lines += done.records
-                    line += done.lines
-                    base = done.stopped_at  # (a line the scanner left to the reference: read on from it)
-                run(base, size)
-    else:
+    def read_through(readinto) -> None:  # type: ignore[no-untyped-def]
+        """Everything `readinto` gives, through one reused buffer, as whole lines."""
         buf = bytearray(cap)
         view = memoryview(buf)
-        readinto = stream.readinto
         filled, eof = 0, False
         while True:
             if not eof:
@@ -1594,6 +1579,28 @@ def _summarise_accelerated(stream: IO[bytes], report: "KernelLogReport", table: 
             if pos:
                 buf[:rest] = buf[pos:filled]
             filled = rest
+
+    size = getattr(stream, "regular_size", lambda: None)() if threads > 1 else None
+    ahead = _ScanAhead.start(stream, size, cap, max_line, scanner) if size else None
+    if ahead is None:
+        read_through(stream.readinto)
+    else:
+        try:
+            read_through(_FileRange(stream, 0, ahead.start_at).readinto)  # the first half, to where it starts
+            done = ahead.join()
+        finally:
+            ahead.abandon()  # (a no-op once joined) nothing reads the file after it is closed
+        base = ahead.start_at
+        if len(kept) >= keep:
+            take()  # the first half's counts, then the second's, in the order of the log
+            for got in done.flushes:
+                journal, counts, first, last, samples = got
+                table.add_block(BlockSummary(0, 0, counts, first, last, samples, journal), line - 1)
+            report.lines_total += done.lines
+            report.conntrack_lines += done.records
+            line += done.lines
+            base = done.stopped_at
+        read_through(_FileRange(stream, base, None).readinto)  # from the line it stopped at, to the end
     take()
     report.skipped.other = (report.lines_total - report.conntrack_lines - report.continuation_lines
                             - report.skipped.too_long)
