@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 from typing import Optional
@@ -53,58 +52,64 @@ def command(file: Optional[str], since: Optional[str], fmt: str, limit: int, sta
 
     gc.disable()  # a short-lived run building acyclic records: the collector would only rescan them
 
-    if fmt != "prometheus" and (state_dir is not None or textfile_dir is not None):
-        raise click.UsageError("--state-dir and --textfile-dir go with --format prometheus")
-    if events and fmt == "prometheus":
-        raise click.UsageError("--events writes JSON Lines: it goes with --format json (or no --format)")
-    since_at = None
-    if since:  # log_sources (subprocess, shutil) only when asked for: start-up counts on big logs
-        from sysctl_doctor.conntrack.log_sources import parse_since
+    closing: list = []  # the live journal's journalctl, stopped and reaped however the run ends
+    try:
+        if fmt != "prometheus" and (state_dir is not None or textfile_dir is not None):
+            raise click.UsageError("--state-dir and --textfile-dir go with --format prometheus")
+        if events and fmt == "prometheus":
+            raise click.UsageError("--events writes JSON Lines: it goes with --format json (or no --format)")
+        since_at = None
+        if since:  # log_sources (subprocess, shutil) only when asked for: start-up counts on big logs
+            from sysctl_doctor.conntrack.log_sources import parse_since
 
-        since_at = parse_since(since)
-    boot = None
-    if file == "-":
-        if sys.stdin is None:  # started with stdin closed (`<&-`)
-            raise DoctorError("<stdin>: standard input is closed (pass a log FILE, or pipe one in)")
-        log, source = LogInput(sys.stdin.buffer, "<stdin>"), "<stdin>"
-    elif file:
-        log, source = open_log_file(file), file
-    else:
-        from sysctl_doctor.conntrack.log_sources import boot_time, read_live_kernel_log
+            since_at = parse_since(since)
+        boot = None
+        if file == "-":
+            if sys.stdin is None:  # started with stdin closed (`<&-`)
+                raise DoctorError("<stdin>: standard input is closed (pass a log FILE, or pipe one in)")
+            log, source = LogInput(sys.stdin.buffer, "<stdin>"), "<stdin>"
+        elif file:
+            log, source = open_log_file(file), file
+        else:
+            from sysctl_doctor.conntrack.log_sources import boot_time, read_live_kernel_log
 
-        live = read_live_kernel_log(since_at)
-        log, source = LogInput(io.BytesIO(live.data), live.source), live.source
-        boot = boot_time() if live.boot_clock else None
-    report = KernelLogReport(source=source)
-    table = FlowTable()
-    if fmt == "prometheus":
-        # Read in blocks: memory stays bounded whatever the input (over-long lines are cut and counted).
-        records = iter_kernel_log_stream(log, report, since=since_at, boot_time=boot)
-        _count_for_prometheus(report, records, state_dir, textfile_dir, file)
+            live = read_live_kernel_log(since_at)
+            log, source = LogInput(live.stream, live.source), live.source
+            boot = boot_time() if live.boot_clock else None
+            closing.append(live.close)
+        report = KernelLogReport(source=source)
+        table = FlowTable()
+        if fmt == "prometheus":
+            # Read in blocks: memory stays bounded whatever the input (over-long lines are cut and counted).
+            records = iter_kernel_log_stream(log, report, since=since_at, boot_time=boot)
+            _count_for_prometheus(report, records, state_dir, textfile_dir, file)
+            _warn_cut(report)
+            return
+        if events:
+            _stream_events(report, iter_kernel_log_stream(log, report, since=since_at, boot_time=boot), table)
+        elif fmt == "json":
+            # Counts and flows only: the summary path reads whole blocks.
+            summarise_kernel_log_stream(log, report, table, since=since_at, boot_time=boot, workers=_workers())
+            _write_json(report, table)
+        elif limit == 0:
+            _render_text(report, iter_kernel_log_stream(log, report, since=since_at, boot_time=boot), table, limit)
+        else:
+            # The first LIMIT records one by one (the timeline), the rest only counted.
+            shown = summarise_kernel_log_stream(log, report, table, since=since_at, boot_time=boot, keep=limit + 1,
+                                                workers=_workers())
+            _render_text(report, iter(shown), table, limit, total=sum(table.verdicts.values()))
         _warn_cut(report)
-        return
-    if events:
-        _stream_events(report, iter_kernel_log_stream(log, report, since=since_at, boot_time=boot), table)
-    elif fmt == "json":
-        # Counts and flows only: the summary path reads whole blocks.
-        summarise_kernel_log_stream(log, report, table, since=since_at, boot_time=boot, workers=_workers())
-        _write_json(report, table)
-    elif limit == 0:
-        _render_text(report, iter_kernel_log_stream(log, report, since=since_at, boot_time=boot), table, limit)
-    else:
-        # The first LIMIT records one by one (the timeline), the rest only counted.
-        shown = summarise_kernel_log_stream(log, report, table, since=since_at, boot_time=boot, keep=limit + 1,
-                                            workers=_workers())
-        _render_text(report, iter(shown), table, limit, total=sum(table.verdicts.values()))
-    _warn_cut(report)
-    if table.untracked:
-        from sysctl_doctor.conntrack.kernel_log import MAX_FLOWS
+        if table.untracked:
+            from sysctl_doctor.conntrack.kernel_log import MAX_FLOWS
 
-        click.echo(f"warning: {report.source}: more than {MAX_FLOWS} flows: {table.untracked} records of later "
-                   "flows are counted but not listed per flow", err=True)
-    if table.verdicts["INVALID"]:
-        raise click.exceptions.Exit(EXIT_FINDINGS)
+            click.echo(f"warning: {report.source}: more than {MAX_FLOWS} flows: {table.untracked} records of later "
+                       "flows are counted but not listed per flow", err=True)
+        if table.verdicts["INVALID"]:
+            raise click.exceptions.Exit(EXIT_FINDINGS)
 
+    finally:
+        for close in closing:
+            close()
 
 def _count_for_prometheus(report, records, state_dir: Optional[str], textfile_dir: Optional[str],  # type: ignore[no-untyped-def]
                           file: Optional[str]) -> None:

@@ -6,6 +6,7 @@ Order: the systemd journal (``journalctl -k -o json``, which honours
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -13,7 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Optional
+from typing import IO, Optional
 
 from sysctl_doctor.conntrack.kernel_log import read_kmsg_records
 from sysctl_doctor.errors import DoctorError
@@ -51,9 +52,20 @@ def boot_time() -> Optional[float]:
 
 @dataclass
 class LiveKernelLog:
-    data: bytes
+    stream: IO[bytes]  # read in blocks like a file: journalctl's output is streamed, never held whole
     source: str  # "journalctl -k -o json" or "/dev/kmsg"
     boot_clock: bool  # stamps are seconds since boot
+    process: Optional["subprocess.Popen[bytes]"] = None  # journalctl, while it writes
+
+    def close(self) -> None:
+        """Stop journalctl if the reader stopped early (an error, Ctrl-C) and reap it."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 def read_live_kernel_log(since: Optional[float] = None) -> LiveKernelLog:
@@ -63,13 +75,20 @@ def read_live_kernel_log(since: Optional[float] = None) -> LiveKernelLog:
         if since is not None:
             argv += ["--since", "@" + str(int(since))]
         try:
-            proc = subprocess.run(argv, capture_output=True, timeout=120)
-        except (OSError, subprocess.TimeoutExpired):
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL)
+        except OSError:
             proc = None
-        if proc is not None and proc.returncode == 0 and proc.stdout.strip():
-            return LiveKernelLog(proc.stdout, "journalctl -k -o json", False)
+        if proc is not None:
+            assert proc.stdout is not None
+            # The journal of a busy node in an incident is hundreds of MB of JSON: read as it comes (memory stays
+            # a block), not captured whole. Nothing at all (no journal, journald not running): the ring buffer.
+            if proc.stdout.peek(1):
+                return LiveKernelLog(proc.stdout, "journalctl -k -o json", False, proc)
+            proc.wait()
+            proc.stdout.close()
     try:
-        return LiveKernelLog(read_kmsg_records(), "/dev/kmsg", True)
+        return LiveKernelLog(io.BytesIO(read_kmsg_records()), "/dev/kmsg", True)
     except PermissionError as exc:
         raise DoctorError("/dev/kmsg: permission denied (run as root, or pass a log FILE)") from exc
     except OSError as exc:
