@@ -148,10 +148,9 @@ def _workers() -> int:
     """Processes for the pure-Python summary path: SYSCTL_DOCTOR_WORKERS, default 1. Measured on a shared
     2-core machine (bench/logs.py), two processes took 10-30 % more CPU for 0-20 % less wall time: the
     reading and the merge stay in the main process. (The compiled scanner's threads: kernel_log.scan_threads.)"""
-    import os
+    from sysctl_doctor.conntrack.kernel_log import workers_asked
 
-    env = os.environ.get("SYSCTL_DOCTOR_WORKERS", "")
-    return max(1, int(env)) if env.isdigit() else 1
+    return workers_asked() or 1
 
 
 def _summary_json(report, table) -> dict:  # type: ignore[no-untyped-def]

@@ -1318,14 +1318,22 @@ def _accelerator():  # type: ignore[no-untyped-def]
 SCAN_AHEAD_MIN = 64 << 20  # a regular log file at least this large is scanned by two threads (one from its middle)
 
 
+def workers_asked() -> Optional[int]:
+    """SYSCTL_DOCTOR_WORKERS as a number (at least 1); None when it is unset or not a number."""
+    import os
+
+    env = os.environ.get("SYSCTL_DOCTOR_WORKERS", "")
+    return max(1, int(env)) if env.isdigit() else None
+
+
 def scan_threads() -> int:
     """Threads for the compiled scanner on a regular log file: 2 when two CPUs are ours, else 1;
     SYSCTL_DOCTOR_WORKERS=1 keeps it to one."""
     import os
 
-    env = os.environ.get("SYSCTL_DOCTOR_WORKERS", "")
-    if env.isdigit():
-        return 2 if int(env) >= 2 else 1
+    asked = workers_asked()
+    if asked is not None:
+        return 2 if asked >= 2 else 1
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -1390,10 +1398,11 @@ class _ScanAhead:
             scan, flush = self.scanner.scan, self.scanner.flush
             buf = bytearray(self.cap)
             view = memoryview(buf)
+            readinto = _FileRange(self.log, self.start_at, None).readinto
             pos, filled, eof, stopped = self.start_at, 0, False, None  # pos: the file offset of buf[0]
             while not self.stop.is_set():
                 if not eof:
-                    n = self.log.read_at(view[filled:], pos + filled)
+                    n = readinto(view[filled:])
                     if n:
                         filled += n
                     else:
