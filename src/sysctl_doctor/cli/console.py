@@ -21,12 +21,7 @@ def no_color() -> bool:
 
 def styled(stderr: bool = False) -> bool:
     """Whether output on stdout (or stderr) may carry styles: a terminal, and no NO_COLOR."""
-    stream = sys.stderr if stderr else sys.stdout
-    try:
-        tty = stream.isatty()
-    except (AttributeError, ValueError):  # closed or replaced stream
-        tty = False
-    return tty and not no_color()
+    return _is_tty(sys.stderr if stderr else sys.stdout) and not no_color()
 
 
 def make_console(stderr: bool = False, piped_width: Optional[int] = None, soft_wrap: bool = True) -> "Console":
@@ -34,11 +29,7 @@ def make_console(stderr: bool = False, piped_width: Optional[int] = None, soft_w
     stream is not a terminal (None: rich's default, 80 or $COLUMNS)."""
     from rich.console import Console
 
-    stream = sys.stderr if stderr else sys.stdout
-    try:
-        tty = stream.isatty()
-    except (AttributeError, ValueError):
-        tty = False
+    tty = _is_tty(sys.stderr if stderr else sys.stdout)
     plain = not tty or no_color()
     options = {"color_system": None} if plain else {}
     return Console(stderr=stderr, highlight=False, soft_wrap=soft_wrap, no_color=plain,
@@ -69,7 +60,7 @@ class PipedOutput:
 
 def report_console(piped_width: int) -> "Console":
     """A rich Console on a terminal; on anything else a PipedOutput (rich imported only if it must draw)."""
-    if styled() or _is_tty(sys.stdout):
+    if _is_tty(sys.stdout):
         return make_console(piped_width=piped_width, soft_wrap=False)
     return PipedOutput(piped_width)  # type: ignore[return-value]
 
@@ -77,5 +68,5 @@ def report_console(piped_width: int) -> "Console":
 def _is_tty(stream) -> bool:  # type: ignore[no-untyped-def]
     try:
         return stream.isatty()
-    except (AttributeError, ValueError):
+    except (AttributeError, ValueError):  # closed or replaced stream
         return False
