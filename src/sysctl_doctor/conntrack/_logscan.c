@@ -452,6 +452,125 @@ static int parse_json(const char *ls, const char *le, const char *t, int check, 
     return 1;
 }
 
+/* ---- journal JSON lines in one pass ------------------------------------------------------------ */
+
+#define JSON_QUOTES 192  /* quotes a journal line may hold to be read in one pass (a record has ~15-25 fields) */
+
+/* What one pass over a journal JSON line found: its end, its logger tokens and the offsets of its quotes. */
+typedef struct {
+    const char *le;   /* the line's '\n', or the end of the buffer */
+    const char *tok;  /* its logger token, when it has exactly one */
+    int ntok, nq;
+    uint32_t q[JSON_QUOTES];
+} JsonLine;
+
+/* One pass over the line from ls (a '{') to its '\n' (or end): 1 when every byte before it is printable
+ * ASCII other than '\\' (so every '"' is a delimiter), it holds at most one logger token and at most
+ * JSON_QUOTES quotes; 0 otherwise (the general path reads the line: `text_line`, `parse_json`). */
+static int json_pass(const char *ls, const char *end, JsonLine *j) {
+    const char *q = ls;
+    j->ntok = 0; j->nq = 0; j->tok = NULL;
+#ifdef __SSE2__
+    const __m128i lo = _mm_set1_epi8(0x20), hi = _mm_set1_epi8(0x7e), bs = _mm_set1_epi8('\\');
+    const __m128i dq = _mm_set1_epi8('"'), n = _mm_set1_epi8('n'), u = _mm_set1_epi8('_');
+    while (q + 18 <= end) {
+        __m128i x = _mm_loadu_si128((const __m128i *)q), y = _mm_loadu_si128((const __m128i *)(q + 2));
+        unsigned bad = (unsigned)_mm_movemask_epi8(
+            _mm_or_si128(_mm_or_si128(_mm_cmpgt_epi8(x, hi), _mm_cmplt_epi8(x, lo)), _mm_cmpeq_epi8(x, bs)));
+        unsigned quo = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, dq));
+        unsigned cand = (unsigned)_mm_movemask_epi8(_mm_and_si128(_mm_cmpeq_epi8(x, n), _mm_cmpeq_epi8(y, u)));
+        if (bad) {  /* only what comes before the first byte that is not text */
+            unsigned before = (1u << __builtin_ctz(bad)) - 1;
+            quo &= before; cand &= before;
+        }
+        if (quo) {
+            if (j->nq > JSON_QUOTES - 16) return 0;  /* (no popcount: not every x86-64 has one) */
+            uint32_t at = (uint32_t)(q - ls);
+            do {
+                j->q[j->nq++] = at + (uint32_t)__builtin_ctz(quo);
+                quo &= quo - 1;
+            } while (quo);
+        }
+        while (cand) {
+            const char *c = q + __builtin_ctz(cand);
+            if (c + TOKEN_LEN <= end && c[1] == 'f' && c[3] == 'c' && c[4] == 't' && c[5] == '_') {
+                if (j->ntok++ == 0) j->tok = c;
+            }
+            cand &= cand - 1;
+        }
+        if (bad) {
+            q += __builtin_ctz(bad);
+            goto stop;
+        }
+        q += 16;
+    }
+#endif
+    for (; q < end; q++) {
+        unsigned char c = (unsigned char)*q;
+        if (c < 0x20 || c > 0x7e || c == '\\') break;
+        if (c == '"') {
+            if (j->nq == JSON_QUOTES) return 0;
+            j->q[j->nq++] = (uint32_t)(q - ls);
+        } else if (c == 'n' && starts(q, end, TOKEN, TOKEN_LEN)) {
+            if (j->ntok++ == 0) j->tok = q;
+        }
+    }
+#ifdef __SSE2__
+stop:
+#endif
+    if (q < end && *q != '\n') return 0;
+    j->le = q;
+    return j->ntok <= 1;
+}
+
+/* parse_json on a line `json_pass` read (no '\\', no CR: every quote is in j->q, in order). */
+static int parse_json_pass(const char *ls, const JsonLine *j, Parsed *out) {
+    const char *e = j->le, *t = j->tok;
+    const char *p = ls + 1;
+    if (p < e && *p == ' ') p++;
+    const char *stamp = NULL; size_t stamp_len = 0;
+    int have_msg = 0, i = 0;
+    for (;;) {
+        /* '"' key '"' [ ] ':' [ ] '"' value '"': four quotes, the first at p */
+        if (i + 4 > j->nq || ls + j->q[i] != p) return 0;
+        const char *k = p + 1, *kq = ls + j->q[i + 1];
+        p = kq + 1;
+        if (p < e && *p == ' ') p++;
+        if (p >= e || *p != ':') return 0;
+        p++;
+        if (p < e && *p == ' ') p++;
+        if (ls + j->q[i + 2] != p) return 0;
+        const char *v = p + 1, *vq = ls + j->q[i + 3];
+        i += 4;
+        size_t klen = (size_t)(kq - k);
+        if (klen == 20 && memcmp(k, "__REALTIME_TIMESTAMP", 20) == 0) {
+            if (stamp != NULL || have_msg) return 0;
+            size_t n = (size_t)(vq - v);
+            if (n < 1 || n > 16) return 0;
+            for (const char *q = v; q < vq; q++) if (!is_digit(*q)) return 0;
+            stamp = v; stamp_len = n;
+        } else if (klen == 7 && memcmp(k, "MESSAGE", 7) == 0) {
+            if (stamp == NULL || have_msg) return 0;
+            if (v != t) return 0;
+            if (!parse_body(t, vq, out)) return 0;
+            have_msg = 1;
+        }
+        p = vq + 1;
+        if (p < e && *p == ',') {
+            p++;
+            if (p < e && *p == ' ') p++;
+            continue;
+        }
+        if (p < e && *p == ' ') p++;
+        if (p < e && *p == '}' && p + 1 == e) break;
+        return 0;
+    }
+    if (!have_msg) return 0;
+    out->stamp = stamp; out->stamp_len = stamp_len;
+    out->mode = MODE_JOURNAL;
+    return 1;
+}
+
 /* Whether the "MESSAGE" at m starts _BYTE_ARRAY_MESSAGE (rb'"MESSAGE"\s*:\s*\[') within [m, end). */
 static int byte_array_message(const char *m, const char *end) {
     const char *p = m + MSGKEY_LEN;
@@ -813,10 +932,49 @@ static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     s->call++;
     if (s->call == 0) s->call = 1;
-    tok = find(p, end, TOKEN, TOKEN_LEN);
+    tok = NULL;
+    int tok_stale = 1;  /* tok: the first logger token at or after p, unless stale (then found again) */
+    JsonLine jline, *jl = &jline;
     while (p < end) {
         const char *le, *next;
         int odd = 0;
+        if (*p == '{' && json_pass(p, end, jl)) {
+            /* a journal line read in one pass: the general path below would read it the same way */
+            le = jl->le;
+            next = le < end ? le + 1 : end;
+            tok_stale = 1;
+            if (jl->ntok == 0) {
+                if ((Py_ssize_t)(le - p) > max_line) odd = 1;
+                for (int i = 0; i < jl->nq && !odd; i++) {
+                    const char *qt = p + jl->q[i];
+                    if (starts(qt, end, MSGKEY, MSGKEY_LEN) && byte_array_message(qt, end)) odd = 1;
+                }
+            } else {
+                Parsed r;
+                if ((Py_ssize_t)(le - p) > max_line || !parse_json_pass(p, jl, &r)) {
+                    odd = 1;
+                } else if (s->mode != MODE_NONE && r.mode != s->mode) {
+                    status = ST_FLUSH;
+                    break;
+                } else {
+                    int rc = commit(s, &r, first_line + lines);
+                    if (rc == -1) { nomem = 1; break; }
+                    if (rc == -2) { status = ST_FLUSH; break; }
+                }
+            }
+            if (!odd) {
+                lines++;
+                p = next;
+                continue;
+            }
+            tok = find(p, end, TOKEN, TOKEN_LEN);
+            tok_stale = 0;
+            goto odd_region;
+        }
+        if (tok_stale) {
+            tok = find(p, end, TOKEN, TOKEN_LEN);
+            tok_stale = 0;
+        }
         if (tok != NULL && (tok == p || memchr(p, '\n', (size_t)(tok - p)) == NULL)) {
             /* a line with a logger: read it (a text line in one pass from the logger on) */
             Parsed r;
@@ -861,6 +1019,7 @@ static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
             if ((Py_ssize_t)(le - p) > max_line || byte_array_line(p, le, end)) odd = 1;
         }
         if (odd) {
+        odd_region:
             status = ST_ODD;
             /* the odd region: up to the next line read here (a conntrack line: never a continuation) */
             const char *q = p;
