@@ -194,6 +194,52 @@ def test_compiled_summary_equals_the_reference_on_hostile_lines(lines: List[str]
         assert _summarised(data, chunk=chunk)[0] == expected
 
 
+def _journal_log(seed: int, n: int) -> bytes:
+    """Mostly journal JSON lines: well formed, mutated, with more fields, other messages, long lines."""
+    rng = random.Random(seed)
+    lines: List[str] = []
+    for i in range(n):
+        line = _journal_line(rng, i)
+        pick = rng.random()
+        if pick < 0.3:
+            line = _mutated(rng, line)
+        elif pick < 0.4:  # many fields (past the one-pass quote table: the general path reads it)
+            extra = ",".join(f'"F{k}":"{"v" * rng.randrange(40)}"' for k in range(rng.randrange(60)))
+            line = line[:-1] + "," + extra + "}"
+        elif pick < 0.5:
+            line = json.dumps({"__REALTIME_TIMESTAMP": "1764158401000000", "MESSAGE": rng.choice(
+                ("eth0: renamed from veth1", "x" * rng.randrange(200))), "_TRANSPORT": "kernel"})
+        elif pick < 0.55:
+            line = '{"MESSAGE":[110,102,95,99,116], "__REALTIME_TIMESTAMP":"1"}'
+        lines.append(line)
+    return ("\n".join(lines) + rng.choice(("\n", "", "\r\n"))).encode("utf-8", "surrogatepass")
+
+
+@needs_scanner
+@pytest.mark.parametrize("seed", range(8))
+def test_every_journal_line_pass_of_this_cpu_reads_as_the_reference(seed: int) -> None:
+    """The one-pass reading of journal JSON lines (AVX2 when the CPU has it, else SSE2) gives the
+    reference's summary whichever pass is used, on buffers ending anywhere."""
+    data = _journal_log(seed, 1000)
+    expected = _reference(data)
+    default = scanner_module.simd()  # type: ignore[union-attr]
+    passes = ["sse2"]
+    try:
+        scanner_module.simd("avx2")  # type: ignore[union-attr]
+        passes.append("avx2")
+    except ValueError:
+        pass
+    try:
+        for name in passes:
+            assert scanner_module.simd(name) == name  # type: ignore[union-attr]
+            for chunk in (None, 4096, 333, 40 + seed):
+                assert _summarised(data, chunk=chunk)[0] == expected, (name, chunk)
+    finally:
+        scanner_module.simd(default)  # type: ignore[union-attr]
+    with pytest.raises(ValueError):
+        scanner_module.simd("neon")  # type: ignore[union-attr]
+
+
 @needs_scanner
 @pytest.mark.parametrize("seed", range(6))
 def test_a_regular_file_and_small_buffers_give_the_same_summary(tmp_path, seed: int) -> None:  # type: ignore[no-untyped-def]

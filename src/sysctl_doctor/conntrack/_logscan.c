@@ -464,47 +464,15 @@ typedef struct {
     uint32_t q[JSON_QUOTES];
 } JsonLine;
 
-/* One pass over the line from ls (a '{') to its '\n' (or end): 1 when every byte before it is printable
- * ASCII other than '\\' (so every '"' is a delimiter), it holds at most one logger token and at most
- * JSON_QUOTES quotes; 0 otherwise (the general path reads the line: `text_line`, `parse_json`). */
-static int json_pass(const char *ls, const char *end, JsonLine *j) {
-    const char *q = ls;
-    j->ntok = 0; j->nq = 0; j->tok = NULL;
-#ifdef __SSE2__
-    const __m128i lo = _mm_set1_epi8(0x20), hi = _mm_set1_epi8(0x7e), bs = _mm_set1_epi8('\\');
-    const __m128i dq = _mm_set1_epi8('"'), n = _mm_set1_epi8('n'), u = _mm_set1_epi8('_');
-    while (q + 18 <= end) {
-        __m128i x = _mm_loadu_si128((const __m128i *)q), y = _mm_loadu_si128((const __m128i *)(q + 2));
-        unsigned bad = (unsigned)_mm_movemask_epi8(
-            _mm_or_si128(_mm_or_si128(_mm_cmpgt_epi8(x, hi), _mm_cmplt_epi8(x, lo)), _mm_cmpeq_epi8(x, bs)));
-        unsigned quo = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, dq));
-        unsigned cand = (unsigned)_mm_movemask_epi8(_mm_and_si128(_mm_cmpeq_epi8(x, n), _mm_cmpeq_epi8(y, u)));
-        if (bad) {  /* only what comes before the first byte that is not text */
-            unsigned before = (1u << __builtin_ctz(bad)) - 1;
-            quo &= before; cand &= before;
-        }
-        if (quo) {
-            if (j->nq > JSON_QUOTES - 16) return 0;  /* (no popcount: not every x86-64 has one) */
-            uint32_t at = (uint32_t)(q - ls);
-            do {
-                j->q[j->nq++] = at + (uint32_t)__builtin_ctz(quo);
-                quo &= quo - 1;
-            } while (quo);
-        }
-        while (cand) {
-            const char *c = q + __builtin_ctz(cand);
-            if (c + TOKEN_LEN <= end && c[1] == 'f' && c[3] == 'c' && c[4] == 't' && c[5] == '_') {
-                if (j->ntok++ == 0) j->tok = c;
-            }
-            cand &= cand - 1;
-        }
-        if (bad) {
-            q += __builtin_ctz(bad);
-            goto stop;
-        }
-        q += 16;
-    }
-#endif
+/* Where json_pass stopped at q (its first byte that is not text, or end): the line's end when that is its '\n'. */
+static inline int json_pass_stop(const char *q, const char *end, JsonLine *j) {
+    if (q < end && *q != '\n') return 0;
+    j->le = q;
+    return j->ntok <= 1;
+}
+
+/* The rest of json_pass from q, a byte at a time. */
+static int json_pass_tail(const char *ls, const char *q, const char *end, JsonLine *j) {
     for (; q < end; q++) {
         unsigned char c = (unsigned char)*q;
         if (c < 0x20 || c > 0x7e || c == '\\') break;
@@ -515,13 +483,80 @@ static int json_pass(const char *ls, const char *end, JsonLine *j) {
             if (j->ntok++ == 0) j->tok = q;
         }
     }
-#ifdef __SSE2__
-stop:
-#endif
-    if (q < end && *q != '\n') return 0;
-    j->le = q;
-    return j->ntok <= 1;
+    return json_pass_stop(q, end, j);
 }
+
+/* One pass over the line from ls (a '{') to its '\n' (or end): 1 when every byte before it is printable
+ * ASCII other than '\\' (so every '"' is a delimiter), it holds at most one logger token and at most
+ * JSON_QUOTES quotes; 0 otherwise (the general path reads the line: `text_line`, `parse_json`).
+ * JSON_PASS_MASKS is the work on one chunk of `width` bytes at q: `bad`, `quo` and `cand` are the masks of
+ * its bytes that are not text, of its quotes and of its logger candidates ('n' at i, '_' at i+2). */
+#define JSON_PASS_MASKS(bad, quo, cand, q, end, width)                                                     \
+    if (bad) {  /* only what comes before the first byte that is not text */                                \
+        uint32_t before = (uint32_t)((1ull << __builtin_ctz(bad)) - 1);                                     \
+        quo &= before; cand &= before;                                                                      \
+    }                                                                                                       \
+    if (quo) {                                                                                              \
+        if (j->nq > JSON_QUOTES - (width)) return 0;  /* (no popcount: not every x86-64 has one) */          \
+        uint32_t at = (uint32_t)(q - ls);                                                                   \
+        do {                                                                                                \
+            j->q[j->nq++] = at + (uint32_t)__builtin_ctz(quo);                                              \
+            quo &= quo - 1;                                                                                 \
+        } while (quo);                                                                                      \
+    }                                                                                                       \
+    while (cand) {                                                                                          \
+        const char *c = q + __builtin_ctz(cand);                                                            \
+        if (c + TOKEN_LEN <= end && c[1] == 'f' && c[3] == 'c' && c[4] == 't' && c[5] == '_') {             \
+            if (j->ntok++ == 0) j->tok = c;                                                                 \
+        }                                                                                                   \
+        cand &= cand - 1;                                                                                   \
+    }                                                                                                       \
+    if (bad) return json_pass_stop(q + __builtin_ctz(bad), end, j);
+
+static int json_pass_sse2(const char *ls, const char *end, JsonLine *j) {
+    const char *q = ls;
+    j->ntok = 0; j->nq = 0; j->tok = NULL;
+#ifdef __SSE2__
+    const __m128i lo = _mm_set1_epi8(0x20), hi = _mm_set1_epi8(0x7e), bs = _mm_set1_epi8('\\');
+    const __m128i dq = _mm_set1_epi8('"'), n = _mm_set1_epi8('n'), u = _mm_set1_epi8('_');
+    while (q + 18 <= end) {
+        __m128i x = _mm_loadu_si128((const __m128i *)q), y = _mm_loadu_si128((const __m128i *)(q + 2));
+        uint32_t bad = (uint32_t)_mm_movemask_epi8(
+            _mm_or_si128(_mm_or_si128(_mm_cmpgt_epi8(x, hi), _mm_cmplt_epi8(x, lo)), _mm_cmpeq_epi8(x, bs)));
+        uint32_t quo = (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, dq));
+        uint32_t cand = (uint32_t)_mm_movemask_epi8(_mm_and_si128(_mm_cmpeq_epi8(x, n), _mm_cmpeq_epi8(y, u)));
+        JSON_PASS_MASKS(bad, quo, cand, q, end, 16)
+        q += 16;
+    }
+#endif
+    return json_pass_tail(ls, q, end, j);
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define HAVE_AVX2 1
+/* json_pass_sse2, 32 bytes at a time (chosen at import when the CPU has AVX2) */
+__attribute__((target("avx2"))) static int json_pass_avx2(const char *ls, const char *end, JsonLine *j) {
+    const char *q = ls;
+    j->ntok = 0; j->nq = 0; j->tok = NULL;
+    const __m256i lo = _mm256_set1_epi8(0x20), hi = _mm256_set1_epi8(0x7e), bs = _mm256_set1_epi8('\\');
+    const __m256i dq = _mm256_set1_epi8('"'), n = _mm256_set1_epi8('n'), u = _mm256_set1_epi8('_');
+    while (q + 34 <= end) {
+        __m256i x = _mm256_loadu_si256((const __m256i *)q), y = _mm256_loadu_si256((const __m256i *)(q + 2));
+        uint32_t bad = (uint32_t)_mm256_movemask_epi8(_mm256_or_si256(
+            _mm256_or_si256(_mm256_cmpgt_epi8(x, hi), _mm256_cmpgt_epi8(lo, x)), _mm256_cmpeq_epi8(x, bs)));
+        uint32_t quo = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(x, dq));
+        uint32_t cand = (uint32_t)_mm256_movemask_epi8(_mm256_and_si256(_mm256_cmpeq_epi8(x, n),
+                                                                         _mm256_cmpeq_epi8(y, u)));
+        JSON_PASS_MASKS(bad, quo, cand, q, end, 32)
+        q += 32;
+    }
+    return json_pass_tail(ls, q, end, j);
+}
+#endif
+
+/* The pass in use: json_pass_avx2 when the CPU has AVX2, else json_pass_sse2 (see `simd`). */
+static int (*json_pass)(const char *, const char *, JsonLine *) = json_pass_sse2;
 
 /* parse_json on a line `json_pass` read (no '\\', no CR: every quote is in j->q, in order). */
 static int parse_json_pass(const char *ls, const JsonLine *j, Parsed *out) {
@@ -1176,13 +1211,56 @@ static PyTypeObject ScannerType = {
     .tp_getset = Scanner_getset,
 };
 
+static int avx2_usable(void) {
+#ifdef HAVE_AVX2
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2");
+#else
+    return 0;
+#endif
+}
+
+/* simd([name]) -> the name of the journal line pass in use ("avx2" or "sse2"); with a name, use that one
+ * from now on (the tests run both); ValueError when this CPU or build has no such pass. */
+static PyObject *logscan_simd(PyObject *module, PyObject *args) {
+    const char *name = NULL;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "|s", &name)) return NULL;
+    if (name != NULL) {
+        if (strcmp(name, "sse2") == 0) {
+            json_pass = json_pass_sse2;
+#ifdef HAVE_AVX2
+        } else if (strcmp(name, "avx2") == 0 && avx2_usable()) {
+            json_pass = json_pass_avx2;
+#endif
+        } else {
+            PyErr_Format(PyExc_ValueError, "simd: no %s pass on this CPU or build", name);
+            return NULL;
+        }
+    }
+#ifdef HAVE_AVX2
+    if (json_pass == json_pass_avx2) return PyUnicode_FromString("avx2");
+#endif
+    return PyUnicode_FromString("sse2");
+}
+
+static PyMethodDef logscan_functions[] = {
+    {"simd", logscan_simd, METH_VARARGS,
+     "simd([name]) -> the journal line pass in use ('avx2' or 'sse2'; without SSE2 the 'sse2' pass reads a\n"
+     "byte at a time); with a name, use that pass from now on (ValueError when there is none)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef logscan_module = {
     PyModuleDef_HEAD_INIT, "_logscan",
-    "C twin of the conntrack kernel-log summary path (sysctl_doctor.conntrack.kernel_log).", -1, NULL,
+    "C twin of the conntrack kernel-log summary path (sysctl_doctor.conntrack.kernel_log).", -1, logscan_functions,
 };
 
 PyMODINIT_FUNC PyInit__logscan(void) {
     if (PyType_Ready(&ScannerType) < 0) return NULL;
+#ifdef HAVE_AVX2
+    if (avx2_usable()) json_pass = json_pass_avx2;
+#endif
     PyObject *m = PyModule_Create(&logscan_module);
     if (m == NULL) return NULL;
     Py_INCREF(&ScannerType);
