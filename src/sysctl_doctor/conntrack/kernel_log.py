@@ -1596,12 +1596,13 @@ def _summarise_accelerated(stream: IO[bytes], report: "KernelLogReport", table: 
     else:
         try:
             read_through(_FileRange(stream, 0, ahead.start_at).readinto)  # the first half, to where it starts
+            if len(kept) >= keep:
+                take()  # the first half's counts into the table while the second half is still being read
             done = ahead.join()
         finally:
             ahead.abandon()  # (a no-op once joined) nothing reads the file after it is closed
         base = ahead.start_at
-        if len(kept) >= keep:
-            take()  # the first half's counts, then the second's, in the order of the log
+        if len(kept) >= keep:  # the second half's counts after the first's, in the order of the log
             for got in done.flushes:
                 journal, counts, first, last, samples = got
                 table.add_block(BlockSummary(0, 0, counts, first, last, samples, journal), line - 1)
