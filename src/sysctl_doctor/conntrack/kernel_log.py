@@ -1385,13 +1385,16 @@ class _ScanAhead:
         if size < SCAN_AHEAD_MIN:
             return None
         mid = size // 2
-        probe = bytearray(min(size - mid, 4 << 20))
-        chunk = bytes(memoryview(probe)[:log.read_at(memoryview(probe), mid)])
-        first = chunk.find(b"\n") + 1  # the first whole line after the middle
-        tok = chunk.find(LOGGER_TOKEN, first) if first else -1
-        if tok < 0:
-            return None
-        return cls(log, cap, max_line, scanner, mid + chunk.rfind(b"\n", 0, tok) + 1)
+        for want in (64 << 10, 4 << 20):  # most logs have a record in the first 64 KiB after the middle
+            probe = bytearray(min(size - mid, want))
+            chunk = bytes(memoryview(probe)[:log.read_at(memoryview(probe), mid)])
+            first = chunk.find(b"\n") + 1  # the first whole line after the middle
+            tok = chunk.find(LOGGER_TOKEN, first) if first else -1
+            if tok >= 0:
+                return cls(log, cap, max_line, scanner, mid + chunk.rfind(b"\n", 0, tok) + 1)
+            if len(chunk) < want:
+                break
+        return None
 
     def _run(self) -> None:
         try:
