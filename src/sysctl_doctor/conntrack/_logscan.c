@@ -88,15 +88,26 @@ typedef struct {
 /* ---- helpers ---------------------------------------------------------------------------------- */
 
 static inline uint64_t hash_bytes(uint64_t h, const char *p, size_t n) {
-    /* FNV-1a over 8-byte words then bytes, with a final mix */
+    /* FNV-1a over 8-byte words, the last word overlapping the one before (a short string: two
+     * overlapping 4-byte halves, or three bytes), and the length; then a final mix */
     const uint64_t prime = 0x100000001b3ULL;
-    while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        h = (h ^ w) * prime;
-        p += 8; n -= 8;
+    uint64_t w;
+    if (n >= 8) {
+        size_t left = n;
+        while (left > 8) {
+            memcpy(&w, p, 8);
+            h = (h ^ w) * prime;
+            p += 8; left -= 8;
+        }
+        memcpy(&w, p + left - 8, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, p, 4); memcpy(&b, p + n - 4, 4);
+        w = (uint64_t)a << 32 | b;
+    } else {
+        w = n ? (uint64_t)(unsigned char)p[0] << 16 | (uint64_t)(unsigned char)p[n / 2] << 8 | (unsigned char)p[n - 1] : 0;
     }
-    while (n--) { h ^= (unsigned char)*p++; h *= prime; }
+    h = (h ^ w ^ (uint64_t)n << 56) * prime;
     h ^= h >> 32;
     h *= 0xd6e8feb86659fd93ULL;
     h ^= h >> 32;
