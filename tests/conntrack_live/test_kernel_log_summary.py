@@ -359,3 +359,21 @@ def test_journal_line_with_a_raw_control_character_is_not_a_record(control: str)
         data = (line + "\n").encode()
         assert summarise_block(data) is None or summarise_block(data).records == 0, where
         assert _view(*_summary(data)[:2]) == _view(*_reference(data)), where
+
+
+def test_journal_time_text_is_the_reference_readers_text_for_every_stamp() -> None:
+    """The summary path's time text of a __REALTIME_TIMESTAMP (the second's text worked out once, then its
+    microseconds) is the reference reader's (`fromtimestamp(stamp / 1e6)`), near whole seconds, half
+    microseconds and the 2**33 s bound where the float stops being exact, and past it."""
+    from datetime import datetime, timezone
+
+    rng = random.Random(33)
+    bound = (1 << 33) * 1_000_000
+    stamps = [0, 1, 999_999, 1_000_000, 1764158401000000, 1764158401999999, 1764158401500000, bound - 1, bound,
+              bound + 1, bound + 500_000, 9999999999999999]
+    stamps += [rng.randrange(bound) for _ in range(20000)] + [rng.randrange(bound, 10 ** 16) for _ in range(2000)]
+    stamps += [second * 1_000_000 + micro for second in (1764158401, (1 << 33) - 1, (1 << 32) + 7)
+               for micro in (0, 1, 499_999, 500_000, 500_001, 999_998, 999_999)]
+    for stamp in stamps:
+        expected = datetime.fromtimestamp(stamp / 1e6, timezone.utc).isoformat(timespec="microseconds")
+        assert kernel_log._journal_time_text(str(stamp).encode()) == expected, stamp

@@ -1092,8 +1092,24 @@ _SUMMARY_JSON = _lazy("_SUMMARY_JSON",
 
 
 def _journal_time_text(digits: bytes) -> str:
-    """`_journal_json_line`'s time text for a __REALTIME_TIMESTAMP of at most 16 digits (a real date)."""
-    return datetime.fromtimestamp(int(digits) / 1e6, timezone.utc).isoformat(timespec="microseconds")
+    """`_journal_json_line`'s time text for a __REALTIME_TIMESTAMP of at most 16 digits (a real date).
+
+    Below 2**33 seconds (the year 2242) the float it divides into is within half a microsecond of the
+    stamp, so its microseconds are the stamp's: the text is the second's (worked out once) and them."""
+    n = int(digits)
+    if n >= _EXACT_MICROSECONDS:
+        return datetime.fromtimestamp(n / 1e6, timezone.utc).isoformat(timespec="microseconds")
+    second, micro = divmod(n, 1_000_000)
+    text = _SECOND_TEXTS.get(second)
+    if text is None:
+        if len(_SECOND_TEXTS) > 4096:
+            _SECOND_TEXTS.clear()
+        text = _SECOND_TEXTS[second] = datetime.fromtimestamp(second, timezone.utc).isoformat()[:-6]  # (no +00:00)
+    return f"{text}.{micro:06d}+00:00"
+
+
+_EXACT_MICROSECONDS = (1 << 33) * 1_000_000
+_SECOND_TEXTS: Dict[int, str] = {}
 
 
 SUMMARY_BLOCK = 8 << 20  # bytes per block on the summary path (fewer, larger blocks: less per-block work)
