@@ -353,43 +353,53 @@ INLINE const char *find_quote(const char *p, const char *e) {
     return NULL;
 }
 
+/* Where text_line stopped at q (its first byte that is not text, or end): after the CRs there, the line's
+ * '\n' or end, else NULL. */
+static inline const char *text_line_stop(const char *q, const char *end, const char **body_end) {
+    *body_end = q;
+    while (q < end && *q == '\r') q++;
+    return q == end || *q == '\n' ? q : NULL;
+}
+
+/* text_line from q, a byte at a time (then the CRs that may end the line). */
+static const char *text_line_tail(const char *q, const char *end, const char **body_end, char forbid) {
+    for (; q < end; q++) {
+        unsigned char c = (unsigned char)*q;
+        if (c < 0x20 || c > 0x7e || c == (unsigned char)forbid) break;
+        if (c == 'n' && starts(q, end, TOKEN, TOKEN_LEN)) return NULL;
+    }
+    return text_line_stop(q, end, body_end);
+}
+
 /* The end of a line whose first logger token is at t: its '\n' (or end), with *body_end before the CRs
  * that may end it; NULL unless every byte after the logger is printable and not `forbid` ('"' on a text
- * line, '\\' on a journal one; CRs only at the end) and no second logger follows. One pass. */
-static const char *text_line(const char *t, const char *end, const char **body_end, char forbid) {
+ * line, '\\' on a journal one; CRs only at the end) and no second logger follows. One pass.
+ * TEXT_LINE_MASKS is the work on one chunk at q: `bad` and `cand` are the masks of its bytes that are not
+ * text and of its logger candidates ('n' at i, '_' at i+2). */
+#define TEXT_LINE_MASKS(bad, cand, q)                                                                       \
+    if (bad) cand &= (uint32_t)((1ull << __builtin_ctz(bad)) - 1);  /* loggers before the first bad byte */  \
+    while (cand) {                                                                                          \
+        const char *c = q + __builtin_ctz(cand);                                                            \
+        if (c[1] == 'f' && c[3] == 'c' && c[4] == 't' && c[5] == '_') return NULL;                          \
+        cand &= cand - 1;                                                                                   \
+    }                                                                                                       \
+    if (bad) return text_line_stop(q + __builtin_ctz(bad), end, body_end);
+
+static const char *text_line_sse2(const char *t, const char *end, const char **body_end, char forbid) {
     const char *q = t + TOKEN_LEN;
 #ifdef __SSE2__
     const __m128i lo = _mm_set1_epi8(0x20), hi = _mm_set1_epi8(0x7e), dq = _mm_set1_epi8(forbid);
     const __m128i n = _mm_set1_epi8('n'), u = _mm_set1_epi8('_');
     while (q + 24 <= end) {
         __m128i x = _mm_loadu_si128((const __m128i *)q), y = _mm_loadu_si128((const __m128i *)(q + 2));
-        unsigned bad = (unsigned)_mm_movemask_epi8(
+        uint32_t bad = (uint32_t)_mm_movemask_epi8(
             _mm_or_si128(_mm_or_si128(_mm_cmpgt_epi8(x, hi), _mm_cmplt_epi8(x, lo)), _mm_cmpeq_epi8(x, dq)));
-        unsigned cand = (unsigned)_mm_movemask_epi8(_mm_and_si128(_mm_cmpeq_epi8(x, n), _mm_cmpeq_epi8(y, u)));
-        if (bad) cand &= (1u << __builtin_ctz(bad)) - 1;  /* loggers before the first byte that is not text */
-        while (cand) {
-            const char *c = q + __builtin_ctz(cand);
-            if (c[1] == 'f' && c[3] == 'c' && c[4] == 't' && c[5] == '_') return NULL;
-            cand &= cand - 1;
-        }
-        if (bad) {
-            q += __builtin_ctz(bad);
-            goto stop;
-        }
+        uint32_t cand = (uint32_t)_mm_movemask_epi8(_mm_and_si128(_mm_cmpeq_epi8(x, n), _mm_cmpeq_epi8(y, u)));
+        TEXT_LINE_MASKS(bad, cand, q)
         q += 16;
     }
 #endif
-    for (; q < end; q++) {
-        unsigned char c = (unsigned char)*q;
-        if (c < 0x20 || c > 0x7e || c == (unsigned char)forbid) break;
-        if (c == 'n' && starts(q, end, TOKEN, TOKEN_LEN)) return NULL;
-    }
-#ifdef __SSE2__
-stop:
-#endif
-    *body_end = q;
-    while (q < end && *q == '\r') q++;
-    return q == end || *q == '\n' ? q : NULL;
+    return text_line_tail(q, end, body_end, forbid);
 }
 
 /* A text line from ls whose logger token is at t and whose body (printable, checked) ends at e. */
@@ -564,10 +574,28 @@ __attribute__((target("avx2"))) static int json_pass_avx2(const char *ls, const 
     }
     return json_pass_tail(ls, q, end, j);
 }
+/* text_line_sse2, 32 bytes at a time */
+__attribute__((target("avx2"))) static const char *text_line_avx2(const char *t, const char *end,
+                                                                  const char **body_end, char forbid) {
+    const char *q = t + TOKEN_LEN;
+    const __m256i lo = _mm256_set1_epi8(0x20), hi = _mm256_set1_epi8(0x7e), dq = _mm256_set1_epi8(forbid);
+    const __m256i n = _mm256_set1_epi8('n'), u = _mm256_set1_epi8('_');
+    while (q + 40 <= end) {  /* (a candidate at the chunk's end is read 6 bytes on) */
+        __m256i x = _mm256_loadu_si256((const __m256i *)q), y = _mm256_loadu_si256((const __m256i *)(q + 2));
+        uint32_t bad = (uint32_t)_mm256_movemask_epi8(_mm256_or_si256(
+            _mm256_or_si256(_mm256_cmpgt_epi8(x, hi), _mm256_cmpgt_epi8(lo, x)), _mm256_cmpeq_epi8(x, dq)));
+        uint32_t cand = (uint32_t)_mm256_movemask_epi8(_mm256_and_si256(_mm256_cmpeq_epi8(x, n),
+                                                                         _mm256_cmpeq_epi8(y, u)));
+        TEXT_LINE_MASKS(bad, cand, q)
+        q += 32;
+    }
+    return text_line_tail(q, end, body_end, forbid);
+}
 #endif
 
-/* The pass in use: json_pass_avx2 when the CPU has AVX2, else json_pass_sse2 (see `simd`). */
+/* The passes in use: the AVX2 ones when the CPU has AVX2, else the SSE2 ones (see `simd`). */
 static int (*json_pass)(const char *, const char *, JsonLine *) = json_pass_sse2;
+static const char *(*text_line)(const char *, const char *, const char **, char) = text_line_sse2;
 
 /* parse_json on a line `json_pass` read (no '\\', no CR: every quote is in j->q, in order). */
 static int parse_json_pass(const char *ls, const JsonLine *j, Parsed *out) {
@@ -1240,9 +1268,11 @@ static PyObject *logscan_simd(PyObject *module, PyObject *args) {
     if (name != NULL) {
         if (strcmp(name, "sse2") == 0) {
             json_pass = json_pass_sse2;
+            text_line = text_line_sse2;
 #ifdef HAVE_AVX2
         } else if (strcmp(name, "avx2") == 0 && avx2_usable()) {
             json_pass = json_pass_avx2;
+            text_line = text_line_avx2;
 #endif
         } else {
             PyErr_Format(PyExc_ValueError, "simd: no %s pass on this CPU or build", name);
@@ -1270,7 +1300,10 @@ static struct PyModuleDef logscan_module = {
 PyMODINIT_FUNC PyInit__logscan(void) {
     if (PyType_Ready(&ScannerType) < 0) return NULL;
 #ifdef HAVE_AVX2
-    if (avx2_usable()) json_pass = json_pass_avx2;
+    if (avx2_usable()) {
+        json_pass = json_pass_avx2;
+        text_line = text_line_avx2;
+    }
 #endif
     PyObject *m = PyModule_Create(&logscan_module);
     if (m == NULL) return NULL;
