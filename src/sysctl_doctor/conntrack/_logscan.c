@@ -419,8 +419,30 @@ static int parse_text_from(const char *ls, const char *t, const char *e, Parsed 
     return 1;
 }
 
-/* A journal JSON line [ls, le) whose only logger token is at t (_SUMMARY_JSON). */
-static int parse_json(const char *ls, const char *le, const char *t, int check, Parsed *out) {
+/* ---- journal JSON lines in one pass ------------------------------------------------------------ */
+
+#define JSON_QUOTES 192  /* quotes a journal line may hold to be read in one pass (a record has ~15-25 fields) */
+
+/* What one pass over a journal JSON line found: its end, its logger tokens and the offsets of its quotes. */
+typedef struct {
+    const char *le;   /* the line's '\n', or the end of the buffer */
+    const char *tok;  /* its logger token, when it has exactly one */
+    int ntok, nq;
+    uint32_t q[JSON_QUOTES];
+} JsonLine;
+
+/* The quote closing the string whose opening quote is at k - 1, before e: found, or on a line `json_pass`
+ * read (j), the entry after the opening one in its table of quotes (*qi: the next unused one; every quote
+ * is a delimiter there, in order). NULL if there is none. */
+INLINE const char *closing_quote(const char *ls, const char *k, const char *e, const JsonLine *j, int *qi) {
+    if (j == NULL) return find_quote(k, e);
+    *qi += 2;
+    return *qi <= j->nq ? ls + j->q[*qi - 1] : NULL;
+}
+
+/* A journal JSON line [ls, le) whose only logger token is at t (_SUMMARY_JSON); j: what `json_pass` found on
+ * it, or NULL (then its quotes are looked for here). */
+static int parse_json(const char *ls, const char *le, const char *t, int check, const JsonLine *j, Parsed *out) {
     const char *e = le;
     if (e > ls && e[-1] == '\r') e--;
     if (check && !printable(ls, (size_t)(e - ls), '\\')) return 0;
@@ -429,11 +451,11 @@ static int parse_json(const char *ls, const char *le, const char *t, int check, 
     p++;
     if (p < e && *p == ' ') p++;
     const char *stamp = NULL; size_t stamp_len = 0;
-    int have_msg = 0;
+    int have_msg = 0, qi = 0;
     for (;;) {
         if (p >= e || *p != '"') return 0;
         const char *k = p + 1;
-        const char *kq = find_quote(k, e);
+        const char *kq = closing_quote(ls, k, e, j, &qi);
         if (kq == NULL) return 0;
         p = kq + 1;
         if (p < e && *p == ' ') p++;
@@ -442,7 +464,7 @@ static int parse_json(const char *ls, const char *le, const char *t, int check, 
         if (p < e && *p == ' ') p++;
         if (p >= e || *p != '"') return 0;
         const char *v = p + 1;
-        const char *vq = find_quote(v, e);
+        const char *vq = closing_quote(ls, v, e, j, &qi);
         if (vq == NULL) return 0;
         size_t klen = (size_t)(kq - k);
         if (klen == 20 && memcmp(k, "__REALTIME_TIMESTAMP", 20) == 0) {
@@ -473,18 +495,6 @@ static int parse_json(const char *ls, const char *le, const char *t, int check, 
     return 1;
 }
 
-/* ---- journal JSON lines in one pass ------------------------------------------------------------ */
-
-#define JSON_QUOTES 192  /* quotes a journal line may hold to be read in one pass (a record has ~15-25 fields) */
-
-/* What one pass over a journal JSON line found: its end, its logger tokens and the offsets of its quotes. */
-typedef struct {
-    const char *le;   /* the line's '\n', or the end of the buffer */
-    const char *tok;  /* its logger token, when it has exactly one */
-    int ntok, nq;
-    uint32_t q[JSON_QUOTES];
-} JsonLine;
-
 /* Where json_pass stopped at q (its first byte that is not text, or end): the line's end when that is its '\n'. */
 static inline int json_pass_stop(const char *q, const char *end, JsonLine *j) {
     if (q < end && *q != '\n') return 0;
@@ -509,7 +519,8 @@ static int json_pass_tail(const char *ls, const char *q, const char *end, JsonLi
 
 /* One pass over the line from ls (a '{') to its '\n' (or end): 1 when every byte before it is printable
  * ASCII other than '\\' (so every '"' is a delimiter), it holds at most one logger token and at most
- * JSON_QUOTES quotes; 0 otherwise (the general path reads the line: `text_line`, `parse_json`).
+ * JSON_QUOTES quotes; 0 otherwise (the general path reads the line: `text_line`, then `parse_json`
+ * looking for the quotes itself).
  * JSON_PASS_MASKS is the work on one chunk of `width` bytes at q: `bad`, `quo` and `cand` are the masks of
  * its bytes that are not text, of its quotes and of its logger candidates ('n' at i, '_' at i+2). */
 #define JSON_PASS_MASKS(bad, quo, cand, q, end, width)                                                     \
@@ -597,54 +608,6 @@ __attribute__((target("avx2"))) static const char *text_line_avx2(const char *t,
 static int (*json_pass)(const char *, const char *, JsonLine *) = json_pass_sse2;
 static const char *(*text_line)(const char *, const char *, const char **, char) = text_line_sse2;
 
-/* parse_json on a line `json_pass` read (no '\\', no CR: every quote is in j->q, in order). */
-static int parse_json_pass(const char *ls, const JsonLine *j, Parsed *out) {
-    const char *e = j->le, *t = j->tok;
-    const char *p = ls + 1;
-    if (p < e && *p == ' ') p++;
-    const char *stamp = NULL; size_t stamp_len = 0;
-    int have_msg = 0, i = 0;
-    for (;;) {
-        /* '"' key '"' [ ] ':' [ ] '"' value '"': four quotes, the first at p */
-        if (i + 4 > j->nq || ls + j->q[i] != p) return 0;
-        const char *k = p + 1, *kq = ls + j->q[i + 1];
-        p = kq + 1;
-        if (p < e && *p == ' ') p++;
-        if (p >= e || *p != ':') return 0;
-        p++;
-        if (p < e && *p == ' ') p++;
-        if (ls + j->q[i + 2] != p) return 0;
-        const char *v = p + 1, *vq = ls + j->q[i + 3];
-        i += 4;
-        size_t klen = (size_t)(kq - k);
-        if (klen == 20 && memcmp(k, "__REALTIME_TIMESTAMP", 20) == 0) {
-            if (stamp != NULL || have_msg) return 0;
-            size_t n = (size_t)(vq - v);
-            if (n < 1 || n > 16) return 0;
-            for (const char *q = v; q < vq; q++) if (!is_digit(*q)) return 0;
-            stamp = v; stamp_len = n;
-        } else if (klen == 7 && memcmp(k, "MESSAGE", 7) == 0) {
-            if (stamp == NULL || have_msg) return 0;
-            if (v != t) return 0;
-            if (!parse_body(t, vq, out)) return 0;
-            have_msg = 1;
-        }
-        p = vq + 1;
-        if (p < e && *p == ',') {
-            p++;
-            if (p < e && *p == ' ') p++;
-            continue;
-        }
-        if (p < e && *p == ' ') p++;
-        if (p < e && *p == '}' && p + 1 == e) break;
-        return 0;
-    }
-    if (!have_msg) return 0;
-    out->stamp = stamp; out->stamp_len = stamp_len;
-    out->mode = MODE_JOURNAL;
-    return 1;
-}
-
 /* Whether the "MESSAGE" at m starts _BYTE_ARRAY_MESSAGE (rb'"MESSAGE"\s*:\s*\[') within [m, end). */
 static int byte_array_message(const char *m, const char *end) {
     const char *p = m + MSGKEY_LEN;
@@ -668,7 +631,7 @@ static int byte_array_line(const char *ls, const char *le, const char *end) {
 }
 
 static int parse_line(const char *ls, const char *le, const char *t, Parsed *out) {
-    if (ls < le && *ls == '{') return parse_json(ls, le, t, 1, out);
+    if (ls < le && *ls == '{') return parse_json(ls, le, t, 1, NULL, out);
     return parse_text(ls, le, t, out);
 }
 
@@ -943,6 +906,14 @@ counted:
     return 0;
 }
 
+/* Count a record of the buffer: 0; ST_FLUSH when Python must take the counts first (a table is full, or
+ * journal and text records meet: their stamps do not share a summary); -1 out of memory. */
+INLINE int count_record(Scanner *s, const Parsed *r, long long line) {
+    if (s->mode != MODE_NONE && r->mode != s->mode) return ST_FLUSH;
+    int rc = commit(s, r, line);
+    return rc == -1 ? -1 : rc == -2 ? ST_FLUSH : 0;
+}
+
 /* The last stamps still pointing into the caller's buffer, copied (at the end of every scan). */
 static int own_stamps(Scanner *s) {
     for (size_t i = 0; i < s->ntouched; i++) {
@@ -1025,15 +996,12 @@ static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
                 }
             } else {
                 Parsed r;
-                if ((Py_ssize_t)(le - p) > max_line || !parse_json_pass(p, jl, &r)) {
+                if ((Py_ssize_t)(le - p) > max_line || !parse_json(p, le, jl->tok, 0, jl, &r)) {
                     odd = 1;
-                } else if (s->mode != MODE_NONE && r.mode != s->mode) {
-                    status = ST_FLUSH;
-                    break;
                 } else {
-                    int rc = commit(s, &r, first_line + lines);
-                    if (rc == -1) { nomem = 1; break; }
-                    if (rc == -2) { status = ST_FLUSH; break; }
+                    int rc = count_record(s, &r, first_line + lines);
+                    if (rc < 0) { nomem = 1; break; }
+                    if (rc) { status = rc; break; }
                 }
             }
             if (!odd) {
@@ -1062,7 +1030,7 @@ static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
                     ok = 0;
                 } else {
                     ok = (Py_ssize_t)(le - p) <= max_line && printable(p, (size_t)(tok - p), '\\') &&
-                         parse_json(p, le, tok, 0, &r);
+                         parse_json(p, le, tok, 0, NULL, &r);
                 }
             } else {
                 le = text_line(tok, end, &body_end, '"');
@@ -1077,13 +1045,10 @@ static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
             next = le < end ? le + 1 : end;
             if (!ok) {
                 odd = 1;
-            } else if (s->mode != MODE_NONE && r.mode != s->mode) {
-                status = ST_FLUSH;
-                break;
             } else {
-                int rc = commit(s, &r, first_line + lines);
-                if (rc == -1) { nomem = 1; break; }
-                if (rc == -2) { status = ST_FLUSH; break; }
+                int rc = count_record(s, &r, first_line + lines);
+                if (rc < 0) { nomem = 1; break; }
+                if (rc) { status = rc; break; }
                 tok = find_token(next, end);
             }
         } else {
