@@ -83,6 +83,7 @@ typedef struct {
     uint32_t call;
     long long records;  /* pending records (counted since the last flush) */
     int busy;  /* a scan runs without the GIL: no other call may touch this scanner meanwhile */
+    unsigned long long searched;  /* bytes the logger search has looked at (the work of a scan; tests hold it linear) */
 } Scanner;
 
 /* ---- helpers ---------------------------------------------------------------------------------- */
@@ -437,7 +438,8 @@ typedef struct {
 INLINE const char *closing_quote(const char *ls, const char *k, const char *e, const JsonLine *j, int *qi) {
     if (j == NULL) return find_quote(k, e);
     *qi += 2;
-    return *qi <= j->nq ? ls + j->q[*qi - 1] : NULL;
+    if (*qi > j->nq || ls + j->q[*qi - 2] != k - 1) return NULL;  /* (the opening quote is the entry before) */
+    return ls + j->q[*qi - 1];
 }
 
 /* A journal JSON line [ls, le) whose only logger token is at t (_SUMMARY_JSON); j: what `json_pass` found on
@@ -518,8 +520,9 @@ static int json_pass_tail(const char *ls, const char *q, const char *end, JsonLi
 }
 
 /* One pass over the line from ls (a '{') to its '\n' (or end): 1 when every byte before it is printable
- * ASCII other than '\\' (so every '"' is a delimiter), it holds at most one logger token and at most
- * JSON_QUOTES quotes; 0 otherwise (the general path reads the line: `text_line`, then `parse_json`
+ * ASCII other than '\\' (so every '"' is a delimiter), it holds at most one logger token and its quotes fit
+ * the table (a chunk of quotes is taken only while a whole chunk's worth fits: JSON_QUOTES less a chunk's
+ * width, at the least); 0 otherwise (the general path reads the line: `text_line`, then `parse_json`
  * looking for the quotes itself).
  * JSON_PASS_MASKS is the work on one chunk of `width` bytes at q: `bad`, `quo` and `cand` are the masks of
  * its bytes that are not text, of its quotes and of its logger candidates ('n' at i, '_' at i+2). */
@@ -670,7 +673,7 @@ static int arena_put(Scanner *s, const char *p, size_t n, size_t *off) {
         if (q == NULL) return -1;
         s->arena = q; s->arena_cap = c;
     }
-    memcpy(s->arena + s->arena_len, p, n);
+    if (n) memcpy(s->arena + s->arena_len, p, n);
     *off = s->arena_len;
     s->arena_len += n;
     return 0;
@@ -942,10 +945,12 @@ static int own_stamps(Scanner *s) {
 
 /* ---- the scan --------------------------------------------------------------------------------- */
 
-static const char *find(const char *p, const char *end, const char *lit, size_t n) {
-    if (p >= end || (size_t)(end - p) < n) return NULL;
-    if (n == TOKEN_LEN && lit[0] == 'n') return find_token(p, end);
-    return memmem(p, (size_t)(end - p), lit, n);
+/* The first logger token in [p, end), or NULL; the bytes it looked at are added to s->searched. */
+static const char *find_logger(Scanner *s, const char *p, const char *end) {
+    if (p >= end || (size_t)(end - p) < TOKEN_LEN) return NULL;
+    const char *t = find_token(p, end);
+    s->searched += (unsigned long long)((t != NULL ? t : end) - p);
+    return t;
 }
 
 static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
@@ -963,6 +968,7 @@ static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
         PyErr_SetString(PyExc_RuntimeError, "scan: this scanner is scanning in another thread");
         return NULL;
     }
+    if (max_line > 0x7fffffff) max_line = 0x7fffffff;  /* a longer line is odd (Python's): offsets stay 32-bit */
     s->busy = 1;
     const char *base = view.buf;
     const char *p = base + start, *end = base + stop_at;
@@ -978,16 +984,21 @@ static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
     s->call++;
     if (s->call == 0) s->call = 1;
     tok = NULL;
-    int tok_stale = 1;  /* tok: the first logger token at or after p, unless stale (then found again) */
+    /* tok: the first logger token at or after some p0 <= p (so, while p <= tok, the first at or after p);
+     * looked for again only once p has passed it: each byte is searched once (a search per line would be
+     * quadratic on a journal where lines read in one pass alternate with lines that are not) */
+    int tok_known = 0;
     JsonLine jline, *jl = &jline;
+    /* the passes in use, taken once: simd() may switch them meanwhile */
+    int (*const pass_json)(const char *, const char *, JsonLine *) = json_pass;
+    const char *(*const pass_text)(const char *, const char *, const char **, char) = text_line;
     while (p < end) {
         const char *le, *next;
         int odd = 0;
-        if (*p == '{' && json_pass(p, end, jl)) {
+        if (*p == '{' && pass_json(p, end, jl)) {
             /* a journal line read in one pass: the general path below would read it the same way */
             le = jl->le;
             next = le < end ? le + 1 : end;
-            tok_stale = 1;
             if (jl->ntok == 0) {
                 if ((Py_ssize_t)(le - p) > max_line) odd = 1;
                 for (int i = 0; i < jl->nq && !odd; i++) {
@@ -1009,13 +1020,13 @@ static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
                 p = next;
                 continue;
             }
-            tok = find(p, end, TOKEN, TOKEN_LEN);
-            tok_stale = 0;
+            if (!tok_known || (tok != NULL && tok < p)) tok = find_logger(s, p, end);
+            tok_known = 1;
             goto odd_region;
         }
-        if (tok_stale) {
-            tok = find(p, end, TOKEN, TOKEN_LEN);
-            tok_stale = 0;
+        if (!tok_known || (tok != NULL && tok < p)) {
+            tok = find_logger(s, p, end);
+            tok_known = 1;
         }
         if (tok != NULL && (tok == p || memchr(p, '\n', (size_t)(tok - p)) == NULL)) {
             /* a line with a logger: read it (a text line in one pass from the logger on) */
@@ -1023,7 +1034,7 @@ static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
             int ok;
             const char *body_end;
             if (*p == '{') {
-                le = text_line(tok, end, &body_end, '\\');
+                le = pass_text(tok, end, &body_end, '\\');
                 if (le == NULL) {
                     const char *nl = memchr(tok, '\n', (size_t)(end - tok));
                     le = nl ? nl : end;
@@ -1033,7 +1044,7 @@ static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
                          parse_json(p, le, tok, 0, NULL, &r);
                 }
             } else {
-                le = text_line(tok, end, &body_end, '"');
+                le = pass_text(tok, end, &body_end, '"');
                 if (le == NULL) {
                     const char *nl = memchr(tok, '\n', (size_t)(end - tok));
                     le = nl ? nl : end;
@@ -1049,7 +1060,7 @@ static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
                 int rc = count_record(s, &r, first_line + lines);
                 if (rc < 0) { nomem = 1; break; }
                 if (rc) { status = rc; break; }
-                tok = find_token(next, end);
+                tok = find_logger(s, next, end);
             }
         } else {
             const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -1068,9 +1079,9 @@ static PyObject *Scanner_scan(Scanner *s, PyObject *args) {
                 const char *qnl = memchr(q, '\n', (size_t)(end - q));
                 const char *qe = qnl ? qnl : end;
                 const char *qn = qnl ? qnl + 1 : end;
-                while (t != NULL && t < q) t = find(t + TOKEN_LEN, end, TOKEN, TOKEN_LEN);
+                while (t != NULL && t < q) t = find_logger(s, t + TOKEN_LEN, end);
                 if (q != p && t != NULL && t < qe && (Py_ssize_t)(qe - q) <= max_line) {
-                    const char *nt = find(t + TOKEN_LEN, end, TOKEN, TOKEN_LEN);
+                    const char *nt = find_logger(s, t + TOKEN_LEN, end);
                     Parsed r;
                     if ((nt == NULL || nt >= qe) && parse_line(q, qe, t, &r)) {
                         odd_end = q;
@@ -1170,6 +1181,11 @@ done:
     return result;
 }
 
+static PyObject *Scanner_searched(Scanner *s, void *closure) {
+    (void)closure;
+    return PyLong_FromUnsignedLongLong(s->searched);
+}
+
 static PyObject *Scanner_pending(Scanner *s, void *closure) {
     if (s->busy) {
         PyErr_SetString(PyExc_RuntimeError, "pending: this scanner is scanning in another thread");
@@ -1200,6 +1216,7 @@ static PyMethodDef Scanner_methods[] = {
 
 static PyGetSetDef Scanner_getset[] = {
     {"pending", (getter)Scanner_pending, NULL, "records counted and not flushed yet", NULL},
+    {"searched", (getter)Scanner_searched, NULL, "bytes the search for loggers has looked at, all scans together", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -1224,7 +1241,7 @@ static int avx2_usable(void) {
 #endif
 }
 
-/* simd([name]) -> the name of the journal line pass in use ("avx2" or "sse2"); with a name, use that one
+/* simd([name]) -> the name of the line passes in use ("avx2" or "sse2"); with a name, use that one
  * from now on (the tests run both); ValueError when this CPU or build has no such pass. */
 static PyObject *logscan_simd(PyObject *module, PyObject *args) {
     const char *name = NULL;
@@ -1252,8 +1269,8 @@ static PyObject *logscan_simd(PyObject *module, PyObject *args) {
 
 static PyMethodDef logscan_functions[] = {
     {"simd", logscan_simd, METH_VARARGS,
-     "simd([name]) -> the journal line pass in use ('avx2' or 'sse2'; without SSE2 the 'sse2' pass reads a\n"
-     "byte at a time); with a name, use that pass from now on (ValueError when there is none)."},
+     "simd([name]) -> the line passes in use ('avx2' or 'sse2'; without SSE2 the 'sse2' passes read a\n"
+     "byte at a time); with a name, use those passes from now on (ValueError when there are none)."},
     {NULL, NULL, 0, NULL},
 };
 
