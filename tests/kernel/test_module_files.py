@@ -180,3 +180,48 @@ def test_truncated_and_oversized_compressed_modules(tree_61, tmp_path, comp, mon
     monkeypatch.setattr(elf_scan, "MAX_MODULE_BYTES", len(real.read_bytes()) // 2)
     big = scan_module_bytes(packed, name, "br_netfilter")
     assert big is not None and big.error and "more than" in big.error
+
+
+@pytest.mark.parametrize("series", ["5.10", "6.1", "6.12"])
+def test_the_prefilter_finds_the_modules_the_whole_file_search_finds(series, request):
+    """The pre-filter searches the string table of a module's symbol table (where a call names a register
+    function); on every module of the real trees it picks the modules a search of the whole file picks."""
+    from sysctl_doctor.kernel.elf_scan import PREFILTER, decompress, names_a_register_function
+
+    tree = request.getfixturevalue({"5.10": "tree_510", "6.1": "tree_61", "6.12": "tree_612"}[series])
+    base = Path(tree) / "lib/modules" / tree.kver
+    picked = 0
+    for path in sorted(base.rglob("*.ko*")):
+        data = decompress(path.read_bytes(), path.name)
+        whole = any(name in data for name in PREFILTER)
+        assert names_a_register_function(data) == whole, path
+        picked += whole
+    assert picked >= 30  # nf_conntrack, br_netfilter, ipv6, sunrpc, ... register sysctls
+
+
+def test_the_prefilter_searches_the_whole_file_when_the_symbol_table_cannot_be_found(tree_61):
+    """No symbol table, or section headers that point outside the file: the whole file is searched (and
+    the scan then reports what is wrong), so damage never hides a module."""
+    import struct
+
+    from sysctl_doctor.kernel.elf_scan import names_a_register_function
+
+    real = (Path(tree_61) / "lib/modules" / tree_61.kver / "kernel/net/bridge/br_netfilter.ko").read_bytes()
+    assert names_a_register_function(real)
+    shoff = struct.unpack_from("<Q", real, 0x28)[0]
+    shnum = struct.unpack_from("<H", real, 0x3C)[0]
+    no_symtab = bytearray(real)
+    for i in range(shnum):
+        if struct.unpack_from("<I", real, shoff + i * 64 + 4)[0] == 2:
+            struct.pack_into("<I", no_symtab, shoff + i * 64 + 4, 1)  # SHT_SYMTAB -> SHT_PROGBITS
+    assert names_a_register_function(bytes(no_symtab))
+    outside = bytearray(real)
+    struct.pack_into("<Q", outside, 0x28, len(real))  # section headers past the end
+    assert names_a_register_function(bytes(outside))
+    strtab_gone = bytearray(real)
+    for i in range(shnum):
+        if struct.unpack_from("<I", real, shoff + i * 64 + 4)[0] == 2:
+            link = struct.unpack_from("<I", real, shoff + i * 64 + 40)[0]
+            struct.pack_into("<Q", strtab_gone, shoff + link * 64 + 24, len(real))  # the string table past the end
+    assert names_a_register_function(bytes(strtab_gone))
+    assert not names_a_register_function(b"\x7fELF" + bytes(200))

@@ -154,6 +154,40 @@ class _Section:
     info: int
 
 
+def names_a_register_function(data: bytes) -> bool:
+    """The pre-filter: whether a register function's name (PREFILTER) is in the string table of the module's
+    symbol table, where a module that calls one must name it (~1/7 of a module's bytes: the cold 6.12 index
+    searched ~440 MB twice). Searched in the whole file when that table cannot be found (no symbol table,
+    headers out of bounds: Elf or check_elf_bounds then says what is wrong). Debian's 5.10, 6.1 and 6.12
+    trees (12,139 modules) give the same modules either way."""
+    size = len(data)
+    if size >= 64 and data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1:
+        shoff = struct.unpack_from("<Q", data, 0x28)[0]
+        shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+        if shentsize == 64 and 0 < shnum and shoff + shnum * 64 <= size:
+            types = _section_types(shnum).unpack_from(data, shoff)
+            if SHT_SYMTAB in types:
+                link = struct.unpack_from("<I", data, shoff + types.index(SHT_SYMTAB) * 64 + 40)[0]
+                if link < shnum:
+                    start, length = struct.unpack_from("<QQ", data, shoff + link * 64 + 24)
+                    if start + length <= size:
+                        return any(data.find(name, start, start + length) >= 0 for name in PREFILTER)
+    return any(name in data for name in PREFILTER)
+
+
+def _section_types(shnum: int) -> struct.Struct:
+    """A Struct reading the sh_type of each of `shnum` section headers at once."""
+    reader = _SECTION_TYPES.get(shnum)
+    if reader is None:
+        if len(_SECTION_TYPES) > 256:
+            _SECTION_TYPES.clear()
+        reader = _SECTION_TYPES[shnum] = struct.Struct("<" + "4xI56x" * shnum)
+    return reader
+
+
+_SECTION_TYPES: Dict[int, struct.Struct] = {}
+
+
 def check_elf_bounds(data: bytes) -> None:
     """Cheap sanity check without parsing: ELF64 LE magic, and the section header table inside the file."""
     if len(data) < 64 or data[:4] != b"\x7fELF":
@@ -530,7 +564,7 @@ def scan_module_bytes(raw: bytes, file: str, name: str, need_modinfo: bool = Fal
     """Scan one module file's bytes; None when it has nothing the index needs."""
     try:
         data = decompress(raw, file)
-        wanted = any(p in data for p in PREFILTER)
+        wanted = names_a_register_function(data)
         if not wanted and not need_modinfo:
             check_elf_bounds(data)  # a truncated or foreign file is reported even when skipped
             return None
