@@ -110,7 +110,7 @@ def command(file: Optional[str], since: Optional[str], fmt: str, limit: int, sta
     finally:
         for close in closing:
             close()
-        gc.freeze()  # nor need the interpreter's last collection at exit walk every object (~5 ms a big log)
+        gc.freeze()  # the interpreter's last collection at exit need not walk every object again (~5 ms, a big log)
 
 
 def _count_for_prometheus(report, records, state_dir: Optional[str], textfile_dir: Optional[str],  # type: ignore[no-untyped-def]
