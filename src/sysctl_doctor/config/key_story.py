@@ -16,7 +16,7 @@ from sysctl_doctor.config.fates import ignored_file_bytes
 from sysctl_doctor.config.sysctl_d import effective_settings, procps_path, systemd_normalize
 from sysctl_doctor.config.sysctl_glob import glob_matches_path
 from sysctl_doctor.config.sysctl_lines import parse_sysctl_bytes
-from sysctl_doctor.root import PathKind, Root
+from sysctl_doctor.root import Root
 
 WINS = "wins"
 OVERRIDDEN = "overridden"

@@ -60,7 +60,7 @@ def _assignment_lines(analysis, verbose: bool) -> List[List[Segment]]:  # type: 
     if not lines:
         return []
     hidden = len(every) - len(lines)
-    note = (f" (every line of every sysctl file, in apply order, then files never read"
+    note = (" (every line of every sysctl file, in apply order, then files never read"
             + (f"; the {hidden} that apply are the table's rows, -v lists them)" if hidden else ")"))
     out: List[List[Segment]] = [[], [("Assignments", "bold"), (note, None)]]
     styles = {APPLIED: "green", REPEAT: None, EXCLUDES: "cyan", INVALID: "yellow"}
