@@ -1372,6 +1372,12 @@ class _FileRange:
         return got
 
 
+def _fill(readinto, view, filled: int) -> Tuple[int, bool]:  # type: ignore[no-untyped-def]
+    """One read into view[filled:]: (bytes now in the buffer, whether the input has ended)."""
+    n = readinto(view[filled:])
+    return (filled + n, False) if n else (filled, True)
+
+
 class _ScanAhead:
     """The compiled scanner over the second half of a regular log file, in a thread (its reads and the C scan
     run without the GIL) while the main thread reads the first half, up to the line where this one starts: the
@@ -1421,11 +1427,7 @@ class _ScanAhead:
             pos, filled, eof, stopped = self.start_at, 0, False, None  # pos: the file offset of buf[0]
             while not self.stop.is_set():
                 if not eof:
-                    n = readinto(view[filled:])
-                    if n:
-                        filled += n
-                    else:
-                        eof = True
+                    filled, eof = _fill(readinto, view, filled)
                 if eof:
                     end = filled
                     if end == 0:
@@ -1574,11 +1576,7 @@ def _summarise_accelerated(stream: IO[bytes], report: "KernelLogReport", table: 
         filled, eof = 0, False
         while True:
             if not eof:
-                n = readinto(view[filled:])
-                if n:
-                    filled += n
-                else:
-                    eof = True
+                filled, eof = _fill(readinto, view, filled)
             if eof:
                 end = filled
             else:

@@ -160,18 +160,19 @@ def names_a_register_function(data: bytes) -> bool:
     searched ~440 MB twice). Searched in the whole file when that table cannot be found (no symbol table,
     headers out of bounds: Elf or check_elf_bounds then says what is wrong). Debian's 5.10, 6.1 and 6.12
     trees (12,139 modules) give the same modules either way."""
-    size = len(data)
-    if size >= 64 and data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1:
-        shoff = struct.unpack_from("<Q", data, 0x28)[0]
-        shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
-        if shentsize == 64 and 0 < shnum and shoff + shnum * 64 <= size:
-            types = _section_types(shnum).unpack_from(data, shoff)
-            if SHT_SYMTAB in types:
-                link = struct.unpack_from("<I", data, shoff + types.index(SHT_SYMTAB) * 64 + 40)[0]
-                if link < shnum:
-                    start, length = struct.unpack_from("<QQ", data, shoff + link * 64 + 24)
-                    if start + length <= size:
-                        return any(data.find(name, start, start + length) >= 0 for name in PREFILTER)
+    try:
+        check_elf_bounds(data)  # ELF64 LE, its section headers inside the file
+    except ModuleReadError:
+        return any(name in data for name in PREFILTER)
+    shoff = struct.unpack_from("<Q", data, 0x28)[0]
+    shnum = struct.unpack_from("<H", data, 0x3C)[0]
+    types = _section_types(shnum).unpack_from(data, shoff)
+    if SHT_SYMTAB in types:
+        link = struct.unpack_from("<I", data, shoff + types.index(SHT_SYMTAB) * 64 + 40)[0]
+        if link < shnum:
+            start, length = struct.unpack_from("<QQ", data, shoff + link * 64 + 24)
+            if start + length <= len(data):
+                return any(data.find(name, start, start + length) >= 0 for name in PREFILTER)
     return any(name in data for name in PREFILTER)
 
 
